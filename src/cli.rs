@@ -1,0 +1,174 @@
+//! The command line: flags and what each command does.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::compress::{compress_file, CompressOptions};
+use crate::engine::CpuEngine;
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::inspect;
+use crate::progress::Progress;
+
+/// Streams compressed neural-network weights (a p-adic container) and decodes them bit-exact.
+#[derive(Debug, Parser)]
+#[command(name = "padic-burst", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Never show a progress bar.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compress a safetensors file into a p-adic container.
+    Compress {
+        /// The safetensors file to read.
+        input: PathBuf,
+        /// The container to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Base of the digit expansion of each fraction (a prime below 2048).
+        #[arg(long, default_value_t = 2)]
+        prime: u32,
+        /// Digits kept per value [default: every digit, exact for each dtype].
+        #[arg(long)]
+        precision: Option<u32>,
+        /// Allow --precision to drop low digits (inspect reports the largest error).
+        #[arg(long)]
+        lossy: bool,
+        /// Decoded KiB per chunk.
+        #[arg(long, default_value_t = 1024)]
+        chunk_kib: u32,
+    },
+    /// Decompress a container into a safetensors file.
+    Decompress {
+        /// The container to read.
+        input: PathBuf,
+        /// The safetensors file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Decode only the leading K digits of each fraction (reads fewer planes) [default: all stored].
+        #[arg(long)]
+        target_precision: Option<u32>,
+        /// CPU worker threads [default: one per core].
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Show per-tensor sizes and ratios of a container.
+    Inspect {
+        /// The container to read.
+        input: PathBuf,
+        /// Print JSON (keys: tensors, original_bytes, compressed_bytes, ratio).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compress and decompress a generated model offline and say what happened.
+    Demo {
+        /// Parameters per dtype of the generated model.
+        #[arg(long, default_value_t = 4_000_000)]
+        params: usize,
+        /// CPU worker threads [default: one per core].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Folder for the demo's files [default: a fresh temporary folder, removed afterwards].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let progress = Progress::new(!cli.quiet);
+    match cli.command {
+        Command::Compress {
+            input,
+            output,
+            prime,
+            precision,
+            lossy,
+            chunk_kib,
+        } => {
+            let opts = CompressOptions {
+                prime,
+                precision,
+                lossy,
+                chunk_kib,
+            };
+            let s = compress_file(&input, &output, &opts, &progress)?;
+            eprintln!(
+                "{}: {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
+                output.display(),
+                s.tensors,
+                s.chunks,
+                s.original_bytes,
+                s.compressed_bytes,
+                s.compressed_bytes as f64 / s.original_bytes.max(1) as f64
+            );
+        }
+        Command::Decompress {
+            input,
+            output,
+            target_precision,
+            workers,
+        } => {
+            let engine = CpuEngine::new(workers)?;
+            let c = Container::open(&input)?;
+            let s = engine.decompress_file(&c, &output, target_precision, &progress)?;
+            eprintln!(
+                "{}: {} chunks on {} CPU workers, {} bytes read, {} bytes written in {:.3} s ({:.2} GB/s)",
+                output.display(),
+                s.chunks,
+                engine.workers(),
+                s.bytes_in,
+                s.bytes_out,
+                s.wall.as_secs_f64(),
+                s.gb_per_s()
+            );
+        }
+        Command::Inspect { input, json } => {
+            let c = Container::open(&input)?;
+            let r = inspect::inspect(&c);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r)
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?
+                );
+            } else {
+                print!("{}", inspect::render(&r));
+            }
+        }
+        Command::Demo {
+            params,
+            workers,
+            dir,
+        } => {
+            let (_guard, dir) = match dir {
+                Some(d) => {
+                    std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+                    (None, d)
+                }
+                None => {
+                    let d = std::env::temp_dir()
+                        .join(format!("padic-burst-demo-{}", std::process::id()));
+                    std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+                    (Some(RemoveOnDrop(d.clone())), d)
+                }
+            };
+            crate::demo::run(&dir, params, workers)?;
+        }
+    }
+    Ok(())
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

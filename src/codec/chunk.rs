@@ -1,0 +1,163 @@
+//! A chunk: the values of one contiguous element range of one tensor, split
+//! into sections (section 0 the exponent channel, then the digit planes, most
+//! significant first). Each section is coded on its own (see `symbols`), so a
+//! decode to fewer digits reads a prefix of the chunk's sections and no more.
+
+use super::layout::{FloatKind, Layout};
+use super::rans::Word;
+use super::symbols;
+use crate::error::{Error, Result};
+
+/// Reads a little-endian value of `kind` at element `i` of `bytes`.
+#[inline]
+fn load(kind: FloatKind, bytes: &[u8], i: usize) -> u32 {
+    match kind {
+        FloatKind::F32 => u32::from_le_bytes([
+            bytes[4 * i],
+            bytes[4 * i + 1],
+            bytes[4 * i + 2],
+            bytes[4 * i + 3],
+        ]),
+        FloatKind::BF16 | FloatKind::F16 => {
+            u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]) as u32
+        }
+    }
+}
+
+/// What encoding one chunk produced.
+pub struct EncodedChunk {
+    /// The coded sections, head first.
+    pub sections: Vec<Vec<u8>>,
+    /// Largest `|original - stored|` over finite values (`inf` when a NaN
+    /// would not come back as a NaN); 0 for an exact layout.
+    pub max_abs_error: f64,
+}
+
+/// Encodes the little-endian values in `bytes` (a whole number of elements).
+pub fn encode(layout: &Layout, bytes: &[u8]) -> EncodedChunk {
+    let kind = layout.kind;
+    let n = bytes.len() / kind.size();
+    let nsec = layout.sections();
+    let mut streams: Vec<Vec<u16>> = (0..nsec).map(|_| Vec::with_capacity(n)).collect();
+    let mut syms = vec![0u16; nsec];
+    let mut max_err = 0.0f64;
+    for i in 0..n {
+        let bits = load(kind, bytes, i);
+        layout.split(bits, &mut syms);
+        for (s, &sym) in streams.iter_mut().zip(&syms) {
+            s.push(sym);
+        }
+        if !layout.is_exact() {
+            let stored = layout.truncate(bits, layout.precision);
+            let (a, b) = (kind.to_f64(bits), kind.to_f64(stored));
+            let err = if a.is_nan() {
+                if b.is_nan() {
+                    0.0
+                } else {
+                    f64::INFINITY
+                }
+            } else {
+                (a - b).abs()
+            };
+            max_err = max_err.max(err);
+        }
+    }
+    let sections = streams
+        .iter()
+        .enumerate()
+        .map(|(s, syms)| symbols::encode(syms, layout.alphabet(s)))
+        .collect();
+    EncodedChunk {
+        sections,
+        max_abs_error: max_err,
+    }
+}
+
+/// The decoding tables of one tensor at one target precision: per section,
+/// the contribution of each symbol to the output bit pattern.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub kind: FloatKind,
+    luts: Vec<Vec<u32>>,
+}
+
+impl Tables {
+    /// Tables for a decode of `layout` to `target` digits (at most `layout.precision`).
+    pub fn new(layout: &Layout, target: u32) -> Self {
+        let target = target.min(layout.precision);
+        let used = layout.sections_for(target);
+        Tables {
+            kind: layout.kind,
+            luts: (0..used).map(|s| layout.contributions(s, target)).collect(),
+        }
+    }
+
+    /// Sections a decode reads (a prefix of the chunk's).
+    pub fn sections_used(&self) -> usize {
+        self.luts.len()
+    }
+
+    /// Decodes a chunk's sections (at least `sections_used()`) into `out`.
+    pub fn decode<W: Word>(&self, sections: &[&[u8]], out: &mut [W]) -> Result<()> {
+        if std::mem::size_of::<W>() != self.kind.size() {
+            return Err(Error::Decode("output word does not match the dtype".into()));
+        }
+        for (s, lut) in self.luts.iter().enumerate() {
+            let sec = sections
+                .get(s)
+                .ok_or_else(|| Error::Decode(format!("chunk lacks section {s}")))?;
+            symbols::decode(sec, lut, out, s == 0)
+                .map_err(|e| Error::Decode(format!("section {s}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Decodes into little-endian bytes (`out.len()` a multiple of the value size),
+    /// through `scratch` when `out` is not aligned for the word type.
+    pub fn decode_bytes(
+        &self,
+        sections: &[&[u8]],
+        out: &mut [u8],
+        scratch: &mut Vec<u32>,
+    ) -> Result<()> {
+        match self.kind {
+            FloatKind::F32 => self.decode_into::<u32>(sections, out, scratch),
+            FloatKind::BF16 | FloatKind::F16 => self.decode_into::<u16>(sections, out, scratch),
+        }
+    }
+
+    fn decode_into<W: Word>(
+        &self,
+        sections: &[&[u8]],
+        out: &mut [u8],
+        scratch: &mut Vec<u32>,
+    ) -> Result<()> {
+        let size = std::mem::size_of::<W>();
+        if out.len() % size != 0 {
+            return Err(Error::Decode(
+                "output is not a whole number of values".into(),
+            ));
+        }
+        if cfg!(target_endian = "little") {
+            if let Ok(words) = bytemuck::try_cast_slice_mut::<u8, W>(out) {
+                return self.decode(sections, words);
+            }
+        }
+        let n = out.len() / size;
+        scratch.clear();
+        scratch.resize(n.div_ceil(4 / size), 0);
+        let words: &mut [W] = &mut bytemuck::cast_slice_mut::<u32, W>(scratch)[..n];
+        self.decode(sections, words)?;
+        for (dst, w) in out.chunks_exact_mut(size).zip(words.iter()) {
+            let b = bytemuck::bytes_of(w);
+            if cfg!(target_endian = "little") {
+                dst.copy_from_slice(b);
+            } else {
+                for (d, s) in dst.iter_mut().zip(b.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+        Ok(())
+    }
+}

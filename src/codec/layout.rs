@@ -1,0 +1,393 @@
+//! The value model: how one float's bits become a head symbol and digit-plane
+//! symbols, and back.
+//!
+//! A float of `bits` bits has a sign `s`, a biased exponent field `E`
+//! (`exp_bits` wide) and a stored fraction `F` (`frac_bits` wide). With prime
+//! `p`, `W` is the smallest digit count with `p^W >= 2^frac_bits`, and `F` is
+//! written as `W` base-`p` digits, most significant first. A tensor stores the
+//! top `N = precision` of them (`N = W` is exact; `N < W` is lossy and drops the
+//! low digits).
+//!
+//! * The **head** (exponent channel) symbol is `E * p^t + (top t digits)`; the
+//!   leading digits ride with the exponent because they depend on it (a weight
+//!   distribution is not flat within a binade), which codes smaller than `E`
+//!   alone on real weights (see `docs/FORMAT.md`).
+//! * The **digit planes** hold the remaining `N - t` digits in groups,
+//!   most significant plane first. Plane 0 also carries the sign: its symbol is
+//!   `s * p^g0 + digits`.
+//!
+//! Reconstruction is a sum: every symbol of every section maps, through a
+//! lookup table, to its contribution to the output bit pattern, and the
+//! contributions never overlap or carry (the digits' partial sums stay below
+//! `2^frac_bits`). For `p = 2` the sum is an OR of shifted bit fields.
+
+use crate::error::{Error, Result};
+
+/// Largest alphabet of any section (head or plane). Symbols are `u16`, the
+/// rANS tables hold at most 2^15 slots, and raw sections pack at most 12 bits.
+pub const MAX_ALPHABET: u32 = 4096;
+
+/// Largest prime accepted: plane 0 needs an alphabet of `2 p`.
+pub const MAX_PRIME: u32 = MAX_ALPHABET / 2 - 1;
+
+/// Most leading digits that ride with the exponent.
+const MAX_HEAD_DIGITS: u32 = 3;
+
+/// Target alphabet of a digit plane (one byte per value when stored raw).
+const PLANE_ALPHABET: u64 = 256;
+
+/// The three float formats the codec splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FloatKind {
+    F32,
+    BF16,
+    F16,
+}
+
+impl FloatKind {
+    /// Total bits of one value.
+    pub const fn bits(self) -> u32 {
+        match self {
+            FloatKind::F32 => 32,
+            FloatKind::BF16 | FloatKind::F16 => 16,
+        }
+    }
+    /// Bits of the biased exponent field.
+    pub const fn exp_bits(self) -> u32 {
+        match self {
+            FloatKind::F32 | FloatKind::BF16 => 8,
+            FloatKind::F16 => 5,
+        }
+    }
+    /// Bits of the stored fraction.
+    pub const fn frac_bits(self) -> u32 {
+        match self {
+            FloatKind::F32 => 23,
+            FloatKind::BF16 => 7,
+            FloatKind::F16 => 10,
+        }
+    }
+    /// Bytes of one value.
+    pub const fn size(self) -> usize {
+        (self.bits() / 8) as usize
+    }
+    /// The safetensors dtype name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FloatKind::F32 => "F32",
+            FloatKind::BF16 => "BF16",
+            FloatKind::F16 => "F16",
+        }
+    }
+    /// The kind for a safetensors dtype name, if it is one of the split floats.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "F32" => Some(FloatKind::F32),
+            "BF16" => Some(FloatKind::BF16),
+            "F16" => Some(FloatKind::F16),
+            _ => None,
+        }
+    }
+    /// The value of a bit pattern as `f64` (for error bounds).
+    pub fn to_f64(self, bits: u32) -> f64 {
+        match self {
+            FloatKind::F32 => f32::from_bits(bits) as f64,
+            FloatKind::BF16 => half::bf16::from_bits(bits as u16).to_f64(),
+            FloatKind::F16 => half::f16::from_bits(bits as u16).to_f64(),
+        }
+    }
+}
+
+/// Whether `p` is prime.
+pub fn is_prime(p: u32) -> bool {
+    if p < 2 {
+        return false;
+    }
+    let mut d = 2u32;
+    while d * d <= p {
+        if p % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+/// The smallest `W` with `p^W >= 2^frac_bits`: the digits an exact fraction needs.
+pub fn exact_digits(kind: FloatKind, prime: u32) -> u32 {
+    let target = 1u64 << kind.frac_bits();
+    let mut w = 0;
+    let mut v = 1u64;
+    while v < target {
+        v *= prime as u64;
+        w += 1;
+    }
+    w
+}
+
+/// How one tensor's values split into a head and digit planes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub kind: FloatKind,
+    pub prime: u32,
+    /// Digits stored (`N`).
+    pub precision: u32,
+    /// Digits an exact fraction needs (`W`).
+    pub full_digits: u32,
+    /// Leading digits carried in the head symbol (`t`).
+    pub head_digits: u32,
+    /// Digits per plane, most significant plane first; plane 0 also carries the sign.
+    pub planes: Vec<u32>,
+    /// `pow[k] = p^k` for `k` in `0..=W`.
+    pow: Vec<u64>,
+}
+
+impl Layout {
+    /// The layout for `kind` with `prime` and `precision` digits. `precision`
+    /// above the exact digit count is capped to it; below it is lossy and
+    /// refused unless `lossy`.
+    pub fn new(kind: FloatKind, prime: u32, precision: Option<u32>, lossy: bool) -> Result<Self> {
+        if !is_prime(prime) {
+            return Err(Error::InvalidArgument(format!(
+                "--prime {prime} is not a prime number"
+            )));
+        }
+        if prime > MAX_PRIME {
+            return Err(Error::InvalidArgument(format!(
+                "--prime {prime} is too large (the largest supported prime is below {})",
+                MAX_PRIME + 1
+            )));
+        }
+        let full = exact_digits(kind, prime);
+        let n = precision.unwrap_or(full);
+        if n == 0 {
+            return Err(Error::InvalidArgument(
+                "--precision 0: at least one digit must be kept".into(),
+            ));
+        }
+        let n = n.min(full);
+        if n < full && !lossy {
+            return Err(Error::InvalidArgument(format!(
+                "--precision {n} cannot hold a {} fraction in base {prime}: {prime}^{n} < 2^{} \
+                 (exact needs {full} digits); pass --lossy to drop the low digits",
+                kind.name(),
+                kind.frac_bits()
+            )));
+        }
+        Self::from_parts(kind, prime, n)
+    }
+
+    /// The layout a container describes, checked for consistency.
+    pub fn from_parts(kind: FloatKind, prime: u32, precision: u32) -> Result<Self> {
+        if !is_prime(prime) || prime > MAX_PRIME {
+            return Err(Error::Decode(format!(
+                "prime {prime} is not a supported prime"
+            )));
+        }
+        let full = exact_digits(kind, prime);
+        if precision == 0 || precision > full {
+            return Err(Error::Decode(format!(
+                "precision {precision} outside 1..={full} for {} in base {prime}",
+                kind.name()
+            )));
+        }
+        let p = prime as u64;
+        let exp_alphabet = 1u64 << kind.exp_bits();
+        let mut t = MAX_HEAD_DIGITS.min(precision);
+        while t > 0 && exp_alphabet * p.pow(t) > MAX_ALPHABET as u64 {
+            t -= 1;
+        }
+        let mut planes = Vec::new();
+        let mut rem = precision - t;
+        // Plane 0: the sign and as many digits as fit a byte (at least one digit if any remain).
+        let mut g0 = 0;
+        while g0 < rem && 2 * p.pow(g0 + 1) <= PLANE_ALPHABET {
+            g0 += 1;
+        }
+        if g0 == 0 && rem > 0 {
+            g0 = 1;
+        }
+        planes.push(g0);
+        rem -= g0;
+        while rem > 0 {
+            let mut g = 0;
+            while g < rem && p.pow(g + 1) <= PLANE_ALPHABET {
+                g += 1;
+            }
+            let g = g.max(1);
+            planes.push(g);
+            rem -= g;
+        }
+        let pow = (0..=full).map(|k| p.pow(k)).collect();
+        Ok(Layout {
+            kind,
+            prime,
+            precision,
+            full_digits: full,
+            head_digits: t,
+            planes,
+            pow,
+        })
+    }
+
+    /// Whether the stored digits reproduce every fraction exactly.
+    pub fn is_exact(&self) -> bool {
+        self.precision == self.full_digits
+    }
+
+    /// Number of sections of a chunk: the head plus the planes.
+    pub fn sections(&self) -> usize {
+        1 + self.planes.len()
+    }
+
+    /// Alphabet size of section `s` (0 = head).
+    pub fn alphabet(&self, s: usize) -> u32 {
+        if s == 0 {
+            ((1u64 << self.kind.exp_bits()) * self.pow[self.head_digits as usize]) as u32
+        } else if s == 1 {
+            (2 * self.pow[self.planes[0] as usize]) as u32
+        } else {
+            self.pow[self.planes[s - 1] as usize] as u32
+        }
+    }
+
+    /// The digit range `[a, b)` of section `s` (0 = head).
+    pub fn digit_range(&self, s: usize) -> (u32, u32) {
+        if s == 0 {
+            return (0, self.head_digits);
+        }
+        let a = self.head_digits + self.planes[..s - 1].iter().sum::<u32>();
+        (a, a + self.planes[s - 1])
+    }
+
+    /// How many sections a decode to `target` digits reads: the head, plane 0
+    /// (it carries the sign) and every plane holding a digit above `target`.
+    pub fn sections_for(&self, target: u32) -> usize {
+        let mut n = 2;
+        while n < self.sections() && self.digit_range(n).0 < target {
+            n += 1;
+        }
+        n.min(self.sections())
+    }
+
+    /// Splits one value's bit pattern into its section symbols (`out.len() == sections()`).
+    #[inline]
+    pub fn split(&self, bits: u32, out: &mut [u16]) {
+        let f = self.kind.frac_bits();
+        let sign = bits >> (self.kind.bits() - 1);
+        let e = (bits >> f) & ((1 << self.kind.exp_bits()) - 1);
+        let frac = (bits & ((1 << f) - 1)) as u64;
+        let w = self.full_digits as usize;
+        for (s, slot) in out.iter_mut().enumerate().take(self.sections()) {
+            let (a, b) = self.digit_range(s);
+            let digits = (frac / self.pow[w - b as usize]) % self.pow[(b - a) as usize];
+            let sym = if s == 0 {
+                e as u64 * self.pow[(b - a) as usize] + digits
+            } else if s == 1 {
+                sign as u64 * self.pow[(b - a) as usize] + digits
+            } else {
+                digits
+            };
+            *slot = sym as u16;
+        }
+    }
+
+    /// The contribution of each symbol of section `s` to the output bit
+    /// pattern, with the digits at or past `target` zeroed.
+    pub fn contributions(&self, s: usize, target: u32) -> Vec<u32> {
+        let f = self.kind.frac_bits();
+        let w = self.full_digits as usize;
+        let (a, b) = self.digit_range(s);
+        let g = (b - a) as usize;
+        let span = self.pow[g];
+        // Digits of this section kept by `target`: the top `keep` of its `g`.
+        let keep = target.clamp(a, b) - a;
+        let drop = self.pow[(g as u32 - keep) as usize];
+        (0..self.alphabet(s) as u64)
+            .map(|sym| {
+                let (high, digits) = (sym / span, sym % span);
+                let digits = digits / drop * drop;
+                let frac = digits * self.pow[w - b as usize];
+                let high = match s {
+                    0 => high << f,
+                    1 => high << (self.kind.bits() - 1),
+                    _ => 0,
+                };
+                (high + frac) as u32
+            })
+            .collect()
+    }
+
+    /// The bit pattern a decode to `target` digits gives for `bits` (the
+    /// reference the tests hold the codec to): the fraction's base-`p` digits
+    /// at or past `min(target, precision)` are zeroed.
+    pub fn truncate(&self, bits: u32, target: u32) -> u32 {
+        let f = self.kind.frac_bits();
+        let keep = target.min(self.precision);
+        let unit = self.pow[(self.full_digits - keep) as usize];
+        let frac = (bits & ((1 << f) - 1)) as u64;
+        let kept = frac / unit * unit;
+        (bits & !((1 << f) - 1)) | kept as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_digits_match_the_fraction_width() {
+        assert_eq!(exact_digits(FloatKind::F32, 2), 23);
+        assert_eq!(exact_digits(FloatKind::BF16, 2), 7);
+        assert_eq!(exact_digits(FloatKind::F16, 3), 7); // 3^6 = 729 < 1024 <= 2187
+        assert_eq!(exact_digits(FloatKind::BF16, 257), 1);
+    }
+
+    #[test]
+    fn p2_layouts_have_the_documented_shape() {
+        let l = Layout::new(FloatKind::BF16, 2, None, false).unwrap();
+        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![4]));
+        let l = Layout::new(FloatKind::F16, 2, None, false).unwrap();
+        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![7]));
+        let l = Layout::new(FloatKind::F32, 2, None, false).unwrap();
+        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![7, 8, 5]));
+        assert_eq!(l.alphabet(0), 2048);
+        assert_eq!(l.alphabet(1), 256);
+        assert_eq!(l.sections_for(10), 2);
+        assert_eq!(l.sections_for(11), 3);
+        assert_eq!(l.sections_for(23), 4);
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_exact_unless_lossy() {
+        assert!(Layout::new(FloatKind::F32, 2, Some(10), false).is_err());
+        assert!(Layout::new(FloatKind::F32, 2, Some(10), true).is_ok());
+        assert!(Layout::new(FloatKind::F32, 4, None, false).is_err());
+        assert!(Layout::new(FloatKind::F32, 4099, None, false).is_err());
+        // More digits than exact is capped, not refused.
+        assert_eq!(
+            Layout::new(FloatKind::BF16, 2, Some(30), false)
+                .unwrap()
+                .precision,
+            7
+        );
+    }
+
+    #[test]
+    fn split_then_sum_of_contributions_is_the_value() {
+        for p in [2, 3, 5, 7, 257] {
+            let l = Layout::new(FloatKind::F16, p, None, false).unwrap();
+            let luts: Vec<Vec<u32>> = (0..l.sections()).map(|s| l.contributions(s, 99)).collect();
+            let mut syms = vec![0u16; l.sections()];
+            for bits in [0u32, 0x8000, 0x7c00, 0x7e01, 0x3c00, 0x0001, 0xfbff, 0x1234] {
+                l.split(bits, &mut syms);
+                let sum: u32 = syms
+                    .iter()
+                    .zip(&luts)
+                    .map(|(&s, lut)| lut[s as usize])
+                    .sum();
+                assert_eq!(sum, bits, "p={p} bits={bits:#x}");
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! One section: a stream of `n` symbols over an alphabet, stored in whichever
+//! of three encodings is smallest. The first byte names it:
+//!
+//! ```text
+//! 0 CONST  varint symbol                    every value is the same symbol
+//! 1 RAW    u8 width, packed bits            see `bitpack`
+//! 2 RANS   rANS body                        see `rans`
+//! ```
+//!
+//! The element count `n` and the alphabet are not stored here: the container's
+//! header gives them, so a section cannot claim more output than its chunk has.
+
+use super::rans::Word;
+use super::{bitpack, rans, varint};
+use crate::error::{Error, Result};
+
+/// Section encodings.
+pub const KIND_CONST: u8 = 0;
+pub const KIND_RAW: u8 = 1;
+pub const KIND_RANS: u8 = 2;
+
+/// Bits needed to write any symbol below `alphabet`.
+pub fn raw_width(alphabet: u32) -> u32 {
+    (32 - (alphabet.max(2) - 1).leading_zeros()).max(1)
+}
+
+/// Encodes `syms` (all below `alphabet`) as the smallest of the encodings.
+pub fn encode(syms: &[u16], alphabet: u32) -> Vec<u8> {
+    let mut counts = vec![0u64; alphabet as usize];
+    for &s in syms {
+        counts[s as usize] += 1;
+    }
+    let present = counts.iter().filter(|&&c| c > 0).count();
+    let mut out = Vec::new();
+    if present <= 1 {
+        out.push(KIND_CONST);
+        varint::put(&mut out, syms.first().copied().unwrap_or(0) as u64);
+        return out;
+    }
+    let width = raw_width(alphabet);
+    let raw_len = 2 + bitpack::packed_len(syms.len(), width);
+    let mut coded = vec![KIND_RANS];
+    rans::encode(syms, &counts, &mut coded);
+    if coded.len() < raw_len {
+        return coded;
+    }
+    out.push(KIND_RAW);
+    out.push(width as u8);
+    bitpack::encode(syms, width, &mut out);
+    out
+}
+
+/// Decodes a section into `out` (`out.len()` symbols): `out[i] = lut[sym]`
+/// when `assign`, else `out[i] += lut[sym]`.
+pub fn decode<W: Word>(section: &[u8], lut: &[u32], out: &mut [W], assign: bool) -> Result<()> {
+    let (&kind, body) = section
+        .split_first()
+        .ok_or_else(|| Error::Decode("empty section".into()))?;
+    match kind {
+        KIND_CONST => {
+            let mut r = varint::Reader::new(body);
+            let sym = r.varint()? as usize;
+            if !r.rest().is_empty() {
+                return Err(Error::Decode("constant section has trailing bytes".into()));
+            }
+            let v = *lut.get(sym).ok_or_else(|| {
+                Error::Decode(format!(
+                    "constant symbol {sym} outside the alphabet of {}",
+                    lut.len()
+                ))
+            })?;
+            if assign {
+                out.fill(W::from_u32(v));
+            } else {
+                out.iter_mut().for_each(|o| *o = o.add(v));
+            }
+            Ok(())
+        }
+        KIND_RAW => {
+            let (&width, packed) = body
+                .split_first()
+                .ok_or_else(|| Error::Decode("raw section lacks its width".into()))?;
+            let expected = raw_width(lut.len() as u32);
+            if width as u32 != expected {
+                return Err(Error::Decode(format!(
+                    "raw section width {width}, the alphabet of {} needs {expected}",
+                    lut.len()
+                )));
+            }
+            bitpack::decode(packed, width as u32, lut, out, assign)
+        }
+        KIND_RANS => rans::decode(body, lut, out, assign),
+        other => Err(Error::Decode(format!("unknown section encoding {other}"))),
+    }
+}

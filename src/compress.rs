@@ -1,0 +1,221 @@
+//! safetensors -> container.
+//!
+//! Tensors are cut into chunks of about `chunk_kib` KiB of decoded output
+//! (never spanning tensors), coded in parallel a batch at a time, and written
+//! in order, so memory stays bounded by one batch whatever the model's size.
+
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::codec::{chunk, FloatKind, Layout};
+use crate::error::{Error, Result};
+use crate::format::{CodecEntry, Header, TensorEntry, Writer, FORMAT_NAME, MAX_CHUNK_BYTES};
+use crate::output::TempOutput;
+use crate::progress::Progress;
+
+/// How to compress.
+#[derive(Debug, Clone)]
+pub struct CompressOptions {
+    /// Base of the digit expansion.
+    pub prime: u32,
+    /// Digits kept per value; `None` keeps every digit (exact).
+    pub precision: Option<u32>,
+    /// Allow dropping digits when `precision` cannot hold a fraction.
+    pub lossy: bool,
+    /// Decoded bytes per chunk, in KiB.
+    pub chunk_kib: u32,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions {
+            prime: 2,
+            precision: None,
+            lossy: false,
+            chunk_kib: 1024,
+        }
+    }
+}
+
+/// What a compression did.
+#[derive(Debug, Clone)]
+pub struct CompressSummary {
+    pub tensors: usize,
+    pub chunks: usize,
+    pub original_bytes: u64,
+    pub compressed_bytes: u64,
+}
+
+/// One unit of coding work.
+struct Job {
+    tensor: usize,
+    /// Byte range within the safetensors data region.
+    start: usize,
+    end: usize,
+}
+
+/// A parsed safetensors input.
+struct Source<'a> {
+    header_text: &'a str,
+    data: &'a [u8],
+    /// (name, dtype, shape, start, end) in data order.
+    tensors: Vec<(String, String, Vec<u64>, usize, usize)>,
+}
+
+fn parse_source<'a>(path: &Path, bytes: &'a [u8]) -> Result<Source<'a>> {
+    let fail = |what: String| Error::Safetensors {
+        path: path.to_path_buf(),
+        what,
+    };
+    let (n, meta) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fail(e.to_string()))?;
+    let header_text = std::str::from_utf8(&bytes[8..8 + n])
+        .map_err(|e| fail(format!("header is not UTF-8: {e}")))?;
+    let data = &bytes[8 + n..];
+    let mut tensors: Vec<_> = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let dtype = serde_json::to_value(info.dtype)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let shape = info.shape.iter().map(|&d| d as u64).collect();
+            (name, dtype, shape, info.data_offsets.0, info.data_offsets.1)
+        })
+        .collect();
+    tensors.sort_by(|a, b| (a.3, a.4, &a.0).cmp(&(b.3, b.4, &b.0)));
+    Ok(Source {
+        header_text,
+        data,
+        tensors,
+    })
+}
+
+/// Compresses the safetensors file `input` into the container `output`.
+pub fn compress_file(
+    input: &Path,
+    output: &Path,
+    opts: &CompressOptions,
+    progress: &Progress,
+) -> Result<CompressSummary> {
+    if opts.chunk_kib == 0 || (opts.chunk_kib as u64) * 1024 > MAX_CHUNK_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "--chunk-kib {} outside 1..={}",
+            opts.chunk_kib,
+            MAX_CHUNK_BYTES / 1024
+        )));
+    }
+    // Refuse a bad prime or precision before touching the input.
+    for kind in [FloatKind::F32, FloatKind::BF16, FloatKind::F16] {
+        Layout::new(kind, opts.prime, opts.precision, true)?;
+    }
+    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
+    // SAFETY: read-only map of the input; it must not change while we read it.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(input, e))?;
+    let src = parse_source(input, &map)?;
+
+    let mut layouts: Vec<Option<Layout>> = Vec::with_capacity(src.tensors.len());
+    for (name, dtype, ..) in &src.tensors {
+        layouts.push(match FloatKind::from_name(dtype) {
+            Some(kind) => Some(
+                Layout::new(kind, opts.prime, opts.precision, opts.lossy).map_err(|e| {
+                    Error::InvalidArgument(format!("tensor '{name}' ({dtype}): {e}"))
+                })?,
+            ),
+            None => None,
+        });
+    }
+
+    let chunk_bytes = opts.chunk_kib as usize * 1024;
+    let mut jobs = Vec::new();
+    for (ti, (_, _, _, start, end)) in src.tensors.iter().enumerate() {
+        let unit = layouts[ti].as_ref().map_or(1, |l| l.kind.size());
+        let step = (chunk_bytes / unit).max(1) * unit;
+        let mut s = *start;
+        while s < *end {
+            let e = (s + step).min(*end);
+            jobs.push(Job {
+                tensor: ti,
+                start: s,
+                end: e,
+            });
+            s = e;
+        }
+    }
+
+    let temp = TempOutput::create(output)?;
+    let temp_path: PathBuf = temp.temp_path().to_path_buf();
+    let io = |e| Error::io(&temp_path, e);
+    let mut writer = Writer::new(BufWriter::with_capacity(1 << 20, temp.file())).map_err(io)?;
+    let mut entries: Vec<TensorEntry> = src
+        .tensors
+        .iter()
+        .zip(&layouts)
+        .map(|((name, dtype, shape, start, end), layout)| TensorEntry {
+            name: name.clone(),
+            dtype: dtype.clone(),
+            shape: shape.clone(),
+            data_offset: *start as u64,
+            byte_len: (end - start) as u64,
+            codec: layout.as_ref().map(|l| CodecEntry {
+                prime: l.prime,
+                precision: l.precision,
+                head_digits: l.head_digits,
+                planes: l.planes.clone(),
+                max_abs_error: Some(0.0),
+            }),
+            chunks: Vec::new(),
+        })
+        .collect();
+
+    progress.start(src.data.len() as u64, "compress");
+    let batch = (rayon::current_num_threads() * 4).max(4);
+    for group in jobs.chunks(batch) {
+        let coded: Vec<(Vec<Vec<u8>>, f64)> = group
+            .par_iter()
+            .map(|job| {
+                let bytes = &src.data[job.start..job.end];
+                match &layouts[job.tensor] {
+                    Some(layout) => {
+                        let c = chunk::encode(layout, bytes);
+                        (c.sections, c.max_abs_error)
+                    }
+                    None => (vec![bytes.to_vec()], 0.0),
+                }
+            })
+            .collect();
+        for (job, (sections, err)) in group.iter().zip(coded) {
+            let entry = &mut entries[job.tensor];
+            let elements = ((job.end - job.start) as u64) / entry.unit();
+            let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+            entry
+                .chunks
+                .push(writer.chunk(elements, &refs).map_err(io)?);
+            if let Some(c) = entry.codec.as_mut() {
+                c.max_abs_error = match c.max_abs_error {
+                    Some(m) if err.is_finite() => Some(m.max(err)),
+                    _ => None,
+                };
+            }
+            progress.advance((job.end - job.start) as u64);
+        }
+    }
+    let header = Header {
+        format: FORMAT_NAME.to_string(),
+        source_header: src.header_text.to_string(),
+        data_len: src.data.len() as u64,
+        tensors: entries,
+    };
+    let (_, len) = writer.finish(&header).map_err(io)?;
+    temp.commit()?;
+    progress.finish();
+    Ok(CompressSummary {
+        tensors: header.tensors.len(),
+        chunks: jobs.len(),
+        original_bytes: map.len() as u64,
+        compressed_bytes: len,
+    })
+}

@@ -1,0 +1,255 @@
+//! The CPU engine: decodes chunks in parallel on a rayon pool of its own.
+//!
+//! Each worker keeps one scratch buffer for its whole life (a chunk's output
+//! is decoded into warm, already-faulted memory and then written at its
+//! offset), so a file decode does not fault a fresh page per chunk. An
+//! in-memory decode writes straight into the caller's preallocated buffer,
+//! each chunk into its own disjoint slice.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::codec::Tables;
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::output::TempOutput;
+use crate::progress::Progress;
+
+/// One chunk to decode: where it lies in the data region.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkJob {
+    pub tensor: usize,
+    pub chunk: usize,
+    /// Byte offset of the chunk's output in the safetensors data region.
+    pub out_offset: u64,
+    /// Bytes of output.
+    pub out_len: u64,
+}
+
+/// Every chunk of a container, in file order.
+pub fn chunk_jobs(c: &Container) -> Vec<ChunkJob> {
+    let mut jobs = Vec::new();
+    for (ti, t) in c.header().tensors.iter().enumerate() {
+        let unit = t.unit();
+        let mut off = t.data_offset;
+        for (ci, ch) in t.chunks.iter().enumerate() {
+            let len = ch.elements * unit;
+            jobs.push(ChunkJob {
+                tensor: ti,
+                chunk: ci,
+                out_offset: off,
+                out_len: len,
+            });
+            off += len;
+        }
+    }
+    jobs
+}
+
+/// The decoding tables of every split tensor for a decode to `target` digits
+/// (`None`: every stored digit). A target above a tensor's stored precision is an error.
+pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Tables>>> {
+    c.header()
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let Some(layout) = c.layout(ti) else {
+                return Ok(None);
+            };
+            let k = target.unwrap_or(layout.precision);
+            if k > layout.precision {
+                return Err(Error::InvalidArgument(format!(
+                    "--target-precision {k} exceeds the {} digits stored for tensor '{}' ({})",
+                    layout.precision, t.name, t.dtype
+                )));
+            }
+            if k == 0 {
+                return Err(Error::InvalidArgument(
+                    "--target-precision 0: at least one digit must be read".into(),
+                ));
+            }
+            Ok(Some(Tables::new(layout, k)))
+        })
+        .collect()
+}
+
+/// What a decode did.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeStats {
+    pub chunks: usize,
+    /// Container bytes read (the sections decoded).
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    pub wall: Duration,
+}
+
+impl DecodeStats {
+    /// Decoded output per second, in GB/s (10^9 bytes).
+    pub fn gb_per_s(&self) -> f64 {
+        self.bytes_out as f64 / self.wall.as_secs_f64().max(1e-9) / 1e9
+    }
+}
+
+/// A decoded model held in memory: the safetensors data region and its index.
+#[derive(Debug, Clone)]
+pub struct DecodedModel {
+    pub source_header: String,
+    pub data: Vec<u8>,
+}
+
+impl DecodedModel {
+    /// The full safetensors file bytes.
+    pub fn to_safetensors(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + self.source_header.len() + self.data.len());
+        v.extend_from_slice(&(self.source_header.len() as u64).to_le_bytes());
+        v.extend_from_slice(self.source_header.as_bytes());
+        v.extend_from_slice(&self.data);
+        v
+    }
+}
+
+/// Decodes chunks on the CPU.
+#[derive(Debug)]
+pub struct CpuEngine {
+    pool: rayon::ThreadPool,
+}
+
+impl CpuEngine {
+    /// An engine with `workers` threads (`None`: one per core).
+    pub fn new(workers: Option<usize>) -> Result<Self> {
+        let n = match workers {
+            Some(0) => {
+                return Err(Error::InvalidArgument(
+                    "--workers 0: at least one worker is needed".into(),
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("padic-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start {n} CPU workers: {e}")))?;
+        Ok(CpuEngine { pool })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Decodes one chunk into `out` (`job.out_len` bytes).
+    pub fn decode_chunk(
+        c: &Container,
+        tables: &[Option<Tables>],
+        job: &ChunkJob,
+        out: &mut [u8],
+        scratch: &mut Vec<u32>,
+    ) -> Result<u64> {
+        match &tables[job.tensor] {
+            Some(tab) => {
+                let secs = c.sections(job.tensor, job.chunk, tab.sections_used())?;
+                tab.decode_bytes(&secs, out, scratch)
+                    .map_err(|e| c.decode_error(job.tensor, job.chunk, e))?;
+                Ok(secs.iter().map(|s| s.len() as u64).sum())
+            }
+            None => {
+                let secs = c.sections(job.tensor, job.chunk, 1)?;
+                out.copy_from_slice(secs[0]);
+                Ok(secs[0].len() as u64)
+            }
+        }
+    }
+
+    /// Decodes the whole data region into memory.
+    pub fn decompress_to_memory(
+        &self,
+        c: &Container,
+        target: Option<u32>,
+    ) -> Result<(DecodedModel, DecodeStats)> {
+        let tables = tables_for(c, target)?;
+        let jobs = chunk_jobs(c);
+        let started = Instant::now();
+        let mut data = vec![0u8; c.header().data_len as usize];
+        let mut slices = Vec::with_capacity(jobs.len());
+        let mut rest: &mut [u8] = &mut data;
+        for job in &jobs {
+            // Jobs are contiguous and in order (the header was validated so).
+            let (head, tail) = rest.split_at_mut(job.out_len as usize);
+            slices.push((job, head));
+            rest = tail;
+        }
+        let bytes_in = self.pool.install(|| {
+            slices
+                .into_par_iter()
+                .map_init(Vec::new, |scratch, (job, out)| {
+                    Self::decode_chunk(c, &tables, job, out, scratch)
+                })
+                .try_reduce(|| 0u64, |a, b| Ok(a + b))
+        })?;
+        let stats = DecodeStats {
+            chunks: jobs.len(),
+            bytes_in,
+            bytes_out: data.len() as u64,
+            wall: started.elapsed(),
+        };
+        Ok((
+            DecodedModel {
+                source_header: c.header().source_header.clone(),
+                data,
+            },
+            stats,
+        ))
+    }
+
+    /// Decodes into the safetensors file `output` (temporary name, renamed when complete).
+    pub fn decompress_file(
+        &self,
+        c: &Container,
+        output: &Path,
+        target: Option<u32>,
+        progress: &Progress,
+    ) -> Result<DecodeStats> {
+        let tables = tables_for(c, target)?;
+        let jobs = chunk_jobs(c);
+        let started = Instant::now();
+        let temp = TempOutput::create(output)?;
+        let file = temp.file();
+        let io = |e| Error::io(temp.temp_path(), e);
+        let head = &c.header().source_header;
+        let base = 8 + head.len() as u64;
+        let total = base + c.header().data_len;
+        file.set_len(total).map_err(io)?;
+        file.write_all_at(&(head.len() as u64).to_le_bytes(), 0)
+            .map_err(io)?;
+        file.write_all_at(head.as_bytes(), 8).map_err(io)?;
+        progress.start(c.header().data_len, "decompress");
+        let bytes_in = self.pool.install(|| {
+            jobs.par_iter()
+                .map_init(
+                    || (Vec::<u8>::new(), Vec::<u32>::new()),
+                    |(buf, scratch), job| {
+                        buf.resize(job.out_len as usize, 0);
+                        let n = Self::decode_chunk(c, &tables, job, buf, scratch)?;
+                        file.write_all_at(buf, base + job.out_offset).map_err(io)?;
+                        progress.advance(job.out_len);
+                        Ok(n)
+                    },
+                )
+                .try_reduce(|| 0u64, |a, b| Ok(a + b))
+        })?;
+        temp.commit()?;
+        progress.finish();
+        Ok(DecodeStats {
+            chunks: jobs.len(),
+            bytes_in,
+            bytes_out: total,
+            wall: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! Decode engines. The CPU engine lives here; the GPU engine comes with the
+//! `cuda` feature.
+
+pub mod cpu;
+
+pub use cpu::{chunk_jobs, tables_for, ChunkJob, CpuEngine, DecodeStats, DecodedModel};

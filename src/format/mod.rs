@@ -1,0 +1,632 @@
+//! The container: bytes on disk.
+//!
+//! ```text
+//! offset 0          magic "PADICBST" (8 bytes), version u32 LE, reserved u32 (0)
+//! offset 16         chunk payloads: per chunk its sections, back to back
+//! end - 24 - H      header: UTF-8 JSON, H bytes (see `Header`)
+//! end - 24          H as u64 LE, xxh3-64 of the header bytes as u64 LE
+//! end - 8           end magic "PADICEND"
+//! ```
+//!
+//! The header comes last so that `compress` streams: chunks are written as
+//! they are coded and the index follows. Every section has its own xxh3-64 in
+//! the header, and the header has one in the footer, so every byte of the file
+//! is covered. A reader checks every size and offset against the file and
+//! against the caps below before it allocates anything, and verifies a
+//! section's checksum before it decodes it (and only the sections it reads).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{FloatKind, Layout};
+use crate::error::{Error, Location, Result};
+
+/// First eight bytes of a container.
+pub const MAGIC: &[u8; 8] = b"PADICBST";
+/// Last eight bytes of a container.
+pub const END_MAGIC: &[u8; 8] = b"PADICEND";
+/// The container version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Bytes before the first payload.
+pub const PREFIX_LEN: u64 = 16;
+/// Bytes of the footer.
+pub const FOOTER_LEN: u64 = 24;
+/// Largest header accepted (JSON), 256 MiB.
+pub const MAX_HEADER_LEN: u64 = 256 << 20;
+/// Largest decoded chunk accepted, 256 MiB: a chunk's output is allocated whole.
+pub const MAX_CHUNK_BYTES: u64 = 256 << 20;
+/// Largest tensor data region accepted, 2^48 bytes.
+pub const MAX_DATA_LEN: u64 = 1 << 48;
+/// The value of `Header::format`.
+pub const FORMAT_NAME: &str = "padic-burst";
+
+/// The container's index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    /// Always `"padic-burst"`.
+    pub format: String,
+    /// The source safetensors header, verbatim (its JSON text, padding
+    /// included): a full decode writes it back unchanged, `__metadata__` and all.
+    pub source_header: String,
+    /// Bytes of the safetensors data region.
+    pub data_len: u64,
+    /// Tensors in data order.
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// One tensor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TensorEntry {
+    pub name: String,
+    /// The safetensors dtype name (`F32`, `BF16`, `I64`, ...).
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    /// Offset of the tensor's bytes in the safetensors data region.
+    pub data_offset: u64,
+    /// Bytes of the tensor.
+    pub byte_len: u64,
+    /// How the values are split; `None` for a tensor passed through byte for byte.
+    pub codec: Option<CodecEntry>,
+    pub chunks: Vec<ChunkEntry>,
+}
+
+/// The p-adic split of a float tensor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CodecEntry {
+    pub prime: u32,
+    /// Digits stored per value.
+    pub precision: u32,
+    /// Leading digits carried in the exponent channel's symbol.
+    pub head_digits: u32,
+    /// Digits per plane (plane 0 also carries the sign).
+    pub planes: Vec<u32>,
+    /// Largest absolute error of a finite value (0 when exact); `None` when
+    /// the dropped digits turn some NaN into a non-NaN.
+    pub max_abs_error: Option<f64>,
+}
+
+/// One chunk: elements (bytes for a passthrough tensor) and its sections.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkEntry {
+    /// Values in this chunk (bytes for a passthrough tensor).
+    pub elements: u64,
+    /// File offset of the chunk's first section; the others follow it.
+    pub offset: u64,
+    pub sections: Vec<SectionEntry>,
+}
+
+/// One section of a chunk.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SectionEntry {
+    pub len: u64,
+    pub xxh3: u64,
+}
+
+impl TensorEntry {
+    /// The float kind, for a split tensor.
+    pub fn float_kind(&self) -> Option<FloatKind> {
+        self.codec.as_ref().and(FloatKind::from_name(&self.dtype))
+    }
+
+    /// The layout of a split tensor.
+    pub fn layout(&self) -> Option<Layout> {
+        let c = self.codec.as_ref()?;
+        Layout::from_parts(self.float_kind()?, c.prime, c.precision).ok()
+    }
+
+    /// Bytes of a value (1 for a passthrough tensor, whose chunks count bytes).
+    pub fn unit(&self) -> u64 {
+        self.float_kind().map_or(1, |k| k.size() as u64)
+    }
+
+    /// Coded bytes of the tensor.
+    pub fn compressed_bytes(&self) -> u64 {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.sections.iter())
+            .map(|s| s.len)
+            .sum()
+    }
+}
+
+/// The safetensors dtype names this build knows.
+pub fn known_dtype(name: &str) -> bool {
+    serde_json::from_value::<safetensors::Dtype>(serde_json::Value::String(name.into())).is_ok()
+}
+
+/// Bits of a safetensors dtype.
+pub fn dtype_bits(name: &str) -> Option<u64> {
+    serde_json::from_value::<safetensors::Dtype>(serde_json::Value::String(name.into()))
+        .ok()
+        .map(|d| d.bitsize() as u64)
+}
+
+/// Writes a container: prefix, then chunks in order, then the header.
+pub struct Writer<W: std::io::Write> {
+    out: W,
+    pos: u64,
+}
+
+impl<W: std::io::Write> Writer<W> {
+    /// Starts a container on `out`.
+    pub fn new(mut out: W) -> std::io::Result<Self> {
+        out.write_all(MAGIC)?;
+        out.write_all(&VERSION.to_le_bytes())?;
+        out.write_all(&0u32.to_le_bytes())?;
+        Ok(Writer {
+            out,
+            pos: PREFIX_LEN,
+        })
+    }
+
+    /// Appends one chunk's sections and returns its index entry.
+    pub fn chunk(&mut self, elements: u64, sections: &[&[u8]]) -> std::io::Result<ChunkEntry> {
+        let offset = self.pos;
+        let mut entries = Vec::with_capacity(sections.len());
+        for s in sections {
+            self.out.write_all(s)?;
+            self.pos += s.len() as u64;
+            entries.push(SectionEntry {
+                len: s.len() as u64,
+                xxh3: xxhash_rust::xxh3::xxh3_64(s),
+            });
+        }
+        Ok(ChunkEntry {
+            elements,
+            offset,
+            sections: entries,
+        })
+    }
+
+    /// Writes the header and footer; returns the sink and the file's length.
+    pub fn finish(mut self, header: &Header) -> std::io::Result<(W, u64)> {
+        let json = serde_json::to_vec(header).map_err(std::io::Error::other)?;
+        self.out.write_all(&json)?;
+        self.out.write_all(&(json.len() as u64).to_le_bytes())?;
+        self.out
+            .write_all(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes())?;
+        self.out.write_all(END_MAGIC)?;
+        self.out.flush()?;
+        let len = self.pos + json.len() as u64 + FOOTER_LEN;
+        Ok((self.out, len))
+    }
+}
+
+/// A container opened for reading: memory-mapped, its header checked.
+pub struct Container {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    header: Header,
+    /// Per tensor, its layout (split tensors only).
+    layouts: Vec<Option<Layout>>,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container")
+            .field("path", &self.path)
+            .field("tensors", &self.header.tensors.len())
+            .finish()
+    }
+}
+
+impl Container {
+    /// Opens and validates `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: the map is read-only; a file changed underneath it by another
+        // process can give wrong bytes, which the per-section checksums catch.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let (header, layouts) = parse(&path, &map)?;
+        Ok(Container {
+            path,
+            map,
+            header,
+            layouts,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Bytes of the container file.
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The layout of tensor `t` (split tensors only).
+    pub fn layout(&self, t: usize) -> Option<&Layout> {
+        self.layouts[t].as_ref()
+    }
+
+    fn corrupt(&self, t: usize, c: usize, s: usize, offset: u64, what: String) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            at: Location {
+                tensor: Some(self.header.tensors[t].name.clone()),
+                chunk: Some(c),
+                section: if self.layouts[t].is_some() {
+                    Some(s)
+                } else {
+                    None
+                },
+                offset: Some(offset),
+            },
+            what,
+        }
+    }
+
+    /// The first `count` sections of chunk `c` of tensor `t`, checksums verified.
+    pub fn sections(&self, t: usize, c: usize, count: usize) -> Result<Vec<&[u8]>> {
+        let chunk = &self.header.tensors[t].chunks[c];
+        let mut off = chunk.offset;
+        let mut out = Vec::with_capacity(count);
+        for (s, sec) in chunk.sections.iter().take(count).enumerate() {
+            // Offsets were checked against the payload region when the header was parsed.
+            let bytes = &self.map[off as usize..(off + sec.len) as usize];
+            let sum = xxhash_rust::xxh3::xxh3_64(bytes);
+            if sum != sec.xxh3 {
+                return Err(self.corrupt(
+                    t,
+                    c,
+                    s,
+                    off,
+                    format!(
+                        "checksum mismatch over {} bytes (expected {:016x}, found {sum:016x})",
+                        sec.len, sec.xxh3
+                    ),
+                ));
+            }
+            out.push(bytes);
+            off += sec.len;
+        }
+        Ok(out)
+    }
+
+    /// Lifts a chunk codec error into a located [`Error::Corrupt`].
+    pub fn decode_error(&self, t: usize, c: usize, e: Error) -> Error {
+        match e {
+            Error::Decode(what) => {
+                let offset = self.header.tensors[t].chunks[c].offset;
+                Error::Corrupt {
+                    path: self.path.clone(),
+                    at: Location {
+                        tensor: Some(self.header.tensors[t].name.clone()),
+                        chunk: Some(c),
+                        section: None,
+                        offset: Some(offset),
+                    },
+                    what,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+fn bad(path: &Path, at: Location, what: impl Into<String>) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        at,
+        what: what.into(),
+    }
+}
+
+fn at_tensor(name: &str, chunk: Option<usize>) -> Location {
+    Location {
+        tensor: Some(name.to_string()),
+        chunk,
+        ..Location::default()
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The source safetensors header's view of one tensor.
+#[derive(Deserialize)]
+struct SourceInfo {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// Parses and checks the container's framing and header.
+fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
+    let len = b.len() as u64;
+    let shown = |s: &[u8]| String::from_utf8_lossy(s).escape_debug().to_string();
+    if len < 8 || &b[..8] != MAGIC {
+        return Err(Error::NotContainer {
+            path: path.to_path_buf(),
+            expected: String::from_utf8_lossy(MAGIC).into(),
+            found: shown(&b[..b.len().min(8)]),
+        });
+    }
+    if len < PREFIX_LEN + FOOTER_LEN {
+        return Err(bad(
+            path,
+            Location::default(),
+            format!(
+                "file is {len} bytes, shorter than the {} bytes of framing",
+                PREFIX_LEN + FOOTER_LEN
+            ),
+        ));
+    }
+    let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+    if version != VERSION {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: version,
+            supported: VERSION,
+        });
+    }
+    let foot = (len - FOOTER_LEN) as usize;
+    if &b[foot + 16..] != END_MAGIC {
+        return Err(bad(
+            path,
+            Location {
+                offset: Some(foot as u64 + 16),
+                ..Location::default()
+            },
+            format!(
+                "end magic {:?} missing (found {:?}): the file is truncated or damaged",
+                String::from_utf8_lossy(END_MAGIC),
+                shown(&b[foot + 16..])
+            ),
+        ));
+    }
+    let header_len = u64_at(b, foot);
+    let header_sum = u64_at(b, foot + 8);
+    let room = len - PREFIX_LEN - FOOTER_LEN;
+    if header_len > room || header_len > MAX_HEADER_LEN {
+        return Err(bad(
+            path,
+            Location {
+                offset: Some(foot as u64),
+                ..Location::default()
+            },
+            format!("header length {header_len} exceeds the {room} bytes available (cap {MAX_HEADER_LEN})"),
+        ));
+    }
+    let header_start = len - FOOTER_LEN - header_len;
+    let json = &b[header_start as usize..foot];
+    let sum = xxhash_rust::xxh3::xxh3_64(json);
+    if sum != header_sum {
+        return Err(bad(
+            path,
+            Location {
+                offset: Some(header_start),
+                ..Location::default()
+            },
+            format!("header checksum mismatch (expected {header_sum:016x}, found {sum:016x})"),
+        ));
+    }
+    let header: Header = serde_json::from_slice(json).map_err(|e| {
+        bad(
+            path,
+            Location {
+                offset: Some(header_start),
+                ..Location::default()
+            },
+            format!("header does not parse: {e}"),
+        )
+    })?;
+    let layouts = validate(path, &header, header_start)?;
+    Ok((header, layouts))
+}
+
+/// Checks every size, offset and count of the header against the payload
+/// region `[PREFIX_LEN, payload_end)` and the caps.
+fn validate(path: &Path, h: &Header, payload_end: u64) -> Result<Vec<Option<Layout>>> {
+    let top = Location::default;
+    if h.format != FORMAT_NAME {
+        return Err(bad(
+            path,
+            top(),
+            format!("format is {:?}, expected {FORMAT_NAME:?}", h.format),
+        ));
+    }
+    if h.data_len > MAX_DATA_LEN {
+        return Err(bad(
+            path,
+            top(),
+            format!("data length {} exceeds the cap {MAX_DATA_LEN}", h.data_len),
+        ));
+    }
+    let source: BTreeMap<String, serde_json::Value> = serde_json::from_str(&h.source_header)
+        .map_err(|e| {
+            bad(
+                path,
+                top(),
+                format!("source safetensors header does not parse: {e}"),
+            )
+        })?;
+    let source_tensors = source.keys().filter(|k| *k != "__metadata__").count();
+    if source_tensors != h.tensors.len() {
+        return Err(bad(
+            path,
+            top(),
+            format!(
+                "source header lists {source_tensors} tensors, the index {}",
+                h.tensors.len()
+            ),
+        ));
+    }
+    let mut layouts = Vec::with_capacity(h.tensors.len());
+    let mut data_end = 0u64;
+    for t in &h.tensors {
+        let at = || at_tensor(&t.name, None);
+        let info: SourceInfo = source
+            .get(&t.name)
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| bad(path, at(), "tensor is missing from the source header"))?;
+        if info.dtype != t.dtype
+            || info.shape != t.shape
+            || info.data_offsets != (t.data_offset, t.data_offset.saturating_add(t.byte_len))
+        {
+            return Err(bad(
+                path,
+                at(),
+                "dtype, shape or offsets differ from the source header",
+            ));
+        }
+        let bits = dtype_bits(&t.dtype)
+            .ok_or_else(|| bad(path, at(), format!("unknown dtype {:?}", t.dtype)))?;
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| bad(path, at(), "shape's element count overflows"))?;
+        let want_bytes = numel
+            .checked_mul(bits)
+            .map(|b| b.div_ceil(8))
+            .ok_or_else(|| bad(path, at(), "shape's byte count overflows"))?;
+        if want_bytes != t.byte_len {
+            return Err(bad(
+                path,
+                at(),
+                format!(
+                    "shape {:?} of {} needs {want_bytes} bytes, index says {}",
+                    t.shape, t.dtype, t.byte_len
+                ),
+            ));
+        }
+        // Tensors are in data order, contiguous, as safetensors requires.
+        if t.data_offset != data_end {
+            return Err(bad(
+                path,
+                at(),
+                format!("data offset {} where {data_end} was expected (tensors must be contiguous and in order)", t.data_offset),
+            ));
+        }
+        data_end = t
+            .data_offset
+            .checked_add(t.byte_len)
+            .filter(|&e| e <= h.data_len)
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    at(),
+                    format!("tensor ends past the data length {}", h.data_len),
+                )
+            })?;
+        let layout = match &t.codec {
+            None => None,
+            Some(c) => {
+                let kind = FloatKind::from_name(&t.dtype).ok_or_else(|| {
+                    bad(
+                        path,
+                        at(),
+                        format!("dtype {} cannot carry a p-adic split", t.dtype),
+                    )
+                })?;
+                let l = Layout::from_parts(kind, c.prime, c.precision)
+                    .map_err(|e| bad(path, at(), e.to_string()))?;
+                if l.head_digits != c.head_digits || l.planes != c.planes {
+                    return Err(bad(
+                        path,
+                        at(),
+                        "digit layout differs from the one prime and precision define",
+                    ));
+                }
+                Some(l)
+            }
+        };
+        let unit = layout.as_ref().map_or(1, |l| l.kind.size() as u64);
+        let units = t.byte_len / unit;
+        let nsec = layout.as_ref().map_or(1, |l| l.sections());
+        let mut seen = 0u64;
+        for (ci, c) in t.chunks.iter().enumerate() {
+            let at = || at_tensor(&t.name, Some(ci));
+            if c.elements == 0 || c.elements.saturating_mul(unit) > MAX_CHUNK_BYTES {
+                return Err(bad(
+                    path,
+                    at(),
+                    format!(
+                        "chunk holds {} values (allowed 1..={} bytes of output)",
+                        c.elements, MAX_CHUNK_BYTES
+                    ),
+                ));
+            }
+            seen = seen.saturating_add(c.elements);
+            if c.sections.len() != nsec {
+                return Err(bad(
+                    path,
+                    at(),
+                    format!("chunk has {} sections, expected {nsec}", c.sections.len()),
+                ));
+            }
+            let mut end = c.offset;
+            if end < PREFIX_LEN {
+                return Err(bad(
+                    path,
+                    at(),
+                    format!("chunk offset {end} lies inside the file prefix"),
+                ));
+            }
+            for s in &c.sections {
+                end = end
+                    .checked_add(s.len)
+                    .filter(|&e| e <= payload_end)
+                    .ok_or_else(|| {
+                        bad(
+                            path,
+                            Location {
+                                offset: Some(c.offset),
+                                ..at()
+                            },
+                            format!(
+                                "sections run past the payload, which ends at byte {payload_end}"
+                            ),
+                        )
+                    })?;
+            }
+            if layout.is_none() && c.sections[0].len != c.elements {
+                return Err(bad(
+                    path,
+                    at(),
+                    format!(
+                        "passthrough chunk of {} bytes stores {}",
+                        c.elements, c.sections[0].len
+                    ),
+                ));
+            }
+        }
+        if seen != units {
+            return Err(bad(
+                path,
+                at(),
+                format!("chunks hold {seen} values, the tensor has {units}"),
+            ));
+        }
+        layouts.push(layout);
+    }
+    if data_end != h.data_len {
+        return Err(bad(
+            path,
+            top(),
+            format!(
+                "tensors cover {data_end} bytes of a data length of {}",
+                h.data_len
+            ),
+        ));
+    }
+    Ok(layouts)
+}

@@ -1,0 +1,115 @@
+//! Per-tensor facts about a container: what `padic-burst inspect` prints.
+
+use serde::Serialize;
+
+use crate::format::Container;
+
+/// One tensor's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    /// `null` for a passthrough tensor.
+    pub prime: Option<u32>,
+    pub precision: Option<u32>,
+    pub exact: bool,
+    /// Largest absolute error of a finite value (`null` when a NaN is lost).
+    pub max_abs_error: Option<f64>,
+    pub chunks: usize,
+    pub original_bytes: u64,
+    pub compressed_bytes: u64,
+    /// Coded bytes of the exponent channel (section 0), for split tensors.
+    pub exponent_bytes: Option<u64>,
+}
+
+/// The whole container.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tensors: Vec<TensorReport>,
+    pub original_bytes: u64,
+    pub compressed_bytes: u64,
+    pub ratio: f64,
+}
+
+/// Builds the report. `original_bytes` counts the safetensors file (header
+/// included); `compressed_bytes` the container file.
+pub fn inspect(c: &Container) -> Report {
+    let h = c.header();
+    let tensors: Vec<TensorReport> = h
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let layout = c.layout(ti);
+            TensorReport {
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                shape: t.shape.clone(),
+                prime: layout.map(|l| l.prime),
+                precision: layout.map(|l| l.precision),
+                exact: layout.is_none_or(|l| l.is_exact()),
+                max_abs_error: t.codec.as_ref().map_or(Some(0.0), |c| c.max_abs_error),
+                chunks: t.chunks.len(),
+                original_bytes: t.byte_len,
+                compressed_bytes: t.compressed_bytes(),
+                exponent_bytes: layout.map(|_| t.chunks.iter().map(|c| c.sections[0].len).sum()),
+            }
+        })
+        .collect();
+    let original = 8 + h.source_header.len() as u64 + h.data_len;
+    let compressed = c.file_len();
+    Report {
+        tensors,
+        original_bytes: original,
+        compressed_bytes: compressed,
+        ratio: compressed as f64 / original.max(1) as f64,
+    }
+}
+
+/// The report as a table for a terminal.
+pub fn render(r: &Report) -> String {
+    let mut s = format!(
+        "{:<48} {:>5} {:>18} {:>5} {:>4} {:>6} {:>12} {:>12} {:>7} {:>10}\n",
+        "tensor",
+        "dtype",
+        "shape",
+        "prime",
+        "prec",
+        "chunks",
+        "original",
+        "compressed",
+        "ratio",
+        "max_err"
+    );
+    for t in &r.tensors {
+        let shape = format!("{:?}", t.shape);
+        let err = match (t.prime, t.max_abs_error) {
+            (None, _) => "-".to_string(),
+            (_, Some(e)) if e == 0.0 => "0".to_string(),
+            (_, Some(e)) => format!("{e:.3e}"),
+            (_, None) => "NaN lost".to_string(),
+        };
+        s += &format!(
+            "{:<48} {:>5} {:>18} {:>5} {:>4} {:>6} {:>12} {:>12} {:>7.4} {:>10}\n",
+            t.name,
+            t.dtype,
+            shape,
+            t.prime.map_or("-".into(), |p| p.to_string()),
+            t.precision.map_or("-".into(), |p| p.to_string()),
+            t.chunks,
+            t.original_bytes,
+            t.compressed_bytes,
+            t.compressed_bytes as f64 / t.original_bytes.max(1) as f64,
+            err
+        );
+    }
+    s += &format!(
+        "total: {} tensors, {} -> {} bytes, ratio {:.4}\n",
+        r.tensors.len(),
+        r.original_bytes,
+        r.compressed_bytes,
+        r.ratio
+    );
+    s
+}

@@ -1,0 +1,26 @@
+//! padic-burst: compressed neural-network weights in a p-adic container,
+//! decoded bit-exact.
+//!
+//! Each float is split into an exponent channel (entropy-coded with
+//! interleaved rANS, in independently decodable segments) and a sign/digit
+//! channel holding the fraction as base-`p` digits, most significant first, in
+//! planes, so a reader can stop early (progressive precision). Non-float
+//! tensors pass through byte for byte.
+//!
+//! * [`compress::compress_file`]: safetensors -> container.
+//! * [`format::Container`]: open and validate a container.
+//! * [`engine::CpuEngine`]: decode it, to a file or to memory.
+//! * [`inspect::inspect`]: per-tensor sizes and ratios.
+
+pub mod cli;
+pub mod codec;
+pub mod compress;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod format;
+pub mod inspect;
+pub mod output;
+pub mod progress;
+
+pub use error::{Error, Result};
