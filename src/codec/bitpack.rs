@@ -60,46 +60,66 @@ pub fn decode<W: Word>(
             out.len()
         )));
     }
-    // Every value must index the table; widen the table to the full width so
-    // a corrupt value reads a sentinel instead of out of bounds.
-    let mut wide = lut.to_vec();
-    let invalid = u32::MAX;
-    wide.resize(1 << width, invalid);
-    let mask = (1u64 << width) - 1;
-    let w = width as usize;
-    let mut bad = false;
-    let mut apply = |o: &mut W, v: u64| {
-        let c = wide[v as usize];
-        bad |= c == invalid;
-        *o = if assign { W::from_u32(c) } else { o.add(c) };
+    // A value past the alphabet (possible only when the alphabet is not a
+    // power of two) must not index past the table: widen it with zeros and
+    // check the largest value seen once at the end.
+    let mut wide = [0u32; 1 << MAX_WIDTH];
+    wide[..lut.len()].copy_from_slice(lut);
+    let wide = &wide[..1 << width];
+    let largest = match width {
+        1 => unpack::<W, 1>(body, wide, out, assign),
+        2 => unpack::<W, 2>(body, wide, out, assign),
+        3 => unpack::<W, 3>(body, wide, out, assign),
+        4 => unpack::<W, 4>(body, wide, out, assign),
+        5 => unpack::<W, 5>(body, wide, out, assign),
+        6 => unpack::<W, 6>(body, wide, out, assign),
+        7 => unpack::<W, 7>(body, wide, out, assign),
+        8 => unpack::<W, 8>(body, wide, out, assign),
+        9 => unpack::<W, 9>(body, wide, out, assign),
+        10 => unpack::<W, 10>(body, wide, out, assign),
+        11 => unpack::<W, 11>(body, wide, out, assign),
+        _ => unpack::<W, 12>(body, wide, out, assign),
     };
-    let groups = out.len() / 8;
-    let (head, tail) = out.split_at_mut(groups * 8);
-    for (g, block) in head.chunks_exact_mut(8).enumerate() {
-        let bytes = &body[g * w..g * w + w];
-        let mut word = [0u8; 16];
-        word[..w].copy_from_slice(bytes);
-        let packed = u128::from_le_bytes(word);
-        for (j, o) in block.iter_mut().enumerate() {
-            apply(o, ((packed >> (j * w)) as u64) & mask);
-        }
-    }
-    if !tail.is_empty() {
-        let bytes = &body[groups * w..];
-        let mut word = [0u8; 16];
-        word[..bytes.len()].copy_from_slice(bytes);
-        let packed = u128::from_le_bytes(word);
-        for (j, o) in tail.iter_mut().enumerate() {
-            apply(o, ((packed >> (j * w)) as u64) & mask);
-        }
-    }
-    if bad {
+    if largest as usize >= lut.len() {
         return Err(Error::Decode(format!(
-            "raw section holds a value outside the alphabet of {}",
+            "raw section holds the value {largest}, outside the alphabet of {}",
             lut.len()
         )));
     }
     Ok(())
+}
+
+/// Unpacks groups of eight `WIDTH`-bit values (`WIDTH` bytes each); returns the largest value.
+fn unpack<W: Word, const WIDTH: usize>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) -> u32 {
+    let mask = (1u64 << WIDTH) - 1;
+    let lut = &lut[..1 << WIDTH];
+    let mut largest = 0u64;
+    let groups = out.len() / 8;
+    let (head, tail) = out.split_at_mut(groups * 8);
+    let load = |bytes: &[u8]| -> u128 {
+        let mut word = [0u8; 16];
+        word[..bytes.len()].copy_from_slice(bytes);
+        u128::from_le_bytes(word)
+    };
+    for (block, bytes) in head.chunks_exact_mut(8).zip(body.chunks_exact(WIDTH)) {
+        let packed = load(bytes);
+        for (j, o) in block.iter_mut().enumerate() {
+            let v = ((packed >> (j * WIDTH)) as u64) & mask;
+            largest = largest.max(v);
+            let c = lut[v as usize];
+            *o = if assign { W::from_u32(c) } else { o.add(c) };
+        }
+    }
+    if !tail.is_empty() {
+        let packed = load(&body[groups * WIDTH..]);
+        for (j, o) in tail.iter_mut().enumerate() {
+            let v = ((packed >> (j * WIDTH)) as u64) & mask;
+            largest = largest.max(v);
+            let c = lut[v as usize];
+            *o = if assign { W::from_u32(c) } else { o.add(c) };
+        }
+    }
+    largest as u32
 }
 
 #[cfg(test)]

@@ -297,7 +297,12 @@ pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) ->
             })?;
         let (seg, rest) = data.split_at(need);
         data = rest;
-        decode_segment(seg, lanes, scale_bits, &table, seg_out, assign)
+        let done = if assign {
+            decode_segment::<W, true>(seg, lanes, scale_bits, &table, seg_out)
+        } else {
+            decode_segment::<W, false>(seg, lanes, scale_bits, &table, seg_out)
+        };
+        done
             .map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
     }
     if !data.is_empty() {
@@ -309,15 +314,14 @@ pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) ->
     Ok(())
 }
 
-fn decode_segment<W: Word>(
+fn decode_segment<W: Word, const ASSIGN: bool>(
     seg: &[u8],
     lanes: usize,
     scale_bits: u32,
     table: &[Entry],
     out: &mut [W],
-    assign: bool,
 ) -> Result<()> {
-    let (state_bytes, word_bytes) = seg.split_at(lanes * 4);
+    let (state_bytes, words) = seg.split_at(lanes * 4);
     let mut states = [0u32; 64];
     for (st, b) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
         *st = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -325,64 +329,58 @@ fn decode_segment<W: Word>(
             return Err(Error::Decode(format!("initial state {st:#x} below 2^16")));
         }
     }
-    let words = word_bytes;
     let mask = (1u32 << scale_bits) - 1;
-    let mut pos = 0usize; // byte position in `words`
+    debug_assert_eq!(table.len(), mask as usize + 1);
     let n = out.len();
-    // Fast loop: while enough words remain for one per symbol, no bounds failure is possible.
+    let mut pos = 0usize; // byte position in `words`
     let mut i = 0usize;
-    let states = &mut states[..lanes];
-    macro_rules! step {
-        ($lane:expr, $o:expr, $read:expr) => {{
-            let x = states[$lane];
-            let e = table[(x & mask) as usize];
-            let mut x = e.freq as u32 * (x >> scale_bits) + e.bias as u32;
-            if x < RANS_L {
-                let w = $read;
-                x = (x << 16) | w as u32;
-            }
-            states[$lane] = x;
-            *$o = if assign {
-                W::from_u32(e.value)
-            } else {
-                $o.add(e.value)
-            };
-        }};
-    }
+    let emit = |o: &mut W, v: u32| {
+        *o = if ASSIGN { W::from_u32(v) } else { o.add(v) };
+    };
     if lanes == LANES {
+        // Blocks of one symbol per lane. A block reads at most LANES words, so
+        // while that many remain no read can fail, and the renormalisation is
+        // branch-free: the next word is always loaded and kept or not (a
+        // data-dependent branch here mispredicts on a fifth of the symbols).
+        let mut st = [0u32; LANES];
+        st.copy_from_slice(&states[..LANES]);
         while n - i >= LANES && words.len() - pos >= 2 * LANES {
+            let w = &words[pos..pos + 2 * LANES];
             let block = &mut out[i..i + LANES];
-            for (lane, o) in block.iter_mut().enumerate() {
-                step!(lane, o, {
-                    let w = u16::from_le_bytes([words[pos], words[pos + 1]]);
-                    pos += 2;
-                    w
-                });
+            // Two passes: the state updates are independent across lanes; only
+            // the word position chains from lane to lane, and that chain is an add.
+            for (x, o) in st.iter_mut().zip(block.iter_mut()) {
+                let e = table[(*x & mask) as usize];
+                *x = e.freq as u32 * (*x >> scale_bits) + e.bias as u32;
+                emit(o, e.value);
             }
+            let mut p = 0usize;
+            for x in st.iter_mut() {
+                let next = u16::from_le_bytes([w[p], w[p + 1]]) as u32;
+                // Arithmetic, not a select: LLVM turns a select back into a branch.
+                let need = (*x < RANS_L) as u32;
+                *x = (*x << (16 * need)) | (next & need.wrapping_neg());
+                p += 2 * need as usize;
+            }
+            pos += p;
             i += LANES;
         }
+        states[..LANES].copy_from_slice(&st);
     }
     while i < n {
         let lane = i % lanes;
-        let o = &mut out[i];
-        let mut underrun = false;
-        step!(lane, o, {
-            match words.get(pos..pos + 2) {
-                Some(b) => {
-                    pos += 2;
-                    u16::from_le_bytes([b[0], b[1]])
-                }
-                None => {
-                    underrun = true;
-                    0
-                }
-            }
-        });
-        if underrun {
-            return Err(Error::Decode(format!(
-                "word stream ends at symbol {i} of {n}"
-            )));
+        let x = states[lane];
+        let e = table[(x & mask) as usize];
+        let mut y = e.freq as u32 * (x >> scale_bits) + e.bias as u32;
+        if y < RANS_L {
+            let b = words.get(pos..pos + 2).ok_or_else(|| {
+                Error::Decode(format!("word stream ends at symbol {i} of {n}"))
+            })?;
+            y = (y << 16) | u16::from_le_bytes([b[0], b[1]]) as u32;
+            pos += 2;
         }
+        states[lane] = y;
+        emit(&mut out[i], e.value);
         i += 1;
     }
     if pos != words.len() {
@@ -391,7 +389,7 @@ fn decode_segment<W: Word>(
             (words.len() - pos) / 2
         )));
     }
-    if states.iter().any(|&s| s != RANS_L) {
+    if states[..lanes].iter().any(|&s| s != RANS_L) {
         return Err(Error::Decode(
             "final states differ from the encoder's start (stream corrupt)".into(),
         ));
