@@ -159,8 +159,9 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
             let f = freq[s];
             let lane = i % LANES;
             let mut x = states[lane];
-            let x_max = ((RANS_L >> scale_bits) << 16) * f;
-            if x >= x_max {
+            // 2^(32 - scale) * f reaches 2^32 for a lone symbol: compare in u64.
+            let x_max = (((RANS_L >> scale_bits) as u64) << 16) * f as u64;
+            if x as u64 >= x_max {
                 words.push(x as u16);
                 x >>= 16;
             }
