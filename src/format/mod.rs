@@ -376,6 +376,17 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
             supported: VERSION,
         });
     }
+    let reserved = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    if reserved != 0 {
+        return Err(bad(
+            path,
+            Location {
+                offset: Some(12),
+                ..Location::default()
+            },
+            format!("reserved prefix field is {reserved:#x}, expected 0"),
+        ));
+    }
     let foot = (len - FOOTER_LEN) as usize;
     if &b[foot + 16..] != END_MAGIC {
         return Err(bad(

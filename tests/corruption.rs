@@ -1,0 +1,159 @@
+//! Damaged and hostile containers give a clear error: never a panic, never a
+//! wrong answer, never an allocation a file's numbers ask for.
+
+mod common;
+
+use common::*;
+use padic_burst::compress::CompressOptions;
+use padic_burst::engine::CpuEngine;
+use padic_burst::format::Container;
+use padic_burst::Error;
+use safetensors::Dtype;
+
+fn sample(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = padic_burst::demo::Rng::new(11);
+    let w = padic_burst::demo::gaussian_bytes(&mut rng, 3000, 0.05, Dtype::BF16);
+    let f = padic_burst::demo::gaussian_bytes(&mut rng, 1500, 0.02, Dtype::F32);
+    let ids: Vec<u8> = (0..64i64).flat_map(|i| i.to_le_bytes()).collect();
+    let file = safetensors_bytes(&[
+        ("layer.w", Dtype::BF16, vec![30, 100], w),
+        ("layer.f", Dtype::F32, vec![1500], f),
+        ("ids", Dtype::I64, vec![64], ids),
+    ]);
+    let o = CompressOptions { chunk_kib: 2, ..CompressOptions::default() };
+    let packed = compress_bytes(dir, "sample", &file, &o);
+    (file, std::fs::read(packed).unwrap())
+}
+
+/// Opens and fully decodes `bytes` as a container.
+fn open_and_decode(dir: &std::path::Path, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+    let path = dir.join("victim.padic");
+    std::fs::write(&path, bytes).unwrap();
+    let c = Container::open(&path)?;
+    let engine = CpuEngine::new(Some(1))?;
+    Ok(engine.decompress_to_memory(&c, None)?.0.to_safetensors())
+}
+
+#[test]
+fn every_flipped_bit_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, packed) = sample(dir.path());
+    assert!(packed.len() > 4000, "the sample spans several chunks");
+    for offset in 0..packed.len() {
+        let mut bad = packed.clone();
+        bad[offset] ^= 1 << (offset % 8);
+        match open_and_decode(dir.path(), &bad) {
+            Ok(_) => panic!("flip at byte {offset} was not detected"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "flip at {offset}: {e}");
+                assert!(e.to_string().contains("victim.padic"), "flip at {offset}: message lacks the file: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, packed) = sample(dir.path());
+    for len in (0..packed.len()).step_by(7).chain([packed.len() - 1]) {
+        let err = open_and_decode(dir.path(), &packed[..len]).expect_err("a truncated container decoded");
+        assert!(err.to_string().contains("victim.padic"), "{err}");
+    }
+}
+
+#[test]
+fn a_flip_in_a_payload_names_the_tensor_and_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, packed) = sample(dir.path());
+    let err = {
+        let mut bad = packed.clone();
+        bad[20] ^= 0x10; // inside the first chunk's first section
+        open_and_decode(dir.path(), &bad).unwrap_err().to_string()
+    };
+    assert!(err.contains("tensor 'layer.w'") || err.contains("tensor 'ids'") || err.contains("tensor 'layer.f'"), "{err}");
+    assert!(err.contains("chunk 0"), "{err}");
+    assert!(err.contains("checksum"), "{err}");
+}
+
+/// Rewrites the container's header JSON through `edit`, with a valid checksum.
+fn with_header(packed: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let n = packed.len();
+    let hlen = u64::from_le_bytes(packed[n - 24..n - 16].try_into().unwrap()) as usize;
+    let start = n - 24 - hlen;
+    let mut h: serde_json::Value = serde_json::from_slice(&packed[start..n - 24]).unwrap();
+    edit(&mut h);
+    let json = serde_json::to_vec(&h).unwrap();
+    let mut out = packed[..start].to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes());
+    out.extend_from_slice(b"PADICEND");
+    out
+}
+
+#[test]
+fn hostile_sizes_are_refused_before_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, packed) = sample(dir.path());
+    // Sanity: rewriting the header unchanged still decodes.
+    assert!(open_and_decode(dir.path(), &with_header(&packed, |_| {})).is_ok());
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        ("huge chunk", Box::new(|h| h["tensors"][0]["chunks"][0]["elements"] = (1u64 << 40).into()), "chunk 0"),
+        ("huge section", Box::new(|h| h["tensors"][0]["chunks"][0]["sections"][0]["len"] = (1u64 << 50).into()), "past the payload"),
+        ("offset past end", Box::new(|h| h["tensors"][1]["chunks"][0]["offset"] = (1u64 << 33).into()), "past the payload"),
+        ("offset in prefix", Box::new(|h| h["tensors"][0]["chunks"][0]["offset"] = 3.into()), "prefix"),
+        ("huge shape", Box::new(|h| h["tensors"][0]["shape"] = serde_json::json!([1u64 << 62, 1u64 << 62])), "differ from the source header"),
+        ("huge data", Box::new(|h| h["data_len"] = (1u64 << 60).into()), "data length"),
+        ("unknown dtype", Box::new(|h| h["tensors"][2]["dtype"] = "Q7".into()), "differ from the source header"),
+        ("bad prime", Box::new(|h| h["tensors"][0]["codec"]["prime"] = 4.into()), "prime"),
+        ("missing section", Box::new(|h| { h["tensors"][0]["chunks"][0]["sections"].as_array_mut().unwrap().pop(); }), "sections"),
+        ("unknown key", Box::new(|h| h["surprise"] = 1.into()), "unknown field"),
+        ("chunk count", Box::new(|h| { h["tensors"][0]["chunks"].as_array_mut().unwrap().pop(); }), "values"),
+    ];
+    for (what, edit, expect) in cases {
+        let err = open_and_decode(dir.path(), &with_header(&packed, edit)).expect_err(what).to_string();
+        assert!(err.contains(expect), "{what}: {err}");
+    }
+}
+
+#[test]
+fn garbage_sections_with_valid_checksums_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, packed) = sample(dir.path());
+    let n = packed.len();
+    let hlen = u64::from_le_bytes(packed[n - 24..n - 16].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&packed[n - 24 - hlen..n - 24]).unwrap();
+    let mut rng = padic_burst::demo::Rng::new(5);
+    let mut errors = 0;
+    let mut trials = 0;
+    for t in 0..2 {
+        let chunks = header["tensors"][t]["chunks"].as_array().unwrap().len();
+        for c in 0..chunks {
+            let ch = &header["tensors"][t]["chunks"][c];
+            let mut off = ch["offset"].as_u64().unwrap() as usize;
+            for s in 0..ch["sections"].as_array().unwrap().len() {
+                let len = ch["sections"][s]["len"].as_u64().unwrap() as usize;
+                for keep_kind in [false, true] {
+                    let mut bad = packed.clone();
+                    for b in &mut bad[off + keep_kind as usize..off + len] {
+                        *b = rng.next_u64() as u8;
+                    }
+                    let sum = xxhash_rust::xxh3::xxh3_64(&bad[off..off + len]);
+                    let bad = with_header(&bad, |h| h["tensors"][t]["chunks"][c]["sections"][s]["xxh3"] = sum.into());
+                    trials += 1;
+                    match open_and_decode(dir.path(), &bad) {
+                        Err(e) => {
+                            errors += 1;
+                            assert!(e.to_string().contains(&format!("chunk {c}")), "{e}");
+                        }
+                        Ok(out) => assert_eq!(out.len(), file.len()),
+                    }
+                }
+                off += len;
+            }
+        }
+    }
+    assert!(errors * 2 > trials, "most garbage is detected by the codec itself ({errors} of {trials})");
+}
