@@ -107,7 +107,7 @@ fn hostile_sizes_are_refused_before_allocation() {
         ("huge shape", Box::new(|h| h["tensors"][0]["shape"] = serde_json::json!([1u64 << 62, 1u64 << 62])), "differ from the source header"),
         ("huge data", Box::new(|h| h["data_len"] = (1u64 << 60).into()), "data length"),
         ("unknown dtype", Box::new(|h| h["tensors"][2]["dtype"] = "Q7".into()), "differ from the source header"),
-        ("bad prime", Box::new(|h| h["tensors"][0]["codec"]["prime"] = 4.into()), "prime"),
+        ("bad prime", Box::new(|h| h["tensors"][1]["codec"]["prime"] = 4.into()), "prime"),
         ("missing section", Box::new(|h| { h["tensors"][0]["chunks"][0]["sections"].as_array_mut().unwrap().pop(); }), "sections"),
         ("unknown key", Box::new(|h| h["surprise"] = 1.into()), "unknown field"),
         ("chunk count", Box::new(|h| { h["tensors"][0]["chunks"].as_array_mut().unwrap().pop(); }), "values"),
