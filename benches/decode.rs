@@ -1,1 +1,56 @@
-fn main() {}
+//! Decode throughput per dtype on a generated transformer-shaped model, with
+//! a memcpy of the same output size as the baseline in the same run:
+//!
+//! ```text
+//! cargo bench --bench decode
+//! ```
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use padic_burst::compress::{compress_file, CompressOptions};
+use padic_burst::engine::CpuEngine;
+use padic_burst::format::Container;
+use padic_burst::progress::Progress;
+use safetensors::Dtype;
+
+fn decode(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("padic-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut group = c.benchmark_group("decode");
+    group.sample_size(10);
+    for (dtype, name) in [
+        (Dtype::BF16, "bf16"),
+        (Dtype::F16, "f16"),
+        (Dtype::F32, "f32"),
+    ] {
+        let input = dir.join(format!("{name}.safetensors"));
+        let packed = dir.join(format!("{name}.padic"));
+        let model = padic_burst::demo::synthetic_model(9, 4_000_000, dtype);
+        std::fs::write(&input, &model).unwrap();
+        compress_file(
+            &input,
+            &packed,
+            &CompressOptions::default(),
+            &Progress::hidden(),
+        )
+        .unwrap();
+        let container = Container::open(&packed).unwrap();
+        let out_len = container.header().data_len;
+        group.throughput(Throughput::Bytes(out_len));
+        for workers in [1usize, 2] {
+            let engine = CpuEngine::new(Some(workers)).unwrap();
+            group.bench_function(format!("{name}/cpu-{workers}"), |b| {
+                b.iter(|| engine.decompress_to_memory(&container, None).unwrap())
+            });
+        }
+        let src = vec![1u8; out_len as usize];
+        let mut dst = vec![0u8; out_len as usize];
+        group.bench_function(format!("{name}/memcpy-baseline"), |b| {
+            b.iter(|| dst.copy_from_slice(std::hint::black_box(&src)))
+        });
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, decode);
+criterion_main!(benches);

@@ -13,7 +13,9 @@ use padic_burst::format::Container;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).ok_or("usage: throughput MODEL.padic [WORKERS] [REPEATS]")?;
+    let path = args
+        .get(1)
+        .ok_or("usage: throughput MODEL.padic [WORKERS] [REPEATS]")?;
     let workers: usize = args.get(2).map_or(Ok(1), |s| s.parse())?;
     let repeats: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
     let container = Container::open(path)?;

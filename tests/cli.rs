@@ -15,7 +15,10 @@ fn model(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     let mut rng = padic_burst::demo::Rng::new(1);
     let w = padic_burst::demo::gaussian_bytes(&mut rng, 20_000, 0.05, Dtype::BF16);
     let ids: Vec<u8> = (0..10i64).flat_map(|i| i.to_le_bytes()).collect();
-    let file = safetensors_bytes(&[("w", Dtype::BF16, vec![200, 100], w), ("ids", Dtype::I64, vec![10], ids)]);
+    let file = safetensors_bytes(&[
+        ("w", Dtype::BF16, vec![200, 100], w),
+        ("ids", Dtype::I64, vec![10], ids),
+    ]);
     let path = dir.join("model.safetensors");
     std::fs::write(&path, &file).unwrap();
     (path, file)
@@ -26,18 +29,45 @@ fn compress_inspect_decompress_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let (input, original) = model(dir.path());
     let packed = dir.path().join("m.padic");
-    let out = bin().args(["compress"]).arg(&input).arg("-o").arg(&packed).args(["--chunk-kib", "8"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["compress"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&packed)
+        .args(["--chunk-kib", "8"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let out = bin().arg("inspect").arg(&packed).arg("--json").output().unwrap();
+    let out = bin()
+        .arg("inspect")
+        .arg(&packed)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in ["tensors", "original_bytes", "compressed_bytes", "ratio"] {
         assert!(report.get(key).is_some(), "inspect --json lacks {key}");
     }
-    assert_eq!(report["original_bytes"].as_u64().unwrap(), original.len() as u64);
-    assert_eq!(report["compressed_bytes"].as_u64().unwrap(), std::fs::metadata(&packed).unwrap().len());
-    let w = report["tensors"].as_array().unwrap().iter().find(|t| t["name"] == "w").unwrap();
+    assert_eq!(
+        report["original_bytes"].as_u64().unwrap(),
+        original.len() as u64
+    );
+    assert_eq!(
+        report["compressed_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&packed).unwrap().len()
+    );
+    let w = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "w")
+        .unwrap();
     assert_eq!(w["dtype"], "BF16");
     assert_eq!(w["prime"], 2);
     assert_eq!(w["precision"], 7);
@@ -47,10 +77,28 @@ fn compress_inspect_decompress_round_trip() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("total: 2 tensors"));
 
     let restored = dir.path().join("r.safetensors");
-    let out = bin().arg("decompress").arg(&packed).arg("-o").arg(&restored).args(["--workers", "2"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(std::fs::read(&restored).unwrap() == original, "restored file differs");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let out = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(&restored)
+        .args(["--workers", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&restored).unwrap() == original,
+        "restored file differs"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
@@ -69,24 +117,50 @@ fn bad_inputs_exit_2_with_one_message_and_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let (input, _) = model(dir.path());
     let packed = dir.path().join("m.padic");
-    assert!(bin().arg("compress").arg(&input).arg("-o").arg(&packed).output().unwrap().status.success());
+    assert!(bin()
+        .arg("compress")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packed)
+        .output()
+        .unwrap()
+        .status
+        .success());
     let target = dir.path().join("out.safetensors");
 
     // Not a container.
-    let out = bin().arg("decompress").arg(&input).arg("-o").arg(&target).output().unwrap();
+    let out = bin()
+        .arg("decompress")
+        .arg(&input)
+        .arg("-o")
+        .arg(&target)
+        .output()
+        .unwrap();
     assert_fails_cleanly(&out, &["model.safetensors", "not a padic-burst container"]);
     // Truncated container.
     let bytes = std::fs::read(&packed).unwrap();
     let cut = dir.path().join("cut.padic");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let out = bin().arg("decompress").arg(&cut).arg("-o").arg(&target).output().unwrap();
+    let out = bin()
+        .arg("decompress")
+        .arg(&cut)
+        .arg("-o")
+        .arg(&target)
+        .output()
+        .unwrap();
     assert_fails_cleanly(&out, &["cut.padic"]);
     // A payload flip: detected mid-decode, after the output was started.
     let mut flipped = bytes.clone();
     flipped[40] ^= 4;
     let bad = dir.path().join("flip.padic");
     std::fs::write(&bad, &flipped).unwrap();
-    let out = bin().arg("decompress").arg(&bad).arg("-o").arg(&target).output().unwrap();
+    let out = bin()
+        .arg("decompress")
+        .arg(&bad)
+        .arg("-o")
+        .arg(&target)
+        .output()
+        .unwrap();
     assert_fails_cleanly(&out, &["flip.padic", "chunk 0", "checksum"]);
     // Wrong version.
     let mut v2 = bytes.clone();
@@ -98,19 +172,43 @@ fn bad_inputs_exit_2_with_one_message_and_no_output() {
     // A safetensors file that does not parse.
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
-    let out = bin().arg("compress").arg(&junk).arg("-o").arg(dir.path().join("j.padic")).output().unwrap();
+    let out = bin()
+        .arg("compress")
+        .arg(&junk)
+        .arg("-o")
+        .arg(dir.path().join("j.padic"))
+        .output()
+        .unwrap();
     assert_fails_cleanly(&out, &["junk.safetensors", "safetensors"]);
     // Target precision above what is stored.
-    let out = bin().arg("decompress").arg(&packed).arg("-o").arg(&target).args(["--target-precision", "8"]).output().unwrap();
+    let out = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(&target)
+        .args(["--target-precision", "8"])
+        .output()
+        .unwrap();
     assert_fails_cleanly(&out, &["--target-precision 8", "tensor 'w'"]);
     // Bad prime.
-    let out = bin().arg("compress").arg(&input).arg("-o").arg(dir.path().join("p.padic")).args(["--prime", "9"]).output().unwrap();
+    let out = bin()
+        .arg("compress")
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("p.padic"))
+        .args(["--prime", "9"])
+        .output()
+        .unwrap();
     assert_fails_cleanly(&out, &["--prime 9"]);
 
     assert!(!target.exists(), "no output under the final name");
     assert!(!dir.path().join("j.padic").exists());
     assert!(!dir.path().join("p.padic").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
@@ -123,7 +221,15 @@ fn progressive_decompress_reads_fewer_bytes_and_truncates() {
     let input = dir.path().join("f.safetensors");
     std::fs::write(&input, &file).unwrap();
     let packed = dir.path().join("f.padic");
-    assert!(bin().arg("compress").arg(&input).arg("-o").arg(&packed).output().unwrap().status.success());
+    assert!(bin()
+        .arg("compress")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packed)
+        .output()
+        .unwrap()
+        .status
+        .success());
     // Damage the last digit plane of every chunk: a decode to 10 digits never reads it.
     let c = padic_burst::format::Container::open(&packed).unwrap();
     let mut bytes = std::fs::read(&packed).unwrap();
@@ -135,22 +241,50 @@ fn progressive_decompress_reads_fewer_bytes_and_truncates() {
     drop(c);
     std::fs::write(&packed, &bytes).unwrap();
     let out10 = dir.path().join("k10.safetensors");
-    let out = bin().arg("decompress").arg(&packed).arg("-o").arg(&out10).args(["--target-precision", "10"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(&out10)
+        .args(["--target-precision", "10"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = std::fs::read(&out10).unwrap();
     for (a, b) in w.chunks_exact(4).zip(data_region(&got).chunks_exact(4)) {
         let a = u32::from_le_bytes(a.try_into().unwrap());
-        assert_eq!(u32::from_le_bytes(b.try_into().unwrap()), a & !((1 << 13) - 1));
+        assert_eq!(
+            u32::from_le_bytes(b.try_into().unwrap()),
+            a & !((1 << 13) - 1)
+        );
     }
-    let full = bin().arg("decompress").arg(&packed).arg("-o").arg(dir.path().join("full.safetensors")).output().unwrap();
+    let full = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(dir.path().join("full.safetensors"))
+        .output()
+        .unwrap();
     assert_fails_cleanly(&full, &["checksum", "digit plane 2"]);
 }
 
 #[test]
 fn demo_runs_offline_and_reports_identical_files() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin().args(["demo", "--params", "300000", "--dir"]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["demo", "--params", "300000", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("byte-identical: yes").count(), 3, "{text}");
 }

@@ -20,7 +20,10 @@ fn sample(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
         ("layer.f", Dtype::F32, vec![1500], f),
         ("ids", Dtype::I64, vec![64], ids),
     ]);
-    let o = CompressOptions { chunk_kib: 2, ..CompressOptions::default() };
+    let o = CompressOptions {
+        chunk_kib: 2,
+        ..CompressOptions::default()
+    };
     let packed = compress_bytes(dir, "sample", &file, &o);
     (file, std::fs::read(packed).unwrap())
 }
@@ -46,7 +49,10 @@ fn every_flipped_bit_is_caught() {
             Ok(_) => panic!("flip at byte {offset} was not detected"),
             Err(e) => {
                 assert_eq!(e.exit_code(), 2, "flip at {offset}: {e}");
-                assert!(e.to_string().contains("victim.padic"), "flip at {offset}: message lacks the file: {e}");
+                assert!(
+                    e.to_string().contains("victim.padic"),
+                    "flip at {offset}: message lacks the file: {e}"
+                );
             }
         }
     }
@@ -57,7 +63,8 @@ fn every_truncation_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let (_, packed) = sample(dir.path());
     for len in (0..packed.len()).step_by(7).chain([packed.len() - 1]) {
-        let err = open_and_decode(dir.path(), &packed[..len]).expect_err("a truncated container decoded");
+        let err =
+            open_and_decode(dir.path(), &packed[..len]).expect_err("a truncated container decoded");
         assert!(err.to_string().contains("victim.padic"), "{err}");
     }
 }
@@ -71,7 +78,12 @@ fn a_flip_in_a_payload_names_the_tensor_and_chunk() {
         bad[20] ^= 0x10; // inside the first chunk's first section
         open_and_decode(dir.path(), &bad).unwrap_err().to_string()
     };
-    assert!(err.contains("tensor 'layer.w'") || err.contains("tensor 'ids'") || err.contains("tensor 'layer.f'"), "{err}");
+    assert!(
+        err.contains("tensor 'layer.w'")
+            || err.contains("tensor 'ids'")
+            || err.contains("tensor 'layer.f'"),
+        "{err}"
+    );
     assert!(err.contains("chunk 0"), "{err}");
     assert!(err.contains("checksum"), "{err}");
 }
@@ -100,20 +112,73 @@ fn hostile_sizes_are_refused_before_allocation() {
     assert!(open_and_decode(dir.path(), &with_header(&packed, |_| {})).is_ok());
     type Edit = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit, &str)> = vec![
-        ("huge chunk", Box::new(|h| h["tensors"][0]["chunks"][0]["elements"] = (1u64 << 40).into()), "chunk 0"),
-        ("huge section", Box::new(|h| h["tensors"][0]["chunks"][0]["sections"][0]["len"] = (1u64 << 50).into()), "past the payload"),
-        ("offset past end", Box::new(|h| h["tensors"][1]["chunks"][0]["offset"] = (1u64 << 33).into()), "past the payload"),
-        ("offset in prefix", Box::new(|h| h["tensors"][0]["chunks"][0]["offset"] = 3.into()), "prefix"),
-        ("huge shape", Box::new(|h| h["tensors"][0]["shape"] = serde_json::json!([1u64 << 62, 1u64 << 62])), "differ from the source header"),
-        ("huge data", Box::new(|h| h["data_len"] = (1u64 << 60).into()), "data length"),
-        ("unknown dtype", Box::new(|h| h["tensors"][2]["dtype"] = "Q7".into()), "differ from the source header"),
-        ("bad prime", Box::new(|h| h["tensors"][1]["codec"]["prime"] = 4.into()), "prime"),
-        ("missing section", Box::new(|h| { h["tensors"][0]["chunks"][0]["sections"].as_array_mut().unwrap().pop(); }), "sections"),
-        ("unknown key", Box::new(|h| h["surprise"] = 1.into()), "unknown field"),
-        ("chunk count", Box::new(|h| { h["tensors"][0]["chunks"].as_array_mut().unwrap().pop(); }), "values"),
+        (
+            "huge chunk",
+            Box::new(|h| h["tensors"][0]["chunks"][0]["elements"] = (1u64 << 40).into()),
+            "chunk 0",
+        ),
+        (
+            "huge section",
+            Box::new(|h| h["tensors"][0]["chunks"][0]["sections"][0]["len"] = (1u64 << 50).into()),
+            "past the payload",
+        ),
+        (
+            "offset past end",
+            Box::new(|h| h["tensors"][1]["chunks"][0]["offset"] = (1u64 << 33).into()),
+            "past the payload",
+        ),
+        (
+            "offset in prefix",
+            Box::new(|h| h["tensors"][0]["chunks"][0]["offset"] = 3.into()),
+            "prefix",
+        ),
+        (
+            "huge shape",
+            Box::new(|h| h["tensors"][0]["shape"] = serde_json::json!([1u64 << 62, 1u64 << 62])),
+            "differ from the source header",
+        ),
+        (
+            "huge data",
+            Box::new(|h| h["data_len"] = (1u64 << 60).into()),
+            "data length",
+        ),
+        (
+            "unknown dtype",
+            Box::new(|h| h["tensors"][2]["dtype"] = "Q7".into()),
+            "differ from the source header",
+        ),
+        (
+            "bad prime",
+            Box::new(|h| h["tensors"][1]["codec"]["prime"] = 4.into()),
+            "prime",
+        ),
+        (
+            "missing section",
+            Box::new(|h| {
+                h["tensors"][0]["chunks"][0]["sections"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            }),
+            "sections",
+        ),
+        (
+            "unknown key",
+            Box::new(|h| h["surprise"] = 1.into()),
+            "unknown field",
+        ),
+        (
+            "chunk count",
+            Box::new(|h| {
+                h["tensors"][0]["chunks"].as_array_mut().unwrap().pop();
+            }),
+            "values",
+        ),
     ];
     for (what, edit, expect) in cases {
-        let err = open_and_decode(dir.path(), &with_header(&packed, edit)).expect_err(what).to_string();
+        let err = open_and_decode(dir.path(), &with_header(&packed, edit))
+            .expect_err(what)
+            .to_string();
         assert!(err.contains(expect), "{what}: {err}");
     }
 }
@@ -141,7 +206,9 @@ fn garbage_sections_with_valid_checksums_never_panic() {
                         *b = rng.next_u64() as u8;
                     }
                     let sum = xxhash_rust::xxh3::xxh3_64(&bad[off..off + len]);
-                    let bad = with_header(&bad, |h| h["tensors"][t]["chunks"][c]["sections"][s]["xxh3"] = sum.into());
+                    let bad = with_header(&bad, |h| {
+                        h["tensors"][t]["chunks"][c]["sections"][s]["xxh3"] = sum.into()
+                    });
                     trials += 1;
                     match open_and_decode(dir.path(), &bad) {
                         Err(e) => {
@@ -155,5 +222,8 @@ fn garbage_sections_with_valid_checksums_never_panic() {
             }
         }
     }
-    assert!(errors * 2 > trials, "most garbage is detected by the codec itself ({errors} of {trials})");
+    assert!(
+        errors * 2 > trials,
+        "most garbage is detected by the codec itself ({errors} of {trials})"
+    );
 }

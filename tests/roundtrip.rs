@@ -21,7 +21,9 @@ fn opts(prime: u32) -> CompressOptions {
 fn every_bf16_and_f16_pattern_round_trips_for_every_prime() {
     let dir = tempfile::tempdir().unwrap();
     let patterns = all_u16_patterns();
-    let ids: Vec<u8> = (0..1000i64).flat_map(|i| (i * 7919).to_le_bytes()).collect();
+    let ids: Vec<u8> = (0..1000i64)
+        .flat_map(|i| (i * 7919).to_le_bytes())
+        .collect();
     let flags: Vec<u8> = (0..333).map(|i| (i % 2) as u8).collect();
     let file = safetensors_bytes(&[
         ("bf16.all", Dtype::BF16, vec![256, 256], patterns.clone()),
@@ -32,7 +34,10 @@ fn every_bf16_and_f16_pattern_round_trips_for_every_prime() {
     for p in PRIMES {
         let packed = compress_bytes(dir.path(), &format!("all-{p}"), &file, &opts(p));
         let back = decode(&packed, None);
-        assert!(back.to_safetensors() == file, "prime {p}: restored file differs");
+        assert!(
+            back.to_safetensors() == file,
+            "prime {p}: restored file differs"
+        );
     }
 }
 
@@ -40,11 +45,20 @@ fn every_bf16_and_f16_pattern_round_trips_for_every_prime() {
 fn f32_specials_round_trip_for_every_prime() {
     let dir = tempfile::tempdir().unwrap();
     let specials: [u32; 14] = [
-        0x0000_0000, 0x8000_0000, // +-0
-        0x7f80_0000, 0xff80_0000, // +-inf
-        0x7fc0_0000, 0x7f80_0001, 0xffbf_ffff, 0x7fff_ffff, // NaNs with payloads
-        0x0000_0001, 0x007f_ffff, 0x8040_0000, // subnormals
-        0x3f80_0000, 0x7f7f_ffff, 0x0080_0000, // 1, max, min normal
+        0x0000_0000,
+        0x8000_0000, // +-0
+        0x7f80_0000,
+        0xff80_0000, // +-inf
+        0x7fc0_0000,
+        0x7f80_0001,
+        0xffbf_ffff,
+        0x7fff_ffff, // NaNs with payloads
+        0x0000_0001,
+        0x007f_ffff,
+        0x8040_0000, // subnormals
+        0x3f80_0000,
+        0x7f7f_ffff,
+        0x0080_0000, // 1, max, min normal
     ];
     let bytes: Vec<u8> = specials.iter().flat_map(|v| v.to_le_bytes()).collect();
     let file = safetensors_bytes(&[("s", Dtype::F32, vec![specials.len()], bytes)]);
@@ -102,7 +116,11 @@ fn progressive_decode_of_every_bf16_pattern_equals_truncation() {
             let got = decode(&packed, Some(k)).data;
             for (v, b) in (0..=u16::MAX).zip(got.chunks_exact(2)) {
                 let want = reference_truncate(v as u32, 7, p as u64, k) as u16;
-                assert_eq!(u16::from_le_bytes([b[0], b[1]]), want, "p {p} k {k} pattern {v:#06x}");
+                assert_eq!(
+                    u16::from_le_bytes([b[0], b[1]]),
+                    want,
+                    "p {p} k {k} pattern {v:#06x}"
+                );
             }
         }
     }
@@ -115,19 +133,42 @@ fn lossy_values_stay_within_the_reported_bound() {
     let bytes = padic_burst::demo::gaussian_bytes(&mut rng, 50_000, 0.05, Dtype::F32);
     let file = safetensors_bytes(&[("w", Dtype::F32, vec![50_000], bytes.clone())]);
     for (p, n) in [(2u32, 9u32), (3, 6), (5, 4), (257, 2)] {
-        let o = CompressOptions { prime: p, precision: Some(n), lossy: true, chunk_kib: 64, ..CompressOptions::default() };
+        let o = CompressOptions {
+            prime: p,
+            precision: Some(n),
+            lossy: true,
+            chunk_kib: 64,
+            ..CompressOptions::default()
+        };
         let packed = compress_bytes(dir.path(), &format!("l-{p}"), &file, &o);
         let c = padic_burst::format::Container::open(&packed).unwrap();
-        let bound = c.header().tensors[0].codec.as_ref().unwrap().max_abs_error.unwrap();
-        assert!(bound > 0.0, "p {p} n {n}: a lossy split of Gaussian weights has an error");
+        let bound = c.header().tensors[0]
+            .codec
+            .as_ref()
+            .unwrap()
+            .max_abs_error
+            .unwrap();
+        assert!(
+            bound > 0.0,
+            "p {p} n {n}: a lossy split of Gaussian weights has an error"
+        );
         let got = decode(&packed, None).data;
         let mut worst = 0.0f64;
         for (a, b) in bytes.chunks_exact(4).zip(got.chunks_exact(4)) {
-            let (a, b) = (f32::from_le_bytes(a.try_into().unwrap()) as f64, f32::from_le_bytes(b.try_into().unwrap()) as f64);
+            let (a, b) = (
+                f32::from_le_bytes(a.try_into().unwrap()) as f64,
+                f32::from_le_bytes(b.try_into().unwrap()) as f64,
+            );
             worst = worst.max((a - b).abs());
         }
-        assert!(worst <= bound, "p {p}: error {worst} above the reported {bound}");
-        assert_eq!(worst, bound, "p {p}: the reported bound is the largest error seen");
+        assert!(
+            worst <= bound,
+            "p {p}: error {worst} above the reported {bound}"
+        );
+        assert_eq!(
+            worst, bound,
+            "p {p}: the reported bound is the largest error seen"
+        );
     }
 }
 
@@ -138,8 +179,17 @@ fn precision_that_cannot_hold_the_fraction_is_refused_without_lossy() {
     let input = dir.path().join("in.safetensors");
     std::fs::write(&input, &file).unwrap();
     let out = dir.path().join("out.padic");
-    let o = CompressOptions { precision: Some(9), ..CompressOptions::default() };
-    let err = padic_burst::compress::compress_file(&input, &out, &o, &padic_burst::progress::Progress::hidden()).unwrap_err();
+    let o = CompressOptions {
+        precision: Some(9),
+        ..CompressOptions::default()
+    };
+    let err = padic_burst::compress::compress_file(
+        &input,
+        &out,
+        &o,
+        &padic_burst::progress::Progress::hidden(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("--lossy"), "{err}");
     assert!(!out.exists());
 }

@@ -90,7 +90,12 @@ pub fn decode<W: Word>(
 }
 
 /// Unpacks groups of eight `WIDTH`-bit values (`WIDTH` bytes each); returns the largest value.
-fn unpack<W: Word, const WIDTH: usize>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) -> u32 {
+fn unpack<W: Word, const WIDTH: usize>(
+    body: &[u8],
+    lut: &[u32],
+    out: &mut [W],
+    assign: bool,
+) -> u32 {
     let mask = (1u64 << WIDTH) - 1;
     let lut = &lut[..1 << WIDTH];
     let mut largest = 0u64;

@@ -303,8 +303,7 @@ pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) ->
         } else {
             decode_segment::<W, false>(seg, lanes, scale_bits, &table, seg_out)
         };
-        done
-            .map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
+        done.map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
     }
     if !data.is_empty() {
         return Err(Error::Decode(format!(
@@ -374,9 +373,9 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
         let e = table[(x & mask) as usize];
         let mut y = e.freq as u32 * (x >> scale_bits) + e.bias as u32;
         if y < RANS_L {
-            let b = words.get(pos..pos + 2).ok_or_else(|| {
-                Error::Decode(format!("word stream ends at symbol {i} of {n}"))
-            })?;
+            let b = words
+                .get(pos..pos + 2)
+                .ok_or_else(|| Error::Decode(format!("word stream ends at symbol {i} of {n}")))?;
             y = (y << 16) | u16::from_le_bytes([b[0], b[1]]) as u32;
             pos += 2;
         }

@@ -33,7 +33,11 @@ pub fn compress_bytes(dir: &Path, name: &str, bytes: &[u8], opts: &CompressOptio
 /// Decodes a whole container in memory.
 pub fn decode(path: &Path, target: Option<u32>) -> DecodedModel {
     let c = Container::open(path).unwrap();
-    CpuEngine::new(Some(2)).unwrap().decompress_to_memory(&c, target).unwrap().0
+    CpuEngine::new(Some(2))
+        .unwrap()
+        .decompress_to_memory(&c, target)
+        .unwrap()
+        .0
 }
 
 /// The data region of a safetensors file.
