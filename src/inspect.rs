@@ -86,7 +86,7 @@ pub fn render(r: &Report) -> String {
         let shape = format!("{:?}", t.shape);
         let err = match (t.prime, t.max_abs_error) {
             (None, _) => "-".to_string(),
-            (_, Some(e)) if e == 0.0 => "0".to_string(),
+            (_, Some(0.0)) => "0".to_string(),
             (_, Some(e)) => format!("{e:.3e}"),
             (_, None) => "NaN lost".to_string(),
         };

@@ -138,7 +138,6 @@ fn lossy_values_stay_within_the_reported_bound() {
             precision: Some(n),
             lossy: true,
             chunk_kib: 64,
-            ..CompressOptions::default()
         };
         let packed = compress_bytes(dir.path(), &format!("l-{p}"), &file, &o);
         let c = padic_burst::format::Container::open(&packed).unwrap();
@@ -192,4 +191,39 @@ fn precision_that_cannot_hold_the_fraction_is_refused_without_lossy() {
     .unwrap_err();
     assert!(err.to_string().contains("--lossy"), "{err}");
     assert!(!out.exists());
+}
+
+#[test]
+fn chunks_decode_alone_through_the_decoder_trait_in_any_order() {
+    use padic_burst::engine::{chunk_jobs, CpuChunkDecoder};
+    use padic_burst_operators::{Chunk, Decoder};
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = padic_burst::demo::Rng::new(4);
+    let w = padic_burst::demo::gaussian_bytes(&mut rng, 40_000, 0.05, Dtype::F16);
+    let file = safetensors_bytes(&[("w", Dtype::F16, vec![40_000], w)]);
+    let packed = compress_bytes(
+        dir.path(),
+        "alone",
+        &file,
+        &CompressOptions {
+            chunk_kib: 8,
+            ..CompressOptions::default()
+        },
+    );
+    let c = padic_burst::format::Container::open(&packed).unwrap();
+    let decoder = CpuChunkDecoder::new(&c, None).unwrap();
+    let mut jobs = chunk_jobs(&c);
+    assert_eq!(jobs.len(), 10);
+    jobs.reverse();
+    let mut data = vec![0u8; c.header().data_len as usize];
+    for job in &jobs {
+        let start = job.out_offset as usize;
+        decoder
+            .decode(job, &mut data[start..start + job.output_len() as usize])
+            .unwrap();
+    }
+    assert!(
+        data == data_region(&file),
+        "chunks decoded alone, last first, rebuild the tensor"
+    );
 }

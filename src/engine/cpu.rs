@@ -253,3 +253,48 @@ impl CpuEngine {
         })
     }
 }
+
+impl padic_burst_operators::Chunk for ChunkJob {
+    fn tensor(&self) -> usize {
+        self.tensor
+    }
+    fn chunk(&self) -> usize {
+        self.chunk
+    }
+    fn output_len(&self) -> u64 {
+        self.out_len
+    }
+}
+
+/// The CPU engine's decode of one container at one target precision, behind
+/// the operators crate's `Decoder` trait (what the dataflow graph will call).
+#[derive(Debug)]
+pub struct CpuChunkDecoder<'a> {
+    container: &'a Container,
+    tables: Vec<Option<Tables>>,
+}
+
+impl<'a> CpuChunkDecoder<'a> {
+    /// A decoder for `container` to `target` digits (`None`: every stored digit).
+    pub fn new(container: &'a Container, target: Option<u32>) -> Result<Self> {
+        Ok(CpuChunkDecoder {
+            container,
+            tables: tables_for(container, target)?,
+        })
+    }
+}
+
+impl padic_burst_operators::Decoder<ChunkJob> for CpuChunkDecoder<'_> {
+    type Error = Error;
+    fn decode(&self, chunk: &ChunkJob, out: &mut [u8]) -> Result<()> {
+        if out.len() as u64 != chunk.out_len {
+            return Err(Error::InvalidArgument(format!(
+                "output buffer of {} bytes for a chunk of {}",
+                out.len(),
+                chunk.out_len
+            )));
+        }
+        CpuEngine::decode_chunk(self.container, &self.tables, chunk, out, &mut Vec::new())
+            .map(|_| ())
+    }
+}

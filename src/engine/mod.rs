@@ -3,4 +3,6 @@
 
 pub mod cpu;
 
-pub use cpu::{chunk_jobs, tables_for, ChunkJob, CpuEngine, DecodeStats, DecodedModel};
+pub use cpu::{
+    chunk_jobs, tables_for, ChunkJob, CpuChunkDecoder, CpuEngine, DecodeStats, DecodedModel,
+};
