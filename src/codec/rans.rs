@@ -183,13 +183,13 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
     }
 }
 
-/// A decoding table entry: the symbol's output contribution, its frequency,
-/// and `slot - cum` for the slot that indexes it.
-#[derive(Clone, Copy, Default)]
-struct Entry {
-    value: u32,
-    freq: u16,
-    bias: u16,
+/// The decoding table, per slot of `[0, M)`: `step` packs the symbol's
+/// frequency (low 16 bits) and `slot - cum` (high 16 bits); `value` is the
+/// symbol's output contribution. Two flat arrays, so a SIMD decoder gathers
+/// each with one instruction.
+pub(crate) struct Table {
+    pub(crate) step: Vec<u32>,
+    pub(crate) value: Vec<u32>,
 }
 
 /// Output word of a decode (the float's bit pattern, 16 or 32 bits).
@@ -223,6 +223,17 @@ impl Word for u32 {
 /// Decodes an rANS section body of `n` symbols over `lut.len()` symbols:
 /// `out[i] = lut[sym]` when `assign`, else `out[i] += lut[sym]`.
 pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) -> Result<()> {
+    decode_with(body, lut, out, assign, true)
+}
+
+/// [`decode`], with the SIMD path allowed or not (tests hold both to the same output).
+pub(crate) fn decode_with<W: Word>(
+    body: &[u8],
+    lut: &[u32],
+    out: &mut [W],
+    assign: bool,
+    allow_simd: bool,
+) -> Result<()> {
     let n = out.len();
     let alphabet = lut.len();
     let mut r = varint::Reader::new(body);
@@ -251,7 +262,10 @@ pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) ->
             "rANS table lists {present} symbols, alphabet has {alphabet}"
         )));
     }
-    let mut table = vec![Entry::default(); m];
+    let mut table = Table {
+        step: vec![0; m],
+        value: vec![0; m],
+    };
     let mut slot = 0usize;
     let mut sym = 0usize;
     for i in 0..present {
@@ -263,13 +277,11 @@ pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) ->
                 "rANS table entry {i} (symbol {sym}, frequency {f}) does not fit alphabet {alphabet} and scale {m}"
             )));
         }
-        for (j, e) in table[slot..slot + f].iter_mut().enumerate() {
-            *e = Entry {
-                value: lut[sym],
-                freq: f as u16,
-                bias: j as u16,
-            };
+        // A lone symbol has f = M = 2^15 at most: it fits the low 16 bits.
+        for (j, e) in table.step[slot..slot + f].iter_mut().enumerate() {
+            *e = f as u32 | (j as u32) << 16;
         }
+        table.value[slot..slot + f].fill(lut[sym]);
         slot += f;
     }
     if slot != m {
@@ -299,9 +311,9 @@ pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) ->
         let (seg, rest) = data.split_at(need);
         data = rest;
         let done = if assign {
-            decode_segment::<W, true>(seg, lanes, scale_bits, &table, seg_out)
+            decode_segment::<W, true>(seg, lanes, scale_bits, &table, seg_out, allow_simd)
         } else {
-            decode_segment::<W, false>(seg, lanes, scale_bits, &table, seg_out)
+            decode_segment::<W, false>(seg, lanes, scale_bits, &table, seg_out, allow_simd)
         };
         done.map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
     }
@@ -318,8 +330,9 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
     seg: &[u8],
     lanes: usize,
     scale_bits: u32,
-    table: &[Entry],
+    table: &Table,
     out: &mut [W],
+    allow_simd: bool,
 ) -> Result<()> {
     let (state_bytes, words) = seg.split_at(lanes * 4);
     let mut states = [0u32; 64];
@@ -330,13 +343,20 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
         }
     }
     let mask = (1u32 << scale_bits) - 1;
-    debug_assert_eq!(table.len(), mask as usize + 1);
+    debug_assert_eq!(table.step.len(), mask as usize + 1);
+    let (step, value) = (&table.step[..], &table.value[..]);
     let n = out.len();
     let mut pos = 0usize; // byte position in `words`
     let mut i = 0usize;
     let emit = |o: &mut W, v: u32| {
         *o = if ASSIGN { W::from_u32(v) } else { o.add(v) };
     };
+    #[cfg(target_arch = "x86_64")]
+    if allow_simd && lanes == LANES && simd::available() {
+        let (done, read) = simd::blocks::<W, ASSIGN>(&mut states, words, scale_bits, table, out);
+        i = done;
+        pos = read;
+    }
     if lanes == LANES {
         // Blocks of one symbol per lane. A block reads at most LANES words, so
         // while that many remain no read can fail, and the renormalisation is
@@ -350,9 +370,10 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
             // Two passes: the state updates are independent across lanes; only
             // the word position chains from lane to lane, and that chain is an add.
             for (x, o) in st.iter_mut().zip(block.iter_mut()) {
-                let e = table[(*x & mask) as usize];
-                *x = e.freq as u32 * (*x >> scale_bits) + e.bias as u32;
-                emit(o, e.value);
+                let slot = (*x & mask) as usize;
+                let e = step[slot];
+                *x = (e & 0xffff) * (*x >> scale_bits) + (e >> 16);
+                emit(o, value[slot]);
             }
             let mut p = 0usize;
             for x in st.iter_mut() {
@@ -370,8 +391,9 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
     while i < n {
         let lane = i % lanes;
         let x = states[lane];
-        let e = table[(x & mask) as usize];
-        let mut y = e.freq as u32 * (x >> scale_bits) + e.bias as u32;
+        let slot = (x & mask) as usize;
+        let e = step[slot];
+        let mut y = (e & 0xffff) * (x >> scale_bits) + (e >> 16);
         if y < RANS_L {
             let b = words
                 .get(pos..pos + 2)
@@ -380,7 +402,7 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
             pos += 2;
         }
         states[lane] = y;
-        emit(&mut out[i], e.value);
+        emit(&mut out[i], value[slot]);
         i += 1;
     }
     if pos != words.len() {
@@ -395,6 +417,159 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
         ));
     }
     Ok(())
+}
+
+
+/// The AVX2 decoder of full 32-lane blocks: four vectors of eight lanes. It
+/// consumes words in exactly the scalar decoder's order (lane 0 to 31 within a
+/// block), so it needs no format of its own, and `tests` holds it to the
+/// scalar decoder on every input.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{Table, Word, LANES};
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU runs the AVX2 path (and `PADIC_NO_SIMD` is unset).
+    pub fn available() -> bool {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::is_x86_feature_detected!("avx2") && std::env::var_os("PADIC_NO_SIMD").is_none()
+        })
+    }
+
+    /// For an 8-bit mask of lanes that read a word, the index of each lane's
+    /// word among the eight loaded: the number of set lanes below it.
+    const fn compaction() -> [[u32; 8]; 256] {
+        let mut t = [[0u32; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let mut k = 0;
+            let mut lane = 0;
+            while lane < 8 {
+                if m & (1 << lane) != 0 {
+                    t[m][lane] = k;
+                    k += 1;
+                }
+                lane += 1;
+            }
+            m += 1;
+        }
+        t
+    }
+    static COMPACTION: [[u32; 8]; 256] = compaction();
+
+    /// Decodes whole blocks while at least 64 bytes of words remain; returns
+    /// (symbols decoded, bytes of words read). `states` holds the 32 lanes.
+    pub fn blocks<W: Word, const ASSIGN: bool>(
+        states: &mut [u32; 64],
+        words: &[u8],
+        scale_bits: u32,
+        table: &Table,
+        out: &mut [W],
+    ) -> (usize, usize) {
+        debug_assert!(available());
+        // SAFETY: `available()` checked that the CPU has AVX2.
+        unsafe { blocks_avx2::<W, ASSIGN>(states, words, scale_bits, table, out) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn blocks_avx2<W: Word, const ASSIGN: bool>(
+        states: &mut [u32; 64],
+        words: &[u8],
+        scale_bits: u32,
+        table: &Table,
+        out: &mut [W],
+    ) -> (usize, usize) {
+        let n = out.len();
+        let wide = std::mem::size_of::<W>() == 4;
+        let mask = _mm256_set1_epi32(((1u32 << scale_bits) - 1) as i32);
+        let low16 = _mm256_set1_epi32(0xffff);
+        let shift = _mm_cvtsi32_si128(scale_bits as i32);
+        let zero = _mm256_setzero_si256();
+        let step_ptr = table.step.as_ptr() as *const i32;
+        let value_ptr = table.value.as_ptr() as *const i32;
+        debug_assert_eq!(table.step.len(), 1 << scale_bits);
+        debug_assert_eq!(table.value.len(), 1 << scale_bits);
+        let mut x = [zero; 4];
+        for (g, v) in x.iter_mut().enumerate() {
+            let lanes: &[u32; 8] = (&states[8 * g..8 * g + 8]).try_into().expect("eight lanes");
+            // SAFETY: reads the eight u32 of `lanes`.
+            *v = unsafe { _mm256_loadu_si256(lanes.as_ptr() as *const __m256i) };
+        }
+        let mut i = 0usize;
+        let mut pos = 0usize;
+        while n - i >= LANES && words.len() - pos >= 2 * LANES {
+            // Phase A, independent across the four groups: the state step and
+            // the outputs. Phase B chains the word position from group to
+            // group, and that chain is a popcount and an add: kept apart, the
+            // gathers of all four groups are in flight together.
+            let mut need = [zero; 4];
+            let mut m = [0usize; 4];
+            for g in 0..4 {
+                let xg = x[g];
+                let slot = _mm256_and_si256(xg, mask);
+                // SAFETY: every slot is below 2^scale_bits, the tables' length.
+                let e = unsafe { _mm256_i32gather_epi32::<4>(step_ptr, slot) };
+                // SAFETY: as above.
+                let v = unsafe { _mm256_i32gather_epi32::<4>(value_ptr, slot) };
+                let freq = _mm256_and_si256(e, low16);
+                let bias = _mm256_srli_epi32::<16>(e);
+                let y = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(xg, shift)), bias);
+                x[g] = y;
+                // y < 2^16 exactly when its high half is zero.
+                need[g] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
+                m[g] = _mm256_movemask_ps(_mm256_castsi256_ps(need[g])) as usize;
+                let o = 8 * g + i;
+                if wide {
+                    let dst: &mut [W] = &mut out[o..o + 8];
+                    let p = dst.as_mut_ptr() as *mut __m256i;
+                    let v = if ASSIGN {
+                        v
+                    } else {
+                        // SAFETY: reads the eight u32 of `dst`.
+                        _mm256_add_epi32(v, unsafe { _mm256_loadu_si256(p) })
+                    };
+                    // SAFETY: writes the eight u32 of `dst`.
+                    unsafe { _mm256_storeu_si256(p, v) };
+                } else {
+                    // Values fit 16 bits: pack the eight to u16 in order.
+                    let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(v, v));
+                    let v16 = _mm256_castsi256_si128(packed);
+                    let dst: &mut [W] = &mut out[o..o + 8];
+                    let p = dst.as_mut_ptr() as *mut __m128i;
+                    let v16 = if ASSIGN {
+                        v16
+                    } else {
+                        // SAFETY: reads the eight u16 of `dst`.
+                        _mm_add_epi16(v16, unsafe { _mm_loadu_si128(p) })
+                    };
+                    // SAFETY: writes the eight u16 of `dst`.
+                    unsafe { _mm_storeu_si128(p, v16) };
+                }
+            }
+            for g in 0..4 {
+                // Each group reads at most 8 words after the previous groups'
+                // 24: `pos + 64 <= words.len()` covers the 16-byte load.
+                let chunk: &[u8; 16] = (&words[pos..pos + 16]).try_into().expect("sixteen bytes");
+                // SAFETY: reads the sixteen bytes of `chunk`.
+                let next = unsafe { _mm_loadu_si128(chunk.as_ptr() as *const __m128i) };
+                let next = _mm256_cvtepu16_epi32(next);
+                // SAFETY: reads the eight u32 of one compaction row.
+                let idx = unsafe { _mm256_loadu_si256(COMPACTION[m[g]].as_ptr() as *const __m256i) };
+                let next = _mm256_permutevar8x32_epi32(next, idx);
+                let renormed = _mm256_or_si256(_mm256_slli_epi32::<16>(x[g]), next);
+                x[g] = _mm256_blendv_epi8(x[g], renormed, need[g]);
+                pos += 2 * m[g].count_ones() as usize;
+            }
+            i += LANES;
+        }
+        for (g, v) in x.iter().enumerate() {
+            let lanes: &mut [u32; 8] = (&mut states[8 * g..8 * g + 8]).try_into().expect("eight lanes");
+            // SAFETY: writes the eight u32 of `lanes`.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *v) };
+        }
+        (i, pos)
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +603,41 @@ mod tests {
             decode(&body, &lut, &mut out, true).unwrap();
             for (o, s) in out.iter().zip(&syms) {
                 assert_eq!(*o, lut[*s as usize]);
+            }
+        }
+    }
+
+    #[test]
+    fn simd_and_scalar_decoders_agree() {
+        let mut x = 99u64;
+        for (alphabet, n) in [(2048usize, 300_001usize), (256, 70_000), (7, 1000), (2, 33)] {
+            let syms: Vec<u16> = (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let r = (x >> 40) as usize;
+                    // Skewed: most symbols near the middle, a long tail.
+                    ((alphabet / 2 + (r % 61)) ^ (r & 3) * (r % 97 == 0) as usize) as u16 % alphabet as u16
+                })
+                .collect();
+            let mut body = Vec::new();
+            encode(&syms, &counts_of(&syms, alphabet), &mut body);
+            let lut32: Vec<u32> = (0..alphabet as u32).map(|s| s.wrapping_mul(0x9e37_79b9)).collect();
+            let lut16: Vec<u32> = lut32.iter().map(|v| v & 0xffff).collect();
+            for assign in [true, false] {
+                let mut a = vec![7u32; n];
+                let mut b = vec![7u32; n];
+                decode_with(&body, &lut32, &mut a, assign, true).unwrap();
+                decode_with(&body, &lut32, &mut b, assign, false).unwrap();
+                assert_eq!(a, b);
+                let mut a = vec![7u16; n];
+                let mut b = vec![7u16; n];
+                decode_with(&body, &lut16, &mut a, assign, true).unwrap();
+                decode_with(&body, &lut16, &mut b, assign, false).unwrap();
+                assert_eq!(a, b);
+                if assign {
+                    let want: Vec<u16> = syms.iter().map(|&s| lut16[s as usize] as u16).collect();
+                    assert_eq!(a, want);
+                }
             }
         }
     }
