@@ -96,33 +96,53 @@ fn unpack<W: Word, const WIDTH: usize>(
     out: &mut [W],
     assign: bool,
 ) -> u32 {
+    if assign {
+        unpack_with::<W, WIDTH, true>(body, lut, out)
+    } else {
+        unpack_with::<W, WIDTH, false>(body, lut, out)
+    }
+}
+
+#[inline(always)]
+fn unpack_with<W: Word, const WIDTH: usize, const ASSIGN: bool>(
+    body: &[u8],
+    lut: &[u32],
+    out: &mut [W],
+) -> u32 {
     let mask = (1u64 << WIDTH) - 1;
     let lut = &lut[..1 << WIDTH];
     let mut largest = 0u64;
     let groups = out.len() / 8;
     let (head, tail) = out.split_at_mut(groups * 8);
+    // Eight values of up to 8 bits fill a u64; wider ones a u128.
     let load = |bytes: &[u8]| -> u128 {
-        let mut word = [0u8; 16];
-        word[..bytes.len()].copy_from_slice(bytes);
-        u128::from_le_bytes(word)
+        if WIDTH <= 8 {
+            let mut word = [0u8; 8];
+            word[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(word) as u128
+        } else {
+            let mut word = [0u8; 16];
+            word[..bytes.len()].copy_from_slice(bytes);
+            u128::from_le_bytes(word)
+        }
+    };
+    let mut put = |block: &mut [W], packed: u128| {
+        for (j, o) in block.iter_mut().enumerate() {
+            let v = if WIDTH <= 8 {
+                ((packed as u64) >> (j * WIDTH)) & mask
+            } else {
+                ((packed >> (j * WIDTH)) as u64) & mask
+            };
+            largest = largest.max(v);
+            let c = lut[v as usize];
+            *o = if ASSIGN { W::from_u32(c) } else { o.add(c) };
+        }
     };
     for (block, bytes) in head.chunks_exact_mut(8).zip(body.chunks_exact(WIDTH)) {
-        let packed = load(bytes);
-        for (j, o) in block.iter_mut().enumerate() {
-            let v = ((packed >> (j * WIDTH)) as u64) & mask;
-            largest = largest.max(v);
-            let c = lut[v as usize];
-            *o = if assign { W::from_u32(c) } else { o.add(c) };
-        }
+        put(block, load(bytes));
     }
     if !tail.is_empty() {
-        let packed = load(&body[groups * WIDTH..]);
-        for (j, o) in tail.iter_mut().enumerate() {
-            let v = ((packed >> (j * WIDTH)) as u64) & mask;
-            largest = largest.max(v);
-            let c = lut[v as usize];
-            *o = if assign { W::from_u32(c) } else { o.add(c) };
-        }
+        put(tail, load(&body[groups * WIDTH..]));
     }
     largest as u32
 }

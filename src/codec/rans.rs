@@ -183,13 +183,12 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
     }
 }
 
-/// The decoding table, per slot of `[0, M)`: `step` packs the symbol's
-/// frequency (low 16 bits) and `slot - cum` (high 16 bits); `value` is the
-/// symbol's output contribution. Two flat arrays, so a SIMD decoder gathers
-/// each with one instruction.
+/// The decoding table, one u64 per slot of `[0, M)`: the symbol's frequency
+/// (bits 0..16), `slot - cum` (bits 16..32) and its output contribution (bits
+/// 32..64). One entry per slot, so a SIMD decoder fetches a slot with one
+/// 64-bit gather element.
 pub(crate) struct Table {
-    pub(crate) step: Vec<u32>,
-    pub(crate) value: Vec<u32>,
+    pub(crate) entry: Vec<u64>,
 }
 
 /// Output word of a decode (the float's bit pattern, 16 or 32 bits).
@@ -262,10 +261,7 @@ pub(crate) fn decode_with<W: Word>(
             "rANS table lists {present} symbols, alphabet has {alphabet}"
         )));
     }
-    let mut table = Table {
-        step: vec![0; m],
-        value: vec![0; m],
-    };
+    let mut table = Table { entry: vec![0; m] };
     let mut slot = 0usize;
     let mut sym = 0usize;
     for i in 0..present {
@@ -278,10 +274,9 @@ pub(crate) fn decode_with<W: Word>(
             )));
         }
         // A lone symbol has f = M = 2^15 at most: it fits the low 16 bits.
-        for (j, e) in table.step[slot..slot + f].iter_mut().enumerate() {
-            *e = f as u32 | (j as u32) << 16;
+        for (j, e) in table.entry[slot..slot + f].iter_mut().enumerate() {
+            *e = f as u64 | (j as u64) << 16 | (lut[sym] as u64) << 32;
         }
-        table.value[slot..slot + f].fill(lut[sym]);
         slot += f;
     }
     if slot != m {
@@ -343,8 +338,8 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
         }
     }
     let mask = (1u32 << scale_bits) - 1;
-    debug_assert_eq!(table.step.len(), mask as usize + 1);
-    let (step, value) = (&table.step[..], &table.value[..]);
+    debug_assert_eq!(table.entry.len(), mask as usize + 1);
+    let entry = &table.entry[..];
     let n = out.len();
     let mut pos = 0usize; // byte position in `words`
     let mut i = 0usize;
@@ -370,10 +365,9 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
             // Two passes: the state updates are independent across lanes; only
             // the word position chains from lane to lane, and that chain is an add.
             for (x, o) in st.iter_mut().zip(block.iter_mut()) {
-                let slot = (*x & mask) as usize;
-                let e = step[slot];
-                *x = (e & 0xffff) * (*x >> scale_bits) + (e >> 16);
-                emit(o, value[slot]);
+                let e = entry[(*x & mask) as usize];
+                *x = (e as u32 & 0xffff) * (*x >> scale_bits) + (e as u32 >> 16);
+                emit(o, (e >> 32) as u32);
             }
             let mut p = 0usize;
             for x in st.iter_mut() {
@@ -391,9 +385,8 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
     while i < n {
         let lane = i % lanes;
         let x = states[lane];
-        let slot = (x & mask) as usize;
-        let e = step[slot];
-        let mut y = (e & 0xffff) * (x >> scale_bits) + (e >> 16);
+        let e = entry[(x & mask) as usize];
+        let mut y = (e as u32 & 0xffff) * (x >> scale_bits) + (e as u32 >> 16);
         if y < RANS_L {
             let b = words
                 .get(pos..pos + 2)
@@ -402,7 +395,7 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
             pos += 2;
         }
         states[lane] = y;
-        emit(&mut out[i], value[slot]);
+        emit(&mut out[i], (e >> 32) as u32);
         i += 1;
     }
     if pos != words.len() {
@@ -418,7 +411,6 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
     }
     Ok(())
 }
-
 
 /// The AVX2 decoder of full 32-lane blocks: four vectors of eight lanes. It
 /// consumes words in exactly the scalar decoder's order (lane 0 to 31 within a
@@ -486,10 +478,10 @@ mod simd {
         let low16 = _mm256_set1_epi32(0xffff);
         let shift = _mm_cvtsi32_si128(scale_bits as i32);
         let zero = _mm256_setzero_si256();
-        let step_ptr = table.step.as_ptr() as *const i32;
-        let value_ptr = table.value.as_ptr() as *const i32;
-        debug_assert_eq!(table.step.len(), 1 << scale_bits);
-        debug_assert_eq!(table.value.len(), 1 << scale_bits);
+        let entry_ptr = table.entry.as_ptr() as *const i64;
+        debug_assert_eq!(table.entry.len(), 1 << scale_bits);
+        // Moves the low dwords of four u64 to lanes 0..4 and the high ones to 4..8.
+        let split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
         let mut x = [zero; 4];
         for (g, v) in x.iter_mut().enumerate() {
             let lanes: &[u32; 8] = (&states[8 * g..8 * g + 8]).try_into().expect("eight lanes");
@@ -508,13 +500,21 @@ mod simd {
             for g in 0..4 {
                 let xg = x[g];
                 let slot = _mm256_and_si256(xg, mask);
-                // SAFETY: every slot is below 2^scale_bits, the tables' length.
-                let e = unsafe { _mm256_i32gather_epi32::<4>(step_ptr, slot) };
+                // SAFETY: every slot is below 2^scale_bits, the table's length.
+                let lo =
+                    unsafe { _mm256_i32gather_epi64::<8>(entry_ptr, _mm256_castsi256_si128(slot)) };
                 // SAFETY: as above.
-                let v = unsafe { _mm256_i32gather_epi32::<4>(value_ptr, slot) };
+                let hi = unsafe {
+                    _mm256_i32gather_epi64::<8>(entry_ptr, _mm256_extracti128_si256::<1>(slot))
+                };
+                let lo = _mm256_permutevar8x32_epi32(lo, split);
+                let hi = _mm256_permutevar8x32_epi32(hi, split);
+                let e = _mm256_permute2x128_si256::<0x20>(lo, hi);
+                let v = _mm256_permute2x128_si256::<0x31>(lo, hi);
                 let freq = _mm256_and_si256(e, low16);
                 let bias = _mm256_srli_epi32::<16>(e);
-                let y = _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(xg, shift)), bias);
+                let y =
+                    _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(xg, shift)), bias);
                 x[g] = y;
                 // y < 2^16 exactly when its high half is zero.
                 need[g] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
@@ -555,7 +555,8 @@ mod simd {
                 let next = unsafe { _mm_loadu_si128(chunk.as_ptr() as *const __m128i) };
                 let next = _mm256_cvtepu16_epi32(next);
                 // SAFETY: reads the eight u32 of one compaction row.
-                let idx = unsafe { _mm256_loadu_si256(COMPACTION[m[g]].as_ptr() as *const __m256i) };
+                let idx =
+                    unsafe { _mm256_loadu_si256(COMPACTION[m[g]].as_ptr() as *const __m256i) };
                 let next = _mm256_permutevar8x32_epi32(next, idx);
                 let renormed = _mm256_or_si256(_mm256_slli_epi32::<16>(x[g]), next);
                 x[g] = _mm256_blendv_epi8(x[g], renormed, need[g]);
@@ -564,7 +565,9 @@ mod simd {
             i += LANES;
         }
         for (g, v) in x.iter().enumerate() {
-            let lanes: &mut [u32; 8] = (&mut states[8 * g..8 * g + 8]).try_into().expect("eight lanes");
+            let lanes: &mut [u32; 8] = (&mut states[8 * g..8 * g + 8])
+                .try_into()
+                .expect("eight lanes");
             // SAFETY: writes the eight u32 of `lanes`.
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *v) };
         }
@@ -613,15 +616,20 @@ mod tests {
         for (alphabet, n) in [(2048usize, 300_001usize), (256, 70_000), (7, 1000), (2, 33)] {
             let syms: Vec<u16> = (0..n)
                 .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let r = (x >> 40) as usize;
                     // Skewed: most symbols near the middle, a long tail.
-                    ((alphabet / 2 + (r % 61)) ^ (r & 3) * (r % 97 == 0) as usize) as u16 % alphabet as u16
+                    ((alphabet / 2 + (r % 61)) ^ ((r & 3) * (r % 97 == 0) as usize)) as u16
+                        % alphabet as u16
                 })
                 .collect();
             let mut body = Vec::new();
             encode(&syms, &counts_of(&syms, alphabet), &mut body);
-            let lut32: Vec<u32> = (0..alphabet as u32).map(|s| s.wrapping_mul(0x9e37_79b9)).collect();
+            let lut32: Vec<u32> = (0..alphabet as u32)
+                .map(|s| s.wrapping_mul(0x9e37_79b9))
+                .collect();
             let lut16: Vec<u32> = lut32.iter().map(|v| v & 0xffff).collect();
             for assign in [true, false] {
                 let mut a = vec![7u32; n];
