@@ -60,6 +60,17 @@ pub fn decode<W: Word>(
             out.len()
         )));
     }
+    // The p = 2 planes map value bits to output bits in runs: shift them in
+    // SIMD registers instead of looking each value up.
+    #[cfg(target_arch = "x86_64")]
+    let (out, body) = match bit_runs(lut, width) {
+        Some(runs) if width <= 8 && simd::available() => {
+            let done = simd::unpack_runs(body, width, &runs, out, assign);
+            let (_, rest) = out.split_at_mut(done);
+            (rest, &body[done * width as usize / 8..])
+        }
+        _ => (out, body),
+    };
     // A value past the alphabet (possible only when the alphabet is not a
     // power of two) must not index past the table: widen it with zeros and
     // check the largest value seen once at the end.
@@ -87,6 +98,161 @@ pub fn decode<W: Word>(
         )));
     }
     Ok(())
+}
+
+/// For a table that moves each value bit to one output bit, the runs of
+/// value bits that move together: `(source mask, left shift)`, at most four.
+/// `None` when the table is not of that form (odd primes) or its alphabet
+/// is not `2^width`.
+pub fn bit_runs(lut: &[u32], width: u32) -> Option<Vec<(u32, i32)>> {
+    if lut.len() != 1 << width {
+        return None;
+    }
+    let mut runs: Vec<(u32, i32)> = Vec::new();
+    for i in 0..width {
+        let t = lut[1 << i];
+        if t.count_ones() != 1 {
+            return None;
+        }
+        let shift = t.trailing_zeros() as i32 - i as i32;
+        match runs.last_mut() {
+            Some((mask, s)) if *s == shift && (*mask >> (i - 1)) & 1 == 1 => *mask |= 1 << i,
+            _ => runs.push((1 << i, shift)),
+        }
+    }
+    let apply = |v: u32| {
+        runs.iter().fold(0u32, |acc, &(m, s)| {
+            acc | if s >= 0 { (v & m) << s } else { (v & m) >> -s }
+        })
+    };
+    if runs.len() > 4 || lut[0] != 0 || (0..lut.len() as u32).any(|v| lut[v as usize] != apply(v)) {
+        return None;
+    }
+    Some(runs)
+}
+
+/// The AVX2 + BMI2 unpacker of bit-run planes: sixteen values per step.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::super::rans::Word;
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU runs the AVX2 + BMI2 path (and `PADIC_NO_SIMD` is unset).
+    pub fn available() -> bool {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("bmi2")
+                && std::env::var_os("PADIC_NO_SIMD").is_none()
+        })
+    }
+
+    /// Unpacks whole groups of sixteen values; returns how many were done.
+    pub fn unpack_runs<W: Word>(
+        body: &[u8],
+        width: u32,
+        runs: &[(u32, i32)],
+        out: &mut [W],
+        assign: bool,
+    ) -> usize {
+        debug_assert!(available() && (1..=8).contains(&width));
+        // SAFETY: `available()` checked AVX2 and BMI2.
+        unsafe {
+            match (assign, std::mem::size_of::<W>() == 4) {
+                (true, false) => runs_avx2::<W, true, false>(body, width, runs, out),
+                (false, false) => runs_avx2::<W, false, false>(body, width, runs, out),
+                (true, true) => runs_avx2::<W, true, true>(body, width, runs, out),
+                (false, true) => runs_avx2::<W, false, true>(body, width, runs, out),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,bmi2")]
+    fn runs_avx2<W: Word, const ASSIGN: bool, const WIDE: bool>(
+        body: &[u8],
+        width: u32,
+        runs: &[(u32, i32)],
+        out: &mut [W],
+    ) -> usize {
+        let w = width as usize;
+        // One value per byte: the low `width` bits of each byte.
+        let spread = u64::from_le_bytes([((1u16 << w) - 1) as u8; 8]);
+        let mut masks = [_mm256_setzero_si256(); 4];
+        let mut left = [_mm_setzero_si128(); 4];
+        let mut right = [_mm_setzero_si128(); 4];
+        for (k, &(m, s)) in runs.iter().enumerate() {
+            masks[k] = if WIDE {
+                _mm256_set1_epi32(m as i32)
+            } else {
+                _mm256_set1_epi16(m as i16)
+            };
+            left[k] = _mm_cvtsi32_si128(s.max(0));
+            right[k] = _mm_cvtsi32_si128((-s).max(0));
+        }
+        let nruns = runs.len();
+        let apply16 = |v: __m256i| {
+            let mut acc = _mm256_setzero_si256();
+            for k in 0..nruns {
+                let part = _mm256_and_si256(v, masks[k]);
+                let part = _mm256_srl_epi16(_mm256_sll_epi16(part, left[k]), right[k]);
+                acc = _mm256_or_si256(acc, part);
+            }
+            acc
+        };
+        let apply32 = |v: __m256i| {
+            let mut acc = _mm256_setzero_si256();
+            for k in 0..nruns {
+                let part = _mm256_and_si256(v, masks[k]);
+                let part = _mm256_srl_epi32(_mm256_sll_epi32(part, left[k]), right[k]);
+                acc = _mm256_or_si256(acc, part);
+            }
+            acc
+        };
+        // Whole 8-byte loads (pdep uses only their low 8 * width bits), so the
+        // last group whose second load would pass the end is left to the caller.
+        let groups = (out.len() / 16).min(body.len().saturating_sub(8 - w) / (2 * w));
+        let load =
+            |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("eight bytes"));
+        for g in 0..groups {
+            let a = _pdep_u64(load(g * 2 * w), spread);
+            let b = _pdep_u64(load(g * 2 * w + w), spread);
+            let v8 = _mm_set_epi64x(b as i64, a as i64);
+            let dst: &mut [W] = &mut out[16 * g..16 * g + 16];
+            if WIDE {
+                let lo = apply32(_mm256_cvtepu8_epi32(v8));
+                let hi = apply32(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v8, v8)));
+                let p = dst.as_mut_ptr() as *mut __m256i;
+                let (lo, hi) = if ASSIGN {
+                    (lo, hi)
+                } else {
+                    // SAFETY: reads the sixteen u32 of `dst`, in two halves.
+                    unsafe {
+                        (
+                            _mm256_add_epi32(lo, _mm256_loadu_si256(p)),
+                            _mm256_add_epi32(hi, _mm256_loadu_si256(p.add(1))),
+                        )
+                    }
+                };
+                // SAFETY: writes the sixteen u32 of `dst`, in two halves.
+                unsafe {
+                    _mm256_storeu_si256(p, lo);
+                    _mm256_storeu_si256(p.add(1), hi);
+                }
+            } else {
+                let v = apply16(_mm256_cvtepu8_epi16(v8));
+                let p = dst.as_mut_ptr() as *mut __m256i;
+                let v = if ASSIGN {
+                    v
+                } else {
+                    // SAFETY: reads the sixteen u16 of `dst`.
+                    _mm256_add_epi16(v, unsafe { _mm256_loadu_si256(p) })
+                };
+                // SAFETY: writes the sixteen u16 of `dst`.
+                unsafe { _mm256_storeu_si256(p, v) };
+            }
+        }
+        16 * groups
+    }
 }
 
 /// Unpacks groups of eight `WIDTH`-bit values (`WIDTH` bytes each); returns the largest value.
@@ -168,6 +334,34 @@ mod tests {
                 let want: Vec<u32> = syms.iter().map(|&s| lut[s as usize]).collect();
                 assert_eq!(out, want, "width {width} n {n}");
             }
+        }
+    }
+
+    #[test]
+    fn bit_run_planes_decode_the_same_with_and_without_simd() {
+        // The p = 2 plane 0 of bf16: sign bit to bit 15, four digits to bits 3..7.
+        let lut: Vec<u32> = (0..32u32)
+            .map(|v| ((v >> 4) << 15) | ((v & 15) << 3))
+            .collect();
+        assert_eq!(bit_runs(&lut, 5), Some(vec![(15, 3), (16, 11)]));
+        let odd: Vec<u32> = (0..6u32).map(|v| v * 3).collect();
+        assert_eq!(bit_runs(&odd, 3), None);
+        for n in [0usize, 15, 16, 17, 1000, 4099] {
+            let syms: Vec<u16> = (0..n).map(|i| ((i * 40503) % 32) as u16).collect();
+            let mut body = Vec::new();
+            encode(&syms, 5, &mut body);
+            let want: Vec<u16> = syms
+                .iter()
+                .map(|&s| 0x1234u16.wrapping_add(lut[s as usize] as u16))
+                .collect();
+            let mut out = vec![0x1234u16; n];
+            decode(&body, 5, &lut, &mut out, false).unwrap();
+            assert_eq!(out, want, "u16 n {n}");
+            let want32: Vec<u32> = syms.iter().map(|&s| lut[s as usize] << 8).collect();
+            let lut32: Vec<u32> = lut.iter().map(|v| v << 8).collect();
+            let mut out32 = vec![9u32; n];
+            decode(&body, 5, &lut32, &mut out32, true).unwrap();
+            assert_eq!(out32, want32, "u32 n {n}");
         }
     }
 
