@@ -30,6 +30,9 @@ pub const LANES: usize = 32;
 pub const SEGMENT_SYMBOLS: usize = 1 << 17;
 /// Largest probability scale accepted.
 pub const MAX_SCALE_BITS: u32 = 15;
+/// Largest scale the encoder picks: the decode table (8 bytes a slot) stays
+/// within L1 at 2^12 slots, which the SIMD decoder's gathers need.
+pub const ENCODE_MAX_SCALE_BITS: u32 = 12;
 const MIN_SCALE_BITS: u32 = 9;
 
 /// Normalised frequencies: `freq[s]` sums to `1 << scale_bits`, present symbols get at least 1.
@@ -118,7 +121,7 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
     // Pick the smallest scale whose estimate is within 0.05% of the best: a
     // smaller decode table stays in L1.
     let mut options = Vec::new();
-    for k in MIN_SCALE_BITS..=MAX_SCALE_BITS {
+    for k in MIN_SCALE_BITS..=ENCODE_MAX_SCALE_BITS {
         if let Some(freq) = normalize(counts, k) {
             let bits = coded_bits(counts, &freq, k);
             options.push((k, bits, freq));
