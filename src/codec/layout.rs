@@ -126,7 +126,7 @@ pub fn exact_digits(kind: FloatKind, prime: u32) -> u32 {
 }
 
 /// How one tensor's values split into a head and digit planes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Layout {
     pub kind: FloatKind,
     pub prime: u32,

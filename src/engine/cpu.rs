@@ -6,13 +6,15 @@
 //! in-memory decode writes straight into the caller's preallocated buffer,
 //! each chunk into its own disjoint slice.
 
+use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::codec::Tables;
+use crate::codec::{Layout, Tables};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::output::TempOutput;
@@ -51,7 +53,9 @@ pub fn chunk_jobs(c: &Container) -> Vec<ChunkJob> {
 
 /// The decoding tables of every split tensor for a decode to `target` digits
 /// (`None`: every stored digit). A target above a tensor's stored precision is an error.
-pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Tables>>> {
+pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<Tables>>>> {
+    // Tensors of one dtype share a layout: build each distinct table set once.
+    let mut built: HashMap<(&Layout, u32), Arc<Tables>> = HashMap::new();
     c.header()
         .tensors
         .iter()
@@ -72,7 +76,12 @@ pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Table
                     "--target-precision 0: at least one digit must be read".into(),
                 ));
             }
-            Ok(Some(Tables::new(layout, k)))
+            Ok(Some(
+                built
+                    .entry((layout, k))
+                    .or_insert_with(|| Arc::new(Tables::new(layout, k)))
+                    .clone(),
+            ))
         })
         .collect()
 }
@@ -170,7 +179,7 @@ impl CpuEngine {
     /// Decodes one chunk into `out` (`job.out_len` bytes).
     pub fn decode_chunk(
         c: &Container,
-        tables: &[Option<Tables>],
+        tables: &[Option<Arc<Tables>>],
         job: &ChunkJob,
         out: &mut [u8],
         scratch: &mut Vec<u32>,
@@ -315,7 +324,7 @@ impl padic_burst_operators::Chunk for ChunkJob {
 #[derive(Debug)]
 pub struct CpuChunkDecoder<'a> {
     container: &'a Container,
-    tables: Vec<Option<Tables>>,
+    tables: Vec<Option<Arc<Tables>>>,
 }
 
 impl<'a> CpuChunkDecoder<'a> {
