@@ -66,6 +66,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the routing decisions a run would take under a recorded pressure trace (JSON lines), without decoding.
+    Plan {
+        /// The container to plan.
+        input: PathBuf,
+        /// Recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
+        #[arg(long)]
+        pressure_trace: PathBuf,
+        /// auto, gpu-only, cpu-only or hybrid.
+        #[arg(long, default_value = "auto")]
+        mode: crate::policy::Mode,
+        /// TOML configuration (defaults < file < SARAPHIS_* environment).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Virtual milliseconds between consecutive chunks.
+        #[arg(long, default_value_t = 10)]
+        replay_step_ms: u64,
+    },
     /// Compress and decompress a generated model offline and say what happened.
     Demo {
         /// Parameters per dtype of the generated model.
@@ -141,6 +158,37 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", inspect::render(&r));
             }
+        }
+        Command::Plan {
+            input,
+            pressure_trace,
+            mode,
+            config,
+            replay_step_ms,
+        } => {
+            let cfg = crate::config::Config::load(
+                config.as_deref(),
+                crate::config::ConfigLayer::default(),
+            )?;
+            let trace = crate::pressure::Trace::load(&pressure_trace)?;
+            let c = Container::open(&input)?;
+            let (lines, summary) =
+                crate::plan::plan(&c, &trace, mode, cfg.policy(), replay_step_ms);
+            let json = |r: serde_json::Result<String>| {
+                r.map_err(|e| Error::InvalidArgument(e.to_string()))
+            };
+            let mut out = String::new();
+            for l in &lines {
+                out += &json(serde_json::to_string(l))?;
+                out.push('\n');
+            }
+            out += &json(serde_json::to_string(&summary))?;
+            out.push('\n');
+            use std::io::Write;
+            std::io::stdout()
+                .lock()
+                .write_all(out.as_bytes())
+                .map_err(|e| Error::io("<stdout>", e))?;
         }
         Command::Demo {
             params,

@@ -15,12 +15,16 @@
 pub mod cli;
 pub mod codec;
 pub mod compress;
+pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod format;
 pub mod inspect;
 pub mod output;
+pub mod plan;
+pub mod policy;
+pub mod pressure;
 pub mod progress;
 
 pub use error::{Error, Result};

@@ -1,0 +1,317 @@
+//! Configuration: every field of the design's `CPUBurstingConfig`, plus the
+//! pipeline's own, in layers: defaults < TOML file (`--config`) < environment
+//! (`SARAPHIS_*`) < flags, validated once into a [`Config`] that cannot be
+//! invalid.
+//!
+//! | variable | field | form |
+//! |---|---|---|
+//! | `SARAPHIS_CPU_WORKERS` | `num_cpu_workers` | integer, -1 = all cores |
+//! | `SARAPHIS_GPU_THRESHOLD_MB` | `gpu_memory_threshold_mb` | number > 0 |
+//! | `SARAPHIS_MEMORY_PRESSURE` | `memory_pressure_threshold` | number in (0, 1] |
+//! | `SARAPHIS_ENABLE_CPU_CACHE` | `enable_caching` | 1/0, true/false, yes/no, on/off |
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::policy::PolicySettings;
+
+/// The settings as read from a file, the environment or flags: any field may
+/// be missing, and nothing is checked yet.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub gpu_memory_threshold_mb: Option<f64>,
+    pub memory_pressure_threshold: Option<f64>,
+    pub num_cpu_workers: Option<i64>,
+    pub cpu_batch_size: Option<i64>,
+    pub use_multiprocessing: Option<bool>,
+    pub cpu_affinity: Option<Vec<usize>>,
+    pub enable_profiling: Option<bool>,
+    pub enable_caching: Option<bool>,
+    pub cache_size_mb: Option<f64>,
+    pub prefetch_factor: Option<i64>,
+    pub progressive_precision: Option<bool>,
+    pub mantissa_bits: Option<i64>,
+    pub exponent_bits: Option<i64>,
+    pub switch_delay_ms: Option<i64>,
+    pub hysteresis_factor: Option<f64>,
+    pub sample_interval_ms: Option<i64>,
+    pub hybrid_initial_gpu_fraction: Option<f64>,
+    pub gpu_device: Option<i64>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Switch to the CPU when the GPU's free memory falls below this (MB).
+    pub gpu_memory_threshold_mb: f64,
+    /// Switch to the CPU when GPU utilization rises above this.
+    pub memory_pressure_threshold: f64,
+    /// CPU decode threads (resolved: -1 became the core count).
+    pub num_cpu_workers: usize,
+    /// Chunks a CPU worker takes at a time.
+    pub cpu_batch_size: usize,
+    /// Run several timely processes (a cluster) rather than threads only.
+    pub use_multiprocessing: bool,
+    /// Cores to pin CPU workers to, in order.
+    pub cpu_affinity: Option<Vec<usize>>,
+    /// Record per-stage latency histograms.
+    pub enable_profiling: bool,
+    /// Keep decoded tensors in an LRU cache (library API).
+    pub enable_caching: bool,
+    pub cache_size_mb: f64,
+    /// Chunks in flight per worker.
+    pub prefetch_factor: usize,
+    /// Decode only `mantissa_bits` leading digits of each fraction.
+    pub progressive_precision: bool,
+    pub mantissa_bits: u32,
+    pub exponent_bits: u32,
+    pub switch_delay_ms: u64,
+    pub hysteresis_factor: f64,
+    /// NVML sampling period.
+    pub sample_interval_ms: u64,
+    pub hybrid_initial_gpu_fraction: f64,
+    pub gpu_device: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        ConfigLayer::default()
+            .resolve()
+            .expect("the defaults are valid")
+    }
+}
+
+fn invalid(field: &str, value: impl std::fmt::Display, allowed: &str) -> Error {
+    Error::InvalidArgument(format!("{field} = {value}: {allowed}"))
+}
+
+impl ConfigLayer {
+    /// `other` over `self`: each field `other` sets wins.
+    pub fn over(self, other: ConfigLayer) -> ConfigLayer {
+        macro_rules! pick {
+            ($($f:ident),*) => { ConfigLayer { $($f: other.$f.or(self.$f)),* } };
+        }
+        pick!(
+            gpu_memory_threshold_mb,
+            memory_pressure_threshold,
+            num_cpu_workers,
+            cpu_batch_size,
+            use_multiprocessing,
+            cpu_affinity,
+            enable_profiling,
+            enable_caching,
+            cache_size_mb,
+            prefetch_factor,
+            progressive_precision,
+            mantissa_bits,
+            exponent_bits,
+            switch_delay_ms,
+            hysteresis_factor,
+            sample_interval_ms,
+            hybrid_initial_gpu_fraction,
+            gpu_device
+        )
+    }
+
+    /// Reads a TOML file; an unknown key or a wrong type is an error naming the file.
+    pub fn from_file(path: &Path) -> Result<ConfigLayer> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// Reads the `SARAPHIS_*` variables through `get` (the process
+    /// environment in [`ConfigLayer::from_env`]).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<ConfigLayer> {
+        let parse_num = |name: &str| -> Result<Option<f64>> {
+            get(name)
+                .map(|v| {
+                    v.trim().parse::<f64>().map_err(|_| {
+                        Error::InvalidArgument(format!("{name}={v:?} is not a number"))
+                    })
+                })
+                .transpose()
+        };
+        let workers = get("SARAPHIS_CPU_WORKERS")
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| {
+                    Error::InvalidArgument(format!("SARAPHIS_CPU_WORKERS={v:?} is not an integer"))
+                })
+            })
+            .transpose()?;
+        let cache = get("SARAPHIS_ENABLE_CPU_CACHE")
+            .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(Error::InvalidArgument(format!(
+                    "SARAPHIS_ENABLE_CPU_CACHE={v:?} is not a boolean (1/0, true/false, yes/no, on/off)"
+                ))),
+            })
+            .transpose()?;
+        Ok(ConfigLayer {
+            num_cpu_workers: workers,
+            gpu_memory_threshold_mb: parse_num("SARAPHIS_GPU_THRESHOLD_MB")?,
+            memory_pressure_threshold: parse_num("SARAPHIS_MEMORY_PRESSURE")?,
+            enable_caching: cache,
+            ..ConfigLayer::default()
+        })
+    }
+
+    /// The process environment's `SARAPHIS_*` variables.
+    pub fn from_env() -> Result<ConfigLayer> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Fills defaults and validates.
+    pub fn resolve(self) -> Result<Config> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threshold_mb = self.gpu_memory_threshold_mb.unwrap_or(100.0);
+        if !(threshold_mb > 0.0 && threshold_mb.is_finite()) {
+            return Err(invalid(
+                "gpu_memory_threshold_mb",
+                threshold_mb,
+                "must be a number above 0",
+            ));
+        }
+        let pressure = self.memory_pressure_threshold.unwrap_or(0.9);
+        if !(pressure > 0.0 && pressure <= 1.0) {
+            return Err(invalid(
+                "memory_pressure_threshold",
+                pressure,
+                "must lie in (0, 1]",
+            ));
+        }
+        let workers = self.num_cpu_workers.unwrap_or(-1);
+        let num_cpu_workers = match workers {
+            -1 => cores,
+            w if w >= 1 => w as usize,
+            w => {
+                return Err(invalid(
+                    "num_cpu_workers",
+                    w,
+                    "must be -1 (all cores) or at least 1",
+                ))
+            }
+        };
+        let batch = self.cpu_batch_size.unwrap_or(16);
+        if batch <= 0 {
+            return Err(invalid("cpu_batch_size", batch, "must be at least 1"));
+        }
+        let hysteresis = self.hysteresis_factor.unwrap_or(0.1);
+        if !(hysteresis >= 0.0 && hysteresis < pressure) {
+            return Err(invalid(
+                "hysteresis_factor",
+                hysteresis,
+                &format!("must lie in [0, memory_pressure_threshold = {pressure})"),
+            ));
+        }
+        let prefetch = self.prefetch_factor.unwrap_or(2);
+        if prefetch <= 0 {
+            return Err(invalid("prefetch_factor", prefetch, "must be at least 1"));
+        }
+        let enable_caching = self.enable_caching.unwrap_or(true);
+        let cache_size_mb = self.cache_size_mb.unwrap_or(1024.0);
+        if !(cache_size_mb >= 0.0 && cache_size_mb.is_finite())
+            || (enable_caching && cache_size_mb == 0.0)
+        {
+            return Err(invalid(
+                "cache_size_mb",
+                cache_size_mb,
+                "must be above 0 while enable_caching is on (and never negative)",
+            ));
+        }
+        let mantissa = self.mantissa_bits.unwrap_or(23);
+        if !(1..=23).contains(&mantissa) {
+            return Err(invalid("mantissa_bits", mantissa, "must lie in 1..=23"));
+        }
+        let exponent = self.exponent_bits.unwrap_or(8);
+        if !(1..=8).contains(&exponent) {
+            return Err(invalid("exponent_bits", exponent, "must lie in 1..=8"));
+        }
+        let delay = self.switch_delay_ms.unwrap_or(50);
+        if delay < 0 {
+            return Err(invalid("switch_delay_ms", delay, "must not be negative"));
+        }
+        let interval = self.sample_interval_ms.unwrap_or(100);
+        if interval <= 0 {
+            return Err(invalid(
+                "sample_interval_ms",
+                interval,
+                "must be at least 1",
+            ));
+        }
+        let fraction = self.hybrid_initial_gpu_fraction.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(invalid(
+                "hybrid_initial_gpu_fraction",
+                fraction,
+                "must lie in [0, 1]",
+            ));
+        }
+        let device = self.gpu_device.unwrap_or(0);
+        if !(0..=u32::MAX as i64).contains(&device) {
+            return Err(invalid(
+                "gpu_device",
+                device,
+                "must be a device index, 0 or more",
+            ));
+        }
+        if let Some(cores_asked) = &self.cpu_affinity {
+            if cores_asked.is_empty() {
+                return Err(invalid("cpu_affinity", "[]", "must list at least one core"));
+            }
+            if let Some(&c) = cores_asked.iter().find(|&&c| c >= cores) {
+                return Err(invalid(
+                    "cpu_affinity",
+                    format!("{cores_asked:?}"),
+                    &format!("core {c} does not exist (this machine has cores 0..{cores})"),
+                ));
+            }
+        }
+        Ok(Config {
+            gpu_memory_threshold_mb: threshold_mb,
+            memory_pressure_threshold: pressure,
+            num_cpu_workers,
+            cpu_batch_size: batch as usize,
+            use_multiprocessing: self.use_multiprocessing.unwrap_or(false),
+            cpu_affinity: self.cpu_affinity,
+            enable_profiling: self.enable_profiling.unwrap_or(true),
+            enable_caching,
+            cache_size_mb,
+            prefetch_factor: prefetch as usize,
+            progressive_precision: self.progressive_precision.unwrap_or(false),
+            mantissa_bits: mantissa as u32,
+            exponent_bits: exponent as u32,
+            switch_delay_ms: delay as u64,
+            hysteresis_factor: hysteresis,
+            sample_interval_ms: interval as u64,
+            hybrid_initial_gpu_fraction: fraction,
+            gpu_device: device as u32,
+        })
+    }
+}
+
+impl Config {
+    /// defaults < `file` < environment < `flags`, validated.
+    pub fn load(file: Option<&Path>, flags: ConfigLayer) -> Result<Config> {
+        let mut layer = ConfigLayer::default();
+        if let Some(f) = file {
+            layer = layer.over(ConfigLayer::from_file(f)?);
+        }
+        layer.over(ConfigLayer::from_env()?).over(flags).resolve()
+    }
+
+    /// The policy's slice.
+    pub fn policy(&self) -> PolicySettings {
+        PolicySettings {
+            memory_pressure_threshold: self.memory_pressure_threshold,
+            gpu_memory_threshold_mb: self.gpu_memory_threshold_mb,
+            hysteresis_factor: self.hysteresis_factor,
+            switch_delay_ms: self.switch_delay_ms,
+            hybrid_initial_gpu_fraction: self.hybrid_initial_gpu_fraction,
+        }
+    }
+}

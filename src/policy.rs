@@ -1,0 +1,296 @@
+//! The switching policy: which engine decodes a chunk, from the mode and the
+//! latest memory-pressure sample.
+//!
+//! AUTO_SWITCH keeps a state, GPU or CPU (GPU when a GPU is present). With
+//! `T = memory_pressure_threshold`, `M = gpu_memory_threshold_mb`,
+//! `h = hysteresis_factor` and `free = total - used`:
+//!
+//! * in GPU state, switch to CPU when `u > T` or `free < M`;
+//! * in CPU state, switch back to GPU when `u < T - h` and `free > 2 M`;
+//! * no switch within `switch_delay_ms` of the previous one; the first is free.
+//!
+//! GPU_ONLY routes every chunk to the GPU, CPU_ONLY to the CPU. HYBRID splits
+//! each chunk, the GPU's share in proportion to the engines' measured
+//! throughputs (moving averages from `hybrid_initial_gpu_fraction`), cut to 0
+//! whenever the AUTO rules are in CPU state. Without a GPU every mode but
+//! GPU_ONLY routes to the CPU (GPU_ONLY is an error the executor raises).
+//!
+//! `memory_pressure_events` counts each rise of the level into HIGH or
+//! CRITICAL (the level before the first sample counts as LOW) plus each GPU
+//! out-of-memory; `mode_switches` counts AUTO state changes.
+
+use serde::Serialize;
+
+use crate::pressure::{Level, Sample};
+
+/// How chunks are assigned to engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Switch between GPU and CPU by memory pressure.
+    Auto,
+    /// Every chunk on the GPU; no GPU or out of memory is an error.
+    GpuOnly,
+    /// Every chunk on the CPU.
+    CpuOnly,
+    /// Every chunk split between GPU and CPU by measured speed.
+    Hybrid,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::GpuOnly => "gpu-only",
+            Mode::CpuOnly => "cpu-only",
+            Mode::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "auto" | "auto-switch" => Ok(Mode::Auto),
+            "gpu-only" | "gpu" => Ok(Mode::GpuOnly),
+            "cpu-only" | "cpu" => Ok(Mode::CpuOnly),
+            "hybrid" => Ok(Mode::Hybrid),
+            other => Err(format!(
+                "unknown mode {other:?} (auto, gpu-only, cpu-only, hybrid)"
+            )),
+        }
+    }
+}
+
+/// Where one chunk goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Route {
+    Gpu,
+    Cpu,
+    /// Split by element range: the first `gpu_fraction` of the values on the GPU.
+    Hybrid {
+        gpu_fraction: f64,
+    },
+}
+
+impl Route {
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Gpu => "gpu",
+            Route::Cpu => "cpu",
+            Route::Hybrid { .. } => "hybrid",
+        }
+    }
+
+    /// The GPU's share of the chunk.
+    pub fn gpu_fraction(self) -> f64 {
+        match self {
+            Route::Gpu => 1.0,
+            Route::Cpu => 0.0,
+            Route::Hybrid { gpu_fraction } => gpu_fraction,
+        }
+    }
+}
+
+/// The policy's settings (a slice of the validated configuration).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicySettings {
+    pub memory_pressure_threshold: f64,
+    pub gpu_memory_threshold_mb: f64,
+    pub hysteresis_factor: f64,
+    pub switch_delay_ms: u64,
+    pub hybrid_initial_gpu_fraction: f64,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            memory_pressure_threshold: 0.9,
+            gpu_memory_threshold_mb: 100.0,
+            hysteresis_factor: 0.1,
+            switch_delay_ms: 50,
+            hybrid_initial_gpu_fraction: 0.5,
+        }
+    }
+}
+
+/// One decision, with what it was decided from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub route: Route,
+    /// `None` without a sample (no GPU).
+    pub sample: Option<Sample>,
+}
+
+/// The AUTO state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineState {
+    Gpu,
+    Cpu,
+}
+
+/// Weight of a new throughput measurement in the moving average.
+const RATE_ALPHA: f64 = 0.2;
+
+/// The switching state machine. Deterministic: the same samples at the same
+/// times give the same decisions.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    settings: PolicySettings,
+    mode: Mode,
+    gpu_present: bool,
+    state: EngineState,
+    last_switch_ms: Option<u64>,
+    last_level: Level,
+    mode_switches: u64,
+    memory_pressure_events: u64,
+    /// Moving averages of bytes per second, GPU and CPU.
+    gpu_rate: Option<f64>,
+    cpu_rate: Option<f64>,
+}
+
+impl Policy {
+    pub fn new(settings: PolicySettings, mode: Mode, gpu_present: bool) -> Self {
+        Policy {
+            settings,
+            mode,
+            gpu_present,
+            state: if gpu_present {
+                EngineState::Gpu
+            } else {
+                EngineState::Cpu
+            },
+            last_switch_ms: None,
+            last_level: Level::Low,
+            mode_switches: 0,
+            memory_pressure_events: 0,
+            gpu_rate: None,
+            cpu_rate: None,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Changes the mode at run time (the AUTO state and the counters stay).
+    pub fn force_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    pub fn state(&self) -> EngineState {
+        self.state
+    }
+
+    pub fn mode_switches(&self) -> u64 {
+        self.mode_switches
+    }
+
+    pub fn memory_pressure_events(&self) -> u64 {
+        self.memory_pressure_events
+    }
+
+    /// A GPU out-of-memory on a chunk: a memory-pressure event.
+    pub fn record_oom(&mut self) {
+        self.memory_pressure_events += 1;
+    }
+
+    /// A measured decode: `bytes` of output in `secs` on the GPU or the CPU.
+    pub fn observe(&mut self, on_gpu: bool, bytes: u64, secs: f64) {
+        if secs <= 0.0 || bytes == 0 {
+            return;
+        }
+        let rate = bytes as f64 / secs;
+        let slot = if on_gpu {
+            &mut self.gpu_rate
+        } else {
+            &mut self.cpu_rate
+        };
+        *slot = Some(match *slot {
+            None => rate,
+            Some(r) => r + RATE_ALPHA * (rate - r),
+        });
+    }
+
+    /// The GPU's share for HYBRID: proportional to the measured speeds, the
+    /// initial fraction until both engines have been measured.
+    pub fn hybrid_fraction(&self) -> f64 {
+        match (self.gpu_rate, self.cpu_rate) {
+            (Some(g), Some(c)) if g + c > 0.0 => g / (g + c),
+            _ => self.settings.hybrid_initial_gpu_fraction,
+        }
+    }
+
+    /// Steps the AUTO state machine on `sample` at `now_ms`.
+    fn step_auto(&mut self, now_ms: u64, sample: &Sample) {
+        let s = &self.settings;
+        let u = sample.utilization();
+        let free = sample.free_mb();
+        let want = match self.state {
+            EngineState::Gpu
+                if u > s.memory_pressure_threshold || free < s.gpu_memory_threshold_mb =>
+            {
+                Some(EngineState::Cpu)
+            }
+            EngineState::Cpu
+                if u < s.memory_pressure_threshold - s.hysteresis_factor
+                    && free > 2.0 * s.gpu_memory_threshold_mb =>
+            {
+                Some(EngineState::Gpu)
+            }
+            _ => None,
+        };
+        if let Some(next) = want {
+            let allowed = self
+                .last_switch_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= s.switch_delay_ms);
+            if allowed {
+                self.state = next;
+                self.last_switch_ms = Some(now_ms);
+                self.mode_switches += 1;
+            }
+        }
+    }
+
+    /// Decides one chunk at `now_ms` from the latest `sample` (`None`: no GPU).
+    pub fn decide(&mut self, now_ms: u64, sample: Option<Sample>) -> Decision {
+        let Some(sample) = sample.filter(|_| self.gpu_present) else {
+            let route = if self.mode == Mode::GpuOnly {
+                Route::Gpu
+            } else {
+                Route::Cpu
+            };
+            return Decision {
+                route,
+                sample: None,
+            };
+        };
+        let level = sample.level();
+        if level > self.last_level && level >= Level::High {
+            self.memory_pressure_events += 1;
+        }
+        self.last_level = level;
+        if matches!(self.mode, Mode::Auto | Mode::Hybrid) {
+            self.step_auto(now_ms, &sample);
+        }
+        let route = match self.mode {
+            Mode::GpuOnly => Route::Gpu,
+            Mode::CpuOnly => Route::Cpu,
+            Mode::Auto => match self.state {
+                EngineState::Gpu => Route::Gpu,
+                EngineState::Cpu => Route::Cpu,
+            },
+            Mode::Hybrid => Route::Hybrid {
+                gpu_fraction: match self.state {
+                    EngineState::Gpu => self.hybrid_fraction(),
+                    EngineState::Cpu => 0.0,
+                },
+            },
+        };
+        Decision {
+            route,
+            sample: Some(sample),
+        }
+    }
+}

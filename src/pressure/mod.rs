@@ -1,0 +1,112 @@
+//! GPU memory pressure: samples of used / total memory, where they come from,
+//! and the levels the policy reads from them.
+//!
+//! Sources: a recorded trace (CSV with header `t_ms,used_mb,total_mb`, the
+//! form `--record-pressure` writes), "no GPU", and (with the `cuda` feature)
+//! NVML, sampled live on its own thread.
+
+pub mod trace;
+
+pub use trace::Trace;
+
+/// One reading of GPU memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Milliseconds since the run (or the trace) started.
+    pub t_ms: u64,
+    pub used_mb: f64,
+    pub total_mb: f64,
+}
+
+impl Sample {
+    /// used / total.
+    pub fn utilization(&self) -> f64 {
+        if self.total_mb > 0.0 {
+            self.used_mb / self.total_mb
+        } else {
+            1.0
+        }
+    }
+
+    /// total - used.
+    pub fn free_mb(&self) -> f64 {
+        self.total_mb - self.used_mb
+    }
+
+    pub fn level(&self) -> Level {
+        Level::of(self.utilization())
+    }
+}
+
+/// Memory-pressure levels by utilization u: LOW u < 0.50, MODERATE < 0.75,
+/// HIGH < 0.90, CRITICAL otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Low,
+    Moderate,
+    High,
+    Critical,
+}
+
+impl Level {
+    pub fn of(utilization: f64) -> Self {
+        if utilization < 0.50 {
+            Level::Low
+        } else if utilization < 0.75 {
+            Level::Moderate
+        } else if utilization < 0.90 {
+            Level::High
+        } else {
+            Level::Critical
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Low => "low",
+            Level::Moderate => "moderate",
+            Level::High => "high",
+            Level::Critical => "critical",
+        }
+    }
+}
+
+/// Where samples come from.
+pub trait PressureSource: Send + Sync {
+    /// The latest sample at time `t_ms` (the source's clock), or `None` when
+    /// there is no GPU to sample.
+    fn sample_at(&self, t_ms: u64) -> Option<Sample>;
+    /// Whether a GPU stands behind the samples.
+    fn has_gpu(&self) -> bool;
+}
+
+/// No GPU: no samples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoGpu;
+
+impl PressureSource for NoGpu {
+    fn sample_at(&self, _t_ms: u64) -> Option<Sample> {
+        None
+    }
+    fn has_gpu(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_have_the_documented_bounds() {
+        assert_eq!(Level::of(0.0), Level::Low);
+        assert_eq!(Level::of(0.4999), Level::Low);
+        assert_eq!(Level::of(0.50), Level::Moderate);
+        assert_eq!(Level::of(0.7499), Level::Moderate);
+        assert_eq!(Level::of(0.75), Level::High);
+        assert_eq!(Level::of(0.8999), Level::High);
+        assert_eq!(Level::of(0.90), Level::Critical);
+        assert_eq!(Level::of(1.0), Level::Critical);
+    }
+}

@@ -1,0 +1,298 @@
+//! Configuration: layer precedence and validation, each rule naming the field,
+//! the value and what is allowed.
+
+use padic_burst::config::{Config, ConfigLayer};
+
+fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = Config::default();
+    assert_eq!(c.gpu_memory_threshold_mb, 100.0);
+    assert_eq!(c.memory_pressure_threshold, 0.9);
+    assert_eq!(c.hysteresis_factor, 0.1);
+    assert_eq!(c.switch_delay_ms, 50);
+    assert_eq!(c.sample_interval_ms, 100);
+    assert_eq!(c.hybrid_initial_gpu_fraction, 0.5);
+    assert_eq!(
+        c.num_cpu_workers,
+        std::thread::available_parallelism().unwrap().get()
+    );
+}
+
+#[test]
+fn layers_apply_defaults_then_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "gpu_memory_threshold_mb = 300\nmemory_pressure_threshold = 0.8\nswitch_delay_ms = 7\nnum_cpu_workers = 1\n").unwrap();
+    let from_file = ConfigLayer::from_file(&file).unwrap();
+    let env = ConfigLayer::from_vars(vars(&[
+        ("SARAPHIS_GPU_THRESHOLD_MB", "200"),
+        ("SARAPHIS_ENABLE_CPU_CACHE", "0"),
+    ]))
+    .unwrap();
+    let flags = ConfigLayer {
+        gpu_memory_threshold_mb: Some(150.0),
+        ..ConfigLayer::default()
+    };
+    let c = ConfigLayer::default()
+        .over(from_file.clone())
+        .over(env.clone())
+        .over(flags)
+        .resolve()
+        .unwrap();
+    assert_eq!(c.gpu_memory_threshold_mb, 150.0, "flags win");
+    assert_eq!(
+        c.memory_pressure_threshold, 0.8,
+        "the file sets what nothing later does"
+    );
+    assert_eq!(c.switch_delay_ms, 7);
+    assert_eq!(c.num_cpu_workers, 1);
+    assert!(!c.enable_caching, "the environment turns the cache off");
+    let c = ConfigLayer::default()
+        .over(from_file)
+        .over(env)
+        .resolve()
+        .unwrap();
+    assert_eq!(
+        c.gpu_memory_threshold_mb, 200.0,
+        "the environment beats the file"
+    );
+}
+
+#[test]
+fn every_invalid_value_is_refused_with_field_value_and_range() {
+    let cases: Vec<(ConfigLayer, &str)> = vec![
+        (
+            ConfigLayer {
+                gpu_memory_threshold_mb: Some(0.0),
+                ..Default::default()
+            },
+            "gpu_memory_threshold_mb = 0",
+        ),
+        (
+            ConfigLayer {
+                gpu_memory_threshold_mb: Some(-5.0),
+                ..Default::default()
+            },
+            "gpu_memory_threshold_mb = -5",
+        ),
+        (
+            ConfigLayer {
+                memory_pressure_threshold: Some(0.0),
+                ..Default::default()
+            },
+            "memory_pressure_threshold = 0: must lie in (0, 1]",
+        ),
+        (
+            ConfigLayer {
+                memory_pressure_threshold: Some(1.5),
+                ..Default::default()
+            },
+            "memory_pressure_threshold = 1.5",
+        ),
+        (
+            ConfigLayer {
+                num_cpu_workers: Some(0),
+                ..Default::default()
+            },
+            "num_cpu_workers = 0",
+        ),
+        (
+            ConfigLayer {
+                num_cpu_workers: Some(-2),
+                ..Default::default()
+            },
+            "num_cpu_workers = -2",
+        ),
+        (
+            ConfigLayer {
+                cpu_batch_size: Some(0),
+                ..Default::default()
+            },
+            "cpu_batch_size = 0",
+        ),
+        (
+            ConfigLayer {
+                hysteresis_factor: Some(-0.1),
+                ..Default::default()
+            },
+            "hysteresis_factor = -0.1",
+        ),
+        (
+            ConfigLayer {
+                hysteresis_factor: Some(0.9),
+                ..Default::default()
+            },
+            "hysteresis_factor = 0.9: must lie in [0, memory_pressure_threshold = 0.9)",
+        ),
+        (
+            ConfigLayer {
+                prefetch_factor: Some(0),
+                ..Default::default()
+            },
+            "prefetch_factor = 0",
+        ),
+        (
+            ConfigLayer {
+                cache_size_mb: Some(0.0),
+                enable_caching: Some(true),
+                ..Default::default()
+            },
+            "cache_size_mb = 0",
+        ),
+        (
+            ConfigLayer {
+                hybrid_initial_gpu_fraction: Some(1.2),
+                ..Default::default()
+            },
+            "hybrid_initial_gpu_fraction = 1.2",
+        ),
+        (
+            ConfigLayer {
+                sample_interval_ms: Some(0),
+                ..Default::default()
+            },
+            "sample_interval_ms = 0",
+        ),
+        (
+            ConfigLayer {
+                cpu_affinity: Some(vec![0, 4096]),
+                ..Default::default()
+            },
+            "core 4096 does not exist",
+        ),
+    ];
+    for (layer, want) in cases {
+        let err = layer.resolve().unwrap_err().to_string();
+        assert!(err.contains(want), "want {want:?} in {err:?}");
+    }
+    // Cache size 0 is fine with caching off.
+    assert!(ConfigLayer {
+        cache_size_mb: Some(0.0),
+        enable_caching: Some(false),
+        ..Default::default()
+    }
+    .resolve()
+    .is_ok());
+}
+
+#[test]
+fn unknown_keys_and_malformed_environment_values_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "gpu_memory_threshold_mb = 100\nturbo_mode = true\n").unwrap();
+    let err = ConfigLayer::from_file(&file).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.toml") && err.contains("turbo_mode"),
+        "{err}"
+    );
+    std::fs::write(&file, "memory_pressure_threshold = \"high\"\n").unwrap();
+    assert!(ConfigLayer::from_file(&file)
+        .unwrap_err()
+        .to_string()
+        .contains("bad.toml"));
+    for (k, v) in [
+        ("SARAPHIS_CPU_WORKERS", "eight"),
+        ("SARAPHIS_GPU_THRESHOLD_MB", "lots"),
+        ("SARAPHIS_MEMORY_PRESSURE", "0.9x"),
+        ("SARAPHIS_ENABLE_CPU_CACHE", "maybe"),
+    ] {
+        let err = ConfigLayer::from_vars(vars(&[(k, v)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(k) && err.contains(v), "{err}");
+    }
+    // Well-formed values parse.
+    let l = ConfigLayer::from_vars(vars(&[
+        ("SARAPHIS_CPU_WORKERS", "2"),
+        ("SARAPHIS_MEMORY_PRESSURE", "0.85"),
+        ("SARAPHIS_ENABLE_CPU_CACHE", "yes"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            l.num_cpu_workers,
+            l.memory_pressure_threshold,
+            l.enable_caching
+        ),
+        (Some(2), Some(0.85), Some(true))
+    );
+}
+
+#[test]
+fn plan_reads_the_config_file_and_the_environment() {
+    use padic_burst::compress::CompressOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..2048u32)
+        .flat_map(|i| (i as f32 * 0.001).to_le_bytes())
+        .collect();
+    let views = vec![(
+        "w".to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2048], &bytes).unwrap(),
+    )];
+    let input = dir.path().join("m.safetensors");
+    std::fs::write(&input, safetensors::serialize(views, None).unwrap()).unwrap();
+    let packed = dir.path().join("m.padic");
+    padic_burst::compress::compress_file(
+        &input,
+        &packed,
+        &CompressOptions {
+            chunk_kib: 4,
+            ..Default::default()
+        },
+        &padic_burst::progress::Progress::hidden(),
+    )
+    .unwrap();
+    let trace = dir.path().join("t.csv");
+    std::fs::write(&trace, "t_ms,used_mb,total_mb\n0,850,1000\n").unwrap();
+    let plan = |cfg: Option<&str>, env: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"));
+        cmd.arg("plan")
+            .arg(&packed)
+            .arg("--pressure-trace")
+            .arg(&trace);
+        cmd.env_remove("SARAPHIS_MEMORY_PRESSURE")
+            .env_remove("SARAPHIS_GPU_THRESHOLD_MB");
+        if let Some(text) = cfg {
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, text).unwrap();
+            cmd.arg("--config").arg(f);
+        }
+        if let Some(v) = env {
+            cmd.env("SARAPHIS_MEMORY_PRESSURE", v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // u = 0.85: GPU at the default 0.9, CPU with the file's 0.8, GPU again with the environment's 0.95.
+    assert!(plan(None, None).1.contains("\"route\":\"gpu\""));
+    assert!(plan(Some("memory_pressure_threshold = 0.8\n"), None)
+        .1
+        .contains("\"route\":\"cpu\""));
+    assert!(
+        plan(Some("memory_pressure_threshold = 0.8\n"), Some("0.95"))
+            .1
+            .contains("\"route\":\"gpu\"")
+    );
+    let (code, _, err) = plan(
+        Some("memory_pressure_threshold = 0.8\nhysteresis_factor = 0.85\n"),
+        None,
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("hysteresis_factor = 0.85"), "{err}");
+}

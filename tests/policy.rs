@@ -1,0 +1,254 @@
+//! The switching policy, rule by rule, on hand-written samples with the
+//! expected decisions written out; and `plan`'s deterministic replay.
+
+mod common;
+
+use padic_burst::policy::{EngineState, Mode, Policy, PolicySettings, Route};
+use padic_burst::pressure::Sample;
+
+fn s(t_ms: u64, used_mb: f64, total_mb: f64) -> Option<Sample> {
+    Some(Sample {
+        t_ms,
+        used_mb,
+        total_mb,
+    })
+}
+
+fn settings(t: f64, m: f64, h: f64, delay: u64) -> PolicySettings {
+    PolicySettings {
+        memory_pressure_threshold: t,
+        gpu_memory_threshold_mb: m,
+        hysteresis_factor: h,
+        switch_delay_ms: delay,
+        hybrid_initial_gpu_fraction: 0.5,
+    }
+}
+
+fn routes(p: &mut Policy, steps: &[(u64, f64, f64)]) -> Vec<Route> {
+    steps
+        .iter()
+        .map(|&(t, used, total)| p.decide(t, s(t, used, total)).route)
+        .collect()
+}
+
+#[test]
+fn gpu_state_leaves_above_the_threshold_not_at_it() {
+    let mut p = Policy::new(settings(0.9, 10.0, 0.1, 0), Mode::Auto, true);
+    let got = routes(
+        &mut p,
+        &[(0, 500.0, 1000.0), (10, 900.0, 1000.0), (20, 901.0, 1000.0)],
+    );
+    assert_eq!(got, vec![Route::Gpu, Route::Gpu, Route::Cpu]);
+    assert_eq!(p.mode_switches(), 1);
+}
+
+#[test]
+fn gpu_state_leaves_when_free_memory_falls_below_m() {
+    let mut p = Policy::new(settings(0.99, 100.0, 0.1, 0), Mode::Auto, true);
+    // u = 0.9 < 0.99, but free = 100 is not below M; then free 95 is.
+    let got = routes(&mut p, &[(0, 900.0, 1000.0), (10, 905.0, 1000.0)]);
+    assert_eq!(got, vec![Route::Gpu, Route::Cpu]);
+}
+
+#[test]
+fn cpu_state_returns_only_below_t_minus_h_with_twice_m_free() {
+    let mut p = Policy::new(settings(0.9, 100.0, 0.1, 0), Mode::Auto, true);
+    let got = routes(
+        &mut p,
+        &[
+            (0, 950.0, 1000.0),  // u 0.95 > 0.9: to CPU
+            (10, 850.0, 1000.0), // u 0.85 < 0.9 but inside the band: stays
+            (20, 800.0, 1000.0), // u 0.80, not below 0.80: stays
+            (30, 795.0, 1000.0), // u 0.795 < 0.8 and free 205 > 200: back to GPU
+        ],
+    );
+    assert_eq!(got, vec![Route::Cpu, Route::Cpu, Route::Cpu, Route::Gpu]);
+    assert_eq!(p.mode_switches(), 2);
+
+    // Below T - h but free not above 2 M: stays on the CPU.
+    let mut p = Policy::new(settings(0.9, 150.0, 0.1, 0), Mode::Auto, true);
+    let got = routes(
+        &mut p,
+        &[(0, 950.0, 1000.0), (10, 750.0, 1000.0), (20, 690.0, 1000.0)],
+    );
+    assert_eq!(got, vec![Route::Cpu, Route::Cpu, Route::Gpu]);
+}
+
+#[test]
+fn no_switch_within_the_delay_and_the_first_is_free() {
+    let mut p = Policy::new(settings(0.9, 10.0, 0.1, 50), Mode::Auto, true);
+    let got = routes(
+        &mut p,
+        &[
+            (5, 950.0, 1000.0),  // first switch: free although 5 < 50
+            (30, 100.0, 1000.0), // wants GPU, 25 ms after the switch: held
+            (54, 100.0, 1000.0), // 49 ms: held
+            (55, 100.0, 1000.0), // 50 ms: switches
+            (60, 990.0, 1000.0), // wants CPU 5 ms later: held
+            (105, 990.0, 1000.0),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            Route::Cpu,
+            Route::Cpu,
+            Route::Cpu,
+            Route::Gpu,
+            Route::Gpu,
+            Route::Cpu
+        ]
+    );
+    assert_eq!(p.mode_switches(), 3);
+}
+
+#[test]
+fn pressure_events_count_rises_into_high_or_critical_and_ooms() {
+    let mut p = Policy::new(settings(0.99, 1.0, 0.1, 0), Mode::Auto, true);
+    for (t, u) in [
+        (0, 0.3),
+        (1, 0.8),
+        (2, 0.85),
+        (3, 0.95),
+        (4, 0.96),
+        (5, 0.6),
+        (6, 0.76),
+        (7, 0.2),
+    ] {
+        p.decide(t, s(t, u * 1000.0, 1000.0));
+    }
+    // low -> high (1), high -> critical (2), moderate -> high (3).
+    assert_eq!(p.memory_pressure_events(), 3);
+    p.record_oom();
+    assert_eq!(p.memory_pressure_events(), 4);
+    // A first sample already high counts (the level before it is low).
+    let mut q = Policy::new(settings(0.99, 1.0, 0.1, 0), Mode::Auto, true);
+    q.decide(0, s(0, 800.0, 1000.0));
+    assert_eq!(q.memory_pressure_events(), 1);
+}
+
+#[test]
+fn forced_modes_ignore_pressure_and_no_gpu_routes_to_the_cpu() {
+    let steps = [(0, 999.0, 1000.0), (100, 1.0, 1000.0)];
+    let mut g = Policy::new(PolicySettings::default(), Mode::GpuOnly, true);
+    assert_eq!(routes(&mut g, &steps), vec![Route::Gpu, Route::Gpu]);
+    let mut c = Policy::new(PolicySettings::default(), Mode::CpuOnly, true);
+    assert_eq!(routes(&mut c, &steps), vec![Route::Cpu, Route::Cpu]);
+    assert_eq!(c.mode_switches(), 0);
+    for mode in [Mode::Auto, Mode::Hybrid, Mode::CpuOnly] {
+        let mut p = Policy::new(PolicySettings::default(), mode, false);
+        assert_eq!(
+            p.decide(0, None).route,
+            Route::Cpu,
+            "{mode:?} without a GPU"
+        );
+        assert_eq!(p.state(), EngineState::Cpu);
+    }
+    // GPU_ONLY without a GPU still routes to the GPU: the executor fails it.
+    let mut p = Policy::new(PolicySettings::default(), Mode::GpuOnly, false);
+    assert_eq!(p.decide(0, None).route, Route::Gpu);
+    // force_mode at run time.
+    let mut p = Policy::new(PolicySettings::default(), Mode::Auto, true);
+    assert_eq!(p.decide(0, s(0, 10.0, 1000.0)).route, Route::Gpu);
+    p.force_mode(Mode::CpuOnly);
+    assert_eq!(p.decide(1, s(1, 10.0, 1000.0)).route, Route::Cpu);
+}
+
+#[test]
+fn hybrid_splits_by_measured_speed_and_drops_the_gpu_under_pressure() {
+    let mut p = Policy::new(settings(0.9, 10.0, 0.1, 0), Mode::Hybrid, true);
+    assert_eq!(
+        p.decide(0, s(0, 100.0, 1000.0)).route,
+        Route::Hybrid { gpu_fraction: 0.5 }
+    );
+    p.observe(true, 3_000_000, 0.001); // 3 GB/s
+    p.observe(false, 1_000_000, 0.001); // 1 GB/s
+    assert_eq!(
+        p.decide(1, s(1, 100.0, 1000.0)).route,
+        Route::Hybrid { gpu_fraction: 0.75 }
+    );
+    // A slower GPU measurement moves the average by a fifth of the difference.
+    p.observe(true, 1_000_000, 0.001);
+    let f = p.decide(2, s(2, 100.0, 1000.0)).route.gpu_fraction();
+    assert!((f - 2.6 / 3.6).abs() < 1e-12, "{f}");
+    // Under pressure the AUTO rules are in CPU state: the GPU's share is 0.
+    assert_eq!(
+        p.decide(3, s(3, 950.0, 1000.0)).route,
+        Route::Hybrid { gpu_fraction: 0.0 }
+    );
+    assert_eq!(p.mode_switches(), 1);
+}
+
+#[test]
+fn plan_replays_a_trace_deterministically_with_the_written_decisions() {
+    use padic_burst::compress::CompressOptions;
+    use safetensors::Dtype;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = padic_burst::demo::Rng::new(8);
+    let w = padic_burst::demo::gaussian_bytes(&mut rng, 6 * 1024, 0.05, Dtype::F32);
+    let file = common::safetensors_bytes(&[("w", Dtype::F32, vec![6 * 1024], w)]);
+    // 6 chunks of 4 KiB.
+    let packed = common::compress_bytes(
+        dir.path(),
+        "p",
+        &file,
+        &CompressOptions {
+            chunk_kib: 4,
+            ..CompressOptions::default()
+        },
+    );
+    let trace_path = dir.path().join("trace.csv");
+    std::fs::write(
+        &trace_path,
+        "t_ms,used_mb,total_mb\n0,100,1000\n15,950,1000\n35,500,1000\n",
+    )
+    .unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"))
+            .arg("plan")
+            .arg(&packed)
+            .arg("--pressure-trace")
+            .arg(&trace_path)
+            .args(["--replay-step-ms", "10"])
+            .env_remove("SARAPHIS_MEMORY_PRESSURE")
+            .env_remove("SARAPHIS_GPU_THRESHOLD_MB")
+            .output()
+            .unwrap()
+    };
+    let a = run();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, run().stdout, "replay is deterministic");
+    let lines: Vec<serde_json::Value> = String::from_utf8(a.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    // Chunk k at k * 10 ms: samples at 0, 10 -> 100 MB; 20, 30 -> 950 MB; 40, 50 -> 500 MB.
+    let routes: Vec<&str> = lines[..6]
+        .iter()
+        .map(|l| l["route"].as_str().unwrap())
+        .collect();
+    // 950/1000 > 0.9: CPU at 20 ms (the first switch is free); 500/1000 < 0.8 with
+    // 500 MB free: back to the GPU at 40 ms (20 ms later is under the 50 ms delay,
+    // so it waits until 70 ms - past the last chunk).
+    assert_eq!(routes, vec!["gpu", "gpu", "cpu", "cpu", "cpu", "cpu"]);
+    let levels: Vec<&str> = lines[..6]
+        .iter()
+        .map(|l| l["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        levels,
+        vec!["low", "low", "critical", "critical", "moderate", "moderate"]
+    );
+    for (k, l) in lines[..6].iter().enumerate() {
+        assert_eq!(l["chunk"], k);
+        assert_eq!(l["tensor"], "w");
+        for key in ["gpu_fraction", "utilization", "free_mb"] {
+            assert!(l[key].is_number(), "{key}");
+        }
+    }
+    assert_eq!(lines[2]["free_mb"], 50.0);
+    assert_eq!(lines[6]["mode_switches"], 1);
+    assert_eq!(lines[6]["memory_pressure_events"], 1);
+}
