@@ -73,6 +73,10 @@ pub fn encode(layout: &Layout, bytes: &[u8]) -> EncodedChunk {
     }
 }
 
+/// Element alignment of a range decode's ends: the rANS segment length
+/// (a multiple of 8, so raw planes split on whole bytes).
+pub const RANGE_ALIGN: usize = super::rans::SEGMENT_SYMBOLS;
+
 /// The decoding tables of one tensor at one target precision: per section,
 /// the contribution of each symbol to the output bit pattern.
 #[derive(Debug, Clone)]
@@ -112,6 +116,48 @@ impl Tables {
         Ok(())
     }
 
+    /// Decodes values `[first, first + out.len())` of a chunk of `total`
+    /// values, reading only the rANS segments that hold them: the ends must
+    /// fall on multiples of [`RANGE_ALIGN`] (or the chunk's end).
+    pub fn decode_range<W: Word>(
+        &self,
+        sections: &[&[u8]],
+        total: usize,
+        first: usize,
+        out: &mut [W],
+    ) -> Result<()> {
+        if std::mem::size_of::<W>() != self.kind.size() {
+            return Err(Error::Decode("output word does not match the dtype".into()));
+        }
+        for (s, lut) in self.luts.iter().enumerate() {
+            let sec = sections
+                .get(s)
+                .ok_or_else(|| Error::Decode(format!("chunk lacks section {s}")))?;
+            symbols::decode_range(sec, lut, total, first, out, s == 0)
+                .map_err(|e| Error::Decode(format!("section {s}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// [`Tables::decode_range`] into little-endian bytes.
+    pub fn decode_range_bytes(
+        &self,
+        sections: &[&[u8]],
+        total: usize,
+        first: usize,
+        out: &mut [u8],
+        scratch: &mut Vec<u32>,
+    ) -> Result<()> {
+        match self.kind {
+            FloatKind::F32 => self.into_words::<u32>(out, scratch, |t, w| {
+                t.decode_range(sections, total, first, w)
+            }),
+            FloatKind::BF16 | FloatKind::F16 => self.into_words::<u16>(out, scratch, |t, w| {
+                t.decode_range(sections, total, first, w)
+            }),
+        }
+    }
+
     /// Decodes into little-endian bytes (`out.len()` a multiple of the value size),
     /// through `scratch` when `out` is not aligned for the word type.
     pub fn decode_bytes(
@@ -132,6 +178,17 @@ impl Tables {
         out: &mut [u8],
         scratch: &mut Vec<u32>,
     ) -> Result<()> {
+        self.into_words::<W>(out, scratch, |t, w| t.decode(sections, w))
+    }
+
+    /// Runs `decode` on `out` viewed as words, through `scratch` when `out`
+    /// is not aligned for them (or the host is big-endian).
+    fn into_words<W: Word>(
+        &self,
+        out: &mut [u8],
+        scratch: &mut Vec<u32>,
+        decode: impl Fn(&Self, &mut [W]) -> Result<()>,
+    ) -> Result<()> {
         let size = std::mem::size_of::<W>();
         if out.len() % size != 0 {
             return Err(Error::Decode(
@@ -140,14 +197,14 @@ impl Tables {
         }
         if cfg!(target_endian = "little") {
             if let Ok(words) = bytemuck::try_cast_slice_mut::<u8, W>(out) {
-                return self.decode(sections, words);
+                return decode(self, words);
             }
         }
         let n = out.len() / size;
         scratch.clear();
         scratch.resize(n.div_ceil(4 / size), 0);
         let words: &mut [W] = &mut bytemuck::cast_slice_mut::<u32, W>(scratch)[..n];
-        self.decode(sections, words)?;
+        decode(self, words)?;
         for (dst, w) in out.chunks_exact_mut(size).zip(words.iter()) {
             let b = bytemuck::bytes_of(w);
             if cfg!(target_endian = "little") {
@@ -159,5 +216,45 @@ impl Tables {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_on_segment_boundaries_decode_alone() {
+        let mut x = 5u64;
+        let n = 3 * RANGE_ALIGN + RANGE_ALIGN / 2 + 3;
+        let mut bytes = Vec::with_capacity(2 * n);
+        for _ in 0..n {
+            let mut s = 0.0f32;
+            for _ in 0..6 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                s += (x >> 40) as f32 / (1u64 << 24) as f32;
+            }
+            bytes.extend_from_slice(&half::f16::from_f32((s - 3.0) * 0.05).to_le_bytes());
+        }
+        let layout = Layout::new(FloatKind::F16, 2, None, false).unwrap();
+        let enc = encode(&layout, &bytes);
+        assert_eq!(enc.sections[0][0], symbols::KIND_RANS);
+        let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
+        let tables = Tables::new(&layout, layout.precision);
+        let mut out = vec![0u8; bytes.len()];
+        let cuts = [0, RANGE_ALIGN, 3 * RANGE_ALIGN, n];
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            tables
+                .decode_range_bytes(&secs, n, a, &mut out[2 * a..2 * b], &mut Vec::new())
+                .unwrap();
+        }
+        assert!(out == bytes, "the pieces rebuild the chunk");
+        let err = tables
+            .decode_range_bytes(&secs, n, 8, &mut out[16..32], &mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("segment boundaries"), "{err}");
     }
 }

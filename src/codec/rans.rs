@@ -225,18 +225,40 @@ impl Word for u32 {
 /// Decodes an rANS section body of `n` symbols over `lut.len()` symbols:
 /// `out[i] = lut[sym]` when `assign`, else `out[i] += lut[sym]`.
 pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) -> Result<()> {
-    decode_with(body, lut, out, assign, true)
+    let n = out.len();
+    decode_with(body, lut, n, 0, out, assign, true)
+}
+
+/// Decodes symbols `[first, first + out.len())` of a section of `total`
+/// symbols, reading only the segments that hold them. Both ends must fall on
+/// segment boundaries (or the end).
+pub fn decode_range<W: Word>(
+    body: &[u8],
+    lut: &[u32],
+    total: usize,
+    first: usize,
+    out: &mut [W],
+    assign: bool,
+) -> Result<()> {
+    decode_with(body, lut, total, first, out, assign, true)
 }
 
 /// [`decode`], with the SIMD path allowed or not (tests hold both to the same output).
 pub(crate) fn decode_with<W: Word>(
     body: &[u8],
     lut: &[u32],
+    n: usize,
+    first: usize,
     out: &mut [W],
     assign: bool,
     allow_simd: bool,
 ) -> Result<()> {
-    let n = out.len();
+    let last = first + out.len();
+    if last > n {
+        return Err(Error::Decode(format!(
+            "range {first}..{last} past the {n} symbols"
+        )));
+    }
     let alphabet = lut.len();
     let mut r = varint::Reader::new(body);
     let scale_bits = r.u8()? as u32;
@@ -287,6 +309,11 @@ pub(crate) fn decode_with<W: Word>(
             "rANS frequencies sum to {slot}, expected {m}"
         )));
     }
+    if first % seg_syms != 0 || (last != n && last % seg_syms != 0) {
+        return Err(Error::Decode(format!(
+            "range {first}..{last} does not fall on rANS segment boundaries ({seg_syms} symbols)"
+        )));
+    }
     let nseg = n.div_ceil(seg_syms);
     let mut word_counts = Vec::with_capacity(nseg.min(1 << 16));
     for _ in 0..nseg {
@@ -295,7 +322,7 @@ pub(crate) fn decode_with<W: Word>(
     let mut data = r.rest();
     for (k, &words) in word_counts.iter().enumerate() {
         let start = k * seg_syms;
-        let seg_out = &mut out[start..(start + seg_syms).min(n)];
+        let end = (start + seg_syms).min(n);
         let need = lanes
             .checked_mul(4)
             .and_then(|s| words.checked_mul(2).and_then(|w| w.checked_add(s)))
@@ -308,6 +335,10 @@ pub(crate) fn decode_with<W: Word>(
             })?;
         let (seg, rest) = data.split_at(need);
         data = rest;
+        if start < first || end > last {
+            continue;
+        }
+        let seg_out = &mut out[start - first..end - first];
         let done = if assign {
             decode_segment::<W, true>(seg, lanes, scale_bits, &table, seg_out, allow_simd)
         } else {
@@ -637,13 +668,13 @@ mod tests {
             for assign in [true, false] {
                 let mut a = vec![7u32; n];
                 let mut b = vec![7u32; n];
-                decode_with(&body, &lut32, &mut a, assign, true).unwrap();
-                decode_with(&body, &lut32, &mut b, assign, false).unwrap();
+                decode_with(&body, &lut32, n, 0, &mut a, assign, true).unwrap();
+                decode_with(&body, &lut32, n, 0, &mut b, assign, false).unwrap();
                 assert_eq!(a, b);
                 let mut a = vec![7u16; n];
                 let mut b = vec![7u16; n];
-                decode_with(&body, &lut16, &mut a, assign, true).unwrap();
-                decode_with(&body, &lut16, &mut b, assign, false).unwrap();
+                decode_with(&body, &lut16, n, 0, &mut a, assign, true).unwrap();
+                decode_with(&body, &lut16, n, 0, &mut b, assign, false).unwrap();
                 assert_eq!(a, b);
                 if assign {
                     let want: Vec<u16> = syms.iter().map(|&s| lut16[s as usize] as u16).collect();

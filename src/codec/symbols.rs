@@ -53,6 +53,21 @@ pub fn encode(syms: &[u16], alphabet: u32) -> Vec<u8> {
 /// Decodes a section into `out` (`out.len()` symbols): `out[i] = lut[sym]`
 /// when `assign`, else `out[i] += lut[sym]`.
 pub fn decode<W: Word>(section: &[u8], lut: &[u32], out: &mut [W], assign: bool) -> Result<()> {
+    let n = out.len();
+    decode_range(section, lut, n, 0, out, assign)
+}
+
+/// Decodes values `[first, first + out.len())` of a section of `total`
+/// values. For rANS both ends must fall on segment boundaries; for raw
+/// sections `first` must be a multiple of 8 (a whole byte).
+pub fn decode_range<W: Word>(
+    section: &[u8],
+    lut: &[u32],
+    total: usize,
+    first: usize,
+    out: &mut [W],
+    assign: bool,
+) -> Result<()> {
     let (&kind, body) = section
         .split_first()
         .ok_or_else(|| Error::Decode("empty section".into()))?;
@@ -87,9 +102,21 @@ pub fn decode<W: Word>(section: &[u8], lut: &[u32], out: &mut [W], assign: bool)
                     lut.len()
                 )));
             }
-            bitpack::decode(packed, width as u32, lut, out, assign)
+            let w = width as usize;
+            let last = first + out.len();
+            if first % 8 != 0
+                || last > total
+                || packed.len() != bitpack::packed_len(total, width as u32)
+            {
+                return Err(Error::Decode(format!(
+                    "raw section of {} bytes cannot give values {first}..{last} of {total}",
+                    packed.len()
+                )));
+            }
+            let bytes = &packed[first * w / 8..bitpack::packed_len(last, width as u32)];
+            bitpack::decode(bytes, width as u32, lut, out, assign)
         }
-        KIND_RANS => rans::decode(body, lut, out, assign),
+        KIND_RANS => rans::decode_range(body, lut, total, first, out, assign),
         other => Err(Error::Decode(format!("unknown section encoding {other}"))),
     }
 }
