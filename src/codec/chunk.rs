@@ -149,10 +149,10 @@ impl Tables {
         scratch: &mut Vec<u32>,
     ) -> Result<()> {
         match self.kind {
-            FloatKind::F32 => self.into_words::<u32>(out, scratch, |t, w| {
+            FloatKind::F32 => self.through_words::<u32>(out, scratch, |t, w| {
                 t.decode_range(sections, total, first, w)
             }),
-            FloatKind::BF16 | FloatKind::F16 => self.into_words::<u16>(out, scratch, |t, w| {
+            FloatKind::BF16 | FloatKind::F16 => self.through_words::<u16>(out, scratch, |t, w| {
                 t.decode_range(sections, total, first, w)
             }),
         }
@@ -178,12 +178,12 @@ impl Tables {
         out: &mut [u8],
         scratch: &mut Vec<u32>,
     ) -> Result<()> {
-        self.into_words::<W>(out, scratch, |t, w| t.decode(sections, w))
+        self.through_words::<W>(out, scratch, |t, w| t.decode(sections, w))
     }
 
     /// Runs `decode` on `out` viewed as words, through `scratch` when `out`
     /// is not aligned for them (or the host is big-endian).
-    fn into_words<W: Word>(
+    fn through_words<W: Word>(
         &self,
         out: &mut [u8],
         scratch: &mut Vec<u32>,
