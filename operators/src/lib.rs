@@ -1,8 +1,21 @@
-//! Dataflow operators for padic-burst.
+//! Dataflow operators for padic-burst (timely 0.32).
 //!
-//! The operators (source, route, decode, merge, record) are generic over the
-//! small traits below, which the main crate implements for its container and
-//! engines: operators know nothing of CUDA or of the file format.
+//! The decompression graph is `source -> route -> decode -> merge`, each step
+//! an extension trait on a timely stream named for its verb. The operators
+//! are generic over the small traits below, which the main crate implements
+//! for its container, engines and sinks: operators know nothing of CUDA or of
+//! the file format. Records are chunk handles (a few words), never values,
+//! and errors travel as data.
+
+pub mod decode;
+pub mod merge;
+pub mod route;
+
+pub use decode::Decode;
+pub use merge::MergeInOrder;
+pub use route::Route;
+
+use serde::{Deserialize, Serialize};
 
 /// A unit of decode work: one chunk of one tensor.
 pub trait Chunk {
@@ -20,4 +33,39 @@ pub trait Decoder<C: Chunk> {
     type Error;
     /// Decodes `chunk` into `out` (`chunk.output_len()` bytes).
     fn decode(&self, chunk: &C, out: &mut [u8]) -> Result<(), Self::Error>;
+}
+
+/// Where a chunk goes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum RouteTag {
+    Gpu,
+    Cpu,
+    /// The first `gpu_fraction` of the chunk's values on the GPU, the rest on the CPU.
+    Hybrid {
+        gpu_fraction: f64,
+    },
+}
+
+/// Decides each chunk's route (from the mode and the memory pressure).
+pub trait Router<C>: 'static {
+    fn route(&self, chunk: &C) -> RouteTag;
+}
+
+/// Decodes a routed chunk into parts: one per engine that took a piece, or an
+/// error as data.
+pub trait PartDecoder<C>: 'static {
+    type Part;
+    fn decode(&self, chunk: C, route: RouteTag) -> Vec<Self::Part>;
+}
+
+/// A decoded piece of a chunk, as the merge sees it.
+pub trait Part {
+    /// The tensor it belongs to (the merge exchanges by it).
+    fn tensor(&self) -> usize;
+}
+
+/// Where merged tensors go: a file written at offsets, or memory.
+pub trait Sink<P>: 'static {
+    /// One part, exactly once; an error stops the run.
+    fn accept(&mut self, part: P);
 }
