@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::compress::{compress_file, CompressOptions};
-use crate::engine::CpuEngine;
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::inspect;
@@ -54,9 +53,33 @@ pub enum Command {
         /// Decode only the leading K digits of each fraction (reads fewer planes) [default: all stored].
         #[arg(long)]
         target_precision: Option<u32>,
-        /// CPU worker threads [default: one per core].
+        /// Decode workers (timely worker threads) [default: num_cpu_workers, one per core].
         #[arg(long)]
         workers: Option<usize>,
+        /// auto, gpu-only, cpu-only or hybrid.
+        #[arg(long, default_value = "auto")]
+        mode: crate::policy::Mode,
+        /// TOML configuration (defaults < file < SARAPHIS_* environment < flags).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Replay routing from recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
+        #[arg(long)]
+        pressure_trace: Option<PathBuf>,
+        /// Virtual milliseconds between consecutive chunks in a replay.
+        #[arg(long, default_value_t = 10)]
+        replay_step_ms: u64,
+        /// Write the run's statistics as JSON.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
+        /// Write the HdrHistogram percentile distribution per route.
+        #[arg(long)]
+        histogram_out: Option<PathBuf>,
+        /// Write, per chunk part, which engine decoded which byte range (CSV).
+        #[arg(long)]
+        placement_log: Option<PathBuf>,
+        /// Timely's own arguments, after `--` (`-w 2`).
+        #[arg(last = true)]
+        timely: Vec<String>,
     },
     /// Show per-tensor sizes and ratios of a container.
     Inspect {
@@ -131,19 +154,59 @@ pub fn run(cli: Cli) -> Result<()> {
             output,
             target_precision,
             workers,
+            mode,
+            config,
+            pressure_trace,
+            replay_step_ms,
+            stats_json,
+            histogram_out,
+            placement_log,
+            timely,
         } => {
-            let engine = CpuEngine::new(workers)?;
-            let c = Container::open(&input)?;
-            let s = engine.decompress_file(&c, &output, target_precision, &progress)?;
+            let flags = crate::config::ConfigLayer {
+                num_cpu_workers: workers.map(|w| w as i64),
+                ..Default::default()
+            };
+            if workers == Some(0) {
+                return Err(Error::InvalidArgument(
+                    "--workers 0: at least one worker is needed".into(),
+                ));
+            }
+            let cfg = crate::config::Config::load(config.as_deref(), flags)?;
+            let c = std::sync::Arc::new(Container::open(&input)?);
+            let mut opts = crate::pipeline::RunOptions::new(mode, cfg);
+            opts.target_precision = target_precision;
+            opts.trace = pressure_trace
+                .as_deref()
+                .map(crate::pressure::Trace::load)
+                .transpose()?;
+            opts.replay_step_ms = replay_step_ms;
+            opts.timely_args = timely;
+            opts.placement_log = placement_log;
+            let _ = &progress;
+            let s = crate::pipeline::decompress_file(c, &output, &opts)?;
+            for note in &s.notes {
+                eprintln!("note: {note}");
+            }
+            if let Some(path) = &stats_json {
+                let json = serde_json::to_string_pretty(&s)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                std::fs::write(path, json).map_err(|e| Error::io(path, e))?;
+            }
+            if let Some(path) = &histogram_out {
+                std::fs::write(path, &s.histogram_text).map_err(|e| Error::io(path, e))?;
+            }
             eprintln!(
-                "{}: {} chunks on {} CPU workers, {} bytes read, {} bytes written in {:.3} s ({:.2} GB/s)",
+                "{}: {} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s ({:.2} GB/s)",
                 output.display(),
-                s.chunks,
-                engine.workers(),
+                s.total_decompressions,
+                s.gpu_decompressions,
+                s.cpu_decompressions,
+                s.hybrid_decompressions,
                 s.bytes_in,
                 s.bytes_out,
-                s.wall.as_secs_f64(),
-                s.gb_per_s()
+                s.wall_time_s,
+                s.bytes_out as f64 / s.wall_time_s.max(1e-9) / 1e9
             );
         }
         Command::Inspect { input, json } => {

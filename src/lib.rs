@@ -22,9 +22,11 @@ pub mod error;
 pub mod format;
 pub mod inspect;
 pub mod output;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod pressure;
 pub mod progress;
+pub mod stats;
 
 pub use error::{Error, Result};

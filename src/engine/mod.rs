@@ -2,6 +2,7 @@
 //! `cuda` feature.
 
 pub mod cpu;
+pub mod gpu;
 
 pub use cpu::{
     chunk_jobs, tables_for, ChunkJob, CpuChunkDecoder, CpuEngine, DecodeStats, DecodedModel,

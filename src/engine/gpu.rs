@@ -1,0 +1,45 @@
+//! The GPU engine's interface. The CUDA implementation comes with the `cuda`
+//! feature; this build has none, and says so rather than pretend: every
+//! chunk routed to a GPU decodes on the CPU in AUTO_SWITCH and HYBRID, and
+//! GPU_ONLY fails with a clear error.
+
+use crate::codec::Tables;
+use crate::format::Container;
+
+/// Why a GPU decode did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// An allocation or launch ran out of device memory.
+    #[error("GPU out of memory: asked for {requested} bytes, {free} free")]
+    OutOfMemory { requested: u64, free: u64 },
+    /// Anything else the device reported.
+    #[error("GPU error: {0}")]
+    Failed(String),
+}
+
+/// A device that decodes chunk ranges.
+pub trait GpuEngine: Send + Sync {
+    /// The device, in words (for logs and statistics).
+    fn describe(&self) -> String;
+
+    /// Decodes values `[first, first + out.len() / size)` of chunk `chunk` of
+    /// tensor `tensor` (a chunk of `total` values) into `out`, bit-exact with
+    /// the CPU engine.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_range(
+        &self,
+        container: &Container,
+        tables: &Tables,
+        tensor: usize,
+        chunk: usize,
+        total: usize,
+        first: usize,
+        out: &mut [u8],
+    ) -> Result<(), GpuError>;
+}
+
+/// Why this process has no GPU engine.
+pub fn unavailable_reason() -> &'static str {
+    "this build has no GPU engine (it was built without the `cuda` feature)"
+}

@@ -1,0 +1,655 @@
+//! The decompression graph, on timely dataflow:
+//!
+//! ```text
+//! source (driver loop, bounded read-ahead) -> route -> decode (CPU / GPU) -> merge (exchange by tensor) -> sink
+//! ```
+//!
+//! Each worker feeds its share of the chunks (chunk `k` to worker `k % peers`)
+//! in rounds of `prefetch_factor` chunks per worker, one timestamp per round,
+//! and holds back while more than two rounds are unfinished (a probe on the
+//! merge's output), so memory stays bounded whatever the model's size. Routes
+//! come from the switching policy: replayed from a pressure trace (the same
+//! decisions `plan` prints) or, live, from the pressure source. A chunk
+//! routed HYBRID is split by element range on rANS segment boundaries. The
+//! merge brings every part of a tensor to one worker, which writes it at its
+//! offset and checks that every chunk arrives exactly once. Decode errors
+//! travel as data and fail the run with the first one, by place.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use padic_burst_operators::{
+    Decode, MergeInOrder, Part, PartDecoder, Route as RouteOp, RouteTag, Router, Sink,
+};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+
+use crate::codec::chunk::RANGE_ALIGN;
+use crate::codec::Tables;
+use crate::config::Config;
+use crate::engine::gpu::{GpuEngine, GpuError};
+use crate::engine::{chunk_jobs, tables_for};
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::output::TempOutput;
+use crate::policy::{Mode, Policy, Route};
+use crate::pressure::{PressureSource, Trace};
+use crate::stats::{Engine, Recorder, Statistics};
+
+/// One chunk to decode: a handle of a few words.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkTask {
+    /// Index in global order (tensors in file order, chunks in order).
+    pub global: usize,
+    pub tensor: usize,
+    pub chunk: usize,
+    /// Values in the chunk.
+    pub elements: u64,
+    /// Byte offset of the chunk's output in the data region.
+    pub out_offset: u64,
+    pub out_len: u64,
+    /// When the source emitted it (µs since the run started).
+    pub sent_us: u64,
+}
+
+/// A decoded piece of a chunk, or the error that stopped it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecodedPart {
+    pub global: usize,
+    pub tensor: usize,
+    pub chunk: usize,
+    /// The route the chunk was given.
+    pub route: u8,
+    /// The engine that decoded this part.
+    pub engine: Engine,
+    /// First value of the chunk this part holds.
+    pub first: u64,
+    /// Byte offset of this part in the data region.
+    pub out_offset: u64,
+    pub data: Vec<u8>,
+    /// Container bytes read for it.
+    pub bytes_in: u64,
+    pub queue_us: u64,
+    pub decode_us: u64,
+    /// When decoding ended (µs since the run started).
+    pub done_us: u64,
+    /// Whether a GPU out-of-memory sent this part to the CPU.
+    pub rerouted_oom: bool,
+    pub error: Option<String>,
+}
+
+impl Part for DecodedPart {
+    fn tensor(&self) -> usize {
+        self.tensor
+    }
+}
+
+/// Route codes carried in parts.
+pub const ROUTE_GPU: u8 = 0;
+pub const ROUTE_CPU: u8 = 1;
+pub const ROUTE_HYBRID: u8 = 2;
+
+fn route_code(tag: RouteTag) -> u8 {
+    match tag {
+        RouteTag::Gpu => ROUTE_GPU,
+        RouteTag::Cpu => ROUTE_CPU,
+        RouteTag::Hybrid { .. } => ROUTE_HYBRID,
+    }
+}
+
+fn tag_of(route: Route) -> RouteTag {
+    match route {
+        Route::Gpu => RouteTag::Gpu,
+        Route::Cpu => RouteTag::Cpu,
+        Route::Hybrid { gpu_fraction } => RouteTag::Hybrid { gpu_fraction },
+    }
+}
+
+/// How to run a decompression.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub mode: Mode,
+    pub config: Config,
+    /// Decode to this many digits (`None`: all stored).
+    pub target_precision: Option<u32>,
+    /// Replay routing from this trace (virtual time `k * replay_step_ms`).
+    pub trace: Option<Trace>,
+    pub replay_step_ms: u64,
+    /// The GPU engine, when there is one.
+    pub gpu: Option<Arc<dyn GpuEngine>>,
+    /// Timely's own arguments (`-w N`); without them, `num_cpu_workers` threads.
+    pub timely_args: Vec<String>,
+    /// Write, per part, which engine decoded which element range.
+    pub placement_log: Option<std::path::PathBuf>,
+}
+
+impl RunOptions {
+    pub fn new(mode: Mode, config: Config) -> Self {
+        RunOptions {
+            mode,
+            config,
+            target_precision: None,
+            trace: None,
+            replay_step_ms: 10,
+            gpu: None,
+            timely_args: Vec::new(),
+            placement_log: None,
+        }
+    }
+}
+
+/// Routes from a decision list made up front (replay, or no GPU).
+struct PlannedRouter {
+    decisions: Arc<Vec<Route>>,
+}
+
+impl Router<ChunkTask> for PlannedRouter {
+    fn route(&self, c: &ChunkTask) -> RouteTag {
+        tag_of(self.decisions[c.global])
+    }
+}
+
+/// Routes live: the shared policy on the latest sample.
+struct LiveRouter {
+    policy: Arc<Mutex<Policy>>,
+    source: Arc<dyn PressureSource>,
+    started: Instant,
+}
+
+impl Router<ChunkTask> for LiveRouter {
+    fn route(&self, _c: &ChunkTask) -> RouteTag {
+        let now = self.started.elapsed().as_millis() as u64;
+        let sample = self.source.sample_at(now);
+        let mut p = self.policy.lock().expect("policy lock");
+        tag_of(p.decide(now, sample).route)
+    }
+}
+
+/// Decodes routed chunks on the CPU and the GPU.
+struct ChunkDecoder {
+    container: Arc<Container>,
+    tables: Arc<Vec<Option<Arc<Tables>>>>,
+    gpu: Option<Arc<dyn GpuEngine>>,
+    mode: Mode,
+    policy: Arc<Mutex<Policy>>,
+    started: Instant,
+}
+
+impl ChunkDecoder {
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    fn place(&self, t: &ChunkTask) -> String {
+        format!(
+            "tensor '{}', chunk {}",
+            self.container.header().tensors[t.tensor].name,
+            t.chunk
+        )
+    }
+
+    /// Decodes values `[first, last)` of the chunk on the CPU.
+    fn cpu(&self, t: &ChunkTask, first: u64, last: u64, out: &mut [u8]) -> Result<u64> {
+        let c = &*self.container;
+        match &self.tables[t.tensor] {
+            Some(tab) => {
+                let secs = c.sections(t.tensor, t.chunk, tab.sections_used())?;
+                tab.decode_range_bytes(
+                    &secs,
+                    t.elements as usize,
+                    first as usize,
+                    out,
+                    &mut Vec::new(),
+                )
+                .map_err(|e| c.decode_error(t.tensor, t.chunk, e))?;
+                Ok(secs.iter().map(|s| s.len() as u64).sum())
+            }
+            None => {
+                let secs = c.sections(t.tensor, t.chunk, 1)?;
+                out.copy_from_slice(&secs[0][first as usize..last as usize]);
+                Ok(last - first)
+            }
+        }
+    }
+
+    /// One part: values `[first, last)` on `engine` (a GPU failure by OOM
+    /// falls back to the CPU outside GPU_ONLY).
+    fn part(&self, t: &ChunkTask, route: u8, engine: Engine, first: u64, last: u64) -> DecodedPart {
+        let unit = t.out_len / t.elements.max(1);
+        let started = self.now_us();
+        let mut data = vec![0u8; ((last - first) * unit) as usize];
+        let mut part = DecodedPart {
+            global: t.global,
+            tensor: t.tensor,
+            chunk: t.chunk,
+            route,
+            engine,
+            first,
+            out_offset: t.out_offset + first * unit,
+            data: Vec::new(),
+            bytes_in: 0,
+            queue_us: started.saturating_sub(t.sent_us),
+            decode_us: 0,
+            done_us: 0,
+            rerouted_oom: false,
+            error: None,
+        };
+        let result: std::result::Result<u64, String> = match engine {
+            Engine::Cpu => self
+                .cpu(t, first, last, &mut data)
+                .map_err(|e| e.to_string()),
+            Engine::Gpu => self.gpu_part(t, first, last, &mut data, &mut part),
+        };
+        match result {
+            Ok(bytes_in) => {
+                part.bytes_in = bytes_in;
+                part.data = data;
+            }
+            Err(e) => part.error = Some(e),
+        }
+        part.done_us = self.now_us();
+        part.decode_us = part.done_us - started;
+        if part.error.is_none() && self.mode == Mode::Hybrid {
+            let secs = part.decode_us.max(1) as f64 / 1e6;
+            self.policy.lock().expect("policy lock").observe(
+                part.engine == Engine::Gpu,
+                part.data.len() as u64,
+                secs,
+            );
+        }
+        part
+    }
+
+    fn gpu_part(
+        &self,
+        t: &ChunkTask,
+        first: u64,
+        last: u64,
+        out: &mut [u8],
+        part: &mut DecodedPart,
+    ) -> std::result::Result<u64, String> {
+        let tab = self.tables[t.tensor].as_ref();
+        let attempt = match (&self.gpu, tab) {
+            (None, _) => Err(GpuError::Failed(
+                crate::engine::gpu::unavailable_reason().into(),
+            )),
+            (Some(_), None) => return self.cpu(t, first, last, out).map_err(|e| e.to_string()),
+            (Some(g), Some(tab)) => g.decode_range(
+                &self.container,
+                tab,
+                t.tensor,
+                t.chunk,
+                t.elements as usize,
+                first as usize,
+                out,
+            ),
+        };
+        match attempt {
+            Ok(()) => Ok(self.container.header().tensors[t.tensor].chunks[t.chunk]
+                .sections
+                .iter()
+                .map(|s| s.len)
+                .sum()),
+            Err(e) if self.mode == Mode::GpuOnly => Err(format!(
+                "{}: GPU_ONLY cannot decode {} bytes on the GPU: {e}",
+                self.place(t),
+                out.len()
+            )),
+            Err(e) => {
+                if matches!(e, GpuError::OutOfMemory { .. }) {
+                    self.policy.lock().expect("policy lock").record_oom();
+                    part.rerouted_oom = true;
+                }
+                part.engine = Engine::Cpu;
+                self.cpu(t, first, last, out).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+impl PartDecoder<ChunkTask> for ChunkDecoder {
+    type Part = DecodedPart;
+    fn decode(&self, t: ChunkTask, tag: RouteTag) -> Vec<DecodedPart> {
+        let route = route_code(tag);
+        let n = t.elements;
+        let passthrough = self.tables[t.tensor].is_none();
+        match tag {
+            RouteTag::Cpu => vec![self.part(&t, route, Engine::Cpu, 0, n)],
+            RouteTag::Gpu if passthrough => vec![self.part(&t, route, Engine::Cpu, 0, n)],
+            RouteTag::Gpu => vec![self.part(&t, route, Engine::Gpu, 0, n)],
+            RouteTag::Hybrid { gpu_fraction } => {
+                // Split on a segment boundary: the GPU takes the first values.
+                let align = RANGE_ALIGN as u64;
+                let raw = (gpu_fraction.clamp(0.0, 1.0) * n as f64).round() as u64;
+                let split = if passthrough {
+                    0
+                } else {
+                    ((raw + align / 2) / align * align).min(n)
+                };
+                let split = if raw >= n { n } else { split };
+                let mut parts = Vec::new();
+                if split > 0 {
+                    parts.push(self.part(&t, route, Engine::Gpu, 0, split));
+                }
+                if split < n {
+                    parts.push(self.part(&t, route, Engine::Cpu, split, n));
+                }
+                parts
+            }
+        }
+    }
+}
+
+/// Writes parts at their offsets and checks each chunk's coverage.
+struct FileSink {
+    file: Arc<File>,
+    base: u64,
+    state: Arc<Mutex<MergeState>>,
+    started: Instant,
+}
+
+/// What the merges saw, across workers.
+#[derive(Default)]
+struct MergeState {
+    /// Per (tensor, chunk): the first values of the parts received.
+    seen: HashMap<(usize, usize), Vec<u64>>,
+    /// Per (tensor, chunk): values received.
+    covered: HashMap<(usize, usize), u64>,
+    first_error: Option<(usize, String)>,
+    recorder: Recorder,
+    placements: Vec<String>,
+}
+
+impl MergeState {
+    fn fail(&mut self, global: usize, what: String) {
+        match &self.first_error {
+            Some((g, _)) if *g <= global => {}
+            _ => self.first_error = Some((global, what)),
+        }
+    }
+}
+
+impl Sink<DecodedPart> for FileSink {
+    fn accept(&mut self, p: DecodedPart) {
+        let merged_at = self.started.elapsed().as_micros() as u64;
+        let mut st = self.state.lock().expect("merge lock");
+        if let Some(e) = p.error {
+            st.fail(p.global, e);
+            return;
+        }
+        let key = (p.tensor, p.chunk);
+        let firsts = st.seen.entry(key).or_default();
+        if firsts.contains(&p.first) {
+            st.fail(
+                p.global,
+                format!(
+                    "tensor {} chunk {}: values from {} arrived twice",
+                    p.tensor, p.chunk, p.first
+                ),
+            );
+            return;
+        }
+        firsts.push(p.first);
+        if let Err(e) = self.file.write_all_at(&p.data, self.base + p.out_offset) {
+            st.fail(
+                p.global,
+                format!(
+                    "writing {} bytes at {}: {e}",
+                    p.data.len(),
+                    self.base + p.out_offset
+                ),
+            );
+            return;
+        }
+        let unit_len = p.data.len() as u64;
+        *st.covered.entry(key).or_default() += unit_len;
+        st.placements.push(format!(
+            "{},{},{},{},{},{}",
+            p.global,
+            p.tensor,
+            p.chunk,
+            match p.engine {
+                Engine::Gpu => "gpu",
+                Engine::Cpu => "cpu",
+            },
+            p.out_offset,
+            p.data.len()
+        ));
+        let merge_us = merged_at.saturating_sub(p.done_us);
+        st.recorder.part(
+            p.global,
+            p.route,
+            p.engine,
+            p.data.len() as u64,
+            p.bytes_in,
+            p.queue_us,
+            p.decode_us,
+            merge_us,
+            p.rerouted_oom,
+        );
+    }
+}
+
+/// Decompresses `c` into the safetensors file `output` through the dataflow graph.
+pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> Result<Statistics> {
+    let started = Instant::now();
+    let tables = Arc::new(tables_for(&c, opts.target_precision)?);
+    let jobs = chunk_jobs(&c);
+    let tasks: Arc<Vec<ChunkTask>> = Arc::new(
+        jobs.iter()
+            .enumerate()
+            .map(|(k, j)| ChunkTask {
+                global: k,
+                tensor: j.tensor,
+                chunk: j.chunk,
+                elements: c.header().tensors[j.tensor].chunks[j.chunk].elements,
+                out_offset: j.out_offset,
+                out_len: j.out_len,
+                sent_us: 0,
+            })
+            .collect(),
+    );
+    let gpu_present = opts.gpu.is_some();
+    if opts.mode == Mode::GpuOnly && !gpu_present {
+        return Err(Error::InvalidArgument(format!(
+            "--mode gpu-only: no GPU: {}",
+            crate::engine::gpu::unavailable_reason()
+        )));
+    }
+    let mut notes = Vec::new();
+    if !gpu_present && matches!(opts.mode, Mode::Auto | Mode::Hybrid) {
+        notes.push(format!(
+            "no GPU ({}): every chunk decodes on the CPU{}",
+            crate::engine::gpu::unavailable_reason(),
+            if opts.mode == Mode::Hybrid {
+                "; HYBRID runs CPU-only"
+            } else {
+                ""
+            }
+        ));
+    }
+    let policy = Arc::new(Mutex::new(Policy::new(
+        opts.config.policy(),
+        opts.mode,
+        gpu_present,
+    )));
+    // Replay (or no GPU at all): every decision up front, the same every run.
+    let planned: Option<Arc<Vec<Route>>> = match (&opts.trace, gpu_present) {
+        (Some(trace), _) => {
+            let mut p = policy.lock().expect("policy lock");
+            let mut replay = Policy::new(opts.config.policy(), opts.mode, true);
+            let d = (0..tasks.len())
+                .map(|k| {
+                    let now = (k as u64).saturating_mul(opts.replay_step_ms);
+                    replay.decide(now, trace.sample_at(now)).route
+                })
+                .collect();
+            *p = replay;
+            Some(Arc::new(d))
+        }
+        (None, false) => Some(Arc::new(vec![
+            if opts.mode == Mode::GpuOnly {
+                Route::Gpu
+            } else {
+                Route::Cpu
+            };
+            tasks.len()
+        ])),
+        (None, true) => None,
+    };
+
+    let temp = TempOutput::create(output)?;
+    let file = Arc::new(
+        temp.file()
+            .try_clone()
+            .map_err(|e| Error::io(temp.temp_path(), e))?,
+    );
+    let io = |e| Error::io(temp.temp_path(), e);
+    let head = &c.header().source_header;
+    let base = 8 + head.len() as u64;
+    file.set_len(base + c.header().data_len).map_err(io)?;
+    file.write_all_at(&(head.len() as u64).to_le_bytes(), 0)
+        .map_err(io)?;
+    file.write_all_at(head.as_bytes(), 8).map_err(io)?;
+
+    let state = Arc::new(Mutex::new(MergeState::default()));
+    let args = timely_args(opts)?;
+    let prefetch = opts.config.prefetch_factor;
+    let gpu = opts.gpu.clone();
+    let mode = opts.mode;
+    let (c2, tables2, state2, policy2, tasks2, file2) = (
+        c.clone(),
+        tables.clone(),
+        state.clone(),
+        policy.clone(),
+        tasks.clone(),
+        file.clone(),
+    );
+    let guards = timely::execute_from_args(args.into_iter(), move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let mut input = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let decoder = std::rc::Rc::new(ChunkDecoder {
+            container: c2.clone(),
+            tables: tables2.clone(),
+            gpu: gpu.clone(),
+            mode,
+            policy: policy2.clone(),
+            started,
+        });
+        let sink = std::rc::Rc::new(std::cell::RefCell::new(FileSink {
+            file: file2.clone(),
+            base,
+            state: state2.clone(),
+            started,
+        }));
+        let planned = planned.clone();
+        let policy3 = policy2.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let chunks = scope.input_from(&mut input);
+            let routed = match planned {
+                Some(decisions) => chunks.route(std::rc::Rc::new(PlannedRouter { decisions })),
+                None => chunks.route(std::rc::Rc::new(LiveRouter {
+                    policy: policy3,
+                    source: Arc::new(crate::pressure::NoGpu),
+                    started,
+                })),
+            };
+            routed
+                .decode(decoder)
+                .merge_in_order(sink)
+                .probe_with(&probe);
+        });
+        let per_round = prefetch * peers;
+        let mut round = 0u64;
+        for batch in tasks2.chunks(per_round.max(1)) {
+            for t in batch.iter().filter(|t| t.global % peers == index) {
+                let mut t = t.clone();
+                t.sent_us = started.elapsed().as_micros() as u64;
+                input.send(t);
+            }
+            round += 1;
+            input.advance_to(round);
+            // Bounded read-ahead: at most two rounds unfinished.
+            while probe.less_than(&(round - 1)) {
+                worker.step();
+            }
+        }
+        input.close();
+        while worker.step() {}
+    })
+    .map_err(|e| Error::InvalidArgument(format!("timely: {e}")))?;
+    for r in guards.join() {
+        r.map_err(|e| Error::InvalidArgument(format!("a dataflow worker failed: {e}")))?;
+    }
+
+    let mut st = state.lock().expect("merge lock");
+    if let Some((_, e)) = st.first_error.take() {
+        return Err(Error::Decode(e));
+    }
+    // Exactly once: every chunk's values arrived, each part once.
+    for t in tasks.iter() {
+        let got = st.covered.get(&(t.tensor, t.chunk)).copied().unwrap_or(0);
+        if got != t.out_len {
+            return Err(Error::InvalidArgument(format!(
+                "tensor '{}' chunk {}: {got} of {} bytes arrived",
+                c.header().tensors[t.tensor].name,
+                t.chunk,
+                t.out_len
+            )));
+        }
+    }
+    if let Some(path) = &opts.placement_log {
+        let mut lines = st.placements.clone();
+        lines.sort_by_key(|l| {
+            l.split(',')
+                .next()
+                .and_then(|g| g.parse::<usize>().ok())
+                .unwrap_or(0)
+        });
+        let text = format!(
+            "chunk,tensor,chunk_in_tensor,engine,out_offset,bytes\n{}\n",
+            lines.join("\n")
+        );
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+    }
+    drop(file);
+    temp.commit()?;
+    let p = policy.lock().expect("policy lock");
+    let wall = started.elapsed();
+    Ok(st.recorder.statistics(
+        &p,
+        opts.mode,
+        wall,
+        notes,
+        opts.gpu.as_ref().map(|g| g.describe()),
+    ))
+}
+
+/// Timely's arguments: the caller's, or `-w num_cpu_workers`. A cluster
+/// (more than one process) is refused: the file sink writes from one process.
+fn timely_args(opts: &RunOptions) -> Result<Vec<String>> {
+    let mut args = vec!["padic-burst".to_string()];
+    if opts.timely_args.is_empty() {
+        args.push("-w".into());
+        args.push(opts.config.num_cpu_workers.to_string());
+    } else {
+        args.extend(opts.timely_args.iter().cloned());
+    }
+    timely::Config::from_args(args.clone().into_iter())
+        .map_err(|e| Error::InvalidArgument(format!("timely arguments {:?}: {e}", &args[1..])))?;
+    if let Some(i) = args.iter().position(|a| a == "-n" || a == "--processes") {
+        if args.get(i + 1).is_some_and(|n| n != "1") {
+            return Err(Error::InvalidArgument(
+                "multi-process runs (-n above 1) are not supported yet: the file sink writes from one process".into(),
+            ));
+        }
+    }
+    Ok(args)
+}
