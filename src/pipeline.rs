@@ -122,6 +122,9 @@ pub struct RunOptions {
     pub replay_step_ms: u64,
     /// The GPU engine, when there is one.
     pub gpu: Option<Arc<dyn GpuEngine>>,
+    /// Live memory-pressure readings (NVML with the `cuda` feature); without
+    /// one, AUTO keeps its state and HYBRID its measured split.
+    pub pressure: Option<Arc<dyn PressureSource>>,
     /// Timely's own arguments (`-w N`); without them, `num_cpu_workers` threads.
     pub timely_args: Vec<String>,
     /// Write, per part, which engine decoded which element range.
@@ -137,6 +140,7 @@ impl RunOptions {
             trace: None,
             replay_step_ms: 10,
             gpu: None,
+            pressure: None,
             timely_args: Vec::new(),
             placement_log: None,
         }
@@ -521,6 +525,10 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
     let args = timely_args(opts)?;
     let prefetch = opts.config.prefetch_factor;
     let gpu = opts.gpu.clone();
+    let pressure: Arc<dyn PressureSource> = opts
+        .pressure
+        .clone()
+        .unwrap_or_else(|| Arc::new(crate::pressure::NoGpu));
     let mode = opts.mode;
     let (c2, tables2, state2, policy2, tasks2, file2) = (
         c.clone(),
@@ -557,7 +565,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
                 Some(decisions) => chunks.route(std::rc::Rc::new(PlannedRouter { decisions })),
                 None => chunks.route(std::rc::Rc::new(LiveRouter {
                     policy: policy3,
-                    source: Arc::new(crate::pressure::NoGpu),
+                    source: pressure.clone(),
                     started,
                 })),
             };

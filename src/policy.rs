@@ -253,9 +253,10 @@ impl Policy {
         }
     }
 
-    /// Decides one chunk at `now_ms` from the latest `sample` (`None`: no GPU).
+    /// Decides one chunk at `now_ms` from the latest `sample` (`None`: no
+    /// reading; without a GPU every mode but GPU_ONLY routes to the CPU).
     pub fn decide(&mut self, now_ms: u64, sample: Option<Sample>) -> Decision {
-        let Some(sample) = sample.filter(|_| self.gpu_present) else {
+        if !self.gpu_present {
             let route = if self.mode == Mode::GpuOnly {
                 Route::Gpu
             } else {
@@ -265,14 +266,16 @@ impl Policy {
                 route,
                 sample: None,
             };
-        };
-        let level = sample.level();
-        if level > self.last_level && level >= Level::High {
-            self.memory_pressure_events += 1;
         }
-        self.last_level = level;
-        if matches!(self.mode, Mode::Auto | Mode::Hybrid) {
-            self.step_auto(now_ms, &sample);
+        if let Some(sample) = sample {
+            let level = sample.level();
+            if level > self.last_level && level >= Level::High {
+                self.memory_pressure_events += 1;
+            }
+            self.last_level = level;
+            if matches!(self.mode, Mode::Auto | Mode::Hybrid) {
+                self.step_auto(now_ms, &sample);
+            }
         }
         let route = match self.mode {
             Mode::GpuOnly => Route::Gpu,
@@ -288,9 +291,6 @@ impl Policy {
                 },
             },
         };
-        Decision {
-            route,
-            sample: Some(sample),
-        }
+        Decision { route, sample }
     }
 }

@@ -1,0 +1,404 @@
+//! The dataflow pipeline: exactly-once merges with 1, 2 and 3 workers, HYBRID
+//! splits, GPU out-of-memory handling, replayed routing, statistics. The GPU
+//! here is a test-only stand-in that decodes with the CPU codec; the shipped
+//! binary has no GPU engine and never pretends to.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use padic_burst::codec::Tables;
+use padic_burst::compress::CompressOptions;
+use padic_burst::config::Config;
+use padic_burst::engine::gpu::{GpuEngine, GpuError};
+use padic_burst::format::Container;
+use padic_burst::pipeline::{decompress_file, RunOptions};
+use padic_burst::policy::Mode;
+use padic_burst::pressure::{Sample, Trace};
+use safetensors::Dtype;
+
+/// A test-only GPU: decodes with the CPU codec, fails with out-of-memory on
+/// the chunks (global order of first use) it is told to, and can dawdle to
+/// shuffle arrival order.
+struct FakeGpu {
+    oom_on: HashSet<(usize, usize)>,
+    calls: AtomicUsize,
+    seen: Mutex<Vec<(usize, usize, usize, usize)>>,
+    sleep_every: usize,
+}
+
+impl FakeGpu {
+    fn new(oom_on: &[(usize, usize)]) -> Self {
+        FakeGpu {
+            oom_on: oom_on.iter().copied().collect(),
+            calls: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+            sleep_every: 0,
+        }
+    }
+}
+
+impl GpuEngine for FakeGpu {
+    fn describe(&self) -> String {
+        "test stand-in (CPU codec)".into()
+    }
+    fn decode_range(
+        &self,
+        c: &Container,
+        tables: &Tables,
+        tensor: usize,
+        chunk: usize,
+        total: usize,
+        first: usize,
+        out: &mut [u8],
+    ) -> Result<(), GpuError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.sleep_every > 0 && n % self.sleep_every == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        if self.oom_on.contains(&(tensor, chunk)) {
+            return Err(GpuError::OutOfMemory {
+                requested: out.len() as u64,
+                free: 1024,
+            });
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .push((tensor, chunk, first, out.len()));
+        let secs = c
+            .sections(tensor, chunk, tables.sections_used())
+            .map_err(|e| GpuError::Failed(e.to_string()))?;
+        tables
+            .decode_range_bytes(&secs, total, first, out, &mut Vec::new())
+            .map_err(|e| GpuError::Failed(e.to_string()))
+    }
+}
+
+/// A model with several multi-segment chunks (bf16 and f32) and a passthrough tensor.
+fn model(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let mut rng = padic_burst::demo::Rng::new(21);
+    let a = padic_burst::demo::gaussian_bytes(&mut rng, 700_000, 0.04, Dtype::BF16);
+    let b = padic_burst::demo::gaussian_bytes(&mut rng, 300_000, 0.02, Dtype::F32);
+    let small = padic_burst::demo::gaussian_bytes(&mut rng, 1000, 0.1, Dtype::F16);
+    let ids: Vec<u8> = (0..300i64).flat_map(|i| i.to_le_bytes()).collect();
+    let file = common::safetensors_bytes(&[
+        ("a", Dtype::BF16, vec![700, 1000], a),
+        ("b", Dtype::F32, vec![300_000], b),
+        ("small", Dtype::F16, vec![1000], small),
+        ("ids", Dtype::I64, vec![300], ids),
+    ]);
+    // 512 KiB chunks: bf16 chunks of 2 segments, f32 chunks of 1.
+    let packed = common::compress_bytes(
+        dir,
+        "m",
+        &file,
+        &CompressOptions {
+            chunk_kib: 512,
+            ..CompressOptions::default()
+        },
+    );
+    (packed, file)
+}
+
+fn run(
+    packed: &std::path::Path,
+    out: &std::path::Path,
+    opts: &RunOptions,
+) -> padic_burst::Result<padic_burst::stats::Statistics> {
+    let c = Arc::new(Container::open(packed).unwrap());
+    decompress_file(c, out, opts)
+}
+
+fn opts(mode: Mode, workers: usize) -> RunOptions {
+    let mut o = RunOptions::new(mode, Config::default());
+    o.timely_args = vec!["-w".into(), workers.to_string()];
+    o
+}
+
+#[test]
+fn every_worker_count_merges_each_chunk_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    let chunks: usize = Container::open(&packed)
+        .unwrap()
+        .header()
+        .tensors
+        .iter()
+        .map(|t| t.chunks.len())
+        .sum();
+    for w in [1, 2, 3] {
+        let out = dir.path().join(format!("w{w}.safetensors"));
+        let log = dir.path().join(format!("w{w}.csv"));
+        let mut o = opts(Mode::CpuOnly, w);
+        o.placement_log = Some(log.clone());
+        let s = run(&packed, &out, &o).unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == original,
+            "{w} workers: output differs"
+        );
+        assert_eq!(s.total_decompressions as usize, chunks);
+        assert_eq!(s.cpu_decompressions as usize, chunks);
+        assert_eq!(s.bytes_out as usize, common::data_region(&original).len());
+        let lines = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            lines.lines().count(),
+            chunks + 1,
+            "one part per chunk, once"
+        );
+    }
+}
+
+#[test]
+fn hybrid_splits_chunks_between_the_engines_and_rebuilds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    let gpu = Arc::new(FakeGpu::new(&[]));
+    let mut o = opts(Mode::Hybrid, 2);
+    o.gpu = Some(gpu.clone());
+    let log = dir.path().join("h.csv");
+    o.placement_log = Some(log.clone());
+    let out = dir.path().join("h.safetensors");
+    let s = run(&packed, &out, &o).unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == original,
+        "HYBRID output differs"
+    );
+    assert!(s.hybrid_decompressions > 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let gpu_parts = text.lines().filter(|l| l.contains(",gpu,")).count();
+    let cpu_parts = text.lines().filter(|l| l.contains(",cpu,")).count();
+    assert!(
+        gpu_parts > 0 && cpu_parts > 0,
+        "both engines took parts:\n{text}"
+    );
+    // Some chunk was split: the GPU decoded a range that is not the whole chunk.
+    let seen = gpu.seen.lock().unwrap();
+    let c = Container::open(&packed).unwrap();
+    assert!(
+        seen.iter().any(|&(t, ch, first, len)| first == 0
+            && (len as u64)
+                < c.header().tensors[t].chunks[ch].elements * c.header().tensors[t].unit()),
+        "no chunk was split: {seen:?}"
+    );
+}
+
+#[test]
+fn auto_reroutes_a_gpu_out_of_memory_to_the_cpu_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    // Tensor order in the file: find 'a' and 'b'.
+    let c = Container::open(&packed).unwrap();
+    let ta = c
+        .header()
+        .tensors
+        .iter()
+        .position(|t| t.name == "a")
+        .unwrap();
+    let tb = c
+        .header()
+        .tensors
+        .iter()
+        .position(|t| t.name == "b")
+        .unwrap();
+    let gpu = Arc::new(FakeGpu::new(&[(ta, 0), (tb, 1)]));
+    let mut o = opts(Mode::Auto, 2);
+    o.gpu = Some(gpu.clone());
+    let out = dir.path().join("a.safetensors");
+    let s = run(&packed, &out, &o).unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == original,
+        "nothing lost, nothing zero-filled"
+    );
+    assert_eq!(s.gpu_oom_reroutes, 2);
+    assert_eq!(s.memory_pressure_events, 2);
+    let float_chunks: u64 = c
+        .header()
+        .tensors
+        .iter()
+        .filter(|t| t.codec.is_some())
+        .map(|t| t.chunks.len() as u64)
+        .sum();
+    assert_eq!(
+        gpu.seen.lock().unwrap().len() as u64,
+        float_chunks - 2,
+        "the GPU decoded the others"
+    );
+}
+
+#[test]
+fn gpu_only_fails_hard_on_out_of_memory_naming_the_chunk_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = model(dir.path());
+    let c = Container::open(&packed).unwrap();
+    let tb = c
+        .header()
+        .tensors
+        .iter()
+        .position(|t| t.name == "b")
+        .unwrap();
+    let mut o = opts(Mode::GpuOnly, 2);
+    o.gpu = Some(Arc::new(FakeGpu::new(&[(tb, 1)])));
+    let out = dir.path().join("g.safetensors");
+    let err = run(&packed, &out, &o).unwrap_err().to_string();
+    assert!(err.contains("tensor 'b', chunk 1"), "{err}");
+    assert!(err.contains("asked for 524288 bytes, 1024 free"), "{err}");
+    assert!(!out.exists(), "no output under the final name");
+    // Without any GPU, GPU_ONLY is refused before it starts.
+    let err = run(&packed, &out, &opts(Mode::GpuOnly, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no GPU"), "{err}");
+}
+
+#[test]
+fn replayed_routes_match_plan_and_repeat_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    let trace = Trace::new(vec![
+        Sample {
+            t_ms: 0,
+            used_mb: 100.0,
+            total_mb: 1000.0,
+        },
+        Sample {
+            t_ms: 20,
+            used_mb: 960.0,
+            total_mb: 1000.0,
+        },
+        Sample {
+            t_ms: 60,
+            used_mb: 300.0,
+            total_mb: 1000.0,
+        },
+    ])
+    .unwrap();
+    let c = Container::open(&packed).unwrap();
+    let (plan, summary) =
+        padic_burst::plan::plan(&c, &trace, Mode::Auto, Config::default().policy(), 10);
+    let mut logs = Vec::new();
+    for (i, w) in [1usize, 3].iter().enumerate() {
+        let gpu = Arc::new(FakeGpu {
+            sleep_every: 2,
+            ..FakeGpu::new(&[])
+        });
+        let mut o = opts(Mode::Auto, *w);
+        o.gpu = Some(gpu);
+        o.trace = Some(trace.clone());
+        let log = dir.path().join(format!("r{i}.csv"));
+        o.placement_log = Some(log.clone());
+        let out = dir.path().join(format!("r{i}.safetensors"));
+        let s = run(&packed, &out, &o).unwrap();
+        assert!(std::fs::read(&out).unwrap() == original);
+        assert_eq!(s.mode_switches, summary.mode_switches);
+        assert_eq!(s.memory_pressure_events, summary.memory_pressure_events);
+        logs.push(std::fs::read_to_string(&log).unwrap());
+    }
+    assert_eq!(
+        logs[0], logs[1],
+        "the same decisions and parts with 1 and 3 workers"
+    );
+    // Each chunk ran on the engine plan chose (passthrough tensors always on the CPU).
+    for line in logs[0].lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let k: usize = f[0].parse().unwrap();
+        let passthrough = c.header().tensors[f[1].parse::<usize>().unwrap()]
+            .codec
+            .is_none();
+        let want = if passthrough { "cpu" } else { plan[k].route };
+        assert_eq!(f[3], want, "chunk {k}");
+    }
+    assert!(plan.iter().any(|p| p.route == "cpu") && plan.iter().any(|p| p.route == "gpu"));
+}
+
+#[test]
+fn statistics_json_has_the_design_keys_and_true_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    let out = dir.path().join("s.safetensors");
+    let stats = dir.path().join("s.json");
+    let hist = dir.path().join("s.hgrm");
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"))
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(&out)
+        .arg("--stats-json")
+        .arg(&stats)
+        .arg("--histogram-out")
+        .arg(&hist)
+        .args(["--", "-w", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&st.stderr).contains("no GPU"),
+        "says once that it has no GPU"
+    );
+    assert!(std::fs::read(&out).unwrap() == original);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    for key in [
+        "total_decompressions",
+        "gpu_decompressions",
+        "cpu_decompressions",
+        "hybrid_decompressions",
+        "mode_switches",
+        "memory_pressure_events",
+        "gpu_memory_saved_mb",
+        "average_gpu_time",
+        "average_cpu_time",
+        "current_mode",
+        "gpu_memory_state",
+        "avg_cpu_utilization",
+        "cache_hits",
+        "cache_misses",
+        "latency",
+        "bytes_in",
+        "bytes_out",
+        "wall_time_s",
+    ] {
+        assert!(v.get(key).is_some(), "stats lack {key}");
+    }
+    let c = Container::open(&packed).unwrap();
+    let chunks: u64 = c
+        .header()
+        .tensors
+        .iter()
+        .map(|t| t.chunks.len() as u64)
+        .sum();
+    assert_eq!(v["total_decompressions"], chunks);
+    assert_eq!(v["cpu_decompressions"], chunks);
+    assert_eq!(v["gpu_decompressions"], 0);
+    assert!(v["gpu_memory_state"].is_null());
+    assert_eq!(v["current_mode"], "auto");
+    assert_eq!(v["bytes_out"], common::data_region(&original).len() as u64);
+    assert_eq!(v["latency"]["cpu"]["count"], chunks);
+    assert_eq!(v["latency"]["gpu"]["count"], 0);
+    for q in ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
+        assert!(v["latency"]["cpu"][q].as_u64().unwrap() > 0, "{q}");
+    }
+    assert!(v["latency"]["cpu"]["p50_us"].as_u64() <= v["latency"]["cpu"]["max_us"].as_u64());
+    let h = std::fs::read_to_string(&hist).unwrap();
+    assert!(
+        h.contains("# route cpu:") && h.contains("Percentile"),
+        "{h}"
+    );
+}
+
+#[test]
+fn cluster_arguments_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = model(dir.path());
+    let mut o = opts(Mode::CpuOnly, 1);
+    o.timely_args = vec!["-n".into(), "2".into(), "-p".into(), "0".into()];
+    let err = run(&packed, &dir.path().join("x.safetensors"), &o)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("multi-process"), "{err}");
+}
