@@ -4,10 +4,11 @@
 //! source (driver loop, bounded read-ahead) -> route -> decode (CPU / GPU) -> merge (exchange by tensor) -> sink
 //! ```
 //!
-//! Each worker feeds its share of the chunks (chunk `k` to worker `k % peers`)
-//! in rounds of `prefetch_factor` chunks per worker, one timestamp per round,
-//! and holds back while more than two rounds are unfinished (a probe on the
-//! merge's output), so memory stays bounded whatever the model's size. Routes
+//! Workers take chunks from a shared counter (balanced, whatever the chunk
+//! sizes), many chunks to a timestamp, and each holds back while
+//! `prefetch_factor` of its chunks are undecoded, so memory stays bounded
+//! whatever the model's size; a probe on the merge's output says when all is
+//! merged. Routes
 //! come from the switching policy: replayed from a pressure trace (the same
 //! decisions `plan` prints) or, live, from the pressure source. A chunk
 //! routed HYBRID is split by element range on rANS segment boundaries. The
@@ -88,6 +89,10 @@ impl Part for DecodedPart {
         self.tensor
     }
 }
+
+/// Chunks a worker sends under one timestamp: many chunks share one, so the
+/// graph's per-timestamp cost is spread thin.
+const EPOCH_CHUNKS: usize = 64;
 
 /// Route codes carried in parts.
 pub const ROUTE_GPU: u8 = 0;
@@ -182,6 +187,8 @@ struct ChunkDecoder {
     mode: Mode,
     policy: Arc<Mutex<Policy>>,
     started: Instant,
+    /// Chunks this worker has decoded (the source's read-ahead counts on it).
+    done: std::cell::Cell<usize>,
 }
 
 impl ChunkDecoder {
@@ -319,6 +326,7 @@ impl ChunkDecoder {
 impl PartDecoder<ChunkTask> for ChunkDecoder {
     type Part = DecodedPart;
     fn decode(&self, t: ChunkTask, tag: RouteTag) -> Vec<DecodedPart> {
+        self.done.set(self.done.get() + 1);
         let route = route_code(tag);
         let n = t.elements;
         let passthrough = self.tables[t.tensor].is_none();
@@ -365,12 +373,15 @@ struct MergeState {
     /// Per (tensor, chunk): values received.
     covered: HashMap<(usize, usize), u64>,
     first_error: Option<(usize, String)>,
+    /// Set on the first error: the sources stop sending.
+    abort: Arc<std::sync::atomic::AtomicBool>,
     recorder: Recorder,
     placements: Vec<String>,
 }
 
 impl MergeState {
     fn fail(&mut self, global: usize, what: String) {
+        self.abort.store(true, std::sync::atomic::Ordering::Relaxed);
         match &self.first_error {
             Some((g, _)) if *g <= global => {}
             _ => self.first_error = Some((global, what)),
@@ -522,6 +533,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
     file.write_all_at(head.as_bytes(), 8).map_err(io)?;
 
     let state = Arc::new(Mutex::new(MergeState::default()));
+    let abort = state.lock().expect("merge lock").abort.clone();
     let args = timely_args(opts)?;
     let prefetch = opts.config.prefetch_factor;
     let gpu = opts.gpu.clone();
@@ -530,6 +542,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         .clone()
         .unwrap_or_else(|| Arc::new(crate::pressure::NoGpu));
     let mode = opts.mode;
+    let next2 = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (c2, tables2, state2, policy2, tasks2, file2) = (
         c.clone(),
         tables.clone(),
@@ -539,8 +552,6 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         file.clone(),
     );
     let guards = timely::execute_from_args(args.into_iter(), move |worker| {
-        let index = worker.index();
-        let peers = worker.peers();
         let mut input = InputHandle::new();
         let probe = ProbeHandle::new();
         let decoder = std::rc::Rc::new(ChunkDecoder {
@@ -550,6 +561,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
             mode,
             policy: policy2.clone(),
             started,
+            done: std::cell::Cell::new(0),
         });
         let sink = std::rc::Rc::new(std::cell::RefCell::new(FileSink {
             file: file2.clone(),
@@ -559,6 +571,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         }));
         let planned = planned.clone();
         let policy3 = policy2.clone();
+        let decoder_in_loop = decoder.clone();
         worker.dataflow::<u64, _, _>(|scope| {
             let chunks = scope.input_from(&mut input);
             let routed = match planned {
@@ -574,19 +587,34 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
                 .merge_in_order(sink)
                 .probe_with(&probe);
         });
-        let per_round = prefetch * peers;
-        let mut round = 0u64;
-        for batch in tasks2.chunks(per_round.max(1)) {
-            for t in batch.iter().filter(|t| t.global % peers == index) {
-                let mut t = t.clone();
-                t.sent_us = started.elapsed().as_micros() as u64;
-                input.send(t);
+        // The source: workers take chunks from a shared counter, so a worker
+        // that drew small chunks takes more; each keeps at most
+        // `prefetch_factor` chunks in flight of its own (a local count, not a
+        // probe: a probe's frontier would hold every worker to the slowest).
+        let mut sent = 0usize;
+        let mut epoch = 0u64;
+        let abort = abort.clone();
+        loop {
+            // A hard failure stops the job: no new chunks after the first error.
+            if abort.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
             }
-            round += 1;
-            input.advance_to(round);
-            // Bounded read-ahead: at most two rounds unfinished.
-            while probe.less_than(&(round - 1)) {
-                worker.step();
+            let k = next2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(task) = tasks2.get(k) else { break };
+            let mut t = task.clone();
+            t.sent_us = started.elapsed().as_micros() as u64;
+            input.send(t);
+            sent += 1;
+            if sent % EPOCH_CHUNKS == 0 {
+                epoch += 1;
+                input.advance_to(epoch);
+            }
+            if sent - decoder_in_loop.done.get() >= prefetch {
+                // Records wait in the input's buffer until flushed.
+                input.flush();
+                while sent - decoder_in_loop.done.get() >= prefetch {
+                    worker.step();
+                }
             }
         }
         input.close();
