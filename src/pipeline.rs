@@ -357,10 +357,46 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
     }
 }
 
-/// Writes parts at their offsets and checks each chunk's coverage.
-struct FileSink {
-    file: Arc<File>,
+/// Where merged bytes land: `place(offset, bytes)` with `offset` in the
+/// safetensors data region.
+pub trait Placement: Send + Sync {
+    fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+/// The output file: the data region starts at `base`.
+struct FilePlacement {
+    file: File,
     base: u64,
+}
+
+impl Placement for FilePlacement {
+    fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(bytes, self.base + offset)
+    }
+}
+
+/// Memory holding the data region from `start` on.
+struct MemoryPlacement {
+    buf: Mutex<Vec<u8>>,
+    start: u64,
+}
+
+impl Placement for MemoryPlacement {
+    fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let mut buf = self.buf.lock().expect("output lock");
+        let at = offset
+            .checked_sub(self.start)
+            .map(|a| a as usize)
+            .filter(|&a| a + bytes.len() <= buf.len())
+            .ok_or_else(|| std::io::Error::other(format!("part at {offset} outside the output")))?;
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Places parts at their offsets and checks each chunk's coverage.
+struct PartSink {
+    out: Arc<dyn Placement>,
     state: Arc<Mutex<MergeState>>,
     started: Instant,
 }
@@ -389,7 +425,7 @@ impl MergeState {
     }
 }
 
-impl Sink<DecodedPart> for FileSink {
+impl Sink<DecodedPart> for PartSink {
     fn accept(&mut self, p: DecodedPart) {
         let merged_at = self.started.elapsed().as_micros() as u64;
         let mut st = self.state.lock().expect("merge lock");
@@ -410,14 +446,10 @@ impl Sink<DecodedPart> for FileSink {
             return;
         }
         firsts.push(p.first);
-        if let Err(e) = self.file.write_all_at(&p.data, self.base + p.out_offset) {
+        if let Err(e) = self.out.place(p.out_offset, &p.data) {
             st.fail(
                 p.global,
-                format!(
-                    "writing {} bytes at {}: {e}",
-                    p.data.len(),
-                    self.base + p.out_offset
-                ),
+                format!("writing {} bytes at {}: {e}", p.data.len(), p.out_offset),
             );
             return;
         }
@@ -452,12 +484,75 @@ impl Sink<DecodedPart> for FileSink {
 
 /// Decompresses `c` into the safetensors file `output` through the dataflow graph.
 pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> Result<Statistics> {
+    let temp = TempOutput::create(output)?;
+    let file = temp
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io(temp.temp_path(), e))?;
+    let io = |e| Error::io(temp.temp_path(), e);
+    let head = &c.header().source_header;
+    let base = 8 + head.len() as u64;
+    file.set_len(base + c.header().data_len).map_err(io)?;
+    file.write_all_at(&(head.len() as u64).to_le_bytes(), 0)
+        .map_err(io)?;
+    file.write_all_at(head.as_bytes(), 8).map_err(io)?;
+    let stats = run_graph(c, opts, None, Arc::new(FilePlacement { file, base }))?;
+    temp.commit()?;
+    Ok(stats)
+}
+
+/// Decompresses `c` into memory through the dataflow graph: the safetensors
+/// data region (see [`crate::engine::DecodedModel`]).
+pub fn decompress_to_memory(
+    c: Arc<Container>,
+    opts: &RunOptions,
+) -> Result<(crate::engine::DecodedModel, Statistics)> {
+    let out = Arc::new(MemoryPlacement {
+        buf: Mutex::new(vec![0u8; c.header().data_len as usize]),
+        start: 0,
+    });
+    let stats = run_graph(c.clone(), opts, None, out.clone())?;
+    let data = std::mem::take(&mut *out.buf.lock().expect("output lock"));
+    Ok((
+        crate::engine::DecodedModel {
+            source_header: c.header().source_header.clone(),
+            data,
+        },
+        stats,
+    ))
+}
+
+/// Decompresses one tensor into memory through the dataflow graph: only its
+/// chunks are read.
+pub fn decompress_tensor(
+    c: Arc<Container>,
+    tensor: usize,
+    opts: &RunOptions,
+) -> Result<(Vec<u8>, Statistics)> {
+    let t = &c.header().tensors[tensor];
+    let out = Arc::new(MemoryPlacement {
+        buf: Mutex::new(vec![0u8; t.byte_len as usize]),
+        start: t.data_offset,
+    });
+    let stats = run_graph(c.clone(), opts, Some(tensor), out.clone())?;
+    let data = std::mem::take(&mut *out.buf.lock().expect("output lock"));
+    Ok((data, stats))
+}
+
+/// Runs the graph over every chunk (or one tensor's), placing the bytes in `out`.
+fn run_graph(
+    c: Arc<Container>,
+    opts: &RunOptions,
+    only: Option<usize>,
+    out: Arc<dyn Placement>,
+) -> Result<Statistics> {
     let started = Instant::now();
     let tables = Arc::new(tables_for(&c, opts.target_precision)?);
     let jobs = chunk_jobs(&c);
     let tasks: Arc<Vec<ChunkTask>> = Arc::new(
         jobs.iter()
             .enumerate()
+            .filter(|(_, j)| only.is_none_or(|t| t == j.tensor))
             .map(|(k, j)| ChunkTask {
                 global: k,
                 tensor: j.tensor,
@@ -498,7 +593,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         (Some(trace), _) => {
             let mut p = policy.lock().expect("policy lock");
             let mut replay = Policy::new(opts.config.policy(), opts.mode, true);
-            let d = (0..tasks.len())
+            let d = (0..jobs.len())
                 .map(|k| {
                     let now = (k as u64).saturating_mul(opts.replay_step_ms);
                     replay.decide(now, trace.sample_at(now)).route
@@ -513,24 +608,10 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
             } else {
                 Route::Cpu
             };
-            tasks.len()
+            jobs.len()
         ])),
         (None, true) => None,
     };
-
-    let temp = TempOutput::create(output)?;
-    let file = Arc::new(
-        temp.file()
-            .try_clone()
-            .map_err(|e| Error::io(temp.temp_path(), e))?,
-    );
-    let io = |e| Error::io(temp.temp_path(), e);
-    let head = &c.header().source_header;
-    let base = 8 + head.len() as u64;
-    file.set_len(base + c.header().data_len).map_err(io)?;
-    file.write_all_at(&(head.len() as u64).to_le_bytes(), 0)
-        .map_err(io)?;
-    file.write_all_at(head.as_bytes(), 8).map_err(io)?;
 
     let state = Arc::new(Mutex::new(MergeState::default()));
     let abort = state.lock().expect("merge lock").abort.clone();
@@ -543,13 +624,13 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         .unwrap_or_else(|| Arc::new(crate::pressure::NoGpu));
     let mode = opts.mode;
     let next2 = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (c2, tables2, state2, policy2, tasks2, file2) = (
+    let (c2, tables2, state2, policy2, tasks2, out2) = (
         c.clone(),
         tables.clone(),
         state.clone(),
         policy.clone(),
         tasks.clone(),
-        file.clone(),
+        out.clone(),
     );
     let guards = timely::execute_from_args(args.into_iter(), move |worker| {
         let mut input = InputHandle::new();
@@ -563,9 +644,8 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
             started,
             done: std::cell::Cell::new(0),
         });
-        let sink = std::rc::Rc::new(std::cell::RefCell::new(FileSink {
-            file: file2.clone(),
-            base,
+        let sink = std::rc::Rc::new(std::cell::RefCell::new(PartSink {
+            out: out2.clone(),
             state: state2.clone(),
             started,
         }));
@@ -655,8 +735,6 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         );
         std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
     }
-    drop(file);
-    temp.commit()?;
     let p = policy.lock().expect("policy lock");
     let wall = started.elapsed();
     Ok(st.recorder.statistics(
