@@ -204,6 +204,8 @@ pub struct Container {
     path: PathBuf,
     map: memmap2::Mmap,
     header: Header,
+    /// Identity of the file's contents (its header checksum and length).
+    identity: u64,
     /// Per tensor, its layout (split tensors only).
     layouts: Vec<Option<Layout>>,
 }
@@ -226,16 +228,28 @@ impl Container {
         // process can give wrong bytes, which the per-section checksums catch.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
         let (header, layouts) = parse(&path, &map)?;
+        let n = map.len();
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&map[n - 16..n - 8]);
+        id[8..].copy_from_slice(&(n as u64).to_le_bytes());
+        let identity = xxhash_rust::xxh3::xxh3_64(&id);
         Ok(Container {
             path,
             map,
             header,
+            identity,
             layouts,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A number that changes when the container's contents do (every byte
+    /// is under the header checksum, directly or through a section checksum).
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     pub fn header(&self) -> &Header {
