@@ -196,7 +196,7 @@ impl ConfigLayer {
                 ))
             }
         };
-        let batch = self.cpu_batch_size.unwrap_or(16);
+        let batch = self.cpu_batch_size.unwrap_or(1);
         if batch <= 0 {
             return Err(invalid("cpu_batch_size", batch, "must be at least 1"));
         }

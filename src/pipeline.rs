@@ -547,7 +547,17 @@ fn run_graph(
     out: Arc<dyn Placement>,
 ) -> Result<Statistics> {
     let started = Instant::now();
-    let tables = Arc::new(tables_for(&c, opts.target_precision)?);
+    if opts.config.use_multiprocessing {
+        return Err(Error::InvalidArgument(
+            "use_multiprocessing = true: multi-process runs are not supported yet (the sinks write from one process)".into(),
+        ));
+    }
+    let target = match (opts.target_precision, opts.config.progressive_precision) {
+        (Some(k), _) => TargetPrecision::Exactly(k),
+        (None, true) => TargetPrecision::AtMost(opts.config.mantissa_bits),
+        (None, false) => TargetPrecision::All,
+    };
+    let tables = Arc::new(target.tables(&c)?);
     let jobs = chunk_jobs(&c);
     let tasks: Arc<Vec<ChunkTask>> = Arc::new(
         jobs.iter()
@@ -615,8 +625,12 @@ fn run_graph(
 
     let state = Arc::new(Mutex::new(MergeState::default()));
     let abort = state.lock().expect("merge lock").abort.clone();
+    state.lock().expect("merge lock").recorder.profile = opts.config.enable_profiling;
     let args = timely_args(opts)?;
-    let prefetch = opts.config.prefetch_factor;
+    // At least one batch in flight, or a worker would wait on itself.
+    let batch = opts.config.cpu_batch_size;
+    let prefetch = opts.config.prefetch_factor.max(batch);
+    let affinity = opts.config.cpu_affinity.clone();
     let gpu = opts.gpu.clone();
     let pressure: Arc<dyn PressureSource> = opts
         .pressure
@@ -633,6 +647,12 @@ fn run_graph(
         out.clone(),
     );
     let guards = timely::execute_from_args(args.into_iter(), move |worker| {
+        if let Some(cores) = &affinity {
+            // Worker i on the i-th listed core (round robin).
+            if let Err(e) = pin_current_thread(cores[worker.index() % cores.len()]) {
+                state2.lock().expect("merge lock").fail(0, e);
+            }
+        }
         let mut input = InputHandle::new();
         let probe = ProbeHandle::new();
         let decoder = std::rc::Rc::new(ChunkDecoder {
@@ -679,15 +699,20 @@ fn run_graph(
             if abort.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
             }
-            let k = next2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(task) = tasks2.get(k) else { break };
-            let mut t = task.clone();
-            t.sent_us = started.elapsed().as_micros() as u64;
-            input.send(t);
-            sent += 1;
-            if sent % EPOCH_CHUNKS == 0 {
-                epoch += 1;
-                input.advance_to(epoch);
+            // `cpu_batch_size` chunks at a time from the shared counter.
+            let k = next2.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+            if k >= tasks2.len() {
+                break;
+            }
+            for task in &tasks2[k..(k + batch).min(tasks2.len())] {
+                let mut t = task.clone();
+                t.sent_us = started.elapsed().as_micros() as u64;
+                input.send(t);
+                sent += 1;
+                if sent % EPOCH_CHUNKS == 0 {
+                    epoch += 1;
+                    input.advance_to(epoch);
+                }
             }
             if sent - decoder_in_loop.done.get() >= prefetch {
                 // Records wait in the input's buffer until flushed.
@@ -744,6 +769,87 @@ fn run_graph(
         notes,
         opts.gpu.as_ref().map(|g| g.describe()),
     ))
+}
+
+/// How many digits a run decodes.
+enum TargetPrecision {
+    All,
+    /// Exactly `k` for every float tensor; above a tensor's stored precision is an error.
+    Exactly(u32),
+    /// `k` or the tensor's stored precision, whichever is smaller
+    /// (`progressive_precision` with `mantissa_bits` from the configuration).
+    AtMost(u32),
+}
+
+impl TargetPrecision {
+    fn tables(&self, c: &Container) -> Result<Vec<Option<Arc<Tables>>>> {
+        match *self {
+            TargetPrecision::All => tables_for(c, None),
+            TargetPrecision::Exactly(k) => tables_for(c, Some(k)),
+            TargetPrecision::AtMost(k) => {
+                let mut built: HashMap<(&crate::codec::Layout, u32), Arc<Tables>> = HashMap::new();
+                Ok((0..c.header().tensors.len())
+                    .map(|t| {
+                        c.layout(t).map(|l| {
+                            let k = k.min(l.precision);
+                            built
+                                .entry((l, k))
+                                .or_insert_with(|| Arc::new(Tables::new(l, k)))
+                                .clone()
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Pins the calling thread to `core`.
+pub fn pin_current_thread(core: usize) -> std::result::Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        if core >= libc::CPU_SETSIZE as usize {
+            return Err(format!(
+                "cpu_affinity core {core} is beyond this system's CPU set"
+            ));
+        }
+        // SAFETY: `core` is below CPU_SETSIZE (checked above) and `set` is a valid set.
+        unsafe { libc::CPU_SET(core, &mut set) };
+        // SAFETY: pid 0 is the calling thread; the size and pointer describe `set`.
+        let rc =
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        if rc != 0 {
+            return Err(format!(
+                "cannot pin a worker to core {core}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(format!(
+            "cpu_affinity (core {core}) is supported on Linux only"
+        ))
+    }
+}
+
+/// The cores the calling thread may run on.
+#[cfg(target_os = "linux")]
+pub fn current_affinity() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is the empty set, which sched_getaffinity fills.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is the calling thread; the size and pointer describe `set`.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return Vec::new();
+    }
+    // SAFETY: `set` is initialised and every index is below CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
 }
 
 /// Timely's arguments: the caller's, or `-w num_cpu_workers`. A cluster

@@ -55,6 +55,8 @@ pub struct Recorder {
     bytes_in: u64,
     bytes_out: u64,
     oom_reroutes: u64,
+    /// Record latency histograms (`enable_profiling`); counts are kept regardless.
+    pub profile: bool,
 }
 
 impl Default for Recorder {
@@ -71,6 +73,7 @@ impl Default for Recorder {
             bytes_in: 0,
             bytes_out: 0,
             oom_reroutes: 0,
+            profile: true,
         }
     }
 }
@@ -92,10 +95,12 @@ impl Recorder {
     ) {
         let r = (route as usize).min(2);
         self.chunks_by_route[r].insert(global);
-        let _ = self.route[r].record((queue_us + decode_us + merge_us).max(1));
-        let _ = self.stage[0].record(queue_us.max(1));
-        let _ = self.stage[1].record(decode_us.max(1));
-        let _ = self.stage[2].record(merge_us.max(1));
+        if self.profile {
+            let _ = self.route[r].record((queue_us + decode_us + merge_us).max(1));
+            let _ = self.stage[0].record(queue_us.max(1));
+            let _ = self.stage[1].record(decode_us.max(1));
+            let _ = self.stage[2].record(merge_us.max(1));
+        }
         match engine {
             Engine::Gpu => {
                 self.gpu_parts += 1;

@@ -402,3 +402,105 @@ fn cluster_arguments_are_refused_clearly() {
         .to_string();
     assert!(err.contains("multi-process"), "{err}");
 }
+
+#[test]
+fn configuration_drives_the_run() {
+    use padic_burst::config::ConfigLayer;
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    let c = Container::open(&packed).unwrap();
+    let data = common::data_region(&original);
+    // progressive_precision with mantissa_bits: every float tensor to min(bits, stored) digits.
+    for bits in [3u32, 10] {
+        let cfg = ConfigLayer {
+            progressive_precision: Some(true),
+            mantissa_bits: Some(bits as i64),
+            cpu_batch_size: Some(3),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let mut o = RunOptions::new(Mode::Auto, cfg);
+        o.timely_args = vec!["-w".into(), "2".into()];
+        let out = dir.path().join(format!("p{bits}.safetensors"));
+        run(&packed, &out, &o).unwrap();
+        let got = std::fs::read(&out).unwrap();
+        let got = common::data_region(&got);
+        for t in &c.header().tensors {
+            let range = t.data_offset as usize..(t.data_offset + t.byte_len) as usize;
+            let (frac, size) = match t.dtype.as_str() {
+                "BF16" => (7u32, 2usize),
+                "F16" => (10, 2),
+                "F32" => (23, 4),
+                _ => {
+                    assert!(got[range.clone()] == data[range], "passthrough {}", t.name);
+                    continue;
+                }
+            };
+            let k = bits.min(frac);
+            for (a, b) in data[range.clone()]
+                .chunks_exact(size)
+                .zip(got[range].chunks_exact(size))
+                .take(5000)
+            {
+                let word = |x: &[u8]| {
+                    if size == 4 {
+                        u32::from_le_bytes(x.try_into().unwrap())
+                    } else {
+                        u16::from_le_bytes(x.try_into().unwrap()) as u32
+                    }
+                };
+                assert_eq!(
+                    word(b),
+                    common::reference_truncate(word(a), frac, 2, k),
+                    "{} at {bits} bits",
+                    t.name
+                );
+            }
+        }
+    }
+    // use_multiprocessing is refused until clusters are supported.
+    let cfg = ConfigLayer {
+        use_multiprocessing: Some(true),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let err = run(
+        &packed,
+        &dir.path().join("m.safetensors"),
+        &RunOptions::new(Mode::Auto, cfg),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("use_multiprocessing"), "{err}");
+    // enable_profiling off: counts stay, histograms are empty.
+    let cfg = ConfigLayer {
+        enable_profiling: Some(false),
+        cpu_affinity: Some(vec![0]),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let s = run(
+        &packed,
+        &dir.path().join("q.safetensors"),
+        &RunOptions::new(Mode::CpuOnly, cfg),
+    )
+    .unwrap();
+    assert!(s.cpu_decompressions > 0);
+    assert_eq!(s.latency.cpu.count, 0);
+    assert!(std::fs::read(dir.path().join("q.safetensors")).unwrap() == original);
+}
+
+#[test]
+fn pinning_puts_a_thread_on_its_core() {
+    let got = std::thread::spawn(|| {
+        padic_burst::pipeline::pin_current_thread(0).unwrap();
+        padic_burst::pipeline::current_affinity()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got, vec![0]);
+    assert!(padic_burst::pipeline::pin_current_thread(1 << 20).is_err());
+}
