@@ -326,7 +326,16 @@ impl ChunkDecoder {
 impl PartDecoder<ChunkTask> for ChunkDecoder {
     type Part = DecodedPart;
     fn decode(&self, t: ChunkTask, tag: RouteTag) -> Vec<DecodedPart> {
+        let parts = self.decode_parts(&t, tag);
+        self.container.release(t.tensor, t.chunk);
         self.done.set(self.done.get() + 1);
+        parts
+    }
+}
+
+impl ChunkDecoder {
+    fn decode_parts(&self, t: &ChunkTask, tag: RouteTag) -> Vec<DecodedPart> {
+        let t = t.clone();
         let route = route_code(tag);
         let n = t.elements;
         let passthrough = self.tables[t.tensor].is_none();

@@ -310,6 +310,29 @@ impl Container {
         Ok(out)
     }
 
+    /// Lets the kernel drop this process's mapping of chunk `c` of tensor `t`
+    /// (the pages stay in the page cache): a stream over a model larger than
+    /// memory keeps only the chunks in flight resident. Best effort.
+    pub fn release(&self, t: usize, c: usize) {
+        const PAGE: usize = 4096;
+        let chunk = &self.header.tensors[t].chunks[c];
+        let start = (chunk.offset as usize).next_multiple_of(PAGE);
+        let end = (chunk.offset + chunk.sections.iter().map(|s| s.len).sum::<u64>()) as usize
+            / PAGE
+            * PAGE;
+        if end > start {
+            // SAFETY: the map is read-only and shared; dropping its pages only
+            // makes the next access fault them in again from the file.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
+
     /// Lifts a chunk codec error into a located [`Error::Corrupt`].
     pub fn decode_error(&self, t: usize, c: usize, e: Error) -> Error {
         match e {
