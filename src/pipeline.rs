@@ -27,7 +27,7 @@ use padic_burst_operators::{
     Decode, MergeInOrder, Part, PartDecoder, Route as RouteOp, RouteTag, Router, Sink,
 };
 use serde::{Deserialize, Serialize};
-use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::operators::{Exchange as _, Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 use crate::codec::chunk::RANGE_ALIGN;
@@ -81,6 +81,20 @@ pub struct DecodedPart {
     pub done_us: u64,
     /// Whether a GPU out-of-memory sent this part to the CPU.
     pub rerouted_oom: bool,
+    pub error: Option<String>,
+}
+
+/// What a merge did with a part; all receipts go to worker 0, which checks
+/// that every chunk arrived exactly once and whether anything failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergeReceipt {
+    pub global: usize,
+    pub tensor: usize,
+    pub chunk: usize,
+    pub first: u64,
+    pub engine: Engine,
+    pub out_offset: u64,
+    pub bytes: u64,
     pub error: Option<String>,
 }
 
@@ -413,15 +427,12 @@ struct PartSink {
 /// What the merges saw, across workers.
 #[derive(Default)]
 struct MergeState {
-    /// Per (tensor, chunk): the first values of the parts received.
-    seen: HashMap<(usize, usize), Vec<u64>>,
-    /// Per (tensor, chunk): values received.
-    covered: HashMap<(usize, usize), u64>,
     first_error: Option<(usize, String)>,
     /// Set on the first error: the sources stop sending.
     abort: Arc<std::sync::atomic::AtomicBool>,
     recorder: Recorder,
-    placements: Vec<String>,
+    /// Every merge receipt (worker 0 of process 0 only).
+    receipts: Vec<MergeReceipt>,
 }
 
 impl MergeState {
@@ -435,47 +446,30 @@ impl MergeState {
 }
 
 impl Sink<DecodedPart> for PartSink {
-    fn accept(&mut self, p: DecodedPart) {
+    type Receipt = MergeReceipt;
+    fn accept(&mut self, p: DecodedPart) -> MergeReceipt {
         let merged_at = self.started.elapsed().as_micros() as u64;
+        let mut receipt = MergeReceipt {
+            global: p.global,
+            tensor: p.tensor,
+            chunk: p.chunk,
+            first: p.first,
+            engine: p.engine,
+            out_offset: p.out_offset,
+            bytes: p.data.len() as u64,
+            error: p.error.clone(),
+        };
         let mut st = self.state.lock().expect("merge lock");
         if let Some(e) = p.error {
             st.fail(p.global, e);
-            return;
+            return receipt;
         }
-        let key = (p.tensor, p.chunk);
-        let firsts = st.seen.entry(key).or_default();
-        if firsts.contains(&p.first) {
-            st.fail(
-                p.global,
-                format!(
-                    "tensor {} chunk {}: values from {} arrived twice",
-                    p.tensor, p.chunk, p.first
-                ),
-            );
-            return;
-        }
-        firsts.push(p.first);
         if let Err(e) = self.out.place(p.out_offset, &p.data) {
-            st.fail(
-                p.global,
-                format!("writing {} bytes at {}: {e}", p.data.len(), p.out_offset),
-            );
-            return;
+            let what = format!("writing {} bytes at {}: {e}", p.data.len(), p.out_offset);
+            st.fail(p.global, what.clone());
+            receipt.error = Some(what);
+            return receipt;
         }
-        let unit_len = p.data.len() as u64;
-        *st.covered.entry(key).or_default() += unit_len;
-        st.placements.push(format!(
-            "{},{},{},{},{},{}",
-            p.global,
-            p.tensor,
-            p.chunk,
-            match p.engine {
-                Engine::Gpu => "gpu",
-                Engine::Cpu => "cpu",
-            },
-            p.out_offset,
-            p.data.len()
-        ));
         let merge_us = merged_at.saturating_sub(p.done_us);
         st.recorder.part(
             p.global,
@@ -488,26 +482,66 @@ impl Sink<DecodedPart> for PartSink {
             merge_us,
             p.rerouted_oom,
         );
+        receipt
     }
 }
 
 /// Decompresses `c` into the safetensors file `output` through the dataflow graph.
 pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> Result<Statistics> {
-    let temp = TempOutput::create(output)?;
-    let file = temp
-        .file()
-        .try_clone()
-        .map_err(|e| Error::io(temp.temp_path(), e))?;
-    let io = |e| Error::io(temp.temp_path(), e);
+    let cluster = Cluster::of(&timely_args(opts)?);
     let head = &c.header().source_header;
     let base = 8 + head.len() as u64;
-    file.set_len(base + c.header().data_len).map_err(io)?;
-    file.write_all_at(&(head.len() as u64).to_le_bytes(), 0)
-        .map_err(io)?;
-    file.write_all_at(head.as_bytes(), 8).map_err(io)?;
-    let stats = run_graph(c, opts, None, Arc::new(FilePlacement { file, base }))?;
-    temp.commit()?;
-    Ok(stats)
+    let prepare = |file: &File, path: &Path| -> Result<()> {
+        let io = |e| Error::io(path, e);
+        file.set_len(base + c.header().data_len).map_err(io)?;
+        file.write_all_at(&(head.len() as u64).to_le_bytes(), 0)
+            .map_err(io)?;
+        file.write_all_at(head.as_bytes(), 8).map_err(io)
+    };
+    if cluster.processes == 1 {
+        let temp = TempOutput::create(output)?;
+        let file = temp
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io(temp.temp_path(), e))?;
+        prepare(&file, temp.temp_path())?;
+        let stats = run_graph(c, opts, None, Arc::new(FilePlacement { file, base }))?;
+        temp.commit()?;
+        return Ok(stats);
+    }
+    // A cluster: every process writes its merges into one temporary file of
+    // an agreed name; process 0, which sees every receipt, renames it when
+    // all is well and removes it otherwise.
+    let name = output.file_name().ok_or_else(|| {
+        Error::InvalidArgument(format!("{} is not a file path", output.display()))
+    })?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(".tmp-cluster");
+    let temp = output.with_file_name(temp_name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&temp)
+        .map_err(|e| Error::io(&temp, e))?;
+    prepare(&file, &temp)?;
+    let sync = file.try_clone().map_err(|e| Error::io(&temp, e))?;
+    match run_graph(c, opts, None, Arc::new(FilePlacement { file, base })) {
+        Ok(stats) => {
+            if cluster.process == 0 {
+                sync.sync_all().map_err(|e| Error::io(&temp, e))?;
+                std::fs::rename(&temp, output).map_err(|e| Error::io(output, e))?;
+            }
+            Ok(stats)
+        }
+        Err(e) => {
+            if cluster.process == 0 {
+                let _ = std::fs::remove_file(&temp);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Decompresses `c` into memory through the dataflow graph: the safetensors
@@ -568,19 +602,28 @@ fn run_graph(
     };
     let tables = Arc::new(target.tables(&c)?);
     let jobs = chunk_jobs(&c);
+    let args = timely_args(opts)?;
+    let cluster = Cluster::of(&args);
+    let all_tasks: Vec<ChunkTask> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| only.is_none_or(|t| t == j.tensor))
+        .map(|(k, j)| ChunkTask {
+            global: k,
+            tensor: j.tensor,
+            chunk: j.chunk,
+            elements: c.header().tensors[j.tensor].chunks[j.chunk].elements,
+            out_offset: j.out_offset,
+            out_len: j.out_len,
+            sent_us: 0,
+        })
+        .collect();
+    // This process's sources read every `processes`-th chunk.
     let tasks: Arc<Vec<ChunkTask>> = Arc::new(
-        jobs.iter()
-            .enumerate()
-            .filter(|(_, j)| only.is_none_or(|t| t == j.tensor))
-            .map(|(k, j)| ChunkTask {
-                global: k,
-                tensor: j.tensor,
-                chunk: j.chunk,
-                elements: c.header().tensors[j.tensor].chunks[j.chunk].elements,
-                out_offset: j.out_offset,
-                out_len: j.out_len,
-                sent_us: 0,
-            })
+        all_tasks
+            .iter()
+            .filter(|t| t.global % cluster.processes == cluster.process)
+            .cloned()
             .collect(),
     );
     let gpu_present = opts.gpu.is_some();
@@ -635,7 +678,6 @@ fn run_graph(
     let state = Arc::new(Mutex::new(MergeState::default()));
     let abort = state.lock().expect("merge lock").abort.clone();
     state.lock().expect("merge lock").recorder.profile = opts.config.enable_profiling;
-    let args = timely_args(opts)?;
     // At least one batch in flight, or a worker would wait on itself.
     let batch = opts.config.cpu_batch_size;
     let prefetch = opts.config.prefetch_factor.max(batch);
@@ -691,9 +733,18 @@ fn run_graph(
                     started,
                 })),
             };
+            let collect = state2.clone();
             routed
                 .decode(decoder)
                 .merge_in_order(sink)
+                .exchange(|_| 0)
+                .inspect(move |r: &MergeReceipt| {
+                    let mut st = collect.lock().expect("merge lock");
+                    if let Some(e) = &r.error {
+                        st.fail(r.global, e.clone());
+                    }
+                    st.receipts.push(r.clone());
+                })
                 .probe_with(&probe);
         });
         // The source: workers take chunks from a shared counter, so a worker
@@ -743,31 +794,49 @@ fn run_graph(
     if let Some((_, e)) = st.first_error.take() {
         return Err(Error::Decode(e));
     }
-    // Exactly once: every chunk's values arrived, each part once.
-    for t in tasks.iter() {
-        let got = st.covered.get(&(t.tensor, t.chunk)).copied().unwrap_or(0);
-        if got != t.out_len {
-            return Err(Error::InvalidArgument(format!(
-                "tensor '{}' chunk {}: {got} of {} bytes arrived",
-                c.header().tensors[t.tensor].name,
-                t.chunk,
-                t.out_len
-            )));
+    if cluster.process == 0 {
+        // Exactly once, over every process's merges: each chunk's values
+        // arrived in full, each part once.
+        let mut seen: HashMap<(usize, usize, u64), ()> = HashMap::new();
+        let mut covered: HashMap<(usize, usize), u64> = HashMap::new();
+        for r in &st.receipts {
+            if seen.insert((r.tensor, r.chunk, r.first), ()).is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "tensor '{}' chunk {}: the part from value {} arrived twice",
+                    c.header().tensors[r.tensor].name,
+                    r.chunk,
+                    r.first
+                )));
+            }
+            *covered.entry((r.tensor, r.chunk)).or_default() += r.bytes;
         }
-    }
-    if let Some(path) = &opts.placement_log {
-        let mut lines = st.placements.clone();
-        lines.sort_by_key(|l| {
-            l.split(',')
-                .next()
-                .and_then(|g| g.parse::<usize>().ok())
-                .unwrap_or(0)
-        });
-        let text = format!(
-            "chunk,tensor,chunk_in_tensor,engine,out_offset,bytes\n{}\n",
-            lines.join("\n")
-        );
-        std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+        for t in all_tasks.iter() {
+            let got = covered.get(&(t.tensor, t.chunk)).copied().unwrap_or(0);
+            if got != t.out_len {
+                return Err(Error::InvalidArgument(format!(
+                    "tensor '{}' chunk {}: {got} of {} bytes arrived",
+                    c.header().tensors[t.tensor].name,
+                    t.chunk,
+                    t.out_len
+                )));
+            }
+        }
+        if let Some(path) = &opts.placement_log {
+            let mut rows: Vec<&MergeReceipt> = st.receipts.iter().collect();
+            rows.sort_by_key(|r| (r.global, r.first));
+            let mut text = String::from("chunk,tensor,chunk_in_tensor,engine,out_offset,bytes\n");
+            for r in rows {
+                let engine = match r.engine {
+                    Engine::Gpu => "gpu",
+                    Engine::Cpu => "cpu",
+                };
+                text += &format!(
+                    "{},{},{},{engine},{},{}\n",
+                    r.global, r.tensor, r.chunk, r.out_offset, r.bytes
+                );
+            }
+            std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+        }
     }
     let p = policy.lock().expect("policy lock");
     let wall = started.elapsed();
@@ -873,14 +942,29 @@ fn timely_args(opts: &RunOptions) -> Result<Vec<String>> {
     }
     timely::Config::from_args(args.clone().into_iter())
         .map_err(|e| Error::InvalidArgument(format!("timely arguments {:?}: {e}", &args[1..])))?;
-    if let Some(i) = args.iter().position(|a| a == "-n" || a == "--processes") {
-        if args.get(i + 1).is_some_and(|n| n != "1") {
-            return Err(Error::InvalidArgument(
-                "multi-process runs (-n above 1) are not supported yet: the file sink writes from one process".into(),
-            ));
-        }
-    }
     Ok(args)
+}
+
+/// This process's place in a timely cluster (`-n processes -p process`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cluster {
+    pub processes: usize,
+    pub process: usize,
+}
+
+impl Cluster {
+    /// Reads `-n`/`--processes` and `-p`/`--process` from timely's arguments.
+    pub fn of(args: &[String]) -> Cluster {
+        let value = |short: &str, long: &str| {
+            args.iter()
+                .position(|a| a == short || a == long)
+                .and_then(|i| args.get(i + 1))
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        let processes = value("-n", "--processes").unwrap_or(1).max(1);
+        let process = value("-p", "--process").unwrap_or(0).min(processes - 1);
+        Cluster { processes, process }
+    }
 }
 
 /// A decoded tensor.

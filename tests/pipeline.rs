@@ -392,15 +392,71 @@ fn statistics_json_has_the_design_keys_and_true_values() {
 }
 
 #[test]
-fn cluster_arguments_are_refused_clearly() {
+fn a_two_process_cluster_on_loopback_writes_the_identical_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (packed, _) = model(dir.path());
-    let mut o = opts(Mode::CpuOnly, 1);
-    o.timely_args = vec!["-n".into(), "2".into(), "-p".into(), "0".into()];
-    let err = run(&packed, &dir.path().join("x.safetensors"), &o)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("multi-process"), "{err}");
+    let (packed, original) = model(dir.path());
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let out = dir.path().join("cluster.safetensors");
+    let log = dir.path().join("cluster.csv");
+    let procs: Vec<_> = (0..2)
+        .map(|p| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"));
+            cmd.arg("decompress").arg(&packed).arg("-o").arg(&out);
+            if p == 0 {
+                cmd.arg("--placement-log").arg(&log);
+            }
+            cmd.args(["--", "-n", "2", "-p", &p.to_string(), "-w", "1", "-h"])
+                .arg(&hosts);
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (p, child) in procs.into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "process {p}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert!(
+        std::fs::read(&out).unwrap() == original,
+        "the cluster's file differs"
+    );
+    let chunks: usize = Container::open(&packed)
+        .unwrap()
+        .header()
+        .tensors
+        .iter()
+        .map(|t| t.chunks.len())
+        .sum();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        chunks + 1,
+        "process 0 saw every part once"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

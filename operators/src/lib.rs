@@ -66,6 +66,9 @@ pub trait Part {
 
 /// Where merged tensors go: a file written at offsets, or memory.
 pub trait Sink<P>: 'static {
-    /// One part, exactly once; an error stops the run.
-    fn accept(&mut self, part: P);
+    /// What the sink says of each part it took (it flows on, so that one
+    /// place can check every part, whichever worker or process merged it).
+    type Receipt;
+    /// One part, exactly once.
+    fn accept(&mut self, part: P) -> Self::Receipt;
 }

@@ -16,8 +16,8 @@ use crate::{Part, Sink};
 
 /// Merges decoded parts into a sink.
 pub trait MergeInOrder<'scope, T: Timestamp, P> {
-    /// Routes each part to the worker owning its tensor and gives it to `sink`;
-    /// the output stream carries nothing and closes when the input does (probe it).
+    /// Routes each part to the worker owning its tensor (`tensor % peers`)
+    /// and gives it to `sink`; the output carries the sink's receipts.
     ///
     /// ```
     /// use std::{cell::RefCell, rc::Rc, sync::{Arc, atomic::{AtomicUsize, Ordering}}};
@@ -28,7 +28,10 @@ pub trait MergeInOrder<'scope, T: Timestamp, P> {
     /// struct P(usize);
     /// impl Part for P { fn tensor(&self) -> usize { self.0 } }
     /// struct Count(Arc<AtomicUsize>);
-    /// impl Sink<P> for Count { fn accept(&mut self, _: P) { self.0.fetch_add(1, Ordering::SeqCst); } }
+    /// impl Sink<P> for Count {
+    ///     type Receipt = ();
+    ///     fn accept(&mut self, _: P) { self.0.fetch_add(1, Ordering::SeqCst); }
+    /// }
     /// let seen = Arc::new(AtomicUsize::new(0));
     /// let s = seen.clone();
     /// timely::example(move |scope| {
@@ -37,22 +40,28 @@ pub trait MergeInOrder<'scope, T: Timestamp, P> {
     /// });
     /// assert_eq!(seen.load(Ordering::SeqCst), 5);
     /// ```
-    fn merge_in_order<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> Stream<'scope, T, Vec<()>>;
+    fn merge_in_order<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> Stream<'scope, T, Vec<S::Receipt>>
+    where
+        S::Receipt: Clone + 'static;
 }
 
 impl<'scope, T: Timestamp, P: ExchangeData + Part> MergeInOrder<'scope, T, P>
     for Stream<'scope, T, Vec<P>>
 {
-    fn merge_in_order<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> Stream<'scope, T, Vec<()>> {
-        self.unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+    fn merge_in_order<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> Stream<'scope, T, Vec<S::Receipt>>
+    where
+        S::Receipt: Clone + 'static,
+    {
+        self.unary::<CapacityContainerBuilder<Vec<S::Receipt>>, _, _, _>(
             Exchange::new(|p: &P| p.tensor() as u64),
             "MergeInOrder",
             move |_, _| {
-                move |input, _output| {
-                    input.for_each(|_cap, data| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
                         let mut sink = sink.borrow_mut();
+                        let mut session = output.session(&cap);
                         for p in data.drain(..) {
-                            sink.accept(p);
+                            session.give(sink.accept(p));
                         }
                     });
                 }
