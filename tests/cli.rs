@@ -94,12 +94,7 @@ fn compress_inspect_decompress_round_trip() {
         std::fs::read(&restored).unwrap() == original,
         "restored file differs"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    assert_no_temp_files(dir.path());
 }
 
 fn assert_fails_cleanly(out: &std::process::Output, mentions: &[&str]) {
@@ -204,12 +199,7 @@ fn bad_inputs_exit_2_with_one_message_and_no_output() {
     assert!(!target.exists(), "no output under the final name");
     assert!(!dir.path().join("j.padic").exists());
     assert!(!dir.path().join("p.padic").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    assert_no_temp_files(dir.path());
 }
 
 #[test]

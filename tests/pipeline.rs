@@ -451,12 +451,7 @@ fn a_two_process_cluster_on_loopback_writes_the_identical_file() {
         chunks + 1,
         "process 0 saw every part once"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    common::assert_no_temp_files(dir.path());
 }
 
 #[test]

@@ -103,17 +103,8 @@ impl Tables {
 
     /// Decodes a chunk's sections (at least `sections_used()`) into `out`.
     pub fn decode<W: Word>(&self, sections: &[&[u8]], out: &mut [W]) -> Result<()> {
-        if std::mem::size_of::<W>() != self.kind.size() {
-            return Err(Error::Decode("output word does not match the dtype".into()));
-        }
-        for (s, lut) in self.luts.iter().enumerate() {
-            let sec = sections
-                .get(s)
-                .ok_or_else(|| Error::Decode(format!("chunk lacks section {s}")))?;
-            symbols::decode(sec, lut, out, s == 0)
-                .map_err(|e| Error::Decode(format!("section {s}: {e}")))?;
-        }
-        Ok(())
+        let n = out.len();
+        self.decode_range(sections, n, 0, out)
     }
 
     /// Decodes values `[first, first + out.len())` of a chunk of `total`

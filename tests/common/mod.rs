@@ -65,3 +65,13 @@ pub fn reference_truncate(bits: u32, frac_bits: u32, p: u64, k: u32) -> u32 {
     let frac = (bits & mask) as u64;
     (bits & !mask) | ((frac / unit * unit) as u32)
 }
+
+/// Fails when a temporary output (`.NAME.tmp-...`) is left in `dir`.
+pub fn assert_no_temp_files(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
