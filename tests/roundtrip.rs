@@ -106,21 +106,26 @@ proptest! {
 }
 
 #[test]
-fn progressive_decode_of_every_bf16_pattern_equals_truncation() {
+fn progressive_decode_of_every_bf16_and_f16_pattern_equals_truncation() {
     let dir = tempfile::tempdir().unwrap();
-    let file = safetensors_bytes(&[("a", Dtype::BF16, vec![65536], all_u16_patterns())]);
-    for p in [2u32, 3, 7] {
-        let packed = compress_bytes(dir.path(), &format!("pb-{p}"), &file, &opts(p));
-        let w = padic_burst::codec::layout::exact_digits(padic_burst::codec::FloatKind::BF16, p);
-        for k in 1..=w {
-            let got = decode(&packed, Some(k)).data;
-            for (v, b) in (0..=u16::MAX).zip(got.chunks_exact(2)) {
-                let want = reference_truncate(v as u32, 7, p as u64, k) as u16;
-                assert_eq!(
-                    u16::from_le_bytes([b[0], b[1]]),
-                    want,
-                    "p {p} k {k} pattern {v:#06x}"
-                );
+    for (dtype, kind, frac) in [
+        (Dtype::BF16, padic_burst::codec::FloatKind::BF16, 7u32),
+        (Dtype::F16, padic_burst::codec::FloatKind::F16, 10),
+    ] {
+        let file = safetensors_bytes(&[("a", dtype, vec![65536], all_u16_patterns())]);
+        for p in [2u32, 3, 7] {
+            let packed = compress_bytes(dir.path(), &format!("pb-{p}"), &file, &opts(p));
+            let w = padic_burst::codec::layout::exact_digits(kind, p);
+            for k in 1..=w {
+                let got = decode(&packed, Some(k)).data;
+                for (v, b) in (0..=u16::MAX).zip(got.chunks_exact(2)) {
+                    let want = reference_truncate(v as u32, frac, p as u64, k) as u16;
+                    assert_eq!(
+                        u16::from_le_bytes([b[0], b[1]]),
+                        want,
+                        "{dtype:?} p {p} k {k} pattern {v:#06x}"
+                    );
+                }
             }
         }
     }
