@@ -137,15 +137,7 @@ mod simd {
     use super::super::rans::Word;
     use std::arch::x86_64::*;
 
-    /// Whether this CPU runs the AVX2 + BMI2 path (and `PADIC_NO_SIMD` is unset).
-    pub fn available() -> bool {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("bmi2")
-                && std::env::var_os("PADIC_NO_SIMD").is_none()
-        })
-    }
+    pub(crate) use crate::codec::simd_available as available;
 
     /// Unpacks whole groups of sixteen values; returns how many were done.
     pub fn unpack_runs<W: Word>(

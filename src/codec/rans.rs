@@ -455,13 +455,7 @@ mod simd {
     use super::{Table, Word, LANES};
     use std::arch::x86_64::*;
 
-    /// Whether this CPU runs the AVX2 path (and `PADIC_NO_SIMD` is unset).
-    pub fn available() -> bool {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::is_x86_feature_detected!("avx2") && std::env::var_os("PADIC_NO_SIMD").is_none()
-        })
-    }
+    pub(crate) use crate::codec::simd_available as available;
 
     /// For an 8-bit mask of lanes that read a word, the index of each lane's
     /// word among the eight loaded: the number of set lanes below it.
@@ -494,7 +488,7 @@ mod simd {
         out: &mut [W],
     ) -> (usize, usize) {
         debug_assert!(available());
-        // SAFETY: `available()` checked that the CPU has AVX2.
+        // SAFETY: `available()` checked that the CPU has AVX2 and BMI2.
         unsafe { blocks_avx2::<W, ASSIGN>(states, words, scale_bits, table, out) }
     }
 
