@@ -106,6 +106,47 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         replay_step_ms: u64,
     },
+    /// Measure compression, decoding in each mode, the graph's overhead, peers and policy scenarios.
+    Bench {
+        /// A safetensors file [default: a generated model, see --synthetic].
+        input: Option<PathBuf>,
+        /// Size in MB of a generated model with per-tensor scales [default: 64, 16 with --quick].
+        #[arg(long, conflicts_with = "input")]
+        synthetic: Option<f64>,
+        /// The generated model's dtype, and the dtype ZipNN reads the file as: bf16, f16 or f32.
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Timed runs per figure, after one warm-up [default: 5, 2 with --quick].
+        #[arg(long)]
+        repeat: Option<usize>,
+        /// Worker counts, comma-separated [default: 1 and all cores; all cores with --quick].
+        #[arg(long, value_delimiter = ',')]
+        workers: Option<Vec<usize>>,
+        /// Target precisions, comma-separated: `all`, `half` or a digit count [default: all,half; all with --quick].
+        #[arg(long, value_delimiter = ',')]
+        target_precision: Option<Vec<String>>,
+        /// Modes, comma-separated [default: cpu-only,auto,hybrid,gpu-only; gpu-only only with a GPU].
+        #[arg(long, value_delimiter = ',')]
+        modes: Option<Vec<crate::policy::Mode>>,
+        /// Skip the peers (zstd, lz4, ZipNN).
+        #[arg(long)]
+        no_peers: bool,
+        /// The Python that has `zipnn` [default: $PADIC_ZIPNN_PYTHON, .venv-peers/bin/python, python3].
+        #[arg(long)]
+        zipnn_python: Option<PathBuf>,
+        /// Pressure traces to replay, CSV files [default: the four in benches/traces/, built in].
+        #[arg(long, value_delimiter = ',')]
+        traces: Option<Vec<PathBuf>>,
+        /// Write every figure, with the machine, as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write plots (throughput per mode and peer, latency curves per route) into this folder.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// A run under a minute: 16 MB, 2 runs, all cores, every digit only.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Compress and decompress a generated model offline and say what happened.
     Demo {
         /// Parameters per dtype of the generated model.
@@ -191,10 +232,10 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(path) = &stats_json {
                 let json = serde_json::to_string_pretty(&s)
                     .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                std::fs::write(path, json).map_err(|e| Error::io(path, e))?;
+                crate::output::write_atomic(path, json.as_bytes())?;
             }
             if let Some(path) = &histogram_out {
-                std::fs::write(path, &s.histogram_text).map_err(|e| Error::io(path, e))?;
+                crate::output::write_atomic(path, s.histogram_text.as_bytes())?;
             }
             eprintln!(
                 "{}: {} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s ({:.2} GB/s)",
@@ -252,6 +293,78 @@ pub fn run(cli: Cli) -> Result<()> {
                 .lock()
                 .write_all(out.as_bytes())
                 .map_err(|e| Error::io("<stdout>", e))?;
+        }
+        Command::Bench {
+            input,
+            synthetic,
+            dtype,
+            repeat,
+            workers,
+            target_precision,
+            modes,
+            no_peers,
+            zipnn_python,
+            traces,
+            json,
+            svg,
+            quick,
+        } => {
+            let mut o = crate::bench::BenchOptions::new(quick);
+            o.input = input;
+            if let Some(mb) = synthetic {
+                o.synthetic_mb = mb;
+            }
+            o.dtype = dtype;
+            if let Some(r) = repeat {
+                o.repeat = r;
+            }
+            if let Some(w) = workers {
+                o.workers = w;
+            }
+            if let Some(t) = target_precision {
+                o.targets = t
+                    .iter()
+                    .map(|s| match s.as_str() {
+                        "all" | "full" => Ok(None),
+                        "half" => Ok(Some(0)),
+                        n => match n.parse::<u32>() {
+                            Ok(k) if k > 0 => Ok(Some(k)),
+                            _ => Err(Error::InvalidArgument(format!(
+                                "--target-precision {n}: expected all, half or a digit count of at least 1"
+                            ))),
+                        },
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            if let Some(m) = modes {
+                o.modes = m;
+            }
+            o.peers = !no_peers;
+            o.zipnn_python = zipnn_python;
+            if let Some(files) = traces {
+                o.traces = files
+                    .iter()
+                    .map(|f| {
+                        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+                        let name = f
+                            .file_stem()
+                            .map_or("trace".into(), |s| s.to_string_lossy().into_owned());
+                        Ok((name, text))
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            let report = crate::bench::run(&o, &Progress::steps(!cli.quiet))?;
+            print!("{}", crate::bench::render(&report));
+            if let Some(path) = &json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                crate::output::write_atomic(path, text.as_bytes())?;
+            }
+            if let Some(dir) = &svg {
+                for f in crate::bench::svg::write(&report, dir)? {
+                    eprintln!("wrote {}", f.display());
+                }
+            }
         }
         Command::Demo {
             params,

@@ -12,6 +12,7 @@
 //! * [`engine::CpuEngine`]: decode it, to a file or to memory.
 //! * [`inspect::inspect`]: per-tensor sizes and ratios.
 
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod codec;

@@ -58,3 +58,13 @@ impl Drop for TempOutput {
         }
     }
 }
+
+/// Writes `bytes` to `path` through a temporary name: the file appears whole or not at all.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let temp = TempOutput::create(path)?;
+    temp.file()
+        .write_all(bytes)
+        .map_err(|e| Error::io(temp.temp_path(), e))?;
+    temp.commit()
+}

@@ -27,6 +27,20 @@ impl Progress {
         Progress { bar }
     }
 
+    /// A bar counting steps (runs), on stderr when it is a terminal and `enabled`.
+    pub fn steps(enabled: bool) -> Self {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} steps, {elapsed}")
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress { bar }
+    }
+
     /// No output at all.
     pub fn hidden() -> Self {
         Progress { bar: None }

@@ -138,6 +138,23 @@ impl Recorder {
         out
     }
 
+    /// Per route with samples: (percentile, latency in µs) points, two per
+    /// halving of the distance to 100%.
+    pub fn latency_curves(&self) -> Vec<(String, Vec<(f64, u64)>)> {
+        ["gpu", "cpu", "hybrid"]
+            .iter()
+            .zip(&self.route)
+            .filter(|(_, h)| h.len() > 0)
+            .map(|(name, h)| {
+                let points = h
+                    .iter_quantiles(2)
+                    .map(|v| (v.quantile_iterated_to() * 100.0, v.value_iterated_to()))
+                    .collect();
+                (name.to_string(), points)
+            })
+            .collect()
+    }
+
     /// The run's statistics.
     pub fn statistics(
         &self,
@@ -192,6 +209,7 @@ impl Recorder {
             wall_time_s: wall.as_secs_f64(),
             notes,
             histogram_text: self.histogram_text(),
+            latency_curves: self.latency_curves(),
         }
     }
 }
@@ -263,4 +281,7 @@ pub struct Statistics {
     pub notes: Vec<String>,
     #[serde(skip)]
     pub histogram_text: String,
+    /// Per route with samples: (percentile, µs) points of its latency distribution.
+    #[serde(skip)]
+    pub latency_curves: Vec<(String, Vec<(f64, u64)>)>,
 }
