@@ -1,5 +1,8 @@
-//! Decode throughput per dtype on a generated transformer-shaped model, with
-//! a memcpy of the same output size as the baseline in the same run:
+//! Whole-model decode per dtype on a generated transformer-shaped model:
+//! the bare CPU engine (`decode/<dtype>/cpu-<workers>`), the dataflow graph
+//! (`decode/<dtype>/graph-<workers>`: its ratio to `cpu-<workers>` is the
+//! graph's overhead), and a memcpy of the same output size as the baseline,
+//! all in the same run:
 //!
 //! ```text
 //! cargo bench --bench decode
@@ -7,8 +10,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use padic_burst::compress::{compress_file, CompressOptions};
+use padic_burst::config::{Config, ConfigLayer};
 use padic_burst::engine::CpuEngine;
 use padic_burst::format::Container;
+use padic_burst::pipeline::{decompress_to_memory, RunOptions};
+use padic_burst::policy::Mode;
 use padic_burst::progress::Progress;
 use safetensors::Dtype;
 
@@ -40,6 +46,22 @@ fn decode(c: &mut Criterion) {
             let engine = CpuEngine::new(Some(workers)).unwrap();
             group.bench_function(format!("{name}/cpu-{workers}"), |b| {
                 b.iter(|| engine.decompress_to_memory(&container, None).unwrap())
+            });
+        }
+        let shared = std::sync::Arc::new(Container::open(&packed).unwrap());
+        for workers in [1usize, 2] {
+            let cfg = Config::load(
+                None,
+                ConfigLayer {
+                    num_cpu_workers: Some(workers as i64),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut opts = RunOptions::new(Mode::CpuOnly, cfg);
+            opts.timely_args = vec!["-w".into(), workers.to_string()];
+            group.bench_function(format!("{name}/graph-{workers}"), |b| {
+                b.iter(|| decompress_to_memory(shared.clone(), &opts).unwrap())
             });
         }
         let src = vec![1u8; out_len as usize];

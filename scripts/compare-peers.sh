@@ -24,26 +24,6 @@ fi
 cargo build --release --quiet --bin padic-burst --example throughput
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cat > "$work/zipnn_bench.py" <<'PY'
-import sys, time, warnings
-warnings.filterwarnings("ignore")
-from zipnn import ZipNN
-path, dtype, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-name = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[dtype]
-data = open(path, "rb").read()
-# 0.5.4 reorders the bytes of its input in place: give it a copy it may spoil.
-packed = ZipNN(input_format="byte", bytearray_dtype=name, threads=threads).compress(bytearray(data))
-best = float("inf")
-for _ in range(5):
-    # A fresh instance per call: a 0.5.4 instance that has compressed or
-    # decompressed once decodes the next input wrongly.
-    z = ZipNN(input_format="byte", bytearray_dtype=name, threads=threads)
-    t = time.perf_counter()
-    out = z.decompress(packed)
-    best = min(best, time.perf_counter() - t)
-assert bytes(out) == data, "ZipNN round trip differs"
-print("%.4f %.3f" % (len(packed) / len(data), len(data) / best / 1e9))
-PY
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
 printf '%-5s %-12s %8s %12s %12s %22s\n' dtype tool ratio "GB/s 1 thr" "GB/s 2 thr" "reused-buffer 1 / 2"
@@ -57,7 +37,7 @@ for dtype in bf16 f16 f32; do
       line=$(target/release/examples/throughput "$work/$dtype.padic" "$t" 5)
       fresh=$(echo "$line" | sed 's/.*fresh_gb_per_s=\([0-9.]*\).*/\1/')
       reused=$(echo "$line" | sed 's/.*reused_gb_per_s=//')
-      read -r zratio zg < <("$venv/bin/python" "$work/zipnn_bench.py" "$file" "$dtype" "$t" 2>/dev/null)
+      read -r zratio zg < <("$venv/bin/python" scripts/peers/zipnn_bench.py "$file" "$dtype" "$t" 5 | "$venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); print("%.4f %.3f" % (r["ratio"], r["bytes"] / min(r["decompress_s"]) / 1e9))')
       if [ "$t" = 1 ]; then p1=$(max "$p1" "$fresh"); r1=$(max "$r1" "$reused"); z1=$(max "$z1" "$zg"); else p2=$(max "$p2" "$fresh"); r2=$(max "$r2" "$reused"); z2=$(max "$z2" "$zg"); fi
     done
   done

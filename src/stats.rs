@@ -144,7 +144,7 @@ impl Recorder {
         ["gpu", "cpu", "hybrid"]
             .iter()
             .zip(&self.route)
-            .filter(|(_, h)| h.len() > 0)
+            .filter(|(_, h)| !h.is_empty())
             .map(|(name, h)| {
                 let points = h
                     .iter_quantiles(2)
