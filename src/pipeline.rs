@@ -203,6 +203,9 @@ struct ChunkDecoder {
     started: Instant,
     /// Chunks this worker has decoded (the source's read-ahead counts on it).
     done: std::cell::Cell<usize>,
+    pool: Arc<BufferPool>,
+    /// Alignment scratch of the CPU decoder, reused.
+    scratch: std::cell::RefCell<Vec<u32>>,
 }
 
 impl ChunkDecoder {
@@ -229,7 +232,7 @@ impl ChunkDecoder {
                     t.elements as usize,
                     first as usize,
                     out,
-                    &mut Vec::new(),
+                    &mut self.scratch.borrow_mut(),
                 )
                 .map_err(|e| c.decode_error(t.tensor, t.chunk, e))?;
                 Ok(secs.iter().map(|s| s.len() as u64).sum())
@@ -247,7 +250,7 @@ impl ChunkDecoder {
     fn part(&self, t: &ChunkTask, route: u8, engine: Engine, first: u64, last: u64) -> DecodedPart {
         let unit = t.out_len / t.elements.max(1);
         let started = self.now_us();
-        let mut data = vec![0u8; ((last - first) * unit) as usize];
+        let mut data = self.pool.take(((last - first) * unit) as usize);
         let mut part = DecodedPart {
             global: t.global,
             tensor: t.tensor,
@@ -380,6 +383,39 @@ impl ChunkDecoder {
     }
 }
 
+/// Recycled part buffers: a part's bytes come back here once merged, so
+/// chunk after chunk decodes into memory that is already mapped rather than
+/// into fresh pages the kernel must fault in and zero.
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers a pool keeps; beyond this, merged buffers are freed.
+const POOL_MAX: usize = 64;
+
+impl BufferPool {
+    /// `n` bytes (their content is overwritten by the decoder).
+    fn take(&self, n: usize) -> Vec<u8> {
+        let mut v = self
+            .free
+            .lock()
+            .expect("pool lock")
+            .pop()
+            .unwrap_or_default();
+        v.clear();
+        v.resize(n, 0);
+        v
+    }
+
+    fn give(&self, v: Vec<u8>) {
+        let mut free = self.free.lock().expect("pool lock");
+        if free.len() < POOL_MAX {
+            free.push(v);
+        }
+    }
+}
+
 /// Where merged bytes land: `place(offset, bytes)` with `offset` in the
 /// safetensors data region.
 pub trait Placement: Send + Sync {
@@ -398,21 +434,69 @@ impl Placement for FilePlacement {
     }
 }
 
-/// Memory holding the data region from `start` on.
+/// Memory holding the data region from `start` on. Writers lock only the
+/// 1 MiB stripes their bytes fall in, so merges of different chunks copy (and
+/// fault in fresh pages) at the same time, while overlapping writes, which a
+/// correct run never makes, are still serialized.
 struct MemoryPlacement {
-    buf: Mutex<Vec<u8>>,
+    buf: Vec<u8>,
+    /// `buf`'s data; every write through it holds the locks of its stripes.
+    ptr: *mut u8,
+    stripes: Vec<Mutex<()>>,
     start: u64,
+}
+
+const STRIPE: usize = 1 << 20;
+
+// SAFETY: `buf` is only written through `ptr`, in `place`, under the locks
+// of every stripe the write touches; it is read only by `into_inner`, which
+// owns the placement.
+unsafe impl Sync for MemoryPlacement {}
+// SAFETY: as above; the pointer refers to memory the placement owns.
+unsafe impl Send for MemoryPlacement {}
+
+impl MemoryPlacement {
+    fn new(mut buf: Vec<u8>, start: u64) -> Self {
+        let ptr = buf.as_mut_ptr();
+        let stripes = (0..buf.len().div_ceil(STRIPE).max(1))
+            .map(|_| Mutex::new(()))
+            .collect();
+        MemoryPlacement {
+            buf,
+            ptr,
+            stripes,
+            start,
+        }
+    }
+
+    /// The bytes, once the run that wrote them is over.
+    fn into_inner(this: Arc<Self>) -> Result<Vec<u8>> {
+        Arc::try_unwrap(this)
+            .map(|p| p.buf)
+            .map_err(|_| Error::Decode("the output is still shared after the run".into()))
+    }
 }
 
 impl Placement for MemoryPlacement {
     fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        let mut buf = self.buf.lock().expect("output lock");
         let at = offset
             .checked_sub(self.start)
             .map(|a| a as usize)
-            .filter(|&a| a + bytes.len() <= buf.len())
+            .filter(|&a| {
+                a.checked_add(bytes.len())
+                    .is_some_and(|e| e <= self.buf.len())
+            })
             .ok_or_else(|| std::io::Error::other(format!("part at {offset} outside the output")))?;
-        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // Stripes in ascending order: no two writers wait on each other in a cycle.
+        let _held: Vec<_> = (at / STRIPE..=(at + bytes.len() - 1) / STRIPE)
+            .map(|i| self.stripes[i].lock().expect("stripe lock"))
+            .collect();
+        // SAFETY: `at..at + len` lies inside `buf` (checked above), and every
+        // stripe it touches is locked, so no other write overlaps this one.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(at), bytes.len()) };
         Ok(())
     }
 }
@@ -420,6 +504,7 @@ impl Placement for MemoryPlacement {
 /// Places parts at their offsets and checks each chunk's coverage.
 struct PartSink {
     out: Arc<dyn Placement>,
+    pool: Arc<BufferPool>,
     state: Arc<Mutex<MergeState>>,
     started: Instant,
 }
@@ -459,13 +544,18 @@ impl Sink<DecodedPart> for PartSink {
             bytes: p.data.len() as u64,
             error: p.error.clone(),
         };
-        let mut st = self.state.lock().expect("merge lock");
         if let Some(e) = p.error {
-            st.fail(p.global, e);
+            self.state.lock().expect("merge lock").fail(p.global, e);
             return receipt;
         }
-        if let Err(e) = self.out.place(p.out_offset, &p.data) {
-            let what = format!("writing {} bytes at {}: {e}", p.data.len(), p.out_offset);
+        // The write happens outside the merge lock: merges of other workers
+        // go on meanwhile.
+        let placed = self.out.place(p.out_offset, &p.data);
+        let bytes = p.data.len() as u64;
+        self.pool.give(p.data);
+        let mut st = self.state.lock().expect("merge lock");
+        if let Err(e) = placed {
+            let what = format!("writing {bytes} bytes at {}: {e}", p.out_offset);
             st.fail(p.global, what.clone());
             receipt.error = Some(what);
             return receipt;
@@ -475,7 +565,7 @@ impl Sink<DecodedPart> for PartSink {
             p.global,
             p.route,
             p.engine,
-            p.data.len() as u64,
+            bytes,
             p.bytes_in,
             p.queue_us,
             p.decode_us,
@@ -550,12 +640,12 @@ pub fn decompress_to_memory(
     c: Arc<Container>,
     opts: &RunOptions,
 ) -> Result<(crate::engine::DecodedModel, Statistics)> {
-    let out = Arc::new(MemoryPlacement {
-        buf: Mutex::new(vec![0u8; c.header().data_len as usize]),
-        start: 0,
-    });
+    let out = Arc::new(MemoryPlacement::new(
+        crate::engine::cpu::output_buffer(c.header().data_len as usize),
+        0,
+    ));
     let stats = run_graph(c.clone(), opts, None, out.clone())?;
-    let data = std::mem::take(&mut *out.buf.lock().expect("output lock"));
+    let data = MemoryPlacement::into_inner(out)?;
     Ok((
         crate::engine::DecodedModel {
             source_header: c.header().source_header.clone(),
@@ -573,12 +663,12 @@ pub fn decompress_tensor(
     opts: &RunOptions,
 ) -> Result<(Vec<u8>, Statistics)> {
     let t = &c.header().tensors[tensor];
-    let out = Arc::new(MemoryPlacement {
-        buf: Mutex::new(vec![0u8; t.byte_len as usize]),
-        start: t.data_offset,
-    });
+    let out = Arc::new(MemoryPlacement::new(
+        crate::engine::cpu::output_buffer(t.byte_len as usize),
+        t.data_offset,
+    ));
     let stats = run_graph(c.clone(), opts, Some(tensor), out.clone())?;
-    let data = std::mem::take(&mut *out.buf.lock().expect("output lock"));
+    let data = MemoryPlacement::into_inner(out)?;
     Ok((data, stats))
 }
 
@@ -689,6 +779,7 @@ fn run_graph(
         .unwrap_or_else(|| Arc::new(crate::pressure::NoGpu));
     let mode = opts.mode;
     let next2 = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pool = Arc::new(BufferPool::default());
     let (c2, tables2, state2, policy2, tasks2, out2) = (
         c.clone(),
         tables.clone(),
@@ -714,9 +805,12 @@ fn run_graph(
             policy: policy2.clone(),
             started,
             done: std::cell::Cell::new(0),
+            pool: pool.clone(),
+            scratch: Default::default(),
         });
         let sink = std::rc::Rc::new(std::cell::RefCell::new(PartSink {
             out: out2.clone(),
+            pool: pool.clone(),
             state: state2.clone(),
             started,
         }));
@@ -1124,5 +1218,46 @@ impl Pipeline {
         }
         s.current_mode = self.mode().name().to_string();
         Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_placement_takes_concurrent_parts_and_refuses_strays() {
+        let n = 5 * STRIPE + 123;
+        let out = Arc::new(MemoryPlacement::new(vec![0u8; n], 1000));
+        // Parts of uneven sizes straddling stripe boundaries, from 4 threads.
+        let cuts: Vec<usize> = (0..=40).map(|i| i * n / 40).collect();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (out, cuts) = (out.clone(), &cuts);
+                s.spawn(move || {
+                    for w in cuts.windows(2).skip(t).step_by(4) {
+                        let bytes: Vec<u8> = (w[0]..w[1]).map(|i| (i % 251) as u8).collect();
+                        out.place(1000 + w[0] as u64, &bytes).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(out.place(999, &[1]).is_err(), "before the start");
+        assert!(out.place(1000 + n as u64, &[1]).is_err(), "past the end");
+        assert!(out.place(u64::MAX, &[1, 2]).is_err(), "overflowing");
+        let data = MemoryPlacement::into_inner(out).unwrap();
+        assert!(data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    }
+
+    #[test]
+    fn pooled_buffers_come_back_sized_and_zeroed() {
+        let pool = BufferPool::default();
+        let mut a = pool.take(100);
+        a.iter_mut().for_each(|b| *b = 7);
+        pool.give(a);
+        let b = pool.take(50);
+        assert_eq!(b.len(), 50);
+        assert!(b.iter().all(|&x| x == 0));
+        assert!(b.capacity() >= 100, "the pooled buffer was reused");
     }
 }

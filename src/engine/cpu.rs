@@ -126,11 +126,11 @@ impl DecodedModel {
 /// transparent huge pages before it is first touched: decoding writes every
 /// byte, and with 4 KiB pages the kernel's page faults cost about as much as
 /// the decode itself (measured with `examples/throughput`: fresh versus reused
-/// buffers).
+/// buffers). `PADIC_NO_HUGEPAGE` (set to anything) turns this off.
 pub fn output_buffer(n: usize) -> Vec<u8> {
     let data = vec![0u8; n];
     #[cfg(target_os = "linux")]
-    if n >= 4 << 20 {
+    if n >= 4 << 20 && std::env::var_os("PADIC_NO_HUGEPAGE").is_none() {
         const HUGE: usize = 2 << 20;
         let start = data.as_ptr() as usize;
         let first = start.next_multiple_of(HUGE);
