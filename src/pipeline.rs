@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -617,7 +617,16 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         .map_err(|e| Error::io(&temp, e))?;
     prepare(&file, &temp)?;
     let sync = file.try_clone().map_err(|e| Error::io(&temp, e))?;
-    match run_graph(c, opts, None, Arc::new(FilePlacement { file, base })) {
+    let watch = ClusterWatch::install(cluster.process, temp.clone(), connect_timeout()?);
+    let result = run_graph_watched(
+        c,
+        opts,
+        None,
+        Arc::new(FilePlacement { file, base }),
+        Some(watch.formed.clone()),
+    );
+    drop(watch);
+    match result {
         Ok(stats) => {
             if cluster.process == 0 {
                 sync.sync_all().map_err(|e| Error::io(&temp, e))?;
@@ -631,6 +640,117 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
             }
             Err(e)
         }
+    }
+}
+
+/// How long a cluster process waits for the others to connect:
+/// `PADIC_CLUSTER_CONNECT_TIMEOUT_S` seconds, 60 by default.
+fn connect_timeout() -> Result<std::time::Duration> {
+    match std::env::var("PADIC_CLUSTER_CONNECT_TIMEOUT_S") {
+        Err(_) => Ok(std::time::Duration::from_secs(60)),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "PADIC_CLUSTER_CONNECT_TIMEOUT_S={v:?}: expected a number of seconds above 0"
+                ))
+            }),
+    }
+}
+
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync>;
+
+/// Turns the loss of a cluster peer into a hard, clear failure. Timely's
+/// network threads panic when a connection drops, and the panic cascades
+/// through the workers; here the first such panic prints one line naming the
+/// process, removes the shared temporary output, and exits with status 2.
+/// A watchdog does the same when the other processes have not connected
+/// within the timeout. Without this, a lost peer means a backtrace, status
+/// 101, and a temporary file left behind; a peer that never starts means a
+/// wait without end.
+struct ClusterWatch {
+    formed: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    previous: Arc<PanicHook>,
+}
+
+/// Panic messages of a lost connection, from timely's network threads and
+/// the workers and main thread they take down.
+fn is_lost_peer(msg: &str) -> bool {
+    msg.contains("timely communication error")
+        || msg.contains("MergeQueue poisoned")
+        || msg.contains("Send thread panic")
+        || msg.contains("Recv thread panic")
+}
+
+fn cluster_exit(process: usize, temp: &Path, why: &str) -> ! {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let _ = std::fs::remove_file(temp);
+        eprintln!("error: cluster process {process}: {why}; stopping, no output written");
+    }
+    std::process::exit(2)
+}
+
+impl ClusterWatch {
+    fn install(process: usize, temp: PathBuf, timeout: std::time::Duration) -> Self {
+        let previous: Arc<PanicHook> = Arc::new(std::panic::take_hook());
+        let prev = previous.clone();
+        let hook_temp = temp.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if is_lost_peer(&msg) {
+                cluster_exit(
+                    process,
+                    &hook_temp,
+                    &format!("lost the connection to another process ({msg})"),
+                );
+            }
+            prev(info)
+        }));
+        let formed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (f, d) = (formed.clone(), done.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !f.load(std::sync::atomic::Ordering::SeqCst)
+                && !d.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                if start.elapsed() > timeout {
+                    cluster_exit(
+                        process,
+                        &temp,
+                        &format!(
+                            "the other processes did not connect within {:.1} s (PADIC_CLUSTER_CONNECT_TIMEOUT_S); check the hosts file and that every process was started",
+                            timeout.as_secs_f64()
+                        ),
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        ClusterWatch {
+            formed,
+            done,
+            previous,
+        }
+    }
+}
+
+impl Drop for ClusterWatch {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let prev = self.previous.clone();
+        std::panic::set_hook(Box::new(move |info| prev(info)));
     }
 }
 
@@ -678,6 +798,18 @@ fn run_graph(
     opts: &RunOptions,
     only: Option<usize>,
     out: Arc<dyn Placement>,
+) -> Result<Statistics> {
+    run_graph_watched(c, opts, only, out, None)
+}
+
+/// [`run_graph`]; `formed` is set once the workers run (a cluster's
+/// processes have all connected).
+fn run_graph_watched(
+    c: Arc<Container>,
+    opts: &RunOptions,
+    only: Option<usize>,
+    out: Arc<dyn Placement>,
+    formed: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<Statistics> {
     let started = Instant::now();
     if opts.config.use_multiprocessing {
@@ -789,6 +921,9 @@ fn run_graph(
         out.clone(),
     );
     let guards = timely::execute_from_args(args.into_iter(), move |worker| {
+        if let Some(f) = &formed {
+            f.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         if let Some(cores) = &affinity {
             // Worker i on the i-th listed core (round robin).
             if let Err(e) = pin_current_thread(cores[worker.index() % cores.len()]) {
