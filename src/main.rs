@@ -4,7 +4,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = padic_burst::cli::Cli::parse();
-    match padic_burst::cli::run(cli) {
+    let result = padic_burst::cli::run(cli);
+    // `PADIC_REPORT_PEAK_MEMORY=1`: the process's own peak resident memory
+    // (VmHWM, which, unlike a parent's rusage, does not count the memory of
+    // the process that spawned it).
+    if std::env::var_os("PADIC_REPORT_PEAK_MEMORY").is_some() {
+        if let Some(kib) = peak_resident_kib() {
+            eprintln!("peak resident memory: {kib} KiB");
+        }
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let e = anyhow::Error::from(e);
@@ -15,4 +24,15 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+fn peak_resident_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

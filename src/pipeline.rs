@@ -420,17 +420,25 @@ impl BufferPool {
 /// safetensors data region.
 pub trait Placement: Send + Sync {
     fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+    /// The file written, if it is one (named in write errors).
+    fn path(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// The output file: the data region starts at `base`.
 struct FilePlacement {
     file: File,
     base: u64,
+    path: PathBuf,
 }
 
 impl Placement for FilePlacement {
     fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(bytes, self.base + offset)
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 }
 
@@ -513,6 +521,9 @@ struct PartSink {
 #[derive(Default)]
 struct MergeState {
     first_error: Option<(usize, String)>,
+    /// The first write that failed: the file and the error's kind (the run
+    /// then fails as an I/O error, exit status 1, naming the file).
+    write_error: Option<(PathBuf, std::io::ErrorKind)>,
     /// Set on the first error: the sources stop sending.
     abort: Arc<std::sync::atomic::AtomicBool>,
     recorder: Recorder,
@@ -556,6 +567,9 @@ impl Sink<DecodedPart> for PartSink {
         let mut st = self.state.lock().expect("merge lock");
         if let Err(e) = placed {
             let what = format!("writing {bytes} bytes at {}: {e}", p.out_offset);
+            if let (Some(path), None) = (self.out.path(), &st.write_error) {
+                st.write_error = Some((path.to_path_buf(), e.kind()));
+            }
             st.fail(p.global, what.clone());
             receipt.error = Some(what);
             return receipt;
@@ -595,7 +609,8 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
             .try_clone()
             .map_err(|e| Error::io(temp.temp_path(), e))?;
         prepare(&file, temp.temp_path())?;
-        let stats = run_graph(c, opts, None, Arc::new(FilePlacement { file, base }))?;
+        let path = temp.temp_path().to_path_buf();
+        let stats = run_graph(c, opts, None, Arc::new(FilePlacement { file, base, path }))?;
         temp.commit()?;
         return Ok(stats);
     }
@@ -622,7 +637,11 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         c,
         opts,
         None,
-        Arc::new(FilePlacement { file, base }),
+        Arc::new(FilePlacement {
+            file,
+            base,
+            path: temp.clone(),
+        }),
         Some(watch.formed.clone()),
     );
     drop(watch);
@@ -1020,6 +1039,10 @@ fn run_graph_watched(
     }
 
     let mut st = state.lock().expect("merge lock");
+    if let Some((path, kind)) = st.write_error.take() {
+        let what = st.first_error.take().map_or_else(String::new, |(_, e)| e);
+        return Err(Error::io(path, std::io::Error::new(kind, what)));
+    }
     if let Some((_, e)) = st.first_error.take() {
         return Err(Error::Decode(e));
     }

@@ -88,22 +88,6 @@ fn a_flip_in_a_payload_names_the_tensor_and_chunk() {
     assert!(err.contains("checksum"), "{err}");
 }
 
-/// Rewrites the container's header JSON through `edit`, with a valid checksum.
-fn with_header(packed: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
-    let n = packed.len();
-    let hlen = u64::from_le_bytes(packed[n - 24..n - 16].try_into().unwrap()) as usize;
-    let start = n - 24 - hlen;
-    let mut h: serde_json::Value = serde_json::from_slice(&packed[start..n - 24]).unwrap();
-    edit(&mut h);
-    let json = serde_json::to_vec(&h).unwrap();
-    let mut out = packed[..start].to_vec();
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes());
-    out.extend_from_slice(b"PADICEND");
-    out
-}
-
 #[test]
 fn hostile_sizes_are_refused_before_allocation() {
     let dir = tempfile::tempdir().unwrap();

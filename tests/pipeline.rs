@@ -5,77 +5,17 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use common::FakeGpu;
 
-use padic_burst::codec::Tables;
+use std::sync::Arc;
+
 use padic_burst::compress::CompressOptions;
 use padic_burst::config::Config;
-use padic_burst::engine::gpu::{GpuEngine, GpuError};
 use padic_burst::format::Container;
 use padic_burst::pipeline::{decompress_file, RunOptions};
 use padic_burst::policy::Mode;
 use padic_burst::pressure::{Sample, Trace};
 use safetensors::Dtype;
-
-/// A test-only GPU: decodes with the CPU codec, fails with out-of-memory on
-/// the chunks (global order of first use) it is told to, and can dawdle to
-/// shuffle arrival order.
-struct FakeGpu {
-    oom_on: HashSet<(usize, usize)>,
-    calls: AtomicUsize,
-    seen: Mutex<Vec<(usize, usize, usize, usize)>>,
-    sleep_every: usize,
-}
-
-impl FakeGpu {
-    fn new(oom_on: &[(usize, usize)]) -> Self {
-        FakeGpu {
-            oom_on: oom_on.iter().copied().collect(),
-            calls: AtomicUsize::new(0),
-            seen: Mutex::new(Vec::new()),
-            sleep_every: 0,
-        }
-    }
-}
-
-impl GpuEngine for FakeGpu {
-    fn describe(&self) -> String {
-        "test stand-in (CPU codec)".into()
-    }
-    fn decode_range(
-        &self,
-        c: &Container,
-        tables: &Tables,
-        tensor: usize,
-        chunk: usize,
-        total: usize,
-        first: usize,
-        out: &mut [u8],
-    ) -> Result<(), GpuError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.sleep_every > 0 && n % self.sleep_every == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(3));
-        }
-        if self.oom_on.contains(&(tensor, chunk)) {
-            return Err(GpuError::OutOfMemory {
-                requested: out.len() as u64,
-                free: 1024,
-            });
-        }
-        self.seen
-            .lock()
-            .unwrap()
-            .push((tensor, chunk, first, out.len()));
-        let secs = c
-            .sections(tensor, chunk, tables.sections_used())
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
-        tables
-            .decode_range_bytes(&secs, total, first, out, &mut Vec::new())
-            .map_err(|e| GpuError::Failed(e.to_string()))
-    }
-}
 
 /// A model with several multi-segment chunks (bf16 and f32) and a passthrough tensor.
 fn model(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {

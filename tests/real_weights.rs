@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use padic_burst::codec::{FloatKind, Layout};
 use padic_burst::compress::{compress_file, CompressOptions};
 use padic_burst::engine::CpuEngine;
@@ -19,33 +17,12 @@ use padic_burst::progress::Progress;
 /// ZipNN 0.5.4's ratios on these files, measured on this machine kind.
 const ZIPNN: [(&str, f64); 3] = [("bf16", 0.665), ("f16", 0.849), ("f32", 0.819)];
 
-fn weights(dtype: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("PADIC_TEST_WEIGHTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-weights"));
-    let path = dir.join(format!("minilm-{dtype}.safetensors"));
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("PADIC_REQUIRE_REAL_WEIGHTS").as_deref() == Ok("1") {
-        panic!(
-            "{} is missing: run scripts/fetch-test-weights.sh",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} is missing (run scripts/fetch-test-weights.sh)",
-        path.display()
-    );
-    None
-}
-
 #[test]
 fn real_weights_round_trip_byte_identical_and_beat_zipnn() {
     let dir = tempfile::tempdir().unwrap();
     let engine = CpuEngine::new(None).unwrap();
     for (dtype, zipnn) in ZIPNN {
-        let Some(input) = weights(dtype) else {
+        let Some(input) = common::real_weights(dtype) else {
             continue;
         };
         let original = std::fs::read(&input).unwrap();
@@ -111,7 +88,7 @@ fn exponent_entropy_bytes(c: &Container, data: &[u8]) -> f64 {
 fn exponent_channel_is_within_one_percent_of_its_entropy() {
     let dir = tempfile::tempdir().unwrap();
     for (dtype, _) in ZIPNN {
-        let Some(input) = weights(dtype) else {
+        let Some(input) = common::real_weights(dtype) else {
             continue;
         };
         let original = std::fs::read(&input).unwrap();

@@ -1,9 +1,14 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
+use padic_burst::codec::Tables;
 use padic_burst::compress::{compress_file, CompressOptions};
+use padic_burst::engine::gpu::{GpuEngine, GpuError};
 use padic_burst::engine::{CpuEngine, DecodedModel};
 use padic_burst::format::Container;
 use padic_burst::progress::Progress;
@@ -74,4 +79,102 @@ pub fn assert_no_temp_files(dir: &Path) {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+/// A test-only GPU: decodes with the CPU codec, fails with out-of-memory on
+/// the chunks (global order of first use) it is told to, and can dawdle to
+/// shuffle arrival order.
+pub struct FakeGpu {
+    pub oom_on: HashSet<(usize, usize)>,
+    pub calls: AtomicUsize,
+    pub seen: Mutex<Vec<(usize, usize, usize, usize)>>,
+    pub sleep_every: usize,
+}
+
+impl FakeGpu {
+    pub fn new(oom_on: &[(usize, usize)]) -> Self {
+        FakeGpu {
+            oom_on: oom_on.iter().copied().collect(),
+            calls: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+            sleep_every: 0,
+        }
+    }
+}
+
+impl GpuEngine for FakeGpu {
+    fn describe(&self) -> String {
+        "test stand-in (CPU codec)".into()
+    }
+    fn decode_range(
+        &self,
+        c: &Container,
+        tables: &Tables,
+        tensor: usize,
+        chunk: usize,
+        total: usize,
+        first: usize,
+        out: &mut [u8],
+    ) -> Result<(), GpuError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.sleep_every > 0 && n % self.sleep_every == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        if self.oom_on.contains(&(tensor, chunk)) {
+            return Err(GpuError::OutOfMemory {
+                requested: out.len() as u64,
+                free: 1024,
+            });
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .push((tensor, chunk, first, out.len()));
+        let secs = c
+            .sections(tensor, chunk, tables.sections_used())
+            .map_err(|e| GpuError::Failed(e.to_string()))?;
+        tables
+            .decode_range_bytes(&secs, total, first, out, &mut Vec::new())
+            .map_err(|e| GpuError::Failed(e.to_string()))
+    }
+}
+
+/// The real test weights of `dtype` (bf16, f16, f32), written by
+/// `scripts/fetch-test-weights.sh`; `None` (said on stderr) when missing,
+/// a panic instead when `PADIC_REQUIRE_REAL_WEIGHTS=1`.
+pub fn real_weights(dtype: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("PADIC_TEST_WEIGHTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-weights"));
+    let path = dir.join(format!("minilm-{dtype}.safetensors"));
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("PADIC_REQUIRE_REAL_WEIGHTS").as_deref() == Ok("1") {
+        panic!(
+            "{} is missing: run scripts/fetch-test-weights.sh",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: {} is missing (run scripts/fetch-test-weights.sh)",
+        path.display()
+    );
+    None
+}
+
+/// Rewrites the container's header JSON through `edit`, with a valid checksum.
+pub fn with_header(packed: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let n = packed.len();
+    let hlen = u64::from_le_bytes(packed[n - 24..n - 16].try_into().unwrap()) as usize;
+    let start = n - 24 - hlen;
+    let mut h: serde_json::Value = serde_json::from_slice(&packed[start..n - 24]).unwrap();
+    edit(&mut h);
+    let json = serde_json::to_vec(&h).unwrap();
+    let mut out = packed[..start].to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes());
+    out.extend_from_slice(b"PADICEND");
+    out
 }
