@@ -73,6 +73,9 @@ pub struct DecodedPart {
     /// Byte offset of this part in the data region.
     pub out_offset: u64,
     pub data: Vec<u8>,
+    /// Bytes decoded straight into the output (in-memory runs); `data` is
+    /// then empty.
+    pub placed: u64,
     /// Container bytes read for it.
     pub bytes_in: u64,
     pub queue_us: u64,
@@ -96,6 +99,13 @@ pub struct MergeReceipt {
     pub out_offset: u64,
     pub bytes: u64,
     pub error: Option<String>,
+}
+
+impl DecodedPart {
+    /// Decoded bytes, carried or already placed.
+    pub fn len(&self) -> u64 {
+        self.data.len() as u64 + self.placed
+    }
 }
 
 impl Part for DecodedPart {
@@ -204,6 +214,8 @@ struct ChunkDecoder {
     /// Chunks this worker has decoded (the source's read-ahead counts on it).
     done: std::cell::Cell<usize>,
     pool: Arc<BufferPool>,
+    /// The output, when parts may be decoded straight into it.
+    direct: Option<Arc<dyn Placement>>,
     /// Alignment scratch of the CPU decoder, reused.
     scratch: std::cell::RefCell<Vec<u32>>,
 }
@@ -250,7 +262,7 @@ impl ChunkDecoder {
     fn part(&self, t: &ChunkTask, route: u8, engine: Engine, first: u64, last: u64) -> DecodedPart {
         let unit = t.out_len / t.elements.max(1);
         let started = self.now_us();
-        let mut data = self.pool.take(((last - first) * unit) as usize);
+        let len = ((last - first) * unit) as usize;
         let mut part = DecodedPart {
             global: t.global,
             tensor: t.tensor,
@@ -260,6 +272,7 @@ impl ChunkDecoder {
             first,
             out_offset: t.out_offset + first * unit,
             data: Vec::new(),
+            placed: 0,
             bytes_in: 0,
             queue_us: started.saturating_sub(t.sent_us),
             decode_us: 0,
@@ -267,17 +280,26 @@ impl ChunkDecoder {
             rerouted_oom: false,
             error: None,
         };
-        let result: std::result::Result<u64, String> = match engine {
-            Engine::Cpu => self
-                .cpu(t, first, last, &mut data)
-                .map_err(|e| e.to_string()),
-            Engine::Gpu => self.gpu_part(t, first, last, &mut data, &mut part),
+        // In memory, decode straight into the output; else into a pooled buffer.
+        let direct = self
+            .direct
+            .as_ref()
+            .and_then(|o| o.claim(part.out_offset, len));
+        let result: std::result::Result<u64, String> = match direct {
+            Some(Err(e)) => Err(format!("{}: {e}", self.place(t))),
+            Some(Ok(out)) => self
+                .decode_into(t, engine, first, last, out, &mut part)
+                .inspect(|_| {
+                    part.placed = len as u64;
+                }),
+            None => {
+                let mut data = self.pool.take(len);
+                self.decode_into(t, engine, first, last, &mut data, &mut part)
+                    .inspect(|_| part.data = data)
+            }
         };
         match result {
-            Ok(bytes_in) => {
-                part.bytes_in = bytes_in;
-                part.data = data;
-            }
+            Ok(bytes_in) => part.bytes_in = bytes_in,
             Err(e) => part.error = Some(e),
         }
         part.done_us = self.now_us();
@@ -286,11 +308,26 @@ impl ChunkDecoder {
             let secs = part.decode_us.max(1) as f64 / 1e6;
             self.policy.lock().expect("policy lock").observe(
                 part.engine == Engine::Gpu,
-                part.data.len() as u64,
+                part.len(),
                 secs,
             );
         }
         part
+    }
+
+    fn decode_into(
+        &self,
+        t: &ChunkTask,
+        engine: Engine,
+        first: u64,
+        last: u64,
+        out: &mut [u8],
+        part: &mut DecodedPart,
+    ) -> std::result::Result<u64, String> {
+        match engine {
+            Engine::Cpu => self.cpu(t, first, last, out).map_err(|e| e.to_string()),
+            Engine::Gpu => self.gpu_part(t, first, last, out, part),
+        }
     }
 
     fn gpu_part(
@@ -424,6 +461,12 @@ pub trait Placement: Send + Sync {
     fn path(&self) -> Option<&Path> {
         None
     }
+    /// For output in memory: the `len` bytes at `offset`, for a decoder to
+    /// write into directly, saving the merge a copy. Each byte is handed out
+    /// once; a second claim on it is an error. `None`: use [`Placement::place`].
+    fn claim(&self, _offset: u64, _len: usize) -> Option<std::io::Result<&mut [u8]>> {
+        None
+    }
 }
 
 /// The output file: the data region starts at `base`.
@@ -442,23 +485,23 @@ impl Placement for FilePlacement {
     }
 }
 
-/// Memory holding the data region from `start` on. Writers lock only the
-/// 1 MiB stripes their bytes fall in, so merges of different chunks copy (and
-/// fault in fresh pages) at the same time, while overlapping writes, which a
-/// correct run never makes, are still serialized.
+/// Memory holding the data region from `start` on. Byte ranges are handed
+/// out once each, through [`Placement::claim`] (a decoder writes there
+/// directly) or [`Placement::place`] (a copy): a second claim on any byte is
+/// refused, so the writers of different parts never alias, and a part placed
+/// twice is a hard error, not a silent overwrite.
 struct MemoryPlacement {
     buf: Vec<u8>,
-    /// `buf`'s data; every write through it holds the locks of its stripes.
+    /// `buf`'s data; written only through claimed, disjoint ranges.
     ptr: *mut u8,
-    stripes: Vec<Mutex<()>>,
+    /// Claimed ranges, start -> end (relative to `buf`).
+    claimed: Mutex<std::collections::BTreeMap<usize, usize>>,
     start: u64,
 }
 
-const STRIPE: usize = 1 << 20;
-
-// SAFETY: `buf` is only written through `ptr`, in `place`, under the locks
-// of every stripe the write touches; it is read only by `into_inner`, which
-// owns the placement.
+// SAFETY: `buf` is written only through `ptr`, in ranges that `claim` hands
+// out at most once (checked under the `claimed` lock), so no two threads
+// write the same byte; it is read only by `into_inner`, which owns it.
 unsafe impl Sync for MemoryPlacement {}
 // SAFETY: as above; the pointer refers to memory the placement owns.
 unsafe impl Send for MemoryPlacement {}
@@ -466,13 +509,10 @@ unsafe impl Send for MemoryPlacement {}
 impl MemoryPlacement {
     fn new(mut buf: Vec<u8>, start: u64) -> Self {
         let ptr = buf.as_mut_ptr();
-        let stripes = (0..buf.len().div_ceil(STRIPE).max(1))
-            .map(|_| Mutex::new(()))
-            .collect();
         MemoryPlacement {
             buf,
             ptr,
-            stripes,
+            claimed: Mutex::new(Default::default()),
             start,
         }
     }
@@ -483,29 +523,45 @@ impl MemoryPlacement {
             .map(|p| p.buf)
             .map_err(|_| Error::Decode("the output is still shared after the run".into()))
     }
+
+    #[allow(clippy::mut_from_ref)]
+    fn take(&self, offset: u64, len: usize) -> std::io::Result<&mut [u8]> {
+        let at = offset
+            .checked_sub(self.start)
+            .map(|a| a as usize)
+            .filter(|&a| a.checked_add(len).is_some_and(|e| e <= self.buf.len()))
+            .ok_or_else(|| std::io::Error::other(format!("part at {offset} outside the output")))?;
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        let mut claimed = self.claimed.lock().expect("claim lock");
+        // The claim starting last before our end must end at or before our start.
+        if let Some((&s, &e)) = claimed.range(..at + len).next_back() {
+            if e > at {
+                return Err(std::io::Error::other(format!(
+                    "bytes {}..{} placed twice (they overlap {}..{})",
+                    offset,
+                    offset + len as u64,
+                    s as u64 + self.start,
+                    e as u64 + self.start
+                )));
+            }
+        }
+        claimed.insert(at, at + len);
+        // SAFETY: `at..at + len` lies inside `buf` (checked above) and
+        // overlaps no range handed out before (checked under the lock), so
+        // this is the only live reference to these bytes.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) })
+    }
 }
 
 impl Placement for MemoryPlacement {
     fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        let at = offset
-            .checked_sub(self.start)
-            .map(|a| a as usize)
-            .filter(|&a| {
-                a.checked_add(bytes.len())
-                    .is_some_and(|e| e <= self.buf.len())
-            })
-            .ok_or_else(|| std::io::Error::other(format!("part at {offset} outside the output")))?;
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        // Stripes in ascending order: no two writers wait on each other in a cycle.
-        let _held: Vec<_> = (at / STRIPE..=(at + bytes.len() - 1) / STRIPE)
-            .map(|i| self.stripes[i].lock().expect("stripe lock"))
-            .collect();
-        // SAFETY: `at..at + len` lies inside `buf` (checked above), and every
-        // stripe it touches is locked, so no other write overlaps this one.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(at), bytes.len()) };
+        self.take(offset, bytes.len())?.copy_from_slice(bytes);
         Ok(())
+    }
+    fn claim(&self, offset: u64, len: usize) -> Option<std::io::Result<&mut [u8]>> {
+        Some(self.take(offset, len))
     }
 }
 
@@ -552,7 +608,7 @@ impl Sink<DecodedPart> for PartSink {
             first: p.first,
             engine: p.engine,
             out_offset: p.out_offset,
-            bytes: p.data.len() as u64,
+            bytes: p.len(),
             error: p.error.clone(),
         };
         if let Some(e) = p.error {
@@ -561,8 +617,12 @@ impl Sink<DecodedPart> for PartSink {
         }
         // The write happens outside the merge lock: merges of other workers
         // go on meanwhile.
-        let placed = self.out.place(p.out_offset, &p.data);
-        let bytes = p.data.len() as u64;
+        let bytes = p.len();
+        let placed = if p.placed > 0 {
+            Ok(())
+        } else {
+            self.out.place(p.out_offset, &p.data)
+        };
         self.pool.give(p.data);
         let mut st = self.state.lock().expect("merge lock");
         if let Err(e) = placed {
@@ -960,6 +1020,7 @@ fn run_graph_watched(
             started,
             done: std::cell::Cell::new(0),
             pool: pool.clone(),
+            direct: (cluster.processes == 1).then(|| out2.clone()),
             scratch: Default::default(),
         });
         let sink = std::rc::Rc::new(std::cell::RefCell::new(PartSink {
@@ -1385,7 +1446,7 @@ mod tests {
 
     #[test]
     fn memory_placement_takes_concurrent_parts_and_refuses_strays() {
-        let n = 5 * STRIPE + 123;
+        let n = (5 << 20) + 123;
         let out = Arc::new(MemoryPlacement::new(vec![0u8; n], 1000));
         // Parts of uneven sizes straddling stripe boundaries, from 4 threads.
         let cuts: Vec<usize> = (0..=40).map(|i| i * n / 40).collect();
@@ -1403,6 +1464,15 @@ mod tests {
         assert!(out.place(999, &[1]).is_err(), "before the start");
         assert!(out.place(1000 + n as u64, &[1]).is_err(), "past the end");
         assert!(out.place(u64::MAX, &[1, 2]).is_err(), "overflowing");
+        let twice = out
+            .place(1000 + cuts[3] as u64, &[9])
+            .unwrap_err()
+            .to_string();
+        assert!(twice.contains("placed twice"), "{twice}");
+        assert!(
+            out.claim(1000 + cuts[7] as u64 - 1, 2).unwrap().is_err(),
+            "straddling two parts"
+        );
         let data = MemoryPlacement::into_inner(out).unwrap();
         assert!(data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     }
