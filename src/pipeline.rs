@@ -103,7 +103,7 @@ pub struct MergeReceipt {
 
 impl DecodedPart {
     /// Decoded bytes, carried or already placed.
-    pub fn len(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.data.len() as u64 + self.placed
     }
 }
@@ -308,7 +308,7 @@ impl ChunkDecoder {
             let secs = part.decode_us.max(1) as f64 / 1e6;
             self.policy.lock().expect("policy lock").observe(
                 part.engine == Engine::Gpu,
-                part.len(),
+                part.bytes(),
                 secs,
             );
         }
@@ -608,7 +608,7 @@ impl Sink<DecodedPart> for PartSink {
             first: p.first,
             engine: p.engine,
             out_offset: p.out_offset,
-            bytes: p.len(),
+            bytes: p.bytes(),
             error: p.error.clone(),
         };
         if let Some(e) = p.error {
@@ -617,7 +617,7 @@ impl Sink<DecodedPart> for PartSink {
         }
         // The write happens outside the merge lock: merges of other workers
         // go on meanwhile.
-        let bytes = p.len();
+        let bytes = p.bytes();
         let placed = if p.placed > 0 {
             Ok(())
         } else {
