@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): fetches the real test weights, then runs
-# every test, the doc tests and a build of the benches and examples.
+# every test, the doc tests and a build of the benches and examples, with the
+# `cuda` feature on (it builds and runs without CUDA: GPU checks skip, saying
+# why), and checks that the default build (no `cuda`) compiles too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PADIC_TEST_WEIGHTS=${PADIC_TEST_WEIGHTS:-$PWD/target/test-weights}
 scripts/fetch-test-weights.sh "$PADIC_TEST_WEIGHTS" >/dev/null
 export PADIC_REQUIRE_REAL_WEIGHTS=1
-cargo test --release --workspace --all-targets
-cargo test --release --workspace --doc
+cargo test --release --workspace --all-targets --features cuda
+cargo test --release --workspace --doc --features cuda
+cargo check --release --workspace --all-targets

@@ -68,6 +68,9 @@ pub enum Command {
         /// Virtual milliseconds between consecutive chunks in a replay.
         #[arg(long, default_value_t = 10)]
         replay_step_ms: u64,
+        /// Sample GPU memory live (NVML, every sample_interval_ms) and write the samples as a trace CSV that --pressure-trace replays.
+        #[arg(long, conflicts_with = "pressure_trace")]
+        record_pressure: Option<PathBuf>,
         /// Write the run's statistics as JSON.
         #[arg(long)]
         stats_json: Option<PathBuf>,
@@ -199,6 +202,7 @@ pub fn run(cli: Cli) -> Result<()> {
             config,
             pressure_trace,
             replay_step_ms,
+            record_pressure,
             stats_json,
             histogram_out,
             placement_log,
@@ -222,12 +226,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 .map(crate::pressure::Trace::load)
                 .transpose()?;
             opts.replay_step_ms = replay_step_ms;
+            if record_pressure.is_some() {
+                opts.pressure = Some(crate::pressure::live(
+                    opts.config.gpu_device,
+                    opts.config.sample_interval_ms,
+                )?);
+            }
             opts.timely_args = timely;
             opts.placement_log = placement_log;
             let _ = &progress;
             let s = crate::pipeline::decompress_file(c, &output, &opts)?;
             for note in &s.notes {
                 eprintln!("note: {note}");
+            }
+            if let (Some(path), Some(source)) = (&record_pressure, &opts.pressure) {
+                let n = crate::pressure::record(source.as_ref(), path)?;
+                eprintln!("{}: {n} memory samples", path.display());
             }
             if let Some(path) = &stats_json {
                 let json = serde_json::to_string_pretty(&s)

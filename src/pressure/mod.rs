@@ -5,8 +5,14 @@
 //! form `--record-pressure` writes), "no GPU", and (with the `cuda` feature)
 //! NVML, sampled live on its own thread.
 
+#[cfg(feature = "cuda")]
+pub mod nvml;
 pub mod trace;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
 pub use trace::Trace;
 
 /// One reading of GPU memory.
@@ -79,6 +85,43 @@ pub trait PressureSource: Send + Sync {
     fn sample_at(&self, t_ms: u64) -> Option<Sample>;
     /// Whether a GPU stands behind the samples.
     fn has_gpu(&self) -> bool;
+    /// Every sample taken so far, for a live source (`--record-pressure`).
+    fn history(&self) -> Option<Vec<Sample>> {
+        None
+    }
+}
+
+/// The live source of this build: NVML on GPU `device`, sampled every
+/// `interval_ms` (with the `cuda` feature), or why there is none.
+pub fn live(device: u32, interval_ms: u64) -> Result<Arc<dyn PressureSource>> {
+    #[cfg(feature = "cuda")]
+    {
+        Ok(Arc::new(nvml::Nvml::start(device, interval_ms)?))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (device, interval_ms);
+        Err(Error::InvalidArgument(
+            "no live GPU memory readings: this build has no NVML (it was built without the `cuda` feature)".into(),
+        ))
+    }
+}
+
+/// Writes what a live source sampled as a trace CSV (`t_ms,used_mb,total_mb`)
+/// that `--pressure-trace` replays.
+pub fn record(source: &dyn PressureSource, path: &Path) -> Result<usize> {
+    let samples = source.history().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{}: the memory-pressure source is not live: nothing to record",
+            path.display()
+        ))
+    })?;
+    let n = samples.len();
+    let trace = Trace::new(samples).map_err(|e| {
+        Error::InvalidArgument(format!("{}: cannot record: {e}", path.display()))
+    })?;
+    trace.write(path)?;
+    Ok(n)
 }
 
 /// No GPU: no samples.

@@ -2,7 +2,7 @@
 //! and one sample per line, times non-decreasing.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{PressureSource, Sample};
 use crate::error::{Error, Result};
@@ -119,13 +119,13 @@ impl Trace {
     }
 
     /// Writes the trace as CSV.
-    pub fn write(&self, path: &PathBuf) -> Result<()> {
+    pub fn write(&self, path: &Path) -> Result<()> {
         let mut out = Vec::new();
         writeln!(out, "{HEADER}").expect("writing to memory");
         for s in &self.samples {
             writeln!(out, "{},{},{}", s.t_ms, s.used_mb, s.total_mb).expect("writing to memory");
         }
-        std::fs::write(path, out).map_err(|e| Error::io(path, e))
+        crate::output::write_atomic(path, &out)
     }
 }
 
