@@ -151,6 +151,8 @@ pub struct RunOptions {
     pub replay_step_ms: u64,
     /// The GPU engine, when there is one.
     pub gpu: Option<Arc<dyn GpuEngine>>,
+    /// Why there is none (said once in the notes; GPU_ONLY's error).
+    pub gpu_absent: Option<String>,
     /// Live memory-pressure readings (NVML with the `cuda` feature); without
     /// one, AUTO keeps its state and HYBRID its measured split.
     pub pressure: Option<Arc<dyn PressureSource>>,
@@ -169,6 +171,7 @@ impl RunOptions {
             trace: None,
             replay_step_ms: 10,
             gpu: None,
+            gpu_absent: None,
             pressure: None,
             timely_args: Vec::new(),
             placement_log: None,
@@ -208,6 +211,8 @@ struct ChunkDecoder {
     container: Arc<Container>,
     tables: Arc<Vec<Option<Arc<Tables>>>>,
     gpu: Option<Arc<dyn GpuEngine>>,
+    /// Why there is no GPU engine.
+    gpu_absent: String,
     mode: Mode,
     policy: Arc<Mutex<Policy>>,
     started: Instant,
@@ -340,9 +345,7 @@ impl ChunkDecoder {
     ) -> std::result::Result<u64, String> {
         let tab = self.tables[t.tensor].as_ref();
         let attempt = match (&self.gpu, tab) {
-            (None, _) => Err(GpuError::Failed(
-                crate::engine::gpu::unavailable_reason().into(),
-            )),
+            (None, _) => Err(GpuError::Failed(self.gpu_absent.clone())),
             (Some(_), None) => return self.cpu(t, first, last, out).map_err(|e| e.to_string()),
             (Some(g), Some(tab)) => g.decode_range(
                 &self.container,
@@ -928,17 +931,19 @@ fn run_graph_watched(
             .collect(),
     );
     let gpu_present = opts.gpu.is_some();
+    let gpu_absent = opts
+        .gpu_absent
+        .clone()
+        .unwrap_or_else(|| crate::engine::gpu::unavailable_reason().to_string());
     if opts.mode == Mode::GpuOnly && !gpu_present {
         return Err(Error::InvalidArgument(format!(
-            "--mode gpu-only: no GPU: {}",
-            crate::engine::gpu::unavailable_reason()
+            "--mode gpu-only: no GPU: {gpu_absent}"
         )));
     }
     let mut notes = Vec::new();
     if !gpu_present && matches!(opts.mode, Mode::Auto | Mode::Hybrid) {
         notes.push(format!(
-            "no GPU ({}): every chunk decodes on the CPU{}",
-            crate::engine::gpu::unavailable_reason(),
+            "no GPU ({gpu_absent}): every chunk decodes on the CPU{}",
             if opts.mode == Mode::Hybrid {
                 "; HYBRID runs CPU-only"
             } else {
@@ -1015,6 +1020,7 @@ fn run_graph_watched(
             container: c2.clone(),
             tables: tables2.clone(),
             gpu: gpu.clone(),
+            gpu_absent: gpu_absent.clone(),
             mode,
             policy: policy2.clone(),
             started,

@@ -90,6 +90,62 @@ fn record_pressure_without_a_live_source_fails_clearly_before_decoding() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("no live GPU memory readings") || err.contains("NVML"), "{err}");
+    assert!(
+        err.contains("no live GPU memory readings") || err.contains("NVML"),
+        "{err}"
+    );
     assert!(!out.exists() && !trace.exists());
+}
+
+/// The kernels compile with NVRTC (no GPU needed, only libnvrtc: CI installs
+/// the `nvidia-cuda-nvrtc` wheel and sets `PADIC_REQUIRE_NVRTC=1`).
+#[cfg(feature = "cuda")]
+#[test]
+fn the_kernels_compile_with_nvrtc_for_hopper_and_ampere() {
+    use padic_burst::engine::cuda;
+    if let Err(why) = cuda::nvrtc_present() {
+        assert!(
+            std::env::var("PADIC_REQUIRE_NVRTC").as_deref() != Ok("1"),
+            "PADIC_REQUIRE_NVRTC=1 but {why}"
+        );
+        eprintln!("SKIPPED the NVRTC compile: {why}");
+        return;
+    }
+    for arch in ["compute_90", "compute_80"] {
+        let ptx = cuda::compile(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let src = ptx.to_src();
+        for k in [
+            "const_u16",
+            "raw_u16",
+            "rans_u16",
+            "const_u32",
+            "raw_u32",
+            "rans_u32",
+        ] {
+            assert!(
+                src.contains(&format!(".entry {k}")),
+                "{arch}: no kernel {k}"
+            );
+        }
+    }
+}
+
+/// Without a driver the engine says so, and never panics.
+#[cfg(feature = "cuda")]
+#[test]
+fn without_a_driver_the_engine_says_so() {
+    use padic_burst::engine::cuda;
+    match cuda::CudaEngine::shared(0) {
+        Ok(e) => eprintln!(
+            "SKIPPED: a GPU is here ({})",
+            padic_burst::engine::gpu::GpuEngine::describe(&*e)
+        ),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("libcuda.so.1") || msg.contains("NVRTC") || msg.contains("GPU 0"),
+                "{msg}"
+            );
+        }
+    }
 }

@@ -96,6 +96,11 @@ impl Tables {
         }
     }
 
+    /// The contribution of each symbol of section `s`.
+    pub fn lut(&self, s: usize) -> &[u32] {
+        &self.luts[s]
+    }
+
     /// Sections a decode reads (a prefix of the chunk's).
     pub fn sections_used(&self) -> usize {
         self.luts.len()

@@ -9,6 +9,7 @@
 pub mod bitpack;
 pub mod chunk;
 pub mod layout;
+pub mod plan;
 pub mod rans;
 pub mod symbols;
 pub mod varint;

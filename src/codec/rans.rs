@@ -243,6 +243,162 @@ pub fn decode_range<W: Word>(
     decode_with(body, lut, total, first, out, assign, true)
 }
 
+/// A parsed rANS section header: everything but the segments' states and words.
+pub(crate) struct Header<'a> {
+    pub(crate) scale_bits: u32,
+    pub(crate) lanes: usize,
+    seg_syms: usize,
+    pub(crate) table: Table,
+    word_counts: Vec<usize>,
+    /// The segments' bytes, in order.
+    data: &'a [u8],
+    /// Where `data` starts in the body.
+    data_offset: usize,
+    n: usize,
+}
+
+/// One segment of a section: its symbols `[start, end)`, and its states and
+/// words (`lanes` u32 states, then `words` u16 words) at `offset` in the body.
+pub(crate) struct SegmentRef<'a> {
+    pub(crate) index: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) offset: usize,
+    pub(crate) words: usize,
+}
+
+impl<'a> Header<'a> {
+    /// Parses and checks the header of a body of `n` symbols over `lut.len()`
+    /// symbols; the table carries each symbol's `lut` contribution.
+    pub(crate) fn parse(body: &'a [u8], lut: &[u32], n: usize) -> Result<Self> {
+        let alphabet = lut.len();
+        let mut r = varint::Reader::new(body);
+        let scale_bits = r.u8()? as u32;
+        let lanes = r.u8()? as usize;
+        let seg_syms = r.varint()? as usize;
+        if !(1..=MAX_SCALE_BITS).contains(&scale_bits) {
+            return Err(Error::Decode(format!(
+                "rANS scale {scale_bits} outside 1..=15"
+            )));
+        }
+        if lanes == 0 || lanes > 64 {
+            return Err(Error::Decode(format!(
+                "rANS lane count {lanes} outside 1..=64"
+            )));
+        }
+        if seg_syms == 0 || seg_syms > 1 << 26 {
+            return Err(Error::Decode(format!(
+                "rANS segment size {seg_syms} out of range"
+            )));
+        }
+        let m = 1usize << scale_bits;
+        let present = r.varint()? as usize;
+        if present == 0 || present > alphabet {
+            return Err(Error::Decode(format!(
+                "rANS table lists {present} symbols, alphabet has {alphabet}"
+            )));
+        }
+        let mut table = Table { entry: vec![0; m] };
+        let mut slot = 0usize;
+        let mut sym = 0usize;
+        for i in 0..present {
+            let gap = r.varint()? as usize;
+            sym = if i == 0 { gap } else { sym + 1 + gap };
+            let f = r.varint()? as usize + 1;
+            if sym >= alphabet || f > m - slot {
+                return Err(Error::Decode(format!(
+                    "rANS table entry {i} (symbol {sym}, frequency {f}) does not fit alphabet {alphabet} and scale {m}"
+                )));
+            }
+            // A lone symbol has f = M = 2^15 at most: it fits the low 16 bits.
+            for (j, e) in table.entry[slot..slot + f].iter_mut().enumerate() {
+                *e = f as u64 | (j as u64) << 16 | (lut[sym] as u64) << 32;
+            }
+            slot += f;
+        }
+        if slot != m {
+            return Err(Error::Decode(format!(
+                "rANS frequencies sum to {slot}, expected {m}"
+            )));
+        }
+        let nseg = n.div_ceil(seg_syms);
+        let mut word_counts = Vec::with_capacity(nseg.min(1 << 16));
+        for _ in 0..nseg {
+            word_counts.push(r.varint()? as usize);
+        }
+        let data = r.rest();
+        Ok(Header {
+            scale_bits,
+            lanes,
+            seg_syms,
+            table,
+            word_counts,
+            data,
+            data_offset: body.len() - data.len(),
+            n,
+        })
+    }
+
+    /// Checks that `[first, last)` falls on segment boundaries.
+    pub(crate) fn check_range(&self, first: usize, last: usize) -> Result<()> {
+        if last > self.n {
+            return Err(Error::Decode(format!(
+                "range {first}..{last} past the {} symbols",
+                self.n
+            )));
+        }
+        if first % self.seg_syms != 0 || (last != self.n && last % self.seg_syms != 0) {
+            return Err(Error::Decode(format!(
+                "range {first}..{last} does not fall on rANS segment boundaries ({} symbols)",
+                self.seg_syms
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every segment, in order, bounds-checked; then a check that no byte is
+    /// left over.
+    pub(crate) fn segments(&self) -> Result<Vec<SegmentRef<'a>>> {
+        let mut out = Vec::with_capacity(self.word_counts.len());
+        let mut data = self.data;
+        let mut offset = self.data_offset;
+        for (k, &words) in self.word_counts.iter().enumerate() {
+            let start = k * self.seg_syms;
+            let end = (start + self.seg_syms).min(self.n);
+            let lanes = self.lanes;
+            let need = lanes
+                .checked_mul(4)
+                .and_then(|s| words.checked_mul(2).and_then(|w| w.checked_add(s)))
+                .filter(|&b| b <= data.len())
+                .ok_or_else(|| {
+                    Error::Decode(format!(
+                        "rANS segment {k} needs {words} words and {lanes} states, more than the {} bytes left",
+                        data.len()
+                    ))
+                })?;
+            let (seg, rest) = data.split_at(need);
+            out.push(SegmentRef {
+                index: k,
+                start,
+                end,
+                bytes: seg,
+                offset,
+                words,
+            });
+            data = rest;
+            offset += need;
+        }
+        if !data.is_empty() {
+            return Err(Error::Decode(format!(
+                "{} bytes left over after the last rANS segment",
+                data.len()
+            )));
+        }
+        Ok(out)
+    }
+}
+
 /// [`decode`], with the SIMD path allowed or not (tests hold both to the same output).
 pub(crate) fn decode_with<W: Word>(
     body: &[u8],
@@ -254,103 +410,34 @@ pub(crate) fn decode_with<W: Word>(
     allow_simd: bool,
 ) -> Result<()> {
     let last = first + out.len();
-    if last > n {
-        return Err(Error::Decode(format!(
-            "range {first}..{last} past the {n} symbols"
-        )));
-    }
-    let alphabet = lut.len();
-    let mut r = varint::Reader::new(body);
-    let scale_bits = r.u8()? as u32;
-    let lanes = r.u8()? as usize;
-    let seg_syms = r.varint()? as usize;
-    if !(1..=MAX_SCALE_BITS).contains(&scale_bits) {
-        return Err(Error::Decode(format!(
-            "rANS scale {scale_bits} outside 1..=15"
-        )));
-    }
-    if lanes == 0 || lanes > 64 {
-        return Err(Error::Decode(format!(
-            "rANS lane count {lanes} outside 1..=64"
-        )));
-    }
-    if seg_syms == 0 || seg_syms > 1 << 26 {
-        return Err(Error::Decode(format!(
-            "rANS segment size {seg_syms} out of range"
-        )));
-    }
-    let m = 1usize << scale_bits;
-    let present = r.varint()? as usize;
-    if present == 0 || present > alphabet {
-        return Err(Error::Decode(format!(
-            "rANS table lists {present} symbols, alphabet has {alphabet}"
-        )));
-    }
-    let mut table = Table { entry: vec![0; m] };
-    let mut slot = 0usize;
-    let mut sym = 0usize;
-    for i in 0..present {
-        let gap = r.varint()? as usize;
-        sym = if i == 0 { gap } else { sym + 1 + gap };
-        let f = r.varint()? as usize + 1;
-        if sym >= alphabet || f > m - slot {
-            return Err(Error::Decode(format!(
-                "rANS table entry {i} (symbol {sym}, frequency {f}) does not fit alphabet {alphabet} and scale {m}"
-            )));
-        }
-        // A lone symbol has f = M = 2^15 at most: it fits the low 16 bits.
-        for (j, e) in table.entry[slot..slot + f].iter_mut().enumerate() {
-            *e = f as u64 | (j as u64) << 16 | (lut[sym] as u64) << 32;
-        }
-        slot += f;
-    }
-    if slot != m {
-        return Err(Error::Decode(format!(
-            "rANS frequencies sum to {slot}, expected {m}"
-        )));
-    }
-    if first % seg_syms != 0 || (last != n && last % seg_syms != 0) {
-        return Err(Error::Decode(format!(
-            "range {first}..{last} does not fall on rANS segment boundaries ({seg_syms} symbols)"
-        )));
-    }
-    let nseg = n.div_ceil(seg_syms);
-    let mut word_counts = Vec::with_capacity(nseg.min(1 << 16));
-    for _ in 0..nseg {
-        word_counts.push(r.varint()? as usize);
-    }
-    let mut data = r.rest();
-    for (k, &words) in word_counts.iter().enumerate() {
-        let start = k * seg_syms;
-        let end = (start + seg_syms).min(n);
-        let need = lanes
-            .checked_mul(4)
-            .and_then(|s| words.checked_mul(2).and_then(|w| w.checked_add(s)))
-            .filter(|&b| b <= data.len())
-            .ok_or_else(|| {
-                Error::Decode(format!(
-                    "rANS segment {k} needs {words} words and {lanes} states, more than the {} bytes left",
-                    data.len()
-                ))
-            })?;
-        let (seg, rest) = data.split_at(need);
-        data = rest;
-        if start < first || end > last {
+    let h = Header::parse(body, lut, n)?;
+    h.check_range(first, last)?;
+    for seg in h.segments()? {
+        if seg.start < first || seg.end > last {
             continue;
         }
-        let seg_out = &mut out[start - first..end - first];
+        let seg_out = &mut out[seg.start - first..seg.end - first];
+        let k = seg.index;
         let done = if assign {
-            decode_segment::<W, true>(seg, lanes, scale_bits, &table, seg_out, allow_simd)
+            decode_segment::<W, true>(
+                seg.bytes,
+                h.lanes,
+                h.scale_bits,
+                &h.table,
+                seg_out,
+                allow_simd,
+            )
         } else {
-            decode_segment::<W, false>(seg, lanes, scale_bits, &table, seg_out, allow_simd)
+            decode_segment::<W, false>(
+                seg.bytes,
+                h.lanes,
+                h.scale_bits,
+                &h.table,
+                seg_out,
+                allow_simd,
+            )
         };
         done.map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
-    }
-    if !data.is_empty() {
-        return Err(Error::Decode(format!(
-            "{} bytes left over after the last rANS segment",
-            data.len()
-        )));
     }
     Ok(())
 }

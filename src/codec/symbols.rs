@@ -57,17 +57,24 @@ pub fn decode<W: Word>(section: &[u8], lut: &[u32], out: &mut [W], assign: bool)
     decode_range(section, lut, n, 0, out, assign)
 }
 
-/// Decodes values `[first, first + out.len())` of a section of `total`
-/// values. For rANS both ends must fall on segment boundaries; for raw
-/// sections `first` must be a multiple of 8 (a whole byte).
-pub fn decode_range<W: Word>(
-    section: &[u8],
+/// A section's header, parsed and checked for values `[first, last)`.
+pub(crate) enum Parsed<'a> {
+    /// Every value's contribution.
+    Const(u32),
+    /// `width`-bit values; `bytes` starts at the byte holding value `first`.
+    Raw { width: u32, bytes: &'a [u8] },
+    /// An rANS body.
+    Rans(&'a [u8]),
+}
+
+/// Parses `section` for values `[first, last)` of `total` over `lut`.
+pub(crate) fn parse<'a>(
+    section: &'a [u8],
     lut: &[u32],
     total: usize,
     first: usize,
-    out: &mut [W],
-    assign: bool,
-) -> Result<()> {
+    last: usize,
+) -> Result<Parsed<'a>> {
     let (&kind, body) = section
         .split_first()
         .ok_or_else(|| Error::Decode("empty section".into()))?;
@@ -84,12 +91,7 @@ pub fn decode_range<W: Word>(
                     lut.len()
                 ))
             })?;
-            if assign {
-                out.fill(W::from_u32(v));
-            } else {
-                out.iter_mut().for_each(|o| *o = o.add(v));
-            }
-            Ok(())
+            Ok(Parsed::Const(v))
         }
         KIND_RAW => {
             let (&width, packed) = body
@@ -103,9 +105,9 @@ pub fn decode_range<W: Word>(
                 )));
             }
             let w = width as usize;
-            let last = first + out.len();
             if first % 8 != 0
                 || last > total
+                || first > last
                 || packed.len() != bitpack::packed_len(total, width as u32)
             {
                 return Err(Error::Decode(format!(
@@ -113,10 +115,37 @@ pub fn decode_range<W: Word>(
                     packed.len()
                 )));
             }
-            let bytes = &packed[first * w / 8..bitpack::packed_len(last, width as u32)];
-            bitpack::decode(bytes, width as u32, lut, out, assign)
+            Ok(Parsed::Raw {
+                width: width as u32,
+                bytes: &packed[first * w / 8..bitpack::packed_len(last, width as u32)],
+            })
         }
-        KIND_RANS => rans::decode_range(body, lut, total, first, out, assign),
+        KIND_RANS => Ok(Parsed::Rans(body)),
         other => Err(Error::Decode(format!("unknown section encoding {other}"))),
+    }
+}
+
+/// Decodes values `[first, first + out.len())` of a section of `total`
+/// values. For rANS both ends must fall on segment boundaries; for raw
+/// sections `first` must be a multiple of 8 (a whole byte).
+pub fn decode_range<W: Word>(
+    section: &[u8],
+    lut: &[u32],
+    total: usize,
+    first: usize,
+    out: &mut [W],
+    assign: bool,
+) -> Result<()> {
+    match parse(section, lut, total, first, first + out.len())? {
+        Parsed::Const(v) => {
+            if assign {
+                out.fill(W::from_u32(v));
+            } else {
+                out.iter_mut().for_each(|o| *o = o.add(v));
+            }
+            Ok(())
+        }
+        Parsed::Raw { width, bytes } => bitpack::decode(bytes, width, lut, out, assign),
+        Parsed::Rans(body) => rans::decode_range(body, lut, total, first, out, assign),
     }
 }

@@ -1,7 +1,8 @@
 //! The GPU engine's interface. The CUDA implementation comes with the `cuda`
-//! feature; this build has none, and says so rather than pretend: every
-//! chunk routed to a GPU decodes on the CPU in AUTO_SWITCH and HYBRID, and
-//! GPU_ONLY fails with a clear error.
+//! feature (`engine::cuda`); without it, or without a driver, there is none,
+//! and the run says so rather than pretend: every chunk routed to a GPU
+//! decodes on the CPU in AUTO_SWITCH and HYBRID, and GPU_ONLY fails with a
+//! clear error.
 
 use crate::codec::Tables;
 use crate::format::Container;
@@ -39,7 +40,27 @@ pub trait GpuEngine: Send + Sync {
     ) -> Result<(), GpuError>;
 }
 
-/// Why this process has no GPU engine.
+/// Why this build has no GPU engine, when it cannot have one.
 pub fn unavailable_reason() -> &'static str {
-    "this build has no GPU engine (it was built without the `cuda` feature)"
+    if cfg!(feature = "cuda") {
+        "no GPU engine was started"
+    } else {
+        "this build has no GPU engine (it was built without the `cuda` feature)"
+    }
+}
+
+/// The GPU engine of this build on GPU `device` (the `cuda` feature), or why
+/// there is none: never a panic for want of a driver.
+pub fn open(device: u32) -> Result<std::sync::Arc<dyn GpuEngine>, String> {
+    #[cfg(feature = "cuda")]
+    {
+        crate::engine::cuda::CudaEngine::shared(device as usize)
+            .map(|e| e as std::sync::Arc<dyn GpuEngine>)
+            .map_err(|e| e.to_string())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        Err(unavailable_reason().to_string())
+    }
 }

@@ -2,6 +2,8 @@
 //! `cuda` feature.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod gpu;
 
 pub use cpu::{

@@ -117,9 +117,8 @@ pub fn record(source: &dyn PressureSource, path: &Path) -> Result<usize> {
         ))
     })?;
     let n = samples.len();
-    let trace = Trace::new(samples).map_err(|e| {
-        Error::InvalidArgument(format!("{}: cannot record: {e}", path.display()))
-    })?;
+    let trace = Trace::new(samples)
+        .map_err(|e| Error::InvalidArgument(format!("{}: cannot record: {e}", path.display())))?;
     trace.write(path)?;
     Ok(n)
 }

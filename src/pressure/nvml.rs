@@ -62,7 +62,8 @@ impl Nvml {
                             h.lock().expect("history lock").push(sample);
                         }
                         Err(e) if !told => {
-                            let _ = tx.send(Err(format!("NVML cannot read GPU {index}'s memory: {e}")));
+                            let _ =
+                                tx.send(Err(format!("NVML cannot read GPU {index}'s memory: {e}")));
                             return;
                         }
                         Err(_) => {}
