@@ -149,3 +149,178 @@ fn without_a_driver_the_engine_says_so() {
         }
     }
 }
+
+/// Checks that need a real GPU (`scripts/gpu-check.sh` runs them there);
+/// each skips, saying why, where there is none.
+#[cfg(feature = "cuda")]
+mod on_a_gpu {
+    use std::sync::{Arc, Mutex};
+
+    use padic_burst::compress::CompressOptions;
+    use padic_burst::config::Config;
+    use padic_burst::engine::cuda::CudaEngine;
+    use padic_burst::format::Container;
+    use padic_burst::pipeline::{decompress_file, decompress_to_memory, RunOptions};
+    use padic_burst::policy::Mode;
+    use padic_burst::pressure;
+    use safetensors::Dtype;
+
+    use super::common;
+
+    /// One GPU check at a time: one fills the card.
+    static GPU: Mutex<()> = Mutex::new(());
+
+    fn engine() -> Option<Arc<CudaEngine>> {
+        match CudaEngine::shared(0) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                eprintln!("SKIPPED (no GPU here): {e}");
+                None
+            }
+        }
+    }
+
+    fn run(
+        c: &Arc<Container>,
+        mode: Mode,
+        gpu: Option<Arc<CudaEngine>>,
+    ) -> padic_burst::Result<(Vec<u8>, padic_burst::stats::Statistics)> {
+        let mut o = RunOptions::new(mode, Config::default());
+        o.gpu = gpu.map(|g| g as Arc<dyn padic_burst::engine::gpu::GpuEngine>);
+        o.timely_args = vec!["-w".into(), "2".into()];
+        decompress_to_memory(c.clone(), &o).map(|(m, s)| (m.data, s))
+    }
+
+    /// The inputs: the real weights when installed, every bf16 and f16
+    /// pattern, random f32 patterns with the specials; primes 2, 3 and 257.
+    fn inputs() -> Vec<(String, Vec<u8>, u32)> {
+        let mut v = Vec::new();
+        for dtype in ["bf16", "f16", "f32"] {
+            if let Some(p) = common::real_weights(dtype) {
+                v.push((format!("minilm-{dtype}"), std::fs::read(p).unwrap(), 2));
+            }
+        }
+        let all = common::all_u16_patterns();
+        let mut rng = padic_burst::demo::Rng::new(99);
+        let f32s: Vec<u8> = (0..1_000_000)
+            .flat_map(|i| match i % 1000 {
+                0 => f32::NAN.to_bits().to_le_bytes(),
+                1 => 0x7fc0_1234u32.to_le_bytes(),
+                2 => f32::INFINITY.to_bits().to_le_bytes(),
+                3 => (-0.0f32).to_bits().to_le_bytes(),
+                4 => 1u32.to_le_bytes(),
+                _ => (rng.next_u64() as u32).to_le_bytes(),
+            })
+            .collect();
+        for prime in [2, 3, 257] {
+            v.push((
+                format!("patterns p={prime}"),
+                common::safetensors_bytes(&[
+                    ("bf16", Dtype::BF16, vec![65536], all.clone()),
+                    ("f16", Dtype::F16, vec![65536], all.clone()),
+                    ("f32", Dtype::F32, vec![1_000_000], f32s.clone()),
+                ]),
+                prime,
+            ));
+        }
+        v
+    }
+
+    #[test]
+    fn gpu_decodes_bit_exact_with_the_cpu() {
+        let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(gpu) = engine() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        for (name, file, prime) in inputs() {
+            let packed = common::compress_bytes(
+                dir.path(),
+                "in",
+                &file,
+                &CompressOptions {
+                    prime,
+                    ..CompressOptions::default()
+                },
+            );
+            let c = Arc::new(Container::open(&packed).unwrap());
+            let (cpu, _) = run(&c, Mode::CpuOnly, None).unwrap();
+            assert!(
+                cpu == common::data_region(&file),
+                "{name}: the CPU round trip"
+            );
+            for mode in [Mode::GpuOnly, Mode::Hybrid] {
+                let (out, stats) = run(&c, mode, Some(gpu.clone())).unwrap();
+                assert!(out == cpu, "{name}: {mode:?} differs from the CPU engine");
+                println!(
+                    "{name}: {mode:?} bit-exact, {} chunks ({} gpu-routed, {} hybrid)",
+                    stats.total_decompressions,
+                    stats.gpu_decompressions,
+                    stats.hybrid_decompressions
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_card_stops_gpu_only_clearly_and_auto_finishes_on_the_cpu() {
+        let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(gpu) = engine() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let file = padic_burst::demo::synthetic_model(5, 8_000_000, Dtype::BF16);
+        let packed = common::compress_bytes(dir.path(), "m", &file, &CompressOptions::default());
+        let c = Arc::new(Container::open(&packed).unwrap());
+        let (cpu, _) = run(&c, Mode::CpuOnly, None).unwrap();
+        // Fill the card with a plain allocation, leaving a few MiB.
+        let (free, total) = gpu.memory().unwrap();
+        let mut hold = None;
+        let mut leave = 4u64 << 20;
+        while hold.is_none() && leave < free {
+            hold = gpu.hold((free - leave) as usize).ok();
+            leave *= 2;
+        }
+        let hold = hold.expect("the card can be filled");
+        println!(
+            "holding {} of {} MiB",
+            (free - leave / 2) >> 20,
+            total >> 20
+        );
+        let out = dir.path().join("gpu-only.safetensors");
+        let mut o = RunOptions::new(Mode::GpuOnly, Config::default());
+        o.gpu = Some(gpu.clone());
+        let err = decompress_file(c.clone(), &out, &o)
+            .unwrap_err()
+            .to_string();
+        println!("GPU_ONLY on a full card: {err}");
+        assert!(
+            err.contains("out of memory") && err.contains("chunk"),
+            "{err}"
+        );
+        assert!(!out.exists());
+        common::assert_no_temp_files(dir.path());
+        let (auto, stats) = run(&c, Mode::Auto, Some(gpu.clone())).unwrap();
+        assert!(auto == cpu, "AUTO on a full card differs");
+        assert!(stats.gpu_oom_reroutes > 0, "the chunks met the full card");
+        println!(
+            "AUTO on a full card: bit-exact, {} of {} chunks rerouted to the CPU, {} pressure events",
+            stats.gpu_oom_reroutes, stats.total_decompressions, stats.memory_pressure_events
+        );
+        drop(hold);
+    }
+
+    #[test]
+    fn nvml_readings_move_when_memory_is_allocated() {
+        let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(gpu) = engine() else { return };
+        let source = pressure::live(0, 20).expect("NVML on a GPU machine");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let before = source.sample_at(0).unwrap();
+        let hold = gpu.hold(2 << 30).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let after = source.sample_at(0).unwrap();
+        drop(hold);
+        println!(
+            "NVML: {:.0} MiB used before, {:.0} MiB after allocating 2048 MiB ({:.0} MiB total)",
+            before.used_mb, after.used_mb, after.total_mb
+        );
+        assert!(after.used_mb - before.used_mb >= 1800.0);
+    }
+}

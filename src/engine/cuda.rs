@@ -167,13 +167,17 @@ impl CudaEngine {
             .map_err(|e| self.error("creating a stream", e, 0))
     }
 
+    /// Uploads `plan`, runs its kernels `repeats` times (1 for a decode),
+    /// checks the error flag and copies the values into `out`; returns the
+    /// seconds the kernel launches took, the uploads and copies apart.
     fn run<W: DeviceWord>(
         &self,
         stream: &Arc<CudaStream>,
         k: &Kernels,
         plan: &ChunkPlan,
         out: &mut [u8],
-    ) -> Result<(), GpuError> {
+        repeats: usize,
+    ) -> Result<f64, GpuError> {
         let n = plan.count;
         let bytes = (n * std::mem::size_of::<W>()) as u64 + plan.data.len() as u64;
         let e = |what: &str, err| self.error(what, err, bytes);
@@ -186,80 +190,112 @@ impl CudaEngine {
         let mut err: CudaSlice<u32> = stream
             .alloc_zeros(1)
             .map_err(|x| e("allocating the error flag", x))?;
-        let count = n as u32;
-        let grid = |threads: usize, block: u32| LaunchConfig {
-            grid_dim: (threads.div_ceil(block as usize).max(1) as u32, 1, 1),
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        for (s, sec) in plan.sections.iter().enumerate() {
-            let assign = (s == 0) as i32;
-            match sec {
-                SectionPlan::Const { value } => {
-                    let mut b = stream.launch_builder(&k.constant);
-                    b.arg(&mut words).arg(&count).arg(value).arg(&assign);
-                    // SAFETY: the arguments match `const_*` in kernels/decode.cu;
-                    // the kernel writes only `words[0..count)`.
-                    unsafe { b.launch(grid(n, 256)) }.map_err(|x| e("launching const", x))?;
-                }
+        enum Aux {
+            Const(u32),
+            Raw(CudaSlice<u32>, u32, u32, u32),
+            Rans(CudaSlice<u64>, CudaSlice<u32>, u32, u32, u32),
+        }
+        let mut aux = Vec::with_capacity(plan.sections.len());
+        for sec in &plan.sections {
+            aux.push(match sec {
+                SectionPlan::Const { value } => Aux::Const(*value),
                 SectionPlan::Raw {
                     offset,
                     len,
                     width,
                     lut,
-                } => {
-                    let d_lut = stream
+                } => Aux::Raw(
+                    stream
                         .clone_htod(lut)
-                        .map_err(|x| e("copying a lookup table", x))?;
-                    let packed = data.slice(*offset as usize..(*offset + *len) as usize);
-                    let mut b = stream.launch_builder(&k.raw);
-                    b.arg(&mut words)
-                        .arg(&count)
-                        .arg(&packed)
-                        .arg(len)
-                        .arg(width)
-                        .arg(&d_lut)
-                        .arg(&assign)
-                        .arg(&mut err);
-                    // SAFETY: the arguments match `raw_*`; every read is
-                    // checked against `len`, every write is below `count`.
-                    unsafe { b.launch(grid(n, 256)) }.map_err(|x| e("launching raw", x))?;
-                }
+                        .map_err(|x| e("copying a lookup table", x))?,
+                    *offset,
+                    *len,
+                    *width,
+                ),
                 SectionPlan::Rans {
                     scale_bits,
                     lanes,
                     table,
                     segments,
                 } => {
-                    let d_table = stream
-                        .clone_htod(table)
-                        .map_err(|x| e("copying a decode table", x))?;
                     let flat: Vec<u32> = segments
                         .iter()
                         .flat_map(|g| [g.out_start, g.len, g.states_off, g.words_off, g.words])
                         .collect();
-                    let d_segs = stream
-                        .clone_htod(&flat)
-                        .map_err(|x| e("copying the segments", x))?;
-                    let nsegs = segments.len() as u32;
-                    let mut b = stream.launch_builder(&k.rans);
-                    b.arg(&mut words)
-                        .arg(&data)
-                        .arg(&d_table)
-                        .arg(&d_segs)
-                        .arg(&nsegs)
-                        .arg(scale_bits)
-                        .arg(lanes)
-                        .arg(&assign)
-                        .arg(&mut err);
-                    // SAFETY: the arguments match `rans_*` (segments as five
-                    // u32 each); the host checked every segment's bytes lie
-                    // in `data` and its outputs below `count`.
-                    unsafe { b.launch(grid(segments.len() * 32, 128)) }
-                        .map_err(|x| e("launching rans", x))?;
+                    Aux::Rans(
+                        stream
+                            .clone_htod(table)
+                            .map_err(|x| e("copying a decode table", x))?,
+                        stream
+                            .clone_htod(&flat)
+                            .map_err(|x| e("copying the segments", x))?,
+                        segments.len() as u32,
+                        *scale_bits,
+                        *lanes,
+                    )
+                }
+            });
+        }
+        let count = n as u32;
+        let grid = |threads: usize, block: u32| LaunchConfig {
+            grid_dim: (threads.div_ceil(block as usize).max(1) as u32, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        stream
+            .synchronize()
+            .map_err(|x| e("waiting for the uploads", x))?;
+        let started = std::time::Instant::now();
+        for _ in 0..repeats.max(1) {
+            for (s, a) in aux.iter().enumerate() {
+                let assign = (s == 0) as i32;
+                match a {
+                    Aux::Const(value) => {
+                        let mut b = stream.launch_builder(&k.constant);
+                        b.arg(&mut words).arg(&count).arg(value).arg(&assign);
+                        // SAFETY: the arguments match `const_*` in kernels/decode.cu;
+                        // the kernel writes only `words[0..count)`.
+                        unsafe { b.launch(grid(n, 256)) }.map_err(|x| e("launching const", x))?;
+                    }
+                    Aux::Raw(lut, offset, len, width) => {
+                        let packed = data.slice(*offset as usize..(*offset + *len) as usize);
+                        let mut b = stream.launch_builder(&k.raw);
+                        b.arg(&mut words)
+                            .arg(&count)
+                            .arg(&packed)
+                            .arg(len)
+                            .arg(width)
+                            .arg(lut)
+                            .arg(&assign)
+                            .arg(&mut err);
+                        // SAFETY: the arguments match `raw_*`; every read is
+                        // checked against `len`, every write is below `count`.
+                        unsafe { b.launch(grid(n, 256)) }.map_err(|x| e("launching raw", x))?;
+                    }
+                    Aux::Rans(table, segs, nsegs, scale_bits, lanes) => {
+                        let mut b = stream.launch_builder(&k.rans);
+                        b.arg(&mut words)
+                            .arg(&data)
+                            .arg(table)
+                            .arg(segs)
+                            .arg(nsegs)
+                            .arg(scale_bits)
+                            .arg(lanes)
+                            .arg(&assign)
+                            .arg(&mut err);
+                        // SAFETY: the arguments match `rans_*` (segments as five
+                        // u32 each); the host checked every segment's bytes lie
+                        // in `data` and its outputs below `count`.
+                        unsafe { b.launch(grid(*nsegs as usize * 32, 128)) }
+                            .map_err(|x| e("launching rans", x))?;
+                    }
                 }
             }
         }
+        stream
+            .synchronize()
+            .map_err(|x| e("running the kernels", x))?;
+        let kernel_secs = started.elapsed().as_secs_f64();
         let flag = stream
             .clone_dtoh(&err)
             .map_err(|x| e("reading the error flag", x))?;
@@ -283,7 +319,60 @@ impl CudaEngine {
                 d.iter_mut().zip(s.iter().rev()).for_each(|(a, b)| *a = *b);
             }
         }
-        Ok(())
+        Ok(kernel_secs)
+    }
+
+    /// Decodes values `[first, first + out.len() / size)` of a chunk with its
+    /// kernels run `repeats` times on the same uploaded input; returns the
+    /// seconds of kernel time (for `examples/gpu_throughput.rs`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_timed(
+        &self,
+        container: &Container,
+        tables: &Tables,
+        tensor: usize,
+        chunk: usize,
+        total: usize,
+        first: usize,
+        out: &mut [u8],
+        repeats: usize,
+    ) -> Result<f64, GpuError> {
+        let size = tables.kind.size();
+        if out.len() % size != 0 {
+            return Err(GpuError::Failed(
+                "output is not a whole number of values".into(),
+            ));
+        }
+        let secs = container
+            .sections(tensor, chunk, tables.sections_used())
+            .map_err(|e| GpuError::Failed(e.to_string()))?;
+        let plan = tables
+            .plan(&secs, total, first, out.len() / size)
+            .map_err(|e| GpuError::Failed(e.to_string()))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| self.error("binding the context", e, 0))?;
+        let stream = self.stream()?;
+        let r = match tables.kind {
+            FloatKind::F32 => self.run::<u32>(&stream, &self.k32, &plan, out, repeats),
+            FloatKind::BF16 | FloatKind::F16 => {
+                self.run::<u16>(&stream, &self.k16, &plan, out, repeats)
+            }
+        };
+        self.streams.lock().expect("stream lock").push(stream);
+        r
+    }
+
+    /// Allocates `bytes` of device memory and holds it until dropped (the
+    /// checks fill the card this way).
+    pub fn hold(&self, bytes: usize) -> Result<CudaSlice<u8>, GpuError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| self.error("binding the context", e, 0))?;
+        let stream = self.ctx.default_stream();
+        // SAFETY: the memory is never read; it only takes room.
+        unsafe { stream.alloc::<u8>(bytes) }
+            .map_err(|e| self.error("holding memory", e, bytes as u64))
     }
 }
 
@@ -302,28 +391,8 @@ impl GpuEngine for CudaEngine {
         first: usize,
         out: &mut [u8],
     ) -> Result<(), GpuError> {
-        let size = tables.kind.size();
-        if out.len() % size != 0 {
-            return Err(GpuError::Failed(
-                "output is not a whole number of values".into(),
-            ));
-        }
-        let secs = container
-            .sections(tensor, chunk, tables.sections_used())
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
-        let plan = tables
-            .plan(&secs, total, first, out.len() / size)
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| self.error("binding the context", e, 0))?;
-        let stream = self.stream()?;
-        let r = match tables.kind {
-            FloatKind::F32 => self.run::<u32>(&stream, &self.k32, &plan, out),
-            FloatKind::BF16 | FloatKind::F16 => self.run::<u16>(&stream, &self.k16, &plan, out),
-        };
-        self.streams.lock().expect("stream lock").push(stream);
-        r
+        self.decode_timed(container, tables, tensor, chunk, total, first, out, 1)
+            .map(|_| ())
     }
 }
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU check, in two steps, for a GPU machine that has CUDA but no Rust:
+#
+#   scripts/gpu-check.sh build   # here: builds the `cuda` test binary of
+#                                # tests/gpu.rs, examples/gpu_throughput and
+#                                # padic-burst, stripped, into target/gpu-check/
+#   scripts/gpu-check.sh run     # there (target/gpu-check carried along):
+#                                # runs them; the full log and a summary go
+#                                # to $OUT (default target/gpu-check/out)
+#
+# The run checks bit-exactness against the CPU engine (every bf16/f16
+# pattern, random f32 patterns with the specials, primes 2, 3 and 257;
+# GPU_ONLY and HYBRID), a full card (GPU_ONLY must fail clearly, AUTO must
+# finish bit-exact on the CPU), NVML readings that move when memory is
+# allocated, and throughput (kernels alone, and the graph end to end against
+# the CPU). It prints a short table last. Copy the table, the card and the
+# date into docs/gpu-results.md.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+dir=target/gpu-check
+case "${1:-}" in
+build)
+  rm -rf "$dir" && mkdir -p "$dir/bin"
+  exe=$(cargo test --release --features cuda --test gpu --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
+        print(m["executable"])')
+  cargo build --release --features cuda --bin padic-burst --example gpu_throughput
+  cp "$exe" "$dir/bin/gpu-tests"
+  cp target/release/padic-burst target/release/examples/gpu_throughput "$dir/bin/"
+  strip "$dir"/bin/*
+  du -sh "$dir"
+  ;;
+run)
+  out=${OUT:-$dir/out}
+  mkdir -p "$out"
+  log="$out/gpu-check.log"
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  status=0
+  {
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    echo "== tests/gpu.rs"
+    "$dir/bin/gpu-tests" --test-threads 1 --nocapture || status=1
+    echo "== examples/gpu_throughput"
+    "$dir/bin/gpu_throughput" 512 50 || status=1
+    echo "== padic-burst decompress --mode auto --record-pressure"
+    demo=$(mktemp -d)
+    "$dir/bin/padic-burst" demo --params 20000000 --dir "$demo" >/dev/null
+    "$dir/bin/padic-burst" decompress "$demo/demo-bf16.padic" -o "$demo/out.safetensors" \
+      --record-pressure "$out/pressure.csv" --stats-json "$out/stats.json" || status=1
+    cmp "$demo/demo-bf16.safetensors" "$demo/out.safetensors" && echo "auto decode byte-identical: yes" || { echo "auto decode byte-identical: NO"; status=1; }
+    rm -rf "$demo"
+  } 2>&1 | tee "$log"
+  echo
+  echo "== summary ($log)"
+  grep -E "^date:|NVIDIA|H100|H200|test result|bit-exact|full card|NVML:|^\| |identical|SKIPPED" "$log" || true
+  exit $status
+  ;;
+*)
+  echo "usage: scripts/gpu-check.sh build|run" >&2
+  exit 2
+  ;;
+esac
