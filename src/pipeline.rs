@@ -1313,20 +1313,28 @@ pub struct Pipeline {
     config: Config,
     mode: Mutex<Mode>,
     gpu: Option<Arc<dyn GpuEngine>>,
+    gpu_absent: Option<String>,
     cache: Option<crate::cache::TensorCache>,
     last: Mutex<Option<Statistics>>,
 }
 
 impl Pipeline {
-    /// A pipeline in AUTO_SWITCH with no GPU engine (this build has none).
+    /// A pipeline in AUTO_SWITCH, on GPU `gpu_device` where this build and
+    /// this machine have one (the `cuda` feature and a driver), else on the
+    /// CPU, with the reason kept for the statistics' notes.
     pub fn new(config: Config) -> Self {
         let cache = config.enable_caching.then(|| {
             crate::cache::TensorCache::new((config.cache_size_mb * (1 << 20) as f64) as usize)
         });
+        let (gpu, gpu_absent) = match crate::engine::gpu::open(config.gpu_device) {
+            Ok(g) => (Some(g), None),
+            Err(why) => (None, Some(why)),
+        };
         Pipeline {
             config,
             mode: Mutex::new(Mode::Auto),
-            gpu: None,
+            gpu,
+            gpu_absent,
             cache,
             last: Mutex::new(None),
         }
@@ -1335,6 +1343,7 @@ impl Pipeline {
     /// Uses `gpu` for chunks routed to the GPU.
     pub fn with_gpu(mut self, gpu: Arc<dyn GpuEngine>) -> Self {
         self.gpu = Some(gpu);
+        self.gpu_absent = None;
         self
     }
 
@@ -1351,6 +1360,7 @@ impl Pipeline {
         let mut o = RunOptions::new(self.mode(), self.config.clone());
         o.target_precision = target;
         o.gpu = self.gpu.clone();
+        o.gpu_absent = self.gpu_absent.clone();
         o
     }
 
