@@ -233,6 +233,23 @@ fn mutate(rng: &mut Rng, packed: &[u8]) -> (&'static str, Vec<u8>) {
     }
 }
 
+/// Whether `bad` says exactly what `packed` says: the same bytes, or a
+/// header rewritten to the same JSON value (an edit clamped to the old value).
+fn no_op(packed: &[u8], bad: &[u8]) -> bool {
+    if packed == bad {
+        return true;
+    }
+    if bad.len() < 24 || &bad[bad.len() - 8..] != b"PADICEND" {
+        return false;
+    }
+    let (a, b) = (regions(packed), regions(bad));
+    a.header_start == b.header_start
+        && packed[..a.header_start] == bad[..b.header_start]
+        && serde_json::from_slice::<serde_json::Value>(&packed[a.header_start..a.footer_start]).ok()
+            == serde_json::from_slice::<serde_json::Value>(&bad[b.header_start..b.footer_start])
+                .ok()
+}
+
 #[derive(Debug, PartialEq)]
 enum Outcome {
     Error(String),
@@ -285,7 +302,6 @@ fn corruption_campaign_on_real_weights() {
     let mut table = Vec::new();
     let mut failures = Vec::new();
     let mut cli_cases = 0;
-    let mut accepted = std::collections::BTreeMap::new();
     for (d, dtype) in ["bf16", "f16", "f32"].iter().enumerate() {
         let Some(original) = real_slice(dtype, 400_000) else {
             return;
@@ -304,9 +320,16 @@ fn corruption_campaign_on_real_weights() {
         let cases = if d == 2 { 3334 } else { 3333 };
         let mut rng = Rng::new(0xc0ffee + d as u64);
         let victim = dir.path().join(format!("victim-{dtype}.padic"));
-        let (mut errors, mut identical) = (0, 0);
+        let (mut errors, mut skipped) = (0, 0);
         for case in 0..cases {
-            let (kind, bad) = mutate(&mut rng, &packed);
+            // Only mutations that change what the file says count.
+            let (kind, bad) = loop {
+                let m = mutate(&mut rng, &packed);
+                if !no_op(&packed, &m.1) {
+                    break m;
+                }
+                skipped += 1;
+            };
             std::fs::write(&victim, &bad).unwrap();
             let outcome = judge(&victim, &original, case % 10 == 0);
             match &outcome {
@@ -327,10 +350,6 @@ fn corruption_campaign_on_real_weights() {
                         ));
                     }
                 }
-                Outcome::Identical => {
-                    identical += 1;
-                    *accepted.entry(kind).or_insert(0usize) += 1;
-                }
                 other => failures.push(format!("{dtype} case {case} ({kind}): {other:?}")),
             }
             // Every 100th case through the command line too: exit status,
@@ -346,14 +365,12 @@ fn corruption_campaign_on_real_weights() {
                     .output()
                     .unwrap();
                 let ok = match outcome {
-                    Outcome::Identical => {
-                        o.status.success() && std::fs::read(&out).unwrap() == original
-                    }
-                    _ => {
+                    Outcome::Error(_) => {
                         o.status.code() == Some(2)
                             && !out.exists()
                             && String::from_utf8_lossy(&o.stderr).trim().lines().count() == 1
                     }
+                    _ => false,
                 };
                 if !ok {
                     failures.push(format!(
@@ -367,14 +384,14 @@ fn corruption_campaign_on_real_weights() {
             }
         }
         table.push(format!(
-            "{dtype}: {cases} cases on a {} byte container, {errors} clear errors, {identical} accepted byte-identical (mutations that changed nothing the decoder reads), 0 panics, 0 hangs, 0 wrong outputs",
+            "{dtype}: {cases} mutations of a {} byte container, {errors} clear errors (exit 2), 0 accepted, 0 panics, 0 hangs ({skipped} drawn mutations that changed nothing, such as a swap of two identical sections, were drawn again)",
             packed.len()
         ));
     }
     for line in &table {
         println!("{line}");
     }
-    println!("{cli_cases} of them also through `padic-burst decompress`; accepted byte-identical by kind: {accepted:?}");
+    println!("{cli_cases} of them also through `padic-burst decompress`");
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::compress::{compress_file, CompressOptions};
 use crate::config::{Config, ConfigLayer};
+use crate::engine::gpu::GpuEngine;
 use crate::engine::CpuEngine;
 use crate::error::{Error, Result};
 use crate::format::Container;
@@ -157,7 +158,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn here() -> Machine {
+    /// This machine; `gpu`: the GPU engine, or why there is none.
+    pub fn here(gpu: &std::result::Result<Arc<dyn GpuEngine>, String>) -> Machine {
         let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -170,8 +172,8 @@ impl Machine {
         Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_model,
-            gpu: None,
-            gpu_absent_reason: Some(crate::engine::gpu::unavailable_reason().into()),
+            gpu: gpu.as_ref().ok().map(|g| g.describe()),
+            gpu_absent_reason: gpu.as_ref().err().cloned(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         }
     }
@@ -322,7 +324,9 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
 
     // Work out every run first, so the bar knows its length.
     let runs_each = opts.repeat + 1;
-    let gpu_present = false;
+    let gpu = crate::engine::gpu::open(Config::load(None, ConfigLayer::default())?.gpu_device);
+    let gpu_present = gpu.is_ok();
+    let gpu_engine = gpu.as_ref().ok().cloned();
     let mut skipped = Vec::new();
     let modes: Vec<Mode> = opts
         .modes
@@ -333,7 +337,7 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
             if !ok {
                 skipped.push(format!(
                     "gpu-only: no GPU ({})",
-                    crate::engine::gpu::unavailable_reason()
+                    gpu.as_ref().err().map_or("", |e| e.as_str())
                 ));
             }
             ok
@@ -432,7 +436,17 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
             });
             bar.advance(1);
             for &mode in &modes {
-                let run = graph_runs(&c, mode, w, target, None, 10, runs_each, &reference)?;
+                let run = graph_runs(
+                    &c,
+                    mode,
+                    w,
+                    target,
+                    None,
+                    10,
+                    runs_each,
+                    &reference,
+                    &gpu_engine,
+                )?;
                 if mode == Mode::CpuOnly {
                     graph_overhead.push(Overhead {
                         workers: w,
@@ -496,14 +510,23 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
             let trace = Trace::parse(Path::new(name), text)?;
             let end = trace.samples().last().map_or(0, |s| s.t_ms);
             let step = end.div_ceil(chunks.max(1) as u64).max(1);
-            scenarios.push(scenario(&sc, name, trace, step, w, runs_each, data)?);
+            scenarios.push(scenario(
+                &sc,
+                name,
+                trace,
+                step,
+                w,
+                runs_each,
+                data,
+                &gpu_engine,
+            )?);
             bar.advance(1);
         }
     }
     bar.finish();
     Ok(Report {
         date_utc: utc_now(),
-        machine: Machine::here(),
+        machine: Machine::here(&gpu),
         repeat: opts.repeat,
         input: InputInfo {
             source,
@@ -522,7 +545,12 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
     })
 }
 
-fn run_options(mode: Mode, workers: usize, target: Option<u32>) -> Result<RunOptions> {
+fn run_options(
+    mode: Mode,
+    workers: usize,
+    target: Option<u32>,
+    gpu: &Option<Arc<dyn GpuEngine>>,
+) -> Result<RunOptions> {
     let cfg = Config::load(
         None,
         ConfigLayer {
@@ -531,6 +559,7 @@ fn run_options(mode: Mode, workers: usize, target: Option<u32>) -> Result<RunOpt
         },
     )?;
     let mut o = RunOptions::new(mode, cfg);
+    o.gpu = gpu.clone();
     o.target_precision = target;
     o.timely_args = vec!["-w".into(), workers.to_string()];
     Ok(o)
@@ -547,8 +576,9 @@ fn graph_runs(
     step: u64,
     runs: usize,
     reference: &[u8],
+    gpu: &Option<Arc<dyn GpuEngine>>,
 ) -> Result<DecodeRun> {
-    let mut o = run_options(mode, workers, target)?;
+    let mut o = run_options(mode, workers, target, gpu)?;
     o.trace = trace;
     o.replay_step_ms = step;
     let mut times = Vec::new();
@@ -586,6 +616,7 @@ fn graph_runs(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn scenario(
     c: &Arc<Container>,
     name: &str,
@@ -594,8 +625,9 @@ fn scenario(
     workers: usize,
     runs: usize,
     reference: &[u8],
+    gpu: &Option<Arc<dyn GpuEngine>>,
 ) -> Result<Scenario> {
-    let mut o = run_options(Mode::Auto, workers, None)?;
+    let mut o = run_options(Mode::Auto, workers, None, gpu)?;
     o.trace = Some(trace);
     o.replay_step_ms = step;
     let mut times = Vec::new();
