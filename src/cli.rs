@@ -231,6 +231,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 match crate::engine::gpu::open(device) {
                     Ok(engine) => {
                         eprintln!("GPU: {}", engine.describe());
+                        crate::engine::gpu::set_reserve_mb(
+                            device,
+                            opts.config.gpu_memory_threshold_mb,
+                        );
                         opts.gpu = Some(engine);
                     }
                     Err(why) => opts.gpu_absent = Some(why),

@@ -1314,6 +1314,7 @@ pub struct Pipeline {
     mode: Mutex<Mode>,
     gpu: Option<Arc<dyn GpuEngine>>,
     gpu_absent: Option<String>,
+    pressure: Option<Arc<dyn PressureSource>>,
     cache: Option<crate::cache::TensorCache>,
     last: Mutex<Option<Statistics>>,
 }
@@ -1327,14 +1328,26 @@ impl Pipeline {
             crate::cache::TensorCache::new((config.cache_size_mb * (1 << 20) as f64) as usize)
         });
         let (gpu, gpu_absent) = match crate::engine::gpu::open(config.gpu_device) {
-            Ok(g) => (Some(g), None),
+            Ok(g) => {
+                crate::engine::gpu::set_reserve_mb(
+                    config.gpu_device,
+                    config.gpu_memory_threshold_mb,
+                );
+                (Some(g), None)
+            }
             Err(why) => (None, Some(why)),
         };
+        // Live readings where there is a GPU (NVML); without them AUTO keeps
+        // its state and counts out-of-memory errors only.
+        let pressure = gpu
+            .as_ref()
+            .and_then(|_| crate::pressure::live(config.gpu_device, config.sample_interval_ms).ok());
         Pipeline {
             config,
             mode: Mutex::new(Mode::Auto),
             gpu,
             gpu_absent,
+            pressure,
             cache,
             last: Mutex::new(None),
         }
@@ -1361,6 +1374,7 @@ impl Pipeline {
         o.target_precision = target;
         o.gpu = self.gpu.clone();
         o.gpu_absent = self.gpu_absent.clone();
+        o.pressure = self.pressure.clone();
         o
     }
 

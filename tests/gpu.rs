@@ -307,6 +307,25 @@ mod on_a_gpu {
     }
 
     #[test]
+    fn a_reserve_larger_than_the_card_refuses_before_allocating() {
+        let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(gpu) = engine() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let file = padic_burst::demo::synthetic_model(6, 1_000_000, Dtype::F16);
+        let packed = common::compress_bytes(dir.path(), "m", &file, &CompressOptions::default());
+        let c = Arc::new(Container::open(&packed).unwrap());
+        let (_, total) = gpu.memory().unwrap();
+        gpu.set_reserve_mb(total as f64 / 1048576.0 + 1.0);
+        let r = run(&c, Mode::GpuOnly, Some(gpu.clone()));
+        gpu.set_reserve_mb(0.0);
+        let err = r.unwrap_err().to_string();
+        println!("GPU_ONLY with a reserve above the card: {err}");
+        assert!(err.contains("out of memory"), "{err}");
+        let (out, _) = run(&c, Mode::GpuOnly, Some(gpu)).unwrap();
+        assert!(out == common::data_region(&file));
+    }
+
+    #[test]
     fn nvml_readings_move_when_memory_is_allocated() {
         let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());
         let Some(gpu) = engine() else { return };

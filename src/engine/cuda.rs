@@ -71,6 +71,10 @@ struct Kernels {
 /// A GPU with the decode kernels loaded.
 pub struct CudaEngine {
     ctx: Arc<CudaContext>,
+    /// Device bytes a decode must leave free (`gpu_memory_threshold_mb`):
+    /// a decode that would eat into them is refused as out of memory before
+    /// anything is allocated.
+    reserve: std::sync::atomic::AtomicU64,
     streams: Mutex<Vec<Arc<CudaStream>>>,
     k16: Kernels,
     k32: Kernels,
@@ -132,11 +136,20 @@ impl CudaEngine {
         );
         Ok(CudaEngine {
             ctx,
+            reserve: std::sync::atomic::AtomicU64::new(0),
             streams: Mutex::new(Vec::new()),
             k16,
             k32,
             name,
         })
+    }
+
+    /// Sets the device memory a decode must leave free, in MiB.
+    pub fn set_reserve_mb(&self, mb: f64) {
+        self.reserve.store(
+            (mb.max(0.0) * 1024.0 * 1024.0) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Free and total device memory, in bytes.
@@ -181,6 +194,17 @@ impl CudaEngine {
         let n = plan.count;
         let bytes = (n * std::mem::size_of::<W>()) as u64 + plan.data.len() as u64;
         let e = |what: &str, err| self.error(what, err, bytes);
+        let reserve = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
+        if reserve > 0 {
+            if let Some((free, _)) = self.memory() {
+                if free < bytes.saturating_add(reserve) {
+                    return Err(GpuError::OutOfMemory {
+                        requested: bytes,
+                        free,
+                    });
+                }
+            }
+        }
         let data = stream
             .clone_htod(&plan.data)
             .map_err(|x| e("copying the sections", x))?;

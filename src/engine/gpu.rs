@@ -64,3 +64,14 @@ pub fn open(device: u32) -> Result<std::sync::Arc<dyn GpuEngine>, String> {
         Err(unavailable_reason().to_string())
     }
 }
+
+/// Makes this build's engine on GPU `device` leave `mb` MiB free (decodes
+/// that would not are refused as out of memory); nothing without `cuda`.
+pub fn set_reserve_mb(device: u32, mb: f64) {
+    #[cfg(feature = "cuda")]
+    if let Ok(e) = crate::engine::cuda::CudaEngine::shared(device as usize) {
+        e.set_reserve_mb(mb);
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = (device, mb);
+}
