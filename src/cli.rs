@@ -116,9 +116,9 @@ pub enum Command {
         /// Size in MB of a generated model with per-tensor scales [default: 64, 16 with --quick].
         #[arg(long, conflicts_with = "input")]
         synthetic: Option<f64>,
-        /// The generated model's dtype, and the dtype ZipNN reads the file as: bf16, f16 or f32.
-        #[arg(long, default_value = "bf16")]
-        dtype: String,
+        /// The generated model's dtype, and the dtype ZipNN reads the file as: bf16, f16 or f32 [default: a file's main float dtype; bf16 for a generated model].
+        #[arg(long)]
+        dtype: Option<String>,
         /// Timed runs per figure, after one warm-up [default: 5, 2 with --quick].
         #[arg(long)]
         repeat: Option<usize>,
@@ -346,7 +346,11 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(mb) = synthetic {
                 o.synthetic_mb = mb;
             }
-            o.dtype = dtype;
+            o.dtype = match (dtype, &o.input) {
+                (Some(d), _) => d,
+                (None, Some(path)) => crate::bench::main_float_dtype(path)?,
+                (None, None) => "bf16".into(),
+            };
             if let Some(r) = repeat {
                 o.repeat = r;
             }

@@ -1,6 +1,9 @@
 //! `padic-burst bench`: every configuration measured and checked, missing
 //! peers reported, and the policy scenarios deciding as their traces say.
 
+mod common;
+
+use common::safetensors_bytes;
 use padic_burst::bench::{self, BenchOptions};
 use padic_burst::policy::Mode;
 use padic_burst::progress::Progress;
@@ -215,4 +218,29 @@ fn bench_refuses_bad_arguments_clearly() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_file_s_main_float_dtype_is_what_zipnn_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = |name: &str, tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, safetensors_bytes(tensors)).unwrap();
+        p
+    };
+    let mixed = f(
+        "mixed.safetensors",
+        &[
+            ("a", safetensors::Dtype::BF16, vec![10], vec![0; 20]),
+            ("b", safetensors::Dtype::F32, vec![10], vec![0; 40]),
+            ("c", safetensors::Dtype::I64, vec![100], vec![0; 800]),
+        ],
+    );
+    assert_eq!(bench::main_float_dtype(&mixed).unwrap(), "f32");
+    let ints = f(
+        "ints.safetensors",
+        &[("c", safetensors::Dtype::I64, vec![10], vec![0; 80])],
+    );
+    let err = bench::main_float_dtype(&ints).unwrap_err().to_string();
+    assert!(err.contains("pass --dtype"), "{err}");
 }

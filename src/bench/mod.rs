@@ -702,6 +702,35 @@ fn data_region<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
     bytes.get(start..).ok_or_else(bad)
 }
 
+/// The float dtype holding most bytes of a safetensors file (bf16, f16 or
+/// f32): the dtype ZipNN is told the file holds.
+pub fn main_float_dtype(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Decode(format!("{}: not a safetensors file: {e}", path.display())))?;
+    let mut by = [0usize; 3];
+    for (_, t) in st.tensors() {
+        match t.dtype() {
+            safetensors::Dtype::BF16 => by[0] += t.data().len(),
+            safetensors::Dtype::F16 => by[1] += t.data().len(),
+            safetensors::Dtype::F32 => by[2] += t.data().len(),
+            _ => {}
+        }
+    }
+    let (i, n) = by
+        .iter()
+        .enumerate()
+        .max_by_key(|x| *x.1)
+        .expect("three dtypes");
+    if *n == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{}: no bf16, f16 or f32 tensor; pass --dtype",
+            path.display()
+        )));
+    }
+    Ok(["bf16", "f16", "f32"][i].into())
+}
+
 /// Empirical entropy of the exponent field over every float value of a
 /// safetensors file, in bits per value.
 pub fn exponent_entropy_bits(path: &Path, bytes: &[u8]) -> Result<f64> {
