@@ -41,26 +41,32 @@ run)
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   done
-  status=0
+  # The block runs in a pipeline (a subshell): failures are kept in a file.
+  failed="$out/failed"
+  rm -f "$failed"
   {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     echo "== tests/gpu.rs"
-    "$dir/bin/gpu-tests" --test-threads 1 --nocapture || status=1
+    "$dir/bin/gpu-tests" --test-threads 1 --nocapture || echo x >> "$failed"
     echo "== examples/gpu_throughput"
-    "$dir/bin/gpu_throughput" 512 50 || status=1
+    "$dir/bin/gpu_throughput" 512 50 || echo x >> "$failed"
     echo "== padic-burst decompress --mode auto --record-pressure"
     demo=$(mktemp -d)
     "$dir/bin/padic-burst" demo --params 20000000 --dir "$demo" >/dev/null
     "$dir/bin/padic-burst" decompress "$demo/demo-bf16.padic" -o "$demo/out.safetensors" \
-      --record-pressure "$out/pressure.csv" --stats-json "$out/stats.json" || status=1
-    cmp "$demo/demo-bf16.safetensors" "$demo/out.safetensors" && echo "auto decode byte-identical: yes" || { echo "auto decode byte-identical: NO"; status=1; }
+      --record-pressure "$out/pressure.csv" --stats-json "$out/stats.json" || echo x >> "$failed"
+    cmp "$demo/demo-bf16.safetensors" "$demo/out.safetensors" && echo "auto decode byte-identical: yes" || { echo "auto decode byte-identical: NO"; echo x >> "$failed"; }
     rm -rf "$demo"
   } 2>&1 | tee "$log"
   echo
   echo "== summary ($log)"
   grep -E "^date:|NVIDIA|H100|H200|test result|bit-exact|full card|NVML:|^\| |identical|SKIPPED" "$log" || true
-  exit $status
+  if [ -s "$failed" ]; then
+    echo "gpu-check: $(wc -l < "$failed") step(s) failed (see $log)"
+    exit 1
+  fi
+  echo "gpu-check: every step passed"
   ;;
 *)
   echo "usage: scripts/gpu-check.sh build|run" >&2
