@@ -244,3 +244,30 @@ fn a_file_s_main_float_dtype_is_what_zipnn_is_told() {
     let err = bench::main_float_dtype(&ints).unwrap_err().to_string();
     assert!(err.contains("pass --dtype"), "{err}");
 }
+
+#[test]
+fn plots_into_a_path_that_is_a_file_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"))
+        .args([
+            "bench",
+            "--synthetic",
+            "1",
+            "--repeat",
+            "1",
+            "--workers",
+            "1",
+            "--no-peers",
+            "--quiet",
+            "--svg",
+        ])
+        .arg(&blocker)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not-a-dir"), "{err}");
+    assert_eq!(std::fs::read(&blocker).unwrap(), b"x");
+}

@@ -59,45 +59,49 @@ fn throughput(r: &Report, path: &Path) -> Result<()> {
     let n = bars.len().max(1);
     let xmax = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(0.1) * 1.35;
     let height = 80 + 34 * n as u32;
-    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "decode throughput, {} workers, {} ({} bytes)",
-                w, r.input.source, r.input.bytes
-            ),
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(36)
-        .y_label_area_size(10)
-        .build_cartesian_2d(0f64..xmax, 0f64..n as f64)
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .disable_y_axis()
-        .x_desc("decoded GB/s (median)")
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    for (i, (name, v, color)) in bars.iter().enumerate() {
-        let y = (n - 1 - i) as f64;
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(0.0, y + 0.15), (*v, y + 0.85)],
-                color.filled(),
-            )))
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "decode throughput, {} workers, {} ({} bytes)",
+                    w, r.input.source, r.input.bytes
+                ),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(10)
+            .build_cartesian_2d(0f64..xmax, 0f64..n as f64)
             .map_err(|e| plot_err(path, e))?;
         chart
-            .draw_series(std::iter::once(Text::new(
-                format!("{name}: {v:.2}"),
-                (v + xmax * 0.01, y + 0.62),
-                ("sans-serif", 14),
-            )))
+            .configure_mesh()
+            .disable_y_mesh()
+            .disable_y_axis()
+            .x_desc("decoded GB/s (median)")
+            .draw()
             .map_err(|e| plot_err(path, e))?;
+        for (i, (name, v, color)) in bars.iter().enumerate() {
+            let y = (n - 1 - i) as f64;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y + 0.15), (*v, y + 0.85)],
+                    color.filled(),
+                )))
+                .map_err(|e| plot_err(path, e))?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{name}: {v:.2}"),
+                    (v + xmax * 0.01, y + 0.62),
+                    ("sans-serif", 14),
+                )))
+                .map_err(|e| plot_err(path, e))?;
+        }
+        root.present().map_err(|e| plot_err(path, e))?;
     }
-    root.present().map_err(|e| plot_err(path, e))
+    crate::output::write_atomic(path, svg.as_bytes())
 }
 
 /// "Nines": 90% -> 1, 99% -> 2, 99.9% -> 3.
@@ -107,59 +111,63 @@ fn nines(percentile: f64) -> f64 {
 
 /// One curve per route: latency (µs, log scale) over the percentile.
 fn latency(title: &str, curves: &[(String, Vec<(f64, u64)>)], path: &Path) -> Result<()> {
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let ymax = curves
-        .iter()
-        .flat_map(|(_, c)| c.iter().map(|p| p.1))
-        .max()
-        .unwrap_or(1)
-        .max(10) as f64
-        * 2.0;
-    let xmax = curves
-        .iter()
-        .flat_map(|(_, c)| c.iter().map(|p| nines(p.0)))
-        .fold(1.0, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..xmax, (1f64..ymax).log_scale())
-        .map_err(|e| plot_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("latency µs (queue + decode + merge)")
-        .x_label_formatter(&|x| {
-            let p = 100.0 * (1.0 - 10f64.powf(-x));
-            format!("{p:.3}%")
-        })
-        .draw()
-        .map_err(|e| plot_err(path, e))?;
-    let colors = [
-        RGBColor(44, 160, 44),
-        RGBColor(31, 119, 180),
-        RGBColor(214, 39, 40),
-    ];
-    for (i, (route, points)) in curves.iter().enumerate() {
-        let color = colors[i % colors.len()];
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        let ymax = curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|p| p.1))
+            .max()
+            .unwrap_or(1)
+            .max(10) as f64
+            * 2.0;
+        let xmax = curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|p| nines(p.0)))
+            .fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..xmax, (1f64..ymax).log_scale())
+            .map_err(|e| plot_err(path, e))?;
         chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|(p, v)| (nines(*p), (*v).max(1) as f64)),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| plot_err(path, e))?
-            .label(format!("{route} ({} points)", points.len()))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    if !curves.is_empty() {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency µs (queue + decode + merge)")
+            .x_label_formatter(&|x| {
+                let p = 100.0 * (1.0 - 10f64.powf(-x));
+                format!("{p:.3}%")
+            })
             .draw()
             .map_err(|e| plot_err(path, e))?;
+        let colors = [
+            RGBColor(44, 160, 44),
+            RGBColor(31, 119, 180),
+            RGBColor(214, 39, 40),
+        ];
+        for (i, (route, points)) in curves.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|(p, v)| (nines(*p), (*v).max(1) as f64)),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| plot_err(path, e))?
+                .label(format!("{route} ({} points)", points.len()))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        if !curves.is_empty() {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| plot_err(path, e))?;
+        }
+        root.present().map_err(|e| plot_err(path, e))?;
     }
-    root.present().map_err(|e| plot_err(path, e))
+    crate::output::write_atomic(path, svg.as_bytes())
 }
