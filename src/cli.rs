@@ -231,24 +231,20 @@ pub fn run(cli: Cli) -> Result<()> {
                 match crate::engine::gpu::open(device) {
                     Ok(engine) => {
                         eprintln!("GPU: {}", engine.describe());
-                        crate::engine::gpu::set_reserve_mb(
-                            device,
-                            opts.config.gpu_memory_threshold_mb,
-                        );
+                        engine.set_reserve_mb(opts.config.gpu_memory_threshold_mb);
                         opts.gpu = Some(engine);
                     }
                     Err(why) => opts.gpu_absent = Some(why),
                 }
             }
-            if record_pressure.is_some() || (opts.gpu.is_some() && opts.trace.is_none()) {
-                opts.pressure = Some(match crate::pressure::live(device, interval) {
-                    Ok(source) => source,
-                    Err(e) if record_pressure.is_some() => return Err(e),
-                    Err(e) => {
-                        eprintln!("note: {e}; reading GPU memory from the CUDA driver instead");
-                        driver_memory(&opts)?
-                    }
-                });
+            if record_pressure.is_some() {
+                opts.pressure = Some(crate::pressure::live(device, interval)?);
+            } else if let (Some(engine), None) = (&opts.gpu, &opts.trace) {
+                let (source, note) = crate::pressure::for_engine(engine.clone(), device, interval);
+                if let Some(note) = note {
+                    eprintln!("note: {note}");
+                }
+                opts.pressure = Some(source);
             }
             opts.timely_args = timely;
             opts.placement_log = placement_log;
@@ -423,27 +419,6 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The driver's free/total memory of the engine's GPU, when NVML is missing.
-fn driver_memory(
-    opts: &crate::pipeline::RunOptions,
-) -> Result<std::sync::Arc<dyn crate::pressure::PressureSource>> {
-    #[cfg(feature = "cuda")]
-    {
-        let e = crate::engine::cuda::CudaEngine::shared(opts.config.gpu_device as usize)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        Ok(std::sync::Arc::new(crate::engine::cuda::DriverMemory::new(
-            e,
-        )))
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        let _ = opts;
-        Err(Error::InvalidArgument(
-            crate::engine::gpu::unavailable_reason().to_string(),
-        ))
-    }
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -1329,19 +1329,15 @@ impl Pipeline {
         });
         let (gpu, gpu_absent) = match crate::engine::gpu::open(config.gpu_device) {
             Ok(g) => {
-                crate::engine::gpu::set_reserve_mb(
-                    config.gpu_device,
-                    config.gpu_memory_threshold_mb,
-                );
+                g.set_reserve_mb(config.gpu_memory_threshold_mb);
                 (Some(g), None)
             }
             Err(why) => (None, Some(why)),
         };
-        // Live readings where there is a GPU (NVML); without them AUTO keeps
-        // its state and counts out-of-memory errors only.
-        let pressure = gpu
-            .as_ref()
-            .and_then(|_| crate::pressure::live(config.gpu_device, config.sample_interval_ms).ok());
+        // Live readings where there is a GPU (NVML, else the engine's own).
+        let pressure = gpu.as_ref().map(|g| {
+            crate::pressure::for_engine(g.clone(), config.gpu_device, config.sample_interval_ms).0
+        });
         Pipeline {
             config,
             mode: Mutex::new(Mode::Auto),

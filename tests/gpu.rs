@@ -42,6 +42,47 @@ fn recorded_samples_replay_as_the_same_trace() {
     assert!(!dir.path().join("none.csv").exists());
 }
 
+/// An engine stand-in that reports device memory (tests only).
+struct Reports(u64, u64);
+
+impl padic_burst::engine::gpu::GpuEngine for Reports {
+    fn describe(&self) -> String {
+        "stand-in".into()
+    }
+    fn decode_range(
+        &self,
+        _: &padic_burst::format::Container,
+        _: &padic_burst::codec::Tables,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &mut [u8],
+    ) -> Result<(), padic_burst::engine::gpu::GpuError> {
+        Err(padic_burst::engine::gpu::GpuError::Failed(
+            "stand-in".into(),
+        ))
+    }
+    fn memory(&self) -> Option<(u64, u64)> {
+        Some((self.0, self.1))
+    }
+}
+
+#[test]
+fn without_nvml_a_gpu_run_reads_the_engine_s_memory_and_says_so() {
+    if pressure::live(0, 100).is_ok() {
+        eprintln!("SKIPPED: NVML is here, so the engine's readings are not used");
+        return;
+    }
+    let engine = std::sync::Arc::new(Reports(3 << 30, 8 << 30));
+    let (source, note) = pressure::for_engine(engine, 0, 100);
+    let note = note.expect("the fallback is said");
+    assert!(note.contains("CUDA driver instead"), "{note}");
+    let s = source.sample_at(0).unwrap();
+    assert_eq!((s.used_mb, s.total_mb), (5120.0, 8192.0));
+    assert!(source.has_gpu());
+}
+
 #[test]
 fn live_readings_come_from_nvml_or_say_why_not() {
     match pressure::live(0, 20) {
@@ -159,6 +200,7 @@ mod on_a_gpu {
     use padic_burst::compress::CompressOptions;
     use padic_burst::config::Config;
     use padic_burst::engine::cuda::CudaEngine;
+    use padic_burst::engine::gpu::GpuEngine;
     use padic_burst::format::Container;
     use padic_burst::pipeline::{decompress_file, decompress_to_memory, RunOptions};
     use padic_burst::policy::Mode;

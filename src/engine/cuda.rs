@@ -22,7 +22,6 @@ use super::gpu::{GpuEngine, GpuError};
 use crate::codec::plan::{ChunkPlan, SectionPlan};
 use crate::codec::{FloatKind, Tables};
 use crate::format::Container;
-use crate::pressure::{PressureSource, Sample};
 
 /// The kernels' source, compiled at run time.
 pub const KERNELS: &str = include_str!("../../kernels/decode.cu");
@@ -144,27 +143,11 @@ impl CudaEngine {
         })
     }
 
-    /// Sets the device memory a decode must leave free, in MiB.
-    pub fn set_reserve_mb(&self, mb: f64) {
-        self.reserve.store(
-            (mb.max(0.0) * 1024.0 * 1024.0) as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-
-    /// Free and total device memory, in bytes.
-    pub fn memory(&self) -> Option<(u64, u64)> {
-        self.ctx
-            .mem_get_info()
-            .ok()
-            .map(|(f, t)| (f as u64, t as u64))
-    }
-
     fn error(&self, what: &str, e: DriverError, requested: u64) -> GpuError {
         if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
             GpuError::OutOfMemory {
                 requested,
-                free: self.memory().map_or(0, |m| m.0),
+                free: GpuEngine::memory(self).map_or(0, |m| m.0),
             }
         } else {
             GpuError::Failed(format!("{what}: {e}"))
@@ -196,7 +179,7 @@ impl CudaEngine {
         let e = |what: &str, err| self.error(what, err, bytes);
         let reserve = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
         if reserve > 0 {
-            if let Some((free, _)) = self.memory() {
+            if let Some((free, _)) = GpuEngine::memory(self) {
                 if free < bytes.saturating_add(reserve) {
                     return Err(GpuError::OutOfMemory {
                         requested: bytes,
@@ -418,35 +401,18 @@ impl GpuEngine for CudaEngine {
         self.decode_timed(container, tables, tensor, chunk, total, first, out, 1)
             .map(|_| ())
     }
-}
 
-/// GPU memory from the driver (`cuMemGetInfo`), for when NVML is missing
-/// while CUDA works.
-pub struct DriverMemory {
-    engine: Arc<CudaEngine>,
-    started: std::time::Instant,
-}
-
-impl DriverMemory {
-    pub fn new(engine: Arc<CudaEngine>) -> Self {
-        DriverMemory {
-            engine,
-            started: std::time::Instant::now(),
-        }
+    fn memory(&self) -> Option<(u64, u64)> {
+        self.ctx
+            .mem_get_info()
+            .ok()
+            .map(|(f, t)| (f as u64, t as u64))
     }
-}
 
-impl PressureSource for DriverMemory {
-    fn sample_at(&self, _t_ms: u64) -> Option<Sample> {
-        let (free, total) = self.engine.memory()?;
-        const MB: f64 = 1024.0 * 1024.0;
-        Some(Sample {
-            t_ms: self.started.elapsed().as_millis() as u64,
-            used_mb: (total - free) as f64 / MB,
-            total_mb: total as f64 / MB,
-        })
-    }
-    fn has_gpu(&self) -> bool {
-        true
+    fn set_reserve_mb(&self, mb: f64) {
+        self.reserve.store(
+            (mb.max(0.0) * 1024.0 * 1024.0) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }

@@ -38,6 +38,46 @@ pub trait GpuEngine: Send + Sync {
         first: usize,
         out: &mut [u8],
     ) -> Result<(), GpuError>;
+
+    /// Device memory, (free, total) bytes, where the engine can tell.
+    fn memory(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// Makes every decode leave `mb` MiB of device memory free: one that
+    /// would not is refused as [`GpuError::OutOfMemory`] before allocating.
+    fn set_reserve_mb(&self, _mb: f64) {}
+}
+
+/// GPU memory as the engine reports it (the CUDA driver's free/total), for
+/// when NVML is missing.
+pub struct EngineMemory {
+    engine: std::sync::Arc<dyn GpuEngine>,
+    started: std::time::Instant,
+}
+
+impl EngineMemory {
+    pub fn new(engine: std::sync::Arc<dyn GpuEngine>) -> Self {
+        EngineMemory {
+            engine,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl crate::pressure::PressureSource for EngineMemory {
+    fn sample_at(&self, _t_ms: u64) -> Option<crate::pressure::Sample> {
+        let (free, total) = self.engine.memory()?;
+        const MB: f64 = 1024.0 * 1024.0;
+        Some(crate::pressure::Sample {
+            t_ms: self.started.elapsed().as_millis() as u64,
+            used_mb: total.saturating_sub(free) as f64 / MB,
+            total_mb: total as f64 / MB,
+        })
+    }
+    fn has_gpu(&self) -> bool {
+        true
+    }
 }
 
 /// Why this build has no GPU engine, when it cannot have one.
@@ -63,15 +103,4 @@ pub fn open(device: u32) -> Result<std::sync::Arc<dyn GpuEngine>, String> {
         let _ = device;
         Err(unavailable_reason().to_string())
     }
-}
-
-/// Makes this build's engine on GPU `device` leave `mb` MiB free (decodes
-/// that would not are refused as out of memory); nothing without `cuda`.
-pub fn set_reserve_mb(device: u32, mb: f64) {
-    #[cfg(feature = "cuda")]
-    if let Ok(e) = crate::engine::cuda::CudaEngine::shared(device as usize) {
-        e.set_reserve_mb(mb);
-    }
-    #[cfg(not(feature = "cuda"))]
-    let _ = (device, mb);
 }

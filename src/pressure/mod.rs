@@ -107,6 +107,24 @@ pub fn live(device: u32, interval_ms: u64) -> Result<Arc<dyn PressureSource>> {
     }
 }
 
+/// The live source for a run on `engine`: NVML on GPU `device`, else the
+/// engine's own free/total memory, with a note saying so.
+pub fn for_engine(
+    engine: Arc<dyn crate::engine::gpu::GpuEngine>,
+    device: u32,
+    interval_ms: u64,
+) -> (Arc<dyn PressureSource>, Option<String>) {
+    match live(device, interval_ms) {
+        Ok(source) => (source, None),
+        Err(e) => (
+            Arc::new(crate::engine::gpu::EngineMemory::new(engine)),
+            Some(format!(
+                "{e}; reading GPU memory from the CUDA driver instead"
+            )),
+        ),
+    }
+}
+
 /// Writes what a live source sampled as a trace CSV (`t_ms,used_mb,total_mb`)
 /// that `--pressure-trace` replays.
 pub fn record(source: &dyn PressureSource, path: &Path) -> Result<usize> {
