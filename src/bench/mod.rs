@@ -436,17 +436,7 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
             });
             bar.advance(1);
             for &mode in &modes {
-                let run = graph_runs(
-                    &c,
-                    mode,
-                    w,
-                    target,
-                    None,
-                    10,
-                    runs_each,
-                    &reference,
-                    &gpu_engine,
-                )?;
+                let run = graph_runs(&c, mode, w, target, runs_each, &reference, &gpu_engine)?;
                 if mode == Mode::CpuOnly {
                     graph_overhead.push(Overhead {
                         workers: w,
@@ -565,40 +555,57 @@ fn run_options(
     Ok(o)
 }
 
-/// `runs` graph decodes (the first a warm-up), each checked against `reference`.
-#[allow(clippy::too_many_arguments)]
-fn graph_runs(
+/// `runs` graph decodes with `o` (the first a warm-up), each checked against
+/// `reference` (`what` names the run in the error): the seconds of the timed
+/// runs and the statistics of every run.
+fn timed_runs(
     c: &Arc<Container>,
-    mode: Mode,
-    workers: usize,
-    target: Option<u32>,
-    trace: Option<Trace>,
-    step: u64,
+    o: &RunOptions,
     runs: usize,
     reference: &[u8],
-    gpu: &Option<Arc<dyn GpuEngine>>,
-) -> Result<DecodeRun> {
-    let mut o = run_options(mode, workers, target, gpu)?;
-    o.trace = trace;
-    o.replay_step_ms = step;
+    what: &str,
+) -> Result<(Vec<f64>, Vec<crate::stats::Statistics>)> {
     let mut times = Vec::new();
-    let mut last = None;
-    for i in 0..runs {
+    let mut stats = Vec::new();
+    for i in 0..runs.max(1) {
         let t = Instant::now();
-        let (model, stats) = crate::pipeline::decompress_to_memory(c.clone(), &o)?;
+        let (model, s) = crate::pipeline::decompress_to_memory(c.clone(), o)?;
         let secs = t.elapsed().as_secs_f64();
         if model.data != reference {
             return Err(Error::Decode(format!(
-                "bench: {} with {workers} workers decoded bytes that differ from the bare loop's",
-                mode.name()
+                "bench: {what} decoded bytes that differ from the bare loop's"
             )));
         }
         if i > 0 {
             times.push(secs);
         }
-        last = Some(stats);
+        stats.push(s);
     }
-    let s = last.expect("at least one run");
+    Ok((times, stats))
+}
+
+/// The worst p99 over the routes.
+fn p99(s: &crate::stats::Statistics) -> u64 {
+    [&s.latency.gpu, &s.latency.cpu, &s.latency.hybrid]
+        .iter()
+        .map(|l| l.p99_us)
+        .max()
+        .unwrap_or(0)
+}
+
+fn graph_runs(
+    c: &Arc<Container>,
+    mode: Mode,
+    workers: usize,
+    target: Option<u32>,
+    runs: usize,
+    reference: &[u8],
+    gpu: &Option<Arc<dyn GpuEngine>>,
+) -> Result<DecodeRun> {
+    let o = run_options(mode, workers, target, gpu)?;
+    let what = format!("{} with {workers} workers", mode.name());
+    let (times, mut stats) = timed_runs(c, &o, runs, reference, &what)?;
+    let s = stats.pop().expect("at least one run");
     Ok(DecodeRun {
         mode: mode.name().into(),
         workers,
@@ -607,11 +614,7 @@ fn graph_runs(
         chunks_gpu: s.gpu_decompressions,
         chunks_cpu: s.cpu_decompressions,
         chunks_hybrid: s.hybrid_decompressions,
-        p99_us: [&s.latency.gpu, &s.latency.cpu, &s.latency.hybrid]
-            .iter()
-            .map(|l| l.p99_us)
-            .max()
-            .unwrap_or(0),
+        p99_us: p99(&s),
         notes: s.notes,
     })
 }
@@ -630,50 +633,24 @@ fn scenario(
     let mut o = run_options(Mode::Auto, workers, None, gpu)?;
     o.trace = Some(trace);
     o.replay_step_ms = step;
-    let mut times = Vec::new();
-    let mut p99 = Vec::new();
-    let mut first: Option<crate::stats::Statistics> = None;
-    for i in 0..runs {
-        let t = Instant::now();
-        let (model, s) = crate::pipeline::decompress_to_memory(c.clone(), &o)?;
-        let secs = t.elapsed().as_secs_f64();
-        if model.data != reference {
-            return Err(Error::Decode(format!(
-                "bench: scenario {name} decoded bytes that differ from the input"
-            )));
-        }
-        if let Some(f) = &first {
-            // Replay is deterministic: the same decisions every run.
-            let key = |s: &crate::stats::Statistics| {
-                (
-                    s.mode_switches,
-                    s.memory_pressure_events,
-                    s.gpu_decompressions,
-                    s.cpu_decompressions,
-                    s.hybrid_decompressions,
-                )
-            };
-            if key(f) != key(&s) {
-                return Err(Error::Decode(format!(
-                    "bench: scenario {name} decided differently on a second replay"
-                )));
-            }
-        }
-        if i > 0 {
-            times.push(secs);
-            p99.push(
-                [&s.latency.gpu, &s.latency.cpu, &s.latency.hybrid]
-                    .iter()
-                    .map(|l| l.p99_us)
-                    .max()
-                    .unwrap_or(0) as f64,
-            );
-        }
-        if first.is_none() || i + 1 == runs {
-            first = Some(s);
-        }
+    let (times, mut stats) = timed_runs(c, &o, runs, reference, &format!("scenario {name}"))?;
+    // Replay is deterministic: the same decisions every run.
+    let key = |s: &crate::stats::Statistics| {
+        (
+            s.mode_switches,
+            s.memory_pressure_events,
+            s.gpu_decompressions,
+            s.cpu_decompressions,
+            s.hybrid_decompressions,
+        )
+    };
+    if stats.iter().any(|s| key(s) != key(&stats[0])) {
+        return Err(Error::Decode(format!(
+            "bench: scenario {name} decided differently on another replay"
+        )));
     }
-    let s = first.expect("at least one run");
+    let p99s: Vec<f64> = stats.iter().skip(1).map(|s| p99(s) as f64).collect();
+    let s = stats.pop().expect("at least one run");
     Ok(Scenario {
         name: name.into(),
         replay_step_ms: step,
@@ -685,7 +662,7 @@ fn scenario(
         chunks_cpu: s.cpu_decompressions,
         chunks_hybrid: s.hybrid_decompressions,
         gb_per_s: Stat::of_throughput(reference.len() as u64, &times),
-        p99_us: Stat::of(&p99),
+        p99_us: Stat::of(&p99s),
         latency_curves: s.latency_curves,
         notes: s.notes,
     })
