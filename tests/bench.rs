@@ -149,24 +149,30 @@ fn scenarios_decide_as_their_traces_say() {
     assert!(spike.chunks_cpu * spike.replay_step_ms <= 50 + 2 * spike.replay_step_ms);
 }
 
+/// `padic-burst bench` on a 1 MB generated model, once, 1 worker, no peers.
+fn small_bench() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"));
+    c.args([
+        "bench",
+        "--synthetic",
+        "1",
+        "--repeat",
+        "1",
+        "--workers",
+        "1",
+        "--no-peers",
+        "--quiet",
+    ]);
+    c
+}
+
 #[test]
 fn bench_writes_json_and_plots_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let svg = dir.path().join("plots");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"))
-        .args([
-            "bench",
-            "--synthetic",
-            "1",
-            "--repeat",
-            "1",
-            "--workers",
-            "1",
-            "--no-peers",
-            "--quiet",
-            "--json",
-        ])
+    let out = small_bench()
+        .arg("--json")
         .arg(&json)
         .arg("--svg")
         .arg(&svg)
@@ -250,22 +256,7 @@ fn plots_into_a_path_that_is_a_file_fail_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("not-a-dir");
     std::fs::write(&blocker, b"x").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"))
-        .args([
-            "bench",
-            "--synthetic",
-            "1",
-            "--repeat",
-            "1",
-            "--workers",
-            "1",
-            "--no-peers",
-            "--quiet",
-            "--svg",
-        ])
-        .arg(&blocker)
-        .output()
-        .unwrap();
+    let out = small_bench().arg("--svg").arg(&blocker).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("not-a-dir"), "{err}");

@@ -902,6 +902,15 @@ fn soak_100_runs_of_a_10000_chunk_stream() {
     );
 }
 
+/// A proptest runner of `fuzz_cases()` cases that keeps no failure files.
+fn fuzz_runner() -> proptest::test_runner::TestRunner {
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: fuzz_cases(),
+        failure_persistence: None,
+        ..Default::default()
+    })
+}
+
 /// Cases for the long fuzz runs: `PADIC_FUZZ_CASES`, 20,000 by default.
 fn fuzz_cases() -> u32 {
     std::env::var("PADIC_FUZZ_CASES")
@@ -913,7 +922,7 @@ fn fuzz_cases() -> u32 {
 mod fuzz {
     use super::*;
     use padic_burst::codec::{FloatKind, Layout, Tables};
-    use proptest::prelude::{any, ProptestConfig, TestCaseError};
+    use proptest::prelude::{any, TestCaseError};
 
     fn small_container(dir: &Path) -> (Vec<u8>, Vec<u8>) {
         let mut rng = Rng::new(5);
@@ -945,11 +954,7 @@ mod fuzz {
         let dir = tempfile::tempdir().unwrap();
         let (original, packed) = small_container(dir.path());
         let victim = dir.path().join("victim.padic");
-        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-            cases: fuzz_cases(),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
+        let mut runner = fuzz_runner();
         runner
             .run(
                 &(
@@ -995,11 +1000,7 @@ mod fuzz {
     #[test]
     #[ignore = "long: cargo test --release -- --ignored fuzz"]
     fn fuzz_chunk_decoder() {
-        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-            cases: fuzz_cases(),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
+        let mut runner = fuzz_runner();
         let kinds = [
             (FloatKind::BF16, 2),
             (FloatKind::F16, 2),
@@ -1061,11 +1062,7 @@ mod fuzz {
         let dir = tempfile::tempdir().unwrap();
         let (original, packed) = small_container(dir.path());
         let victim = dir.path().join("victim.padic");
-        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-            cases: fuzz_cases(),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        });
+        let mut runner = fuzz_runner();
         runner
             .run(&any::<u64>(), |seed| {
                 let mut rng = Rng::new(seed);
