@@ -5,7 +5,6 @@ mod common;
 
 use std::sync::Arc;
 
-use padic_burst::compress::CompressOptions;
 use padic_burst::config::{Config, ConfigLayer};
 use padic_burst::format::Container;
 use padic_burst::pipeline::Pipeline;
@@ -13,23 +12,16 @@ use padic_burst::policy::Mode;
 use safetensors::Dtype;
 
 fn model(dir: &std::path::Path) -> (Arc<Container>, Vec<u8>) {
-    let mut rng = padic_burst::demo::Rng::new(33);
-    let a = padic_burst::demo::gaussian_bytes(&mut rng, 200_000, 0.04, Dtype::BF16);
-    let b = padic_burst::demo::gaussian_bytes(&mut rng, 50_000, 0.02, Dtype::F32);
-    let ids: Vec<u8> = (0..64i64).flat_map(|i| i.to_le_bytes()).collect();
-    let file = common::safetensors_bytes(&[
-        ("layer.0.w", Dtype::BF16, vec![200, 1000], a),
-        ("layer.1.w", Dtype::F32, vec![50_000], b),
-        ("ids", Dtype::I64, vec![64], ids),
-    ]);
-    let packed = common::compress_bytes(
+    let (packed, file) = common::gaussian_model(
         dir,
         "lib",
-        &file,
-        &CompressOptions {
-            chunk_kib: 64,
-            ..CompressOptions::default()
-        },
+        33,
+        &[
+            ("layer.0.w", Dtype::BF16, vec![200, 1000], 0.04),
+            ("layer.1.w", Dtype::F32, vec![50_000], 0.02),
+            ("ids", Dtype::I64, vec![64], 0.0),
+        ],
+        64,
     );
     (Arc::new(Container::open(packed).unwrap()), file)
 }

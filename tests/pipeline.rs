@@ -9,7 +9,6 @@ use common::FakeGpu;
 
 use std::sync::Arc;
 
-use padic_burst::compress::CompressOptions;
 use padic_burst::config::Config;
 use padic_burst::format::Container;
 use padic_burst::pipeline::{decompress_file, RunOptions};
@@ -19,28 +18,19 @@ use safetensors::Dtype;
 
 /// A model with several multi-segment chunks (bf16 and f32) and a passthrough tensor.
 fn model(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
-    let mut rng = padic_burst::demo::Rng::new(21);
-    let a = padic_burst::demo::gaussian_bytes(&mut rng, 700_000, 0.04, Dtype::BF16);
-    let b = padic_burst::demo::gaussian_bytes(&mut rng, 300_000, 0.02, Dtype::F32);
-    let small = padic_burst::demo::gaussian_bytes(&mut rng, 1000, 0.1, Dtype::F16);
-    let ids: Vec<u8> = (0..300i64).flat_map(|i| i.to_le_bytes()).collect();
-    let file = common::safetensors_bytes(&[
-        ("a", Dtype::BF16, vec![700, 1000], a),
-        ("b", Dtype::F32, vec![300_000], b),
-        ("small", Dtype::F16, vec![1000], small),
-        ("ids", Dtype::I64, vec![300], ids),
-    ]);
     // 512 KiB chunks: bf16 chunks of 2 segments, f32 chunks of 1.
-    let packed = common::compress_bytes(
+    common::gaussian_model(
         dir,
         "m",
-        &file,
-        &CompressOptions {
-            chunk_kib: 512,
-            ..CompressOptions::default()
-        },
-    );
-    (packed, file)
+        21,
+        &[
+            ("a", Dtype::BF16, vec![700, 1000], 0.04),
+            ("b", Dtype::F32, vec![300_000], 0.02),
+            ("small", Dtype::F16, vec![1000], 0.1),
+            ("ids", Dtype::I64, vec![300], 0.0),
+        ],
+        512,
+    )
 }
 
 fn run(

@@ -523,25 +523,17 @@ fn hostile_sizes_keep_peak_memory_flat() {
 
 /// A model of several tensors for the fault and soak runs.
 fn fault_model(dir: &Path, chunk_kib: u32, values: usize) -> (PathBuf, Vec<u8>) {
-    let mut rng = Rng::new(77);
-    let a = padic_burst::demo::gaussian_bytes(&mut rng, values, 0.04, Dtype::BF16);
-    let b = padic_burst::demo::gaussian_bytes(&mut rng, values / 4, 0.02, Dtype::F32);
-    let ids: Vec<u8> = (0..300i64).flat_map(|i| i.to_le_bytes()).collect();
-    let file = safetensors_bytes(&[
-        ("a", Dtype::BF16, vec![values], a),
-        ("b", Dtype::F32, vec![values / 4], b),
-        ("ids", Dtype::I64, vec![300], ids),
-    ]);
-    let packed = compress_bytes(
+    gaussian_model(
         dir,
         "faults",
-        &file,
-        &CompressOptions {
-            chunk_kib,
-            ..CompressOptions::default()
-        },
-    );
-    (packed, file)
+        77,
+        &[
+            ("a", Dtype::BF16, vec![values], 0.04),
+            ("b", Dtype::F32, vec![values / 4], 0.02),
+            ("ids", Dtype::I64, vec![300], 0.0),
+        ],
+        chunk_kib,
+    )
 }
 
 fn chunk_ids(c: &Container) -> Vec<(usize, usize)> {

@@ -178,3 +178,38 @@ pub fn with_header(packed: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<
     out.extend_from_slice(b"PADICEND");
     out
 }
+
+/// A model from `seed`: per entry (name, dtype, shape, std), Gaussian weights
+/// of that std for a float dtype, `0..n` for I64; written and compressed
+/// into `dir` as `name` with `chunk_kib` chunks: (container, safetensors bytes).
+pub fn gaussian_model(
+    dir: &Path,
+    name: &str,
+    seed: u64,
+    tensors: &[(&str, Dtype, Vec<usize>, f64)],
+    chunk_kib: u32,
+) -> (PathBuf, Vec<u8>) {
+    let mut rng = padic_burst::demo::Rng::new(seed);
+    let built: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, d, shape, std)| {
+            let count: usize = shape.iter().product();
+            let bytes = match d {
+                Dtype::I64 => (0..count as i64).flat_map(|i| i.to_le_bytes()).collect(),
+                _ => padic_burst::demo::gaussian_bytes(&mut rng, count, *std, *d),
+            };
+            (*n, *d, shape.clone(), bytes)
+        })
+        .collect();
+    let file = safetensors_bytes(&built);
+    let packed = compress_bytes(
+        dir,
+        name,
+        &file,
+        &CompressOptions {
+            chunk_kib,
+            ..CompressOptions::default()
+        },
+    );
+    (packed, file)
+}
