@@ -192,6 +192,51 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
 /// 64-bit gather element.
 pub(crate) struct Table {
     pub(crate) entry: Vec<u64>,
+    /// The same table in 32 bits a slot, where the section allows it.
+    pub(crate) packed: Option<Packed>,
+}
+
+/// The decoding table at 4 bytes a slot: `freq - 1` (bits `0..s`), `slot -
+/// cum` (bits `s..2s`) and the symbol's rank `r` (bits `2s..32`), its output
+/// contribution being `base + (r << shift)`, with `s = scale_bits`. One AVX2
+/// gather fetches eight slots (the 64-bit table takes two, and a shuffle to
+/// pull the fields apart), and at `s = 12` the table is 16 KiB: half of L1.
+/// It exists when every present symbol's contribution has that form, which
+/// for p = 2 is always so (a contribution is the symbol shifted to its bits).
+pub(crate) struct Packed {
+    pub(crate) entry: Vec<u32>,
+    pub(crate) base: u32,
+    pub(crate) shift: u32,
+}
+
+impl Packed {
+    /// The packed table of `present` (symbol, frequency) pairs, in slot order,
+    /// or `None` when the ranks do not fit beside the two `scale_bits` fields.
+    fn build(present: &[(usize, usize)], lut: &[u32], scale_bits: u32) -> Option<Packed> {
+        let base = present.iter().map(|&(s, _)| lut[s]).min()?;
+        let spread = present
+            .iter()
+            .fold(0u32, |acc, &(s, _)| acc | lut[s].wrapping_sub(base));
+        let shift = if spread == 0 {
+            0
+        } else {
+            spread.trailing_zeros()
+        };
+        let rank_bits = 32u32.checked_sub(2 * scale_bits)?;
+        let rank = |s: usize| (lut[s] - base) >> shift;
+        if present
+            .iter()
+            .any(|&(s, _)| rank_bits < 32 && rank(s) >> rank_bits != 0)
+        {
+            return None;
+        }
+        let mut entry = Vec::with_capacity(1 << scale_bits);
+        for &(s, f) in present {
+            let head = (f as u32 - 1) | rank(s).checked_shl(2 * scale_bits).unwrap_or(0);
+            entry.extend((0..f as u32).map(|j| head | j << scale_bits));
+        }
+        Some(Packed { entry, base, shift })
+    }
 }
 
 /// Output word of a decode (the float's bit pattern, 16 or 32 bits).
@@ -299,7 +344,11 @@ impl<'a> Header<'a> {
                 "rANS table lists {present} symbols, alphabet has {alphabet}"
             )));
         }
-        let mut table = Table { entry: vec![0; m] };
+        let mut table = Table {
+            entry: vec![0; m],
+            packed: None,
+        };
+        let mut listed = Vec::with_capacity(present);
         let mut slot = 0usize;
         let mut sym = 0usize;
         for i in 0..present {
@@ -315,12 +364,17 @@ impl<'a> Header<'a> {
             for (j, e) in table.entry[slot..slot + f].iter_mut().enumerate() {
                 *e = f as u64 | (j as u64) << 16 | (lut[sym] as u64) << 32;
             }
+            listed.push((sym, f));
             slot += f;
         }
         if slot != m {
             return Err(Error::Decode(format!(
                 "rANS frequencies sum to {slot}, expected {m}"
             )));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if lanes == LANES && crate::codec::simd_available() {
+            table.packed = Packed::build(&listed, lut, scale_bits);
         }
         let nseg = n.div_ceil(seg_syms);
         let mut word_counts = Vec::with_capacity(nseg.min(1 << 16));
@@ -576,11 +630,19 @@ mod simd {
     ) -> (usize, usize) {
         debug_assert!(available());
         // SAFETY: `available()` checked that the CPU has AVX2 and BMI2.
-        unsafe { blocks_avx2::<W, ASSIGN>(states, words, scale_bits, table, out) }
+        unsafe {
+            if table.packed.is_some() {
+                blocks_avx2::<W, ASSIGN, true>(states, words, scale_bits, table, out)
+            } else {
+                blocks_avx2::<W, ASSIGN, false>(states, words, scale_bits, table, out)
+            }
+        }
     }
 
+    /// `PACKED`: read `table.packed` (one 32-bit gather per eight lanes), else
+    /// `table.entry` (two 64-bit gathers).
     #[target_feature(enable = "avx2")]
-    fn blocks_avx2<W: Word, const ASSIGN: bool>(
+    fn blocks_avx2<W: Word, const ASSIGN: bool, const PACKED: bool>(
         states: &mut [u32; 64],
         words: &[u8],
         scale_bits: u32,
@@ -595,6 +657,23 @@ mod simd {
         let zero = _mm256_setzero_si256();
         let entry_ptr = table.entry.as_ptr() as *const i64;
         debug_assert_eq!(table.entry.len(), 1 << scale_bits);
+        let (packed_ptr, base, rank_shift, rank_up) = match &table.packed {
+            Some(p) if PACKED => {
+                debug_assert_eq!(p.entry.len(), 1 << scale_bits);
+                (
+                    p.entry.as_ptr() as *const i32,
+                    _mm256_set1_epi32(p.base as i32),
+                    _mm_cvtsi32_si128(2 * scale_bits as i32),
+                    _mm_cvtsi32_si128(p.shift as i32),
+                )
+            }
+            _ => (
+                std::ptr::null(),
+                zero,
+                _mm_setzero_si128(),
+                _mm_setzero_si128(),
+            ),
+        };
         // Moves the low dwords of four u64 to lanes 0..4 and the high ones to 4..8.
         let split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
         let mut x = [zero; 4];
@@ -615,21 +694,33 @@ mod simd {
             for g in 0..4 {
                 let xg = x[g];
                 let slot = _mm256_and_si256(xg, mask);
-                // SAFETY: every slot is below 2^scale_bits, the table's length.
-                let lo =
-                    unsafe { _mm256_i32gather_epi64::<8>(entry_ptr, _mm256_castsi256_si128(slot)) };
-                // SAFETY: as above.
-                let hi = unsafe {
-                    _mm256_i32gather_epi64::<8>(entry_ptr, _mm256_extracti128_si256::<1>(slot))
+                let q = _mm256_srl_epi32(xg, shift);
+                let (y, v) = if PACKED {
+                    // SAFETY: every slot is below 2^scale_bits, the table's length.
+                    let e = unsafe { _mm256_i32gather_epi32::<4>(packed_ptr, slot) };
+                    let freq_less_one = _mm256_and_si256(e, mask);
+                    let bias = _mm256_and_si256(_mm256_srl_epi32(e, shift), mask);
+                    let rank = _mm256_srl_epi32(e, rank_shift);
+                    let v = _mm256_add_epi32(base, _mm256_sll_epi32(rank, rank_up));
+                    let y = _mm256_add_epi32(_mm256_mullo_epi32(freq_less_one, q), q);
+                    (_mm256_add_epi32(y, bias), v)
+                } else {
+                    // SAFETY: every slot is below 2^scale_bits, the table's length.
+                    let lo = unsafe {
+                        _mm256_i32gather_epi64::<8>(entry_ptr, _mm256_castsi256_si128(slot))
+                    };
+                    // SAFETY: as above.
+                    let hi = unsafe {
+                        _mm256_i32gather_epi64::<8>(entry_ptr, _mm256_extracti128_si256::<1>(slot))
+                    };
+                    let lo = _mm256_permutevar8x32_epi32(lo, split);
+                    let hi = _mm256_permutevar8x32_epi32(hi, split);
+                    let e = _mm256_permute2x128_si256::<0x20>(lo, hi);
+                    let v = _mm256_permute2x128_si256::<0x31>(lo, hi);
+                    let freq = _mm256_and_si256(e, low16);
+                    let bias = _mm256_srli_epi32::<16>(e);
+                    (_mm256_add_epi32(_mm256_mullo_epi32(freq, q), bias), v)
                 };
-                let lo = _mm256_permutevar8x32_epi32(lo, split);
-                let hi = _mm256_permutevar8x32_epi32(hi, split);
-                let e = _mm256_permute2x128_si256::<0x20>(lo, hi);
-                let v = _mm256_permute2x128_si256::<0x31>(lo, hi);
-                let freq = _mm256_and_si256(e, low16);
-                let bias = _mm256_srli_epi32::<16>(e);
-                let y =
-                    _mm256_add_epi32(_mm256_mullo_epi32(freq, _mm256_srl_epi32(xg, shift)), bias);
                 x[g] = y;
                 // y < 2^16 exactly when its high half is zero.
                 need[g] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
@@ -742,11 +833,19 @@ mod tests {
                 .collect();
             let mut body = Vec::new();
             encode(&syms, &counts_of(&syms, alphabet), &mut body);
-            let lut32: Vec<u32> = (0..alphabet as u32)
+            // Scattered contributions take the 64-bit table; a symbol shifted
+            // into place (p = 2) takes the packed one where its rank fits.
+            let scattered: Vec<u32> = (0..alphabet as u32)
                 .map(|s| s.wrapping_mul(0x9e37_79b9))
                 .collect();
-            let lut16: Vec<u32> = lut32.iter().map(|v| v & 0xffff).collect();
-            for assign in [true, false] {
+            let shifted: Vec<u32> = (0..alphabet as u32).map(|s| 0x8003 + (s << 4)).collect();
+            let packed = |lut: &[u32]| Header::parse(&body, lut, n).unwrap().table.packed.is_some();
+            assert!(!packed(&scattered));
+            if simd::available() {
+                assert!(packed(&shifted));
+            }
+            for (lut32, assign) in [(&scattered, true), (&scattered, false), (&shifted, true)] {
+                let lut16: Vec<u32> = lut32.iter().map(|v| v & 0xffff).collect();
                 let mut a = vec![7u32; n];
                 let mut b = vec![7u32; n];
                 decode_with(&body, &lut32, n, 0, &mut a, assign, true).unwrap();
@@ -763,6 +862,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packed_table_only_where_every_rank_fits() {
+        let lut: Vec<u32> = (0..2048u32).map(|s| s << 4).collect();
+        // Twelve bits of frequency and of offset leave eight for the rank:
+        // symbols 100..=355 fit, 100..=356 do not.
+        let fits = [(100usize, 3000usize), (101, 1000), (355, 96)];
+        let wide = [(100usize, 3000usize), (101, 1000), (356, 96)];
+        let p = Packed::build(&fits, &lut, 12).unwrap();
+        assert_eq!((p.base, p.shift), (100 << 4, 4));
+        assert_eq!(p.entry.len(), 4096);
+        // Slot 4001 is symbol 355's second: rank 255, offset 1, frequency 96.
+        assert_eq!(p.entry[4001], 95 | 1 << 12 | 255 << 24);
+        assert!(Packed::build(&wide, &lut, 12).is_none());
+        // Contributions 2^8 apart share a coarser step: ranks 0 and 1.
+        let coarse = Packed::build(&[(100, 4000), (356, 96)], &lut, 12).unwrap();
+        assert_eq!((coarse.shift, coarse.entry[4001] >> 24), (12, 1));
+        // A lone symbol: frequency 2^12, stored as 2^12 - 1.
+        let lone = Packed::build(&[(7, 4096)], &lut, 12).unwrap();
+        assert_eq!(lone.entry[4095], 4095 | 4095 << 12);
     }
 
     #[test]
