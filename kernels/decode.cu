@@ -1,13 +1,14 @@
 // padic-burst decode kernels, compiled at run time by NVRTC (the `cuda`
 // feature; see src/engine/cuda.rs, which includes this file with
-// include_str!). One kernel per section encoding and output word size.
+// include_str!). Two kernels per output word size: const and raw sections
+// (`pieces_*`), and rANS sections (`rans_*`).
 //
 // A chunk decodes section by section, in order, on one stream: section 0
 // assigns each output word, the later ones add to it (wrapping in the word's
 // width), exactly as the CPU's `Tables::decode_range`. A section's symbols
 // turn into contributions through a table the host builds (the rANS decode
 // table carries the contribution in its top 32 bits; raw sections look theirs
-// up in `lut`). The host has already parsed and bounds-checked every section
+// up in `luts`). The host has already parsed and bounds-checked every section
 // header (src/codec/plan.rs); the kernels still check every read and report a
 // failure through `err` rather than read out of bounds.
 
@@ -23,17 +24,38 @@ typedef unsigned long long u64;
 #define ERR_WORDS 2u      // the word stream ran out
 #define ERR_LEFTOVER 4u   // words left unread at the end of a segment
 #define ERR_FINAL 8u      // a final state differs from 2^16
-#define ERR_RAW 16u       // a raw read past its section
+#define ERR_RAW 16u       // a raw read past its section, or a value past its table
 
-// One rANS segment: where its output starts (in words, from the range's
-// first value), how many symbols it holds, and where its states and words lie
-// in the uploaded section bytes.
-struct Segment {
-    u32 out_start;
+// Kernels work on a batch of chunk ranges at once (src/codec/plan.rs,
+// `BatchPlan`): one launch per section index and kind covers every range of
+// the batch, so the GPU sees thousands of segments rather than one chunk's
+// four. `data` holds every range's sections back to back, `tables` the rANS
+// decode tables, `luts` the raw sections' lookup tables.
+
+// A const or raw section of one range (eight u32, as `plan::Piece`).
+#define PIECE_CONST 0u
+#define PIECE_RAW 1u
+struct Piece {
+    u32 out_start;  // first output word in the batch
+    u32 count;      // values
+    u32 kind;       // PIECE_CONST or PIECE_RAW
+    u32 value;      // const: the contribution; raw: the lookup table's length
+    u32 data_off;   // raw: the packed bytes, `len` of them, in `data`
     u32 len;
-    u32 states_off;
-    u32 words_off;
+    u32 width;      // raw: bits a value (at most 12)
+    u32 lut_off;    // raw: the lookup table in `luts`
+};
+
+// One rANS segment of one range (eight u32, as `plan::BatchSegment`).
+struct Segment {
+    u32 out_start;   // first output word in the batch
+    u32 len;         // symbols
+    u32 states_off;  // `lanes` u32 initial states in `data`
+    u32 words_off;   // `words` u16 renormalisation words in `data`
     u32 words;
+    u32 table_off;   // its decode table in `tables`, 2^scale_bits entries
+    u32 scale_bits;
+    u32 lanes;
 };
 
 template <typename W>
@@ -41,31 +63,37 @@ __device__ __forceinline__ void emit(W* out, u32 i, u32 v, int assign) {
     out[i] = assign ? (W)v : (W)(out[i] + (W)v);
 }
 
+// blockIdx.y picks the piece (of `pieces + first`); the x dimension strides
+// over its values. Raw values are `width` bits, least significant bit first,
+// the first value at bit 0 of the piece's first byte.
 template <typename W>
-__device__ void const_section(W* out, u32 n, u32 v, int assign) {
-    u32 i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) emit(out, i, v, assign);
-}
-
-// Values of `width` bits, least significant bit first, from `packed` (whose
-// first byte holds the range's first value at bit 0).
-template <typename W>
-__device__ void raw_section(W* out, u32 n, const u8* packed, u32 packed_len,
-                            u32 width, const u32* lut, int assign, u32* err) {
-    u32 i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    u64 bit = (u64)i * width;
-    u32 byte = (u32)(bit >> 3);
-    u32 shift = (u32)(bit & 7);
-    u32 need = (shift + width + 7) >> 3;  // at most 3 bytes: width <= 12
-    if (byte + need > packed_len) {
-        atomicOr(err, ERR_RAW);
-        return;
+__device__ void pieces_pass(W* out, const u8* data, const u32* luts,
+                            const Piece* pieces, int assign, u32* err) {
+    Piece p = pieces[blockIdx.y];
+    u32 stride = gridDim.x * blockDim.x;
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < p.count; i += stride) {
+        u32 v = p.value;
+        if (p.kind != PIECE_CONST) {
+            u64 bit = (u64)i * p.width;
+            u32 byte = (u32)(bit >> 3);
+            u32 shift = (u32)(bit & 7);
+            u32 need = (shift + p.width + 7) >> 3;  // at most 3 bytes: width <= 12
+            if (byte + need > p.len) {
+                atomicOr(err, ERR_RAW);
+                continue;
+            }
+            const u8* b = data + p.data_off + byte;
+            u32 w = 0;
+            for (u32 k = 0; k < need; k++) w |= (u32)b[k] << (8 * k);
+            u32 sym = (w >> shift) & ((1u << p.width) - 1u);
+            if (sym >= p.value) {
+                atomicOr(err, ERR_RAW);
+                continue;
+            }
+            v = luts[p.lut_off + sym];
+        }
+        emit(out, p.out_start + i, v, assign);
     }
-    u32 v = 0;
-    for (u32 k = 0; k < need; k++) v |= (u32)packed[byte + k] << (8 * k);
-    v = (v >> shift) & ((1u << width) - 1u);
-    emit(out, i, lut[v], assign);
 }
 
 // One warp per segment; lane j of the warp is rANS lane j (symbols j,
@@ -73,15 +101,17 @@ __device__ void raw_section(W* out, u32 n, const u8* packed, u32 packed_len,
 // words in lane order, as the CPU does: a ballot gives each lane the number
 // of lanes below it that read one.
 template <typename W>
-__device__ void rans_section(W* out, const u8* data, const u64* table,
-                             const Segment* segs, u32 nsegs, u32 scale_bits,
-                             u32 lanes, int assign, u32* err) {
+__device__ void rans_pass(W* out, const u8* data, const u64* tables,
+                          const Segment* segs, u32 nsegs, int assign, u32* err) {
     u32 warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     u32 lane = threadIdx.x & 31u;
     if (warp >= nsegs) return;  // the whole warp leaves together
     Segment s = segs[warp];
+    const u64* table = tables + s.table_off;
     const u8* st = data + s.states_off;
     const u8* words = data + s.words_off;
+    u32 scale_bits = s.scale_bits;
+    u32 lanes = s.lanes;
     u32 mask = (1u << scale_bits) - 1u;
     u32 x = 0;
     if (lane < lanes) {
@@ -116,23 +146,18 @@ __device__ void rans_section(W* out, const u8* data, const u64* table,
     if (lane < lanes && x != RANS_L) atomicOr(err, ERR_FINAL);
 }
 
-#define INSTANTIATE(SUFFIX, W)                                                  \
-    extern "C" __global__ void const_##SUFFIX(W* out, u32 n, u32 v, int assign) { \
-        const_section<W>(out, n, v, assign);                                    \
-    }                                                                           \
-    extern "C" __global__ void raw_##SUFFIX(W* out, u32 n, const u8* packed,    \
-                                            u32 packed_len, u32 width,          \
-                                            const u32* lut, int assign,         \
-                                            u32* err) {                         \
-        raw_section<W>(out, n, packed, packed_len, width, lut, assign, err);    \
-    }                                                                           \
-    extern "C" __global__ void rans_##SUFFIX(W* out, const u8* data,            \
-                                             const u64* table,                  \
-                                             const Segment* segs, u32 nsegs,    \
-                                             u32 scale_bits, u32 lanes,         \
-                                             int assign, u32* err) {            \
-        rans_section<W>(out, data, table, segs, nsegs, scale_bits, lanes,       \
-                        assign, err);                                           \
+#define INSTANTIATE(SUFFIX, W)                                                 \
+    extern "C" __global__ void pieces_##SUFFIX(W* out, const u8* data,         \
+                                               const u32* luts,                \
+                                               const Piece* pieces,            \
+                                               int assign, u32* err) {         \
+        pieces_pass<W>(out, data, luts, pieces, assign, err);                  \
+    }                                                                          \
+    extern "C" __global__ void rans_##SUFFIX(W* out, const u8* data,           \
+                                             const u64* tables,                \
+                                             const Segment* segs, u32 nsegs,   \
+                                             int assign, u32* err) {           \
+        rans_pass<W>(out, data, tables, segs, nsegs, assign, err);             \
     }
 
 INSTANTIATE(u16, u16)

@@ -33,7 +33,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use crate::codec::chunk::RANGE_ALIGN;
 use crate::codec::Tables;
 use crate::config::Config;
-use crate::engine::gpu::{GpuEngine, GpuError};
+use crate::engine::gpu::{GpuEngine, GpuError, GpuRange};
 use crate::engine::{chunk_jobs, tables_for};
 use crate::error::{Error, Result};
 use crate::format::Container;
@@ -265,10 +265,31 @@ impl ChunkDecoder {
     /// One part: values `[first, last)` on `engine` (a GPU failure by OOM
     /// falls back to the CPU outside GPU_ONLY).
     fn part(&self, t: &ChunkTask, route: u8, engine: Engine, first: u64, last: u64) -> DecodedPart {
-        let unit = t.out_len / t.elements.max(1);
+        let (mut part, dest) = self.open_part(t, route, engine, first, last);
         let started = self.now_us();
+        let result = match dest {
+            Err(e) => Err(e),
+            Ok(mut dest) => self
+                .decode_into(t, engine, first, last, dest.bytes(), &mut part)
+                .map(|n| (n, dest)),
+        };
+        self.close_part(&mut part, result, started);
+        part
+    }
+
+    /// A part's record, and where its values go: straight into the output
+    /// when it is in memory, else a pooled buffer.
+    fn open_part(
+        &self,
+        t: &ChunkTask,
+        route: u8,
+        engine: Engine,
+        first: u64,
+        last: u64,
+    ) -> (DecodedPart, std::result::Result<Dest<'_>, String>) {
+        let unit = t.out_len / t.elements.max(1);
         let len = ((last - first) * unit) as usize;
-        let mut part = DecodedPart {
+        let part = DecodedPart {
             global: t.global,
             tensor: t.tensor,
             chunk: t.chunk,
@@ -279,32 +300,41 @@ impl ChunkDecoder {
             data: Vec::new(),
             placed: 0,
             bytes_in: 0,
-            queue_us: started.saturating_sub(t.sent_us),
+            queue_us: self.now_us().saturating_sub(t.sent_us),
             decode_us: 0,
             done_us: 0,
             rerouted_oom: false,
             error: None,
         };
-        // In memory, decode straight into the output; else into a pooled buffer.
-        let direct = self
+        let dest = match self
             .direct
             .as_ref()
-            .and_then(|o| o.claim(part.out_offset, len));
-        let result: std::result::Result<u64, String> = match direct {
+            .and_then(|o| o.claim(part.out_offset, len))
+        {
             Some(Err(e)) => Err(format!("{}: {e}", self.place(t))),
-            Some(Ok(out)) => self
-                .decode_into(t, engine, first, last, out, &mut part)
-                .inspect(|_| {
-                    part.placed = len as u64;
-                }),
-            None => {
-                let mut data = self.pool.take(len);
-                self.decode_into(t, engine, first, last, &mut data, &mut part)
-                    .inspect(|_| part.data = data)
-            }
+            Some(Ok(out)) => Ok(Dest::Direct(out)),
+            None => Ok(Dest::Pooled(self.pool.take(len))),
         };
+        (part, dest)
+    }
+
+    /// Records how a part's decode (begun at `started` µs) ended, and feeds
+    /// HYBRID's throughput estimate.
+    fn close_part(
+        &self,
+        part: &mut DecodedPart,
+        result: std::result::Result<(u64, Dest<'_>), String>,
+        started: u64,
+    ) {
         match result {
-            Ok(bytes_in) => part.bytes_in = bytes_in,
+            Ok((bytes_in, Dest::Direct(out))) => {
+                part.bytes_in = bytes_in;
+                part.placed = out.len() as u64;
+            }
+            Ok((bytes_in, Dest::Pooled(data))) => {
+                part.bytes_in = bytes_in;
+                part.data = data;
+            }
             Err(e) => part.error = Some(e),
         }
         part.done_us = self.now_us();
@@ -317,7 +347,6 @@ impl ChunkDecoder {
                 secs,
             );
         }
-        part
     }
 
     fn decode_into(
@@ -357,6 +386,21 @@ impl ChunkDecoder {
                 out,
             ),
         };
+        self.gpu_outcome(t, first, last, out, part, attempt)
+    }
+
+    /// What a GPU attempt comes to: the bytes read, or in GPU_ONLY the
+    /// error; otherwise a failed attempt decodes on the CPU (an
+    /// out-of-memory counted as a memory-pressure event).
+    fn gpu_outcome(
+        &self,
+        t: &ChunkTask,
+        first: u64,
+        last: u64,
+        out: &mut [u8],
+        part: &mut DecodedPart,
+        attempt: std::result::Result<(), GpuError>,
+    ) -> std::result::Result<u64, String> {
         match attempt {
             Ok(()) => Ok(self.container.header().tensors[t.tensor].chunks[t.chunk]
                 .sections
@@ -380,26 +424,142 @@ impl ChunkDecoder {
     }
 }
 
+/// Where a part's values go.
+enum Dest<'a> {
+    /// Its bytes of the in-memory output.
+    Direct(&'a mut [u8]),
+    /// A pooled buffer, handed to the merge.
+    Pooled(Vec<u8>),
+}
+
+impl Dest<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Dest::Direct(b) => b.len(),
+            Dest::Pooled(v) => v.len(),
+        }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        match self {
+            Dest::Direct(b) => b,
+            Dest::Pooled(v) => v,
+        }
+    }
+}
+
 impl PartDecoder<ChunkTask> for ChunkDecoder {
     type Part = DecodedPart;
     fn decode(&self, t: ChunkTask, tag: RouteTag) -> Vec<DecodedPart> {
-        let parts = self.decode_parts(&t, tag);
+        let route = route_code(tag);
+        let parts = self
+            .split(&t, tag)
+            .into_iter()
+            .map(|(engine, a, b)| self.part(&t, route, engine, a, b))
+            .collect();
         self.container.release(t.tensor, t.chunk);
         self.done.set(self.done.get() + 1);
         parts
     }
+
+    /// The GPU parts of the whole batch go to the engine in one call
+    /// ([`GpuEngine::decode_batch`]); the CPU parts decode one by one. Each
+    /// GPU part's time is its share, by bytes, of the call's.
+    fn decode_batch(&self, chunks: Vec<(ChunkTask, RouteTag)>) -> Vec<DecodedPart> {
+        let Some(gpu) = self.gpu.clone() else {
+            return chunks
+                .into_iter()
+                .flat_map(|(c, tag)| self.decode(c, tag))
+                .collect();
+        };
+        // Every part, in order: (chunk, engine, first, last).
+        let specs: Vec<(usize, Engine, u64, u64)> = chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(k, (t, tag))| {
+                self.split(t, *tag)
+                    .into_iter()
+                    .map(move |(e, a, b)| (k, e, a, b))
+            })
+            .collect();
+        let mut slots: Vec<Option<DecodedPart>> = specs.iter().map(|_| None).collect();
+        // The GPU parts: opened together, decoded in one call.
+        let mut open = Vec::new();
+        for (i, &(k, engine, a, b)) in specs.iter().enumerate() {
+            let (t, tag) = &chunks[k];
+            if engine != Engine::Gpu {
+                continue;
+            }
+            let (mut part, dest) = self.open_part(t, route_code(*tag), engine, a, b);
+            match dest {
+                Ok(dest) => open.push((i, part, dest)),
+                Err(e) => {
+                    let now = self.now_us();
+                    self.close_part(&mut part, Err(e), now);
+                    slots[i] = Some(part);
+                }
+            }
+        }
+        if !open.is_empty() {
+            let started = self.now_us();
+            let results = {
+                let mut ranges: Vec<GpuRange<'_>> = open
+                    .iter_mut()
+                    .map(|(i, _, dest)| {
+                        let (k, _, a, _) = specs[*i];
+                        let t = &chunks[k].0;
+                        GpuRange {
+                            tables: self.tables[t.tensor]
+                                .as_deref()
+                                .expect("split sends only float chunks to the GPU"),
+                            tensor: t.tensor,
+                            chunk: t.chunk,
+                            total: t.elements as usize,
+                            first: a as usize,
+                            out: dest.bytes(),
+                        }
+                    })
+                    .collect();
+                gpu.decode_batch(&self.container, &mut ranges)
+            };
+            let spent = self.now_us() - started;
+            let total: u64 = open.iter().map(|(_, _, d)| d.len() as u64).sum::<u64>().max(1);
+            for ((i, mut part, mut dest), attempt) in open.into_iter().zip(results) {
+                let (k, _, a, b) = specs[i];
+                let t = &chunks[k].0;
+                let share = spent * dest.len() as u64 / total;
+                let at = self.now_us();
+                let result = self
+                    .gpu_outcome(t, a, b, dest.bytes(), &mut part, attempt)
+                    .map(|n| (n, dest));
+                // Its share of the call, plus any CPU fallback it took.
+                self.close_part(&mut part, result, at - share.min(at));
+                slots[i] = Some(part);
+            }
+        }
+        for (i, &(k, engine, a, b)) in specs.iter().enumerate() {
+            if slots[i].is_none() {
+                let (t, tag) = &chunks[k];
+                slots[i] = Some(self.part(t, route_code(*tag), engine, a, b));
+            }
+        }
+        for (t, _) in &chunks {
+            self.container.release(t.tensor, t.chunk);
+            self.done.set(self.done.get() + 1);
+        }
+        slots.into_iter().flatten().collect()
+    }
 }
 
 impl ChunkDecoder {
-    fn decode_parts(&self, t: &ChunkTask, tag: RouteTag) -> Vec<DecodedPart> {
-        let t = t.clone();
-        let route = route_code(tag);
+    /// A routed chunk's parts: (engine, first value, end), the GPU's first.
+    fn split(&self, t: &ChunkTask, tag: RouteTag) -> Vec<(Engine, u64, u64)> {
         let n = t.elements;
         let passthrough = self.tables[t.tensor].is_none();
         match tag {
-            RouteTag::Cpu => vec![self.part(&t, route, Engine::Cpu, 0, n)],
-            RouteTag::Gpu if passthrough => vec![self.part(&t, route, Engine::Cpu, 0, n)],
-            RouteTag::Gpu => vec![self.part(&t, route, Engine::Gpu, 0, n)],
+            RouteTag::Cpu => vec![(Engine::Cpu, 0, n)],
+            RouteTag::Gpu if passthrough => vec![(Engine::Cpu, 0, n)],
+            RouteTag::Gpu => vec![(Engine::Gpu, 0, n)],
             RouteTag::Hybrid { gpu_fraction } => {
                 // Split on a segment boundary: the GPU takes the first values.
                 let align = RANGE_ALIGN as u64;
@@ -412,10 +572,10 @@ impl ChunkDecoder {
                 let split = if raw >= n { n } else { split };
                 let mut parts = Vec::new();
                 if split > 0 {
-                    parts.push(self.part(&t, route, Engine::Gpu, 0, split));
+                    parts.push((Engine::Gpu, 0, split));
                 }
                 if split < n {
-                    parts.push(self.part(&t, route, Engine::Cpu, split, n));
+                    parts.push((Engine::Cpu, split, n));
                 }
                 parts
             }

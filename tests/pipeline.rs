@@ -159,6 +159,52 @@ fn auto_reroutes_a_gpu_out_of_memory_to_the_cpu_and_counts_it() {
 }
 
 #[test]
+fn the_gpu_takes_a_batch_of_chunks_in_one_call_and_an_oom_reroutes_only_its_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    let c = Container::open(&packed).unwrap();
+    let ta = c
+        .header()
+        .tensors
+        .iter()
+        .position(|t| t.name == "a")
+        .unwrap();
+    let float_chunks: usize = c
+        .header()
+        .tensors
+        .iter()
+        .filter(|t| t.codec.is_some())
+        .map(|t| t.chunks.len())
+        .sum();
+    let gpu = Arc::new(FakeGpu::new(&[(ta, 1)]));
+    let config = Config {
+        cpu_batch_size: 8,
+        prefetch_factor: 8,
+        ..Config::default()
+    };
+    let mut o = RunOptions::new(Mode::Auto, config);
+    o.timely_args = vec!["-w".into(), "1".into()];
+    o.gpu = Some(gpu.clone());
+    let out = dir.path().join("b.safetensors");
+    let s = run(&packed, &out, &o).unwrap();
+    assert!(std::fs::read(&out).unwrap() == original, "output differs");
+    let batches = gpu.batches.lock().unwrap().clone();
+    assert_eq!(
+        batches.iter().sum::<usize>(),
+        float_chunks,
+        "every float chunk went to the GPU once, in batches {batches:?}"
+    );
+    assert!(
+        batches.iter().any(|&n| n > 1),
+        "chunks reached the GPU together: {batches:?}"
+    );
+    // The out-of-memory chunk alone went to the CPU; its batch-mates stayed.
+    assert_eq!(s.gpu_oom_reroutes, 1);
+    assert_eq!(s.memory_pressure_events, 1);
+    assert_eq!(gpu.seen.lock().unwrap().len(), float_chunks - 1);
+}
+
+#[test]
 fn gpu_only_fails_hard_on_out_of_memory_naming_the_chunk_and_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let (packed, _) = model(dir.path());

@@ -11,7 +11,9 @@ use crate::{PartDecoder, RouteTag};
 
 /// Decodes routed chunks.
 pub trait Decode<'scope, T: Timestamp, C> {
-    /// Each routed chunk becomes the parts `decoder` makes of it (errors included, as data).
+    /// Each routed chunk becomes the parts `decoder` makes of it (errors
+    /// included, as data); each batch received goes to
+    /// [`PartDecoder::decode_batch`] whole.
     ///
     /// ```
     /// use padic_burst_operators::{Decode, PartDecoder, RouteTag};
@@ -46,10 +48,8 @@ impl<'scope, T: Timestamp, C: Clone + 'static> Decode<'scope, T, C>
             move |input, output| {
                 input.for_each(|cap, data| {
                     let mut session = output.session(&cap);
-                    for (c, tag) in data.drain(..) {
-                        for part in decoder.decode(c, tag) {
-                            session.give(part);
-                        }
+                    for part in decoder.decode_batch(std::mem::take(data)) {
+                        session.give(part);
                     }
                 });
             }

@@ -56,6 +56,17 @@ pub trait Router<C>: 'static {
 pub trait PartDecoder<C>: 'static {
     type Part;
     fn decode(&self, chunk: C, route: RouteTag) -> Vec<Self::Part>;
+
+    /// Decodes a batch of routed chunks (what one activation of the decode
+    /// operator received), so that an engine can take many at once: a GPU
+    /// wants thousands of chunks' work in one launch. The default decodes
+    /// them one by one, in order.
+    fn decode_batch(&self, chunks: Vec<(C, RouteTag)>) -> Vec<Self::Part> {
+        chunks
+            .into_iter()
+            .flat_map(|(c, route)| self.decode(c, route))
+            .collect()
+    }
 }
 
 /// A decoded piece of a chunk, as the merge sees it.

@@ -153,6 +153,209 @@ impl Tables {
     }
 }
 
+/// One const or raw section of one range of a batch, as the `pieces_*`
+/// kernels read it (`#[repr(C)]`, eight u32).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Piece {
+    /// First output word in the batch's output.
+    pub out_start: u32,
+    /// Values.
+    pub count: u32,
+    /// [`PIECE_CONST`] or [`PIECE_RAW`].
+    pub kind: u32,
+    /// Const pieces: the contribution. Raw pieces: the lookup table's
+    /// length (a larger value is a damaged stream).
+    pub value: u32,
+    /// Raw pieces: the packed bytes `data[data_off..data_off + len]`,
+    /// `width` bits a value, looked up in `luts[lut_off..]`.
+    pub data_off: u32,
+    pub len: u32,
+    pub width: u32,
+    pub lut_off: u32,
+}
+
+/// [`Piece::kind`]: every value gets `value`.
+pub const PIECE_CONST: u32 = 0;
+/// [`Piece::kind`]: packed values through a lookup table.
+pub const PIECE_RAW: u32 = 1;
+
+/// One rANS segment of a batch (`#[repr(C)]`, eight u32): [`Segment`] with
+/// its output placed in the batch and its decode table named.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchSegment {
+    pub out_start: u32,
+    pub len: u32,
+    pub states_off: u32,
+    pub words_off: u32,
+    pub words: u32,
+    /// First entry of its table in the batch's `tables`.
+    pub table_off: u32,
+    pub scale_bits: u32,
+    pub lanes: u32,
+}
+
+/// The work of one section index across a batch: section `s` of every range
+/// that has one. Pass 0 assigns, the later passes add, so passes run in order;
+/// within a pass every piece and segment writes words of its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pass {
+    pub pieces: Vec<Piece>,
+    pub segments: Vec<BatchSegment>,
+}
+
+/// Many chunk ranges of one word size, flattened for one set of launches: a
+/// warp per rANS segment of every range at once fills a GPU that one chunk's
+/// four segments would leave idle.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchPlan {
+    /// Bytes a value (2 or 4).
+    pub word_size: usize,
+    /// Words of output, the ranges back to back.
+    pub count: usize,
+    /// Where each range's words start.
+    pub starts: Vec<usize>,
+    /// Every range's sections, back to back.
+    pub data: Vec<u8>,
+    /// The rANS decode tables, back to back.
+    pub tables: Vec<u64>,
+    /// The raw sections' lookup tables, back to back.
+    pub luts: Vec<u32>,
+    pub passes: Vec<Pass>,
+}
+
+impl BatchPlan {
+    /// An empty batch of `word_size`-byte values.
+    pub fn new(word_size: usize) -> Self {
+        BatchPlan {
+            word_size,
+            ..Default::default()
+        }
+    }
+
+    /// Appends a range; its words start at the returned offset. Every offset
+    /// must fit in 32 bits (a batch stays well under 4 GiB).
+    pub fn push(&mut self, p: &ChunkPlan) -> Result<usize> {
+        // On an error the batch is left as it was.
+        let before = (
+            self.tables.len(),
+            self.luts.len(),
+            self.passes
+                .iter()
+                .map(|q| (q.pieces.len(), q.segments.len()))
+                .collect::<Vec<_>>(),
+        );
+        let pushed = self.push_unchecked(p);
+        if pushed.is_err() {
+            self.tables.truncate(before.0);
+            self.luts.truncate(before.1);
+            self.passes.truncate(before.2.len());
+            for (q, &(a, b)) in self.passes.iter_mut().zip(&before.2) {
+                q.pieces.truncate(a);
+                q.segments.truncate(b);
+            }
+        }
+        pushed
+    }
+
+    fn push_unchecked(&mut self, p: &ChunkPlan) -> Result<usize> {
+        if p.kind.size() != self.word_size {
+            return Err(Error::Decode(format!(
+                "a {}-byte range in a batch of {}-byte words",
+                p.kind.size(),
+                self.word_size
+            )));
+        }
+        let out = self.count;
+        let base = self.data.len();
+        let at = |v: u32| offset(base + v as usize);
+        for (s, sec) in p.sections.iter().enumerate() {
+            if self.passes.len() <= s {
+                self.passes.push(Pass::default());
+            }
+            match sec {
+                SectionPlan::Const { value } => self.passes[s].pieces.push(Piece {
+                    out_start: offset(out)?,
+                    count: offset(p.count)?,
+                    kind: PIECE_CONST,
+                    value: *value,
+                    ..Piece::default()
+                }),
+                SectionPlan::Raw {
+                    offset: off,
+                    len,
+                    width,
+                    lut,
+                } => {
+                    let lut_off = offset(self.luts.len())?;
+                    self.luts.extend_from_slice(lut);
+                    self.passes[s].pieces.push(Piece {
+                        out_start: offset(out)?,
+                        count: offset(p.count)?,
+                        kind: PIECE_RAW,
+                        value: offset(lut.len())?,
+                        data_off: at(*off)?,
+                        len: *len,
+                        width: *width,
+                        lut_off,
+                    });
+                }
+                SectionPlan::Rans {
+                    scale_bits,
+                    lanes,
+                    table,
+                    segments,
+                } => {
+                    let table_off = offset(self.tables.len())?;
+                    self.tables.extend_from_slice(table);
+                    for g in segments {
+                        self.passes[s].segments.push(BatchSegment {
+                            out_start: offset(out + g.out_start as usize)?,
+                            len: g.len,
+                            states_off: at(g.states_off)?,
+                            words_off: at(g.words_off)?,
+                            words: g.words,
+                            table_off,
+                            scale_bits: *scale_bits,
+                            lanes: *lanes,
+                        });
+                    }
+                }
+            }
+        }
+        offset(base + p.data.len())?;
+        offset(out + p.count)?;
+        self.data.extend_from_slice(&p.data);
+        self.count = out + p.count;
+        self.starts.push(out);
+        Ok(out)
+    }
+
+    /// Ranges in the batch.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Bytes the device holds for the batch: output, sections, tables.
+    pub fn device_bytes(&self) -> u64 {
+        let meta: usize = self
+            .passes
+            .iter()
+            .map(|p| {
+                p.pieces.len() * std::mem::size_of::<Piece>()
+                    + p.segments.len() * std::mem::size_of::<BatchSegment>()
+            })
+            .sum();
+        (self.count * self.word_size + self.data.len() + 8 * self.tables.len() + 4 * self.luts.len() + meta)
+            as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,103 +365,98 @@ mod tests {
 
     /// What `kernels/decode.cu` computes, written out lane by lane: the warp's
     /// ballot becomes a count of the lanes below that read a word. Tests only:
-    /// it holds the plan and the kernels' algorithm to the CPU decoder.
-    fn emulate<W: Word>(p: &ChunkPlan, out: &mut [W]) -> std::result::Result<(), u32> {
+    /// it holds the batch plan and the kernels' algorithm to the CPU decoder.
+    fn emulate<W: Word>(b: &BatchPlan, out: &mut [W]) -> std::result::Result<(), u32> {
         const L: u32 = 1 << 16;
         let mut err = 0u32;
-        for (s, sec) in p.sections.iter().enumerate() {
+        for (s, pass) in b.passes.iter().enumerate() {
             let assign = s == 0;
             let emit = |o: &mut W, v: u32| *o = if assign { W::from_u32(v) } else { o.add(v) };
-            match sec {
-                SectionPlan::Const { value } => out.iter_mut().for_each(|o| emit(o, *value)),
-                SectionPlan::Raw {
-                    offset,
-                    len,
-                    width,
-                    lut,
-                } => {
-                    let packed = &p.data[*offset as usize..(*offset + *len) as usize];
-                    for (i, o) in out.iter_mut().enumerate() {
-                        let bit = i as u64 * *width as u64;
-                        let (byte, shift) = ((bit >> 3) as usize, (bit & 7) as u32);
-                        let need = ((shift + width + 7) >> 3) as usize;
-                        if byte + need > packed.len() {
-                            err |= 16;
+            for p in &pass.pieces {
+                for i in 0..p.count {
+                    let o = &mut out[(p.out_start + i) as usize];
+                    if p.kind == PIECE_CONST {
+                        emit(o, p.value);
+                        continue;
+                    }
+                    let bit = i as u64 * p.width as u64;
+                    let (byte, shift) = ((bit >> 3) as u32, (bit & 7) as u32);
+                    let need = (shift + p.width + 7) >> 3;
+                    if byte + need > p.len {
+                        err |= 16;
+                        continue;
+                    }
+                    let mut v = 0u32;
+                    for k in 0..need {
+                        v |= (b.data[(p.data_off + byte + k) as usize] as u32) << (8 * k);
+                    }
+                    let sym = (v >> shift) & ((1 << p.width) - 1);
+                    if sym >= p.value {
+                        err |= 16;
+                        continue;
+                    }
+                    emit(o, b.luts[(p.lut_off + sym) as usize]);
+                }
+            }
+            for seg in &pass.segments {
+                let lanes = seg.lanes as usize;
+                let table = &b.tables[seg.table_off as usize..];
+                let mask = (1u32 << seg.scale_bits) - 1;
+                let st = &b.data[seg.states_off as usize..];
+                let words = &b.data[seg.words_off as usize..];
+                let mut x: Vec<u32> = (0..lanes)
+                    .map(|j| u32::from_le_bytes(st[4 * j..4 * j + 4].try_into().unwrap()))
+                    .collect();
+                if x.iter().any(|&v| v < L) {
+                    err |= 1;
+                }
+                let mut pos = 0u32;
+                let mut base = 0usize;
+                while base < seg.len as usize {
+                    let mut need = [false; 32];
+                    let mut ys = [0u32; 32];
+                    for lane in 0..lanes {
+                        let i = base + lane;
+                        if i >= seg.len as usize {
                             continue;
                         }
-                        let mut v = 0u32;
-                        for k in 0..need {
-                            v |= (packed[byte + k] as u32) << (8 * k);
-                        }
-                        emit(o, lut[((v >> shift) & ((1 << width) - 1)) as usize]);
+                        let e = table[(x[lane] & mask) as usize];
+                        let y = (e as u32 & 0xffff) * (x[lane] >> seg.scale_bits)
+                            + ((e >> 16) as u32 & 0xffff);
+                        emit(&mut out[seg.out_start as usize + i], (e >> 32) as u32);
+                        ys[lane] = y;
+                        need[lane] = y < L;
                     }
+                    let ballot = need.iter().filter(|&&b| b).count() as u32;
+                    let mut below = 0u32;
+                    for lane in 0..lanes {
+                        if base + lane >= seg.len as usize {
+                            continue;
+                        }
+                        let mut y = ys[lane];
+                        if need[lane] {
+                            let idx = pos + below;
+                            below += 1;
+                            if idx < seg.words {
+                                let w = u16::from_le_bytes([
+                                    words[2 * idx as usize],
+                                    words[2 * idx as usize + 1],
+                                ]);
+                                y = (y << 16) | w as u32;
+                            } else {
+                                err |= 2;
+                            }
+                        }
+                        x[lane] = y;
+                    }
+                    pos += ballot;
+                    base += lanes;
                 }
-                SectionPlan::Rans {
-                    scale_bits,
-                    lanes,
-                    table,
-                    segments,
-                } => {
-                    let lanes = *lanes as usize;
-                    let mask = (1u32 << scale_bits) - 1;
-                    for seg in segments {
-                        let st = &p.data[seg.states_off as usize..];
-                        let words = &p.data[seg.words_off as usize..];
-                        let mut x: Vec<u32> = (0..lanes)
-                            .map(|j| u32::from_le_bytes(st[4 * j..4 * j + 4].try_into().unwrap()))
-                            .collect();
-                        if x.iter().any(|&v| v < L) {
-                            err |= 1;
-                        }
-                        let mut pos = 0u32;
-                        let mut base = 0usize;
-                        while base < seg.len as usize {
-                            let mut need = [false; 32];
-                            let mut ys = [0u32; 32];
-                            for lane in 0..lanes {
-                                let i = base + lane;
-                                if i >= seg.len as usize {
-                                    continue;
-                                }
-                                let e = table[(x[lane] & mask) as usize];
-                                let y = (e as u32 & 0xffff) * (x[lane] >> scale_bits)
-                                    + ((e >> 16) as u32 & 0xffff);
-                                emit(&mut out[seg.out_start as usize + i], (e >> 32) as u32);
-                                ys[lane] = y;
-                                need[lane] = y < L;
-                            }
-                            let ballot = need.iter().filter(|&&b| b).count() as u32;
-                            let mut below = 0u32;
-                            for lane in 0..lanes {
-                                if base + lane >= seg.len as usize {
-                                    continue;
-                                }
-                                let mut y = ys[lane];
-                                if need[lane] {
-                                    let idx = pos + below;
-                                    below += 1;
-                                    if idx < seg.words {
-                                        let w = u16::from_le_bytes([
-                                            words[2 * idx as usize],
-                                            words[2 * idx as usize + 1],
-                                        ]);
-                                        y = (y << 16) | w as u32;
-                                    } else {
-                                        err |= 2;
-                                    }
-                                }
-                                x[lane] = y;
-                            }
-                            pos += ballot;
-                            base += lanes;
-                        }
-                        if pos != seg.words {
-                            err |= 4;
-                        }
-                        if x.iter().any(|&v| v != L) {
-                            err |= 8;
-                        }
-                    }
+                if pos != seg.words {
+                    err |= 4;
+                }
+                if x.iter().any(|&v| v != L) {
+                    err |= 8;
                 }
             }
         }
@@ -269,7 +467,15 @@ mod tests {
         }
     }
 
-    fn check<W: Word + PartialEq + std::fmt::Debug>(layout: &Layout, bytes: &[u8], target: u32) {
+    /// Decodes `bytes` under `layout` and `target` as several ranges (each
+    /// segment alone, then the whole) in `batch`, and returns what the CPU
+    /// decoder gives for the same ranges, in the same order.
+    fn add_ranges<W: Word>(
+        batch: &mut BatchPlan,
+        layout: &Layout,
+        bytes: &[u8],
+        target: u32,
+    ) -> Vec<W> {
         let n = bytes.len() / layout.kind.size();
         let enc = chunk::encode(layout, bytes);
         let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
@@ -277,20 +483,31 @@ mod tests {
         let cuts: Vec<usize> = (0..=n.div_ceil(RANGE_ALIGN))
             .map(|k| (k * RANGE_ALIGN).min(n))
             .collect();
+        let mut want = Vec::new();
         for w in cuts.windows(2).chain(std::iter::once(&[0, n][..])) {
             let (a, b) = (w[0], w[1]);
-            let mut want = vec![W::default(); b - a];
-            tables.decode_range(&secs, n, a, &mut want).unwrap();
-            let plan = tables.plan(&secs, n, a, b - a).unwrap();
-            let mut got = vec![W::default(); b - a];
-            emulate(&plan, &mut got).unwrap();
-            assert!(
-                got == want,
-                "{:?} p={} target {target}: values {a}..{b} differ",
-                layout.kind,
-                layout.prime
-            );
+            let mut part = vec![W::default(); b - a];
+            tables.decode_range(&secs, n, a, &mut part).unwrap();
+            want.extend_from_slice(&part);
+            let start = batch
+                .push(&tables.plan(&secs, n, a, b - a).unwrap())
+                .unwrap();
+            assert_eq!(start + part.len(), batch.count);
         }
+        want
+    }
+
+    fn check<W: Word + PartialEq + std::fmt::Debug>(layout: &Layout, bytes: &[u8], target: u32) {
+        let mut batch = BatchPlan::new(layout.kind.size());
+        let want = add_ranges::<W>(&mut batch, layout, bytes, target);
+        let mut got = vec![W::default(); batch.count];
+        emulate(&batch, &mut got).unwrap();
+        assert!(
+            got == want,
+            "{:?} p={} target {target}: the batch differs from the CPU decoder",
+            layout.kind,
+            layout.prime
+        );
     }
 
     fn gaussian(kind: FloatKind, n: usize, seed: u64) -> Vec<u8> {
@@ -325,6 +542,63 @@ mod tests {
             let layout = Layout::new(kind, 2, None, false).unwrap();
             check::<u16>(&layout, &all, layout.precision);
         }
+    }
+
+    #[test]
+    fn one_batch_mixes_dtypes_primes_and_section_kinds() {
+        // bf16 and f16 share 16-bit words: p = 2 (rANS head, raw plane),
+        // p = 3 and p = 257 (other alphabets), a constant chunk, and a
+        // target of one digit, all in one batch and one set of passes.
+        let mut batch = BatchPlan::new(2);
+        let mut want: Vec<u16> = Vec::new();
+        for (k, kind) in [FloatKind::BF16, FloatKind::F16].into_iter().enumerate() {
+            for prime in [2u32, 3, 257] {
+                let layout = Layout::new(kind, prime, None, false).unwrap();
+                let bytes = gaussian(kind, RANGE_ALIGN + 777 * (k + 1), prime as u64);
+                want.extend(add_ranges::<u16>(&mut batch, &layout, &bytes, layout.precision));
+                want.extend(add_ranges::<u16>(&mut batch, &layout, &bytes, 1));
+            }
+            let layout = Layout::new(kind, 2, None, false).unwrap();
+            let same: Vec<u8> = std::iter::repeat_n([0x3c, 0x40], 5000).flatten().collect();
+            want.extend(add_ranges::<u16>(&mut batch, &layout, &same, layout.precision));
+        }
+        let kinds = |p: &Pass| {
+            (
+                p.pieces.iter().any(|x| x.kind == PIECE_CONST),
+                p.pieces.iter().any(|x| x.kind == PIECE_RAW),
+                !p.segments.is_empty(),
+            )
+        };
+        assert_eq!(kinds(&batch.passes[0]), (true, false, true));
+        assert!(kinds(&batch.passes[1]).1);
+        let mut got = vec![0u16; batch.count];
+        emulate(&batch, &mut got).unwrap();
+        assert!(got == want, "the mixed batch differs from the CPU decoder");
+        // A range of another word size is refused.
+        let layout = Layout::new(FloatKind::F32, 2, None, false).unwrap();
+        let bytes = gaussian(FloatKind::F32, 100, 1);
+        let enc = chunk::encode(&layout, &bytes);
+        let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
+        let plan = Tables::new(&layout, layout.precision).plan(&secs, 100, 0, 100).unwrap();
+        assert!(batch.push(&plan).is_err());
+    }
+
+    #[test]
+    fn the_kernels_report_damage_rather_than_decode_it() {
+        let layout = Layout::new(FloatKind::BF16, 2, None, false).unwrap();
+        let bytes = gaussian(FloatKind::BF16, RANGE_ALIGN, 5);
+        let mut batch = BatchPlan::new(2);
+        add_ranges::<u16>(&mut batch, &layout, &bytes, layout.precision);
+        let mut out = vec![0u16; batch.count];
+        // A word count one short: the segment ends with words unread.
+        let mut short = batch.clone();
+        short.passes[0].segments[0].words -= 1;
+        assert!(matches!(emulate(&short, &mut out), Err(e) if e & 4 != 0 || e & 8 != 0));
+        // A raw lookup table claimed shorter than the values in the plane.
+        let mut lut = batch.clone();
+        let raw = lut.passes[1].pieces.iter_mut().find(|p| p.kind == PIECE_RAW).unwrap();
+        raw.value = 1;
+        assert_eq!(emulate(&lut, &mut out).unwrap_err() & 16, 16);
     }
 
     #[test]

@@ -4,23 +4,31 @@
 //!
 //! cudarc loads libcuda and libnvrtc at run time and panics when they are
 //! missing; [`CudaEngine::shared`] looks for both first and turns their
-//! absence into a clear [`GpuError`]. A decode plans the chunk range on the
-//! host ([`Tables::plan`]: the CPU decoder's own parse and checks), uploads
-//! the sections and tables, runs one kernel per section, and copies the
-//! values back. An out-of-memory from any allocation, copy or launch comes
-//! back as [`GpuError::OutOfMemory`] with the bytes asked for and free.
+//! absence into a clear [`GpuError`].
+//!
+//! A decode takes a batch of chunk ranges ([`GpuEngine::decode_batch`]):
+//! each is planned on the host ([`Tables::plan`]: the CPU decoder's own parse
+//! and checks), the plans are flattened into sub-batches ([`BatchPlan`], about
+//! `PADIC_GPU_BATCH_MB` MiB of output each, default 256, at most 1024), and the
+//! sub-batches go round a few streams: each stream stages its sections in
+//! pinned host memory, copies them up asynchronously, runs one launch per
+//! section index and kind over every range at once, and copies the values
+//! down into pinned memory, while the other streams copy or compute. An
+//! out-of-memory from any allocation, copy or launch comes back as
+//! [`GpuError::OutOfMemory`] with the bytes asked for and free, for the
+//! ranges of the sub-batch it hit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, DriverError, LaunchConfig,
-    PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PinnedHostSlice,
+    PushKernelArg,
 };
 
-use super::gpu::{GpuEngine, GpuError};
-use crate::codec::plan::{ChunkPlan, SectionPlan};
-use crate::codec::{FloatKind, Tables};
+use super::gpu::{GpuEngine, GpuError, GpuRange};
+use crate::codec::plan::{BatchPlan, BatchSegment, Piece};
+use crate::codec::Tables;
 use crate::format::Container;
 
 /// The kernels' source, compiled at run time.
@@ -62,9 +70,56 @@ pub fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx, String> {
 }
 
 struct Kernels {
-    constant: CudaFunction,
-    raw: CudaFunction,
+    pieces: CudaFunction,
     rans: CudaFunction,
+}
+
+/// Streams a batch goes round: while one computes, the others copy.
+const STREAMS: usize = 3;
+
+/// Output bytes per sub-batch (`PADIC_GPU_BATCH_MB`, default 256 MiB): big
+/// enough for thousands of warps, small enough that several fit in flight.
+fn sub_batch_bytes() -> usize {
+    std::env::var("PADIC_GPU_BATCH_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&mb| mb > 0)
+        .unwrap_or(256)
+        .min(1024)
+        << 20
+}
+
+/// A stream with its pinned staging buffers, kept from decode to decode.
+struct Lane {
+    stream: Arc<CudaStream>,
+    /// Sections on their way up (write-combined: the host only writes it).
+    input: Option<PinnedHostSlice<u8>>,
+    /// Values on their way down.
+    output: Option<PinnedHostSlice<u8>>,
+}
+
+/// A sub-batch in flight on a lane: the device buffers it uses, and which
+/// ranges it holds.
+struct InFlight {
+    batch: BatchPlan,
+    ranges: Vec<usize>,
+    /// Held until the sub-batch is done: sections and output, the small
+    /// u32 buffers, the decode tables.
+    _device: (Vec<CudaSlice<u8>>, Vec<CudaSlice<u32>>, CudaSlice<u64>),
+    err: CudaSlice<u32>,
+    kernel_secs: f64,
+}
+
+/// Seconds a timed batch spent, for `examples/gpu_throughput.rs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchTiming {
+    /// Kernel launches alone, over `repeats` runs of every sub-batch.
+    pub kernel_secs: f64,
+    /// The whole decode: planning, staging, copies both ways, kernels.
+    pub total_secs: f64,
+    /// Values' bytes decoded (once).
+    pub bytes: u64,
+    pub sub_batches: usize,
 }
 
 /// A GPU with the decode kernels loaded.
@@ -74,16 +129,12 @@ pub struct CudaEngine {
     /// a decode that would eat into them is refused as out of memory before
     /// anything is allocated.
     reserve: std::sync::atomic::AtomicU64,
-    streams: Mutex<Vec<Arc<CudaStream>>>,
+    lanes: Mutex<Vec<Lane>>,
     k16: Kernels,
     k32: Kernels,
     name: String,
 }
 
-/// Word types the kernels write.
-trait DeviceWord: DeviceRepr + ValidAsZeroBits + Copy + Default + bytemuck::Pod {}
-impl DeviceWord for u16 {}
-impl DeviceWord for u32 {}
 
 impl CudaEngine {
     /// The engine of GPU `device`, created (and its kernels compiled) once
@@ -120,13 +171,11 @@ impl CudaEngine {
                 .map_err(|e| fail(&format!("kernel {name}"), e))
         };
         let k16 = Kernels {
-            constant: load("const_u16")?,
-            raw: load("raw_u16")?,
+            pieces: load("pieces_u16")?,
             rans: load("rans_u16")?,
         };
         let k32 = Kernels {
-            constant: load("const_u32")?,
-            raw: load("raw_u32")?,
+            pieces: load("pieces_u32")?,
             rans: load("rans_u32")?,
         };
         let name = format!(
@@ -136,7 +185,7 @@ impl CudaEngine {
         Ok(CudaEngine {
             ctx,
             reserve: std::sync::atomic::AtomicU64::new(0),
-            streams: Mutex::new(Vec::new()),
+            lanes: Mutex::new(Vec::new()),
             k16,
             k32,
             name,
@@ -154,29 +203,28 @@ impl CudaEngine {
         }
     }
 
-    fn stream(&self) -> Result<Arc<CudaStream>, GpuError> {
-        if let Some(s) = self.streams.lock().expect("stream lock").pop() {
-            return Ok(s);
+    /// `n` lanes from the pool, new ones made as needed.
+    fn take_lanes(&self, n: usize) -> Result<Vec<Lane>, GpuError> {
+        let mut pool = self.lanes.lock().expect("lane lock");
+        let keep = pool.len().saturating_sub(n);
+        let mut lanes: Vec<Lane> = pool.drain(keep..).collect();
+        drop(pool);
+        while lanes.len() < n {
+            let stream = self
+                .ctx
+                .new_stream()
+                .map_err(|e| self.error("creating a stream", e, 0))?;
+            lanes.push(Lane {
+                stream,
+                input: None,
+                output: None,
+            });
         }
-        self.ctx
-            .new_stream()
-            .map_err(|e| self.error("creating a stream", e, 0))
+        Ok(lanes)
     }
 
-    /// Uploads `plan`, runs its kernels `repeats` times (1 for a decode),
-    /// checks the error flag and copies the values into `out`; returns the
-    /// seconds the kernel launches took, the uploads and copies apart.
-    fn run<W: DeviceWord>(
-        &self,
-        stream: &Arc<CudaStream>,
-        k: &Kernels,
-        plan: &ChunkPlan,
-        out: &mut [u8],
-        repeats: usize,
-    ) -> Result<f64, GpuError> {
-        let n = plan.count;
-        let bytes = (n * std::mem::size_of::<W>()) as u64 + plan.data.len() as u64;
-        let e = |what: &str, err| self.error(what, err, bytes);
+    /// Refuses `bytes` more of device memory when that would eat into the reserve.
+    fn check_reserve(&self, bytes: u64) -> Result<(), GpuError> {
         let reserve = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
         if reserve > 0 {
             if let Some((free, _)) = GpuEngine::memory(self) {
@@ -188,186 +236,345 @@ impl CudaEngine {
                 }
             }
         }
-        let data = stream
-            .clone_htod(&plan.data)
+        Ok(())
+    }
+
+    /// Pinned host memory of at least `bytes`, reusing `slot`'s.
+    fn pinned<'s>(
+        &self,
+        slot: &'s mut Option<PinnedHostSlice<u8>>,
+        bytes: usize,
+        write_combined: bool,
+    ) -> Result<&'s mut PinnedHostSlice<u8>, GpuError> {
+        if slot.as_ref().is_none_or(|p| p.len() < bytes) {
+            *slot = None;
+            let len = bytes.max(1).next_power_of_two();
+            let flags = if write_combined {
+                cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED
+            } else {
+                0
+            };
+            // SAFETY: the memory is written (input) or copied into (output)
+            // before anything reads it.
+            let p = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(len, flags) }
+                .map_err(|e| self.error("allocating pinned host memory", e, len as u64))?;
+            *slot = Some(p);
+        }
+        Ok(slot.as_mut().expect("pinned buffer just made"))
+    }
+
+    /// Starts `batch` on `lane`: stages and uploads its sections and tables,
+    /// launches its passes (`repeats` times when timing, waiting for the
+    /// uploads first), and queues the copy of its values into the lane's
+    /// pinned output.
+    fn launch(
+        &self,
+        lane: &mut Lane,
+        batch: BatchPlan,
+        ranges: Vec<usize>,
+        repeats: Option<usize>,
+    ) -> Result<InFlight, GpuError> {
+        let bytes = batch.device_bytes();
+        let e = |what: &str, err| self.error(what, err, bytes);
+        self.check_reserve(bytes)?;
+        let stream = lane.stream.clone();
+        let k = if batch.word_size == 4 {
+            &self.k32
+        } else {
+            &self.k16
+        };
+        let input = self.pinned(&mut lane.input, batch.data.len(), true)?;
+        let staged = input
+            .as_mut_slice()
+            .map_err(|x| e("waiting for the staging buffer", x))?;
+        staged[..batch.data.len()].copy_from_slice(&batch.data);
+        // The device copy spans the whole pinned buffer (a copy cannot take
+        // part of one); only `data.len()` bytes of it are read.
+        let mut data: CudaSlice<u8> =
+            // SAFETY: filled by the copy below before any kernel reads it.
+            unsafe { stream.alloc(input.len()) }.map_err(|x| e("allocating the sections", x))?;
+        stream
+            .memcpy_htod(&*input, &mut data)
             .map_err(|x| e("copying the sections", x))?;
-        let mut words: CudaSlice<W> = stream
-            .alloc_zeros(n.max(1))
+        let out_bytes = batch.count * batch.word_size;
+        let mut out: CudaSlice<u8> = stream
+            .alloc_zeros(out_bytes.max(4))
             .map_err(|x| e("allocating the output", x))?;
         let mut err: CudaSlice<u32> = stream
             .alloc_zeros(1)
             .map_err(|x| e("allocating the error flag", x))?;
-        enum Aux {
-            Const(u32),
-            Raw(CudaSlice<u32>, u32, u32, u32),
-            Rans(CudaSlice<u64>, CudaSlice<u32>, u32, u32, u32),
+        let tables = stream
+            .clone_htod(if batch.tables.is_empty() { &[0u64][..] } else { &batch.tables })
+            .map_err(|x| e("copying the decode tables", x))?;
+        let luts = stream
+            .clone_htod(if batch.luts.is_empty() { &[0u32][..] } else { &batch.luts })
+            .map_err(|x| e("copying the lookup tables", x))?;
+        let mut passes = Vec::with_capacity(batch.passes.len());
+        for p in &batch.passes {
+            let pieces: Vec<u32> = p.pieces.iter().flat_map(piece_words).collect();
+            let segs: Vec<u32> = p.segments.iter().flat_map(segment_words).collect();
+            let up = |v: &[u32], what: &str| {
+                stream
+                    .clone_htod(if v.is_empty() { &[0u32][..] } else { v })
+                    .map_err(|x| e(what, x))
+            };
+            passes.push((
+                up(&pieces, "copying the pieces")?,
+                p.pieces.iter().map(|x| x.count).max().unwrap_or(0),
+                p.pieces.len(),
+                up(&segs, "copying the segments")?,
+                p.segments.len() as u32,
+            ));
         }
-        let mut aux = Vec::with_capacity(plan.sections.len());
-        for sec in &plan.sections {
-            aux.push(match sec {
-                SectionPlan::Const { value } => Aux::Const(*value),
-                SectionPlan::Raw {
-                    offset,
-                    len,
-                    width,
-                    lut,
-                } => Aux::Raw(
-                    stream
-                        .clone_htod(lut)
-                        .map_err(|x| e("copying a lookup table", x))?,
-                    *offset,
-                    *len,
-                    *width,
-                ),
-                SectionPlan::Rans {
-                    scale_bits,
-                    lanes,
-                    table,
-                    segments,
-                } => {
-                    let flat: Vec<u32> = segments
-                        .iter()
-                        .flat_map(|g| [g.out_start, g.len, g.states_off, g.words_off, g.words])
-                        .collect();
-                    Aux::Rans(
-                        stream
-                            .clone_htod(table)
-                            .map_err(|x| e("copying a decode table", x))?,
-                        stream
-                            .clone_htod(&flat)
-                            .map_err(|x| e("copying the segments", x))?,
-                        segments.len() as u32,
-                        *scale_bits,
-                        *lanes,
-                    )
-                }
-            });
+        let mut kernel_secs = 0.0;
+        let timed = repeats.is_some();
+        if timed {
+            stream
+                .synchronize()
+                .map_err(|x| e("waiting for the uploads", x))?;
         }
-        let count = n as u32;
-        let grid = |threads: usize, block: u32| LaunchConfig {
-            grid_dim: (threads.div_ceil(block as usize).max(1) as u32, 1, 1),
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        stream
-            .synchronize()
-            .map_err(|x| e("waiting for the uploads", x))?;
         let started = std::time::Instant::now();
-        for _ in 0..repeats.max(1) {
-            for (s, a) in aux.iter().enumerate() {
+        for _ in 0..repeats.unwrap_or(1).max(1) {
+            for (s, (pieces, longest, npieces, segs, nsegs)) in passes.iter().enumerate() {
                 let assign = (s == 0) as i32;
-                match a {
-                    Aux::Const(value) => {
-                        let mut b = stream.launch_builder(&k.constant);
-                        b.arg(&mut words).arg(&count).arg(value).arg(&assign);
-                        // SAFETY: the arguments match `const_*` in kernels/decode.cu;
-                        // the kernel writes only `words[0..count)`.
-                        unsafe { b.launch(grid(n, 256)) }.map_err(|x| e("launching const", x))?;
-                    }
-                    Aux::Raw(lut, offset, len, width) => {
-                        let packed = data.slice(*offset as usize..(*offset + *len) as usize);
-                        let mut b = stream.launch_builder(&k.raw);
-                        b.arg(&mut words)
-                            .arg(&count)
-                            .arg(&packed)
-                            .arg(len)
-                            .arg(width)
-                            .arg(lut)
-                            .arg(&assign)
-                            .arg(&mut err);
-                        // SAFETY: the arguments match `raw_*`; every read is
-                        // checked against `len`, every write is below `count`.
-                        unsafe { b.launch(grid(n, 256)) }.map_err(|x| e("launching raw", x))?;
-                    }
-                    Aux::Rans(table, segs, nsegs, scale_bits, lanes) => {
-                        let mut b = stream.launch_builder(&k.rans);
-                        b.arg(&mut words)
-                            .arg(&data)
-                            .arg(table)
-                            .arg(segs)
-                            .arg(nsegs)
-                            .arg(scale_bits)
-                            .arg(lanes)
-                            .arg(&assign)
-                            .arg(&mut err);
-                        // SAFETY: the arguments match `rans_*` (segments as five
-                        // u32 each); the host checked every segment's bytes lie
-                        // in `data` and its outputs below `count`.
-                        unsafe { b.launch(grid(*nsegs as usize * 32, 128)) }
-                            .map_err(|x| e("launching rans", x))?;
-                    }
+                // A grid row per piece (at most 65535 rows a launch), its
+                // columns striding over the piece's values.
+                const PIECE_WORDS: usize = std::mem::size_of::<Piece>() / 4;
+                let mut first = 0usize;
+                while first < *npieces {
+                    let rows = (*npieces - first).min(65535);
+                    let view = pieces.slice(first * PIECE_WORDS..(first + rows) * PIECE_WORDS);
+                    let cfg = LaunchConfig {
+                        grid_dim: (longest.div_ceil(256).clamp(1, 64), rows as u32, 1),
+                        block_dim: (256, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    let mut b = stream.launch_builder(&k.pieces);
+                    b.arg(&mut out)
+                        .arg(&data)
+                        .arg(&luts)
+                        .arg(&view)
+                        .arg(&assign)
+                        .arg(&mut err);
+                    // SAFETY: the arguments match `pieces_*` in kernels/decode.cu;
+                    // the plan put every piece's output inside `out`, and the
+                    // kernel checks its reads against the piece's bounds.
+                    unsafe { b.launch(cfg) }.map_err(|x| e("launching pieces", x))?;
+                    first += rows;
+                }
+                if *nsegs > 0 {
+                    let cfg = LaunchConfig {
+                        grid_dim: ((*nsegs as usize * 32).div_ceil(128) as u32, 1, 1),
+                        block_dim: (128, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    let mut b = stream.launch_builder(&k.rans);
+                    b.arg(&mut out)
+                        .arg(&data)
+                        .arg(&tables)
+                        .arg(segs)
+                        .arg(nsegs)
+                        .arg(&assign)
+                        .arg(&mut err);
+                    // SAFETY: the arguments match `rans_*` (segments as eight
+                    // u32 each); the host checked every segment's bytes lie in
+                    // `data`, its table in `tables` and its outputs in `out`.
+                    unsafe { b.launch(cfg) }.map_err(|x| e("launching rans", x))?;
                 }
             }
         }
+        if timed {
+            stream
+                .synchronize()
+                .map_err(|x| e("running the kernels", x))?;
+            kernel_secs = started.elapsed().as_secs_f64();
+        }
+        let output = self.pinned(&mut lane.output, out_bytes.max(4), false)?;
         stream
-            .synchronize()
-            .map_err(|x| e("running the kernels", x))?;
-        let kernel_secs = started.elapsed().as_secs_f64();
-        let flag = stream
-            .clone_dtoh(&err)
-            .map_err(|x| e("reading the error flag", x))?;
-        if flag[0] != 0 {
-            return Err(GpuError::Failed(format!(
-                "the decode kernels reported a damaged stream (error bits {:#x})",
-                flag[0]
-            )));
-        }
-        let host: Vec<W> = stream
-            .clone_dtoh(&words)
+            .memcpy_dtoh(&out, &mut *output)
             .map_err(|x| e("copying the values back", x))?;
-        let src: &[u8] = bytemuck::cast_slice(&host[..n]);
-        if cfg!(target_endian = "little") {
-            out.copy_from_slice(src);
-        } else {
-            for (d, s) in out
-                .chunks_exact_mut(std::mem::size_of::<W>())
-                .zip(src.chunks_exact(std::mem::size_of::<W>()))
-            {
-                d.iter_mut().zip(s.iter().rev()).for_each(|(a, b)| *a = *b);
-            }
+        let mut small = vec![luts];
+        for p in passes {
+            small.push(p.0);
+            small.push(p.3);
         }
-        Ok(kernel_secs)
+        Ok(InFlight {
+            batch,
+            ranges,
+            _device: (vec![data, out], small, tables),
+            err,
+            kernel_secs,
+        })
     }
 
-    /// Decodes values `[first, first + out.len() / size)` of a chunk with its
-    /// kernels run `repeats` times on the same uploaded input; returns the
-    /// seconds of kernel time (for `examples/gpu_throughput.rs`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn decode_timed(
+    /// Waits for a sub-batch, checks its error flag and hands each range its
+    /// values.
+    fn finish(
+        &self,
+        lane: &mut Lane,
+        f: InFlight,
+        ranges: &mut [GpuRange<'_>],
+        results: &mut [Result<(), GpuError>],
+        timing: &mut BatchTiming,
+    ) {
+        let bytes = f.batch.device_bytes();
+        let ws = f.batch.word_size;
+        let done = (|| {
+            let flag = lane
+                .stream
+                .clone_dtoh(&f.err)
+                .map_err(|x| self.error("running the kernels", x, bytes))?;
+            if flag[0] != 0 {
+                return Err(GpuError::Failed(format!(
+                    "the decode kernels reported a damaged stream (error bits {:#x})",
+                    flag[0]
+                )));
+            }
+            let output = lane
+                .output
+                .as_ref()
+                .expect("a launched lane has an output buffer")
+                .as_slice()
+                .map_err(|x| self.error("copying the values back", x, bytes))?;
+            for (j, &i) in f.ranges.iter().enumerate() {
+                let out = &mut *ranges[i].out;
+                let src = &output[f.batch.starts[j] * ws..][..out.len()];
+                if cfg!(target_endian = "little") {
+                    out.copy_from_slice(src);
+                } else {
+                    for (d, s) in out.chunks_exact_mut(ws).zip(src.chunks_exact(ws)) {
+                        d.iter_mut().zip(s.iter().rev()).for_each(|(a, b)| *a = *b);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match done {
+            Ok(()) => {
+                timing.kernel_secs += f.kernel_secs;
+                timing.bytes += (f.batch.count * ws) as u64;
+                timing.sub_batches += 1;
+            }
+            Err(e) => {
+                for &i in &f.ranges {
+                    results[i] = Err(e.clone());
+                }
+            }
+        }
+    }
+
+    /// Plans one range for the device.
+    fn plan_range(
         &self,
         container: &Container,
-        tables: &Tables,
-        tensor: usize,
-        chunk: usize,
-        total: usize,
-        first: usize,
-        out: &mut [u8],
-        repeats: usize,
-    ) -> Result<f64, GpuError> {
-        let size = tables.kind.size();
-        if out.len() % size != 0 {
+        r: &GpuRange<'_>,
+    ) -> Result<crate::codec::plan::ChunkPlan, GpuError> {
+        let size = r.tables.kind.size();
+        if r.out.len() % size != 0 {
             return Err(GpuError::Failed(
                 "output is not a whole number of values".into(),
             ));
         }
         let secs = container
-            .sections(tensor, chunk, tables.sections_used())
+            .sections(r.tensor, r.chunk, r.tables.sections_used())
             .map_err(|e| GpuError::Failed(e.to_string()))?;
-        let plan = tables
-            .plan(&secs, total, first, out.len() / size)
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
-        self.ctx
+        r.tables
+            .plan(&secs, r.total, r.first, r.out.len() / size)
+            .map_err(|e| GpuError::Failed(e.to_string()))
+    }
+
+    /// Decodes `ranges` in sub-batches round the streams; `repeats`: time the
+    /// kernels, run that many times on each sub-batch's uploaded input.
+    fn run_batch(
+        &self,
+        container: &Container,
+        ranges: &mut [GpuRange<'_>],
+        repeats: Option<usize>,
+    ) -> (Vec<Result<(), GpuError>>, BatchTiming) {
+        let started = std::time::Instant::now();
+        let mut results: Vec<Result<(), GpuError>> = ranges.iter().map(|_| Ok(())).collect();
+        let mut timing = BatchTiming::default();
+        let target = sub_batch_bytes();
+        // Open sub-batches for 16- and 32-bit words.
+        let mut open: [Option<(BatchPlan, Vec<usize>)>; 2] = [None, None];
+        let mut batches = Vec::new();
+        for (i, r) in ranges.iter().enumerate() {
+            let plan = match self.plan_range(container, r) {
+                Ok(p) => p,
+                Err(e) => {
+                    results[i] = Err(e);
+                    continue;
+                }
+            };
+            let size = plan.kind.size();
+            let slot = (size == 4) as usize;
+            let b = open[slot].get_or_insert_with(|| (BatchPlan::new(size), Vec::new()));
+            if let Err(e) = b.0.push(&plan) {
+                results[i] = Err(GpuError::Failed(e.to_string()));
+                continue;
+            }
+            b.1.push(i);
+            if b.0.count * size >= target {
+                batches.extend(open[slot].take());
+            }
+        }
+        batches.extend(open.into_iter().flatten());
+        if batches.is_empty() {
+            return (results, timing);
+        }
+        let lanes = self
+            .ctx
             .bind_to_thread()
-            .map_err(|e| self.error("binding the context", e, 0))?;
-        let stream = self.stream()?;
-        let r = match tables.kind {
-            FloatKind::F32 => self.run::<u32>(&stream, &self.k32, &plan, out, repeats),
-            FloatKind::BF16 | FloatKind::F16 => {
-                self.run::<u16>(&stream, &self.k16, &plan, out, repeats)
+            .map_err(|e| self.error("binding the context", e, 0))
+            .and_then(|()| self.take_lanes(STREAMS.min(batches.len())));
+        let mut lanes = match lanes {
+            Ok(l) => l,
+            Err(e) => {
+                for (_, idx) in &batches {
+                    for &i in idx {
+                        results[i] = Err(e.clone());
+                    }
+                }
+                return (results, timing);
             }
         };
-        self.streams.lock().expect("stream lock").push(stream);
-        r
+        let mut flight: Vec<Option<InFlight>> = lanes.iter().map(|_| None).collect();
+        for (k, (batch, idx)) in batches.into_iter().enumerate() {
+            let l = k % lanes.len();
+            if let Some(f) = flight[l].take() {
+                self.finish(&mut lanes[l], f, ranges, &mut results, &mut timing);
+            }
+            match self.launch(&mut lanes[l], batch, idx.clone(), repeats) {
+                Ok(f) => flight[l] = Some(f),
+                Err(e) => {
+                    for i in idx {
+                        results[i] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        for (l, f) in flight.into_iter().enumerate() {
+            if let Some(f) = f {
+                self.finish(&mut lanes[l], f, ranges, &mut results, &mut timing);
+            }
+        }
+        self.lanes.lock().expect("lane lock").extend(lanes);
+        timing.total_secs = started.elapsed().as_secs_f64();
+        (results, timing)
+    }
+
+    /// Decodes `ranges` with each sub-batch's kernels run `repeats` times on
+    /// its uploaded input: the kernel time alone and the whole decode's (for
+    /// `examples/gpu_throughput.rs`). The first failure is the error.
+    pub fn decode_timed(
+        &self,
+        container: &Container,
+        ranges: &mut [GpuRange<'_>],
+        repeats: usize,
+    ) -> Result<BatchTiming, GpuError> {
+        let (results, timing) = self.run_batch(container, ranges, Some(repeats.max(1)));
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(timing)
     }
 
     /// Allocates `bytes` of device memory and holds it until dropped (the
@@ -398,8 +605,24 @@ impl GpuEngine for CudaEngine {
         first: usize,
         out: &mut [u8],
     ) -> Result<(), GpuError> {
-        self.decode_timed(container, tables, tensor, chunk, total, first, out, 1)
-            .map(|_| ())
+        let mut one = [GpuRange {
+            tables,
+            tensor,
+            chunk,
+            total,
+            first,
+            out,
+        }];
+        let (mut results, _) = self.run_batch(container, &mut one, None);
+        results.pop().expect("one result a range")
+    }
+
+    fn decode_batch(
+        &self,
+        container: &Container,
+        ranges: &mut [GpuRange<'_>],
+    ) -> Vec<Result<(), GpuError>> {
+        self.run_batch(container, ranges, None).0
     }
 
     fn memory(&self) -> Option<(u64, u64)> {
@@ -415,4 +638,32 @@ impl GpuEngine for CudaEngine {
             std::sync::atomic::Ordering::Relaxed,
         );
     }
+}
+
+/// A piece as the kernels read it: eight u32.
+fn piece_words(p: &Piece) -> [u32; 8] {
+    [
+        p.out_start,
+        p.count,
+        p.kind,
+        p.value,
+        p.data_off,
+        p.len,
+        p.width,
+        p.lut_off,
+    ]
+}
+
+/// A segment as the kernels read it: eight u32.
+fn segment_words(g: &BatchSegment) -> [u32; 8] {
+    [
+        g.out_start,
+        g.len,
+        g.states_off,
+        g.words_off,
+        g.words,
+        g.table_off,
+        g.scale_bits,
+        g.lanes,
+    ]
 }

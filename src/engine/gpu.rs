@@ -19,6 +19,17 @@ pub enum GpuError {
     Failed(String),
 }
 
+/// One range of a [`GpuEngine::decode_batch`]: values `[first, first +
+/// out.len() / size)` of chunk `chunk` of tensor `tensor` (`total` values).
+pub struct GpuRange<'a> {
+    pub tables: &'a Tables,
+    pub tensor: usize,
+    pub chunk: usize,
+    pub total: usize,
+    pub first: usize,
+    pub out: &'a mut [u8],
+}
+
 /// A device that decodes chunk ranges.
 pub trait GpuEngine: Send + Sync {
     /// The device, in words (for logs and statistics).
@@ -38,6 +49,24 @@ pub trait GpuEngine: Send + Sync {
         first: usize,
         out: &mut [u8],
     ) -> Result<(), GpuError>;
+
+    /// Decodes several ranges (of any chunks and dtypes) together, one
+    /// result a range: a GPU needs thousands of rANS segments in flight, and
+    /// one chunk has a few. A range whose result is an error holds nothing
+    /// to trust (the caller decodes it elsewhere or stops). The default
+    /// decodes them one by one.
+    fn decode_batch(
+        &self,
+        container: &Container,
+        ranges: &mut [GpuRange<'_>],
+    ) -> Vec<Result<(), GpuError>> {
+        ranges
+            .iter_mut()
+            .map(|r| {
+                self.decode_range(container, r.tables, r.tensor, r.chunk, r.total, r.first, r.out)
+            })
+            .collect()
+    }
 
     /// Device memory, (free, total) bytes, where the engine can tell.
     fn memory(&self) -> Option<(u64, u64)> {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use padic_burst::codec::Tables;
 use padic_burst::compress::{compress_file, CompressOptions};
-use padic_burst::engine::gpu::{GpuEngine, GpuError};
+use padic_burst::engine::gpu::{GpuEngine, GpuError, GpuRange};
 use padic_burst::engine::{CpuEngine, DecodedModel};
 use padic_burst::format::Container;
 use padic_burst::progress::Progress;
@@ -89,6 +89,8 @@ pub struct FakeGpu {
     pub calls: AtomicUsize,
     pub seen: Mutex<Vec<(usize, usize, usize, usize)>>,
     pub sleep_every: usize,
+    /// Ranges in each `decode_batch` call, in call order.
+    pub batches: Mutex<Vec<usize>>,
 }
 
 impl FakeGpu {
@@ -98,6 +100,7 @@ impl FakeGpu {
             calls: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
             sleep_every: 0,
+            batches: Mutex::new(Vec::new()),
         }
     }
 }
@@ -105,6 +108,13 @@ impl FakeGpu {
 impl GpuEngine for FakeGpu {
     fn describe(&self) -> String {
         "test stand-in (CPU codec)".into()
+    }
+    fn decode_batch(&self, c: &Container, ranges: &mut [GpuRange<'_>]) -> Vec<Result<(), GpuError>> {
+        self.batches.lock().unwrap().push(ranges.len());
+        ranges
+            .iter_mut()
+            .map(|r| self.decode_range(c, r.tables, r.tensor, r.chunk, r.total, r.first, r.out))
+            .collect()
     }
     fn decode_range(
         &self,
