@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): fetches the real test weights, then runs
+# The test command (README, .ci/run): fetches the real test weights and NVRTC
+# (scripts/fetch-nvrtc.sh), then runs
 # every test, the doc tests and a build of the benches and examples, with the
 # `cuda` feature on (it builds and runs without CUDA: GPU checks skip, saying
 # why), and checks that the default build (no `cuda`) compiles too.
@@ -8,6 +9,11 @@ cd "$(dirname "$0")/.."
 export PADIC_TEST_WEIGHTS=${PADIC_TEST_WEIGHTS:-$PWD/target/test-weights}
 scripts/fetch-test-weights.sh "$PADIC_TEST_WEIGHTS" >/dev/null
 export PADIC_REQUIRE_REAL_WEIGHTS=1
+# NVRTC from PyPI, so that the kernels' compile test runs here too (no GPU
+# or CUDA toolkit needed).
+nvrtc=$(scripts/fetch-nvrtc.sh)
+export LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PADIC_REQUIRE_NVRTC=1
 cargo test --release --workspace --all-targets --features cuda
 cargo test --release --workspace --doc --features cuda
 cargo check --release --workspace --all-targets

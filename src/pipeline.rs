@@ -523,7 +523,11 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
                 gpu.decode_batch(&self.container, &mut ranges)
             };
             let spent = self.now_us() - started;
-            let total: u64 = open.iter().map(|(_, _, d)| d.len() as u64).sum::<u64>().max(1);
+            let total: u64 = open
+                .iter()
+                .map(|(_, _, d)| d.len() as u64)
+                .sum::<u64>()
+                .max(1);
             for ((i, mut part, mut dest), attempt) in open.into_iter().zip(results) {
                 let (k, _, a, b) = specs[i];
                 let t = &chunks[k].0;

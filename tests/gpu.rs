@@ -155,14 +155,7 @@ fn the_kernels_compile_with_nvrtc_for_hopper_and_ampere() {
     for arch in ["compute_90", "compute_80"] {
         let ptx = cuda::compile(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
         let src = ptx.to_src();
-        for k in [
-            "const_u16",
-            "raw_u16",
-            "rans_u16",
-            "const_u32",
-            "raw_u32",
-            "rans_u32",
-        ] {
+        for k in ["pieces_u16", "rans_u16", "pieces_u32", "rans_u32"] {
             assert!(
                 src.contains(&format!(".entry {k}")),
                 "{arch}: no kernel {k}"
@@ -268,6 +261,42 @@ mod on_a_gpu {
         v
     }
 
+    /// The data region as `decode_batch` gives it, every float chunk in one
+    /// call (the passthrough bytes copied from `cpu`).
+    fn batch_decode(gpu: &CudaEngine, c: &Container, cpu: &[u8]) -> Vec<u8> {
+        use padic_burst::engine::gpu::{GpuEngine, GpuRange};
+        let tables = padic_burst::engine::tables_for(c, None).unwrap();
+        let mut out = cpu.to_vec();
+        let mut float = Vec::new();
+        for j in padic_burst::engine::chunk_jobs(c) {
+            if tables[j.tensor].is_some() {
+                out[j.out_offset as usize..(j.out_offset + j.out_len) as usize].fill(0xa5);
+                float.push(j);
+            }
+        }
+        let mut rest: &mut [u8] = &mut out;
+        let mut at = 0u64;
+        let mut ranges = Vec::new();
+        for j in &float {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut((j.out_offset - at) as usize);
+            let (o, tail) = tail.split_at_mut(j.out_len as usize);
+            rest = tail;
+            at = j.out_offset + j.out_len;
+            ranges.push(GpuRange {
+                tables: tables[j.tensor].as_deref().unwrap(),
+                tensor: j.tensor,
+                chunk: j.chunk,
+                total: c.header().tensors[j.tensor].chunks[j.chunk].elements as usize,
+                first: 0,
+                out: o,
+            });
+        }
+        for r in gpu.decode_batch(c, &mut ranges) {
+            r.unwrap();
+        }
+        out
+    }
+
     #[test]
     fn gpu_decodes_bit_exact_with_the_cpu() {
         let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());
@@ -289,6 +318,17 @@ mod on_a_gpu {
                 cpu == common::data_region(&file),
                 "{name}: the CPU round trip"
             );
+            // Every float chunk in one call, in sub-batches of 256 KiB and
+            // of 1 GiB: round the streams, and all at once.
+            for batch in [256 << 10, 1 << 30] {
+                gpu.set_batch_bytes(batch);
+                let got = batch_decode(&gpu, &c, &cpu);
+                assert!(
+                    got == cpu,
+                    "{name}: decode_batch ({batch} B sub-batches) differs"
+                );
+            }
+            gpu.set_batch_bytes(256 << 20);
             for mode in [Mode::GpuOnly, Mode::Hybrid] {
                 let (out, stats) = run(&c, mode, Some(gpu.clone())).unwrap();
                 assert!(out == cpu, "{name}: {mode:?} differs from the CPU engine");

@@ -351,8 +351,11 @@ impl BatchPlan {
                     + p.segments.len() * std::mem::size_of::<BatchSegment>()
             })
             .sum();
-        (self.count * self.word_size + self.data.len() + 8 * self.tables.len() + 4 * self.luts.len() + meta)
-            as u64
+        (self.count * self.word_size
+            + self.data.len()
+            + 8 * self.tables.len()
+            + 4 * self.luts.len()
+            + meta) as u64
     }
 }
 
@@ -555,12 +558,22 @@ mod tests {
             for prime in [2u32, 3, 257] {
                 let layout = Layout::new(kind, prime, None, false).unwrap();
                 let bytes = gaussian(kind, RANGE_ALIGN + 777 * (k + 1), prime as u64);
-                want.extend(add_ranges::<u16>(&mut batch, &layout, &bytes, layout.precision));
+                want.extend(add_ranges::<u16>(
+                    &mut batch,
+                    &layout,
+                    &bytes,
+                    layout.precision,
+                ));
                 want.extend(add_ranges::<u16>(&mut batch, &layout, &bytes, 1));
             }
             let layout = Layout::new(kind, 2, None, false).unwrap();
             let same: Vec<u8> = std::iter::repeat_n([0x3c, 0x40], 5000).flatten().collect();
-            want.extend(add_ranges::<u16>(&mut batch, &layout, &same, layout.precision));
+            want.extend(add_ranges::<u16>(
+                &mut batch,
+                &layout,
+                &same,
+                layout.precision,
+            ));
         }
         let kinds = |p: &Pass| {
             (
@@ -579,7 +592,9 @@ mod tests {
         let bytes = gaussian(FloatKind::F32, 100, 1);
         let enc = chunk::encode(&layout, &bytes);
         let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
-        let plan = Tables::new(&layout, layout.precision).plan(&secs, 100, 0, 100).unwrap();
+        let plan = Tables::new(&layout, layout.precision)
+            .plan(&secs, 100, 0, 100)
+            .unwrap();
         assert!(batch.push(&plan).is_err());
     }
 
@@ -596,7 +611,11 @@ mod tests {
         assert!(matches!(emulate(&short, &mut out), Err(e) if e & 4 != 0 || e & 8 != 0));
         // A raw lookup table claimed shorter than the values in the plane.
         let mut lut = batch.clone();
-        let raw = lut.passes[1].pieces.iter_mut().find(|p| p.kind == PIECE_RAW).unwrap();
+        let raw = lut.passes[1]
+            .pieces
+            .iter_mut()
+            .find(|p| p.kind == PIECE_RAW)
+            .unwrap();
         raw.value = 1;
         assert_eq!(emulate(&lut, &mut out).unwrap_err() & 16, 16);
     }

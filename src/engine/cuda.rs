@@ -130,11 +130,12 @@ pub struct CudaEngine {
     /// anything is allocated.
     reserve: std::sync::atomic::AtomicU64,
     lanes: Mutex<Vec<Lane>>,
+    /// Output bytes a sub-batch aims at.
+    batch_bytes: std::sync::atomic::AtomicUsize,
     k16: Kernels,
     k32: Kernels,
     name: String,
 }
-
 
 impl CudaEngine {
     /// The engine of GPU `device`, created (and its kernels compiled) once
@@ -186,6 +187,7 @@ impl CudaEngine {
             ctx,
             reserve: std::sync::atomic::AtomicU64::new(0),
             lanes: Mutex::new(Vec::new()),
+            batch_bytes: std::sync::atomic::AtomicUsize::new(sub_batch_bytes()),
             k16,
             k32,
             name,
@@ -304,10 +306,18 @@ impl CudaEngine {
             .alloc_zeros(1)
             .map_err(|x| e("allocating the error flag", x))?;
         let tables = stream
-            .clone_htod(if batch.tables.is_empty() { &[0u64][..] } else { &batch.tables })
+            .clone_htod(if batch.tables.is_empty() {
+                &[0u64][..]
+            } else {
+                &batch.tables
+            })
             .map_err(|x| e("copying the decode tables", x))?;
         let luts = stream
-            .clone_htod(if batch.luts.is_empty() { &[0u32][..] } else { &batch.luts })
+            .clone_htod(if batch.luts.is_empty() {
+                &[0u32][..]
+            } else {
+                &batch.luts
+            })
             .map_err(|x| e("copying the lookup tables", x))?;
         let mut passes = Vec::with_capacity(batch.passes.len());
         for p in &batch.passes {
@@ -407,6 +417,13 @@ impl CudaEngine {
         })
     }
 
+    /// Sets the output bytes a sub-batch aims at (the checks make them small,
+    /// so that a small model goes round every stream).
+    pub fn set_batch_bytes(&self, bytes: usize) {
+        self.batch_bytes
+            .store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Waits for a sub-batch, checks its error flag and hands each range its
     /// values.
     fn finish(
@@ -494,7 +511,10 @@ impl CudaEngine {
         let started = std::time::Instant::now();
         let mut results: Vec<Result<(), GpuError>> = ranges.iter().map(|_| Ok(())).collect();
         let mut timing = BatchTiming::default();
-        let target = sub_batch_bytes();
+        let target = self
+            .batch_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
         // Open sub-batches for 16- and 32-bit words.
         let mut open: [Option<(BatchPlan, Vec<usize>)>; 2] = [None, None];
         let mut batches = Vec::new();

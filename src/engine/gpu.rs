@@ -63,7 +63,9 @@ pub trait GpuEngine: Send + Sync {
         ranges
             .iter_mut()
             .map(|r| {
-                self.decode_range(container, r.tables, r.tensor, r.chunk, r.total, r.first, r.out)
+                self.decode_range(
+                    container, r.tables, r.tensor, r.chunk, r.total, r.first, r.out,
+                )
             })
             .collect()
     }

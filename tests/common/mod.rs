@@ -109,7 +109,11 @@ impl GpuEngine for FakeGpu {
     fn describe(&self) -> String {
         "test stand-in (CPU codec)".into()
     }
-    fn decode_batch(&self, c: &Container, ranges: &mut [GpuRange<'_>]) -> Vec<Result<(), GpuError>> {
+    fn decode_batch(
+        &self,
+        c: &Container,
+        ranges: &mut [GpuRange<'_>],
+    ) -> Vec<Result<(), GpuError>> {
         self.batches.lock().unwrap().push(ranges.len());
         ranges
             .iter_mut()
