@@ -12,7 +12,8 @@
 # pattern, random f32 patterns with the specials, primes 2, 3 and 257;
 # GPU_ONLY and HYBRID), a full card (GPU_ONLY must fail clearly, AUTO must
 # finish bit-exact on the CPU), NVML readings that move when memory is
-# allocated, and throughput (kernels alone, and the graph end to end against
+# allocated, and throughput (the kernels alone over batches of every chunk,
+# a batch end to end from pinned memory, and the graph end to end against
 # the CPU). It prints a short table last. Copy the table, the card and the
 # date into docs/gpu-results.md.
 set -euo pipefail
@@ -50,7 +51,9 @@ run)
     echo "== tests/gpu.rs"
     "$dir/bin/gpu-tests" --test-threads 1 --nocapture || echo x >> "$failed"
     echo "== examples/gpu_throughput"
-    "$dir/bin/gpu_throughput" 512 50 || echo x >> "$failed"
+    "$dir/bin/gpu_throughput" 512 20 || echo x >> "$failed"
+    echo "== examples/gpu_throughput, 64 MiB sub-batches"
+    PADIC_GPU_BATCH_MB=64 "$dir/bin/gpu_throughput" 512 20 || echo x >> "$failed"
     echo "== padic-burst decompress --mode auto --record-pressure"
     demo=$(mktemp -d)
     "$dir/bin/padic-burst" demo --params 20000000 --dir "$demo" >/dev/null
