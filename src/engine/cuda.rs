@@ -511,10 +511,16 @@ impl CudaEngine {
         let started = std::time::Instant::now();
         let mut results: Vec<Result<(), GpuError>> = ranges.iter().map(|_| Ok(())).collect();
         let mut timing = BatchTiming::default();
-        let target = self
-            .batch_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(1);
+        // A sub-batch takes about twice its output on the device (sections,
+        // output, tables), and three are in flight: keep them all within an
+        // eighth of what is free beyond the reserve each, so a tight card
+        // still takes work a chunk or a few at a time.
+        let reserve = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
+        let room =
+            GpuEngine::memory(self).map_or(u64::MAX, |(free, _)| free.saturating_sub(reserve) / 8);
+        let target = (self.batch_bytes.load(std::sync::atomic::Ordering::Relaxed) as u64)
+            .min(room)
+            .max(1) as usize;
         // Open sub-batches for 16- and 32-bit words.
         let mut open: [Option<(BatchPlan, Vec<usize>)>; 2] = [None, None];
         let mut batches = Vec::new();
