@@ -42,6 +42,9 @@ use crate::policy::{Mode, Policy, Route};
 use crate::pressure::{PressureSource, Trace};
 use crate::stats::{Engine, Recorder, Statistics};
 
+mod resident;
+pub use resident::{LoadInfo, Residence, ResidentTensor, Values};
+
 /// One chunk to decode: a handle of a few words.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkTask {
@@ -1063,12 +1066,7 @@ fn run_graph_watched(
             "use_multiprocessing = true: multi-process runs are not supported yet (the sinks write from one process)".into(),
         ));
     }
-    let target = match (opts.target_precision, opts.config.progressive_precision) {
-        (Some(k), _) => TargetPrecision::Exactly(k),
-        (None, true) => TargetPrecision::AtMost(opts.config.mantissa_bits),
-        (None, false) => TargetPrecision::All,
-    };
-    let tables = Arc::new(target.tables(&c)?);
+    let tables = Arc::new(TargetPrecision::of(opts).tables(&c)?);
     let jobs = chunk_jobs(&c);
     let args = timely_args(opts)?;
     let cluster = Cluster::of(&args);
@@ -1343,6 +1341,16 @@ enum TargetPrecision {
 }
 
 impl TargetPrecision {
+    /// What `opts` asks for: `--target-precision`, else the configuration's
+    /// `progressive_precision` and `mantissa_bits`.
+    fn of(opts: &RunOptions) -> Self {
+        match (opts.target_precision, opts.config.progressive_precision) {
+            (Some(k), _) => TargetPrecision::Exactly(k),
+            (None, true) => TargetPrecision::AtMost(opts.config.mantissa_bits),
+            (None, false) => TargetPrecision::All,
+        }
+    }
+
     fn tables(&self, c: &Container) -> Result<Vec<Option<Arc<Tables>>>> {
         match *self {
             TargetPrecision::All => tables_for(c, None),

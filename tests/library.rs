@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use padic_burst::config::{Config, ConfigLayer};
 use padic_burst::format::Container;
-use padic_burst::pipeline::Pipeline;
+use padic_burst::pipeline::{Pipeline, Residence};
 use padic_burst::policy::Mode;
 use safetensors::Dtype;
 
@@ -163,4 +163,114 @@ fn one_pipeline_serves_several_threads() {
     }
     let s = p.statistics().unwrap();
     assert_eq!(s.cache_hits + s.cache_misses, 12);
+}
+
+/// AutoSwap: tensors wanted in host memory decode on the CPU; those wanted on
+/// the device go there while it has room, then to host memory, saying why.
+#[test]
+fn load_puts_each_tensor_where_it_is_wanted_while_the_device_has_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, file) = model(dir.path());
+    let data = common::data_region(&file);
+    let bytes = |name: &str| {
+        let e = c.header().tensors.iter().find(|t| t.name == name).unwrap();
+        data[e.data_offset as usize..(e.data_offset + e.byte_len) as usize].to_vec()
+    };
+    let index = |name: &str| {
+        c.header()
+            .tensors
+            .iter()
+            .position(|t| t.name == name)
+            .unwrap()
+    };
+    // Room for layer.1.w (200 KB) and ids (512 B), never for layer.0.w (400 KB).
+    let gpu = Arc::new(common::FakeGpu::new(&[]));
+    *gpu.device_room.lock().unwrap() = 200_000 + 512 + 1000;
+    let p = Pipeline::new(config(64.0)).with_gpu(gpu.clone());
+    let want = |name: &str| match name {
+        "layer.1.w" | "layer.0.w" | "ids" => Residence::Device,
+        _ => Residence::Host,
+    };
+    let (tensors, info) = p.load(&c, None, want).unwrap();
+    assert_eq!(tensors.len(), 3);
+    for t in &tensors {
+        assert!(
+            *t.to_host().unwrap() == bytes(&t.name),
+            "{}: values differ",
+            t.name
+        );
+    }
+    let on = |name: &str| tensors.iter().find(|t| t.name == name).unwrap();
+    assert!(
+        on("layer.1.w").on_device() && on("ids").on_device(),
+        "{:?}",
+        tensors
+            .iter()
+            .map(|t| (&t.name, &t.fallback))
+            .collect::<Vec<_>>()
+    );
+    let swapped = on("layer.0.w");
+    assert!(!swapped.on_device());
+    let why = swapped.fallback.as_deref().unwrap();
+    assert!(why.contains("out of memory"), "{why}");
+    assert_eq!(info.device_tensors, 2);
+    assert_eq!((info.host_tensors, info.fallbacks), (1, 1));
+    assert_eq!(info.memory_pressure_events, 1, "the out-of-memory counts");
+    assert_eq!(*gpu.on_device.lock().unwrap(), vec![index("layer.1.w")]);
+
+    // Wanted in host memory: decoded on the CPU, the GPU left alone.
+    let gpu = Arc::new(common::FakeGpu::new(&[]));
+    let p = Pipeline::new(config(64.0)).with_gpu(gpu.clone());
+    let (tensors, info) = p.load(&c, None, |_| Residence::Host).unwrap();
+    assert!(tensors
+        .iter()
+        .all(|t| !t.on_device() && t.fallback.is_none()));
+    assert_eq!(info.host_tensors, 3);
+    assert_eq!(gpu.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(gpu.on_device.lock().unwrap().is_empty());
+    for t in &tensors {
+        assert!(*t.to_host().unwrap() == bytes(&t.name), "{}", t.name);
+    }
+}
+
+#[test]
+fn load_in_gpu_only_fails_naming_the_tensor_and_cpu_only_stays_on_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, file) = model(dir.path());
+    let gpu = Arc::new(common::FakeGpu::new(&[]));
+    *gpu.device_room.lock().unwrap() = 0;
+    let p = Pipeline::new(config(64.0)).with_gpu(gpu);
+    p.force_mode(Mode::GpuOnly);
+    let err = p
+        .load(&c, None, |_| Residence::Device)
+        .unwrap_err()
+        .to_string();
+    // The first tensor in file order is the first refused.
+    let first = &c.header().tensors[0];
+    assert!(err.contains(&format!("tensor '{}'", first.name)), "{err}");
+    assert!(
+        err.contains(&format!("its {} bytes", first.byte_len)),
+        "{err}"
+    );
+    assert!(err.contains("out of memory"), "{err}");
+
+    p.force_mode(Mode::CpuOnly);
+    let (tensors, info) = p.load(&c, None, |_| Residence::Device).unwrap();
+    assert_eq!((info.device_tensors, info.fallbacks), (0, 3));
+    assert!(tensors
+        .iter()
+        .all(|t| t.fallback.as_deref().unwrap().contains("CPU_ONLY")));
+    let data = common::data_region(&file);
+    let whole: Vec<u8> = tensors
+        .iter()
+        .flat_map(|t| t.to_host().unwrap().to_vec())
+        .collect();
+    assert!(whole == data, "every tensor, in order, bit-exact");
+
+    // Without a GPU, AUTO keeps them in host memory and says why.
+    let p = Pipeline::new(config(64.0));
+    let (tensors, _) = p.load(&c, None, |_| Residence::Device).unwrap();
+    assert!(tensors
+        .iter()
+        .all(|t| !t.on_device() && t.fallback.as_deref().unwrap().contains("no GPU")));
 }

@@ -4,6 +4,8 @@
 //! decodes on the CPU in AUTO_SWITCH and HYBRID, and GPU_ONLY fails with a
 //! clear error.
 
+use std::sync::Arc;
+
 use crate::codec::Tables;
 use crate::format::Container;
 
@@ -17,6 +19,22 @@ pub enum GpuError {
     /// Anything else the device reported.
     #[error("GPU error: {0}")]
     Failed(String),
+}
+
+/// Values held in device memory, freed when the last handle goes.
+pub trait DeviceBuffer: Send + Sync + std::fmt::Debug {
+    /// Bytes held.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The device, in words.
+    fn device(&self) -> String;
+    /// The device address (a `CUdeviceptr` for CUDA), for handing to another
+    /// framework; valid while this buffer lives.
+    fn device_ptr(&self) -> u64;
+    /// Copies the values back to host memory.
+    fn to_host(&self) -> Result<Vec<u8>, GpuError>;
 }
 
 /// One range of a [`GpuEngine::decode_batch`]: values `[first, first +
@@ -68,6 +86,30 @@ pub trait GpuEngine: Send + Sync {
                 )
             })
             .collect()
+    }
+
+    /// Decodes every chunk of float tensor `tensor` (to `tables`' digits)
+    /// into a new allocation that stays on the device. The default: this
+    /// engine keeps nothing on the device.
+    fn decode_to_device(
+        &self,
+        _container: &Container,
+        _tables: &Tables,
+        _tensor: usize,
+    ) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        Err(GpuError::Failed(format!(
+            "{} keeps nothing in device memory",
+            self.describe()
+        )))
+    }
+
+    /// Copies `bytes` (a tensor that is not a float, passed through) into a
+    /// new device allocation.
+    fn upload(&self, _bytes: &[u8]) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        Err(GpuError::Failed(format!(
+            "{} keeps nothing in device memory",
+            self.describe()
+        )))
     }
 
     /// Device memory, (free, total) bytes, where the engine can tell.

@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use padic_burst::codec::Tables;
 use padic_burst::compress::{compress_file, CompressOptions};
-use padic_burst::engine::gpu::{GpuEngine, GpuError, GpuRange};
+use padic_burst::engine::gpu::{DeviceBuffer, GpuEngine, GpuError, GpuRange};
 use padic_burst::engine::{CpuEngine, DecodedModel};
 use padic_burst::format::Container;
 use padic_burst::progress::Progress;
@@ -91,6 +91,44 @@ pub struct FakeGpu {
     pub sleep_every: usize,
     /// Ranges in each `decode_batch` call, in call order.
     pub batches: Mutex<Vec<usize>>,
+    /// "Device" bytes left for `decode_to_device` and `upload`.
+    pub device_room: Mutex<u64>,
+    /// Tensors decoded "to the device", in order.
+    pub on_device: Mutex<Vec<usize>>,
+}
+
+/// The stand-in's "device" memory: host bytes, for tests only.
+#[derive(Debug)]
+pub struct FakeDeviceBuffer(Vec<u8>);
+
+impl DeviceBuffer for FakeDeviceBuffer {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn device(&self) -> String {
+        "test stand-in".into()
+    }
+    fn device_ptr(&self) -> u64 {
+        self.0.as_ptr() as u64
+    }
+    fn to_host(&self) -> Result<Vec<u8>, GpuError> {
+        Ok(self.0.clone())
+    }
+}
+
+impl FakeGpu {
+    /// Takes `bytes` of the "device" room, or fails as out of memory.
+    fn allocate(&self, bytes: u64) -> Result<(), GpuError> {
+        let mut room = self.device_room.lock().unwrap();
+        if bytes > *room {
+            return Err(GpuError::OutOfMemory {
+                requested: bytes,
+                free: *room,
+            });
+        }
+        *room -= bytes;
+        Ok(())
+    }
 }
 
 impl FakeGpu {
@@ -101,6 +139,8 @@ impl FakeGpu {
             seen: Mutex::new(Vec::new()),
             sleep_every: 0,
             batches: Mutex::new(Vec::new()),
+            device_room: Mutex::new(u64::MAX),
+            on_device: Mutex::new(Vec::new()),
         }
     }
 }
@@ -108,6 +148,33 @@ impl FakeGpu {
 impl GpuEngine for FakeGpu {
     fn describe(&self) -> String {
         "test stand-in (CPU codec)".into()
+    }
+    fn decode_to_device(
+        &self,
+        c: &Container,
+        tables: &Tables,
+        tensor: usize,
+    ) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        let t = &c.header().tensors[tensor];
+        self.allocate(t.byte_len)?;
+        let mut out = vec![0u8; t.byte_len as usize];
+        let mut at = 0usize;
+        for (k, ch) in t.chunks.iter().enumerate() {
+            let n = (ch.elements * t.unit()) as usize;
+            let secs = c
+                .sections(tensor, k, tables.sections_used())
+                .map_err(|e| GpuError::Failed(e.to_string()))?;
+            tables
+                .decode_bytes(&secs, &mut out[at..at + n], &mut Vec::new())
+                .map_err(|e| GpuError::Failed(e.to_string()))?;
+            at += n;
+        }
+        self.on_device.lock().unwrap().push(tensor);
+        Ok(Arc::new(FakeDeviceBuffer(out)))
+    }
+    fn upload(&self, bytes: &[u8]) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        self.allocate(bytes.len() as u64)?;
+        Ok(Arc::new(FakeDeviceBuffer(bytes.to_vec())))
     }
     fn decode_batch(
         &self,

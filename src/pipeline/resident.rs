@@ -1,0 +1,208 @@
+//! AutoSwap, the design's other half: each tensor loaded where the caller
+//! wants it. A tensor destined for host memory decodes on the CPU (through
+//! the graph, in CPU_ONLY); one destined for the device decodes on the GPU
+//! into device memory that stays there, while the GPU has room. When it has
+//! none (the AUTO rules say CPU, or the allocation runs out of memory, which
+//! counts as a memory-pressure event) the tensor is decoded into host memory
+//! instead, and says why. GPU_ONLY makes every such failure an error naming
+//! the tensor; CPU_ONLY keeps everything in host memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{decompress_tensor, decompress_to_memory, Pipeline, TargetPrecision};
+use crate::engine::gpu::{DeviceBuffer, GpuError};
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::policy::{Mode, Policy, Route};
+
+/// Where a caller wants a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residence {
+    Host,
+    Device,
+}
+
+/// A tensor's values, where they are.
+#[derive(Debug, Clone)]
+pub enum Values {
+    /// Little-endian values in host memory, as in a safetensors file.
+    Host(Arc<Vec<u8>>),
+    /// The same bytes in device memory.
+    Device(Arc<dyn DeviceBuffer>),
+}
+
+/// A loaded tensor.
+#[derive(Debug, Clone)]
+pub struct ResidentTensor {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub values: Values,
+    /// Why a tensor wanted on the device is in host memory.
+    pub fallback: Option<String>,
+}
+
+impl ResidentTensor {
+    pub fn on_device(&self) -> bool {
+        matches!(self.values, Values::Device(_))
+    }
+
+    /// The values in host memory (copied back from the device if there).
+    pub fn to_host(&self) -> Result<Arc<Vec<u8>>> {
+        match &self.values {
+            Values::Host(v) => Ok(v.clone()),
+            Values::Device(d) => d.to_host().map(Arc::new).map_err(|e| {
+                Error::Decode(format!("tensor '{}': copying it back: {e}", self.name))
+            }),
+        }
+    }
+}
+
+/// What one [`Pipeline::load`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadInfo {
+    pub device_tensors: usize,
+    pub host_tensors: usize,
+    pub device_bytes: u64,
+    pub host_bytes: u64,
+    /// Tensors wanted on the device that went to host memory.
+    pub fallbacks: usize,
+    /// Rises of the pressure level into HIGH or CRITICAL, and GPU
+    /// out-of-memory failures.
+    pub memory_pressure_events: u64,
+    pub wall: Duration,
+}
+
+impl Pipeline {
+    /// Loads every tensor of `container` where `want` (given its name) says:
+    /// see the module documentation for who decodes what.
+    pub fn load(
+        &self,
+        container: &Arc<Container>,
+        target: Option<u32>,
+        want: impl Fn(&str) -> Residence,
+    ) -> Result<(Vec<ResidentTensor>, LoadInfo)> {
+        let started = Instant::now();
+        let opts = self.options(target);
+        let mode = opts.mode;
+        let c = &**container;
+        let tables = TargetPrecision::of(&opts).tables(c)?;
+        let mut policy = Policy::new(self.config.policy(), mode, self.gpu.is_some());
+        let mut info = LoadInfo::default();
+        let mut placed: Vec<Option<ResidentTensor>> = Vec::new();
+        // Tensors to decode into host memory, with the reason when the device was wanted.
+        let mut host: Vec<(usize, Option<String>)> = Vec::new();
+        for (i, t) in c.header().tensors.iter().enumerate() {
+            placed.push(None);
+            if want(&t.name) == Residence::Host {
+                host.push((i, None));
+                continue;
+            }
+            let place = format!("{}: tensor '{}'", c.path().display(), t.name);
+            let gpu = match (&self.gpu, mode) {
+                (_, Mode::CpuOnly) => {
+                    host.push((i, Some("CPU_ONLY keeps every tensor in host memory".into())));
+                    continue;
+                }
+                (None, Mode::GpuOnly) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{place}: GPU_ONLY cannot place it on the device: no GPU ({})",
+                        self.gpu_absent.as_deref().unwrap_or("none was given")
+                    )))
+                }
+                (None, _) => {
+                    let why = self.gpu_absent.as_deref().unwrap_or("none was given");
+                    host.push((i, Some(format!("no GPU ({why})"))));
+                    continue;
+                }
+                (Some(g), _) => g,
+            };
+            if mode != Mode::GpuOnly {
+                let now = started.elapsed().as_millis() as u64;
+                let sample = self.pressure.as_ref().and_then(|p| p.sample_at(now));
+                let d = policy.decide(now, sample);
+                if d.route == Route::Cpu {
+                    let at = d.sample.map_or(String::new(), |s| {
+                        format!(" (GPU memory {:.0}% used)", 100.0 * s.utilization())
+                    });
+                    host.push((
+                        i,
+                        Some(format!("memory pressure{at}: the AUTO rules say CPU")),
+                    ));
+                    continue;
+                }
+            }
+            let attempt = match &tables[i] {
+                Some(tab) => gpu.decode_to_device(c, tab, i),
+                None => passthrough_bytes(c, i).and_then(|b| gpu.upload(&b)),
+            };
+            match attempt {
+                Ok(buf) => {
+                    info.device_tensors += 1;
+                    info.device_bytes += buf.len() as u64;
+                    placed[i] = Some(ResidentTensor {
+                        name: t.name.clone(),
+                        dtype: t.dtype.clone(),
+                        shape: t.shape.clone(),
+                        values: Values::Device(buf),
+                        fallback: None,
+                    });
+                }
+                Err(e) if mode == Mode::GpuOnly => {
+                    return Err(Error::Decode(format!(
+                        "{place}: GPU_ONLY cannot place its {} bytes on the device: {e}",
+                        t.byte_len
+                    )))
+                }
+                Err(e) => {
+                    if matches!(e, GpuError::OutOfMemory { .. }) {
+                        policy.record_oom();
+                    }
+                    host.push((i, Some(e.to_string())));
+                }
+            }
+        }
+        // Host memory: the CPU decodes, through the graph.
+        let mut cpu = opts.clone();
+        cpu.mode = Mode::CpuOnly;
+        let whole = (host.len() == placed.len())
+            .then(|| decompress_to_memory(container.clone(), &cpu))
+            .transpose()?;
+        for (i, fallback) in host {
+            let t = &c.header().tensors[i];
+            let data = match &whole {
+                Some((m, _)) => {
+                    m.data[t.data_offset as usize..(t.data_offset + t.byte_len) as usize].to_vec()
+                }
+                None => decompress_tensor(container.clone(), i, &cpu)?.0,
+            };
+            info.host_tensors += 1;
+            info.host_bytes += data.len() as u64;
+            info.fallbacks += fallback.is_some() as usize;
+            placed[i] = Some(ResidentTensor {
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                shape: t.shape.clone(),
+                values: Values::Host(Arc::new(data)),
+                fallback,
+            });
+        }
+        info.memory_pressure_events = policy.memory_pressure_events();
+        info.wall = started.elapsed();
+        Ok((placed.into_iter().flatten().collect(), info))
+    }
+}
+
+/// The bytes of a tensor stored as it was (not a float).
+fn passthrough_bytes(c: &Container, tensor: usize) -> std::result::Result<Vec<u8>, GpuError> {
+    let t = &c.header().tensors[tensor];
+    let mut v = Vec::with_capacity(t.byte_len as usize);
+    for k in 0..t.chunks.len() {
+        let secs = c
+            .sections(tensor, k, 1)
+            .map_err(|e| GpuError::Failed(e.to_string()))?;
+        v.extend_from_slice(secs[0]);
+    }
+    Ok(v)
+}
