@@ -388,6 +388,53 @@ mod on_a_gpu {
         drop(hold);
     }
 
+    /// AutoSwap on the card: every tensor wanted on the device decodes into
+    /// device memory, bit-exact; with the card full, AUTO keeps them in host
+    /// memory, counting each out-of-memory, and GPU_ONLY stops.
+    #[test]
+    fn load_keeps_tensors_on_the_device_bit_exact() {
+        use padic_burst::pipeline::{Pipeline, Residence};
+        let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(gpu) = engine() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let file = padic_burst::demo::synthetic_model(11, 4_000_000, Dtype::F16);
+        let packed = common::compress_bytes(dir.path(), "d", &file, &CompressOptions::default());
+        let c = Arc::new(Container::open(&packed).unwrap());
+        let data = common::data_region(&file);
+        let p = Pipeline::new(Config::default()).with_gpu(gpu.clone());
+        let (tensors, info) = p.load(&c, None, |_| Residence::Device).unwrap();
+        assert_eq!(info.host_tensors, 0, "{info:?}");
+        let mut whole = Vec::new();
+        for t in &tensors {
+            assert!(t.on_device(), "{}: {:?}", t.name, t.fallback);
+            whole.extend_from_slice(&t.to_host().unwrap());
+        }
+        assert!(whole == data, "the device copies differ from the input");
+        println!(
+            "load: {} tensors, {} bytes on the device in {:?}",
+            info.device_tensors, info.device_bytes, info.wall
+        );
+        drop(tensors);
+        // A full card.
+        let (free, _) = gpu.memory().unwrap();
+        let hold = gpu.hold((free - (2 << 20)) as usize).unwrap();
+        let (tensors, info) = p.load(&c, None, |_| Residence::Device).unwrap();
+        assert_eq!(info.device_tensors, 0, "{info:?}");
+        assert!(info.memory_pressure_events > 0);
+        assert!(tensors.iter().all(|t| t.fallback.is_some()));
+        p.force_mode(Mode::GpuOnly);
+        let err = p
+            .load(&c, None, |_| Residence::Device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("GPU_ONLY") && err.contains("tensor '"),
+            "{err}"
+        );
+        drop(hold);
+        println!("load on a full card: AUTO kept every tensor in host memory; GPU_ONLY: {err}");
+    }
+
     #[test]
     fn a_reserve_larger_than_the_card_refuses_before_allocating() {
         let _one = GPU.lock().unwrap_or_else(|e| e.into_inner());

@@ -22,11 +22,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PinnedHostSlice,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DriverError,
+    LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
-use super::gpu::{GpuEngine, GpuError, GpuRange};
+use super::gpu::{DeviceBuffer, GpuEngine, GpuError, GpuRange};
 use crate::codec::plan::{BatchPlan, BatchSegment, Piece};
 use crate::codec::Tables;
 use crate::format::Container;
@@ -103,11 +103,30 @@ struct Lane {
 struct InFlight {
     batch: BatchPlan,
     ranges: Vec<usize>,
-    /// Held until the sub-batch is done: sections and output, the small
-    /// u32 buffers, the decode tables.
-    _device: (Vec<CudaSlice<u8>>, Vec<CudaSlice<u32>>, CudaSlice<u64>),
+    /// Held until the sub-batch is done: its input and output.
+    _device: (Uploaded, CudaSlice<u8>),
     err: CudaSlice<u32>,
     kernel_secs: f64,
+}
+
+/// A batch's input on the device.
+struct Uploaded {
+    word_size: usize,
+    device_bytes: u64,
+    data: CudaSlice<u8>,
+    tables: CudaSlice<u64>,
+    luts: CudaSlice<u32>,
+    passes: Vec<UploadedPass>,
+}
+
+/// One pass's pieces and segments on the device.
+struct UploadedPass {
+    pieces: CudaSlice<u32>,
+    /// Values in its longest piece.
+    longest: u32,
+    npieces: usize,
+    segments: CudaSlice<u32>,
+    nsegs: u32,
 }
 
 /// Seconds a timed batch spent, for `examples/gpu_throughput.rs`.
@@ -265,26 +284,12 @@ impl CudaEngine {
         Ok(slot.as_mut().expect("pinned buffer just made"))
     }
 
-    /// Starts `batch` on `lane`: stages and uploads its sections and tables,
-    /// launches its passes (`repeats` times when timing, waiting for the
-    /// uploads first), and queues the copy of its values into the lane's
-    /// pinned output.
-    fn launch(
-        &self,
-        lane: &mut Lane,
-        batch: BatchPlan,
-        ranges: Vec<usize>,
-        repeats: Option<usize>,
-    ) -> Result<InFlight, GpuError> {
+    /// Stages `batch`'s sections in the lane's pinned memory and copies them,
+    /// its tables and its pieces and segments to the device, on the lane's stream.
+    fn upload(&self, lane: &mut Lane, batch: &BatchPlan) -> Result<Uploaded, GpuError> {
         let bytes = batch.device_bytes();
         let e = |what: &str, err| self.error(what, err, bytes);
-        self.check_reserve(bytes)?;
         let stream = lane.stream.clone();
-        let k = if batch.word_size == 4 {
-            &self.k32
-        } else {
-            &self.k16
-        };
         let input = self.pinned(&mut lane.input, batch.data.len(), true)?;
         let staged = input
             .as_mut_slice()
@@ -298,13 +303,6 @@ impl CudaEngine {
         stream
             .memcpy_htod(&*input, &mut data)
             .map_err(|x| e("copying the sections", x))?;
-        let out_bytes = batch.count * batch.word_size;
-        let mut out: CudaSlice<u8> = stream
-            .alloc_zeros(out_bytes.max(4))
-            .map_err(|x| e("allocating the output", x))?;
-        let mut err: CudaSlice<u32> = stream
-            .alloc_zeros(1)
-            .map_err(|x| e("allocating the error flag", x))?;
         let tables = stream
             .clone_htod(if batch.tables.is_empty() {
                 &[0u64][..]
@@ -328,14 +326,113 @@ impl CudaEngine {
                     .clone_htod(if v.is_empty() { &[0u32][..] } else { v })
                     .map_err(|x| e(what, x))
             };
-            passes.push((
-                up(&pieces, "copying the pieces")?,
-                p.pieces.iter().map(|x| x.count).max().unwrap_or(0),
-                p.pieces.len(),
-                up(&segs, "copying the segments")?,
-                p.segments.len() as u32,
-            ));
+            passes.push(UploadedPass {
+                pieces: up(&pieces, "copying the pieces")?,
+                longest: p.pieces.iter().map(|x| x.count).max().unwrap_or(0),
+                npieces: p.pieces.len(),
+                segments: up(&segs, "copying the segments")?,
+                nsegs: p.segments.len() as u32,
+            });
         }
+        Ok(Uploaded {
+            word_size: batch.word_size,
+            device_bytes: bytes,
+            data,
+            tables,
+            luts,
+            passes,
+        })
+    }
+
+    /// Launches an uploaded batch's passes on `stream`, writing `out` (the
+    /// batch's values, from its first).
+    fn run_passes(
+        &self,
+        stream: &Arc<CudaStream>,
+        up: &Uploaded,
+        out: &mut CudaViewMut<'_, u8>,
+        err: &mut CudaSlice<u32>,
+    ) -> Result<(), GpuError> {
+        let e = |what: &str, x| self.error(what, x, up.device_bytes);
+        let k = if up.word_size == 4 {
+            &self.k32
+        } else {
+            &self.k16
+        };
+        for (s, pass) in up.passes.iter().enumerate() {
+            let assign = (s == 0) as i32;
+            // A grid row per piece (at most 65535 rows a launch), its
+            // columns striding over the piece's values.
+            const PIECE_WORDS: usize = std::mem::size_of::<Piece>() / 4;
+            let mut first = 0usize;
+            while first < pass.npieces {
+                let rows = (pass.npieces - first).min(65535);
+                let view = pass
+                    .pieces
+                    .slice(first * PIECE_WORDS..(first + rows) * PIECE_WORDS);
+                let cfg = LaunchConfig {
+                    grid_dim: (pass.longest.div_ceil(256).clamp(1, 64), rows as u32, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut b = stream.launch_builder(&k.pieces);
+                b.arg(&mut *out)
+                    .arg(&up.data)
+                    .arg(&up.luts)
+                    .arg(&view)
+                    .arg(&assign)
+                    .arg(&mut *err);
+                // SAFETY: the arguments match `pieces_*` in kernels/decode.cu;
+                // the plan put every piece's output inside `out`, and the
+                // kernel checks its reads against the piece's bounds.
+                unsafe { b.launch(cfg) }.map_err(|x| e("launching pieces", x))?;
+                first += rows;
+            }
+            if pass.nsegs > 0 {
+                let cfg = LaunchConfig {
+                    grid_dim: ((pass.nsegs as usize * 32).div_ceil(128) as u32, 1, 1),
+                    block_dim: (128, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut b = stream.launch_builder(&k.rans);
+                b.arg(&mut *out)
+                    .arg(&up.data)
+                    .arg(&up.tables)
+                    .arg(&pass.segments)
+                    .arg(&pass.nsegs)
+                    .arg(&assign)
+                    .arg(&mut *err);
+                // SAFETY: the arguments match `rans_*` (segments as eight
+                // u32 each); the host checked every segment's bytes lie in
+                // `data`, its table in `tables` and its outputs in `out`.
+                unsafe { b.launch(cfg) }.map_err(|x| e("launching rans", x))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `batch` on `lane`: uploads it, launches its passes (`repeats`
+    /// times when timing, waiting for the uploads first), and queues the copy
+    /// of its values into the lane's pinned output.
+    fn launch(
+        &self,
+        lane: &mut Lane,
+        batch: BatchPlan,
+        ranges: Vec<usize>,
+        repeats: Option<usize>,
+    ) -> Result<InFlight, GpuError> {
+        let bytes = batch.device_bytes();
+        let e = |what: &str, err| self.error(what, err, bytes);
+        self.check_reserve(bytes)?;
+        let stream = lane.stream.clone();
+        let up = self.upload(lane, &batch)?;
+        let out_bytes = batch.count * batch.word_size;
+        let mut out: CudaSlice<u8> = stream
+            .alloc_zeros(out_bytes.max(4))
+            .map_err(|x| e("allocating the output", x))?;
+        let mut err: CudaSlice<u32> = stream
+            .alloc_zeros(1)
+            .map_err(|x| e("allocating the error flag", x))?;
         let mut kernel_secs = 0.0;
         let timed = repeats.is_some();
         if timed {
@@ -345,53 +442,7 @@ impl CudaEngine {
         }
         let started = std::time::Instant::now();
         for _ in 0..repeats.unwrap_or(1).max(1) {
-            for (s, (pieces, longest, npieces, segs, nsegs)) in passes.iter().enumerate() {
-                let assign = (s == 0) as i32;
-                // A grid row per piece (at most 65535 rows a launch), its
-                // columns striding over the piece's values.
-                const PIECE_WORDS: usize = std::mem::size_of::<Piece>() / 4;
-                let mut first = 0usize;
-                while first < *npieces {
-                    let rows = (*npieces - first).min(65535);
-                    let view = pieces.slice(first * PIECE_WORDS..(first + rows) * PIECE_WORDS);
-                    let cfg = LaunchConfig {
-                        grid_dim: (longest.div_ceil(256).clamp(1, 64), rows as u32, 1),
-                        block_dim: (256, 1, 1),
-                        shared_mem_bytes: 0,
-                    };
-                    let mut b = stream.launch_builder(&k.pieces);
-                    b.arg(&mut out)
-                        .arg(&data)
-                        .arg(&luts)
-                        .arg(&view)
-                        .arg(&assign)
-                        .arg(&mut err);
-                    // SAFETY: the arguments match `pieces_*` in kernels/decode.cu;
-                    // the plan put every piece's output inside `out`, and the
-                    // kernel checks its reads against the piece's bounds.
-                    unsafe { b.launch(cfg) }.map_err(|x| e("launching pieces", x))?;
-                    first += rows;
-                }
-                if *nsegs > 0 {
-                    let cfg = LaunchConfig {
-                        grid_dim: ((*nsegs as usize * 32).div_ceil(128) as u32, 1, 1),
-                        block_dim: (128, 1, 1),
-                        shared_mem_bytes: 0,
-                    };
-                    let mut b = stream.launch_builder(&k.rans);
-                    b.arg(&mut out)
-                        .arg(&data)
-                        .arg(&tables)
-                        .arg(segs)
-                        .arg(nsegs)
-                        .arg(&assign)
-                        .arg(&mut err);
-                    // SAFETY: the arguments match `rans_*` (segments as eight
-                    // u32 each); the host checked every segment's bytes lie in
-                    // `data`, its table in `tables` and its outputs in `out`.
-                    unsafe { b.launch(cfg) }.map_err(|x| e("launching rans", x))?;
-                }
-            }
+            self.run_passes(&stream, &up, &mut out.slice_mut(..), &mut err)?;
         }
         if timed {
             stream
@@ -403,18 +454,31 @@ impl CudaEngine {
         stream
             .memcpy_dtoh(&out, &mut *output)
             .map_err(|x| e("copying the values back", x))?;
-        let mut small = vec![luts];
-        for p in passes {
-            small.push(p.0);
-            small.push(p.3);
-        }
         Ok(InFlight {
             batch,
             ranges,
-            _device: (vec![data, out], small, tables),
+            _device: (up, out),
             err,
             kernel_secs,
         })
+    }
+
+    /// Plans values `[first, first + count)` of a chunk for the device.
+    fn plan_chunk(
+        container: &Container,
+        tables: &Tables,
+        tensor: usize,
+        chunk: usize,
+        total: usize,
+        first: usize,
+        count: usize,
+    ) -> Result<crate::codec::plan::ChunkPlan, GpuError> {
+        let secs = container
+            .sections(tensor, chunk, tables.sections_used())
+            .map_err(|e| GpuError::Failed(e.to_string()))?;
+        tables
+            .plan(&secs, total, first, count)
+            .map_err(|e| GpuError::Failed(e.to_string()))
     }
 
     /// Sets the output bytes a sub-batch aims at (the checks make them small,
@@ -492,12 +556,15 @@ impl CudaEngine {
                 "output is not a whole number of values".into(),
             ));
         }
-        let secs = container
-            .sections(r.tensor, r.chunk, r.tables.sections_used())
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
-        r.tables
-            .plan(&secs, r.total, r.first, r.out.len() / size)
-            .map_err(|e| GpuError::Failed(e.to_string()))
+        Self::plan_chunk(
+            container,
+            r.tables,
+            r.tensor,
+            r.chunk,
+            r.total,
+            r.first,
+            r.out.len() / size,
+        )
     }
 
     /// Decodes `ranges` in sub-batches round the streams; `repeats`: time the
@@ -603,6 +670,79 @@ impl CudaEngine {
         Ok(timing)
     }
 
+    /// [`GpuEngine::decode_to_device`]: every chunk of the tensor, in
+    /// sub-batches on one stream, straight into one allocation that stays.
+    fn tensor_to_device(
+        &self,
+        container: &Container,
+        tables: &Tables,
+        tensor: usize,
+    ) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        let t = &container.header().tensors[tensor];
+        let size = tables.kind.size();
+        let bytes = t.byte_len;
+        let e = |what: &str, x| self.error(what, x, bytes);
+        self.check_reserve(bytes)?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|x| e("binding the context", x))?;
+        let mut lanes = self.take_lanes(1)?;
+        let lane = &mut lanes[0];
+        let stream = lane.stream.clone();
+        let done = (|| {
+            let mut buf: CudaSlice<u8> = stream
+                .alloc_zeros((bytes as usize).max(4))
+                .map_err(|x| e("allocating the tensor", x))?;
+            let mut err: CudaSlice<u32> = stream
+                .alloc_zeros(1)
+                .map_err(|x| e("allocating the error flag", x))?;
+            let target = self
+                .batch_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(1);
+            let mut batch = BatchPlan::new(size);
+            let mut start = 0usize; // the batch's first byte in the tensor
+            let last = t.chunks.len();
+            for (k, ch) in t.chunks.iter().enumerate() {
+                let n = ch.elements as usize;
+                let plan = Self::plan_chunk(container, tables, tensor, k, n, 0, n)?;
+                batch
+                    .push(&plan)
+                    .map_err(|x| GpuError::Failed(x.to_string()))?;
+                if batch.count * size >= target || k + 1 == last {
+                    let len = batch.count * size;
+                    self.check_reserve(batch.device_bytes())?;
+                    let up = self.upload(lane, &batch)?;
+                    self.run_passes(
+                        &stream,
+                        &up,
+                        &mut buf.slice_mut(start..start + len),
+                        &mut err,
+                    )?;
+                    start += len;
+                    batch = BatchPlan::new(size);
+                }
+            }
+            let flag = stream
+                .clone_dtoh(&err)
+                .map_err(|x| e("running the kernels", x))?;
+            if flag[0] != 0 {
+                return Err(GpuError::Failed(format!(
+                    "tensor '{}': the decode kernels reported a damaged stream (error bits {:#x})",
+                    t.name, flag[0]
+                )));
+            }
+            Ok(Arc::new(CudaBuffer {
+                buf,
+                len: bytes as usize,
+                stream: stream.clone(),
+                device: self.name.clone(),
+            }) as Arc<dyn DeviceBuffer>)
+        })();
+        self.lanes.lock().expect("lane lock").extend(lanes);
+        done
+    }
+
     /// Allocates `bytes` of device memory and holds it until dropped (the
     /// checks fill the card this way).
     pub fn hold(&self, bytes: usize) -> Result<CudaSlice<u8>, GpuError> {
@@ -651,6 +791,36 @@ impl GpuEngine for CudaEngine {
         self.run_batch(container, ranges, None).0
     }
 
+    fn decode_to_device(
+        &self,
+        container: &Container,
+        tables: &Tables,
+        tensor: usize,
+    ) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        self.tensor_to_device(container, tables, tensor)
+    }
+
+    fn upload(&self, bytes: &[u8]) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        let e = |what: &str, x| self.error(what, x, bytes.len() as u64);
+        self.check_reserve(bytes.len() as u64)?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|x| e("binding the context", x))?;
+        let stream = self.ctx.default_stream();
+        let buf = stream
+            .clone_htod(if bytes.is_empty() { &[0u8][..] } else { bytes })
+            .map_err(|x| e("copying a tensor up", x))?;
+        stream
+            .synchronize()
+            .map_err(|x| e("copying a tensor up", x))?;
+        Ok(Arc::new(CudaBuffer {
+            buf,
+            len: bytes.len(),
+            stream,
+            device: self.name.clone(),
+        }))
+    }
+
     fn memory(&self) -> Option<(u64, u64)> {
         self.ctx
             .mem_get_info()
@@ -692,4 +862,41 @@ fn segment_words(g: &BatchSegment) -> [u32; 8] {
         g.scale_bits,
         g.lanes,
     ]
+}
+
+/// A tensor in device memory (the first `len` bytes of `buf`).
+pub struct CudaBuffer {
+    buf: CudaSlice<u8>,
+    len: usize,
+    stream: Arc<CudaStream>,
+    device: String,
+}
+
+impl std::fmt::Debug for CudaBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaBuffer({} bytes on {})", self.len, self.device)
+    }
+}
+
+impl DeviceBuffer for CudaBuffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    fn device_ptr(&self) -> u64 {
+        let (ptr, _sync) = self.buf.device_ptr(&self.stream);
+        ptr
+    }
+
+    fn to_host(&self) -> Result<Vec<u8>, GpuError> {
+        let fail = |e: DriverError| GpuError::Failed(format!("copying a tensor back: {e}"));
+        self.stream.context().bind_to_thread().map_err(fail)?;
+        let mut v = self.stream.clone_dtoh(&self.buf).map_err(fail)?;
+        v.truncate(self.len);
+        Ok(v)
+    }
 }
