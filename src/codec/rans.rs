@@ -848,8 +848,8 @@ mod tests {
                 let lut16: Vec<u32> = lut32.iter().map(|v| v & 0xffff).collect();
                 let mut a = vec![7u32; n];
                 let mut b = vec![7u32; n];
-                decode_with(&body, &lut32, n, 0, &mut a, assign, true).unwrap();
-                decode_with(&body, &lut32, n, 0, &mut b, assign, false).unwrap();
+                decode_with(&body, lut32, n, 0, &mut a, assign, true).unwrap();
+                decode_with(&body, lut32, n, 0, &mut b, assign, false).unwrap();
                 assert_eq!(a, b);
                 let mut a = vec![7u16; n];
                 let mut b = vec![7u16; n];
