@@ -40,6 +40,7 @@ pub struct ConfigLayer {
     pub sample_interval_ms: Option<i64>,
     pub hybrid_initial_gpu_fraction: Option<f64>,
     pub gpu_device: Option<i64>,
+    pub gpu_batch_chunks: Option<i64>,
 }
 
 /// A validated configuration.
@@ -74,6 +75,9 @@ pub struct Config {
     pub sample_interval_ms: u64,
     pub hybrid_initial_gpu_fraction: f64,
     pub gpu_device: u32,
+    /// Chunks a worker hands the GPU engine at once when a GPU takes work
+    /// (one call, one set of launches): a GPU needs many chunks in flight.
+    pub gpu_batch_chunks: usize,
 }
 
 impl Default for Config {
@@ -112,7 +116,8 @@ impl ConfigLayer {
             hysteresis_factor,
             sample_interval_ms,
             hybrid_initial_gpu_fraction,
-            gpu_device
+            gpu_device,
+            gpu_batch_chunks
         )
     }
 
@@ -259,6 +264,14 @@ impl ConfigLayer {
                 "must be a device index, 0 or more",
             ));
         }
+        let gpu_batch = self.gpu_batch_chunks.unwrap_or(64);
+        if !(1..=4096).contains(&gpu_batch) {
+            return Err(invalid(
+                "gpu_batch_chunks",
+                gpu_batch,
+                "must lie in 1..=4096",
+            ));
+        }
         if let Some(cores_asked) = &self.cpu_affinity {
             if cores_asked.is_empty() {
                 return Err(invalid("cpu_affinity", "[]", "must list at least one core"));
@@ -290,6 +303,7 @@ impl ConfigLayer {
             sample_interval_ms: interval as u64,
             hybrid_initial_gpu_fraction: fraction,
             gpu_device: device as u32,
+            gpu_batch_chunks: gpu_batch as usize,
         })
     }
 }

@@ -1146,8 +1146,15 @@ fn run_graph_watched(
     let state = Arc::new(Mutex::new(MergeState::default()));
     let abort = state.lock().expect("merge lock").abort.clone();
     state.lock().expect("merge lock").recorder.profile = opts.config.enable_profiling;
-    // At least one batch in flight, or a worker would wait on itself.
-    let batch = opts.config.cpu_batch_size;
+    // At least one batch in flight, or a worker would wait on itself. When a
+    // GPU takes work, a worker's batches are `gpu_batch_chunks` at least: the
+    // decode operator hands each batch to the GPU engine in one call.
+    let gpu_takes_work = opts.gpu.is_some() && opts.mode != Mode::CpuOnly;
+    let batch = if gpu_takes_work {
+        opts.config.cpu_batch_size.max(opts.config.gpu_batch_chunks)
+    } else {
+        opts.config.cpu_batch_size
+    };
     let prefetch = opts.config.prefetch_factor.max(batch);
     let affinity = opts.config.cpu_affinity.clone();
     let gpu = opts.gpu.clone();

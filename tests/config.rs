@@ -20,6 +20,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.switch_delay_ms, 50);
     assert_eq!(c.sample_interval_ms, 100);
     assert_eq!(c.hybrid_initial_gpu_fraction, 0.5);
+    assert_eq!(c.gpu_batch_chunks, 64);
     assert_eq!(
         c.num_cpu_workers,
         std::thread::available_parallelism().unwrap().get()
@@ -138,6 +139,13 @@ fn every_invalid_value_is_refused_with_field_value_and_range() {
                 ..Default::default()
             },
             "prefetch_factor = 0",
+        ),
+        (
+            ConfigLayer {
+                gpu_batch_chunks: Some(0),
+                ..Default::default()
+            },
+            "gpu_batch_chunks = 0: must lie in 1..=4096",
         ),
         (
             ConfigLayer {

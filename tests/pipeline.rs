@@ -176,13 +176,9 @@ fn the_gpu_takes_a_batch_of_chunks_in_one_call_and_an_oom_reroutes_only_its_chun
         .filter(|t| t.codec.is_some())
         .map(|t| t.chunks.len())
         .sum();
+    // The defaults: one chunk a CPU batch, 64 a GPU batch.
     let gpu = Arc::new(FakeGpu::new(&[(ta, 1)]));
-    let config = Config {
-        cpu_batch_size: 8,
-        prefetch_factor: 8,
-        ..Config::default()
-    };
-    let mut o = RunOptions::new(Mode::Auto, config);
+    let mut o = RunOptions::new(Mode::Auto, Config::default());
     o.timely_args = vec!["-w".into(), "1".into()];
     o.gpu = Some(gpu.clone());
     let out = dir.path().join("b.safetensors");
