@@ -75,8 +75,8 @@ pub struct Config {
     pub sample_interval_ms: u64,
     pub hybrid_initial_gpu_fraction: f64,
     pub gpu_device: u32,
-    /// Chunks a worker hands the GPU engine at once when a GPU takes work
-    /// (one call, one set of launches): a GPU needs many chunks in flight.
+    /// Chunks the workers hand the GPU engine at once, between them, when a
+    /// GPU takes work (a call a worker): a GPU needs many chunks in flight.
     pub gpu_batch_chunks: usize,
 }
 

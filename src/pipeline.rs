@@ -1146,16 +1146,13 @@ fn run_graph_watched(
     let state = Arc::new(Mutex::new(MergeState::default()));
     let abort = state.lock().expect("merge lock").abort.clone();
     state.lock().expect("merge lock").recorder.profile = opts.config.enable_profiling;
-    // At least one batch in flight, or a worker would wait on itself. When a
-    // GPU takes work, a worker's batches are `gpu_batch_chunks` at least: the
-    // decode operator hands each batch to the GPU engine in one call.
+    // When a GPU takes work, the workers' batches add up to
+    // `gpu_batch_chunks`: the decode operator hands each batch to the GPU
+    // engine in one call, and the workers' calls run side by side on streams
+    // of their own.
     let gpu_takes_work = opts.gpu.is_some() && opts.mode != Mode::CpuOnly;
-    let batch = if gpu_takes_work {
-        opts.config.cpu_batch_size.max(opts.config.gpu_batch_chunks)
-    } else {
-        opts.config.cpu_batch_size
-    };
-    let prefetch = opts.config.prefetch_factor.max(batch);
+    let (cpu_batch, gpu_batch) = (opts.config.cpu_batch_size, opts.config.gpu_batch_chunks);
+    let prefetch_factor = opts.config.prefetch_factor;
     let affinity = opts.config.cpu_affinity.clone();
     let gpu = opts.gpu.clone();
     let pressure: Arc<dyn PressureSource> = opts
@@ -1183,6 +1180,13 @@ fn run_graph_watched(
                 state2.lock().expect("merge lock").fail(0, e);
             }
         }
+        let batch = if gpu_takes_work {
+            cpu_batch.max(gpu_batch.div_ceil(worker.peers()))
+        } else {
+            cpu_batch
+        };
+        // At least one batch in flight, or a worker would wait on itself.
+        let prefetch = prefetch_factor.max(batch);
         let mut input = InputHandle::new();
         let probe = ProbeHandle::new();
         let decoder = std::rc::Rc::new(ChunkDecoder {
