@@ -1,12 +1,12 @@
 //! GPU decode throughput (the `cuda` feature), for `scripts/gpu-check.sh`:
 //!
 //! ```text
-//! cargo run --release --features cuda --example gpu_throughput -- [MB] [REPEATS]
+//! cargo run --release --features cuda --example gpu_throughput -- [MB] [REPEATS] [BATCH_MB,...]
 //! ```
 //!
 //! On a generated bf16 model of MB megabytes (default 512), every float chunk
-//! in one batch (`GpuEngine::decode_batch`, sub-batches of
-//! `PADIC_GPU_BATCH_MB`): the kernels alone, on input already on the device,
+//! in one batch (`GpuEngine::decode_batch`), for each sub-batch size in
+//! BATCH_MB (default 64,256,1024): the kernels alone, on input already on the device,
 //! run REPEATS times (default 20), in decoded GB/s; the batch end to end
 //! (staging in pinned memory, copies both ways on several streams, kernels);
 //! then whole-model decodes in memory through the dataflow graph, GPU_ONLY
@@ -29,6 +29,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let mb: f64 = args.get(1).map_or(Ok(512.0), |s| s.parse())?;
     let repeats: usize = args.get(2).map_or(Ok(20), |s| s.parse())?;
+    let sizes: Vec<usize> = args
+        .get(3)
+        .map_or("64,256,1024", |s| s.as_str())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
     let gpu = CudaEngine::shared(0)?;
     let dir = std::env::temp_dir().join(format!("padic-gpu-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -55,8 +61,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|j| tables[j.tensor].is_some())
         .collect();
     let mut batch_ok = true;
-    let mut timed = |repeats: usize| -> Result<_, Box<dyn std::error::Error>> {
-        let mut rest: &mut [u8] = &mut got;
+    let timed = |got: &mut [u8], repeats: usize| -> Result<_, Box<dyn std::error::Error>> {
+        let mut rest: &mut [u8] = got;
         let mut at = 0u64;
         let mut ranges = Vec::new();
         for j in &jobs {
@@ -77,14 +83,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(gpu.decode_timed(&c, &mut ranges, repeats)?)
     };
-    let kernel_run = timed(repeats)?;
-    let end_to_end = timed(1)?;
-    for j in &jobs {
-        let r = j.out_offset as usize..(j.out_offset + j.out_len) as usize;
-        batch_ok &= got[r.clone()] == want.data[r];
+    // (sub-batch MiB, kernels alone GB/s, end to end GB/s, sub-batches)
+    let mut rows = Vec::new();
+    for &mb in &sizes {
+        gpu.set_batch_bytes(mb << 20);
+        let kernel_run = timed(&mut got, repeats)?;
+        let end_to_end = timed(&mut got, 1)?;
+        for j in &jobs {
+            let r = j.out_offset as usize..(j.out_offset + j.out_len) as usize;
+            batch_ok &= got[r.clone()] == want.data[r];
+        }
+        rows.push((
+            mb,
+            kernel_run.bytes as f64 * repeats as f64 / kernel_run.kernel_secs / 1e9,
+            end_to_end.bytes as f64 / end_to_end.total_secs / 1e9,
+            kernel_run.sub_batches,
+        ));
     }
-    let kernel = kernel_run.bytes as f64 * repeats as f64 / kernel_run.kernel_secs / 1e9;
-    let batch = end_to_end.bytes as f64 / end_to_end.total_secs / 1e9;
+    gpu.set_batch_bytes(256 << 20);
     // End to end through the graph.
     let runs = (repeats / 10).max(1);
     let mut best = [f64::INFINITY; 2];
@@ -118,12 +134,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("| what | GB/s decoded |");
     println!("|---|---|");
-    println!(
-        "| kernels alone, {} MB in {} sub-batches, {repeats} runs | {kernel:.1} |",
-        kernel_run.bytes / 1_000_000,
-        kernel_run.sub_batches
-    );
-    println!("| one batch end to end (pinned staging, copies, kernels) | {batch:.2} |");
+    for (mb, kernel, batch, subs) in &rows {
+        println!("| kernels alone, {mb} MiB sub-batches ({subs}), {repeats} runs | {kernel:.1} |");
+        println!(
+            "| one batch end to end, {mb} MiB sub-batches (pinned staging, copies, kernels) | {batch:.2} |"
+        );
+    }
     println!(
         "| graph GPU_ONLY, whole model in memory, best of {runs} | {:.2} |",
         bytes / best[0] / 1e9

@@ -51,9 +51,7 @@ run)
     echo "== tests/gpu.rs"
     "$dir/bin/gpu-tests" --test-threads 1 --nocapture || echo x >> "$failed"
     echo "== examples/gpu_throughput"
-    "$dir/bin/gpu_throughput" 512 20 || echo x >> "$failed"
-    echo "== examples/gpu_throughput, 64 MiB sub-batches"
-    PADIC_GPU_BATCH_MB=64 "$dir/bin/gpu_throughput" 512 20 || echo x >> "$failed"
+    "$dir/bin/gpu_throughput" 1024 20 64,256,1024 || echo x >> "$failed"
     echo "== padic-burst decompress --mode auto --record-pressure"
     demo=$(mktemp -d)
     "$dir/bin/padic-burst" demo --params 20000000 --dir "$demo" >/dev/null
