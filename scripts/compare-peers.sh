@@ -7,6 +7,7 @@
 #
 #   scripts/compare-peers.sh [WEIGHTS_DIR]
 #
+# DTYPES (default "bf16 f16 f32") picks the files.
 # Shared machines are noisy: the tools run in alternation, ROUNDS times
 # (default 3), and each keeps its best. Installs ZipNN from PyPI into
 # .venv-peers (override with PEERS_VENV) and the weights with
@@ -27,7 +28,7 @@ trap 'rm -rf "$work"' EXIT
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 
 printf '%-5s %-12s %8s %12s %12s %22s\n' dtype tool ratio "GB/s 1 thr" "GB/s 2 thr" "reused-buffer 1 / 2"
-for dtype in bf16 f16 f32; do
+for dtype in ${DTYPES:-bf16 f16 f32}; do
   file="$weights/minilm-$dtype.safetensors"
   target/release/padic-burst --quiet compress "$file" -o "$work/$dtype.padic" 2>/dev/null
   ratio=$(target/release/padic-burst inspect --json "$work/$dtype.padic" | "$venv/bin/python" -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["ratio"])')
