@@ -691,6 +691,8 @@ mod simd {
             // gathers of all four groups are in flight together.
             let mut need = [zero; 4];
             let mut m = [0usize; 4];
+            // An even group's values, stored with the next group's.
+            let mut pending = zero;
             for g in 0..4 {
                 let xg = x[g];
                 let slot = _mm256_and_si256(xg, mask);
@@ -737,20 +739,23 @@ mod simd {
                     };
                     // SAFETY: writes the eight u32 of `dst`.
                     unsafe { _mm256_storeu_si256(p, v) };
+                } else if g % 2 == 0 {
+                    pending = v;
                 } else {
-                    // Values fit 16 bits: pack the eight to u16 in order.
-                    let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(v, v));
-                    let v16 = _mm256_castsi256_si128(packed);
-                    let dst: &mut [W] = &mut out[o..o + 8];
-                    let p = dst.as_mut_ptr() as *mut __m128i;
+                    // Values fit 16 bits: pack this group's eight and the
+                    // previous group's to sixteen u16, in order.
+                    let v16 =
+                        _mm256_permute4x64_epi64::<0b1101_1000>(_mm256_packus_epi32(pending, v));
+                    let dst: &mut [W] = &mut out[o - 8..o + 8];
+                    let p = dst.as_mut_ptr() as *mut __m256i;
                     let v16 = if ASSIGN {
                         v16
                     } else {
-                        // SAFETY: reads the eight u16 of `dst`.
-                        _mm_add_epi16(v16, unsafe { _mm_loadu_si128(p) })
+                        // SAFETY: reads the sixteen u16 of `dst`.
+                        _mm256_add_epi16(v16, unsafe { _mm256_loadu_si256(p) })
                     };
-                    // SAFETY: writes the eight u16 of `dst`.
-                    unsafe { _mm_storeu_si128(p, v16) };
+                    // SAFETY: writes the sixteen u16 of `dst`.
+                    unsafe { _mm256_storeu_si256(p, v16) };
                 }
             }
             for g in 0..4 {
