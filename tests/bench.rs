@@ -58,7 +58,11 @@ fn bench_measures_every_configuration_and_reports_missing_peers() {
     assert!(r
         .graph_overhead
         .iter()
-        .all(|g| g.pipeline_over_bare.is_finite() && g.pipeline_over_bare > 0.0));
+        .all(|g| g.pipeline_over_bare.is_finite()
+            && g.min > 0.0
+            && g.min <= g.pipeline_over_bare
+            && g.pipeline_over_bare <= g.max
+            && g.pairs >= 1));
     let names: Vec<&str> = r.peers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["zstd-1", "zstd-3", "zstd-19", "lz4", "zipnn"]);
     for p in &r.peers[..4] {

@@ -214,12 +214,18 @@ pub struct DecodeRun {
     pub notes: Vec<String>,
 }
 
-/// The graph's throughput over the bare loop's, same workers and precision.
+/// The graph's throughput over the bare loop's, same workers and precision:
+/// the median, over pairs of runs made back to back (bare, then cpu-only
+/// graph), of each pair's ratio, and the smallest and largest of them. A
+/// shared machine's slow and fast spells then fall on both sides of a ratio.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overhead {
     pub workers: usize,
     pub target_precision: Option<u32>,
     pub pipeline_over_bare: f64,
+    pub min: f64,
+    pub max: f64,
+    pub pairs: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -437,15 +443,13 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
             bar.advance(1);
             for &mode in &modes {
                 let run = graph_runs(&c, mode, w, target, runs_each, &reference, &gpu_engine)?;
-                if mode == Mode::CpuOnly {
-                    graph_overhead.push(Overhead {
-                        workers: w,
-                        target_precision: target,
-                        pipeline_over_bare: run.gb_per_s.median / bare.median,
-                    });
-                }
                 decompression.push(run);
                 bar.advance(1);
+            }
+            if modes.contains(&Mode::CpuOnly) {
+                graph_overhead.push(paired_overhead(
+                    &c, &engine, w, target, runs_each, &reference,
+                )?);
             }
         }
     }
@@ -553,6 +557,46 @@ fn run_options(
     o.target_precision = target;
     o.timely_args = vec!["-w".into(), workers.to_string()];
     Ok(o)
+}
+
+/// [`Overhead`] from `runs` pairs (after one pair of warm-up): the bare loop
+/// on `engine`, then the cpu-only graph with `workers`, both checked.
+fn paired_overhead(
+    c: &Arc<Container>,
+    engine: &CpuEngine,
+    workers: usize,
+    target: Option<u32>,
+    runs: usize,
+    reference: &[u8],
+) -> Result<Overhead> {
+    let o = run_options(Mode::CpuOnly, workers, target, &None)?;
+    let mut ratios = Vec::new();
+    for i in 0..runs.max(1) {
+        let (model, st) = engine.decompress_to_memory(c, target)?;
+        let bare = st.wall.as_secs_f64();
+        let same = model.data == reference;
+        drop(model);
+        let t = Instant::now();
+        let (model, _) = crate::pipeline::decompress_to_memory(c.clone(), &o)?;
+        let graph = t.elapsed().as_secs_f64();
+        if !same || model.data != reference {
+            return Err(Error::Decode(
+                "bench: a paired run decoded bytes that differ from the bare loop's".into(),
+            ));
+        }
+        if i > 0 || runs <= 1 {
+            ratios.push(bare / graph.max(1e-9));
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    Ok(Overhead {
+        workers,
+        target_precision: target,
+        pipeline_over_bare: ratios[ratios.len() / 2],
+        min: ratios[0],
+        max: ratios[ratios.len() - 1],
+        pairs: ratios.len(),
+    })
 }
 
 /// `runs` graph decodes with `o` (the first a warm-up), each checked against
@@ -820,13 +864,16 @@ pub fn render(r: &Report) -> String {
             }
         );
     }
-    o += "\ngraph overhead (cpu-only pipeline GB/s over the bare loop's):\n";
+    o += "\ngraph overhead (cpu-only graph over the bare loop, median (min–max) of pairs run back to back):\n";
     for g in &r.graph_overhead {
         o += &format!(
-            "  {} workers, digits {}: {:.3}\n",
+            "  {} workers, digits {}: {:.3} ({:.3}–{:.3}, {} pairs)\n",
             g.workers,
             fmt_target(g.target_precision),
-            g.pipeline_over_bare
+            g.pipeline_over_bare,
+            g.min,
+            g.max,
+            g.pairs
         );
     }
     if !r.peers.is_empty() {
