@@ -244,6 +244,15 @@ impl CudaEngine {
         Ok(lanes)
     }
 
+    /// Returns lanes to the pool, which keeps at most `2 * STREAMS` (their
+    /// pinned buffers with them): pinned memory is taken from the host for
+    /// good, so a burst of concurrent callers does not leave it all pinned.
+    fn give_lanes(&self, lanes: Vec<Lane>) {
+        let mut pool = self.lanes.lock().expect("lane lock");
+        pool.extend(lanes);
+        pool.truncate(2 * STREAMS);
+    }
+
     /// Refuses `bytes` more of device memory when that would eat into the reserve.
     fn check_reserve(&self, bytes: u64) -> Result<(), GpuError> {
         let reserve = self.reserve.load(std::sync::atomic::Ordering::Relaxed);
@@ -651,7 +660,7 @@ impl CudaEngine {
                 self.finish(&mut lanes[l], f, ranges, &mut results, &mut timing);
             }
         }
-        self.lanes.lock().expect("lane lock").extend(lanes);
+        self.give_lanes(lanes);
         timing.total_secs = started.elapsed().as_secs_f64();
         (results, timing)
     }
@@ -739,7 +748,7 @@ impl CudaEngine {
                 device: self.name.clone(),
             }) as Arc<dyn DeviceBuffer>)
         })();
-        self.lanes.lock().expect("lane lock").extend(lanes);
+        self.give_lanes(lanes);
         done
     }
 
