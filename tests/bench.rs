@@ -63,6 +63,17 @@ fn bench_measures_every_configuration_and_reports_missing_peers() {
             && g.min <= g.pipeline_over_bare
             && g.pipeline_over_bare <= g.max
             && g.pairs >= 1));
+    let sc = r
+        .worker_scaling
+        .as_ref()
+        .expect("1 and 2 workers were measured");
+    assert!(
+        sc.workers == 2
+            && sc.pairs >= 1
+            && sc.min > 0.0
+            && sc.min <= sc.median
+            && sc.median <= sc.max
+    );
     let names: Vec<&str> = r.peers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["zstd-1", "zstd-3", "zstd-19", "lz4", "zipnn"]);
     for p in &r.peers[..4] {

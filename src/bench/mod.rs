@@ -228,6 +228,17 @@ pub struct Overhead {
     pub pairs: usize,
 }
 
+/// Throughput with `workers` over throughput with one worker: the median
+/// (and min, max) over pairs of cpu-only graph runs made back to back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scaling {
+    pub workers: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub pairs: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
     pub name: String,
@@ -256,6 +267,9 @@ pub struct Report {
     pub compression: Compression,
     pub decompression: Vec<DecodeRun>,
     pub graph_overhead: Vec<Overhead>,
+    /// The cpu-only graph with the most workers over one worker, from pairs
+    /// run back to back (when both counts are measured).
+    pub worker_scaling: Option<Scaling>,
     pub peers: Vec<PeerResult>,
     pub scenarios: Vec<Scenario>,
     /// Configurations not run, and why.
@@ -454,6 +468,14 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
         }
     }
 
+    let most = opts.workers.iter().copied().max().unwrap_or(1);
+    let worker_scaling = if modes.contains(&Mode::CpuOnly) && opts.workers.contains(&1) && most > 1
+    {
+        Some(paired_scaling(&c, most, runs_each, data)?)
+    } else {
+        None
+    };
+
     let mut peers_out = Vec::new();
     if opts.peers {
         for level in [Some(1), Some(3), Some(19), None] {
@@ -533,6 +555,7 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
         compression,
         decompression,
         graph_overhead,
+        worker_scaling,
         peers: peers_out,
         scenarios,
         skipped,
@@ -593,6 +616,43 @@ fn paired_overhead(
         workers,
         target_precision: target,
         pipeline_over_bare: ratios[ratios.len() / 2],
+        min: ratios[0],
+        max: ratios[ratios.len() - 1],
+        pairs: ratios.len(),
+    })
+}
+
+/// [`Scaling`] from `runs` pairs (after one pair of warm-up): the cpu-only
+/// graph with one worker, then with `workers`, both checked.
+fn paired_scaling(
+    c: &Arc<Container>,
+    workers: usize,
+    runs: usize,
+    reference: &[u8],
+) -> Result<Scaling> {
+    let one = run_options(Mode::CpuOnly, 1, None, &None)?;
+    let many = run_options(Mode::CpuOnly, workers, None, &None)?;
+    let mut ratios = Vec::new();
+    for i in 0..runs.max(1) {
+        let mut secs = [0.0f64; 2];
+        for (k, o) in [&one, &many].into_iter().enumerate() {
+            let t = Instant::now();
+            let (model, _) = crate::pipeline::decompress_to_memory(c.clone(), o)?;
+            secs[k] = t.elapsed().as_secs_f64();
+            if model.data != reference {
+                return Err(Error::Decode(
+                    "bench: a scaling run decoded bytes that differ from the input".into(),
+                ));
+            }
+        }
+        if i > 0 || runs <= 1 {
+            ratios.push(secs[0] / secs[1].max(1e-9));
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    Ok(Scaling {
+        workers,
+        median: ratios[ratios.len() / 2],
         min: ratios[0],
         max: ratios[ratios.len() - 1],
         pairs: ratios.len(),
@@ -874,6 +934,12 @@ pub fn render(r: &Report) -> String {
             g.min,
             g.max,
             g.pairs
+        );
+    }
+    if let Some(sc) = &r.worker_scaling {
+        o += &format!(
+            "worker scaling (cpu-only graph, {} workers over 1, pairs run back to back): {:.2}x ({:.2}–{:.2}, {} pairs)\n",
+            sc.workers, sc.median, sc.min, sc.max, sc.pairs
         );
     }
     if !r.peers.is_empty() {
