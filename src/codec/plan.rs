@@ -598,6 +598,60 @@ mod tests {
         assert!(batch.push(&plan).is_err());
     }
 
+    /// Damaged sections never lead the kernels out of bounds: whatever the
+    /// host's checks let through to a plan, the model of the kernels (whose
+    /// every read is a bounds-checked slice index here) either decodes or
+    /// reports damage, and never panics.
+    #[test]
+    fn damaged_sections_never_take_the_kernels_out_of_bounds() {
+        let mut rng = crate::demo::Rng::new(77);
+        let mut planned = 0;
+        for (kind, prime) in [
+            (FloatKind::BF16, 2u32),
+            (FloatKind::F16, 3),
+            (FloatKind::F32, 2),
+            (FloatKind::BF16, 257),
+        ] {
+            let layout = Layout::new(kind, prime, None, false).unwrap();
+            let n = RANGE_ALIGN + 999;
+            let bytes = gaussian(kind, n, prime as u64);
+            let enc = chunk::encode(&layout, &bytes);
+            let tables = Tables::new(&layout, layout.precision);
+            for _ in 0..300 {
+                let mut secs = enc.sections.clone();
+                let s = (rng.next_u64() % secs.len() as u64) as usize;
+                let sec = &mut secs[s];
+                for _ in 0..1 + rng.next_u64() % 4 {
+                    let at = (rng.next_u64() % sec.len() as u64) as usize;
+                    match rng.next_u64() % 3 {
+                        0 => sec[at] ^= 1 << (rng.next_u64() % 8),
+                        1 => sec[at] = rng.next_u64() as u8,
+                        _ => sec.truncate(at.max(1)),
+                    }
+                }
+                let refs: Vec<&[u8]> = secs.iter().map(Vec::as_slice).collect();
+                let Ok(plan) = tables.plan(&refs, n, 0, n) else {
+                    continue;
+                };
+                planned += 1;
+                let mut batch = BatchPlan::new(kind.size());
+                batch.push(&plan).unwrap();
+                match kind {
+                    FloatKind::F32 => {
+                        let _ = emulate(&batch, &mut vec![0u32; batch.count]);
+                    }
+                    _ => {
+                        let _ = emulate(&batch, &mut vec![0u16; batch.count]);
+                    }
+                }
+            }
+        }
+        assert!(
+            planned > 100,
+            "only {planned} damaged chunks got past the host's checks"
+        );
+    }
+
     #[test]
     fn the_kernels_report_damage_rather_than_decode_it() {
         let layout = Layout::new(FloatKind::BF16, 2, None, false).unwrap();
