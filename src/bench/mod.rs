@@ -415,6 +415,15 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
         }
     }
 
+    // Two untimed decodes first: memory freed by the compression step may
+    // have gone back to the host of a VM (free page reporting), and the
+    // first decodes into it pay the host's faults as well.
+    {
+        let engine = CpuEngine::new(None)?;
+        for _ in 0..2 {
+            engine.decompress_to_memory(&c, None)?;
+        }
+    }
     let mut decompression = Vec::new();
     let mut graph_overhead = Vec::new();
     for &w in &opts.workers {
