@@ -265,17 +265,15 @@ impl ChunkDecoder {
         }
     }
 
-    /// One part: values `[first, last)` on `engine` (a GPU failure by OOM
-    /// falls back to the CPU outside GPU_ONLY).
-    fn part(&self, t: &ChunkTask, route: u8, engine: Engine, first: u64, last: u64) -> DecodedPart {
-        let (mut part, dest) = self.open_part(t, route, engine, first, last);
+    /// One part on the CPU: values `[first, last)`.
+    fn cpu_part(&self, t: &ChunkTask, route: u8, first: u64, last: u64) -> DecodedPart {
+        let (mut part, dest) = self.open_part(t, route, Engine::Cpu, first, last);
         let started = self.now_us();
-        let result = match dest {
-            Err(e) => Err(e),
-            Ok(mut dest) => self
-                .decode_into(t, engine, first, last, dest.bytes(), &mut part)
-                .map(|n| (n, dest)),
-        };
+        let result = dest.and_then(|mut dest| {
+            self.cpu(t, first, last, dest.bytes())
+                .map(|n| (n, dest))
+                .map_err(|e| e.to_string())
+        });
         self.close_part(&mut part, result, started);
         part
     }
@@ -352,46 +350,6 @@ impl ChunkDecoder {
         }
     }
 
-    fn decode_into(
-        &self,
-        t: &ChunkTask,
-        engine: Engine,
-        first: u64,
-        last: u64,
-        out: &mut [u8],
-        part: &mut DecodedPart,
-    ) -> std::result::Result<u64, String> {
-        match engine {
-            Engine::Cpu => self.cpu(t, first, last, out).map_err(|e| e.to_string()),
-            Engine::Gpu => self.gpu_part(t, first, last, out, part),
-        }
-    }
-
-    fn gpu_part(
-        &self,
-        t: &ChunkTask,
-        first: u64,
-        last: u64,
-        out: &mut [u8],
-        part: &mut DecodedPart,
-    ) -> std::result::Result<u64, String> {
-        let tab = self.tables[t.tensor].as_ref();
-        let attempt = match (&self.gpu, tab) {
-            (None, _) => Err(GpuError::Failed(self.gpu_absent.clone())),
-            (Some(_), None) => return self.cpu(t, first, last, out).map_err(|e| e.to_string()),
-            (Some(g), Some(tab)) => g.decode_range(
-                &self.container,
-                tab,
-                t.tensor,
-                t.chunk,
-                t.elements as usize,
-                first as usize,
-                out,
-            ),
-        };
-        self.gpu_outcome(t, first, last, out, part, attempt)
-    }
-
     /// What a GPU attempt comes to: the bytes read, or in GPU_ONLY the
     /// error; otherwise a failed attempt decodes on the CPU (an
     /// out-of-memory counted as a memory-pressure event).
@@ -454,27 +412,14 @@ impl Dest<'_> {
 impl PartDecoder<ChunkTask> for ChunkDecoder {
     type Part = DecodedPart;
     fn decode(&self, t: ChunkTask, tag: RouteTag) -> Vec<DecodedPart> {
-        let route = route_code(tag);
-        let parts = self
-            .split(&t, tag)
-            .into_iter()
-            .map(|(engine, a, b)| self.part(&t, route, engine, a, b))
-            .collect();
-        self.container.release(t.tensor, t.chunk);
-        self.done.set(self.done.get() + 1);
-        parts
+        self.decode_batch(vec![(t, tag)])
     }
 
     /// The GPU parts of the whole batch go to the engine in one call
-    /// ([`GpuEngine::decode_batch`]); the CPU parts decode one by one. Each
-    /// GPU part's time is its share, by bytes, of the call's.
+    /// ([`GpuEngine::decode_batch`]; without an engine each fails, saying
+    /// why); the CPU parts decode one by one. Each GPU part's time is its
+    /// share, by bytes, of the call's.
     fn decode_batch(&self, chunks: Vec<(ChunkTask, RouteTag)>) -> Vec<DecodedPart> {
-        let Some(gpu) = self.gpu.clone() else {
-            return chunks
-                .into_iter()
-                .flat_map(|(c, tag)| self.decode(c, tag))
-                .collect();
-        };
         // Every part, in order: (chunk, engine, first, last).
         let specs: Vec<(usize, Engine, u64, u64)> = chunks
             .iter()
@@ -523,7 +468,13 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
                         }
                     })
                     .collect();
-                gpu.decode_batch(&self.container, &mut ranges)
+                match &self.gpu {
+                    Some(gpu) => gpu.decode_batch(&self.container, &mut ranges),
+                    None => ranges
+                        .iter()
+                        .map(|_| Err(GpuError::Failed(self.gpu_absent.clone())))
+                        .collect(),
+                }
             };
             let spent = self.now_us() - started;
             let total: u64 = open
@@ -544,10 +495,10 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
                 slots[i] = Some(part);
             }
         }
-        for (i, &(k, engine, a, b)) in specs.iter().enumerate() {
+        for (i, &(k, _, a, b)) in specs.iter().enumerate() {
             if slots[i].is_none() {
                 let (t, tag) = &chunks[k];
-                slots[i] = Some(self.part(t, route_code(*tag), engine, a, b));
+                slots[i] = Some(self.cpu_part(t, route_code(*tag), a, b));
             }
         }
         for (t, _) in &chunks {

@@ -52,12 +52,7 @@ impl padic_burst::engine::gpu::GpuEngine for Reports {
     fn decode_range(
         &self,
         _: &padic_burst::format::Container,
-        _: &padic_burst::codec::Tables,
-        _: usize,
-        _: usize,
-        _: usize,
-        _: usize,
-        _: &mut [u8],
+        _: &mut padic_burst::engine::gpu::GpuRange<'_>,
     ) -> Result<(), padic_burst::engine::gpu::GpuError> {
         Err(padic_burst::engine::gpu::GpuError::Failed(
             "stand-in".into(),

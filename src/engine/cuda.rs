@@ -773,22 +773,9 @@ impl GpuEngine for CudaEngine {
     fn decode_range(
         &self,
         container: &Container,
-        tables: &Tables,
-        tensor: usize,
-        chunk: usize,
-        total: usize,
-        first: usize,
-        out: &mut [u8],
+        range: &mut GpuRange<'_>,
     ) -> Result<(), GpuError> {
-        let mut one = [GpuRange {
-            tables,
-            tensor,
-            chunk,
-            total,
-            first,
-            out,
-        }];
-        let (mut results, _) = self.run_batch(container, &mut one, None);
+        let (mut results, _) = self.run_batch(container, std::slice::from_mut(range), None);
         results.pop().expect("one result a range")
     }
 

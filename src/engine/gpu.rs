@@ -53,20 +53,9 @@ pub trait GpuEngine: Send + Sync {
     /// The device, in words (for logs and statistics).
     fn describe(&self) -> String;
 
-    /// Decodes values `[first, first + out.len() / size)` of chunk `chunk` of
-    /// tensor `tensor` (a chunk of `total` values) into `out`, bit-exact with
-    /// the CPU engine.
-    #[allow(clippy::too_many_arguments)]
-    fn decode_range(
-        &self,
-        container: &Container,
-        tables: &Tables,
-        tensor: usize,
-        chunk: usize,
-        total: usize,
-        first: usize,
-        out: &mut [u8],
-    ) -> Result<(), GpuError>;
+    /// Decodes one range into its `out`, bit-exact with the CPU engine.
+    fn decode_range(&self, container: &Container, range: &mut GpuRange<'_>)
+        -> Result<(), GpuError>;
 
     /// Decodes several ranges (of any chunks and dtypes) together, one
     /// result a range: a GPU needs thousands of rANS segments in flight, and
@@ -80,11 +69,7 @@ pub trait GpuEngine: Send + Sync {
     ) -> Vec<Result<(), GpuError>> {
         ranges
             .iter_mut()
-            .map(|r| {
-                self.decode_range(
-                    container, r.tables, r.tensor, r.chunk, r.total, r.first, r.out,
-                )
-            })
+            .map(|r| self.decode_range(container, r))
             .collect()
     }
 

@@ -182,21 +182,11 @@ impl GpuEngine for FakeGpu {
         ranges: &mut [GpuRange<'_>],
     ) -> Vec<Result<(), GpuError>> {
         self.batches.lock().unwrap().push(ranges.len());
-        ranges
-            .iter_mut()
-            .map(|r| self.decode_range(c, r.tables, r.tensor, r.chunk, r.total, r.first, r.out))
-            .collect()
+        ranges.iter_mut().map(|r| self.decode_range(c, r)).collect()
     }
-    fn decode_range(
-        &self,
-        c: &Container,
-        tables: &Tables,
-        tensor: usize,
-        chunk: usize,
-        total: usize,
-        first: usize,
-        out: &mut [u8],
-    ) -> Result<(), GpuError> {
+    fn decode_range(&self, c: &Container, r: &mut GpuRange<'_>) -> Result<(), GpuError> {
+        let (tables, tensor, chunk, total, first) = (r.tables, r.tensor, r.chunk, r.total, r.first);
+        let out = &mut *r.out;
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if self.sleep_every > 0 && n % self.sleep_every == 0 {
             std::thread::sleep(std::time::Duration::from_millis(3));
