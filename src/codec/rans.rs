@@ -472,26 +472,20 @@ pub(crate) fn decode_with<W: Word>(
         }
         let seg_out = &mut out[seg.start - first..seg.end - first];
         let k = seg.index;
-        let done = if assign {
-            decode_segment::<W, true>(
-                seg.bytes,
-                h.lanes,
-                h.scale_bits,
-                &h.table,
-                seg_out,
-                allow_simd,
-            )
+        let decode = if assign {
+            decode_segment::<W, true>
         } else {
-            decode_segment::<W, false>(
-                seg.bytes,
-                h.lanes,
-                h.scale_bits,
-                &h.table,
-                seg_out,
-                allow_simd,
-            )
+            decode_segment::<W, false>
         };
-        done.map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
+        decode(
+            seg.bytes,
+            h.lanes,
+            h.scale_bits,
+            &h.table,
+            seg_out,
+            allow_simd,
+        )
+        .map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
     }
     Ok(())
 }

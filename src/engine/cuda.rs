@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DriverError,
-    LaunchConfig, PinnedHostSlice, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DeviceRepr,
+    DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
 use super::gpu::{DeviceBuffer, GpuEngine, GpuError, GpuRange};
@@ -312,29 +312,22 @@ impl CudaEngine {
         stream
             .memcpy_htod(&*input, &mut data)
             .map_err(|x| e("copying the sections", x))?;
-        let tables = stream
-            .clone_htod(if batch.tables.is_empty() {
-                &[0u64][..]
-            } else {
-                &batch.tables
-            })
-            .map_err(|x| e("copying the decode tables", x))?;
-        let luts = stream
-            .clone_htod(if batch.luts.is_empty() {
-                &[0u32][..]
-            } else {
-                &batch.luts
-            })
-            .map_err(|x| e("copying the lookup tables", x))?;
+        // A copy of `v`, one zero element for an empty one (a device buffer
+        // is never empty).
+        fn up<T: DeviceRepr + Default + Copy>(
+            stream: &Arc<CudaStream>,
+            v: &[T],
+        ) -> Result<CudaSlice<T>, DriverError> {
+            let one = [T::default()];
+            stream.clone_htod(if v.is_empty() { &one[..] } else { v })
+        }
+        let tables = up(&stream, &batch.tables).map_err(|x| e("copying the decode tables", x))?;
+        let luts = up(&stream, &batch.luts).map_err(|x| e("copying the lookup tables", x))?;
         let mut passes = Vec::with_capacity(batch.passes.len());
         for p in &batch.passes {
             let pieces: Vec<u32> = p.pieces.iter().flat_map(piece_words).collect();
             let segs: Vec<u32> = p.segments.iter().flat_map(segment_words).collect();
-            let up = |v: &[u32], what: &str| {
-                stream
-                    .clone_htod(if v.is_empty() { &[0u32][..] } else { v })
-                    .map_err(|x| e(what, x))
-            };
+            let up = |v: &[u32], what: &str| up(&stream, v).map_err(|x| e(what, x));
             passes.push(UploadedPass {
                 pieces: up(&pieces, "copying the pieces")?,
                 longest: p.pieces.iter().map(|x| x.count).max().unwrap_or(0),
