@@ -176,13 +176,7 @@ fn load_puts_each_tensor_where_it_is_wanted_while_the_device_has_room() {
         let e = c.header().tensors.iter().find(|t| t.name == name).unwrap();
         data[e.data_offset as usize..(e.data_offset + e.byte_len) as usize].to_vec()
     };
-    let index = |name: &str| {
-        c.header()
-            .tensors
-            .iter()
-            .position(|t| t.name == name)
-            .unwrap()
-    };
+    let index = |name: &str| common::tensor_index(&c, name);
     // Room for layer.1.w (200 KB) and ids (512 B), never for layer.0.w (400 KB).
     let gpu = Arc::new(common::FakeGpu::new(&[]));
     *gpu.device_room.lock().unwrap() = 200_000 + 512 + 1000;

@@ -121,18 +121,8 @@ fn auto_reroutes_a_gpu_out_of_memory_to_the_cpu_and_counts_it() {
     let (packed, original) = model(dir.path());
     // Tensor order in the file: find 'a' and 'b'.
     let c = Container::open(&packed).unwrap();
-    let ta = c
-        .header()
-        .tensors
-        .iter()
-        .position(|t| t.name == "a")
-        .unwrap();
-    let tb = c
-        .header()
-        .tensors
-        .iter()
-        .position(|t| t.name == "b")
-        .unwrap();
+    let ta = common::tensor_index(&c, "a");
+    let tb = common::tensor_index(&c, "b");
     let gpu = Arc::new(FakeGpu::new(&[(ta, 0), (tb, 1)]));
     let mut o = opts(Mode::Auto, 2);
     o.gpu = Some(gpu.clone());
@@ -144,13 +134,7 @@ fn auto_reroutes_a_gpu_out_of_memory_to_the_cpu_and_counts_it() {
     );
     assert_eq!(s.gpu_oom_reroutes, 2);
     assert_eq!(s.memory_pressure_events, 2);
-    let float_chunks: u64 = c
-        .header()
-        .tensors
-        .iter()
-        .filter(|t| t.codec.is_some())
-        .map(|t| t.chunks.len() as u64)
-        .sum();
+    let float_chunks = common::float_chunks(&c) as u64;
     assert_eq!(
         gpu.seen.lock().unwrap().len() as u64,
         float_chunks - 2,
@@ -163,19 +147,8 @@ fn the_gpu_takes_a_batch_of_chunks_in_one_call_and_an_oom_reroutes_only_its_chun
     let dir = tempfile::tempdir().unwrap();
     let (packed, original) = model(dir.path());
     let c = Container::open(&packed).unwrap();
-    let ta = c
-        .header()
-        .tensors
-        .iter()
-        .position(|t| t.name == "a")
-        .unwrap();
-    let float_chunks: usize = c
-        .header()
-        .tensors
-        .iter()
-        .filter(|t| t.codec.is_some())
-        .map(|t| t.chunks.len())
-        .sum();
+    let ta = common::tensor_index(&c, "a");
+    let float_chunks = common::float_chunks(&c);
     // The defaults: one chunk a CPU batch, 64 a GPU batch.
     let gpu = Arc::new(FakeGpu::new(&[(ta, 1)]));
     let mut o = RunOptions::new(Mode::Auto, Config::default());
@@ -205,12 +178,7 @@ fn gpu_only_fails_hard_on_out_of_memory_naming_the_chunk_and_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let (packed, _) = model(dir.path());
     let c = Container::open(&packed).unwrap();
-    let tb = c
-        .header()
-        .tensors
-        .iter()
-        .position(|t| t.name == "b")
-        .unwrap();
+    let tb = common::tensor_index(&c, "b");
     let mut o = opts(Mode::GpuOnly, 2);
     o.gpu = Some(Arc::new(FakeGpu::new(&[(tb, 1)])));
     let out = dir.path().join("g.safetensors");

@@ -284,3 +284,22 @@ pub fn gaussian_model(
     );
     (packed, file)
 }
+
+/// The index of tensor `name` in `c` (file order).
+pub fn tensor_index(c: &Container, name: &str) -> usize {
+    c.header()
+        .tensors
+        .iter()
+        .position(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no tensor '{name}'"))
+}
+
+/// Chunks of the float tensors of `c` (the ones a GPU can take).
+pub fn float_chunks(c: &Container) -> usize {
+    c.header()
+        .tensors
+        .iter()
+        .filter(|t| t.codec.is_some())
+        .map(|t| t.chunks.len())
+        .sum()
+}
