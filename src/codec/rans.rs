@@ -294,6 +294,8 @@ pub(crate) struct Header<'a> {
     pub(crate) lanes: usize,
     seg_syms: usize,
     pub(crate) table: Table,
+    /// The present symbols and their frequencies, in slot order.
+    listed: Vec<(usize, usize)>,
     word_counts: Vec<usize>,
     /// The segments' bytes, in order.
     data: &'a [u8],
@@ -372,10 +374,6 @@ impl<'a> Header<'a> {
                 "rANS frequencies sum to {slot}, expected {m}"
             )));
         }
-        #[cfg(target_arch = "x86_64")]
-        if lanes == LANES && crate::codec::simd_available() {
-            table.packed = Packed::build(&listed, lut, scale_bits);
-        }
         let nseg = n.div_ceil(seg_syms);
         let mut word_counts = Vec::with_capacity(nseg.min(1 << 16));
         for _ in 0..nseg {
@@ -387,6 +385,7 @@ impl<'a> Header<'a> {
             lanes,
             seg_syms,
             table,
+            listed,
             word_counts,
             data,
             data_offset: body.len() - data.len(),
@@ -464,8 +463,13 @@ pub(crate) fn decode_with<W: Word>(
     allow_simd: bool,
 ) -> Result<()> {
     let last = first + out.len();
-    let h = Header::parse(body, lut, n)?;
+    let mut h = Header::parse(body, lut, n)?;
     h.check_range(first, last)?;
+    // The SIMD decoder's 32-bit table, built only where it will be read.
+    #[cfg(target_arch = "x86_64")]
+    if allow_simd && h.lanes == LANES && simd::available() {
+        h.table.packed = Packed::build(&h.listed, lut, h.scale_bits);
+    }
     for seg in h.segments()? {
         if seg.start < first || seg.end > last {
             continue;
@@ -838,7 +842,10 @@ mod tests {
                 .map(|s| s.wrapping_mul(0x9e37_79b9))
                 .collect();
             let shifted: Vec<u32> = (0..alphabet as u32).map(|s| 0x8003 + (s << 4)).collect();
-            let packed = |lut: &[u32]| Header::parse(&body, lut, n).unwrap().table.packed.is_some();
+            let packed = |lut: &[u32]| {
+                let h = Header::parse(&body, lut, n).unwrap();
+                Packed::build(&h.listed, lut, h.scale_bits).is_some()
+            };
             assert!(!packed(&scattered));
             if simd::available() {
                 assert!(packed(&shifted));
