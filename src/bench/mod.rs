@@ -591,8 +591,44 @@ fn run_options(
     Ok(o)
 }
 
-/// [`Overhead`] from `runs` pairs (after one pair of warm-up): the bare loop
-/// on `engine`, then the cpu-only graph with `workers`, both checked.
+/// A ratio measured in `runs` pairs of runs made back to back (after one
+/// pair of warm-up): `pair` times both runs, and each pair gives the first's
+/// seconds over the second's. (median, min, max, pairs).
+fn paired_ratio(
+    runs: usize,
+    mut pair: impl FnMut() -> Result<(f64, f64)>,
+) -> Result<(f64, f64, f64, usize)> {
+    let mut ratios = Vec::new();
+    for i in 0..runs.max(1) {
+        let (a, b) = pair()?;
+        if i > 0 || runs <= 1 {
+            ratios.push(a / b.max(1e-9));
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    Ok((
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+        ratios.len(),
+    ))
+}
+
+/// Seconds of one in-memory graph decode with `o`, checked against `reference`.
+fn graph_secs(c: &Arc<Container>, o: &RunOptions, reference: &[u8], what: &str) -> Result<f64> {
+    let t = Instant::now();
+    let (model, _) = crate::pipeline::decompress_to_memory(c.clone(), o)?;
+    let secs = t.elapsed().as_secs_f64();
+    if model.data != reference {
+        return Err(Error::Decode(format!(
+            "bench: {what} decoded bytes that differ from the bare loop's"
+        )));
+    }
+    Ok(secs)
+}
+
+/// [`Overhead`]: pairs of the bare loop on `engine`, then the cpu-only graph
+/// with `workers`, both checked.
 fn paired_overhead(
     c: &Arc<Container>,
     engine: &CpuEngine,
@@ -602,37 +638,29 @@ fn paired_overhead(
     reference: &[u8],
 ) -> Result<Overhead> {
     let o = run_options(Mode::CpuOnly, workers, target, &None)?;
-    let mut ratios = Vec::new();
-    for i in 0..runs.max(1) {
+    let (median, min, max, pairs) = paired_ratio(runs, || {
         let (model, st) = engine.decompress_to_memory(c, target)?;
-        let bare = st.wall.as_secs_f64();
-        let same = model.data == reference;
-        drop(model);
-        let t = Instant::now();
-        let (model, _) = crate::pipeline::decompress_to_memory(c.clone(), &o)?;
-        let graph = t.elapsed().as_secs_f64();
-        if !same || model.data != reference {
+        if model.data != reference {
             return Err(Error::Decode(
-                "bench: a paired run decoded bytes that differ from the bare loop's".into(),
+                "bench: a paired bare run decoded bytes that differ from the first".into(),
             ));
         }
-        if i > 0 || runs <= 1 {
-            ratios.push(bare / graph.max(1e-9));
-        }
-    }
-    ratios.sort_by(f64::total_cmp);
+        drop(model);
+        let graph = graph_secs(c, &o, reference, "a paired graph run")?;
+        Ok((st.wall.as_secs_f64(), graph))
+    })?;
     Ok(Overhead {
         workers,
         target_precision: target,
-        pipeline_over_bare: ratios[ratios.len() / 2],
-        min: ratios[0],
-        max: ratios[ratios.len() - 1],
-        pairs: ratios.len(),
+        pipeline_over_bare: median,
+        min,
+        max,
+        pairs,
     })
 }
 
-/// [`Scaling`] from `runs` pairs (after one pair of warm-up): the cpu-only
-/// graph with one worker, then with `workers`, both checked.
+/// [`Scaling`]: pairs of the cpu-only graph with one worker, then with
+/// `workers`, both checked.
 fn paired_scaling(
     c: &Arc<Container>,
     workers: usize,
@@ -641,30 +669,18 @@ fn paired_scaling(
 ) -> Result<Scaling> {
     let one = run_options(Mode::CpuOnly, 1, None, &None)?;
     let many = run_options(Mode::CpuOnly, workers, None, &None)?;
-    let mut ratios = Vec::new();
-    for i in 0..runs.max(1) {
-        let mut secs = [0.0f64; 2];
-        for (k, o) in [&one, &many].into_iter().enumerate() {
-            let t = Instant::now();
-            let (model, _) = crate::pipeline::decompress_to_memory(c.clone(), o)?;
-            secs[k] = t.elapsed().as_secs_f64();
-            if model.data != reference {
-                return Err(Error::Decode(
-                    "bench: a scaling run decoded bytes that differ from the input".into(),
-                ));
-            }
-        }
-        if i > 0 || runs <= 1 {
-            ratios.push(secs[0] / secs[1].max(1e-9));
-        }
-    }
-    ratios.sort_by(f64::total_cmp);
+    let (median, min, max, pairs) = paired_ratio(runs, || {
+        Ok((
+            graph_secs(c, &one, reference, "a 1-worker scaling run")?,
+            graph_secs(c, &many, reference, "a scaling run")?,
+        ))
+    })?;
     Ok(Scaling {
         workers,
-        median: ratios[ratios.len() / 2],
-        min: ratios[0],
-        max: ratios[ratios.len() - 1],
-        pairs: ratios.len(),
+        median,
+        min,
+        max,
+        pairs,
     })
 }
 
