@@ -335,21 +335,7 @@ fn statistics_json_has_the_design_keys_and_true_values() {
 fn a_two_process_cluster_on_loopback_writes_the_identical_file() {
     let dir = tempfile::tempdir().unwrap();
     let (packed, original) = model(dir.path());
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .unwrap();
+    let (hosts, _) = common::loopback_hosts(dir.path());
     let out = dir.path().join("cluster.safetensors");
     let log = dir.path().join("cluster.csv");
     let procs: Vec<_> = (0..2)

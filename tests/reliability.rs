@@ -637,14 +637,6 @@ fn injected_out_of_memory_loses_nothing_in_auto_and_stops_gpu_only() {
     assert_no_temp_files(dir.path());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Whether a TCP connection to or from local `port` is established.
 fn established(port: u16) -> bool {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
@@ -662,13 +654,7 @@ fn a_cluster_that_loses_a_process_stops_clearly_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // Big enough that the run is still going when process 1 is frozen.
     let (packed, _) = fault_model(dir.path(), 64, 6_000_000);
-    let ports = [free_port(), free_port()];
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
-    )
-    .unwrap();
+    let (hosts, ports) = common::loopback_hosts(dir.path());
     let out = dir.path().join("cluster.safetensors");
     let spawn = |p: usize| {
         std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"))
@@ -723,12 +709,7 @@ fn a_cluster_that_loses_a_process_stops_clearly_and_leaves_nothing() {
 fn a_cluster_whose_peer_never_starts_gives_up_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let (packed, _) = fault_model(dir.path(), 64, 100_000);
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let (hosts, _) = common::loopback_hosts(dir.path());
     let out = dir.path().join("alone.safetensors");
     let t = Instant::now();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"))

@@ -303,3 +303,23 @@ pub fn float_chunks(c: &Container) -> usize {
         .map(|t| t.chunks.len())
         .sum()
 }
+
+/// A hosts file in `dir` for a two-process cluster on loopback, at two free
+/// ports (returned too).
+pub fn loopback_hosts(dir: &Path) -> (PathBuf, [u16; 2]) {
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let ports = [port(), port()];
+    let hosts = dir.join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    (hosts, ports)
+}
