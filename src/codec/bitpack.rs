@@ -133,7 +133,7 @@ pub fn bit_runs(lut: &[u32], width: u32) -> Option<Vec<(u32, i32)>> {
 
 /// The AVX2 + BMI2 unpacker of bit-run planes: sixteen values per step.
 #[cfg(target_arch = "x86_64")]
-mod simd {
+pub(crate) mod simd {
     use super::super::rans::Word;
     use std::arch::x86_64::*;
 
@@ -159,6 +159,79 @@ mod simd {
         }
     }
 
+    /// Bit runs as AVX2 operands: each run's source mask and its shift left
+    /// and right (one of them zero), for 16- or 32-bit lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Runs {
+        masks: [__m256i; 4],
+        left: [__m128i; 4],
+        right: [__m128i; 4],
+        n: usize,
+    }
+
+    impl Runs {
+        /// At most four runs (what `bit_runs` gives).
+        #[target_feature(enable = "avx2")]
+        pub(crate) fn new(runs: &[(u32, i32)], wide: bool) -> Runs {
+            let mut r = Runs {
+                masks: [_mm256_setzero_si256(); 4],
+                left: [_mm_setzero_si128(); 4],
+                right: [_mm_setzero_si128(); 4],
+                n: runs.len().min(4),
+            };
+            for (k, &(m, s)) in runs.iter().take(4).enumerate() {
+                r.masks[k] = if wide {
+                    _mm256_set1_epi32(m as i32)
+                } else {
+                    _mm256_set1_epi16(m as i16)
+                };
+                r.left[k] = _mm_cvtsi32_si128(s.max(0));
+                r.right[k] = _mm_cvtsi32_si128((-s).max(0));
+            }
+            r
+        }
+
+        /// The contributions of sixteen values in 16-bit lanes.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        pub(crate) fn apply16(&self, v: __m256i) -> __m256i {
+            let mut acc = _mm256_setzero_si256();
+            for k in 0..self.n {
+                let part = _mm256_and_si256(v, self.masks[k]);
+                let part = _mm256_srl_epi16(_mm256_sll_epi16(part, self.left[k]), self.right[k]);
+                acc = _mm256_or_si256(acc, part);
+            }
+            acc
+        }
+
+        /// The contributions of eight values in 32-bit lanes.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        fn apply32(&self, v: __m256i) -> __m256i {
+            let mut acc = _mm256_setzero_si256();
+            for k in 0..self.n {
+                let part = _mm256_and_si256(v, self.masks[k]);
+                let part = _mm256_srl_epi32(_mm256_sll_epi32(part, self.left[k]), self.right[k]);
+                acc = _mm256_or_si256(acc, part);
+            }
+            acc
+        }
+    }
+
+    /// The sixteen `w`-bit values (`w <= 8`) packed at `body[at..]`, one a
+    /// byte. Reads whole 8-byte words: `body` needs `at + w + 8` bytes.
+    #[target_feature(enable = "avx2,bmi2")]
+    #[inline]
+    pub(crate) fn sixteen(body: &[u8], at: usize, w: usize) -> __m128i {
+        // One value per byte: the low `w` bits of each byte.
+        let spread = u64::from_le_bytes([((1u16 << w) - 1) as u8; 8]);
+        let load =
+            |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("eight bytes"));
+        let a = _pdep_u64(load(at), spread);
+        let b = _pdep_u64(load(at + w), spread);
+        _mm_set_epi64x(b as i64, a as i64)
+    }
+
     #[target_feature(enable = "avx2,bmi2")]
     fn runs_avx2<W: Word, const ASSIGN: bool, const WIDE: bool>(
         body: &[u8],
@@ -167,52 +240,16 @@ mod simd {
         out: &mut [W],
     ) -> usize {
         let w = width as usize;
-        // One value per byte: the low `width` bits of each byte.
-        let spread = u64::from_le_bytes([((1u16 << w) - 1) as u8; 8]);
-        let mut masks = [_mm256_setzero_si256(); 4];
-        let mut left = [_mm_setzero_si128(); 4];
-        let mut right = [_mm_setzero_si128(); 4];
-        for (k, &(m, s)) in runs.iter().enumerate() {
-            masks[k] = if WIDE {
-                _mm256_set1_epi32(m as i32)
-            } else {
-                _mm256_set1_epi16(m as i16)
-            };
-            left[k] = _mm_cvtsi32_si128(s.max(0));
-            right[k] = _mm_cvtsi32_si128((-s).max(0));
-        }
-        let nruns = runs.len();
-        let apply16 = |v: __m256i| {
-            let mut acc = _mm256_setzero_si256();
-            for k in 0..nruns {
-                let part = _mm256_and_si256(v, masks[k]);
-                let part = _mm256_srl_epi16(_mm256_sll_epi16(part, left[k]), right[k]);
-                acc = _mm256_or_si256(acc, part);
-            }
-            acc
-        };
-        let apply32 = |v: __m256i| {
-            let mut acc = _mm256_setzero_si256();
-            for k in 0..nruns {
-                let part = _mm256_and_si256(v, masks[k]);
-                let part = _mm256_srl_epi32(_mm256_sll_epi32(part, left[k]), right[k]);
-                acc = _mm256_or_si256(acc, part);
-            }
-            acc
-        };
+        let runs = Runs::new(runs, WIDE);
         // Whole 8-byte loads (pdep uses only their low 8 * width bits), so the
         // last group whose second load would pass the end is left to the caller.
         let groups = (out.len() / 16).min(body.len().saturating_sub(8 - w) / (2 * w));
-        let load =
-            |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("eight bytes"));
         for g in 0..groups {
-            let a = _pdep_u64(load(g * 2 * w), spread);
-            let b = _pdep_u64(load(g * 2 * w + w), spread);
-            let v8 = _mm_set_epi64x(b as i64, a as i64);
+            let v8 = sixteen(body, g * 2 * w, w);
             let dst: &mut [W] = &mut out[16 * g..16 * g + 16];
             if WIDE {
-                let lo = apply32(_mm256_cvtepu8_epi32(v8));
-                let hi = apply32(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v8, v8)));
+                let lo = runs.apply32(_mm256_cvtepu8_epi32(v8));
+                let hi = runs.apply32(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(v8, v8)));
                 let p = dst.as_mut_ptr() as *mut __m256i;
                 let (lo, hi) = if ASSIGN {
                     (lo, hi)
@@ -231,7 +268,7 @@ mod simd {
                     _mm256_storeu_si256(p.add(1), hi);
                 }
             } else {
-                let v = apply16(_mm256_cvtepu8_epi16(v8));
+                let v = runs.apply16(_mm256_cvtepu8_epi16(v8));
                 let p = dst.as_mut_ptr() as *mut __m256i;
                 let v = if ASSIGN {
                     v

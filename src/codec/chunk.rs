@@ -3,9 +3,10 @@
 //! significant first). Each section is coded on its own (see `symbols`), so a
 //! decode to fewer digits reads a prefix of the chunk's sections and no more.
 
+use super::bitpack;
 use super::layout::{FloatKind, Layout};
-use super::rans::Word;
-use super::symbols;
+use super::rans::{self, Word};
+use super::symbols::{self, Parsed};
 use crate::error::{Error, Result};
 
 /// Reads a little-endian value of `kind` at element `i` of `bytes`.
@@ -83,6 +84,8 @@ pub const RANGE_ALIGN: usize = super::rans::SEGMENT_SYMBOLS;
 pub struct Tables {
     pub kind: FloatKind,
     luts: Vec<Vec<u32>>,
+    /// Per section, its table's bit runs when stored raw (see `bitpack::bit_runs`).
+    runs: Vec<Option<Vec<(u32, i32)>>>,
 }
 
 impl Tables {
@@ -90,9 +93,15 @@ impl Tables {
     pub fn new(layout: &Layout, target: u32) -> Self {
         let target = target.min(layout.precision);
         let used = layout.sections_for(target);
+        let luts: Vec<Vec<u32>> = (0..used).map(|s| layout.contributions(s, target)).collect();
+        let runs = luts
+            .iter()
+            .map(|lut| bitpack::bit_runs(lut, symbols::raw_width(lut.len() as u32)))
+            .collect();
         Tables {
             kind: layout.kind,
-            luts: (0..used).map(|s| layout.contributions(s, target)).collect(),
+            luts,
+            runs,
         }
     }
 
@@ -125,7 +134,8 @@ impl Tables {
         if std::mem::size_of::<W>() != self.kind.size() {
             return Err(Error::Decode("output word does not match the dtype".into()));
         }
-        for (s, lut) in self.luts.iter().enumerate() {
+        let fused = self.decode_head_and_plane(sections, total, first, out)?;
+        for (s, lut) in self.luts.iter().enumerate().skip(if fused { 2 } else { 0 }) {
             let sec = sections
                 .get(s)
                 .ok_or_else(|| Error::Decode(format!("chunk lacks section {s}")))?;
@@ -133,6 +143,42 @@ impl Tables {
                 .map_err(|e| Error::Decode(format!("section {s}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Where the head is rANS-coded and plane 0 stored raw as bit runs (the
+    /// p = 2 case), decodes both in one pass over `out` and returns true;
+    /// else leaves `out` alone and returns false.
+    fn decode_head_and_plane<W: Word>(
+        &self,
+        sections: &[&[u8]],
+        total: usize,
+        first: usize,
+        out: &mut [W],
+    ) -> Result<bool> {
+        let (Some(head), Some(plane), Some(Some(runs))) =
+            (sections.first(), sections.get(1), self.runs.get(1))
+        else {
+            return Ok(false);
+        };
+        let last = first + out.len();
+        let (lut0, lut1) = (&self.luts[0], &self.luts[1]);
+        let parsed = (
+            symbols::parse(head, lut0, total, first, last),
+            symbols::parse(plane, lut1, total, first, last),
+        );
+        let (Ok(Parsed::Rans(body)), Ok(Parsed::Raw { width, bytes })) = parsed else {
+            // Anything else, errors included, takes the section by section path.
+            return Ok(false);
+        };
+        let plane = rans::Plane {
+            bytes,
+            width,
+            lut: lut1,
+            runs,
+        };
+        rans::decode_range_with_plane(body, lut0, total, first, out, true, &plane)
+            .map_err(|e| Error::Decode(format!("sections 0 and 1: {e}")))?;
+        Ok(true)
     }
 
     /// [`Tables::decode_range`] into little-endian bytes.

@@ -18,7 +18,7 @@
 //! `scale_bits <= 15` a symbol never needs two. A decoder that ends with every
 //! state back at `L` and every word consumed has read exactly what was written.
 
-use super::varint;
+use super::{bitpack, varint};
 use crate::error::{Error, Result};
 
 /// Lower bound of a state.
@@ -452,6 +452,32 @@ impl<'a> Header<'a> {
     }
 }
 
+/// A raw plane of `width`-bit values (`width <= 8`, one value per decoded
+/// symbol, from the range's first) whose contributions are bit runs (see
+/// [`bitpack::bit_runs`]). [`decode_range_with_plane`] adds it in the rANS
+/// section's own pass, so the output is written once rather than twice.
+pub(crate) struct Plane<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) width: u32,
+    pub(crate) lut: &'a [u32],
+    pub(crate) runs: &'a [(u32, i32)],
+}
+
+/// [`decode_range`], then `out[i] += plane.lut[plane value i]`: the same
+/// result as decoding the plane after the section, in one pass where the
+/// SIMD decoder can.
+pub(crate) fn decode_range_with_plane<W: Word>(
+    body: &[u8],
+    lut: &[u32],
+    total: usize,
+    first: usize,
+    out: &mut [W],
+    assign: bool,
+    plane: &Plane,
+) -> Result<()> {
+    decode_segments(body, lut, total, first, out, assign, true, Some(plane)).map(|_| ())
+}
+
 /// [`decode`], with the SIMD path allowed or not (tests hold both to the same output).
 pub(crate) fn decode_with<W: Word>(
     body: &[u8],
@@ -462,6 +488,21 @@ pub(crate) fn decode_with<W: Word>(
     assign: bool,
     allow_simd: bool,
 ) -> Result<()> {
+    decode_segments(body, lut, n, first, out, assign, allow_simd, None).map(|_| ())
+}
+
+/// Returns how many values took their plane contribution in the rANS pass.
+#[allow(clippy::too_many_arguments)]
+fn decode_segments<W: Word>(
+    body: &[u8],
+    lut: &[u32],
+    n: usize,
+    first: usize,
+    out: &mut [W],
+    assign: bool,
+    allow_simd: bool,
+    plane: Option<&Plane>,
+) -> Result<usize> {
     let last = first + out.len();
     let mut h = Header::parse(body, lut, n)?;
     h.check_range(first, last)?;
@@ -470,30 +511,56 @@ pub(crate) fn decode_with<W: Word>(
     if allow_simd && h.lanes == LANES && simd::available() {
         h.table.packed = Packed::build(&h.listed, lut, h.scale_bits);
     }
+    // Segments on whole bytes of the plane take it along; otherwise it is
+    // added after the section.
+    let fuse = plane.filter(|p| h.seg_syms * p.width as usize % 8 == 0);
+    let decode = if assign {
+        decode_segment::<W, true>
+    } else {
+        decode_segment::<W, false>
+    };
+    let mut in_pass = 0;
     for seg in h.segments()? {
         if seg.start < first || seg.end > last {
             continue;
         }
-        let seg_out = &mut out[seg.start - first..seg.end - first];
+        let (a, b) = (seg.start - first, seg.end - first);
         let k = seg.index;
-        let decode = if assign {
-            decode_segment::<W, true>
-        } else {
-            decode_segment::<W, false>
-        };
-        decode(
+        let seg_plane = fuse.map(|p| Plane {
+            bytes: &p.bytes[a * p.width as usize / 8..],
+            ..*p
+        });
+        let fused = decode(
             seg.bytes,
             h.lanes,
             h.scale_bits,
             &h.table,
-            seg_out,
+            &mut out[a..b],
             allow_simd,
+            seg_plane.as_ref(),
         )
         .map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
+        if let Some(p) = fuse {
+            add_plane(p, a + fused, b, &mut out[a + fused..b])?;
+        }
+        in_pass += fused;
     }
-    Ok(())
+    if let (Some(p), None) = (plane, fuse) {
+        add_plane(p, 0, out.len(), out)?;
+    }
+    Ok(in_pass)
 }
 
+/// Adds the plane's values `[a, b)` (`a` a multiple of 8) to `out`.
+fn add_plane<W: Word>(p: &Plane, a: usize, b: usize, out: &mut [W]) -> Result<()> {
+    let w = p.width;
+    let bytes = &p.bytes[a * w as usize / 8..bitpack::packed_len(b, w)];
+    bitpack::decode(bytes, w, p.lut, out, false)
+        .map_err(|e| Error::Decode(format!("digit plane: {e}")))
+}
+
+/// Decodes one segment into `out`; returns how many of its leading values
+/// (a multiple of 32) also took their `plane` contribution.
 fn decode_segment<W: Word, const ASSIGN: bool>(
     seg: &[u8],
     lanes: usize,
@@ -501,7 +568,8 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
     table: &Table,
     out: &mut [W],
     allow_simd: bool,
-) -> Result<()> {
+    plane: Option<&Plane>,
+) -> Result<usize> {
     let (state_bytes, words) = seg.split_at(lanes * 4);
     let mut states = [0u32; 64];
     for (st, b) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
@@ -520,11 +588,20 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
         *o = if ASSIGN { W::from_u32(v) } else { o.add(v) };
     };
     #[cfg(target_arch = "x86_64")]
-    if allow_simd && lanes == LANES && simd::available() {
-        let (done, read) = simd::blocks::<W, ASSIGN>(&mut states, words, scale_bits, table, out);
+    let fused = if allow_simd && lanes == LANES && simd::available() {
+        let (done, read, fused) =
+            simd::blocks::<W, ASSIGN>(&mut states, words, scale_bits, table, out, plane);
         i = done;
         pos = read;
-    }
+        fused
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let fused = {
+        let _ = (plane, allow_simd);
+        0
+    };
     if lanes == LANES {
         // Blocks of one symbol per lane. A block reads at most LANES words, so
         // while that many remain no read can fail, and the renormalisation is
@@ -582,7 +659,7 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
             "final states differ from the encoder's start (stream corrupt)".into(),
         ));
     }
-    Ok(())
+    Ok(fused)
 }
 
 /// The AVX2 decoder of full 32-lane blocks: four vectors of eight lanes. It
@@ -591,7 +668,8 @@ fn decode_segment<W: Word, const ASSIGN: bool>(
 /// scalar decoder on every input.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{Table, Word, LANES};
+    use super::{Plane, Table, Word, LANES};
+    use crate::codec::bitpack::simd::{sixteen, Runs};
     use std::arch::x86_64::*;
 
     pub(crate) use crate::codec::simd_available as available;
@@ -618,35 +696,56 @@ mod simd {
     static COMPACTION: [[u32; 8]; 256] = compaction();
 
     /// Decodes whole blocks while at least 64 bytes of words remain; returns
-    /// (symbols decoded, bytes of words read). `states` holds the 32 lanes.
+    /// (symbols decoded, bytes of words read, symbols that took their
+    /// `plane` contribution too). `states` holds the 32 lanes. The plane
+    /// rides along for 16-bit words and at most two bit runs.
     pub fn blocks<W: Word, const ASSIGN: bool>(
         states: &mut [u32; 64],
         words: &[u8],
         scale_bits: u32,
         table: &Table,
         out: &mut [W],
-    ) -> (usize, usize) {
+        plane: Option<&Plane>,
+    ) -> (usize, usize, usize) {
         debug_assert!(available());
+        let plane = plane.filter(|p| {
+            std::mem::size_of::<W>() == 2 && (1..=8).contains(&p.width) && p.runs.len() <= 2
+        });
         // SAFETY: `available()` checked that the CPU has AVX2 and BMI2.
         unsafe {
-            if table.packed.is_some() {
-                blocks_avx2::<W, ASSIGN, true>(states, words, scale_bits, table, out)
-            } else {
-                blocks_avx2::<W, ASSIGN, false>(states, words, scale_bits, table, out)
+            match (table.packed.is_some(), plane) {
+                (true, None) => blocks_avx2::<W, ASSIGN, true, false>(
+                    states, words, scale_bits, table, out, None,
+                ),
+                (false, None) => blocks_avx2::<W, ASSIGN, false, false>(
+                    states, words, scale_bits, table, out, None,
+                ),
+                (true, p) => {
+                    blocks_avx2::<W, ASSIGN, true, true>(states, words, scale_bits, table, out, p)
+                }
+                (false, p) => {
+                    blocks_avx2::<W, ASSIGN, false, true>(states, words, scale_bits, table, out, p)
+                }
             }
         }
     }
 
     /// `PACKED`: read `table.packed` (one 32-bit gather per eight lanes), else
-    /// `table.entry` (two 64-bit gathers).
-    #[target_feature(enable = "avx2")]
-    fn blocks_avx2<W: Word, const ASSIGN: bool, const PACKED: bool>(
+    /// `table.entry` (two 64-bit gathers). `FUSED`: add `plane`'s values
+    /// (16-bit words only).
+    #[target_feature(enable = "avx2,bmi2")]
+    fn blocks_avx2<W: Word, const ASSIGN: bool, const PACKED: bool, const FUSED: bool>(
         states: &mut [u32; 64],
         words: &[u8],
         scale_bits: u32,
         table: &Table,
         out: &mut [W],
-    ) -> (usize, usize) {
+        plane: Option<&Plane>,
+    ) -> (usize, usize, usize) {
+        let (pbytes, pw, runs) = match plane {
+            Some(p) if FUSED => (p.bytes, p.width as usize, Runs::new(p.runs, false)),
+            _ => (&[][..], 1, Runs::new(&[], false)),
+        };
         let n = out.len();
         let wide = std::mem::size_of::<W>() == 4;
         let mask = _mm256_set1_epi32(((1u32 << scale_bits) - 1) as i32);
@@ -682,7 +781,12 @@ mod simd {
         }
         let mut i = 0usize;
         let mut pos = 0usize;
-        while n - i >= LANES && words.len() - pos >= 2 * LANES {
+        // A block's plane values end by `(i + 32) * pw / 8` bytes, and its last
+        // 8-byte load (see `sixteen`) by `(i + 24) * pw / 8 + 8`.
+        while n - i >= LANES
+            && words.len() - pos >= 2 * LANES
+            && (!FUSED || (i + 24) * pw / 8 + 8 <= pbytes.len())
+        {
             // Phase A, independent across the four groups: the state step and
             // the outputs. Phase B chains the word position from group to
             // group, and that chain is a popcount and an add: kept apart, the
@@ -744,6 +848,12 @@ mod simd {
                     // previous group's to sixteen u16, in order.
                     let v16 =
                         _mm256_permute4x64_epi64::<0b1101_1000>(_mm256_packus_epi32(pending, v));
+                    let v16 = if FUSED {
+                        let digits = sixteen(pbytes, (o - 8) * pw / 8, pw);
+                        _mm256_add_epi16(v16, runs.apply16(_mm256_cvtepu8_epi16(digits)))
+                    } else {
+                        v16
+                    };
                     let dst: &mut [W] = &mut out[o - 8..o + 8];
                     let p = dst.as_mut_ptr() as *mut __m256i;
                     let v16 = if ASSIGN {
@@ -780,7 +890,7 @@ mod simd {
             // SAFETY: writes the eight u32 of `lanes`.
             unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *v) };
         }
-        (i, pos)
+        (i, pos, if FUSED { i } else { 0 })
     }
 }
 
@@ -865,6 +975,61 @@ mod tests {
                 if assign {
                     let want: Vec<u16> = syms.iter().map(|&s| lut16[s as usize] as u16).collect();
                     assert_eq!(a, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_plane_fused_into_the_rans_pass_adds_what_a_second_pass_would() {
+        let mut x = 7u64;
+        let mut next = |m: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        // bf16 at p = 2: a head of E and three digits (bits 4..15), plane 0 the
+        // sign (bit 4 to bit 15) and four digits (bits 0..4); f16: a plane of
+        // the sign and seven digits.
+        let head: Vec<u32> = (0..2048u32).map(|s| s << 4).collect();
+        let bf16_plane: Vec<u32> = (0..32u32).map(|v| (v & 15) | (v >> 4) << 15).collect();
+        let f16_plane: Vec<u32> = (0..256u32).map(|v| (v & 127) | (v >> 7) << 15).collect();
+        for n in [2 * SEGMENT_SYMBOLS + 77, SEGMENT_SYMBOLS, 4099, 200, 31] {
+            let syms: Vec<u16> = (0..n).map(|_| (1000 + next(40) * next(3)) as u16).collect();
+            let mut body = Vec::new();
+            encode(&syms, &counts_of(&syms, 2048), &mut body);
+            for (lut1, width) in [(&bf16_plane, 5u32), (&f16_plane, 8)] {
+                let values: Vec<u16> = (0..n).map(|_| next(1 << width) as u16).collect();
+                let mut packed = Vec::new();
+                bitpack::encode(&values, width, &mut packed);
+                let runs = bitpack::bit_runs(lut1, width).expect("bit runs");
+                let ranges = [(0, n), (0, n.min(SEGMENT_SYMBOLS)), (SEGMENT_SYMBOLS, n)];
+                for (first, last) in ranges.into_iter().filter(|(a, b)| a < b) {
+                    let bytes =
+                        &packed[first * width as usize / 8..bitpack::packed_len(last, width)];
+                    let plane = Plane {
+                        bytes,
+                        width,
+                        lut: lut1,
+                        runs: &runs,
+                    };
+                    let mut got = vec![0u16; last - first];
+                    let in_pass =
+                        decode_segments(&body, &head, n, first, &mut got, true, true, Some(&plane))
+                            .unwrap();
+                    let want: Vec<u16> = (first..last)
+                        .map(|i| (head[syms[i] as usize] + lut1[values[i] as usize]) as u16)
+                        .collect();
+                    assert!(got == want, "n {n}, width {width}, range {first}..{last}");
+                    // The SIMD decoder takes the plane along for all but the
+                    // last blocks of each segment (where its words run short).
+                    if simd::available() {
+                        let segments = (last - first).div_ceil(SEGMENT_SYMBOLS);
+                        let len = last - first;
+                        assert!(in_pass + 8 * LANES * segments >= len, "{in_pass} of {len}");
+                        assert!(len < 8 * LANES || in_pass > 0);
+                    }
                 }
             }
         }
