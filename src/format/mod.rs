@@ -41,6 +41,10 @@ pub const MAX_CHUNK_BYTES: u64 = 256 << 20;
 pub const MAX_DATA_LEN: u64 = 1 << 48;
 /// The value of `Header::format`.
 pub const FORMAT_NAME: &str = "padic-burst";
+/// Containers up to this size stay mapped while they decode (see
+/// [`Container::release`]); larger ones give back each chunk's pages once
+/// it is decoded, so streaming a large model keeps its resident memory bounded.
+pub const RELEASE_ABOVE: usize = 64 << 20;
 
 /// The container's index.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -312,8 +316,14 @@ impl Container {
 
     /// Lets the kernel drop this process's mapping of chunk `c` of tensor `t`
     /// (the pages stay in the page cache): a stream over a model larger than
-    /// memory keeps only the chunks in flight resident. Best effort.
+    /// memory keeps only the chunks in flight resident. Best effort, and only
+    /// for a file over [`RELEASE_ABOVE`]: below it, the pages mapped cost
+    /// less than the `madvise` per chunk (a TLB shootdown on every core that
+    /// runs a worker) and the faults of mapping them again at the next decode.
     pub fn release(&self, t: usize, c: usize) {
+        if self.map.len() <= RELEASE_ABOVE {
+            return;
+        }
         const PAGE: usize = 4096;
         let chunk = &self.header.tensors[t].chunks[c];
         let start = (chunk.offset as usize).next_multiple_of(PAGE);
