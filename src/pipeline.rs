@@ -558,7 +558,7 @@ impl WorkQueue {
         let n = tasks.min(u32::MAX as usize) as u64;
         let k = workers.max(1) as u64;
         let shares = (0..k)
-            .map(|w| std::sync::atomic::AtomicU64::new((n * w / k) << 32 | n * (w + 1) / k))
+            .map(|w| std::sync::atomic::AtomicU64::new(((n * w / k) << 32) | (n * (w + 1) / k)))
             .collect();
         WorkQueue { shares }
     }
@@ -578,10 +578,10 @@ impl WorkQueue {
                 }
                 let (next, range) = if step == 0 {
                     let end = (lo + batch).min(hi);
-                    (end << 32 | hi, lo..end)
+                    ((end << 32) | hi, lo..end)
                 } else {
                     let start = hi.saturating_sub(batch).max(lo);
-                    (lo << 32 | start, start..hi)
+                    ((lo << 32) | start, start..hi)
                 };
                 match share.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => return Some(range.start as usize..range.end as usize),
