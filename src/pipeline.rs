@@ -245,10 +245,9 @@ impl ChunkDecoder {
     fn cpu(&self, t: &ChunkTask, first: u64, last: u64, out: &mut [u8]) -> Result<u64> {
         let c = &*self.container;
         match &self.tables[t.tensor] {
-            Some(tab) => {
-                let secs = c.sections(t.tensor, t.chunk, tab.sections_used())?;
+            Some(tab) => c.read_sections(t.tensor, t.chunk, tab.sections_used(), |secs| {
                 tab.decode_range_bytes(
-                    &secs,
+                    secs,
                     t.elements as usize,
                     first as usize,
                     out,
@@ -256,7 +255,7 @@ impl ChunkDecoder {
                 )
                 .map_err(|e| c.decode_error(t.tensor, t.chunk, e))?;
                 Ok(secs.iter().map(|s| s.len() as u64).sum())
-            }
+            }),
             None => {
                 let secs = c.sections(t.tensor, t.chunk, 1)?;
                 out.copy_from_slice(&secs[0][first as usize..last as usize]);

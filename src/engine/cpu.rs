@@ -185,12 +185,11 @@ impl CpuEngine {
         scratch: &mut Vec<u32>,
     ) -> Result<u64> {
         match &tables[job.tensor] {
-            Some(tab) => {
-                let secs = c.sections(job.tensor, job.chunk, tab.sections_used())?;
-                tab.decode_bytes(&secs, out, scratch)
+            Some(tab) => c.read_sections(job.tensor, job.chunk, tab.sections_used(), |secs| {
+                tab.decode_bytes(secs, out, scratch)
                     .map_err(|e| c.decode_error(job.tensor, job.chunk, e))?;
                 Ok(secs.iter().map(|s| s.len() as u64).sum())
-            }
+            }),
             None => {
                 let secs = c.sections(job.tensor, job.chunk, 1)?;
                 out.copy_from_slice(secs[0]);
