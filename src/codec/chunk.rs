@@ -176,7 +176,7 @@ impl Tables {
             lut: lut1,
             runs,
         };
-        rans::decode_range_with_plane(body, lut0, total, first, out, true, &plane)
+        rans::decode_with(body, lut0, total, first, out, true, true, Some(&plane))
             .map_err(|e| Error::Decode(format!("sections 0 and 1: {e}")))?;
         Ok(true)
     }

@@ -271,7 +271,7 @@ impl Word for u32 {
 /// `out[i] = lut[sym]` when `assign`, else `out[i] += lut[sym]`.
 pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) -> Result<()> {
     let n = out.len();
-    decode_with(body, lut, n, 0, out, assign, true)
+    decode_with(body, lut, n, 0, out, assign, true, None).map(|_| ())
 }
 
 /// Decodes symbols `[first, first + out.len())` of a section of `total`
@@ -285,7 +285,7 @@ pub fn decode_range<W: Word>(
     out: &mut [W],
     assign: bool,
 ) -> Result<()> {
-    decode_with(body, lut, total, first, out, assign, true)
+    decode_with(body, lut, total, first, out, assign, true, None).map(|_| ())
 }
 
 /// A parsed rANS section header: everything but the segments' states and words.
@@ -463,37 +463,13 @@ pub(crate) struct Plane<'a> {
     pub(crate) runs: &'a [(u32, i32)],
 }
 
-/// [`decode_range`], then `out[i] += plane.lut[plane value i]`: the same
-/// result as decoding the plane after the section, in one pass where the
-/// SIMD decoder can.
-pub(crate) fn decode_range_with_plane<W: Word>(
-    body: &[u8],
-    lut: &[u32],
-    total: usize,
-    first: usize,
-    out: &mut [W],
-    assign: bool,
-    plane: &Plane,
-) -> Result<()> {
-    decode_segments(body, lut, total, first, out, assign, true, Some(plane)).map(|_| ())
-}
-
-/// [`decode`], with the SIMD path allowed or not (tests hold both to the same output).
-pub(crate) fn decode_with<W: Word>(
-    body: &[u8],
-    lut: &[u32],
-    n: usize,
-    first: usize,
-    out: &mut [W],
-    assign: bool,
-    allow_simd: bool,
-) -> Result<()> {
-    decode_segments(body, lut, n, first, out, assign, allow_simd, None).map(|_| ())
-}
-
-/// Returns how many values took their plane contribution in the rANS pass.
+/// [`decode_range`], with the SIMD path allowed or not (tests hold both to
+/// the same output), and then `out[i] += plane.lut[plane value i]` when
+/// there is a plane: the same result as decoding the plane after the
+/// section, in one pass where the SIMD decoder can. Returns how many values
+/// took their plane contribution in that pass.
 #[allow(clippy::too_many_arguments)]
-fn decode_segments<W: Word>(
+pub(crate) fn decode_with<W: Word>(
     body: &[u8],
     lut: &[u32],
     n: usize,
@@ -964,13 +940,13 @@ mod tests {
                 let lut16: Vec<u32> = lut32.iter().map(|v| v & 0xffff).collect();
                 let mut a = vec![7u32; n];
                 let mut b = vec![7u32; n];
-                decode_with(&body, lut32, n, 0, &mut a, assign, true).unwrap();
-                decode_with(&body, lut32, n, 0, &mut b, assign, false).unwrap();
+                decode_with(&body, lut32, n, 0, &mut a, assign, true, None).unwrap();
+                decode_with(&body, lut32, n, 0, &mut b, assign, false, None).unwrap();
                 assert_eq!(a, b);
                 let mut a = vec![7u16; n];
                 let mut b = vec![7u16; n];
-                decode_with(&body, &lut16, n, 0, &mut a, assign, true).unwrap();
-                decode_with(&body, &lut16, n, 0, &mut b, assign, false).unwrap();
+                decode_with(&body, &lut16, n, 0, &mut a, assign, true, None).unwrap();
+                decode_with(&body, &lut16, n, 0, &mut b, assign, false, None).unwrap();
                 assert_eq!(a, b);
                 if assign {
                     let want: Vec<u16> = syms.iter().map(|&s| lut16[s as usize] as u16).collect();
@@ -1016,7 +992,7 @@ mod tests {
                     };
                     let mut got = vec![0u16; last - first];
                     let in_pass =
-                        decode_segments(&body, &head, n, first, &mut got, true, true, Some(&plane))
+                        decode_with(&body, &head, n, first, &mut got, true, true, Some(&plane))
                             .unwrap();
                     let want: Vec<u16> = (first..last)
                         .map(|i| (head[syms[i] as usize] + lut1[values[i] as usize]) as u16)
