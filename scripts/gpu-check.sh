@@ -49,7 +49,7 @@ run)
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     echo "== tests/gpu.rs"
-    "$dir/bin/gpu-tests" --test-threads 1 --nocapture || echo x >> "$failed"
+    PADIC_REQUIRE_GPU=1 "$dir/bin/gpu-tests" --test-threads 1 --nocapture || echo x >> "$failed"
     echo "== examples/gpu_throughput"
     "$dir/bin/gpu_throughput" 1024 20 64,256,1024 || echo x >> "$failed"
     echo "== padic-burst decompress --mode auto --record-pressure"

@@ -148,7 +148,7 @@ fn the_kernels_compile_with_nvrtc_for_hopper_and_ampere() {
         return;
     }
     for arch in ["compute_90", "compute_80"] {
-        let ptx = cuda::compile(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let ptx = cuda::compile(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
         let src = ptx.to_src();
         for k in ["pieces_u16", "rans_u16", "pieces_u32", "rans_u32"] {
             assert!(
@@ -157,6 +157,23 @@ fn the_kernels_compile_with_nvrtc_for_hopper_and_ampere() {
             );
         }
     }
+    // What the engine loads: machine code for the card, which a driver older
+    // than this NVRTC still takes (its PTX it would refuse).
+    for arch in ["sm_90", "sm_80"] {
+        let cubin = cuda::compile(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        // An ELF image: 0x7f 'E' 'L' 'F'.
+        let dbg = format!("{cubin:?}");
+        assert!(
+            dbg.starts_with("Ptx(Binary([127, 69, 76, 70,"),
+            "{arch}: not a CUBIN: {}",
+            &dbg[..dbg.len().min(80)]
+        );
+    }
+    let err = cuda::compile("sm_1").unwrap_err();
+    assert!(
+        err.contains("could not compile") && err.contains("sm_1"),
+        "{err}"
+    );
 }
 
 /// Without a driver the engine says so, and never panics.
@@ -200,10 +217,18 @@ mod on_a_gpu {
     /// One GPU check at a time: one fills the card.
     static GPU: Mutex<()> = Mutex::new(());
 
+    /// The engine, or `None` (said) without a GPU; with
+    /// `PADIC_REQUIRE_GPU=1` (`scripts/gpu-check.sh run` sets it) a missing
+    /// engine fails the test: on the GPU machine a skip would hide that
+    /// nothing ran on the card.
     fn engine() -> Option<Arc<CudaEngine>> {
         match CudaEngine::shared(0) {
             Ok(e) => Some(e),
             Err(e) => {
+                assert!(
+                    std::env::var("PADIC_REQUIRE_GPU").as_deref() != Ok("1"),
+                    "PADIC_REQUIRE_GPU=1 but the engine did not start: {e}"
+                );
                 eprintln!("SKIPPED (no GPU here): {e}");
                 None
             }

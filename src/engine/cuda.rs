@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DeviceRepr,
-    DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, CudaViewMut, DevicePtr,
+    DeviceRepr, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
 use super::gpu::{DeviceBuffer, GpuEngine, GpuError, GpuRange};
@@ -52,21 +52,77 @@ pub fn nvrtc_present() -> Result<(), String> {
     Ok(())
 }
 
-/// Compiles the kernels for `arch` (`compute_90`, ...): the PTX, or the NVRTC log.
-pub fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx, String> {
+/// Compiles the kernels for `arch`, or gives the NVRTC log. `sm_90` and such
+/// give a CUBIN, machine code for that GPU, which the engine loads: PTX from
+/// an NVRTC newer than the driver (a CUDA 13.5 wheel on a 13.0 driver) is
+/// refused with `CUDA_ERROR_UNSUPPORTED_PTX_VERSION`, a CUBIN is not.
+/// `compute_90` and such give PTX.
+pub fn compile(arch: &str) -> Result<cudarc::nvrtc::Ptx, String> {
+    use cudarc::nvrtc::{result, sys};
+    use std::ffi::{c_char, CStr};
     nvrtc_present()?;
-    let mut opts = cudarc::nvrtc::CompileOptions::default();
-    if let Some(a) = arch {
-        opts.options.push(format!("--gpu-architecture={a}"));
+    let opts = [format!("--gpu-architecture={arch}"), "--std=c++14".into()];
+    let src = std::ffi::CString::new(KERNELS).map_err(|e| format!("kernels/decode.cu: {e}"))?;
+    let prog = result::create_program(&src, Some(c"decode.cu"))
+        .map_err(|e| format!("NVRTC {}: creating the program: {e}", nvrtc_version()))?;
+    let fail = |what: &str, e: result::NvrtcError| {
+        format!(
+            "NVRTC {} could not {what} kernels/decode.cu for {arch}: {e}",
+            nvrtc_version()
+        )
+    };
+    // SAFETY: `prog` is live until the destroy below, and `src` outlives it;
+    // every buffer handed to NVRTC has the size NVRTC gave for it.
+    let built = unsafe {
+        (|| {
+            if result::compile_program(prog, &opts).is_err() {
+                let log = result::get_program_log(prog)
+                    .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "NVRTC {} could not compile kernels/decode.cu for {arch}:\n{log}",
+                    nvrtc_version()
+                ));
+            }
+            if !arch.starts_with("sm_") {
+                let ptx = result::get_ptx(prog).map_err(|e| fail("get the PTX of", e))?;
+                let text = CStr::from_ptr(ptx.as_ptr()).to_string_lossy().into_owned();
+                return Ok(cudarc::nvrtc::Ptx::from_src(text));
+            }
+            let mut size = 0usize;
+            sys::nvrtcGetCUBINSize(prog, &mut size)
+                .result()
+                .map_err(|e| fail("size the CUBIN of", e))?;
+            let mut cubin = vec![0u8; size];
+            sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut c_char)
+                .result()
+                .map_err(|e| fail("get the CUBIN of", e))?;
+            Ok(cudarc::nvrtc::Ptx::from_binary(cubin))
+        })()
+    };
+    // SAFETY: `prog` came from `create_program` and is destroyed once.
+    let _ = unsafe { result::destroy_program(prog) };
+    built
+}
+
+/// NVRTC's version, `major.minor` (or `?` when it will not say).
+pub fn nvrtc_version() -> String {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two plain out-parameters.
+    match unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }.result() {
+        Ok(()) => format!("{major}.{minor}"),
+        Err(_) => "?".into(),
     }
-    opts.options.push("--std=c++14".into());
-    cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| match e {
-        cudarc::nvrtc::CompileError::CompileError { log, .. } => format!(
-            "NVRTC could not compile kernels/decode.cu:\n{}",
-            log.to_string_lossy()
-        ),
-        other => format!("NVRTC could not compile kernels/decode.cu: {other}"),
-    })
+}
+
+/// The CUDA version the driver supports, `major.minor` (or `?`).
+fn driver_version() -> String {
+    let mut v = 0;
+    // SAFETY: a plain out-parameter.
+    match unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }.result() {
+        Ok(()) => format!("{}.{}", v / 1000, v % 1000 / 10),
+        Err(_) => "?".into(),
+    }
 }
 
 struct Kernels {
@@ -94,6 +150,10 @@ struct Lane {
     stream: Arc<CudaStream>,
     /// Sections on their way up (write-combined: the host only writes it).
     input: Option<PinnedHostSlice<u8>>,
+    /// Recorded after the last copy out of `input`: the next staging waits
+    /// for it (the copy reads only the staged bytes, through a plain slice,
+    /// so the pinned buffer's own event does not cover it).
+    staged: Option<CudaEvent>,
     /// Values on their way down.
     output: Option<PinnedHostSlice<u8>>,
 }
@@ -181,10 +241,17 @@ impl CudaEngine {
         let (major, minor) = ctx
             .compute_capability()
             .map_err(|e| fail("reading the compute capability", e))?;
-        let ptx = compile(Some(&format!("compute_{major}{minor}"))).map_err(GpuError::Failed)?;
-        let module = ctx
-            .load_module(ptx)
-            .map_err(|e| fail("loading the kernels", e))?;
+        let cubin = compile(&format!("sm_{major}{minor}")).map_err(GpuError::Failed)?;
+        let module = ctx.load_module(cubin).map_err(|e| {
+            fail(
+                &format!(
+                    "loading the kernels (driver CUDA {}, NVRTC {})",
+                    driver_version(),
+                    nvrtc_version()
+                ),
+                e,
+            )
+        })?;
         let load = |name: &str| {
             module
                 .load_function(name)
@@ -238,6 +305,7 @@ impl CudaEngine {
             lanes.push(Lane {
                 stream,
                 input: None,
+                staged: None,
                 output: None,
             });
         }
@@ -286,8 +354,11 @@ impl CudaEngine {
             };
             // SAFETY: the memory is written (input) or copied into (output)
             // before anything reads it.
-            let p = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(len, flags) }
-                .map_err(|e| self.error("allocating pinned host memory", e, len as u64))?;
+            // Out of pinned host memory is not the GPU's memory: no reroute
+            // as a memory-pressure event, a failure that says what ran out.
+            let p = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(len, flags) }.map_err(|e| {
+                GpuError::Failed(format!("allocating {len} bytes of pinned host memory: {e}"))
+            })?;
             *slot = Some(p);
         }
         Ok(slot.as_mut().expect("pinned buffer just made"))
@@ -299,19 +370,31 @@ impl CudaEngine {
         let bytes = batch.device_bytes();
         let e = |what: &str, err| self.error(what, err, bytes);
         let stream = lane.stream.clone();
-        let input = self.pinned(&mut lane.input, batch.data.len(), true)?;
+        let n = batch.data.len();
+        if let Some(copied) = lane.staged.take() {
+            copied
+                .synchronize()
+                .map_err(|x| e("waiting for the staging buffer", x))?;
+        }
+        let input = self.pinned(&mut lane.input, n, true)?;
         let staged = input
             .as_mut_slice()
             .map_err(|x| e("waiting for the staging buffer", x))?;
-        staged[..batch.data.len()].copy_from_slice(&batch.data);
-        // The device copy spans the whole pinned buffer (a copy cannot take
-        // part of one); only `data.len()` bytes of it are read.
+        staged[..n].copy_from_slice(&batch.data);
         let mut data: CudaSlice<u8> =
             // SAFETY: filled by the copy below before any kernel reads it.
-            unsafe { stream.alloc(input.len()) }.map_err(|x| e("allocating the sections", x))?;
-        stream
-            .memcpy_htod(&*input, &mut data)
-            .map_err(|x| e("copying the sections", x))?;
+            unsafe { stream.alloc(n.max(1)) }.map_err(|x| e("allocating the sections", x))?;
+        if n > 0 {
+            // Only the staged bytes go up, whatever the buffer's size.
+            stream
+                .memcpy_htod(&staged[..n], &mut data)
+                .map_err(|x| e("copying the sections", x))?;
+            lane.staged = Some(
+                stream
+                    .record_event(None)
+                    .map_err(|x| e("recording the copy", x))?,
+            );
+        }
         // A copy of `v`, one zero element for an empty one (a device buffer
         // is never empty).
         fn up<T: DeviceRepr + Default + Copy>(
@@ -530,7 +613,11 @@ impl CudaEngine {
                     }
                 }
             }
-            Ok(())
+            // An error cudarc stored on the way (a failed event record or
+            // asynchronous free) belongs to this sub-batch's work.
+            self.ctx
+                .check_err()
+                .map_err(|x| self.error("a stream operation", x, bytes))
         })();
         match done {
             Ok(()) => {
@@ -734,6 +821,9 @@ impl CudaEngine {
                     t.name, flag[0]
                 )));
             }
+            self.ctx
+                .check_err()
+                .map_err(|x| e("a stream operation", x))?;
             Ok(Arc::new(CudaBuffer {
                 buf,
                 len: bytes as usize,
