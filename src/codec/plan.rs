@@ -92,18 +92,22 @@ impl Tables {
             let sec = sections
                 .get(s)
                 .ok_or_else(|| Error::Decode(format!("chunk lacks section {s}")))?;
+            // Only the bytes the range reads go into `data` (a HYBRID part
+            // uploads its own segments, not the whole chunk's).
             let base = data.len();
-            let in_section = |p: &[u8]| base + (p.as_ptr() as usize - sec.as_ptr() as usize);
             let plan = match symbols::parse(sec, lut, total, first, last)
                 .map_err(|e| Error::Decode(format!("section {s}: {e}")))?
             {
                 Parsed::Const(value) => SectionPlan::Const { value },
-                Parsed::Raw { width, bytes } => SectionPlan::Raw {
-                    offset: offset(in_section(bytes))?,
-                    len: offset(bytes.len())?,
-                    width,
-                    lut: lut.to_vec(),
-                },
+                Parsed::Raw { width, bytes } => {
+                    data.extend_from_slice(bytes);
+                    SectionPlan::Raw {
+                        offset: offset(base)?,
+                        len: offset(bytes.len())?,
+                        width,
+                        lut: lut.to_vec(),
+                    }
+                }
                 Parsed::Rans(body) => {
                     let h = Header::parse(body, lut, total)
                         .map_err(|e| Error::Decode(format!("section {s}: {e}")))?;
@@ -115,16 +119,21 @@ impl Tables {
                             h.lanes
                         )));
                     }
-                    let body_base = in_section(body);
-                    let mut segments = Vec::new();
-                    for seg in h
+                    let in_range: Vec<_> = h
                         .segments()
                         .map_err(|e| Error::Decode(format!("section {s}: {e}")))?
-                    {
-                        if seg.start < first || seg.end > last {
-                            continue;
-                        }
-                        let states_off = body_base + seg.offset;
+                        .into_iter()
+                        .filter(|seg| seg.start >= first && seg.end <= last)
+                        .collect();
+                    // The segments in range lie back to back in the body.
+                    let lo = in_range.first().map_or(0, |seg| seg.offset);
+                    let hi = in_range
+                        .last()
+                        .map_or(0, |seg| seg.offset + seg.bytes.len());
+                    data.extend_from_slice(&body[lo..hi]);
+                    let mut segments = Vec::new();
+                    for seg in in_range {
+                        let states_off = base + (seg.offset - lo);
                         segments.push(Segment {
                             out_start: offset(seg.start - first)?,
                             len: offset(seg.end - seg.start)?,
@@ -141,7 +150,6 @@ impl Tables {
                     }
                 }
             };
-            data.extend_from_slice(sec);
             plans.push(plan);
         }
         Ok(ChunkPlan {
@@ -510,6 +518,33 @@ mod tests {
             "{:?} p={} target {target}: the batch differs from the CPU decoder",
             layout.kind,
             layout.prime
+        );
+    }
+
+    #[test]
+    fn a_range_plan_carries_only_the_bytes_it_reads() {
+        let layout = Layout::new(FloatKind::BF16, 2, None, false).unwrap();
+        let n = 3 * RANGE_ALIGN;
+        let bytes = gaussian(FloatKind::BF16, n, 3);
+        let enc = chunk::encode(&layout, &bytes);
+        let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
+        let stored: usize = secs.iter().map(|s| s.len()).sum();
+        let tables = Tables::new(&layout, layout.precision);
+        let whole = tables.plan(&secs, n, 0, n).unwrap().data.len();
+        let third = tables
+            .plan(&secs, n, RANGE_ALIGN, RANGE_ALIGN)
+            .unwrap()
+            .data
+            .len();
+        // The whole range reads everything but the rANS header; a third of
+        // it reads about a third.
+        assert!(
+            whole <= stored && whole * 100 > stored * 99,
+            "{whole} of {stored}"
+        );
+        assert!(
+            third * 5 < whole * 2 && third * 4 > whole,
+            "{third} of {whole}"
         );
     }
 
