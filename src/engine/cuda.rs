@@ -266,8 +266,10 @@ impl CudaEngine {
             rans: load("rans_u32")?,
         };
         let name = format!(
-            "GPU {device}: {} (sm_{major}{minor})",
-            ctx.name().unwrap_or_else(|_| "unknown".into())
+            "GPU {device}: {} (sm_{major}{minor}; driver CUDA {}, NVRTC {})",
+            ctx.name().unwrap_or_else(|_| "unknown".into()),
+            driver_version(),
+            nvrtc_version()
         );
         Ok(CudaEngine {
             ctx,
