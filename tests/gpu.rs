@@ -221,6 +221,21 @@ mod on_a_gpu {
     /// `PADIC_REQUIRE_GPU=1` (`scripts/gpu-check.sh run` sets it) a missing
     /// engine fails the test: on the GPU machine a skip would hide that
     /// nothing ran on the card.
+    /// Fills the card with a plain allocation, leaving a few MiB (fewer
+    /// where the allocator allows): held until dropped.
+    fn fill_card(gpu: &CudaEngine) -> cudarc::driver::CudaSlice<u8> {
+        let (free, total) = gpu.memory().unwrap();
+        let mut leave = 4u64 << 20;
+        while leave < free {
+            if let Ok(hold) = gpu.hold((free - leave) as usize) {
+                println!("holding {} of {} MiB", (free - leave) >> 20, total >> 20);
+                return hold;
+            }
+            leave *= 2;
+        }
+        panic!("the card cannot be filled: {free} bytes free");
+    }
+
     fn engine() -> Option<Arc<CudaEngine>> {
         match CudaEngine::shared(0) {
             Ok(e) => Some(e),
@@ -371,20 +386,7 @@ mod on_a_gpu {
         let packed = common::compress_bytes(dir.path(), "m", &file, &CompressOptions::default());
         let c = Arc::new(Container::open(&packed).unwrap());
         let (cpu, _) = run(&c, Mode::CpuOnly, None).unwrap();
-        // Fill the card with a plain allocation, leaving a few MiB.
-        let (free, total) = gpu.memory().unwrap();
-        let mut hold = None;
-        let mut leave = 4u64 << 20;
-        while hold.is_none() && leave < free {
-            hold = gpu.hold((free - leave) as usize).ok();
-            leave *= 2;
-        }
-        let hold = hold.expect("the card can be filled");
-        println!(
-            "holding {} of {} MiB",
-            (free - leave / 2) >> 20,
-            total >> 20
-        );
+        let hold = fill_card(&gpu);
         let out = dir.path().join("gpu-only.safetensors");
         let mut o = RunOptions::new(Mode::GpuOnly, Config::default());
         o.gpu = Some(gpu.clone());
@@ -435,9 +437,7 @@ mod on_a_gpu {
             info.device_tensors, info.device_bytes, info.wall
         );
         drop(tensors);
-        // A full card.
-        let (free, _) = gpu.memory().unwrap();
-        let hold = gpu.hold((free - (2 << 20)) as usize).unwrap();
+        let hold = fill_card(&gpu);
         let (tensors, info) = p.load(&c, None, |_| Residence::Device).unwrap();
         assert_eq!(info.device_tensors, 0, "{info:?}");
         assert!(info.memory_pressure_events > 0);
