@@ -241,27 +241,17 @@ impl ChunkDecoder {
         )
     }
 
-    /// Decodes values `[first, last)` of the chunk on the CPU.
-    fn cpu(&self, t: &ChunkTask, first: u64, last: u64, out: &mut [u8]) -> Result<u64> {
-        let c = &*self.container;
-        match &self.tables[t.tensor] {
-            Some(tab) => c.read_sections(t.tensor, t.chunk, tab.sections_used(), |secs| {
-                tab.decode_range_bytes(
-                    secs,
-                    t.elements as usize,
-                    first as usize,
-                    out,
-                    &mut self.scratch.borrow_mut(),
-                )
-                .map_err(|e| c.decode_error(t.tensor, t.chunk, e))?;
-                Ok(secs.iter().map(|s| s.len() as u64).sum())
-            }),
-            None => {
-                let secs = c.sections(t.tensor, t.chunk, 1)?;
-                out.copy_from_slice(&secs[0][first as usize..last as usize]);
-                Ok(last - first)
-            }
-        }
+    /// Decodes values from `first` of the chunk on the CPU, as many as `out` holds.
+    fn cpu(&self, t: &ChunkTask, first: u64, out: &mut [u8]) -> Result<u64> {
+        crate::engine::CpuEngine::decode_part(
+            &self.container,
+            self.tables[t.tensor].as_deref(),
+            t.tensor,
+            t.chunk,
+            first as usize,
+            out,
+            &mut self.scratch.borrow_mut(),
+        )
     }
 
     /// One part on the CPU: values `[first, last)`.
@@ -269,7 +259,7 @@ impl ChunkDecoder {
         let (mut part, dest) = self.open_part(t, route, Engine::Cpu, first, last);
         let started = self.now_us();
         let result = dest.and_then(|mut dest| {
-            self.cpu(t, first, last, dest.bytes())
+            self.cpu(t, first, dest.bytes())
                 .map(|n| (n, dest))
                 .map_err(|e| e.to_string())
         });
@@ -356,7 +346,6 @@ impl ChunkDecoder {
         &self,
         t: &ChunkTask,
         first: u64,
-        last: u64,
         out: &mut [u8],
         part: &mut DecodedPart,
         attempt: std::result::Result<(), GpuError>,
@@ -378,7 +367,7 @@ impl ChunkDecoder {
                     part.rerouted_oom = true;
                 }
                 part.engine = Engine::Cpu;
-                self.cpu(t, first, last, out).map_err(|e| e.to_string())
+                self.cpu(t, first, out).map_err(|e| e.to_string())
             }
         }
     }
@@ -482,12 +471,12 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
                 .sum::<u64>()
                 .max(1);
             for ((i, mut part, mut dest), attempt) in open.into_iter().zip(results) {
-                let (k, _, a, b) = specs[i];
+                let (k, _, a, _) = specs[i];
                 let t = &chunks[k].0;
                 let share = spent * dest.len() as u64 / total;
                 let at = self.now_us();
                 let result = self
-                    .gpu_outcome(t, a, b, dest.bytes(), &mut part, attempt)
+                    .gpu_outcome(t, a, dest.bytes(), &mut part, attempt)
                     .map(|n| (n, dest));
                 // Its share of the call, plus any CPU fallback it took.
                 self.close_part(&mut part, result, at - share.min(at));

@@ -184,16 +184,40 @@ impl CpuEngine {
         out: &mut [u8],
         scratch: &mut Vec<u32>,
     ) -> Result<u64> {
-        match &tables[job.tensor] {
-            Some(tab) => c.read_sections(job.tensor, job.chunk, tab.sections_used(), |secs| {
-                tab.decode_bytes(secs, out, scratch)
-                    .map_err(|e| c.decode_error(job.tensor, job.chunk, e))?;
+        let table = tables[job.tensor].as_deref();
+        Self::decode_part(c, table, job.tensor, job.chunk, 0, out, scratch)
+    }
+
+    /// Decodes values `[first, first + n)` of chunk `chunk` of tensor
+    /// `tensor` into `out` (`n` values' bytes; for a tensor stored as it was,
+    /// `table` being `None`, values are bytes); returns the bytes read.
+    pub fn decode_part(
+        c: &Container,
+        table: Option<&Tables>,
+        tensor: usize,
+        chunk: usize,
+        first: usize,
+        out: &mut [u8],
+        scratch: &mut Vec<u32>,
+    ) -> Result<u64> {
+        match table {
+            Some(tab) => c.read_sections(tensor, chunk, tab.sections_used(), |secs| {
+                let total = c.header().tensors[tensor].chunks[chunk].elements as usize;
+                tab.decode_range_bytes(secs, total, first, out, scratch)
+                    .map_err(|e| c.decode_error(tensor, chunk, e))?;
                 Ok(secs.iter().map(|s| s.len() as u64).sum())
             }),
             None => {
-                let secs = c.sections(job.tensor, job.chunk, 1)?;
-                out.copy_from_slice(secs[0]);
-                Ok(secs[0].len() as u64)
+                let secs = c.sections(tensor, chunk, 1)?;
+                let bytes = secs[0].get(first..first + out.len()).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "bytes {first}..{} of a {}-byte chunk",
+                        first + out.len(),
+                        secs[0].len()
+                    ))
+                })?;
+                out.copy_from_slice(bytes);
+                Ok(out.len() as u64)
             }
         }
     }
