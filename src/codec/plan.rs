@@ -183,6 +183,22 @@ pub struct Piece {
     pub lut_off: u32,
 }
 
+impl Piece {
+    /// As the kernels read it: eight u32, in field order.
+    pub fn words(&self) -> [u32; 8] {
+        [
+            self.out_start,
+            self.count,
+            self.kind,
+            self.value,
+            self.data_off,
+            self.len,
+            self.width,
+            self.lut_off,
+        ]
+    }
+}
+
 /// [`Piece::kind`]: every value gets `value`.
 pub const PIECE_CONST: u32 = 0;
 /// [`Piece::kind`]: packed values through a lookup table.
@@ -202,6 +218,62 @@ pub struct BatchSegment {
     pub table_off: u32,
     pub scale_bits: u32,
     pub lanes: u32,
+}
+
+impl BatchSegment {
+    /// As the kernels read it: eight u32, in field order.
+    pub fn words(&self) -> [u32; 8] {
+        [
+            self.out_start,
+            self.len,
+            self.states_off,
+            self.words_off,
+            self.words,
+            self.table_off,
+            self.scale_bits,
+            self.lanes,
+        ]
+    }
+}
+
+/// Which kernel of `kernels/decode.cu` a [`Launch`] runs (`pieces_*` or
+/// `rans_*`, for the batch's word size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Pieces,
+    Rans,
+}
+
+/// Threads a block of `pieces_*`, and the most blocks one piece's values
+/// are spread over (each thread then strides over the rest).
+pub const PIECE_BLOCK: u32 = 256;
+pub const PIECE_BLOCKS_MAX: u32 = 64;
+/// Threads a block of `rans_*`: four warps, a segment each.
+pub const RANS_BLOCK: u32 = 128;
+/// The most grid rows (pieces) one launch takes: CUDA's limit on `gridDim.y`.
+pub const GRID_ROWS_MAX: usize = 65535;
+
+/// One kernel launch of a batch. [`BatchPlan::launches`] lists them in the
+/// order the CUDA engine issues them on one stream, and the tests run the
+/// same list through `kernels/decode.cu` on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    pub kernel: Kernel,
+    /// The pass (section index): pass 0 assigns each word, the later add.
+    pub pass: usize,
+    /// `Pieces`: the pass's pieces `first..first + count`, a grid row each.
+    /// `Rans`: all the pass's segments (`first` is 0), a warp each.
+    pub first: usize,
+    pub count: usize,
+    pub grid: (u32, u32, u32),
+    pub block: (u32, u32, u32),
+}
+
+impl Launch {
+    /// The kernels' `assign` argument.
+    pub fn assign(&self) -> bool {
+        self.pass == 0
+    }
 }
 
 /// The work of one section index across a batch: section `s` of every range
@@ -349,6 +421,48 @@ impl BatchPlan {
         self.starts.is_empty()
     }
 
+    /// The launches that decode the batch, in order: per pass, its pieces
+    /// (a grid row each, at most [`GRID_ROWS_MAX`] rows a launch, the columns
+    /// striding over the longest piece's values), then its segments (a warp
+    /// each). Passes run in order, so a pass's additions land on the words
+    /// pass 0 assigned.
+    pub fn launches(&self) -> Vec<Launch> {
+        let mut out = Vec::new();
+        for (pass, p) in self.passes.iter().enumerate() {
+            for first in (0..p.pieces.len()).step_by(GRID_ROWS_MAX) {
+                let rows = &p.pieces[first..p.pieces.len().min(first + GRID_ROWS_MAX)];
+                let longest = rows.iter().map(|x| x.count).max().unwrap_or(0);
+                out.push(Launch {
+                    kernel: Kernel::Pieces,
+                    pass,
+                    first,
+                    count: rows.len(),
+                    grid: (
+                        longest.div_ceil(PIECE_BLOCK).clamp(1, PIECE_BLOCKS_MAX),
+                        rows.len() as u32,
+                        1,
+                    ),
+                    block: (PIECE_BLOCK, 1, 1),
+                });
+            }
+            if !p.segments.is_empty() {
+                out.push(Launch {
+                    kernel: Kernel::Rans,
+                    pass,
+                    first: 0,
+                    count: p.segments.len(),
+                    grid: (
+                        (p.segments.len() * 32).div_ceil(RANS_BLOCK as usize) as u32,
+                        1,
+                        1,
+                    ),
+                    block: (RANS_BLOCK, 1, 1),
+                });
+            }
+        }
+        out
+    }
+
     /// Bytes the device holds for the batch: output, sections, tables.
     pub fn device_bytes(&self) -> u64 {
         let meta: usize = self
@@ -372,109 +486,77 @@ mod tests {
     use super::*;
     use crate::codec::chunk::{self, RANGE_ALIGN};
     use crate::codec::rans::Word;
+    use crate::codec::symbols;
     use crate::codec::Layout;
+    use padic_burst_kernels_host::{self as host, Guarded};
 
-    /// What `kernels/decode.cu` computes, written out lane by lane: the warp's
-    /// ballot becomes a count of the lanes below that read a word. Tests only:
-    /// it holds the batch plan and the kernels' algorithm to the CPU decoder.
-    fn emulate<W: Word>(b: &BatchPlan, out: &mut [W]) -> std::result::Result<(), u32> {
-        const L: u32 = 1 << 16;
-        let mut err = 0u32;
-        for (s, pass) in b.passes.iter().enumerate() {
-            let assign = s == 0;
-            let emit = |o: &mut W, v: u32| *o = if assign { W::from_u32(v) } else { o.add(v) };
-            for p in &pass.pieces {
-                for i in 0..p.count {
-                    let o = &mut out[(p.out_start + i) as usize];
-                    if p.kind == PIECE_CONST {
-                        emit(o, p.value);
-                        continue;
+    /// Runs the CUDA engine's launch list for `b` ([`BatchPlan::launches`],
+    /// pieces and segments as the eight words the engine uploads) through
+    /// `kernels/decode.cu` itself, compiled for the host (crate
+    /// `padic-burst-kernels-host`), on buffers with guard pages. `Err` is the
+    /// error word the kernels raised; a launch that breaks a warp rule or
+    /// CUDA's launch limits panics with what it broke.
+    fn run_kernels<W: Word + host::Word>(
+        b: &BatchPlan,
+        out: &mut [W],
+    ) -> std::result::Result<(), u32> {
+        let data = Guarded::new(&b.data);
+        let tables = Guarded::new(&b.tables);
+        let luts = Guarded::new(&b.luts);
+        let mut device = Guarded::new(&out[..]);
+        let mut err = Guarded::new(&[0u32]);
+        for l in b.launches() {
+            let pass = &b.passes[l.pass];
+            let outcome = match l.kernel {
+                Kernel::Pieces => {
+                    let rows = &pass.pieces[l.first..l.first + l.count];
+                    let words: Vec<u32> = rows.iter().flat_map(Piece::words).collect();
+                    let pieces = Guarded::new(&words);
+                    // SAFETY: the plan's checks put every piece's bytes in
+                    // `data` and its table in `luts`; the kernel checks its
+                    // reads against them, and the guard pages catch a miss.
+                    unsafe {
+                        host::pieces(
+                            l.grid,
+                            l.block,
+                            &mut device,
+                            &data,
+                            &luts,
+                            &pieces,
+                            l.assign(),
+                            &mut err,
+                        )
                     }
-                    let bit = i as u64 * p.width as u64;
-                    let (byte, shift) = ((bit >> 3) as u32, (bit & 7) as u32);
-                    let need = (shift + p.width + 7) >> 3;
-                    if byte + need > p.len {
-                        err |= 16;
-                        continue;
-                    }
-                    let mut v = 0u32;
-                    for k in 0..need {
-                        v |= (b.data[(p.data_off + byte + k) as usize] as u32) << (8 * k);
-                    }
-                    let sym = (v >> shift) & ((1 << p.width) - 1);
-                    if sym >= p.value {
-                        err |= 16;
-                        continue;
-                    }
-                    emit(o, b.luts[(p.lut_off + sym) as usize]);
                 }
-            }
-            for seg in &pass.segments {
-                let lanes = seg.lanes as usize;
-                let table = &b.tables[seg.table_off as usize..];
-                let mask = (1u32 << seg.scale_bits) - 1;
-                let st = &b.data[seg.states_off as usize..];
-                let words = &b.data[seg.words_off as usize..];
-                let mut x: Vec<u32> = (0..lanes)
-                    .map(|j| u32::from_le_bytes(st[4 * j..4 * j + 4].try_into().unwrap()))
-                    .collect();
-                if x.iter().any(|&v| v < L) {
-                    err |= 1;
-                }
-                let mut pos = 0u32;
-                let mut base = 0usize;
-                while base < seg.len as usize {
-                    let mut need = [false; 32];
-                    let mut ys = [0u32; 32];
-                    for lane in 0..lanes {
-                        let i = base + lane;
-                        if i >= seg.len as usize {
-                            continue;
-                        }
-                        let e = table[(x[lane] & mask) as usize];
-                        let y = (e as u32 & 0xffff) * (x[lane] >> seg.scale_bits)
-                            + ((e >> 16) as u32 & 0xffff);
-                        emit(&mut out[seg.out_start as usize + i], (e >> 32) as u32);
-                        ys[lane] = y;
-                        need[lane] = y < L;
+                Kernel::Rans => {
+                    let words: Vec<u32> =
+                        pass.segments.iter().flat_map(BatchSegment::words).collect();
+                    let segs = Guarded::new(&words);
+                    // SAFETY: as above, for the segments' states, words and
+                    // tables.
+                    unsafe {
+                        host::rans(
+                            l.grid,
+                            l.block,
+                            &mut device,
+                            &data,
+                            &tables,
+                            &segs,
+                            l.count as u32,
+                            l.assign(),
+                            &mut err,
+                        )
                     }
-                    let ballot = need.iter().filter(|&&b| b).count() as u32;
-                    let mut below = 0u32;
-                    for lane in 0..lanes {
-                        if base + lane >= seg.len as usize {
-                            continue;
-                        }
-                        let mut y = ys[lane];
-                        if need[lane] {
-                            let idx = pos + below;
-                            below += 1;
-                            if idx < seg.words {
-                                let w = u16::from_le_bytes([
-                                    words[2 * idx as usize],
-                                    words[2 * idx as usize + 1],
-                                ]);
-                                y = (y << 16) | w as u32;
-                            } else {
-                                err |= 2;
-                            }
-                        }
-                        x[lane] = y;
-                    }
-                    pos += ballot;
-                    base += lanes;
                 }
-                if pos != seg.words {
-                    err |= 4;
-                }
-                if x.iter().any(|&v| v != L) {
-                    err |= 8;
-                }
+            };
+            if let Err(m) = outcome {
+                panic!("{:?} launch of pass {}: {m}", l.kernel, l.pass);
             }
         }
-        if err == 0 {
-            Ok(())
-        } else {
-            Err(err)
+        out.copy_from_slice(device.as_slice());
+        match err.as_slice()[0] {
+            0 => Ok(()),
+            e => Err(e),
         }
     }
 
@@ -490,7 +572,16 @@ mod tests {
         let n = bytes.len() / layout.kind.size();
         let enc = chunk::encode(layout, bytes);
         let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
-        let tables = Tables::new(layout, target);
+        add_sections(batch, &Tables::new(layout, target), &secs, n)
+    }
+
+    /// [`add_ranges`] for a chunk of `n` values already encoded.
+    fn add_sections<W: Word>(
+        batch: &mut BatchPlan,
+        tables: &Tables,
+        secs: &[&[u8]],
+        n: usize,
+    ) -> Vec<W> {
         let cuts: Vec<usize> = (0..=n.div_ceil(RANGE_ALIGN))
             .map(|k| (k * RANGE_ALIGN).min(n))
             .collect();
@@ -498,21 +589,25 @@ mod tests {
         for w in cuts.windows(2).chain(std::iter::once(&[0, n][..])) {
             let (a, b) = (w[0], w[1]);
             let mut part = vec![W::default(); b - a];
-            tables.decode_range(&secs, n, a, &mut part).unwrap();
+            tables.decode_range(secs, n, a, &mut part).unwrap();
             want.extend_from_slice(&part);
             let start = batch
-                .push(&tables.plan(&secs, n, a, b - a).unwrap())
+                .push(&tables.plan(secs, n, a, b - a).unwrap())
                 .unwrap();
             assert_eq!(start + part.len(), batch.count);
         }
         want
     }
 
-    fn check<W: Word + PartialEq + std::fmt::Debug>(layout: &Layout, bytes: &[u8], target: u32) {
+    fn check<W: Word + host::Word + PartialEq + std::fmt::Debug>(
+        layout: &Layout,
+        bytes: &[u8],
+        target: u32,
+    ) {
         let mut batch = BatchPlan::new(layout.kind.size());
         let want = add_ranges::<W>(&mut batch, layout, bytes, target);
         let mut got = vec![W::default(); batch.count];
-        emulate(&batch, &mut got).unwrap();
+        run_kernels(&batch, &mut got).unwrap();
         assert!(
             got == want,
             "{:?} p={} target {target}: the batch differs from the CPU decoder",
@@ -582,6 +677,69 @@ mod tests {
         }
     }
 
+    /// rANS streams of other lane counts (the format allows 1..=64, the
+    /// writer uses 32, a warp takes up to 32): the idle lanes of the warp
+    /// decode nothing but take part in every vote, and the words still
+    /// match the CPU decoder's.
+    #[test]
+    fn the_kernels_decode_streams_of_fewer_lanes() {
+        let n = 2 * RANGE_ALIGN + 4321;
+        for (kind, prime) in [(FloatKind::BF16, 2u32), (FloatKind::F32, 3)] {
+            let layout = Layout::new(kind, prime, None, false).unwrap();
+            let enc = chunk::encode(&layout, &gaussian(kind, n, 11));
+            let tables = Tables::new(&layout, layout.precision);
+            for lanes in [1usize, 7, 31] {
+                // Each rANS section re-encoded with `lanes` states.
+                let mut secs = enc.sections.clone();
+                let mut rewritten = 0;
+                for (s, sec) in secs.iter_mut().enumerate() {
+                    if sec[0] != symbols::KIND_RANS {
+                        continue;
+                    }
+                    let alphabet = tables.lut(s).len();
+                    let identity: Vec<u32> = (0..alphabet as u32).collect();
+                    let mut syms = vec![0u32; n];
+                    symbols::decode(sec, &identity, &mut syms, true).unwrap();
+                    let syms: Vec<u16> = syms.iter().map(|&v| v as u16).collect();
+                    let mut counts = vec![0u64; alphabet];
+                    syms.iter().for_each(|&v| counts[v as usize] += 1);
+                    let mut coded = vec![symbols::KIND_RANS];
+                    super::super::rans::encode_lanes(&syms, &counts, lanes, &mut coded);
+                    *sec = coded;
+                    rewritten += 1;
+                }
+                assert!(rewritten > 0, "{kind:?} has no rANS section");
+                let refs: Vec<&[u8]> = secs.iter().map(Vec::as_slice).collect();
+                let mut batch = BatchPlan::new(kind.size());
+                let lanes_planned = |b: &BatchPlan| {
+                    b.passes
+                        .iter()
+                        .flat_map(|p| &p.segments)
+                        .all(|g| g.lanes == lanes as u32)
+                };
+                let same = match kind {
+                    FloatKind::F32 => {
+                        let want = add_sections::<u32>(&mut batch, &tables, &refs, n);
+                        let mut got = vec![0u32; batch.count];
+                        run_kernels(&batch, &mut got).unwrap();
+                        got == want
+                    }
+                    _ => {
+                        let want = add_sections::<u16>(&mut batch, &tables, &refs, n);
+                        let mut got = vec![0u16; batch.count];
+                        run_kernels(&batch, &mut got).unwrap();
+                        got == want
+                    }
+                };
+                assert!(lanes_planned(&batch), "the plan keeps {lanes} lanes");
+                assert!(
+                    same,
+                    "{kind:?} p={prime}, {lanes} lanes: differs from the CPU"
+                );
+            }
+        }
+    }
+
     #[test]
     fn one_batch_mixes_dtypes_primes_and_section_kinds() {
         // bf16 and f16 share 16-bit words: p = 2 (rANS head, raw plane),
@@ -620,7 +778,7 @@ mod tests {
         assert_eq!(kinds(&batch.passes[0]), (true, false, true));
         assert!(kinds(&batch.passes[1]).1);
         let mut got = vec![0u16; batch.count];
-        emulate(&batch, &mut got).unwrap();
+        run_kernels(&batch, &mut got).unwrap();
         assert!(got == want, "the mixed batch differs from the CPU decoder");
         // A range of another word size is refused.
         let layout = Layout::new(FloatKind::F32, 2, None, false).unwrap();
@@ -634,9 +792,9 @@ mod tests {
     }
 
     /// Damaged sections never lead the kernels out of bounds: whatever the
-    /// host's checks let through to a plan, the model of the kernels (whose
-    /// every read is a bounds-checked slice index here) either decodes or
-    /// reports damage, and never panics.
+    /// host's checks let through to a plan, the kernels (run on the host,
+    /// every buffer between guard pages, so a read past one faults) either
+    /// decode or report damage, and keep the warp rules.
     #[test]
     fn damaged_sections_never_take_the_kernels_out_of_bounds() {
         let mut rng = crate::demo::Rng::new(77);
@@ -673,10 +831,10 @@ mod tests {
                 batch.push(&plan).unwrap();
                 match kind {
                     FloatKind::F32 => {
-                        let _ = emulate(&batch, &mut vec![0u32; batch.count]);
+                        let _ = run_kernels(&batch, &mut vec![0u32; batch.count]);
                     }
                     _ => {
-                        let _ = emulate(&batch, &mut vec![0u16; batch.count]);
+                        let _ = run_kernels(&batch, &mut vec![0u16; batch.count]);
                     }
                 }
             }
@@ -697,7 +855,7 @@ mod tests {
         // A word count one short: the segment ends with words unread.
         let mut short = batch.clone();
         short.passes[0].segments[0].words -= 1;
-        assert!(matches!(emulate(&short, &mut out), Err(e) if e & 4 != 0 || e & 8 != 0));
+        assert!(matches!(run_kernels(&short, &mut out), Err(e) if e & 4 != 0 || e & 8 != 0));
         // A raw lookup table claimed shorter than the values in the plane.
         let mut lut = batch.clone();
         let raw = lut.passes[1]
@@ -706,7 +864,7 @@ mod tests {
             .find(|p| p.kind == PIECE_RAW)
             .unwrap();
         raw.value = 1;
-        assert_eq!(emulate(&lut, &mut out).unwrap_err() & 16, 16);
+        assert_eq!(run_kernels(&lut, &mut out).unwrap_err() & 16, 16);
     }
 
     #[test]

@@ -118,6 +118,14 @@ fn coded_bits(counts: &[u64], freq: &[u32], scale_bits: u32) -> f64 {
 
 /// Encodes `syms` (each below `counts.len()`), appending to `out`.
 pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
+    encode_lanes(syms, counts, LANES, out)
+}
+
+/// [`encode`] with `lanes` interleaved states (1..=64; the format allows
+/// any, the writer uses [`LANES`]): the tests' streams for the decoders'
+/// other lane counts.
+pub(crate) fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8>) {
+    assert!((1..=64).contains(&lanes), "{lanes} rANS lanes");
     // Pick the smallest scale whose estimate is within 0.05% of the best: a
     // smaller decode table stays in L1.
     let mut options = Vec::new();
@@ -138,7 +146,7 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
     }
 
     out.push(scale_bits as u8);
-    out.push(LANES as u8);
+    out.push(lanes as u8);
     varint::put(out, SEGMENT_SYMBOLS as u64);
     let present: Vec<usize> = (0..freq.len()).filter(|&s| freq[s] > 0).collect();
     varint::put(out, present.len() as u64);
@@ -155,12 +163,12 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
 
     let mut segments = Vec::new();
     for seg in syms.chunks(SEGMENT_SYMBOLS) {
-        let mut states = [RANS_L; LANES];
+        let mut states = vec![RANS_L; lanes];
         let mut words: Vec<u16> = Vec::with_capacity(seg.len() / 4);
         for i in (0..seg.len()).rev() {
             let s = seg[i] as usize;
             let f = freq[s];
-            let lane = i % LANES;
+            let lane = i % lanes;
             let mut x = states[lane];
             // 2^(32 - scale) * f reaches 2^32 for a lone symbol: compare in u64.
             let x_max = (((RANS_L >> scale_bits) as u64) << 16) * f as u64;

@@ -27,7 +27,7 @@ use cudarc::driver::{
 };
 
 use super::gpu::{DeviceBuffer, GpuEngine, GpuError, GpuRange};
-use crate::codec::plan::{BatchPlan, BatchSegment, Piece};
+use crate::codec::plan::{BatchPlan, BatchSegment, Kernel, Launch, Piece};
 use crate::codec::Tables;
 use crate::format::Container;
 
@@ -177,16 +177,14 @@ struct Uploaded {
     tables: CudaSlice<u64>,
     luts: CudaSlice<u32>,
     passes: Vec<UploadedPass>,
+    /// What to launch, in order ([`BatchPlan::launches`]).
+    launches: Vec<Launch>,
 }
 
 /// One pass's pieces and segments on the device.
 struct UploadedPass {
     pieces: CudaSlice<u32>,
-    /// Values in its longest piece.
-    longest: u32,
-    npieces: usize,
     segments: CudaSlice<u32>,
-    nsegs: u32,
 }
 
 /// Seconds a timed batch spent, for `examples/gpu_throughput.rs`.
@@ -410,15 +408,12 @@ impl CudaEngine {
         let luts = up(&stream, &batch.luts).map_err(|x| e("copying the lookup tables", x))?;
         let mut passes = Vec::with_capacity(batch.passes.len());
         for p in &batch.passes {
-            let pieces: Vec<u32> = p.pieces.iter().flat_map(piece_words).collect();
-            let segs: Vec<u32> = p.segments.iter().flat_map(segment_words).collect();
+            let pieces: Vec<u32> = p.pieces.iter().flat_map(Piece::words).collect();
+            let segs: Vec<u32> = p.segments.iter().flat_map(BatchSegment::words).collect();
             let up = |v: &[u32], what: &str| up(&stream, v).map_err(|x| e(what, x));
             passes.push(UploadedPass {
                 pieces: up(&pieces, "copying the pieces")?,
-                longest: p.pieces.iter().map(|x| x.count).max().unwrap_or(0),
-                npieces: p.pieces.len(),
                 segments: up(&segs, "copying the segments")?,
-                nsegs: p.segments.len() as u32,
             });
         }
         Ok(Uploaded {
@@ -428,6 +423,7 @@ impl CudaEngine {
             tables,
             luts,
             passes,
+            launches: batch.launches(),
         })
     }
 
@@ -446,53 +442,49 @@ impl CudaEngine {
         } else {
             &self.k16
         };
-        for (s, pass) in up.passes.iter().enumerate() {
-            let assign = (s == 0) as i32;
-            // A grid row per piece (at most 65535 rows a launch), its
-            // columns striding over the piece's values.
-            const PIECE_WORDS: usize = std::mem::size_of::<Piece>() / 4;
-            let mut first = 0usize;
-            while first < pass.npieces {
-                let rows = (pass.npieces - first).min(65535);
-                let view = pass
-                    .pieces
-                    .slice(first * PIECE_WORDS..(first + rows) * PIECE_WORDS);
-                let cfg = LaunchConfig {
-                    grid_dim: (pass.longest.div_ceil(256).clamp(1, 64), rows as u32, 1),
-                    block_dim: (256, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                let mut b = stream.launch_builder(&k.pieces);
-                b.arg(&mut *out)
-                    .arg(&up.data)
-                    .arg(&up.luts)
-                    .arg(&view)
-                    .arg(&assign)
-                    .arg(&mut *err);
-                // SAFETY: the arguments match `pieces_*` in kernels/decode.cu;
-                // the plan put every piece's output inside `out`, and the
-                // kernel checks its reads against the piece's bounds.
-                unsafe { b.launch(cfg) }.map_err(|x| e("launching pieces", x))?;
-                first += rows;
-            }
-            if pass.nsegs > 0 {
-                let cfg = LaunchConfig {
-                    grid_dim: ((pass.nsegs as usize * 32).div_ceil(128) as u32, 1, 1),
-                    block_dim: (128, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                let mut b = stream.launch_builder(&k.rans);
-                b.arg(&mut *out)
-                    .arg(&up.data)
-                    .arg(&up.tables)
-                    .arg(&pass.segments)
-                    .arg(&pass.nsegs)
-                    .arg(&assign)
-                    .arg(&mut *err);
-                // SAFETY: the arguments match `rans_*` (segments as eight
-                // u32 each); the host checked every segment's bytes lie in
-                // `data`, its table in `tables` and its outputs in `out`.
-                unsafe { b.launch(cfg) }.map_err(|x| e("launching rans", x))?;
+        for l in &up.launches {
+            let pass = &up.passes[l.pass];
+            let assign = l.assign() as i32;
+            let cfg = LaunchConfig {
+                grid_dim: l.grid,
+                block_dim: l.block,
+                shared_mem_bytes: 0,
+            };
+            match l.kernel {
+                Kernel::Pieces => {
+                    const PIECE_WORDS: usize = std::mem::size_of::<Piece>() / 4;
+                    let view = pass
+                        .pieces
+                        .slice(l.first * PIECE_WORDS..(l.first + l.count) * PIECE_WORDS);
+                    let mut b = stream.launch_builder(&k.pieces);
+                    b.arg(&mut *out)
+                        .arg(&up.data)
+                        .arg(&up.luts)
+                        .arg(&view)
+                        .arg(&assign)
+                        .arg(&mut *err);
+                    // SAFETY: the arguments match `pieces_*` in kernels/decode.cu
+                    // (a grid row per piece of `view`); the plan put every
+                    // piece's output inside `out`, and the kernel checks its
+                    // reads against the piece's bounds.
+                    unsafe { b.launch(cfg) }.map_err(|x| e("launching pieces", x))?;
+                }
+                Kernel::Rans => {
+                    let nsegs = l.count as u32;
+                    let mut b = stream.launch_builder(&k.rans);
+                    b.arg(&mut *out)
+                        .arg(&up.data)
+                        .arg(&up.tables)
+                        .arg(&pass.segments)
+                        .arg(&nsegs)
+                        .arg(&assign)
+                        .arg(&mut *err);
+                    // SAFETY: the arguments match `rans_*` (segments as eight
+                    // u32 each, `nsegs` of them); the host checked every
+                    // segment's bytes lie in `data`, its table in `tables` and
+                    // its outputs in `out`.
+                    unsafe { b.launch(cfg) }.map_err(|x| e("launching rans", x))?;
+                }
             }
         }
         Ok(())
@@ -915,34 +907,6 @@ impl GpuEngine for CudaEngine {
             std::sync::atomic::Ordering::Relaxed,
         );
     }
-}
-
-/// A piece as the kernels read it: eight u32.
-fn piece_words(p: &Piece) -> [u32; 8] {
-    [
-        p.out_start,
-        p.count,
-        p.kind,
-        p.value,
-        p.data_off,
-        p.len,
-        p.width,
-        p.lut_off,
-    ]
-}
-
-/// A segment as the kernels read it: eight u32.
-fn segment_words(g: &BatchSegment) -> [u32; 8] {
-    [
-        g.out_start,
-        g.len,
-        g.states_off,
-        g.words_off,
-        g.words,
-        g.table_off,
-        g.scale_bits,
-        g.lanes,
-    ]
 }
 
 /// A tensor in device memory (the first `len` bytes of `buf`).
