@@ -79,6 +79,14 @@ impl FloatKind {
             FloatKind::F16 => "F16",
         }
     }
+    /// The safetensors dtype.
+    pub const fn dtype(self) -> safetensors::Dtype {
+        match self {
+            FloatKind::F32 => safetensors::Dtype::F32,
+            FloatKind::BF16 => safetensors::Dtype::BF16,
+            FloatKind::F16 => safetensors::Dtype::F16,
+        }
+    }
     /// The kind for a safetensors dtype name, if it is one of the split floats.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {

@@ -124,7 +124,7 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
 /// [`encode`] with `lanes` interleaved states (1..=64; the format allows
 /// any, the writer uses [`LANES`]): the tests' streams for the decoders'
 /// other lane counts.
-pub(crate) fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8>) {
+pub fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8>) {
     assert!((1..=64).contains(&lanes), "{lanes} rANS lanes");
     // Pick the smallest scale whose estimate is within 0.05% of the best: a
     // smaller decode table stays in L1.

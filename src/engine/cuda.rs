@@ -26,6 +26,7 @@ use cudarc::driver::{
     DeviceRepr, DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
+use super::batch::{self, SubBatch};
 use super::gpu::{DeviceBuffer, GpuEngine, GpuError, GpuRange};
 use crate::codec::plan::{BatchPlan, BatchSegment, Kernel, Launch, Piece};
 use crate::codec::Tables;
@@ -161,8 +162,7 @@ struct Lane {
 /// A sub-batch in flight on a lane: the device buffers it uses, and which
 /// ranges it holds.
 struct InFlight {
-    batch: BatchPlan,
-    ranges: Vec<usize>,
+    sub: SubBatch,
     /// Held until the sub-batch is done: its input and output.
     _device: (Uploaded, CudaSlice<u8>),
     err: CudaSlice<u32>,
@@ -496,15 +496,15 @@ impl CudaEngine {
     fn launch(
         &self,
         lane: &mut Lane,
-        batch: BatchPlan,
-        ranges: Vec<usize>,
+        sub: SubBatch,
         repeats: Option<usize>,
     ) -> Result<InFlight, GpuError> {
+        let batch = &sub.plan;
         let bytes = batch.device_bytes();
         let e = |what: &str, err| self.error(what, err, bytes);
         self.check_reserve(bytes)?;
         let stream = lane.stream.clone();
-        let up = self.upload(lane, &batch)?;
+        let up = self.upload(lane, batch)?;
         let out_bytes = batch.count * batch.word_size;
         let mut out: CudaSlice<u8> = stream
             .alloc_zeros(out_bytes.max(4))
@@ -534,30 +534,11 @@ impl CudaEngine {
             .memcpy_dtoh(&out, &mut *output)
             .map_err(|x| e("copying the values back", x))?;
         Ok(InFlight {
-            batch,
-            ranges,
+            sub,
             _device: (up, out),
             err,
             kernel_secs,
         })
-    }
-
-    /// Plans values `[first, first + count)` of a chunk for the device.
-    fn plan_chunk(
-        container: &Container,
-        tables: &Tables,
-        tensor: usize,
-        chunk: usize,
-        total: usize,
-        first: usize,
-        count: usize,
-    ) -> Result<crate::codec::plan::ChunkPlan, GpuError> {
-        let secs = container
-            .sections(tensor, chunk, tables.sections_used())
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
-        tables
-            .plan(&secs, total, first, count)
-            .map_err(|e| GpuError::Failed(e.to_string()))
     }
 
     /// Sets the output bytes a sub-batch aims at (the checks make them small,
@@ -577,8 +558,8 @@ impl CudaEngine {
         results: &mut [Result<(), GpuError>],
         timing: &mut BatchTiming,
     ) {
-        let bytes = f.batch.device_bytes();
-        let ws = f.batch.word_size;
+        let bytes = f.sub.plan.device_bytes();
+        let ws = f.sub.plan.word_size;
         let done = (|| {
             let flag = lane
                 .stream
@@ -596,17 +577,7 @@ impl CudaEngine {
                 .expect("a launched lane has an output buffer")
                 .as_slice()
                 .map_err(|x| self.error("copying the values back", x, bytes))?;
-            for (j, &i) in f.ranges.iter().enumerate() {
-                let out = &mut *ranges[i].out;
-                let src = &output[f.batch.starts[j] * ws..][..out.len()];
-                if cfg!(target_endian = "little") {
-                    out.copy_from_slice(src);
-                } else {
-                    for (d, s) in out.chunks_exact_mut(ws).zip(src.chunks_exact(ws)) {
-                        d.iter_mut().zip(s.iter().rev()).for_each(|(a, b)| *a = *b);
-                    }
-                }
-            }
+            batch::scatter(&f.sub, output, ranges);
             // An error cudarc stored on the way (a failed event record or
             // asynchronous free) belongs to this sub-batch's work.
             self.ctx
@@ -616,38 +587,15 @@ impl CudaEngine {
         match done {
             Ok(()) => {
                 timing.kernel_secs += f.kernel_secs;
-                timing.bytes += (f.batch.count * ws) as u64;
+                timing.bytes += (f.sub.plan.count * ws) as u64;
                 timing.sub_batches += 1;
             }
             Err(e) => {
-                for &i in &f.ranges {
+                for &i in &f.sub.ranges {
                     results[i] = Err(e.clone());
                 }
             }
         }
-    }
-
-    /// Plans one range for the device.
-    fn plan_range(
-        &self,
-        container: &Container,
-        r: &GpuRange<'_>,
-    ) -> Result<crate::codec::plan::ChunkPlan, GpuError> {
-        let size = r.tables.kind.size();
-        if r.out.len() % size != 0 {
-            return Err(GpuError::Failed(
-                "output is not a whole number of values".into(),
-            ));
-        }
-        Self::plan_chunk(
-            container,
-            r.tables,
-            r.tensor,
-            r.chunk,
-            r.total,
-            r.first,
-            r.out.len() / size,
-        )
     }
 
     /// Decodes `ranges` in sub-batches round the streams; `repeats`: time the
@@ -671,30 +619,7 @@ impl CudaEngine {
         let target = (self.batch_bytes.load(std::sync::atomic::Ordering::Relaxed) as u64)
             .min(room)
             .max(1) as usize;
-        // Open sub-batches for 16- and 32-bit words.
-        let mut open: [Option<(BatchPlan, Vec<usize>)>; 2] = [None, None];
-        let mut batches = Vec::new();
-        for (i, r) in ranges.iter().enumerate() {
-            let plan = match self.plan_range(container, r) {
-                Ok(p) => p,
-                Err(e) => {
-                    results[i] = Err(e);
-                    continue;
-                }
-            };
-            let size = plan.kind.size();
-            let slot = (size == 4) as usize;
-            let b = open[slot].get_or_insert_with(|| (BatchPlan::new(size), Vec::new()));
-            if let Err(e) = b.0.push(&plan) {
-                results[i] = Err(GpuError::Failed(e.to_string()));
-                continue;
-            }
-            b.1.push(i);
-            if b.0.count * size >= target {
-                batches.extend(open[slot].take());
-            }
-        }
-        batches.extend(open.into_iter().flatten());
+        let batches = batch::sub_batches(container, ranges, target, &mut results);
         if batches.is_empty() {
             return (results, timing);
         }
@@ -706,8 +631,8 @@ impl CudaEngine {
         let mut lanes = match lanes {
             Ok(l) => l,
             Err(e) => {
-                for (_, idx) in &batches {
-                    for &i in idx {
+                for sub in &batches {
+                    for &i in &sub.ranges {
                         results[i] = Err(e.clone());
                     }
                 }
@@ -715,12 +640,13 @@ impl CudaEngine {
             }
         };
         let mut flight: Vec<Option<InFlight>> = lanes.iter().map(|_| None).collect();
-        for (k, (batch, idx)) in batches.into_iter().enumerate() {
+        for (k, sub) in batches.into_iter().enumerate() {
             let l = k % lanes.len();
             if let Some(f) = flight[l].take() {
                 self.finish(&mut lanes[l], f, ranges, &mut results, &mut timing);
             }
-            match self.launch(&mut lanes[l], batch, idx.clone(), repeats) {
+            let idx = sub.ranges.clone();
+            match self.launch(&mut lanes[l], sub, repeats) {
                 Ok(f) => flight[l] = Some(f),
                 Err(e) => {
                     for i in idx {
@@ -783,28 +709,19 @@ impl CudaEngine {
                 .batch_bytes
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .max(1);
-            let mut batch = BatchPlan::new(size);
             let mut start = 0usize; // the batch's first byte in the tensor
-            let last = t.chunks.len();
-            for (k, ch) in t.chunks.iter().enumerate() {
-                let n = ch.elements as usize;
-                let plan = Self::plan_chunk(container, tables, tensor, k, n, 0, n)?;
-                batch
-                    .push(&plan)
-                    .map_err(|x| GpuError::Failed(x.to_string()))?;
-                if batch.count * size >= target || k + 1 == last {
-                    let len = batch.count * size;
-                    self.check_reserve(batch.device_bytes())?;
-                    let up = self.upload(lane, &batch)?;
-                    self.run_passes(
-                        &stream,
-                        &up,
-                        &mut buf.slice_mut(start..start + len),
-                        &mut err,
-                    )?;
-                    start += len;
-                    batch = BatchPlan::new(size);
-                }
+            for batch in batch::tensor_batches(container, tables, tensor, target) {
+                let batch = batch?;
+                let len = batch.count * size;
+                self.check_reserve(batch.device_bytes())?;
+                let up = self.upload(lane, &batch)?;
+                self.run_passes(
+                    &stream,
+                    &up,
+                    &mut buf.slice_mut(start..start + len),
+                    &mut err,
+                )?;
+                start += len;
             }
             let flag = stream
                 .clone_dtoh(&err)

@@ -1,6 +1,7 @@
 //! Decode engines. The CPU engine lives here; the GPU engine comes with the
 //! `cuda` feature.
 
+pub mod batch;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

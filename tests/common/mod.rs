@@ -6,12 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use padic_burst::codec::plan::{BatchPlan, BatchSegment, Kernel, Piece};
+use padic_burst::codec::rans::Word;
 use padic_burst::codec::Tables;
 use padic_burst::compress::{compress_file, CompressOptions};
+use padic_burst::engine::batch;
 use padic_burst::engine::gpu::{DeviceBuffer, GpuEngine, GpuError, GpuRange};
 use padic_burst::engine::{CpuEngine, DecodedModel};
 use padic_burst::format::Container;
 use padic_burst::progress::Progress;
+use padic_burst_kernels_host::{self as host, Guarded};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
@@ -86,6 +90,8 @@ pub fn assert_no_temp_files(dir: &Path) {
 /// shuffle arrival order.
 pub struct FakeGpu {
     pub oom_on: HashSet<(usize, usize)>,
+    /// Chunks on which it fails with an error that is not out-of-memory.
+    pub fail_on: HashSet<(usize, usize)>,
     pub calls: AtomicUsize,
     pub seen: Mutex<Vec<(usize, usize, usize, usize)>>,
     pub sleep_every: usize,
@@ -135,6 +141,7 @@ impl FakeGpu {
     pub fn new(oom_on: &[(usize, usize)]) -> Self {
         FakeGpu {
             oom_on: oom_on.iter().copied().collect(),
+            fail_on: HashSet::new(),
             calls: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
             sleep_every: 0,
@@ -197,6 +204,9 @@ impl GpuEngine for FakeGpu {
                 free: 1024,
             });
         }
+        if self.fail_on.contains(&(tensor, chunk)) {
+            return Err(GpuError::Failed("an injected launch failure".into()));
+        }
         self.seen
             .lock()
             .unwrap()
@@ -207,6 +217,159 @@ impl GpuEngine for FakeGpu {
         tables
             .decode_range_bytes(&secs, total, first, out, &mut Vec::new())
             .map_err(|e| GpuError::Failed(e.to_string()))
+    }
+}
+
+/// Runs the CUDA engine's launch list for `b` ([`BatchPlan::launches`],
+/// pieces and segments as the eight words the engine uploads) through
+/// `kernels/decode.cu` itself, compiled for the host (crate
+/// `padic-burst-kernels-host`), on buffers with guard pages. `Err` is the
+/// error word the kernels raised; a launch that breaks a warp rule or
+/// CUDA's launch limits panics with what it broke.
+pub fn run_kernels<W: Word + host::Word>(
+    b: &BatchPlan,
+    out: &mut [W],
+) -> std::result::Result<(), u32> {
+    let data = Guarded::new(&b.data);
+    let tables = Guarded::new(&b.tables);
+    let luts = Guarded::new(&b.luts);
+    let mut device = Guarded::new(&out[..]);
+    let mut err = Guarded::new(&[0u32]);
+    for l in b.launches() {
+        let pass = &b.passes[l.pass];
+        let outcome = match l.kernel {
+            Kernel::Pieces => {
+                let rows = &pass.pieces[l.first..l.first + l.count];
+                let words: Vec<u32> = rows.iter().flat_map(Piece::words).collect();
+                let pieces = Guarded::new(&words);
+                // SAFETY: the plan's checks put every piece's bytes in
+                // `data` and its table in `luts`; the kernel checks its
+                // reads against them, and the guard pages catch a miss.
+                unsafe {
+                    host::pieces(
+                        l.grid,
+                        l.block,
+                        &mut device,
+                        &data,
+                        &luts,
+                        &pieces,
+                        l.assign(),
+                        &mut err,
+                    )
+                }
+            }
+            Kernel::Rans => {
+                let words: Vec<u32> = pass.segments.iter().flat_map(BatchSegment::words).collect();
+                let segs = Guarded::new(&words);
+                // SAFETY: as above, for the segments' states, words and
+                // tables.
+                unsafe {
+                    host::rans(
+                        l.grid,
+                        l.block,
+                        &mut device,
+                        &data,
+                        &tables,
+                        &segs,
+                        l.count as u32,
+                        l.assign(),
+                        &mut err,
+                    )
+                }
+            }
+        };
+        if let Err(m) = outcome {
+            panic!("{:?} launch of pass {}: {m}", l.kernel, l.pass);
+        }
+    }
+    out.copy_from_slice(device.as_slice());
+    match err.as_slice()[0] {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Runs the CUDA engine's launch list for a batch through
+/// `kernels/decode.cu` on the host (crate `padic-burst-kernels-host`)
+/// and returns its output as the device holds it, little-endian words.
+pub fn run_kernels_bytes(b: &BatchPlan) -> Result<Vec<u8>, u32> {
+    if b.word_size == 4 {
+        let mut out = vec![0u32; b.count];
+        run_kernels(b, &mut out)?;
+        Ok(out.iter().flat_map(|v| v.to_le_bytes()).collect())
+    } else {
+        let mut out = vec![0u16; b.count];
+        run_kernels(b, &mut out)?;
+        Ok(out.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
+/// A GPU engine whose "device" runs `kernels/decode.cu` on the host: the
+/// CUDA engine's planning, sub-batching ([`batch::sub_batches`], at
+/// `batch_bytes` a sub-batch), launch list and scatter, with the kernels'
+/// own source in place of the card. Tests only, like [`FakeGpu`].
+pub struct HostKernelGpu {
+    pub batch_bytes: usize,
+    /// Per sub-batch run: its word size and its ranges.
+    pub sub_batches: Mutex<Vec<(usize, usize)>>,
+}
+
+impl HostKernelGpu {
+    pub fn new(batch_bytes: usize) -> Self {
+        HostKernelGpu {
+            batch_bytes,
+            sub_batches: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn run(&self, plan: &BatchPlan) -> Result<Vec<u8>, GpuError> {
+        self.sub_batches
+            .lock()
+            .unwrap()
+            .push((plan.word_size, plan.len()));
+        run_kernels_bytes(plan).map_err(|bits| {
+            GpuError::Failed(format!(
+                "the decode kernels reported a damaged stream (error bits {bits:#x})"
+            ))
+        })
+    }
+}
+
+impl GpuEngine for HostKernelGpu {
+    fn describe(&self) -> String {
+        "kernels/decode.cu on the host (tests)".into()
+    }
+    fn decode_range(&self, c: &Container, r: &mut GpuRange<'_>) -> Result<(), GpuError> {
+        self.decode_batch(c, std::slice::from_mut(r)).remove(0)
+    }
+    fn decode_batch(
+        &self,
+        c: &Container,
+        ranges: &mut [GpuRange<'_>],
+    ) -> Vec<Result<(), GpuError>> {
+        let mut results: Vec<Result<(), GpuError>> = ranges.iter().map(|_| Ok(())).collect();
+        for sub in batch::sub_batches(c, ranges, self.batch_bytes, &mut results) {
+            match self.run(&sub.plan) {
+                Ok(out) => batch::scatter(&sub, &out, ranges),
+                Err(e) => sub.ranges.iter().for_each(|&i| results[i] = Err(e.clone())),
+            }
+        }
+        results
+    }
+    fn decode_to_device(
+        &self,
+        c: &Container,
+        tables: &Tables,
+        tensor: usize,
+    ) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        let mut out = Vec::new();
+        for plan in batch::tensor_batches(c, tables, tensor, self.batch_bytes) {
+            out.extend(self.run(&plan?)?);
+        }
+        Ok(Arc::new(FakeDeviceBuffer(out)))
+    }
+    fn upload(&self, bytes: &[u8]) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
+        Ok(Arc::new(FakeDeviceBuffer(bytes.to_vec())))
     }
 }
 
