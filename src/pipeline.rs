@@ -214,8 +214,6 @@ struct ChunkDecoder {
     container: Arc<Container>,
     tables: Arc<Vec<Option<Arc<Tables>>>>,
     gpu: Option<Arc<dyn GpuEngine>>,
-    /// Why there is no GPU engine.
-    gpu_absent: String,
     mode: Mode,
     policy: Arc<Mutex<Policy>>,
     started: Instant,
@@ -339,17 +337,22 @@ impl ChunkDecoder {
         }
     }
 
-    /// What a GPU attempt comes to: the bytes read, or in GPU_ONLY the
-    /// error; otherwise a failed attempt decodes on the CPU (an
-    /// out-of-memory counted as a memory-pressure event).
+    /// What a GPU attempt comes to: the bytes read; with no engine
+    /// (`None`), the CPU's decode; an out-of-memory outside GPU_ONLY, the
+    /// CPU's decode, counted as a memory-pressure event; any other failure,
+    /// the error that stops the run.
     fn gpu_outcome(
         &self,
         t: &ChunkTask,
         first: u64,
         out: &mut [u8],
         part: &mut DecodedPart,
-        attempt: std::result::Result<(), GpuError>,
+        attempt: Option<std::result::Result<(), GpuError>>,
     ) -> std::result::Result<u64, String> {
+        let Some(attempt) = attempt else {
+            part.engine = Engine::Cpu;
+            return self.cpu(t, first, out).map_err(|e| e.to_string());
+        };
         match attempt {
             Ok(()) => Ok(self.container.header().tensors[t.tensor].chunks[t.chunk]
                 .sections
@@ -361,14 +364,21 @@ impl ChunkDecoder {
                 self.place(t),
                 out.len()
             )),
-            Err(e) => {
-                if matches!(e, GpuError::OutOfMemory { .. }) {
-                    self.policy.lock().expect("policy lock").record_oom();
-                    part.rerouted_oom = true;
-                }
+            // Out of device memory is memory pressure: the CPU takes the
+            // part, and it counts.
+            Err(GpuError::OutOfMemory { .. }) => {
+                self.policy.lock().expect("policy lock").record_oom();
+                part.rerouted_oom = true;
                 part.engine = Engine::Cpu;
                 self.cpu(t, first, out).map_err(|e| e.to_string())
             }
+            // Anything else (a driver error, damage the kernels found) is
+            // no reason to decode elsewhere: it stops the run, said.
+            Err(e) => Err(format!(
+                "{}: the GPU failed on {} bytes: {e}",
+                self.place(t),
+                out.len()
+            )),
         }
     }
 }
@@ -456,12 +466,15 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
                         }
                     })
                     .collect();
+                // No engine: `None` a range, the CPU's (said once, at the
+                // start of the run).
                 match &self.gpu {
-                    Some(gpu) => gpu.decode_batch(&self.container, &mut ranges),
-                    None => ranges
-                        .iter()
-                        .map(|_| Err(GpuError::Failed(self.gpu_absent.clone())))
+                    Some(gpu) => gpu
+                        .decode_batch(&self.container, &mut ranges)
+                        .into_iter()
+                        .map(Some)
                         .collect(),
+                    None => ranges.iter().map(|_| None).collect::<Vec<_>>(),
                 }
             };
             let spent = self.now_us() - started;
@@ -1191,7 +1204,6 @@ fn run_graph_watched(
             container: c2.clone(),
             tables: tables2.clone(),
             gpu: gpu.clone(),
-            gpu_absent: gpu_absent.clone(),
             mode,
             policy: policy2.clone(),
             started,

@@ -193,6 +193,31 @@ fn gpu_only_fails_hard_on_out_of_memory_naming_the_chunk_and_bytes() {
     assert!(err.contains("no GPU"), "{err}");
 }
 
+/// Only an out-of-memory sends a GPU chunk to the CPU: any other GPU
+/// failure stops AUTO and HYBRID as it stops GPU_ONLY, naming the chunk,
+/// with no output under the final name (nothing silently retried).
+#[test]
+fn a_gpu_failure_that_is_not_out_of_memory_stops_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = model(dir.path());
+    let c = Container::open(&packed).unwrap();
+    let ta = common::tensor_index(&c, "a");
+    for mode in [Mode::Auto, Mode::Hybrid, Mode::GpuOnly] {
+        let mut gpu = FakeGpu::new(&[]);
+        gpu.fail_on.insert((ta, 1));
+        let mut o = opts(mode, 2);
+        o.gpu = Some(Arc::new(gpu));
+        let out = dir.path().join("f.safetensors");
+        let err = run(&packed, &out, &o).unwrap_err().to_string();
+        assert!(
+            err.contains("tensor 'a', chunk 1") && err.contains("an injected launch failure"),
+            "{mode:?}: {err}"
+        );
+        assert!(!out.exists(), "{mode:?}: no output under the final name");
+        common::assert_no_temp_files(dir.path());
+    }
+}
+
 #[test]
 fn replayed_routes_match_plan_and_repeat_exactly() {
     let dir = tempfile::tempdir().unwrap();
