@@ -227,6 +227,26 @@ fn load_puts_each_tensor_where_it_is_wanted_while_the_device_has_room() {
     }
 }
 
+/// In `load` as in the graph, only an out-of-memory sends a tensor to host
+/// memory: another GPU failure stops AUTO, naming the tensor.
+#[test]
+fn load_stops_on_a_gpu_failure_that_is_not_out_of_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _) = model(dir.path());
+    let mut gpu = common::FakeGpu::new(&[]);
+    gpu.fail_on
+        .insert((common::tensor_index(&c, "layer.1.w"), 0));
+    let p = Pipeline::new(config(64.0)).with_gpu(Arc::new(gpu));
+    let err = p
+        .load(&c, None, |_| Residence::Device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tensor 'layer.1.w'") && err.contains("an injected launch failure"),
+        "{err}"
+    );
+}
+
 #[test]
 fn load_in_gpu_only_fails_naming_the_tensor_and_cpu_only_stays_on_the_host() {
     let dir = tempfile::tempdir().unwrap();

@@ -155,11 +155,18 @@ impl Pipeline {
                         t.byte_len
                     )))
                 }
-                Err(e) => {
-                    if matches!(e, GpuError::OutOfMemory { .. }) {
-                        policy.record_oom();
-                    }
+                // Out of device memory: the tensor goes to host memory, the
+                // reason with it, counted as memory pressure.
+                Err(e @ GpuError::OutOfMemory { .. }) => {
+                    policy.record_oom();
                     host.push((i, Some(e.to_string())));
+                }
+                // Any other failure is no reason to decode elsewhere.
+                Err(e) => {
+                    return Err(Error::Decode(format!(
+                        "{place}: the GPU failed on its {} bytes: {e}",
+                        t.byte_len
+                    )))
                 }
             }
         }

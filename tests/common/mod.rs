@@ -163,6 +163,9 @@ impl GpuEngine for FakeGpu {
         tensor: usize,
     ) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
         let t = &c.header().tensors[tensor];
+        if self.fail_on.iter().any(|&(x, _)| x == tensor) {
+            return Err(GpuError::Failed("an injected launch failure".into()));
+        }
         self.allocate(t.byte_len)?;
         let mut out = vec![0u8; t.byte_len as usize];
         let mut at = 0usize;
