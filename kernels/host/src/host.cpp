@@ -7,10 +7,11 @@
 #include <ucontext.h>
 #endif
 
+#include <sys/mman.h>
+
 #include <cstdio>
 #include <cstring>
 #include <memory>
-#include <vector>
 
 thread_local uint3 threadIdx;
 thread_local uint3 blockIdx;
@@ -98,12 +99,41 @@ struct Warp {
     Context sched;
     Lane lanes[32];
     int current;
-    std::vector<char> stacks;
+    char* stacks;  // 32 of kStack, each above an inaccessible page
     void (*body)(void*);
     void* arg;
 };
 
 thread_local Warp* running = nullptr;
+
+// The lanes' stacks, made once a thread: a lane that overflows its stack
+// faults on the page below it instead of writing over its neighbour's.
+constexpr size_t kGuard = 4096;
+struct Stacks {
+    char* base = nullptr;
+    size_t len = 32 * (kStack + kGuard);
+    ~Stacks() {
+        if (base != nullptr) munmap(base, len);
+    }
+};
+thread_local Stacks stacks;
+
+char* lane_stacks() {
+    if (stacks.base == nullptr) {
+        void* p = mmap(nullptr, stacks.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (p == MAP_FAILED) return nullptr;
+        char* base = static_cast<char*>(p);
+        for (size_t j = 0; j < 32; j++) {
+            if (mprotect(base + j * (kStack + kGuard), kGuard, PROT_NONE) != 0) {
+                munmap(p, stacks.len);
+                return nullptr;
+            }
+        }
+        stacks.base = base;
+    }
+    return stacks.base;
+}
 thread_local char message[512];
 
 // A lane's first frame: runs the kernel, then hands control back to the
@@ -127,7 +157,7 @@ const char* run_warp(Warp& w, unsigned first, unsigned threads) {
             continue;
         }
         l.tid = {t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
-        prepare(l.ctx, &w.stacks[j * kStack], kStack, entry);
+        prepare(l.ctx, w.stacks + j * (kStack + kGuard) + kGuard, kStack, entry);
         l.state = State::Running;
     }
     for (;;) {
@@ -205,7 +235,11 @@ const char* launch(const unsigned grid[3], const unsigned block[3], void (*body)
         return message;
     }
     auto w = std::make_unique<Warp>();
-    w->stacks.resize(32 * kStack);
+    w->stacks = lane_stacks();
+    if (w->stacks == nullptr) {
+        std::snprintf(message, sizeof message, "could not map the lanes' stacks");
+        return message;
+    }
     w->body = body;
     w->arg = arg;
     Warp* outer = running;
