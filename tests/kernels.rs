@@ -15,13 +15,11 @@ use padic_burst::codec::chunk::{self, RANGE_ALIGN};
 use padic_burst::codec::plan::{BatchPlan, Pass, PIECE_CONST, PIECE_RAW};
 use padic_burst::codec::rans::{self, Word};
 use padic_burst::codec::{symbols, FloatKind, Layout, Tables};
-use padic_burst::compress::{compress_file, CompressOptions};
 use padic_burst::config::Config;
 use padic_burst::demo::{gaussian_bytes, Rng};
 use padic_burst::format::Container;
 use padic_burst::pipeline::{decompress_file, Pipeline, Residence, RunOptions};
 use padic_burst::policy::Mode;
-use padic_burst::progress::Progress;
 use padic_burst_kernels_host as host;
 
 fn gaussian(kind: FloatKind, n: usize, seed: u64) -> Vec<u8> {
@@ -308,18 +306,9 @@ fn the_kernels_report_damage_rather_than_decode_it() {
 fn real_weights_decode_bit_exact_through_the_gpu_path() {
     let dir = tempfile::tempdir().unwrap();
     for dtype in ["bf16", "f16", "f32"] {
-        let Some(input) = common::real_weights(dtype) else {
+        let Some((original, packed)) = common::compress_real_weights(dir.path(), dtype) else {
             continue;
         };
-        let original = std::fs::read(&input).unwrap();
-        let packed = dir.path().join(format!("{dtype}.padic"));
-        compress_file(
-            &input,
-            &packed,
-            &CompressOptions::default(),
-            &Progress::hidden(),
-        )
-        .unwrap();
         let gpu = Arc::new(HostKernelGpu::new(1 << 20));
         let mut o = RunOptions::new(Mode::GpuOnly, Config::default());
         o.timely_args = vec!["-w".into(), "2".into()];
@@ -398,13 +387,7 @@ fn hybrid_parts_and_device_tensors_are_bit_exact_through_the_kernels() {
     assert_eq!(info.device_tensors, 4);
     let data = common::data_region(&original);
     for t in &tensors {
-        let e = c
-            .header()
-            .tensors
-            .iter()
-            .find(|x| x.name == t.name)
-            .unwrap();
-        let want = &data[e.data_offset as usize..(e.data_offset + e.byte_len) as usize];
+        let want = common::tensor_bytes(&c, data, &t.name);
         assert!(t.on_device(), "{}", t.name);
         assert!(*t.to_host().unwrap() == want, "{}: values differ", t.name);
     }

@@ -47,7 +47,7 @@ fn decompress_returns_every_tensor_bit_exact() {
     for (t, e) in tensors.iter().zip(&c.header().tensors) {
         assert_eq!(t.name, e.name);
         assert!(
-            t.data[..] == data[e.data_offset as usize..(e.data_offset + e.byte_len) as usize],
+            t.data[..] == *common::tensor_bytes(&c, data, &e.name),
             "{}",
             t.name
         );
@@ -70,13 +70,7 @@ fn repeated_tensor_loads_hit_the_cache_and_the_cache_stays_bounded() {
     // 0.5 MiB holds the 400 KB bf16 tensor or the 200 KB f32 one, not both.
     let p = Pipeline::new(config(0.5));
     let a = p.decompress_tensor(&c, "layer.0.w", None).unwrap();
-    let e = c
-        .header()
-        .tensors
-        .iter()
-        .find(|t| t.name == "layer.0.w")
-        .unwrap();
-    assert!(a.data[..] == data[e.data_offset as usize..(e.data_offset + e.byte_len) as usize]);
+    assert!(a.data[..] == *common::tensor_bytes(&c, data, "layer.0.w"));
     let a2 = p.decompress_tensor(&c, "layer.0.w", None).unwrap();
     assert!(
         Arc::ptr_eq(&a.data, &a2.data),
@@ -148,14 +142,8 @@ fn one_pipeline_serves_several_threads() {
     let data = common::data_region(&file);
     for h in handles {
         for t in h.join().unwrap() {
-            let e = c
-                .header()
-                .tensors
-                .iter()
-                .find(|x| x.name == t.name)
-                .unwrap();
             assert!(
-                t.data[..] == data[e.data_offset as usize..(e.data_offset + e.byte_len) as usize],
+                t.data[..] == *common::tensor_bytes(&c, data, &t.name),
                 "{}",
                 t.name
             );
@@ -172,10 +160,7 @@ fn load_puts_each_tensor_where_it_is_wanted_while_the_device_has_room() {
     let dir = tempfile::tempdir().unwrap();
     let (c, file) = model(dir.path());
     let data = common::data_region(&file);
-    let bytes = |name: &str| {
-        let e = c.header().tensors.iter().find(|t| t.name == name).unwrap();
-        data[e.data_offset as usize..(e.data_offset + e.byte_len) as usize].to_vec()
-    };
+    let bytes = |name: &str| common::tensor_bytes(&c, data, name).to_vec();
     let index = |name: &str| common::tensor_index(&c, name);
     // Room for layer.1.w (200 KB) and ids (512 B), never for layer.0.w (400 KB).
     let gpu = Arc::new(common::FakeGpu::new(&[]));

@@ -88,18 +88,9 @@ fn exponent_entropy_bytes(c: &Container, data: &[u8]) -> f64 {
 fn exponent_channel_is_within_one_percent_of_its_entropy() {
     let dir = tempfile::tempdir().unwrap();
     for (dtype, _) in ZIPNN {
-        let Some(input) = common::real_weights(dtype) else {
+        let Some((original, packed)) = common::compress_real_weights(dir.path(), dtype) else {
             continue;
         };
-        let original = std::fs::read(&input).unwrap();
-        let packed = dir.path().join(format!("{dtype}.padic"));
-        compress_file(
-            &input,
-            &packed,
-            &CompressOptions::default(),
-            &Progress::hidden(),
-        )
-        .unwrap();
         let c = Container::open(&packed).unwrap();
         let entropy = exponent_entropy_bytes(&c, common::data_region(&original));
         let coded: u64 = c

@@ -55,6 +55,17 @@ pub fn data_region(file: &[u8]) -> &[u8] {
     &file[8 + n..]
 }
 
+/// The bytes of tensor `name` in a safetensors file's data region.
+pub fn tensor_bytes<'a>(c: &Container, data: &'a [u8], name: &str) -> &'a [u8] {
+    let e = c
+        .header()
+        .tensors
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no tensor '{name}'"));
+    &data[e.data_offset as usize..(e.data_offset + e.byte_len) as usize]
+}
+
 /// Every 16-bit pattern, little-endian.
 pub fn all_u16_patterns() -> Vec<u8> {
     (0..=u16::MAX).flat_map(|v| v.to_le_bytes()).collect()
@@ -398,6 +409,22 @@ pub fn real_weights(dtype: &str) -> Option<PathBuf> {
         path.display()
     );
     None
+}
+
+/// The real test weights of `dtype` compressed with the defaults into `dir`:
+/// (the original file, the container's path); `None` as [`real_weights`].
+pub fn compress_real_weights(dir: &Path, dtype: &str) -> Option<(Vec<u8>, PathBuf)> {
+    let input = real_weights(dtype)?;
+    let original = std::fs::read(&input).unwrap();
+    let packed = dir.join(format!("{dtype}.padic"));
+    compress_file(
+        &input,
+        &packed,
+        &CompressOptions::default(),
+        &Progress::hidden(),
+    )
+    .unwrap();
+    Some((original, packed))
 }
 
 /// Rewrites the container's header JSON through `edit`, with a valid checksum.
