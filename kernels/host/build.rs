@@ -17,6 +17,11 @@ fn main() {
         .file("src/host.cpp")
         .flag_if_supported("-Wall")
         .flag_if_supported("-Wno-unused-parameter")
+        // Nothing here needs the C++ runtime library, so no binary that
+        // links this crate needs libstdc++ where it runs.
+        .flag("-fno-exceptions")
+        .flag("-fno-rtti")
+        .cpp_link_stdlib(None)
         .opt_level(2)
         .compile("padic_kernels_host");
 }

@@ -7,11 +7,11 @@
 #include <ucontext.h>
 #endif
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <cstdio>
 #include <cstring>
-#include <memory>
 
 thread_local uint3 threadIdx;
 thread_local uint3 blockIdx;
@@ -106,33 +106,36 @@ struct Warp {
 
 thread_local Warp* running = nullptr;
 
-// The lanes' stacks, made once a thread: a lane that overflows its stack
-// faults on the page below it instead of writing over its neighbour's.
+// The lanes' stacks, mapped once a thread and unmapped when it ends (a
+// pthread key: nothing here needs the C++ runtime library). A lane that
+// overflows its stack faults on the page below it instead of writing over
+// its neighbour's.
 constexpr size_t kGuard = 4096;
-struct Stacks {
-    char* base = nullptr;
-    size_t len = 32 * (kStack + kGuard);
-    ~Stacks() {
-        if (base != nullptr) munmap(base, len);
-    }
-};
-thread_local Stacks stacks;
+constexpr size_t kStacksLen = 32 * (kStack + kGuard);
+thread_local char* stacks = nullptr;
+pthread_key_t stacks_key;
+pthread_once_t stacks_once = PTHREAD_ONCE_INIT;
+
+void unmap_stacks(void* p) { munmap(p, kStacksLen); }
+void make_stacks_key() { pthread_key_create(&stacks_key, unmap_stacks); }
 
 char* lane_stacks() {
-    if (stacks.base == nullptr) {
-        void* p = mmap(nullptr, stacks.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+    if (stacks == nullptr) {
+        void* p = mmap(nullptr, kStacksLen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                        -1, 0);
         if (p == MAP_FAILED) return nullptr;
         char* base = static_cast<char*>(p);
         for (size_t j = 0; j < 32; j++) {
             if (mprotect(base + j * (kStack + kGuard), kGuard, PROT_NONE) != 0) {
-                munmap(p, stacks.len);
+                munmap(p, kStacksLen);
                 return nullptr;
             }
         }
-        stacks.base = base;
+        pthread_once(&stacks_once, make_stacks_key);
+        pthread_setspecific(stacks_key, p);
+        stacks = base;
     }
-    return stacks.base;
+    return stacks;
 }
 thread_local char message[512];
 
@@ -234,7 +237,13 @@ const char* launch(const unsigned grid[3], const unsigned block[3], void (*body)
                       grid[2], block[0], block[1], block[2]);
         return message;
     }
-    auto w = std::make_unique<Warp>();
+    // One warp at a time a thread: its state lives here, not on the heap.
+    static thread_local Warp warp;
+    Warp* w = &warp;
+    if (running != nullptr) {
+        std::snprintf(message, sizeof message, "a launch inside a launch");
+        return message;
+    }
     w->stacks = lane_stacks();
     if (w->stacks == nullptr) {
         std::snprintf(message, sizeof message, "could not map the lanes' stacks");
@@ -242,8 +251,7 @@ const char* launch(const unsigned grid[3], const unsigned block[3], void (*body)
     }
     w->body = body;
     w->arg = arg;
-    Warp* outer = running;
-    running = w.get();
+    running = w;
     gridDim = {grid[0], grid[1], grid[2]};
     blockDim = {block[0], block[1], block[2]};
     const char* err = nullptr;
@@ -257,7 +265,7 @@ const char* launch(const unsigned grid[3], const unsigned block[3], void (*body)
             }
         }
     }
-    running = outer;
+    running = nullptr;
     return err;
 }
 
