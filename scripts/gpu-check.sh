@@ -14,7 +14,8 @@
 # finish bit-exact on the CPU), NVML readings that move when memory is
 # allocated, and throughput (the kernels alone over batches of every chunk,
 # a batch end to end from pinned memory, and the graph end to end against
-# the CPU). It prints a short table last. Copy the table, the card and the
+# the CPU), and the kernels under compute-sanitizer's memcheck where it is
+# installed. It prints a short table last. Copy the table, the card and the
 # date into docs/gpu-results.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,8 +49,31 @@ run)
   {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    # The binaries were built elsewhere: say so first if this C library
+    # cannot load them (they need GLIBC 2.34 or later).
+    echo "libc: $(ldd --version 2>&1 | head -1)"
+    for b in "$dir"/bin/*; do
+      if ldd "$b" | grep -q "not found"; then
+        echo "cannot load $b:"; ldd "$b" | grep "not found"; echo x >> "$failed"
+      fi
+    done
     echo "== tests/gpu.rs"
     PADIC_REQUIRE_GPU=1 "$dir/bin/gpu-tests" --test-threads 1 --nocapture || echo x >> "$failed"
+    # The kernels under compute-sanitizer's memcheck (out-of-bounds and
+    # misaligned accesses, launch errors), capped at two minutes.
+    if command -v compute-sanitizer >/dev/null; then
+      echo "== compute-sanitizer memcheck: gpu_decodes_bit_exact_with_the_cpu"
+      set +e
+      PADIC_REQUIRE_GPU=1 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+        "$dir/bin/gpu-tests" --exact on_a_gpu::gpu_decodes_bit_exact_with_the_cpu --test-threads 1
+      rc=$?
+      set -e
+      case $rc in
+        0) echo "memcheck: clean" ;;
+        124) echo "memcheck: stopped at two minutes, nothing reported before" ;;
+        *) echo "memcheck: FAILED (status $rc)"; echo x >> "$failed" ;;
+      esac
+    fi
     echo "== examples/gpu_throughput"
     "$dir/bin/gpu_throughput" 1024 20 64,256,1024 || echo x >> "$failed"
     echo "== padic-burst decompress --mode auto --record-pressure"
@@ -62,7 +86,7 @@ run)
   } 2>&1 | tee "$log"
   echo
   echo "== summary ($log)"
-  grep -E "^date:|NVIDIA|H100|H200|test result|bit-exact|full card|NVML:|^\| |identical|SKIPPED" "$log" || true
+  grep -E "^date:|^libc:|cannot load|NVIDIA|H100|H200|test result|bit-exact|full card|NVML:|memcheck:|^\| |identical|SKIPPED" "$log" || true
   if [ -s "$failed" ]; then
     echo "gpu-check: $(wc -l < "$failed") step(s) failed (see $log)"
     exit 1
