@@ -79,13 +79,32 @@ impl Tables {
         first: usize,
         count: usize,
     ) -> Result<ChunkPlan> {
+        let mut data = Vec::new();
+        let sections = self.plan_sections(sections, total, first, count, &mut data)?;
+        Ok(ChunkPlan {
+            kind: self.kind,
+            count,
+            data,
+            sections,
+        })
+    }
+
+    /// [`Tables::plan`]'s work: appends the bytes the range reads to `data`
+    /// and returns the sections' plans, their offsets positions in `data`.
+    fn plan_sections(
+        &self,
+        sections: &[&[u8]],
+        total: usize,
+        first: usize,
+        count: usize,
+        data: &mut Vec<u8>,
+    ) -> Result<Vec<SectionPlan>> {
         let last = first
             .checked_add(count)
             .filter(|&l| l <= total)
             .ok_or_else(|| {
                 Error::Decode(format!("range {first}+{count} past the {total} values"))
             })?;
-        let mut data = Vec::new();
         let mut plans = Vec::with_capacity(self.sections_used());
         for s in 0..self.sections_used() {
             let lut = self.lut(s);
@@ -152,12 +171,7 @@ impl Tables {
             };
             plans.push(plan);
         }
-        Ok(ChunkPlan {
-            kind: self.kind,
-            count,
-            data,
-            sections: plans,
-        })
+        Ok(plans)
     }
 }
 
@@ -314,11 +328,42 @@ impl BatchPlan {
         }
     }
 
-    /// Appends a range; its words start at the returned offset. Every offset
-    /// must fit in 32 bits (a batch stays well under 4 GiB).
+    /// Appends a planned range; its words start at the returned offset.
+    /// Every offset must fit in 32 bits (a batch stays well under 4 GiB).
+    /// On an error the batch is left as it was.
     pub fn push(&mut self, p: &ChunkPlan) -> Result<usize> {
-        // On an error the batch is left as it was.
+        self.atomically(|b| {
+            let base = b.data.len();
+            offset(base + p.data.len())?;
+            let out = b.add(p.kind, p.count, &p.sections, base)?;
+            b.data.extend_from_slice(&p.data);
+            Ok(out)
+        })
+    }
+
+    /// Plans values `[first, first + count)` of a chunk of `total` values
+    /// from its `sections` straight into the batch: [`Tables::plan`] then
+    /// [`BatchPlan::push`] without the range's own copy of its bytes. On an
+    /// error the batch is left as it was.
+    pub fn push_range(
+        &mut self,
+        tables: &Tables,
+        sections: &[&[u8]],
+        total: usize,
+        first: usize,
+        count: usize,
+    ) -> Result<usize> {
+        self.atomically(|b| {
+            let plans = tables.plan_sections(sections, total, first, count, &mut b.data)?;
+            offset(b.data.len())?;
+            b.add(tables.kind, count, &plans, 0)
+        })
+    }
+
+    /// Runs `f`, undoing whatever it appended when it fails.
+    fn atomically(&mut self, f: impl FnOnce(&mut Self) -> Result<usize>) -> Result<usize> {
         let before = (
+            self.data.len(),
             self.tables.len(),
             self.luts.len(),
             self.passes
@@ -326,38 +371,46 @@ impl BatchPlan {
                 .map(|q| (q.pieces.len(), q.segments.len()))
                 .collect::<Vec<_>>(),
         );
-        let pushed = self.push_unchecked(p);
-        if pushed.is_err() {
-            self.tables.truncate(before.0);
-            self.luts.truncate(before.1);
-            self.passes.truncate(before.2.len());
-            for (q, &(a, b)) in self.passes.iter_mut().zip(&before.2) {
+        let done = f(self);
+        if done.is_err() {
+            self.data.truncate(before.0);
+            self.tables.truncate(before.1);
+            self.luts.truncate(before.2);
+            self.passes.truncate(before.3.len());
+            for (q, &(a, b)) in self.passes.iter_mut().zip(&before.3) {
                 q.pieces.truncate(a);
                 q.segments.truncate(b);
             }
         }
-        pushed
+        done
     }
 
-    fn push_unchecked(&mut self, p: &ChunkPlan) -> Result<usize> {
-        if p.kind.size() != self.word_size {
+    /// Adds the pieces and segments of a range of `count` values whose
+    /// sections' offsets are `shift` bytes before their place in `data`.
+    fn add(
+        &mut self,
+        kind: FloatKind,
+        count: usize,
+        sections: &[SectionPlan],
+        shift: usize,
+    ) -> Result<usize> {
+        if kind.size() != self.word_size {
             return Err(Error::Decode(format!(
                 "a {}-byte range in a batch of {}-byte words",
-                p.kind.size(),
+                kind.size(),
                 self.word_size
             )));
         }
         let out = self.count;
-        let base = self.data.len();
-        let at = |v: u32| offset(base + v as usize);
-        for (s, sec) in p.sections.iter().enumerate() {
+        let at = |v: u32| offset(shift + v as usize);
+        for (s, sec) in sections.iter().enumerate() {
             if self.passes.len() <= s {
                 self.passes.push(Pass::default());
             }
             match sec {
                 SectionPlan::Const { value } => self.passes[s].pieces.push(Piece {
                     out_start: offset(out)?,
-                    count: offset(p.count)?,
+                    count: offset(count)?,
                     kind: PIECE_CONST,
                     value: *value,
                     ..Piece::default()
@@ -372,7 +425,7 @@ impl BatchPlan {
                     self.luts.extend_from_slice(lut);
                     self.passes[s].pieces.push(Piece {
                         out_start: offset(out)?,
-                        count: offset(p.count)?,
+                        count: offset(count)?,
                         kind: PIECE_RAW,
                         value: offset(lut.len())?,
                         data_off: at(*off)?,
@@ -404,12 +457,21 @@ impl BatchPlan {
                 }
             }
         }
-        offset(base + p.data.len())?;
-        offset(out + p.count)?;
-        self.data.extend_from_slice(&p.data);
-        self.count = out + p.count;
+        offset(out + count)?;
+        self.count = out + count;
         self.starts.push(out);
         Ok(out)
+    }
+
+    /// Empties the batch for `word_size`-byte values, keeping its memory.
+    pub fn reset(&mut self, word_size: usize) {
+        self.word_size = word_size;
+        self.count = 0;
+        self.starts.clear();
+        self.data.clear();
+        self.tables.clear();
+        self.luts.clear();
+        self.passes.clear();
     }
 
     /// Ranges in the batch.
@@ -516,6 +578,35 @@ mod tests {
 
     fn gaussian(kind: FloatKind, n: usize, seed: u64) -> Vec<u8> {
         crate::demo::gaussian_bytes(&mut crate::demo::Rng::new(seed), n, 0.03, kind.dtype())
+    }
+
+    /// `push_range` plans straight into the batch: the same batch as
+    /// `plan` then `push`, and a range that fails part-way (its second
+    /// section damaged) leaves the batch as it was; `reset` empties it.
+    #[test]
+    fn push_range_equals_plan_then_push_and_undoes_a_failure() {
+        let layout = Layout::new(FloatKind::BF16, 2, None, false).unwrap();
+        let n = RANGE_ALIGN + 300;
+        let enc = chunk::encode(&layout, &gaussian(FloatKind::BF16, n, 4));
+        let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
+        let tables = Tables::new(&layout, layout.precision);
+        let mut direct = BatchPlan::new(2);
+        let mut copied = BatchPlan::new(2);
+        for (a, b) in [(0, RANGE_ALIGN), (RANGE_ALIGN, n), (0, n)] {
+            direct.push_range(&tables, &secs, n, a, b - a).unwrap();
+            copied
+                .push(&tables.plan(&secs, n, a, b - a).unwrap())
+                .unwrap();
+        }
+        assert_eq!(direct, copied);
+        let before = direct.clone();
+        let mut bad = secs.clone();
+        let short = &secs[1][..secs[1].len() / 2];
+        bad[1] = short;
+        assert!(direct.push_range(&tables, &bad, n, 0, n).is_err());
+        assert_eq!(direct, before, "the failed range left nothing behind");
+        direct.reset(4);
+        assert_eq!(direct, BatchPlan::new(4));
     }
 
     #[test]

@@ -1,19 +1,25 @@
 //! The host's half of a GPU decode, apart from any device: ranges planned
-//! and grouped into sub-batches ([`sub_batches`], [`tensor_batches`]), and
-//! a sub-batch's output handed back to its ranges ([`scatter`]). The CUDA
+//! and grouped into sub-batches ([`sub_batches`], [`tensor_batches`]) in
+//! memory kept from earlier ones ([`Spares`]), and a sub-batch's output
+//! handed back to its ranges ([`scatter`]). The CUDA
 //! engine uploads each sub-batch and runs [`BatchPlan::launches`] on it;
 //! the tests run the same launches through `kernels/decode.cu` compiled
 //! for the host, so everything here is checked without a GPU.
 
+use std::sync::Mutex;
+
 use super::gpu::{GpuError, GpuRange};
-use crate::codec::plan::{BatchPlan, ChunkPlan};
+use crate::codec::plan::BatchPlan;
 use crate::codec::Tables;
 use crate::format::Container;
 
 /// Plans values `[first, first + count)` of chunk `chunk` (of `total`
-/// values) of tensor `tensor`: its sections read and checksummed, then
-/// parsed and checked as the CPU decoder would.
-pub fn plan_chunk(
+/// values) of tensor `tensor` into `batch`: its sections read and
+/// checksummed, then parsed and checked as the CPU decoder would, their
+/// bytes copied once, into the batch. On an error the batch is unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn push_chunk(
+    batch: &mut BatchPlan,
     container: &Container,
     tables: &Tables,
     tensor: usize,
@@ -21,17 +27,21 @@ pub fn plan_chunk(
     total: usize,
     first: usize,
     count: usize,
-) -> Result<ChunkPlan, GpuError> {
+) -> Result<usize, GpuError> {
     let secs = container
         .sections(tensor, chunk, tables.sections_used())
         .map_err(|e| GpuError::Failed(e.to_string()))?;
-    tables
-        .plan(&secs, total, first, count)
+    batch
+        .push_range(tables, &secs, total, first, count)
         .map_err(|e| GpuError::Failed(e.to_string()))
 }
 
-/// Plans one range of a batch.
-pub fn plan_range(container: &Container, r: &GpuRange<'_>) -> Result<ChunkPlan, GpuError> {
+/// Plans one range of a batch into `batch`.
+pub fn push_range(
+    batch: &mut BatchPlan,
+    container: &Container,
+    r: &GpuRange<'_>,
+) -> Result<usize, GpuError> {
     let size = r.tables.kind.size();
     if r.out.len() % size != 0 {
         return Err(GpuError::Failed(format!(
@@ -41,7 +51,8 @@ pub fn plan_range(container: &Container, r: &GpuRange<'_>) -> Result<ChunkPlan, 
             r.out.len()
         )));
     }
-    plan_chunk(
+    push_chunk(
+        batch,
         container,
         r.tables,
         r.tensor,
@@ -50,6 +61,37 @@ pub fn plan_range(container: &Container, r: &GpuRange<'_>) -> Result<ChunkPlan, 
         r.first,
         r.out.len() / size,
     )
+}
+
+/// Batch plans whose memory is kept for the next sub-batches. A sub-batch
+/// of tens of MiB in fresh memory costs a page fault every 4 KiB, which
+/// made planning several times slower than the copy it does
+/// (`examples/gpu_host_side.rs`).
+#[derive(Debug, Default)]
+pub struct Spares(Mutex<Vec<BatchPlan>>);
+
+impl Spares {
+    /// Plans kept at most: as many as the sub-batches in flight at once.
+    pub const KEEP: usize = 4;
+
+    /// An empty plan for `word_size`-byte values, in kept memory when there is some.
+    pub fn take(&self, word_size: usize) -> BatchPlan {
+        match self.0.lock().expect("spares lock").pop() {
+            Some(mut p) => {
+                p.reset(word_size);
+                p
+            }
+            None => BatchPlan::new(word_size),
+        }
+    }
+
+    /// Keeps `plan`'s memory for a later sub-batch.
+    pub fn give(&self, plan: BatchPlan) {
+        let mut kept = self.0.lock().expect("spares lock");
+        if kept.len() < Self::KEEP {
+            kept.push(plan);
+        }
+    }
 }
 
 /// Ranges decoded together: one word size, one set of launches.
@@ -64,32 +106,26 @@ pub struct SubBatch {
 /// Plans `ranges` and groups them, in order, into sub-batches of one word
 /// size (16- and 32-bit values apart) of about `target` output bytes each.
 /// A range that cannot be planned gets its error in `results[i]` and is
-/// left out; the others are unaffected.
+/// left out; the others are unaffected. The plans come from `spares`.
 pub fn sub_batches(
     container: &Container,
     ranges: &[GpuRange<'_>],
     target: usize,
     results: &mut [Result<(), GpuError>],
+    spares: &Spares,
 ) -> Vec<SubBatch> {
     let target = target.max(1);
     let mut open: [Option<SubBatch>; 2] = [None, None];
     let mut out = Vec::new();
     for (i, r) in ranges.iter().enumerate() {
-        let plan = match plan_range(container, r) {
-            Ok(p) => p,
-            Err(e) => {
-                results[i] = Err(e);
-                continue;
-            }
-        };
-        let size = plan.kind.size();
+        let size = r.tables.kind.size();
         let slot = (size == 4) as usize;
         let b = open[slot].get_or_insert_with(|| SubBatch {
-            plan: BatchPlan::new(size),
+            plan: spares.take(size),
             ranges: Vec::new(),
         });
-        if let Err(e) = b.plan.push(&plan) {
-            results[i] = Err(GpuError::Failed(e.to_string()));
+        if let Err(e) = push_range(&mut b.plan, container, r) {
+            results[i] = Err(e);
             continue;
         }
         b.ranges.push(i);
@@ -121,12 +157,14 @@ pub fn scatter(sub: &SubBatch, output: &[u8], ranges: &mut [GpuRange<'_>]) {
 
 /// Every chunk of float tensor `tensor`, planned whole and grouped in order
 /// into batches of about `target` output bytes; the batches' outputs, back
-/// to back, are the tensor. Lazy: a batch is planned when it is asked for.
+/// to back, are the tensor. Lazy: a batch is planned when it is asked for,
+/// in a plan from `spares`.
 pub fn tensor_batches<'a>(
     container: &'a Container,
     tables: &'a Tables,
     tensor: usize,
     target: usize,
+    spares: &'a Spares,
 ) -> impl Iterator<Item = Result<BatchPlan, GpuError>> + 'a {
     let chunks = &container.header().tensors[tensor].chunks;
     let size = tables.kind.size();
@@ -136,11 +174,10 @@ pub fn tensor_batches<'a>(
         if next == chunks.len() {
             return None;
         }
-        let mut batch = BatchPlan::new(size);
+        let mut batch = spares.take(size);
         while next < chunks.len() && (batch.is_empty() || batch.count * size < target) {
             let n = chunks[next].elements as usize;
-            let pushed = plan_chunk(container, tables, tensor, next, n, 0, n)
-                .and_then(|p| batch.push(&p).map_err(|e| GpuError::Failed(e.to_string())));
+            let pushed = push_chunk(&mut batch, container, tables, tensor, next, n, 0, n);
             next += 1;
             if let Err(e) = pushed {
                 next = chunks.len();

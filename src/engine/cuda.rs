@@ -209,6 +209,8 @@ pub struct CudaEngine {
     lanes: Mutex<Vec<Lane>>,
     /// Output bytes a sub-batch aims at.
     batch_bytes: std::sync::atomic::AtomicUsize,
+    /// Host memory of finished sub-batches, planned into again.
+    spares: batch::Spares,
     k16: Kernels,
     k32: Kernels,
     name: String,
@@ -274,6 +276,7 @@ impl CudaEngine {
             reserve: std::sync::atomic::AtomicU64::new(0),
             lanes: Mutex::new(Vec::new()),
             batch_bytes: std::sync::atomic::AtomicUsize::new(sub_batch_bytes()),
+            spares: batch::Spares::default(),
             k16,
             k32,
             name,
@@ -596,6 +599,7 @@ impl CudaEngine {
                 }
             }
         }
+        self.spares.give(f.sub.plan);
     }
 
     /// Decodes `ranges` in sub-batches round the streams; `repeats`: time the
@@ -619,7 +623,7 @@ impl CudaEngine {
         let target = (self.batch_bytes.load(std::sync::atomic::Ordering::Relaxed) as u64)
             .min(room)
             .max(1) as usize;
-        let batches = batch::sub_batches(container, ranges, target, &mut results);
+        let batches = batch::sub_batches(container, ranges, target, &mut results, &self.spares);
         if batches.is_empty() {
             return (results, timing);
         }
@@ -710,7 +714,7 @@ impl CudaEngine {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 .max(1);
             let mut start = 0usize; // the batch's first byte in the tensor
-            for batch in batch::tensor_batches(container, tables, tensor, target) {
+            for batch in batch::tensor_batches(container, tables, tensor, target, &self.spares) {
                 let batch = batch?;
                 let len = batch.count * size;
                 self.check_reserve(batch.device_bytes())?;
@@ -722,6 +726,8 @@ impl CudaEngine {
                     &mut err,
                 )?;
                 start += len;
+                // Uploaded: the kernels read the device's copy.
+                self.spares.give(batch);
             }
             let flag = stream
                 .clone_dtoh(&err)

@@ -326,6 +326,8 @@ pub struct HostKernelGpu {
     pub batch_bytes: usize,
     /// Per sub-batch run: its word size and its ranges.
     pub sub_batches: Mutex<Vec<(usize, usize)>>,
+    /// Plans reused as the CUDA engine reuses them.
+    spares: batch::Spares,
 }
 
 impl HostKernelGpu {
@@ -333,6 +335,7 @@ impl HostKernelGpu {
         HostKernelGpu {
             batch_bytes,
             sub_batches: Mutex::new(Vec::new()),
+            spares: batch::Spares::default(),
         }
     }
 
@@ -362,11 +365,12 @@ impl GpuEngine for HostKernelGpu {
         ranges: &mut [GpuRange<'_>],
     ) -> Vec<Result<(), GpuError>> {
         let mut results: Vec<Result<(), GpuError>> = ranges.iter().map(|_| Ok(())).collect();
-        for sub in batch::sub_batches(c, ranges, self.batch_bytes, &mut results) {
+        for sub in batch::sub_batches(c, ranges, self.batch_bytes, &mut results, &self.spares) {
             match self.run(&sub.plan) {
                 Ok(out) => batch::scatter(&sub, &out, ranges),
                 Err(e) => sub.ranges.iter().for_each(|&i| results[i] = Err(e.clone())),
             }
+            self.spares.give(sub.plan);
         }
         results
     }
@@ -377,8 +381,10 @@ impl GpuEngine for HostKernelGpu {
         tensor: usize,
     ) -> Result<Arc<dyn DeviceBuffer>, GpuError> {
         let mut out = Vec::new();
-        for plan in batch::tensor_batches(c, tables, tensor, self.batch_bytes) {
-            out.extend(self.run(&plan?)?);
+        for plan in batch::tensor_batches(c, tables, tensor, self.batch_bytes, &self.spares) {
+            let plan = plan?;
+            out.extend(self.run(&plan)?);
+            self.spares.give(plan);
         }
         Ok(Arc::new(FakeDeviceBuffer(out)))
     }
