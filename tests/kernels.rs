@@ -223,12 +223,13 @@ fn one_batch_mixes_dtypes_primes_and_section_kinds() {
 
 /// Damaged sections never lead the kernels out of bounds: whatever the
 /// host's checks let through to a plan, the kernels (run on the host,
-/// every buffer between guard pages, so a read past one faults) either
-/// decode or report damage, and keep the warp rules.
+/// every buffer between guard pages, so a read past one faults) keep the
+/// warp rules and agree with the CPU decoder on the same damaged sections:
+/// both decode, to the same values, or both report damage.
 #[test]
 fn damaged_sections_never_take_the_kernels_out_of_bounds() {
     let mut rng = Rng::new(77);
-    let mut planned = 0;
+    let (mut planned, mut refused) = (0, 0);
     for (kind, prime) in [
         (FloatKind::BF16, 2u32),
         (FloatKind::F16, 3),
@@ -240,7 +241,7 @@ fn damaged_sections_never_take_the_kernels_out_of_bounds() {
         let bytes = gaussian(kind, n, prime as u64);
         let enc = chunk::encode(&layout, &bytes);
         let tables = Tables::new(&layout, layout.precision);
-        for _ in 0..300 {
+        for case in 0..300 {
             let mut secs = enc.sections.clone();
             let s = (rng.next_u64() % secs.len() as u64) as usize;
             let sec = &mut secs[s];
@@ -259,20 +260,41 @@ fn damaged_sections_never_take_the_kernels_out_of_bounds() {
             planned += 1;
             let mut batch = BatchPlan::new(kind.size());
             batch.push(&plan).unwrap();
-            match kind {
-                FloatKind::F32 => {
-                    let _ = run_kernels(&batch, &mut vec![0u32; batch.count]);
-                }
-                _ => {
-                    let _ = run_kernels(&batch, &mut vec![0u16; batch.count]);
-                }
-            }
+            let (cpu_ok, gpu_ok, same) = match kind {
+                FloatKind::F32 => agree::<u32>(&tables, &refs, n, &batch),
+                _ => agree::<u16>(&tables, &refs, n, &batch),
+            };
+            assert_eq!(
+                cpu_ok, gpu_ok,
+                "{kind:?} p={prime} case {case}: the CPU decoder says {cpu_ok}, the kernels {gpu_ok}"
+            );
+            assert!(
+                same,
+                "{kind:?} p={prime} case {case}: both decode, differently"
+            );
+            refused += !cpu_ok as usize;
         }
     }
+    eprintln!("{planned} damaged chunks planned; CPU and kernels both refused {refused}");
     assert!(
-        planned > 100,
-        "only {planned} damaged chunks got past the host's checks"
+        planned > 100 && refused > 50,
+        "only {planned} damaged chunks got past the host's checks, {refused} of them refused"
     );
+}
+
+/// Decodes `refs` with the CPU decoder and `batch` with the kernels:
+/// (the CPU decoded, the kernels decoded, equal where both did).
+fn agree<W: Word + host::Word + PartialEq>(
+    tables: &Tables,
+    refs: &[&[u8]],
+    n: usize,
+    batch: &BatchPlan,
+) -> (bool, bool, bool) {
+    let mut cpu = vec![W::default(); n];
+    let cpu_ok = tables.decode_range(refs, n, 0, &mut cpu).is_ok();
+    let mut gpu = vec![W::default(); batch.count];
+    let gpu_ok = run_kernels(batch, &mut gpu).is_ok();
+    (cpu_ok, gpu_ok, !(cpu_ok && gpu_ok) || cpu == gpu)
 }
 
 #[test]
