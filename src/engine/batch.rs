@@ -71,8 +71,12 @@ pub fn push_range(
 pub struct Spares(Mutex<Vec<BatchPlan>>);
 
 impl Spares {
-    /// Plans kept at most: as many as the sub-batches in flight at once.
-    pub const KEEP: usize = 4;
+    /// Plans kept at most: one a core (each worker's call plans its own
+    /// sub-batches), and at least four. Only plans given back are kept, so
+    /// this holds no more than the most that were in use at once.
+    pub fn keep() -> usize {
+        std::thread::available_parallelism().map_or(4, |n| n.get().max(4))
+    }
 
     /// An empty plan for `word_size`-byte values, in kept memory when there is some.
     pub fn take(&self, word_size: usize) -> BatchPlan {
@@ -88,7 +92,7 @@ impl Spares {
     /// Keeps `plan`'s memory for a later sub-batch.
     pub fn give(&self, plan: BatchPlan) {
         let mut kept = self.0.lock().expect("spares lock");
-        if kept.len() < Self::KEEP {
+        if kept.len() < Self::keep() {
             kept.push(plan);
         }
     }
