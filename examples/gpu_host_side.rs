@@ -15,7 +15,6 @@
 use std::time::Instant;
 
 use padic_burst::engine::batch;
-use padic_burst::engine::gpu::GpuRange;
 use padic_burst::engine::{chunk_jobs, tables_for, CpuEngine};
 use padic_burst::format::Container;
 
@@ -40,23 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Kept across rounds, as the CUDA engine keeps them across calls.
     let spares = batch::Spares::default();
     for _ in 0..rounds {
-        let mut rest: &mut [u8] = &mut out;
-        let mut at = 0u64;
-        let mut ranges = Vec::new();
-        for j in &jobs {
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut((j.out_offset - at) as usize);
-            let (o, tail) = tail.split_at_mut(j.out_len as usize);
-            rest = tail;
-            at = j.out_offset + j.out_len;
-            ranges.push(GpuRange {
-                tables: tables[j.tensor].as_deref().expect("float chunks only"),
-                tensor: j.tensor,
-                chunk: j.chunk,
-                total: c.header().tensors[j.tensor].chunks[j.chunk].elements as usize,
-                first: 0,
-                out: o,
-            });
-        }
+        let mut ranges = batch::whole_chunk_ranges(&c, &tables, &jobs, &mut out);
         let mut results: Vec<_> = ranges.iter().map(|_| Ok(())).collect();
         let t = Instant::now();
         let subs = batch::sub_batches(&c, &ranges, batch_mb << 20, &mut results, &spares);

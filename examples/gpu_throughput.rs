@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use padic_burst::compress::{compress_file, CompressOptions};
 use padic_burst::config::Config;
+use padic_burst::engine::batch;
 use padic_burst::engine::cuda::CudaEngine;
-use padic_burst::engine::gpu::GpuRange;
 use padic_burst::engine::{chunk_jobs, tables_for, CpuEngine};
 use padic_burst::format::Container;
 use padic_burst::pipeline::{decompress_to_memory, RunOptions};
@@ -62,25 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut batch_ok = true;
     let timed = |got: &mut [u8], repeats: usize| -> Result<_, Box<dyn std::error::Error>> {
-        let mut rest: &mut [u8] = got;
-        let mut at = 0u64;
-        let mut ranges = Vec::new();
-        for j in &jobs {
-            let skip = (j.out_offset - at) as usize;
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
-            let (out, tail) = tail.split_at_mut(j.out_len as usize);
-            rest = tail;
-            at = j.out_offset + j.out_len;
-            let tab = tables[j.tensor].as_deref().expect("float chunks only");
-            ranges.push(GpuRange {
-                tables: tab,
-                tensor: j.tensor,
-                chunk: j.chunk,
-                total: c.header().tensors[j.tensor].chunks[j.chunk].elements as usize,
-                first: 0,
-                out,
-            });
-        }
+        let mut ranges = batch::whole_chunk_ranges(&c, &tables, &jobs, got);
         Ok(gpu.decode_timed(&c, &mut ranges, repeats)?)
     };
     // (sub-batch MiB, kernels alone GB/s, end to end GB/s, sub-batches)

@@ -299,33 +299,17 @@ mod on_a_gpu {
     /// The data region as `decode_batch` gives it, every float chunk in one
     /// call (the passthrough bytes copied from `cpu`).
     fn batch_decode(gpu: &CudaEngine, c: &Container, cpu: &[u8]) -> Vec<u8> {
-        use padic_burst::engine::gpu::{GpuEngine, GpuRange};
+        use padic_burst::engine::gpu::GpuEngine;
         let tables = padic_burst::engine::tables_for(c, None).unwrap();
         let mut out = cpu.to_vec();
-        let mut float = Vec::new();
-        for j in padic_burst::engine::chunk_jobs(c) {
+        let jobs = padic_burst::engine::chunk_jobs(c);
+        for j in &jobs {
             if tables[j.tensor].is_some() {
                 out[j.out_offset as usize..(j.out_offset + j.out_len) as usize].fill(0xa5);
-                float.push(j);
             }
         }
-        let mut rest: &mut [u8] = &mut out;
-        let mut at = 0u64;
-        let mut ranges = Vec::new();
-        for j in &float {
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut((j.out_offset - at) as usize);
-            let (o, tail) = tail.split_at_mut(j.out_len as usize);
-            rest = tail;
-            at = j.out_offset + j.out_len;
-            ranges.push(GpuRange {
-                tables: tables[j.tensor].as_deref().unwrap(),
-                tensor: j.tensor,
-                chunk: j.chunk,
-                total: c.header().tensors[j.tensor].chunks[j.chunk].elements as usize,
-                first: 0,
-                out: o,
-            });
-        }
+        let mut ranges =
+            padic_burst::engine::batch::whole_chunk_ranges(c, &tables, &jobs, &mut out);
         for r in gpu.decode_batch(c, &mut ranges) {
             r.unwrap();
         }

@@ -435,3 +435,46 @@ fn damage_the_host_cannot_see_is_reported_by_the_kernels() {
     let err = common::run_kernels_bytes(&batch).unwrap_err();
     assert!(err & (2 | 4 | 8) != 0, "error bits {err:#x}");
 }
+
+/// `whole_chunk_ranges` gives each float chunk its own bytes of the data
+/// region, once, and leaves the rest alone: one `decode_batch` over them
+/// through the host-run kernels rebuilds every float tensor, and the
+/// passthrough bytes keep what was there.
+#[test]
+fn whole_chunk_ranges_decode_every_float_chunk_in_one_call() {
+    use padic_burst::engine::gpu::GpuEngine;
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = common::gaussian_model(
+        dir.path(),
+        "w",
+        8,
+        &[
+            ("x", safetensors::Dtype::F16, vec![700, 900], 0.05),
+            ("ids", safetensors::Dtype::I64, vec![100], 0.0),
+            ("y", safetensors::Dtype::F32, vec![200_000], 0.02),
+        ],
+        256,
+    );
+    let c = Container::open(&packed).unwrap();
+    let tables = padic_burst::engine::tables_for(&c, None).unwrap();
+    let jobs = padic_burst::engine::chunk_jobs(&c);
+    let data = common::data_region(&original);
+    let mut out = vec![0xa5u8; data.len()];
+    let gpu = HostKernelGpu::new(1 << 20);
+    let mut ranges = padic_burst::engine::batch::whole_chunk_ranges(&c, &tables, &jobs, &mut out);
+    assert_eq!(ranges.len(), common::float_chunks(&c));
+    for r in gpu.decode_batch(&c, &mut ranges) {
+        r.unwrap();
+    }
+    for name in ["x", "y"] {
+        let t = c.header().tensors.iter().find(|t| t.name == name).unwrap();
+        let at = t.data_offset as usize..(t.data_offset + t.byte_len) as usize;
+        assert!(out[at] == *common::tensor_bytes(&c, data, name), "{name}");
+    }
+    let ids = c.header().tensors.iter().find(|t| t.name == "ids").unwrap();
+    let at = ids.data_offset as usize..(ids.data_offset + ids.byte_len) as usize;
+    assert!(
+        out[at].iter().all(|&b| b == 0xa5),
+        "passthrough bytes untouched"
+    );
+}
