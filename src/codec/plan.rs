@@ -1,6 +1,6 @@
 //! Device plans: a chunk's sections parsed and checked on the host, with the
 //! tables and offsets the GPU kernels (`kernels/decode.cu`) read. The parse
-//! is the CPU decoder's own ([`symbols::parse`], [`rans::Header`]), so a
+//! is the CPU decoder's own (`symbols::parse`, `rans::Header`), so a
 //! section the CPU refuses, the GPU never sees.
 //!
 //! A plan covers values `[first, first + count)` of a chunk, ends on rANS
