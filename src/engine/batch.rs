@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use super::cpu::ChunkJob;
+use super::cpu::{job_slices, ChunkJob};
 use super::gpu::{GpuError, GpuRange};
 use crate::codec::plan::BatchPlan;
 use crate::codec::Tables;
@@ -160,36 +160,29 @@ pub fn scatter(sub: &SubBatch, output: &[u8], ranges: &mut [GpuRange<'_>]) {
     }
 }
 
-/// A whole-chunk range for each of `jobs` that is a float chunk (`tables`
-/// has its tensor's), in order, each writing its own bytes of `out`, the
-/// model's data region. Other jobs are left out and their bytes untouched.
+/// A whole-chunk range for each of `jobs` (every chunk, in file order) that
+/// is a float chunk (`tables` has its tensor's), each writing its own bytes
+/// of `out`, the model's data region. Other jobs are left out and their
+/// bytes untouched.
 pub fn whole_chunk_ranges<'a>(
     container: &Container,
     tables: &'a [Option<std::sync::Arc<Tables>>],
     jobs: &[ChunkJob],
     out: &'a mut [u8],
 ) -> Vec<GpuRange<'a>> {
-    let mut rest: &mut [u8] = out;
-    let mut at = 0u64;
-    let mut ranges = Vec::new();
-    for j in jobs {
-        let Some(tab) = tables[j.tensor].as_deref() else {
-            continue;
-        };
-        let (_, tail) = std::mem::take(&mut rest).split_at_mut((j.out_offset - at) as usize);
-        let (o, tail) = tail.split_at_mut(j.out_len as usize);
-        rest = tail;
-        at = j.out_offset + j.out_len;
-        ranges.push(GpuRange {
-            tables: tab,
-            tensor: j.tensor,
-            chunk: j.chunk,
-            total: container.header().tensors[j.tensor].chunks[j.chunk].elements as usize,
-            first: 0,
-            out: o,
-        });
-    }
-    ranges
+    job_slices(jobs, out)
+        .into_iter()
+        .filter_map(|(j, o)| {
+            Some(GpuRange {
+                tables: tables[j.tensor].as_deref()?,
+                tensor: j.tensor,
+                chunk: j.chunk,
+                total: container.header().tensors[j.tensor].chunks[j.chunk].elements as usize,
+                first: 0,
+                out: o,
+            })
+        })
+        .collect()
 }
 
 /// Every chunk of float tensor `tensor`, planned whole and grouped in order
@@ -212,7 +205,7 @@ pub fn tensor_batches<'a>(
             return None;
         }
         let mut batch = spares.take(size);
-        while next < chunks.len() && (batch.is_empty() || batch.count * size < target) {
+        while next < chunks.len() && batch.count * size < target {
             let n = chunks[next].elements as usize;
             let pushed = push_chunk(&mut batch, container, tables, tensor, next, n, 0, n);
             next += 1;

@@ -31,6 +31,22 @@ pub struct ChunkJob {
     pub out_len: u64,
 }
 
+/// Each job with its own bytes of `data`, the model's data region (jobs
+/// are contiguous and in order: the header was validated so).
+pub fn job_slices<'j, 'd>(
+    jobs: &'j [ChunkJob],
+    data: &'d mut [u8],
+) -> Vec<(&'j ChunkJob, &'d mut [u8])> {
+    let mut slices = Vec::with_capacity(jobs.len());
+    let mut rest = data;
+    for job in jobs {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(job.out_len as usize);
+        slices.push((job, head));
+        rest = tail;
+    }
+    slices
+}
+
 /// Every chunk of a container, in file order.
 pub fn chunk_jobs(c: &Container) -> Vec<ChunkJob> {
     let mut jobs = Vec::new();
@@ -259,14 +275,7 @@ impl CpuEngine {
         let tables = tables_for(c, target)?;
         let jobs = chunk_jobs(c);
         let started = Instant::now();
-        let mut slices = Vec::with_capacity(jobs.len());
-        let mut rest: &mut [u8] = data;
-        for job in &jobs {
-            // Jobs are contiguous and in order (the header was validated so).
-            let (head, tail) = rest.split_at_mut(job.out_len as usize);
-            slices.push((job, head));
-            rest = tail;
-        }
+        let slices = job_slices(&jobs, data);
         let bytes_in = self.pool.install(|| {
             slices
                 .into_par_iter()
