@@ -197,21 +197,12 @@ pub struct Piece {
     pub lut_off: u32,
 }
 
-impl Piece {
-    /// As the kernels read it: eight u32, in field order.
-    pub fn words(&self) -> [u32; 8] {
-        [
-            self.out_start,
-            self.count,
-            self.kind,
-            self.value,
-            self.data_off,
-            self.len,
-            self.width,
-            self.lut_off,
-        ]
-    }
-}
+// SAFETY: `#[repr(C)]`, eight u32 and nothing else (no padding, every bit
+// pattern valid): the kernels read pieces as `bytemuck::cast_slice` gives
+// them.
+unsafe impl bytemuck::Zeroable for Piece {}
+unsafe impl bytemuck::Pod for Piece {}
+const _: () = assert!(std::mem::size_of::<Piece>() == 32);
 
 /// [`Piece::kind`]: every value gets `value`.
 pub const PIECE_CONST: u32 = 0;
@@ -234,21 +225,10 @@ pub struct BatchSegment {
     pub lanes: u32,
 }
 
-impl BatchSegment {
-    /// As the kernels read it: eight u32, in field order.
-    pub fn words(&self) -> [u32; 8] {
-        [
-            self.out_start,
-            self.len,
-            self.states_off,
-            self.words_off,
-            self.words,
-            self.table_off,
-            self.scale_bits,
-            self.lanes,
-        ]
-    }
-}
+// SAFETY: as for `Piece`.
+unsafe impl bytemuck::Zeroable for BatchSegment {}
+unsafe impl bytemuck::Pod for BatchSegment {}
+const _: () = assert!(std::mem::size_of::<BatchSegment>() == 32);
 
 /// Which kernel of `kernels/decode.cu` a [`Launch`] runs (`pieces_*` or
 /// `rans_*`, for the batch's word size).

@@ -28,7 +28,7 @@ use cudarc::driver::{
 
 use super::batch::{self, SubBatch};
 use super::gpu::{DeviceBuffer, GpuEngine, GpuError, GpuRange};
-use crate::codec::plan::{BatchPlan, BatchSegment, Kernel, Launch, Piece};
+use crate::codec::plan::{BatchPlan, Kernel, Launch, Piece};
 use crate::codec::Tables;
 use crate::format::Container;
 
@@ -411,12 +411,12 @@ impl CudaEngine {
         let luts = up(&stream, &batch.luts).map_err(|x| e("copying the lookup tables", x))?;
         let mut passes = Vec::with_capacity(batch.passes.len());
         for p in &batch.passes {
-            let pieces: Vec<u32> = p.pieces.iter().flat_map(Piece::words).collect();
-            let segs: Vec<u32> = p.segments.iter().flat_map(BatchSegment::words).collect();
+            let pieces: &[u32] = bytemuck::cast_slice(&p.pieces);
+            let segs: &[u32] = bytemuck::cast_slice(&p.segments);
             let up = |v: &[u32], what: &str| up(&stream, v).map_err(|x| e(what, x));
             passes.push(UploadedPass {
-                pieces: up(&pieces, "copying the pieces")?,
-                segments: up(&segs, "copying the segments")?,
+                pieces: up(pieces, "copying the pieces")?,
+                segments: up(segs, "copying the segments")?,
             });
         }
         Ok(Uploaded {

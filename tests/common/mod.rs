@@ -254,8 +254,7 @@ pub fn run_kernels<W: Word + host::Word>(
         let outcome = match l.kernel {
             Kernel::Pieces => {
                 let rows = &pass.pieces[l.first..l.first + l.count];
-                let words: Vec<u32> = rows.iter().flat_map(Piece::words).collect();
-                let pieces = Guarded::new(&words);
+                let pieces = Guarded::new(bytemuck::cast_slice::<Piece, u32>(rows));
                 // SAFETY: the plan's checks put every piece's bytes in
                 // `data` and its table in `luts`; the kernel checks its
                 // reads against them, and the guard pages catch a miss.
@@ -273,8 +272,7 @@ pub fn run_kernels<W: Word + host::Word>(
                 }
             }
             Kernel::Rans => {
-                let words: Vec<u32> = pass.segments.iter().flat_map(BatchSegment::words).collect();
-                let segs = Guarded::new(&words);
+                let segs = Guarded::new(bytemuck::cast_slice::<BatchSegment, u32>(&pass.segments));
                 // SAFETY: as above, for the segments' states, words and
                 // tables.
                 unsafe {
