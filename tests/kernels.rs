@@ -57,9 +57,7 @@ fn add_sections<W: Word>(
         let mut part = vec![W::default(); b - a];
         tables.decode_range(secs, n, a, &mut part).unwrap();
         want.extend_from_slice(&part);
-        let start = batch
-            .push(&tables.plan(secs, n, a, b - a).unwrap())
-            .unwrap();
+        let start = batch.push_range(tables, secs, n, a, b - a).unwrap();
         assert_eq!(start + part.len(), batch.count);
     }
     want
@@ -215,10 +213,10 @@ fn one_batch_mixes_dtypes_primes_and_section_kinds() {
     let bytes = gaussian(FloatKind::F32, 100, 1);
     let enc = chunk::encode(&layout, &bytes);
     let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
-    let plan = Tables::new(&layout, layout.precision)
-        .plan(&secs, 100, 0, 100)
-        .unwrap();
-    assert!(batch.push(&plan).is_err());
+    let before = batch.clone();
+    let f32_tables = Tables::new(&layout, layout.precision);
+    assert!(batch.push_range(&f32_tables, &secs, 100, 0, 100).is_err());
+    assert_eq!(batch, before);
 }
 
 /// Damaged sections never lead the kernels out of bounds: whatever the
@@ -254,12 +252,11 @@ fn damaged_sections_never_take_the_kernels_out_of_bounds() {
                 }
             }
             let refs: Vec<&[u8]> = secs.iter().map(Vec::as_slice).collect();
-            let Ok(plan) = tables.plan(&refs, n, 0, n) else {
-                continue;
-            };
-            planned += 1;
             let mut batch = BatchPlan::new(kind.size());
-            batch.push(&plan).unwrap();
+            if batch.push_range(&tables, &refs, n, 0, n).is_err() {
+                continue;
+            }
+            planned += 1;
             let (cpu_ok, gpu_ok, same) = match kind {
                 FloatKind::F32 => agree::<u32>(&tables, &refs, n, &batch),
                 _ => agree::<u16>(&tables, &refs, n, &batch),
@@ -427,7 +424,7 @@ fn damage_the_host_cannot_see_is_reported_by_the_kernels() {
     let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
     let tables = Tables::new(&layout, layout.precision);
     batch
-        .push(&tables.plan(&secs, RANGE_ALIGN, 0, RANGE_ALIGN).unwrap())
+        .push_range(&tables, &secs, RANGE_ALIGN, 0, RANGE_ALIGN)
         .unwrap();
     let seg = batch.passes[0].segments[0];
     let at = (seg.words_off + 2 * (seg.words / 2)) as usize;

@@ -50,18 +50,6 @@ pub enum SectionPlan {
     },
 }
 
-/// A chunk range ready for the device.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChunkPlan {
-    pub kind: FloatKind,
-    /// Values decoded.
-    pub count: usize,
-    /// The sections read, back to back.
-    pub data: Vec<u8>,
-    /// In order: the first assigns, the others add.
-    pub sections: Vec<SectionPlan>,
-}
-
 /// The most rANS lanes a warp decodes.
 pub const MAX_GPU_LANES: usize = 32;
 
@@ -71,26 +59,9 @@ fn offset(v: usize) -> Result<u32> {
 
 impl Tables {
     /// Plans the decode of values `[first, first + count)` of a chunk of
-    /// `total` values from its `sections`.
-    pub fn plan(
-        &self,
-        sections: &[&[u8]],
-        total: usize,
-        first: usize,
-        count: usize,
-    ) -> Result<ChunkPlan> {
-        let mut data = Vec::new();
-        let sections = self.plan_sections(sections, total, first, count, &mut data)?;
-        Ok(ChunkPlan {
-            kind: self.kind,
-            count,
-            data,
-            sections,
-        })
-    }
-
-    /// [`Tables::plan`]'s work: appends the bytes the range reads to `data`
-    /// and returns the sections' plans, their offsets positions in `data`.
+    /// `total` values from its `sections`: appends the bytes the range reads
+    /// to `data` and returns the sections' plans, their offsets positions in
+    /// `data`.
     fn plan_sections(
         &self,
         sections: &[&[u8]],
@@ -308,23 +279,11 @@ impl BatchPlan {
         }
     }
 
-    /// Appends a planned range; its words start at the returned offset.
-    /// Every offset must fit in 32 bits (a batch stays well under 4 GiB).
-    /// On an error the batch is left as it was.
-    pub fn push(&mut self, p: &ChunkPlan) -> Result<usize> {
-        self.atomically(|b| {
-            let base = b.data.len();
-            offset(base + p.data.len())?;
-            let out = b.add(p.kind, p.count, &p.sections, base)?;
-            b.data.extend_from_slice(&p.data);
-            Ok(out)
-        })
-    }
-
     /// Plans values `[first, first + count)` of a chunk of `total` values
-    /// from its `sections` straight into the batch: [`Tables::plan`] then
-    /// [`BatchPlan::push`] without the range's own copy of its bytes. On an
-    /// error the batch is left as it was.
+    /// from its `sections` into the batch, the bytes the range reads copied
+    /// once; its words start at the returned offset. Every offset must fit
+    /// in 32 bits (a batch stays well under 4 GiB). On an error the batch is
+    /// left as it was.
     pub fn push_range(
         &mut self,
         tables: &Tables,
@@ -336,7 +295,7 @@ impl BatchPlan {
         self.atomically(|b| {
             let plans = tables.plan_sections(sections, total, first, count, &mut b.data)?;
             offset(b.data.len())?;
-            b.add(tables.kind, count, &plans, 0)
+            b.add(tables.kind, count, &plans)
         })
     }
 
@@ -366,14 +325,8 @@ impl BatchPlan {
     }
 
     /// Adds the pieces and segments of a range of `count` values whose
-    /// sections' offsets are `shift` bytes before their place in `data`.
-    fn add(
-        &mut self,
-        kind: FloatKind,
-        count: usize,
-        sections: &[SectionPlan],
-        shift: usize,
-    ) -> Result<usize> {
+    /// sections are planned into `data`.
+    fn add(&mut self, kind: FloatKind, count: usize, sections: &[SectionPlan]) -> Result<usize> {
         if kind.size() != self.word_size {
             return Err(Error::Decode(format!(
                 "a {}-byte range in a batch of {}-byte words",
@@ -382,7 +335,6 @@ impl BatchPlan {
             )));
         }
         let out = self.count;
-        let at = |v: u32| offset(shift + v as usize);
         for (s, sec) in sections.iter().enumerate() {
             if self.passes.len() <= s {
                 self.passes.push(Pass::default());
@@ -408,7 +360,7 @@ impl BatchPlan {
                         count: offset(count)?,
                         kind: PIECE_RAW,
                         value: offset(lut.len())?,
-                        data_off: at(*off)?,
+                        data_off: *off,
                         len: *len,
                         width: *width,
                         lut_off,
@@ -426,8 +378,8 @@ impl BatchPlan {
                         self.passes[s].segments.push(BatchSegment {
                             out_start: offset(out + g.out_start as usize)?,
                             len: g.len,
-                            states_off: at(g.states_off)?,
-                            words_off: at(g.words_off)?,
+                            states_off: g.states_off,
+                            words_off: g.words_off,
                             words: g.words,
                             table_off,
                             scale_bits: *scale_bits,
@@ -538,9 +490,8 @@ mod tests {
         let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
         let stored: usize = secs.iter().map(|s| s.len()).sum();
         let tables = Tables::new(&layout, layout.precision);
-        let whole = tables.plan(&secs, n, 0, n).unwrap().data.len();
-        let third = tables
-            .plan(&secs, n, RANGE_ALIGN, RANGE_ALIGN)
+        let whole = planned(&tables, &secs, n, 0, n).unwrap().data.len();
+        let third = planned(&tables, &secs, n, RANGE_ALIGN, RANGE_ALIGN)
             .unwrap()
             .data
             .len();
@@ -560,25 +511,33 @@ mod tests {
         crate::demo::gaussian_bytes(&mut crate::demo::Rng::new(seed), n, 0.03, kind.dtype())
     }
 
-    /// `push_range` plans straight into the batch: the same batch as
-    /// `plan` then `push`, and a range that fails part-way (its second
-    /// section damaged) leaves the batch as it was; `reset` empties it.
+    /// A batch of the one range `[first, first + count)`.
+    fn planned(
+        tables: &Tables,
+        secs: &[&[u8]],
+        n: usize,
+        first: usize,
+        count: usize,
+    ) -> Result<BatchPlan> {
+        let mut b = BatchPlan::new(tables.kind.size());
+        b.push_range(tables, secs, n, first, count)?;
+        Ok(b)
+    }
+
+    /// A range that fails part-way (its second section damaged, after the
+    /// first was planned into the batch) leaves the batch as it was;
+    /// `reset` empties it.
     #[test]
-    fn push_range_equals_plan_then_push_and_undoes_a_failure() {
+    fn push_range_undoes_a_failure() {
         let layout = Layout::new(FloatKind::BF16, 2, None, false).unwrap();
         let n = RANGE_ALIGN + 300;
         let enc = chunk::encode(&layout, &gaussian(FloatKind::BF16, n, 4));
         let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
         let tables = Tables::new(&layout, layout.precision);
         let mut direct = BatchPlan::new(2);
-        let mut copied = BatchPlan::new(2);
         for (a, b) in [(0, RANGE_ALIGN), (RANGE_ALIGN, n), (0, n)] {
             direct.push_range(&tables, &secs, n, a, b - a).unwrap();
-            copied
-                .push(&tables.plan(&secs, n, a, b - a).unwrap())
-                .unwrap();
         }
-        assert_eq!(direct, copied);
         let before = direct.clone();
         let mut bad = secs.clone();
         let short = &secs[1][..secs[1].len() / 2];
@@ -597,14 +556,14 @@ mod tests {
         let tables = Tables::new(&layout, layout.precision);
         let n = bytes.len() / 2;
         let secs: Vec<&[u8]> = enc.sections.iter().map(Vec::as_slice).collect();
-        let off = tables.plan(&secs, n, 8, 100).unwrap_err().to_string();
+        let off = planned(&tables, &secs, n, 8, 100).unwrap_err().to_string();
         assert!(off.contains("segment boundaries"), "{off}");
-        assert!(tables.plan(&secs, n, 0, n + 1).is_err());
-        assert!(tables.plan(&secs[..1], n, 0, n).is_err());
+        assert!(planned(&tables, &secs, n, 0, n + 1).is_err());
+        assert!(planned(&tables, &secs[..1], n, 0, n).is_err());
         let mut bad = enc.sections[0].clone();
         bad.truncate(bad.len() - 3);
         let mut short = secs.clone();
         short[0] = &bad;
-        assert!(tables.plan(&short, n, 0, n).is_err());
+        assert!(planned(&tables, &short, n, 0, n).is_err());
     }
 }

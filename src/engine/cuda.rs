@@ -7,9 +7,10 @@
 //! absence into a clear [`GpuError`].
 //!
 //! A decode takes a batch of chunk ranges ([`GpuEngine::decode_batch`]):
-//! each is planned on the host ([`Tables::plan`]: the CPU decoder's own parse
-//! and checks), the plans are flattened into sub-batches ([`BatchPlan`], about
-//! `PADIC_GPU_BATCH_MB` MiB of output each, default 256, at most 1024), and the
+//! each is planned on the host, straight into a sub-batch
+//! (`engine::batch`, `BatchPlan::push_range`: the CPU decoder's own parse
+//! and checks; a sub-batch is a [`BatchPlan`] of about
+//! `PADIC_GPU_BATCH_MB` MiB of output, default 256, at most 1024), and the
 //! sub-batches go round a few streams: each stream stages its sections in
 //! pinned host memory, copies them up asynchronously, runs one launch per
 //! section index and kind over every range at once, and copies the values
