@@ -1,48 +1,85 @@
 #!/usr/bin/env bash
-# Compares padic-burst with ZipNN 0.5.4 on the real test weights:
-# compressed ratio, and decode throughput (decoded GB/s, in memory, into a
-# freshly allocated buffer as ZipNN's decompress returns one) at 1 and 2
-# threads, with the speed ratio of the two. padic-burst's throughput into a
-# reused buffer (a streaming loader's case) is shown apart.
+# Compares padic-burst with ZipNN 0.5.4 on the real test weights, ZipNN run
+# as its users run it (one instance, reused, its default method):
+#
+#  1. in memory: decoded GB/s into a freshly allocated buffer (as ZipNN's
+#     decompress returns one), at 1 and 2 threads, and padic-burst into a
+#     reused buffer apart (a streaming loader's case);
+#  2. end to end: the whole `padic-burst decompress X.padic -o OUT` process
+#     against ZipNN in process (`decompress`, then write the bytes to OUT);
+#  3. compression: the whole `padic-burst compress` process against
+#     `ZipNN.compress` in process.
 #
 #   scripts/compare-peers.sh [WEIGHTS_DIR]
 #
-# DTYPES (default "bf16 f16 f32") picks the files.
-# Shared machines are noisy: the tools run in alternation, ROUNDS times
-# (default 3), and each keeps its best. Installs ZipNN from PyPI into
-# .venv-peers (override with PEERS_VENV) and the weights with
-# scripts/fetch-test-weights.sh.
+# DTYPES (default "bf16 f16 f32") picks the files; OUT_DIR (default /dev/shm,
+# tmpfs) is where end-to-end outputs go. Shared machines are noisy: the tools
+# run in alternation, ROUNDS times (default 3); each keeps its best, and the
+# ratios are padic-burst / ZipNN speed (above 1: padic-burst is faster).
+# Installs ZipNN from PyPI into .venv-peers (override with PEERS_VENV) and the
+# weights with scripts/fetch-test-weights.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 weights=$(scripts/fetch-test-weights.sh "${1:-${PADIC_TEST_WEIGHTS:-$root/target/test-weights}}")
 venv=${PEERS_VENV:-$root/.venv-peers}
 rounds=${ROUNDS:-3}
+out_dir=${OUT_DIR:-/dev/shm}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -c "import zipnn" 2>/dev/null || "$venv/bin/python" -m pip install --quiet --disable-pip-version-check zipnn==0.5.4
 cargo build --release --quiet --bin padic-burst --example throughput
+bin=target/release/padic-burst
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+out="$out_dir/padic-compare-$$.safetensors"
+trap 'rm -rf "$work" "$out"' EXIT
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+# GB/s of one whole command over BYTES bytes.
+timed() {
+  local bytes=$1; shift
+  local t0 t1
+  t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
+  awk -v b="$bytes" -v a="$t0" -v c="$t1" 'BEGIN { printf "%.3f", b / (c - a) / 1e9 }'
+}
+zipnn() { "$venv/bin/python" scripts/peers/zipnn_bench.py "$@"; }
+field() { "$venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); k=sys.argv[1]; print("%.4f" % r["ratio"] if k == "ratio" else "%.3f" % (r["bytes"] / min(r[k]) / 1e9))' "$1"; }
 
-printf '%-5s %-12s %8s %12s %12s %22s\n' dtype tool ratio "GB/s 1 thr" "GB/s 2 thr" "reused-buffer 1 / 2"
+printf '%-5s %-22s %8s %12s %12s\n' dtype "figure" ratio "1 thread" "2 threads"
 for dtype in ${DTYPES:-bf16 f16 f32}; do
   file="$weights/minilm-$dtype.safetensors"
-  target/release/padic-burst --quiet compress "$file" -o "$work/$dtype.padic" 2>/dev/null
-  ratio=$(target/release/padic-burst inspect --json "$work/$dtype.padic" | "$venv/bin/python" -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["ratio"])')
-  p1=0; p2=0; r1=0; r2=0; z1=0; z2=0; zratio=0
+  bytes=$(stat -c %s "$file")
+  $bin --quiet compress "$file" -o "$work/$dtype.padic" 2>/dev/null
+  pratio=$($bin inspect --json "$work/$dtype.padic" | "$venv/bin/python" -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["ratio"])')
+  zratio=0
+  declare -A best=()
   for _ in $(seq "$rounds"); do
     for t in 1 2; do
       line=$(target/release/examples/throughput "$work/$dtype.padic" "$t" 5)
-      fresh=$(echo "$line" | sed 's/.*fresh_gb_per_s=\([0-9.]*\).*/\1/')
-      reused=$(echo "$line" | sed 's/.*reused_gb_per_s=//')
-      read -r zratio zg < <("$venv/bin/python" scripts/peers/zipnn_bench.py "$file" "$dtype" "$t" 5 | "$venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); print("%.4f %.3f" % (r["ratio"], r["bytes"] / min(r["decompress_s"]) / 1e9))')
-      if [ "$t" = 1 ]; then p1=$(max "$p1" "$fresh"); r1=$(max "$r1" "$reused"); z1=$(max "$z1" "$zg"); else p2=$(max "$p2" "$fresh"); r2=$(max "$r2" "$reused"); z2=$(max "$z2" "$zg"); fi
+      best[mem_p$t]=$(max "${best[mem_p$t]:-0}" "$(echo "$line" | sed 's/.*fresh_gb_per_s=\([0-9.]*\).*/\1/')")
+      best[reuse_p$t]=$(max "${best[reuse_p$t]:-0}" "$(echo "$line" | sed 's/.*reused_gb_per_s=//')")
+      z=$(zipnn "$file" "$dtype" "$t" 5 "$out")
+      zratio=$(echo "$z" | field ratio)
+      best[mem_z$t]=$(max "${best[mem_z$t]:-0}" "$(echo "$z" | field decompress_s)")
+      best[e2e_z$t]=$(max "${best[e2e_z$t]:-0}" "$(echo "$z" | field decompress_write_s)")
+      best[cmp_z$t]=$(max "${best[cmp_z$t]:-0}" "$(echo "$z" | field compress_s)")
+      for _ in 1 2 3; do
+        best[e2e_p$t]=$(max "${best[e2e_p$t]:-0}" "$(timed "$bytes" $bin --quiet decompress "$work/$dtype.padic" -o "$out" --workers "$t")")
+        rm -f "$out"
+      done
+      best[cmp_p$t]=$(max "${best[cmp_p$t]:-0}" "$(RAYON_NUM_THREADS=$t timed "$bytes" $bin --quiet compress "$file" -o "$work/again.padic")")
     done
   done
-  printf '%-5s %-12s %8s %12s %12s %22s\n' "$dtype" padic-burst "$ratio" "$p1" "$p2" "$r1 / $r2"
-  printf '%-5s %-12s %8s %12s %12s\n' "$dtype" zipnn-0.5.4 "$zratio" "$z1" "$z2"
-  printf '%-5s %-12s %8s %11.2fx %11.2fx\n' "$dtype" "speed ratio" "" "$(awk -v a="$p1" -v b="$z1" 'BEGIN{print a/b}')" "$(awk -v a="$p2" -v b="$z2" 'BEGIN{print a/b}')"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "padic-burst in memory" "$pratio" "${best[mem_p1]}" "${best[mem_p2]}"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "zipnn-0.5.4 in memory" "$zratio" "${best[mem_z1]}" "${best[mem_z2]}"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "  speed ratio" "" "$(ratio "${best[mem_p1]}" "${best[mem_z1]}")" "$(ratio "${best[mem_p2]}" "${best[mem_z2]}")"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "padic-burst reused buf" "" "${best[reuse_p1]}" "${best[reuse_p2]}"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "padic-burst to $out_dir" "" "${best[e2e_p1]}" "${best[e2e_p2]}"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "zipnn to $out_dir" "" "${best[e2e_z1]}" "${best[e2e_z2]}"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "  speed ratio" "" "$(ratio "${best[e2e_p1]}" "${best[e2e_z1]}")" "$(ratio "${best[e2e_p2]}" "${best[e2e_z2]}")"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "padic-burst compress" "" "${best[cmp_p1]}" "${best[cmp_p2]}"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "zipnn compress" "" "${best[cmp_z1]}" "${best[cmp_z2]}"
+  printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "  speed ratio" "" "$(ratio "${best[cmp_p1]}" "${best[cmp_z1]}")" "$(ratio "${best[cmp_p2]}" "${best[cmp_z2]}")"
+  unset best
 done
