@@ -88,8 +88,40 @@ impl Default for Config {
     }
 }
 
+/// Decode workers a process may run per core: more only adds threads that
+/// wait, each with its own buffers (100,000 workers once grew one process to
+/// 23.7 GB). See [`max_workers`].
+pub const MAX_WORKERS_PER_CORE: usize = 8;
+
+/// The most chunks a CPU worker takes at a time (`cpu_batch_size`): each one
+/// is about one chunk's output (1 MiB by default) held in flight per worker.
+pub const MAX_CPU_BATCH_SIZE: usize = 64;
+
+/// The most chunks a worker reads ahead per chunk it decodes
+/// (`prefetch_factor`), at about one chunk's output each.
+pub const MAX_PREFETCH_FACTOR: usize = 16;
+
+/// The most decode workers one process may run:
+/// [`MAX_WORKERS_PER_CORE`] times the machine's cores.
+pub fn max_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    MAX_WORKERS_PER_CORE * cores
+}
+
 fn invalid(field: &str, value: impl std::fmt::Display, allowed: &str) -> Error {
     Error::InvalidArgument(format!("{field} = {value}: {allowed}"))
+}
+
+/// The 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 impl ConfigLayer {
@@ -124,8 +156,16 @@ impl ConfigLayer {
     /// Reads a TOML file; an unknown key or a wrong type is an error naming the file.
     pub fn from_file(path: &Path) -> Result<ConfigLayer> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text)
-            .map_err(|e| Error::InvalidArgument(format!("{}: {}", path.display(), e.message())))
+        toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let (line, column) = line_and_column(&text, span.start);
+                    format!(" (line {line}, column {column})")
+                })
+                .unwrap_or_default();
+            Error::InvalidArgument(format!("{}{at}: {}", path.display(), e.message()))
+        })
     }
 
     /// Reads the `SARAPHIS_*` variables through `get` (the process
@@ -190,20 +230,31 @@ impl ConfigLayer {
             ));
         }
         let workers = self.num_cpu_workers.unwrap_or(-1);
+        let most_workers = max_workers();
         let num_cpu_workers = match workers {
             -1 => cores,
-            w if w >= 1 => w as usize,
+            w if (1..=most_workers as i64).contains(&w) => w as usize,
             w => {
                 return Err(invalid(
                     "num_cpu_workers",
                     w,
-                    "must be -1 (all cores) or at least 1",
+                    &format!(
+                        "must be -1 (all cores) or lie in 1..={most_workers} \
+                         ({MAX_WORKERS_PER_CORE} per core on this machine's {cores})"
+                    ),
                 ))
             }
         };
         let batch = self.cpu_batch_size.unwrap_or(1);
-        if batch <= 0 {
-            return Err(invalid("cpu_batch_size", batch, "must be at least 1"));
+        if !(1..=MAX_CPU_BATCH_SIZE as i64).contains(&batch) {
+            return Err(invalid(
+                "cpu_batch_size",
+                batch,
+                &format!(
+                    "must lie in 1..={MAX_CPU_BATCH_SIZE} (each unit keeps about one \
+                     chunk, 1 MiB by default, in flight per worker)"
+                ),
+            ));
         }
         let hysteresis = self.hysteresis_factor.unwrap_or(0.1);
         if !(hysteresis >= 0.0 && hysteresis < pressure) {
@@ -214,8 +265,15 @@ impl ConfigLayer {
             ));
         }
         let prefetch = self.prefetch_factor.unwrap_or(2);
-        if prefetch <= 0 {
-            return Err(invalid("prefetch_factor", prefetch, "must be at least 1"));
+        if !(1..=MAX_PREFETCH_FACTOR as i64).contains(&prefetch) {
+            return Err(invalid(
+                "prefetch_factor",
+                prefetch,
+                &format!(
+                    "must lie in 1..={MAX_PREFETCH_FACTOR} (each unit keeps about one \
+                     chunk, 1 MiB by default, in flight per worker)"
+                ),
+            ));
         }
         let enable_caching = self.enable_caching.unwrap_or(true);
         let cache_size_mb = self.cache_size_mb.unwrap_or(1024.0);

@@ -304,3 +304,71 @@ fn plan_reads_the_config_file_and_the_environment() {
     assert_eq!(code, Some(2));
     assert!(err.contains("hysteresis_factor = 0.85"), "{err}");
 }
+
+#[test]
+fn workers_batch_and_prefetch_have_upper_bounds_named_in_the_error() {
+    use padic_burst::config::{max_workers, MAX_CPU_BATCH_SIZE, MAX_PREFETCH_FACTOR};
+    let most = max_workers() as i64;
+    let at_limit = ConfigLayer {
+        num_cpu_workers: Some(most),
+        cpu_batch_size: Some(MAX_CPU_BATCH_SIZE as i64),
+        prefetch_factor: Some(MAX_PREFETCH_FACTOR as i64),
+        ..ConfigLayer::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(at_limit.num_cpu_workers, most as usize);
+    assert_eq!(at_limit.cpu_batch_size, MAX_CPU_BATCH_SIZE);
+    assert_eq!(at_limit.prefetch_factor, MAX_PREFETCH_FACTOR);
+    let cases = [
+        (
+            ConfigLayer {
+                num_cpu_workers: Some(most + 1),
+                ..ConfigLayer::default()
+            },
+            "num_cpu_workers",
+            format!("1..={most}"),
+        ),
+        (
+            ConfigLayer {
+                num_cpu_workers: Some(100_000),
+                ..ConfigLayer::default()
+            },
+            "num_cpu_workers",
+            format!("1..={most}"),
+        ),
+        (
+            ConfigLayer {
+                cpu_batch_size: Some(MAX_CPU_BATCH_SIZE as i64 + 1),
+                ..ConfigLayer::default()
+            },
+            "cpu_batch_size",
+            format!("1..={MAX_CPU_BATCH_SIZE}"),
+        ),
+        (
+            ConfigLayer {
+                prefetch_factor: Some(MAX_PREFETCH_FACTOR as i64 + 1),
+                ..ConfigLayer::default()
+            },
+            "prefetch_factor",
+            format!("1..={MAX_PREFETCH_FACTOR}"),
+        ),
+    ];
+    for (layer, field, range) in cases {
+        let err = layer.resolve().unwrap_err().to_string();
+        assert!(err.contains(field) && err.contains(&range), "{err}");
+    }
+}
+
+#[test]
+fn a_toml_error_names_the_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "gpu_memory_threshold_mb = 100\n\nmemory_pressure_threshold = \"high\"\n",
+    )
+    .unwrap();
+    let err = ConfigLayer::from_file(&file).unwrap_err().to_string();
+    assert!(err.contains("c.toml (line 3, column 29)"), "{err}");
+}
