@@ -30,5 +30,6 @@ pub mod policy;
 pub mod pressure;
 pub mod progress;
 pub mod stats;
+pub mod timeline;
 
 pub use error::{Error, Result};

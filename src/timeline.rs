@@ -1,0 +1,284 @@
+//! The switching timeline: a picture of the bursting.
+//!
+//! GPU memory utilisation over (virtual) time, with the policy's threshold and
+//! its hysteresis band shaded and the pressure levels marked, above a strip
+//! with one mark per chunk: its row is the route the policy chose, its fill
+//! the engine that ran it (from a real run; in a plan, the route's own
+//! colour). `plan --svg`, `decompress --timeline` and `demo` draw it.
+//!
+//! The SVG is written by hand, with stable class names (`threshold`,
+//! `hysteresis-band`, `level-band`, `sample-line`, `chunk`), so tests and
+//! other tools can read it back.
+
+use std::fmt::Write as _;
+
+/// One chunk on the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineChunk {
+    /// The chunk's index in global order (tensors in file order).
+    pub chunk: usize,
+    /// When it was decided, in (virtual) milliseconds.
+    pub t_ms: f64,
+    /// The route the policy chose: `gpu`, `cpu` or `hybrid`.
+    pub route: &'static str,
+    /// The engine that ran it (`gpu`, `cpu`, or `gpu+cpu` for a split chunk),
+    /// when it was run; `None` in a plan.
+    pub engine: Option<&'static str>,
+}
+
+/// Everything a timeline shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    /// The heading.
+    pub title: String,
+    /// Pressure samples: (t_ms, utilisation in [0, 1]).
+    pub samples: Vec<(f64, f64)>,
+    /// The memory-pressure threshold T (utilisation).
+    pub threshold: f64,
+    /// The hysteresis factor h: AUTO returns to the GPU only below T − h.
+    pub hysteresis: f64,
+    /// The chunks, in order.
+    pub chunks: Vec<TimelineChunk>,
+    /// A line under the title (say when "gpu" routes ran on the CPU).
+    pub note: Option<String>,
+}
+
+const WIDTH: f64 = 960.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const PLOT_TOP: f64 = 60.0;
+const PLOT_HEIGHT: f64 = 240.0;
+const STRIP_TOP: f64 = 340.0;
+const ROW: f64 = 22.0;
+const HEIGHT: f64 = STRIP_TOP + 3.0 * ROW + 60.0;
+
+/// The pressure levels' lower bounds (utilisation), as `pressure::Level` draws them.
+const LEVELS: [(&str, f64, f64, &str); 4] = [
+    ("low", 0.0, 0.50, "#eef7ee"),
+    ("moderate", 0.50, 0.75, "#f7f4e6"),
+    ("high", 0.75, 0.90, "#f9ebdd"),
+    ("critical", 0.90, 1.0, "#f7dede"),
+];
+
+const ROUTES: [&str; 3] = ["gpu", "hybrid", "cpu"];
+
+fn colour(engine: &str) -> &'static str {
+    match engine {
+        "gpu" => "#2b7bb9",
+        "cpu" => "#d9822b",
+        _ => "#8a5cb8",
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+impl Timeline {
+    /// The timeline as an SVG document.
+    pub fn to_svg(&self) -> String {
+        let end_ms = self
+            .samples
+            .iter()
+            .map(|s| s.0)
+            .chain(self.chunks.iter().map(|c| c.t_ms))
+            .fold(1.0_f64, f64::max);
+        let x = |t: f64| LEFT + (t / end_ms).clamp(0.0, 1.0) * (WIDTH - LEFT - RIGHT);
+        let y = |u: f64| PLOT_TOP + (1.0 - u.clamp(0.0, 1.0)) * PLOT_HEIGHT;
+        let plot_w = WIDTH - LEFT - RIGHT;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"#,
+            escape(&self.title)
+        );
+        if let Some(note) = &self.note {
+            let _ = writeln!(
+                s,
+                r##"<text class="note" x="{LEFT}" y="42" fill="#555">{}</text>"##,
+                escape(note)
+            );
+        }
+        for (name, lo, hi, fill) in LEVELS {
+            let _ = writeln!(
+                s,
+                r#"<rect class="level-band" data-level="{name}" x="{LEFT}" y="{:.1}" width="{plot_w:.1}" height="{:.1}" fill="{fill}"/>"#,
+                y(hi),
+                y(lo) - y(hi)
+            );
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" fill="#999" text-anchor="end">{name}</text>"##,
+                WIDTH - RIGHT - 4.0,
+                y(hi) + 13.0
+            );
+        }
+        let low = (self.threshold - self.hysteresis).max(0.0);
+        let _ = writeln!(
+            s,
+            r##"<rect class="hysteresis-band" x="{LEFT}" y="{:.1}" width="{plot_w:.1}" height="{:.1}" fill="#888" fill-opacity="0.18"><title>hysteresis band: back to the GPU only below {low:.2}</title></rect>"##,
+            y(self.threshold),
+            y(low) - y(self.threshold)
+        );
+        let _ = writeln!(
+            s,
+            r##"<line class="threshold" x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#c0392b" stroke-dasharray="6 3"/>"##,
+            WIDTH - RIGHT,
+            y(self.threshold),
+            y(self.threshold)
+        );
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" fill="#c0392b">threshold {:.2} (band {:.2}–{:.2})</text>"##,
+            LEFT + 6.0,
+            y(self.threshold) - 4.0,
+            self.threshold,
+            low,
+            self.threshold
+        );
+        // Axes: utilisation ticks on the left, time under the strip.
+        for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{:.0}%</text>"##,
+                LEFT - 6.0,
+                y(tick) + 4.0,
+                tick * 100.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<text x="14" y="{:.1}" transform="rotate(-90 14 {:.1})" text-anchor="middle" fill="#333">GPU memory used</text>"##,
+            PLOT_TOP + PLOT_HEIGHT / 2.0,
+            PLOT_TOP + PLOT_HEIGHT / 2.0
+        );
+        if !self.samples.is_empty() {
+            // A step line: a sample holds until the next one.
+            let mut points = String::new();
+            let mut last_u = None;
+            for &(t, u) in &self.samples {
+                if let Some(prev) = last_u {
+                    let _ = write!(points, "{:.1},{:.1} ", x(t), y(prev));
+                }
+                let _ = write!(points, "{:.1},{:.1} ", x(t), y(u));
+                last_u = Some(u);
+            }
+            if let Some(u) = last_u {
+                let _ = write!(points, "{:.1},{:.1}", x(end_ms), y(u));
+            }
+            let _ = writeln!(
+                s,
+                r##"<polyline class="sample-line" points="{}" fill="none" stroke="#222" stroke-width="1.5"/>"##,
+                points.trim_end()
+            );
+        }
+        for (i, route) in ROUTES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{route}</text>"##,
+                LEFT - 6.0,
+                STRIP_TOP + i as f64 * ROW + ROW * 0.7
+            );
+        }
+        let mark_w = (plot_w / self.chunks.len().max(1) as f64).clamp(1.0, 8.0);
+        for c in &self.chunks {
+            let row = ROUTES.iter().position(|r| *r == c.route).unwrap_or(2);
+            let engine = c.engine.unwrap_or(c.route);
+            let _ = writeln!(
+                s,
+                r#"<rect class="chunk" data-chunk="{}" data-route="{}" data-engine="{}" x="{:.1}" y="{:.1}" width="{mark_w:.1}" height="{:.1}" fill="{}"><title>chunk {}: route {}, ran on {}</title></rect>"#,
+                c.chunk,
+                c.route,
+                engine,
+                x(c.t_ms),
+                STRIP_TOP + row as f64 * ROW + 3.0,
+                ROW - 6.0,
+                colour(engine),
+                c.chunk,
+                c.route,
+                engine
+            );
+        }
+        let axis_y = STRIP_TOP + 3.0 * ROW + 18.0;
+        for i in 0..=4 {
+            let t = end_ms * i as f64 / 4.0;
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{axis_y:.1}" text-anchor="middle" fill="#333">{:.0} ms</text>"##,
+                x(t),
+                t
+            );
+        }
+        let legend_y = axis_y + 24.0;
+        for (i, engine) in ["gpu", "cpu", "gpu+cpu"].iter().enumerate() {
+            let lx = LEFT + i as f64 * 150.0;
+            let _ = writeln!(
+                s,
+                r##"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{legend_y:.1}" fill="#333">ran on {engine}</text>"##,
+                legend_y - 10.0,
+                colour(engine),
+                lx + 16.0
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeline() -> Timeline {
+        Timeline {
+            title: "ramp <test>".into(),
+            samples: vec![(0.0, 0.4), (100.0, 0.95), (200.0, 0.5)],
+            threshold: 0.9,
+            hysteresis: 0.1,
+            chunks: (0..7)
+                .map(|k| TimelineChunk {
+                    chunk: k,
+                    t_ms: k as f64 * 30.0,
+                    route: if (3..5).contains(&k) { "cpu" } else { "gpu" },
+                    engine: Some("cpu"),
+                })
+                .collect(),
+            note: Some("no GPU: every chunk ran on the CPU".into()),
+        }
+    }
+
+    #[test]
+    fn one_mark_per_chunk_in_its_route_row_filled_by_its_engine() {
+        let svg = timeline().to_svg();
+        assert_eq!(svg.matches(r#"class="chunk""#).count(), 7);
+        assert_eq!(svg.matches(r#"data-route="cpu""#).count(), 2);
+        assert_eq!(svg.matches(r#"data-route="gpu""#).count(), 5);
+        assert_eq!(svg.matches(r#"data-engine="cpu""#).count(), 7);
+        assert!(svg.contains("chunk 3: route cpu, ran on cpu"));
+    }
+
+    #[test]
+    fn the_threshold_band_and_levels_are_drawn_where_the_settings_put_them() {
+        let svg = timeline().to_svg();
+        // T = 0.9 sits at PLOT_TOP + 0.1 * PLOT_HEIGHT = 84; T - h = 0.8 at 108.
+        assert!(
+            svg.contains(r#"class="threshold" x1="70" x2="940.0" y1="84.0""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"class="hysteresis-band" x="70" y="84.0" width="870.0" height="24.0""#)
+        );
+        assert_eq!(svg.matches(r#"class="level-band""#).count(), 4);
+        assert!(svg.contains("band 0.80–0.90"));
+        assert!(svg.contains("ramp &lt;test&gt;"), "the title is escaped");
+        assert!(svg.contains("no GPU: every chunk ran on the CPU"));
+    }
+}
