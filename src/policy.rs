@@ -17,7 +17,8 @@
 //!
 //! `memory_pressure_events` counts each rise of the level into HIGH or
 //! CRITICAL (the level before the first sample counts as LOW) plus each GPU
-//! out-of-memory; `mode_switches` counts AUTO state changes.
+//! out-of-memory. A level is left downward only once `u` falls `h` below its
+//! lower bound, so a reading that wavers around a boundary is one event; `mode_switches` counts AUTO state changes.
 
 use serde::Serialize;
 
@@ -253,6 +254,22 @@ impl Policy {
         }
     }
 
+    /// The level of `sample`, where a level is entered as soon as `u` reaches
+    /// it but left downward only once `u` falls `h` below its lower bound:
+    /// utilisation wavering around a boundary (76%, 74%, 76%, ...) is one
+    /// level change, not one per sample.
+    fn level_with_hysteresis(&self, sample: &Sample) -> Level {
+        let u = sample.utilization();
+        let now = Level::of(u);
+        if now >= self.last_level {
+            return now;
+        }
+        now.max(
+            self.last_level
+                .min(Level::of(u + self.settings.hysteresis_factor)),
+        )
+    }
+
     /// Decides one chunk at `now_ms` from the latest `sample` (`None`: no
     /// reading; without a GPU every mode but GPU_ONLY routes to the CPU).
     pub fn decide(&mut self, now_ms: u64, sample: Option<Sample>) -> Decision {
@@ -268,7 +285,7 @@ impl Policy {
             };
         }
         if let Some(sample) = sample {
-            let level = sample.level();
+            let level = self.level_with_hysteresis(&sample);
             if level > self.last_level && level >= Level::High {
                 self.memory_pressure_events += 1;
             }

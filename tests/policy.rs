@@ -252,3 +252,47 @@ fn plan_replays_a_trace_deterministically_with_the_written_decisions() {
     assert_eq!(lines[6]["mode_switches"], 1);
     assert_eq!(lines[6]["memory_pressure_events"], 1);
 }
+
+#[test]
+fn levels_follow_the_design_critical_is_above_ninety_percent() {
+    use padic_burst::pressure::Level;
+    assert_eq!(Level::of(0.4999), Level::Low);
+    assert_eq!(Level::of(0.50), Level::Moderate);
+    assert_eq!(Level::of(0.7499), Level::Moderate);
+    assert_eq!(Level::of(0.75), Level::High);
+    assert_eq!(Level::of(0.90), Level::High, "exactly 90% is not above 90%");
+    assert_eq!(Level::of(0.9001), Level::Critical);
+}
+
+#[test]
+fn a_reading_wavering_around_a_level_boundary_is_one_pressure_event() {
+    // T = 0.99 and M = 1 MB keep the AUTO state on the GPU throughout, so only
+    // the level rule is exercised: 76% / 74% wavers around HIGH's 75% bound,
+    // inside the h = 0.1 band below it.
+    let mut p = Policy::new(settings(0.99, 1.0, 0.1, 0), Mode::Auto, true);
+    for t in 0..70u64 {
+        let u = if t % 2 == 0 { 0.76 } else { 0.74 };
+        p.decide(t, s(t, u * 1000.0, 1000.0));
+    }
+    assert_eq!(p.memory_pressure_events(), 1);
+    assert_eq!(p.mode_switches(), 0);
+}
+
+#[test]
+fn a_level_is_left_only_h_below_its_lower_bound() {
+    let mut p = Policy::new(settings(0.99, 1.0, 0.1, 0), Mode::Auto, true);
+    let mut events = Vec::new();
+    // Into HIGH (1); 0.66 is inside the band (0.65, 0.75): still HIGH, so 0.76
+    // is no new rise; 0.64 is below it: MODERATE, and 0.76 rises again (2).
+    for (t, u) in [(0, 0.76), (1, 0.66), (2, 0.76), (3, 0.64), (4, 0.76)] {
+        p.decide(t, s(t, u * 1000.0, 1000.0));
+        events.push(p.memory_pressure_events());
+    }
+    assert_eq!(events, vec![1, 1, 1, 1, 2]);
+    // With h = 0 the same readings leave HIGH at once: every return is a rise.
+    let mut q = Policy::new(settings(0.99, 1.0, 0.0, 0), Mode::Auto, true);
+    for (t, u) in [(0, 0.76), (1, 0.66), (2, 0.76), (3, 0.64), (4, 0.76)] {
+        q.decide(t, s(t, u * 1000.0, 1000.0));
+    }
+    assert_eq!(q.memory_pressure_events(), 3);
+}

@@ -44,8 +44,8 @@ impl Sample {
     }
 }
 
-/// Memory-pressure levels by utilization u: LOW u < 0.50, MODERATE < 0.75,
-/// HIGH < 0.90, CRITICAL otherwise.
+/// Memory-pressure levels by utilization u, as the design defines them: LOW
+/// u < 0.50, MODERATE u < 0.75, HIGH u ≤ 0.90, CRITICAL above 90%.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
@@ -61,7 +61,7 @@ impl Level {
             Level::Low
         } else if utilization < 0.75 {
             Level::Moderate
-        } else if utilization < 0.90 {
+        } else if utilization <= 0.90 {
             Level::High
         } else {
             Level::Critical
