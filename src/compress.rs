@@ -146,7 +146,7 @@ pub fn compress_file(
         }
     }
 
-    let temp = TempOutput::create(output)?;
+    let temp = TempOutput::create_from(output, input)?;
     let temp_path: PathBuf = temp.temp_path().to_path_buf();
     let io = |e| Error::io(&temp_path, e);
     let mut writer = Writer::new(BufWriter::with_capacity(1 << 20, temp.file())).map_err(io)?;

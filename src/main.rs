@@ -3,6 +3,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any thread starts: SIGINT/SIGTERM remove unfinished outputs.
+    padic_burst::output::install_signal_cleanup();
     let cli = padic_burst::cli::Cli::parse();
     let result = padic_burst::cli::run(cli);
     // `PADIC_REPORT_PEAK_MEMORY=1`: the process's own peak resident memory

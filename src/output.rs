@@ -1,11 +1,56 @@
-//! Output files appear only when complete: written under a temporary name in
-//! the same folder, renamed over the final name by [`TempOutput::commit`], and
-//! removed if dropped before that (an error, a panic unwinding, an early return).
+//! Where outputs go, and how they appear: never half-written, never over
+//! something the user did not mean to replace.
+//!
+//! [`TempOutput::create`] looks at what the target path is:
+//!
+//! * a regular file, or nothing yet: the bytes are written to a new hidden
+//!   `.<name>.tmp-<pid>-<n>` beside it (created with `O_EXCL | O_NOFOLLOW`, so
+//!   a planted symlink or an old file is never written through) and renamed
+//!   over the target by [`TempOutput::commit`];
+//! * a symlink: written through to the file it points at, as `cp` does (the
+//!   link stays, its target is replaced the same way);
+//! * a FIFO, a character device (`/dev/null`, a terminal), a socket, or `-`
+//!   (standard output): nothing is renamed; the bytes are assembled in an
+//!   unlinked temporary file and streamed to it in order at commit;
+//! * a directory: an error.
+//!
+//! A temporary file is removed if the output is dropped before commit (an
+//! error, a panic unwinding, an early return), and on SIGINT or SIGTERM once
+//! [`install_signal_cleanup`] runs (the process then exits with 130 or 143).
+//! [`TempOutput::create_from`] refuses an output that is the input itself
+//! (the same inode, however it is spelled) and gives the output the input's
+//! permission bits, as `zstd` does, so private weights stay private.
+//! Commit does not `fsync` unless [`set_durable`] asked for it (`--fsync`):
+//! like `cp`, `zstd -d` and safetensors' `save_file`, a crash right after a
+//! run may lose the file, but never leaves a torn one under the final name.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
+
+static DURABLE: AtomicBool = AtomicBool::new(false);
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Temporary files not yet committed, for the signal handler.
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Whether [`TempOutput::commit`] flushes the file to disk (`fsync`) before
+/// the rename. Off by default.
+pub fn set_durable(on: bool) {
+    DURABLE.store(on, Ordering::Relaxed);
+}
+
+/// What the output path names.
+#[derive(Debug)]
+enum Destination {
+    /// Renamed over `target` at commit.
+    Replace,
+    /// Streamed, in order, to this already open file at commit.
+    Stream(File),
+}
 
 /// A file being written under a temporary name.
 #[derive(Debug)]
@@ -13,49 +58,286 @@ pub struct TempOutput {
     temp: PathBuf,
     target: PathBuf,
     file: Option<File>,
+    destination: Destination,
+}
+
+/// Refuses `output` when it is `input` (the same device and inode).
+pub fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(output)) {
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is the input {} itself: refusing to write over it",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl TempOutput {
-    /// Creates `.<name>.tmp-<pid>` beside `target`.
+    /// An output at `target` (see the module's doc for what each kind of path gets).
     pub fn create(target: &Path) -> Result<Self> {
+        Self::create_with_mode(target, None)
+    }
+
+    /// An output at `target` made from `source`: refused when it is `source`
+    /// itself, and given `source`'s permission bits.
+    pub fn create_from(target: &Path, source: &Path) -> Result<Self> {
+        refuse_same_file(source, target)?;
+        let mode = std::fs::metadata(source)
+            .map_err(|e| Error::io(source, e))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        Self::create_with_mode(target, Some(mode))
+    }
+
+    fn create_with_mode(target: &Path, mode: Option<u32>) -> Result<Self> {
+        if target.as_os_str() == "-" {
+            // A duplicate of standard output's descriptor, owned by this File.
+            let stdout = std::io::stdout();
+            let fd = std::os::fd::AsFd::as_fd(&stdout)
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("<stdout>", e))?;
+            return Self::streamed(target, File::from(fd));
+        }
+        let mut target = target.to_path_buf();
+        // A symlink is written through to what it points at (followed to the end).
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+            target = resolve_link(&target)?;
+        }
+        match std::fs::metadata(&target) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a directory: give a file path for the output",
+                    target.display()
+                )))
+            }
+            Ok(m)
+                if m.file_type().is_fifo()
+                    || m.file_type().is_char_device()
+                    || m.file_type().is_socket() =>
+            {
+                let dest = OpenOptions::new()
+                    .write(true)
+                    .open(&target)
+                    .map_err(|e| Error::io(&target, e))?;
+                return Self::streamed(&target, dest);
+            }
+            Ok(m) if m.file_type().is_block_device() => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is a block device: refusing to write a model over it",
+                    target.display()
+                )))
+            }
+            _ => {}
+        }
         let name = target.file_name().ok_or_else(|| {
             Error::InvalidArgument(format!("{} is not a file path", target.display()))
         })?;
+        let folder = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
-        temp_name.push(format!(".tmp-{}", std::process::id()));
+        temp_name.push(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
         let temp = target.with_file_name(temp_name);
-        let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+        let file = create_new(&temp, mode.unwrap_or(0o666)).map_err(|e| {
+            // Name the folder the user can act on, not the hidden temporary name.
+            Error::io(
+                &folder,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot create the output {}: {e}", target.display()),
+                ),
+            )
+        })?;
+        if let Some(mode) = mode {
+            // Exactly the source's bits (the umask may only have narrowed them).
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(&temp, e))?;
+        }
+        pending(|p| p.push(temp.clone()));
+        Ok(TempOutput {
+            temp,
+            target,
+            file: Some(file),
+            destination: Destination::Replace,
+        })
+    }
+
+    /// The bytes go to an unlinked temporary file, streamed to `dest` at commit.
+    fn streamed(target: &Path, dest: File) -> Result<Self> {
+        let dir = std::env::temp_dir();
+        let temp = dir.join(format!(
+            ".padic-burst.stream-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = create_new(&temp, 0o600).map_err(|e| Error::io(&dir, e))?;
+        // Unlinked at once: nothing is left behind, whatever happens next.
+        std::fs::remove_file(&temp).map_err(|e| Error::io(&temp, e))?;
         Ok(TempOutput {
             temp,
             target: target.to_path_buf(),
             file: Some(file),
+            destination: Destination::Stream(dest),
         })
     }
 
+    /// The file to write (at any offset) until commit.
     pub fn file(&self) -> &File {
         self.file.as_ref().expect("file is present until commit")
     }
 
+    /// The temporary file's path (for messages).
     pub fn temp_path(&self) -> &Path {
         &self.temp
     }
 
-    /// Flushes to disk and renames to the final name.
+    /// The final path (a symlink's target, where the output was a symlink).
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Renames to the final name (after an `fsync` when [`set_durable`] is
+    /// on), or streams the bytes to the FIFO, device or standard output.
     pub fn commit(mut self) -> Result<()> {
-        let file = self.file.take().expect("commit runs once");
-        file.sync_all().map_err(|e| Error::io(&self.temp, e))?;
-        drop(file);
-        std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
-        Ok(())
+        let mut file = self.file.take().expect("commit runs once");
+        match &mut self.destination {
+            Destination::Replace => {
+                let result = (|| {
+                    if DURABLE.load(Ordering::Relaxed) {
+                        file.sync_all().map_err(|e| Error::io(&self.temp, e))?;
+                    }
+                    drop(file);
+                    std::fs::rename(&self.temp, &self.target)
+                        .map_err(|e| Error::io(&self.target, e))
+                })();
+                pending(|p| p.retain(|t| t != &self.temp));
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&self.temp);
+                }
+                result
+            }
+            Destination::Stream(dest) => {
+                use std::io::{Seek, SeekFrom};
+                file.seek(SeekFrom::Start(0))
+                    .map_err(|e| Error::io(&self.temp, e))?;
+                std::io::copy(&mut file, dest).map_err(|e| Error::io(&self.target, e))?;
+                Ok(())
+            }
+        }
     }
 }
 
 impl Drop for TempOutput {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if self.file.take().is_some() && matches!(self.destination, Destination::Replace) {
             let _ = std::fs::remove_file(&self.temp);
+            pending(|p| p.retain(|t| t != &self.temp));
         }
+    }
+}
+
+fn pending(f: impl FnOnce(&mut Vec<PathBuf>)) {
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut p);
+}
+
+/// Registers a temporary path (a file or a directory) made outside
+/// [`TempOutput`], so that SIGINT or SIGTERM removes it too.
+pub fn register_pending(path: &Path) {
+    pending(|p| p.push(path.to_path_buf()));
+}
+
+/// Forgets a path given to [`register_pending`] (it was renamed or removed).
+pub fn unregister_pending(path: &Path) {
+    pending(|p| p.retain(|t| t != path));
+}
+
+/// Creates `path`, which must not exist, without following a symlink there.
+fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Follows `link` to the path it finally names (which may not exist yet).
+fn resolve_link(link: &Path) -> Result<PathBuf> {
+    let mut path = link.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&path) {
+            Ok(next) => {
+                path = match path.parent() {
+                    Some(parent) if next.is_relative() => parent.join(next),
+                    _ => next,
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path),
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    Err(Error::InvalidArgument(format!(
+        "{}: too many levels of symbolic links",
+        link.display()
+    )))
+}
+
+/// On SIGINT or SIGTERM, removes every temporary file not yet committed and
+/// exits with 130 or 143. Call it first thing in `main`, before any thread
+/// starts: the signals are blocked in every thread and taken by one thread
+/// that waits for them, so the clean-up never runs inside a signal handler.
+pub fn install_signal_cleanup() {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the calls only edit it and this
+    // thread's mask (inherited by every thread started after).
+    let blocked = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    if blocked != 0 {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` holds the blocked signals; `sig` receives one.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            let paths = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+            for p in paths {
+                if p.is_dir() {
+                    let _ = std::fs::remove_dir_all(&p);
+                } else {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+            let code = if sig == libc::SIGINT { 130 } else { 143 };
+            // SAFETY: ends the process at once, without running destructors
+            // of threads that are mid-write into files just removed.
+            unsafe { libc::_exit(code) };
+        });
+    if spawned.is_err() {
+        // No watcher: let the signals kill the process as before.
+        // SAFETY: as above, on the same valid set.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     }
 }
 
