@@ -148,6 +148,20 @@ pub struct Layout {
     pub planes: Vec<u32>,
     /// `pow[k] = p^k` for `k` in `0..=W`.
     pow: Vec<u64>,
+    /// Per section, where its digits sit in the fraction (see [`Layout::split`]).
+    splits: Vec<SectionSplit>,
+}
+
+/// Section `s`'s digits `[a, b)` of the fraction: `(frac / p^(W-b)) % p^(b-a)`;
+/// with p = 2 a shift by `W - b` and a mask of `b - a` bits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SectionSplit {
+    /// `p^(W-b)`: the digits below the section.
+    below: u64,
+    /// `W - b`.
+    below_digits: u32,
+    /// `p^(b-a)`: the section's digit values.
+    span: u64,
 }
 
 impl Layout {
@@ -226,8 +240,8 @@ impl Layout {
             planes.push(g);
             rem -= g;
         }
-        let pow = (0..=full).map(|k| p.pow(k)).collect();
-        Ok(Layout {
+        let pow: Vec<u64> = (0..=full).map(|k| p.pow(k)).collect();
+        let mut layout = Layout {
             kind,
             prime,
             precision,
@@ -235,7 +249,19 @@ impl Layout {
             head_digits: t,
             planes,
             pow,
-        })
+            splits: Vec::new(),
+        };
+        layout.splits = (0..layout.sections())
+            .map(|s| {
+                let (a, b) = layout.digit_range(s);
+                SectionSplit {
+                    below: layout.pow[(full - b) as usize],
+                    below_digits: full - b,
+                    span: layout.pow[(b - a) as usize],
+                }
+            })
+            .collect();
+        Ok(layout)
     }
 
     /// Whether the stored digits reproduce every fraction exactly.
@@ -285,18 +311,20 @@ impl Layout {
         let sign = bits >> (self.kind.bits() - 1);
         let e = (bits >> f) & ((1 << self.kind.exp_bits()) - 1);
         let frac = (bits & ((1 << f) - 1)) as u64;
-        let w = self.full_digits as usize;
-        for (s, slot) in out.iter_mut().enumerate().take(self.sections()) {
-            let (a, b) = self.digit_range(s);
-            let digits = (frac / self.pow[w - b as usize]) % self.pow[(b - a) as usize];
-            let sym = if s == 0 {
-                e as u64 * self.pow[(b - a) as usize] + digits
-            } else if s == 1 {
-                sign as u64 * self.pow[(b - a) as usize] + digits
+        let binary = self.prime == 2;
+        for (s, (slot, split)) in out.iter_mut().zip(&self.splits).enumerate() {
+            // p = 2: shifts and masks in place of two divisions a section.
+            let digits = if binary {
+                (frac >> split.below_digits) & (split.span - 1)
             } else {
-                digits
+                (frac / split.below) % split.span
             };
-            *slot = sym as u16;
+            let high = match s {
+                0 => e as u64,
+                1 => sign as u64,
+                _ => 0,
+            };
+            *slot = (high * split.span + digits) as u16;
         }
     }
 
