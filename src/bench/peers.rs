@@ -265,3 +265,41 @@ pub fn zipnn(
     }
     result
 }
+
+/// Every peer on `original` (the file at `input`): zstd at levels 1, 3 and
+/// 19, lz4, then ZipNN working in `dir`; one bar step each.
+pub(super) fn run_all(
+    opts: &super::BenchOptions,
+    original: &[u8],
+    dir: &Path,
+    input: &Path,
+    bar: &crate::progress::Progress,
+) -> Result<Vec<PeerResult>> {
+    let mut out = Vec::new();
+    for level in [Some(1), Some(3), Some(19), None] {
+        let runs = if level == Some(19) {
+            opts.slow_compress_runs.max(1)
+        } else {
+            opts.repeat
+        };
+        out.push(block_peer(
+            original,
+            level,
+            &opts.workers,
+            opts.repeat,
+            runs,
+        )?);
+        bar.advance(1);
+    }
+    let python = zipnn_python(opts.zipnn_python.as_deref());
+    out.push(zipnn(
+        &python,
+        dir,
+        input,
+        &opts.dtype,
+        &opts.workers,
+        opts.repeat,
+    ));
+    bar.advance(1);
+    Ok(out)
+}
