@@ -107,34 +107,11 @@ pub trait GpuEngine: Send + Sync {
     fn set_reserve_mb(&self, _mb: f64) {}
 }
 
-/// GPU memory as the engine reports it (the CUDA driver's free/total), for
-/// when NVML is missing.
-pub struct EngineMemory {
-    engine: std::sync::Arc<dyn GpuEngine>,
-    started: std::time::Instant,
-}
-
-impl EngineMemory {
-    pub fn new(engine: std::sync::Arc<dyn GpuEngine>) -> Self {
-        EngineMemory {
-            engine,
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
-impl crate::pressure::PressureSource for EngineMemory {
-    fn sample_at(&self, _t_ms: u64) -> Option<crate::pressure::Sample> {
-        let (free, total) = self.engine.memory()?;
-        const MB: f64 = 1024.0 * 1024.0;
-        Some(crate::pressure::Sample {
-            t_ms: self.started.elapsed().as_millis() as u64,
-            used_mb: total.saturating_sub(free) as f64 / MB,
-            total_mb: total as f64 / MB,
-        })
-    }
-    fn has_gpu(&self) -> bool {
-        true
+/// Every engine reports its memory to the pressure monitor, which reads it
+/// when NVML cannot ([`crate::pressure::for_engine`]).
+impl<E: GpuEngine + ?Sized> crate::pressure::MemoryReport for E {
+    fn free_and_total(&self) -> Option<(u64, u64)> {
+        self.memory()
     }
 }
 
