@@ -162,18 +162,18 @@ pub fn block_peer(
 /// The Python to run ZipNN with: `explicit`, else `PADIC_ZIPNN_PYTHON`, else
 /// `.venv-peers/bin/python` (what `scripts/compare-peers.sh` sets up), else
 /// `python3`.
-pub fn zipnn_python(explicit: Option<&Path>) -> PathBuf {
+pub fn zipnn_python(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return p.to_path_buf();
+        return Ok(p.to_path_buf());
     }
-    if let Some(p) = std::env::var_os("PADIC_ZIPNN_PYTHON") {
-        return PathBuf::from(p);
+    if let Some(p) = crate::config::zipnn_python()? {
+        return Ok(p);
     }
     let venv = PathBuf::from(".venv-peers/bin/python");
     if venv.exists() {
-        return venv;
+        return Ok(venv);
     }
-    PathBuf::from("python3")
+    Ok(PathBuf::from("python3"))
 }
 
 #[derive(serde::Deserialize)]
@@ -291,7 +291,7 @@ pub(super) fn run_all(
         )?);
         bar.advance(1);
     }
-    let python = zipnn_python(opts.zipnn_python.as_deref());
+    let python = zipnn_python(opts.zipnn_python.as_deref())?;
     out.push(zipnn(
         &python,
         dir,

@@ -142,11 +142,12 @@ impl DecodedModel {
 /// transparent huge pages before it is first touched: decoding writes every
 /// byte, and with 4 KiB pages the kernel's page faults cost about as much as
 /// the decode itself (measured with `examples/throughput`: fresh versus reused
-/// buffers). `PADIC_NO_HUGEPAGE` (set to anything) turns this off.
+/// buffers). `PADIC_NO_HUGEPAGE` ([`crate::config::no_hugepage`]) turns this
+/// off; a bad value leaves it on (the CLI refuses it first).
 pub fn output_buffer(n: usize) -> Vec<u8> {
     let data = vec![0u8; n];
     #[cfg(target_os = "linux")]
-    if n >= 4 << 20 && std::env::var_os("PADIC_NO_HUGEPAGE").is_none() {
+    if n >= 4 << 20 && !crate::config::no_hugepage().unwrap_or(false) {
         const HUGE: usize = 2 << 20;
         let start = data.as_ptr() as usize;
         let first = start.next_multiple_of(HUGE);
@@ -323,7 +324,7 @@ impl CpuEngine {
                         let n = Self::decode_chunk(c, &tables, job, buf, scratch)?;
                         file.write_all_at(buf, base + job.out_offset).map_err(io)?;
                         progress.advance(job.out_len);
-                        Ok(n)
+                        Ok::<u64, Error>(n)
                     },
                 )
                 .try_reduce(|| 0u64, |a, b| Ok(a + b))

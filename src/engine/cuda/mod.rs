@@ -10,7 +10,8 @@
 //! each is planned on the host, straight into a sub-batch
 //! (`engine::batch`, `BatchPlan::push_range`: the CPU decoder's own parse
 //! and checks; a sub-batch is a [`BatchPlan`](crate::codec::plan::BatchPlan) of about
-//! `PADIC_GPU_BATCH_MB` MiB of output, default 256, at most 1024), and the
+//! `PADIC_GPU_BATCH_MB` MiB of output, default 256, at most 1024: see
+//! [`crate::config::gpu_batch_mb`]), and the
 //! sub-batches go round a few streams: each stream stages its sections in
 //! pinned host memory, copies them up asynchronously, runs one launch per
 //! section index and kind over every range at once, and copies the values
@@ -52,16 +53,11 @@ struct Kernels {
 /// Streams a batch goes round: while one computes, the others copy.
 const STREAMS: usize = 3;
 
-/// Output bytes per sub-batch (`PADIC_GPU_BATCH_MB`, default 256 MiB): big
-/// enough for thousands of warps, small enough that several fit in flight.
-fn sub_batch_bytes() -> usize {
-    std::env::var("PADIC_GPU_BATCH_MB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&mb| mb > 0)
-        .unwrap_or(256)
-        .min(1024)
-        << 20
+/// Output bytes per sub-batch ([`crate::config::gpu_batch_mb`]).
+fn sub_batch_bytes() -> Result<usize, GpuError> {
+    crate::config::gpu_batch_mb()
+        .map(|mb| mb << 20)
+        .map_err(|e| GpuError::Failed(e.to_string()))
 }
 
 /// Seconds a timed batch spent, for `examples/gpu_throughput.rs`.
@@ -111,6 +107,7 @@ impl CudaEngine {
     }
 
     fn new(device: usize) -> Result<Self, GpuError> {
+        let batch_bytes = sub_batch_bytes()?;
         libraries_present().map_err(GpuError::Failed)?;
         let fail = |what: &str, e: DriverError| GpuError::Failed(format!("{what}: {e}"));
         let ctx =
@@ -152,7 +149,7 @@ impl CudaEngine {
             ctx,
             reserve: std::sync::atomic::AtomicU64::new(0),
             lanes: Mutex::new(Vec::new()),
-            batch_bytes: std::sync::atomic::AtomicUsize::new(sub_batch_bytes()),
+            batch_bytes: std::sync::atomic::AtomicUsize::new(batch_bytes),
             spares: batch::Spares::default(),
             k16,
             k32,
