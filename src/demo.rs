@@ -122,6 +122,30 @@ pub fn synthetic_model(seed: u64, params: usize, dtype: Dtype) -> Vec<u8> {
     safetensors::serialize(views, Some(meta)).expect("the generated model serializes")
 }
 
+/// Writes [`synthetic_model`]`(seed, params, dtype)` to
+/// `dir/{name}.safetensors` and compresses it with the defaults into
+/// `dir/{name}.padic`, whose path it returns: the container the examples
+/// and benches decode.
+pub fn compressed_model(
+    dir: &Path,
+    name: &str,
+    seed: u64,
+    params: usize,
+    dtype: Dtype,
+) -> Result<std::path::PathBuf> {
+    let input = dir.join(format!("{name}.safetensors"));
+    let packed = dir.join(format!("{name}.padic"));
+    let model = synthetic_model(seed, params, dtype);
+    std::fs::write(&input, &model).map_err(|e| Error::io(&input, e))?;
+    compress_file(
+        &input,
+        &packed,
+        &CompressOptions::default(),
+        &Progress::hidden(),
+    )?;
+    Ok(packed)
+}
+
 /// Runs the demo in `dir`; returns the lines it printed.
 pub fn run(dir: &Path, params: usize, workers: Option<usize>) -> Result<Vec<String>> {
     let mut lines = Vec::new();

@@ -193,17 +193,28 @@ fn paired_ratio(
     ))
 }
 
-/// Seconds of one in-memory graph decode with `o`, checked against `reference`.
-fn graph_secs(c: &Arc<Container>, o: &RunOptions, reference: &[u8], what: &str) -> Result<f64> {
+/// One in-memory graph decode with `o`, checked against `reference`
+/// (`what` names the run in the error): its seconds and statistics.
+fn graph_run(
+    c: &Arc<Container>,
+    o: &RunOptions,
+    reference: &[u8],
+    what: &str,
+) -> Result<(f64, crate::stats::Statistics)> {
     let t = Instant::now();
-    let (model, _) = crate::pipeline::decompress_to_memory(c.clone(), o)?;
+    let (model, stats) = crate::pipeline::decompress_to_memory(c.clone(), o)?;
     let secs = t.elapsed().as_secs_f64();
     if model.data != reference {
         return Err(Error::Decode(format!(
             "bench: {what} decoded bytes that differ from the bare loop's"
         )));
     }
-    Ok(secs)
+    Ok((secs, stats))
+}
+
+/// Seconds of one checked graph decode ([`graph_run`]).
+fn graph_secs(c: &Arc<Container>, o: &RunOptions, reference: &[u8], what: &str) -> Result<f64> {
+    graph_run(c, o, reference, what).map(|(secs, _)| secs)
 }
 
 /// [`Overhead`]: pairs of the bare loop on `engine`, then the cpu-only graph
@@ -276,14 +287,7 @@ pub(super) fn timed_runs(
     let mut times = Vec::new();
     let mut stats = Vec::new();
     for i in 0..runs.max(1) {
-        let t = Instant::now();
-        let (model, s) = crate::pipeline::decompress_to_memory(c.clone(), o)?;
-        let secs = t.elapsed().as_secs_f64();
-        if model.data != reference {
-            return Err(Error::Decode(format!(
-                "bench: {what} decoded bytes that differ from the bare loop's"
-            )));
-        }
+        let (secs, s) = graph_run(c, o, reference, what)?;
         if i > 0 {
             times.push(secs);
         }
