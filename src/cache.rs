@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 pub struct CacheKey {
     /// `Container::identity()`: changes when the file does.
     pub container: u64,
+    /// The tensor's name.
     pub tensor: String,
     /// Digits decoded (`None`: all stored).
     pub target: Option<u32>,
@@ -33,6 +34,7 @@ pub struct TensorCache {
 }
 
 impl TensorCache {
+    /// An empty cache that holds at most `capacity_bytes` of values.
     pub fn new(capacity_bytes: usize) -> Self {
         TensorCache {
             capacity: capacity_bytes,
@@ -106,6 +108,7 @@ impl TensorCache {
         self.inner.lock().expect("cache lock").bytes
     }
 
+    /// Whether `key` is cached (without counting a hit or a miss).
     pub fn contains(&self, key: &CacheKey) -> bool {
         self.inner
             .lock()

@@ -63,15 +63,21 @@ pub const TRACES: [(&str, &str); 4] = [
 pub struct BenchOptions {
     /// A safetensors file; `None`: a generated model of `synthetic_mb`.
     pub input: Option<PathBuf>,
+    /// Size of the generated model in MB (10^6 bytes), when there is no `input`.
     pub synthetic_mb: f64,
     /// bf16, f16 or f32 (the generated model's dtype; ZipNN's reading of a file).
     pub dtype: String,
+    /// Timed runs per configuration, after one warm-up run.
     pub repeat: usize,
+    /// CPU worker counts to measure, each at least 1.
     pub workers: Vec<usize>,
     /// `None`: every stored digit.
     pub targets: Vec<Option<u32>>,
+    /// Decode modes to run the graph in (gpu-only is skipped without a GPU).
     pub modes: Vec<Mode>,
+    /// Whether to measure the peers (zstd, lz4, ZipNN) on the same file.
     pub peers: bool,
+    /// The Python with `zipnn` (default: [`config::zipnn_python`](crate::config::zipnn_python), then `.venv-peers/bin/python`, then `python3`).
     pub zipnn_python: Option<PathBuf>,
     /// Traces to replay: (name, CSV text).
     pub traces: Vec<(String, String)>,

@@ -23,10 +23,13 @@ const BLOCK: usize = 1 << 20;
 /// One peer's figures, or why it is missing.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerResult {
+    /// The peer and its setting: `zstd-3`, `lz4`, `zipnn`.
     pub name: String,
     /// `ok`, or `missing: <why>`.
     pub status: String,
+    /// Compressed bytes over original bytes (lower is better).
     pub ratio: Option<f64>,
+    /// Bytes the peer compressed the file to.
     pub compressed_bytes: Option<u64>,
     /// Compress throughput (input GB/s); `threads` threads.
     pub compress_gb_per_s: Option<Stat>,

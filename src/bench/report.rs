@@ -12,13 +12,18 @@ use crate::engine::gpu::GpuEngine;
 /// Median and range of repeated runs.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Stat {
+    /// The middle run (the mean of the two middle ones for an even count).
     pub median: f64,
+    /// The smallest run.
     pub min: f64,
+    /// The largest run.
     pub max: f64,
+    /// Finite values counted.
     pub runs: usize,
 }
 
 impl Stat {
+    /// The statistics of `values`, leaving out those that are not finite.
     pub fn of(values: &[f64]) -> Stat {
         let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         v.sort_by(f64::total_cmp);
@@ -54,13 +59,18 @@ impl Stat {
     }
 }
 
+/// The machine a report was measured on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
+    /// Logical cores.
     pub cores: usize,
+    /// The CPU, as `/proc/cpuinfo` names it.
     pub cpu_model: String,
     /// The GPU, or why there is none.
     pub gpu: Option<String>,
+    /// Why there is no GPU, when there is none.
     pub gpu_absent_reason: Option<String>,
+    /// Operating system and architecture.
     pub os: String,
 }
 
@@ -86,22 +96,31 @@ impl Machine {
     }
 }
 
+/// The model under test.
 #[derive(Debug, Clone, Serialize)]
 pub struct InputInfo {
     /// The file, or `synthetic`.
     pub source: String,
+    /// Its main float dtype (the generated one's, or the one ZipNN is told).
     pub dtype: String,
+    /// Bytes of the safetensors file.
     pub bytes: u64,
+    /// Tensors in the file.
     pub tensors: usize,
+    /// Chunks of the container it compressed to.
     pub chunks: usize,
     /// Empirical entropy of the exponent field over every float value, in bits.
     pub exponent_entropy_bits: f64,
 }
 
+/// Our compression of the model.
 #[derive(Debug, Clone, Serialize)]
 pub struct Compression {
+    /// Compressed bytes over original bytes (lower is better).
     pub ratio: f64,
+    /// Bytes of the container.
     pub compressed_bytes: u64,
+    /// Input GB/s.
     pub gb_per_s: Stat,
 }
 
@@ -110,14 +129,21 @@ pub struct Compression {
 pub struct DecodeRun {
     /// cpu-only, auto, hybrid, gpu-only, or `bare` (the decode loop without the graph).
     pub mode: String,
+    /// CPU decode workers.
     pub workers: usize,
     /// `null`: every stored digit.
     pub target_precision: Option<u32>,
+    /// Output GB/s.
     pub gb_per_s: Stat,
+    /// Chunks decoded on the GPU (last run).
     pub chunks_gpu: u64,
+    /// Chunks decoded on the CPU (last run).
     pub chunks_cpu: u64,
+    /// Chunks split between the two (last run).
     pub chunks_hybrid: u64,
+    /// The worst route's 99th-percentile chunk latency, µs (last run; 0 for `bare`).
     pub p99_us: u64,
+    /// What the run noted (fallbacks, reroutes).
     pub notes: Vec<String>,
 }
 
@@ -127,11 +153,17 @@ pub struct DecodeRun {
 /// shared machine's slow and fast spells then fall on both sides of a ratio.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overhead {
+    /// CPU decode workers.
     pub workers: usize,
+    /// `null`: every stored digit.
     pub target_precision: Option<u32>,
+    /// Graph seconds over bare seconds: 1.0 = no overhead, higher is slower.
     pub pipeline_over_bare: f64,
+    /// The smallest pair's ratio.
     pub min: f64,
+    /// The largest pair's ratio.
     pub max: f64,
+    /// Pairs measured (after one warm-up pair).
     pub pairs: usize,
 }
 
@@ -139,45 +171,73 @@ pub struct Overhead {
 /// (and min, max) over pairs of cpu-only graph runs made back to back.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scaling {
+    /// The worker count compared with one worker.
     pub workers: usize,
+    /// The median pair's speed-up.
     pub median: f64,
+    /// The smallest pair's speed-up.
     pub min: f64,
+    /// The largest pair's speed-up.
     pub max: f64,
+    /// Pairs measured (after one warm-up pair).
     pub pairs: usize,
 }
 
+/// One pressure trace replayed through the auto mode.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scenario {
+    /// The trace.
     pub name: String,
+    /// Trace milliseconds each chunk advances the replay clock.
     pub replay_step_ms: u64,
+    /// Chunks of the scenario container.
     pub chunks: usize,
+    /// CPU decode workers.
     pub workers: usize,
+    /// Mode switches the policy made (last run).
     pub mode_switches: u64,
+    /// Rises of the pressure level into high or critical, and GPU
+    /// out-of-memory errors (last run).
     pub memory_pressure_events: u64,
+    /// Chunks decoded on the GPU (last run).
     pub chunks_gpu: u64,
+    /// Chunks decoded on the CPU (last run).
     pub chunks_cpu: u64,
+    /// Chunks split between the two (last run).
     pub chunks_hybrid: u64,
+    /// Output GB/s.
     pub gb_per_s: Stat,
+    /// The worst route's p99 chunk latency, µs, over the timed runs.
     pub p99_us: Stat,
     /// Latency percentile curves per route, (percentile, µs).
     pub latency_curves: Vec<(String, Vec<(f64, u64)>)>,
+    /// What the runs noted.
     pub notes: Vec<String>,
 }
 
 /// Everything one `bench` run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// When the run started, `YYYY-MM-DD HH:MM:SS` UTC.
     pub date_utc: String,
+    /// Where it ran.
     pub machine: Machine,
+    /// Timed runs per configuration.
     pub repeat: usize,
+    /// The model.
     pub input: InputInfo,
+    /// Our compression.
     pub compression: Compression,
+    /// Every decode configuration, the bare loop first per worker count and target.
     pub decompression: Vec<DecodeRun>,
+    /// The cpu-only graph over the bare loop, per worker count and target.
     pub graph_overhead: Vec<Overhead>,
     /// The cpu-only graph with the most workers over one worker, from pairs
     /// run back to back (when both counts are measured).
     pub worker_scaling: Option<Scaling>,
+    /// The peers on the same file.
     pub peers: Vec<PeerResult>,
+    /// The policy scenarios.
     pub scenarios: Vec<Scenario>,
     /// Configurations not run, and why.
     pub skipped: Vec<String>,

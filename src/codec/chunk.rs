@@ -82,6 +82,7 @@ pub const RANGE_ALIGN: usize = super::rans::SEGMENT_SYMBOLS;
 /// the contribution of each symbol to the output bit pattern.
 #[derive(Debug, Clone)]
 pub struct Tables {
+    /// The float format the tables decode.
     pub kind: FloatKind,
     luts: Vec<Vec<u32>>,
     /// Per section, its table's bit runs when stored raw (see `bitpack::bit_runs`).

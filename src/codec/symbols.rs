@@ -14,9 +14,11 @@ use super::rans::Word;
 use super::{bitpack, rans, varint};
 use crate::error::{Error, Result};
 
-/// Section encodings.
+/// Section encoding: one value for the whole section.
 pub const KIND_CONST: u8 = 0;
+/// Fixed-width values, bit-packed.
 pub const KIND_RAW: u8 = 1;
+/// Interleaved rANS ([`super::rans`]).
 pub const KIND_RANS: u8 = 2;
 
 /// Bits needed to write any symbol below `alphabet`.

@@ -102,6 +102,7 @@ impl Spares {
 /// Ranges decoded together: one word size, one set of launches.
 #[derive(Debug)]
 pub struct SubBatch {
+    /// The ranges' sections, tables and launches.
     pub plan: BatchPlan,
     /// The ranges it holds, as indices into the caller's ranges, in the
     /// order of `plan.starts`.

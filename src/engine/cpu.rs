@@ -23,7 +23,9 @@ use crate::progress::Progress;
 /// One chunk to decode: where it lies in the data region.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkJob {
+    /// Index of the tensor in the container's header.
     pub tensor: usize,
+    /// Index of the chunk in its tensor.
     pub chunk: usize,
     /// Byte offset of the chunk's output in the safetensors data region.
     pub out_offset: u64,
@@ -105,11 +107,13 @@ pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<T
 /// What a decode did.
 #[derive(Debug, Clone, Default)]
 pub struct DecodeStats {
+    /// Chunks decoded.
     pub chunks: usize,
     /// Container bytes read (the sections decoded).
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
+    /// Wall time of the decode.
     pub wall: Duration,
 }
 
@@ -123,7 +127,9 @@ impl DecodeStats {
 /// A decoded model held in memory: the safetensors data region and its index.
 #[derive(Debug, Clone)]
 pub struct DecodedModel {
+    /// The safetensors header (JSON) of the data region.
     pub source_header: String,
+    /// The data region: every tensor's bytes, back to back.
     pub data: Vec<u8>,
 }
 
@@ -189,6 +195,7 @@ impl CpuEngine {
         Ok(CpuEngine { pool })
     }
 
+    /// Decode threads in the pool.
     pub fn workers(&self) -> usize {
         self.pool.current_num_threads()
     }

@@ -15,7 +15,12 @@ use crate::format::Container;
 pub enum GpuError {
     /// An allocation or launch ran out of device memory.
     #[error("GPU out of memory: asked for {requested} bytes, {free} free")]
-    OutOfMemory { requested: u64, free: u64 },
+    OutOfMemory {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free on the device when it was asked.
+        free: u64,
+    },
     /// Anything else the device reported.
     #[error("GPU error: {0}")]
     Failed(String),
@@ -25,6 +30,7 @@ pub enum GpuError {
 pub trait DeviceBuffer: Send + Sync + std::fmt::Debug {
     /// Bytes held.
     fn len(&self) -> usize;
+    /// Whether it holds no byte.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -40,11 +46,17 @@ pub trait DeviceBuffer: Send + Sync + std::fmt::Debug {
 /// One range of a [`GpuEngine::decode_batch`]: values `[first, first +
 /// out.len() / size)` of chunk `chunk` of tensor `tensor` (`total` values).
 pub struct GpuRange<'a> {
+    /// The decode tables of the tensor at the target precision.
     pub tables: &'a Tables,
+    /// Index of the tensor in the container's header.
     pub tensor: usize,
+    /// Index of the chunk in its tensor.
     pub chunk: usize,
+    /// Values in the whole chunk.
     pub total: usize,
+    /// The range's first value in the chunk.
     pub first: usize,
+    /// Where the range's values go.
     pub out: &'a mut [u8],
 }
 

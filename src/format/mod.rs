@@ -66,9 +66,11 @@ pub struct Header {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TensorEntry {
+    /// The tensor's name in the safetensors file.
     pub name: String,
     /// The safetensors dtype name (`F32`, `BF16`, `I64`, ...).
     pub dtype: String,
+    /// Its shape.
     pub shape: Vec<u64>,
     /// Offset of the tensor's bytes in the safetensors data region.
     pub data_offset: u64,
@@ -76,6 +78,7 @@ pub struct TensorEntry {
     pub byte_len: u64,
     /// How the values are split; `None` for a tensor passed through byte for byte.
     pub codec: Option<CodecEntry>,
+    /// Its chunks, in value order.
     pub chunks: Vec<ChunkEntry>,
 }
 
@@ -83,6 +86,7 @@ pub struct TensorEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CodecEntry {
+    /// The digits' base `p`.
     pub prime: u32,
     /// Digits stored per value.
     pub precision: u32,
@@ -103,6 +107,7 @@ pub struct ChunkEntry {
     pub elements: u64,
     /// File offset of the chunk's first section; the others follow it.
     pub offset: u64,
+    /// Its sections, in order: the exponent channel, then the digit planes (one for a passthrough chunk).
     pub sections: Vec<SectionEntry>,
 }
 
@@ -110,7 +115,9 @@ pub struct ChunkEntry {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SectionEntry {
+    /// Bytes of the section.
     pub len: u64,
+    /// XXH3-64 of those bytes.
     pub xxh3: u64,
 }
 
@@ -242,6 +249,7 @@ impl Container {
         })
     }
 
+    /// The file opened.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -252,6 +260,7 @@ impl Container {
         self.identity
     }
 
+    /// The validated header.
     pub fn header(&self) -> &Header {
         &self.header
     }

@@ -20,7 +20,9 @@ pub use trace::Trace;
 pub struct Sample {
     /// Milliseconds since the run (or the trace) started.
     pub t_ms: u64,
+    /// MiB in use.
     pub used_mb: f64,
+    /// MiB on the device.
     pub total_mb: f64,
 }
 
@@ -39,6 +41,7 @@ impl Sample {
         self.total_mb - self.used_mb
     }
 
+    /// The level of this sample's utilization.
     pub fn level(&self) -> Level {
         Level::of(self.utilization())
     }
@@ -49,13 +52,18 @@ impl Sample {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// u < 0.50.
     Low,
+    /// 0.50 <= u < 0.75.
     Moderate,
+    /// 0.75 <= u < 0.90.
     High,
+    /// u >= 0.90.
     Critical,
 }
 
 impl Level {
+    /// The level of `utilization` (used / total).
     pub fn of(utilization: f64) -> Self {
         if utilization < 0.50 {
             Level::Low
@@ -68,6 +76,7 @@ impl Level {
         }
     }
 
+    /// The level in lower case, as logs and statistics print it.
     pub fn name(self) -> &'static str {
         match self {
             Level::Low => "low",

@@ -56,7 +56,9 @@ const MIN_SCALE_BITS: u32 = 9;
 
 /// Output word of a decode (the float's bit pattern, 16 or 32 bits).
 pub trait Word: bytemuck::Pod + Default + Send + Sync + 'static {
+    /// The word of `v`'s low bits.
     fn from_u32(v: u32) -> Self;
+    /// `self + v` in the word's width, wrapping.
     fn add(self, v: u32) -> Self;
 }
 

@@ -1,3 +1,7 @@
+//! The rANS coder held to itself: round trips, the SIMD decoder against the
+//! safe one, the plane fused into the rANS pass, the packed table and the
+//! frequency normalisation.
+
 use super::*;
 
 fn counts_of(syms: &[u16], alphabet: usize) -> Vec<u64> {

@@ -69,6 +69,7 @@ pub struct BatchTiming {
     pub total_secs: f64,
     /// Values' bytes decoded (once).
     pub bytes: u64,
+    /// Sub-batches decoded.
     pub sub_batches: usize,
 }
 
