@@ -2,6 +2,7 @@
 //! streaming loads the same layers again): keyed by container identity,
 //! tensor and target precision, bounded in bytes, thread-safe, and counting
 //! its hits and misses.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

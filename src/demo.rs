@@ -1,5 +1,6 @@
 //! A generated model and the `demo` command: compress it, decompress it,
 //! check every byte, and say what happened. Runs offline.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::path::Path;

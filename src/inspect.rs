@@ -1,4 +1,5 @@
 //! Per-tensor facts about a container: what `padic-burst inspect` prints.
+#![forbid(unsafe_code)]
 
 use serde::Serialize;
 

@@ -5,6 +5,7 @@
 //! zstd and lz4 compress the file in independent 1 MiB blocks (as our chunks
 //! and ZipNN's are), so they decode in parallel on the same thread count; each
 //! decode writes into a freshly allocated buffer, as ours does.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

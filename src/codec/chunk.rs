@@ -2,6 +2,7 @@
 //! into sections (section 0 the exponent channel, then the digit planes, most
 //! significant first). Each section is coded on its own (see `symbols`), so a
 //! decode to fewer digits reads a prefix of the chunk's sections and no more.
+#![forbid(unsafe_code)]
 
 use super::bitpack;
 use super::layout::{FloatKind, Layout};

@@ -20,6 +20,7 @@
 //! lookup table, to its contribution to the output bit pattern, and the
 //! contributions never overlap or carry (the digits' partial sums stay below
 //! `2^frac_bits`). For `p = 2` the sum is an OR of shifted bit fields.
+#![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
 

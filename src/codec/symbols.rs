@@ -9,6 +9,7 @@
 //!
 //! The element count `n` and the alphabet are not stored here: the container's
 //! header gives them, so a section cannot claim more output than its chunk has.
+#![forbid(unsafe_code)]
 
 use super::rans::Word;
 use super::{bitpack, rans, varint};

@@ -1,4 +1,5 @@
 //! LEB128 unsigned varints and a bounds-checked byte reader.
+#![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
 

@@ -5,6 +5,7 @@
 //! engine uploads each sub-batch and runs [`BatchPlan::launches`] on it;
 //! the tests run the same launches through `kernels/decode.cu` compiled
 //! for the host, so everything here is checked without a GPU.
+#![forbid(unsafe_code)]
 
 use std::sync::Mutex;
 

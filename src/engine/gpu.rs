@@ -3,6 +3,7 @@
 //! and the run says so rather than pretend: every chunk routed to a GPU
 //! decodes on the CPU in AUTO_SWITCH and HYBRID, and GPU_ONLY fails with a
 //! clear error.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

@@ -4,6 +4,7 @@
 //! Sources: a recorded trace (CSV with header `t_ms,used_mb,total_mb`, the
 //! form `--record-pressure` writes), "no GPU", and (with the `cuda` feature)
 //! NVML, sampled live on its own thread.
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "cuda")]
 pub mod nvml;

@@ -1,6 +1,7 @@
 //! The rANS coder held to itself: round trips, the SIMD decoder against the
 //! safe one, the plane fused into the rANS pass, the packed table and the
 //! frequency normalisation.
+#![forbid(unsafe_code)]
 
 use super::*;
 

@@ -1,5 +1,6 @@
 //! Tensors that stay on the device: a whole tensor decoded into one
 //! allocation, and [`CudaBuffer`], the handle the caller keeps.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
