@@ -17,7 +17,6 @@
 //! `[L, 2^32)` with `L = 2^16`; one symbol reads at most one word, so with
 //! `scale_bits <= 15` a symbol never needs two. A decoder that ends with every
 //! state back at `L` and every word consumed has read exactly what was written.
-
 //!
 //! The code is layered as lz4_flex layers its block codec: `encode` (the
 //! writer), `table` (the section header and decode tables), `decode_safe`
