@@ -9,13 +9,11 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use padic_burst::compress::{compress_file, CompressOptions};
 use padic_burst::config::{Config, ConfigLayer};
 use padic_burst::engine::CpuEngine;
 use padic_burst::format::Container;
 use padic_burst::pipeline::{decompress_to_memory, RunOptions};
 use padic_burst::policy::Mode;
-use padic_burst::progress::Progress;
 use safetensors::Dtype;
 
 fn decode(c: &mut Criterion) {
@@ -28,17 +26,7 @@ fn decode(c: &mut Criterion) {
         (Dtype::F16, "f16"),
         (Dtype::F32, "f32"),
     ] {
-        let input = dir.join(format!("{name}.safetensors"));
-        let packed = dir.join(format!("{name}.padic"));
-        let model = padic_burst::demo::synthetic_model(9, 4_000_000, dtype);
-        std::fs::write(&input, &model).unwrap();
-        compress_file(
-            &input,
-            &packed,
-            &CompressOptions::default(),
-            &Progress::hidden(),
-        )
-        .unwrap();
+        let packed = padic_burst::demo::compressed_model(&dir, name, 9, 4_000_000, dtype).unwrap();
         let container = Container::open(&packed).unwrap();
         let out_len = container.header().data_len;
         group.throughput(Throughput::Bytes(out_len));

@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 
-use padic_burst::compress::{compress_file, CompressOptions};
 use padic_burst::config::Config;
 use padic_burst::engine::batch;
 use padic_burst::engine::cuda::CudaEngine;
@@ -23,7 +22,6 @@ use padic_burst::engine::{chunk_jobs, tables_for, CpuEngine};
 use padic_burst::format::Container;
 use padic_burst::pipeline::{decompress_to_memory, RunOptions};
 use padic_burst::policy::Mode;
-use padic_burst::progress::Progress;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -38,19 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gpu = CudaEngine::shared(0)?;
     let dir = std::env::temp_dir().join(format!("padic-gpu-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let input = dir.join("model.safetensors");
-    let packed = dir.join("model.padic");
     let params = (mb * 1e6 / 2.0 / 1.1) as usize;
-    std::fs::write(
-        &input,
-        padic_burst::demo::synthetic_model(3, params, safetensors::Dtype::BF16),
-    )?;
-    compress_file(
-        &input,
-        &packed,
-        &CompressOptions::default(),
-        &Progress::hidden(),
-    )?;
+    let packed =
+        padic_burst::demo::compressed_model(&dir, "model", 3, params, safetensors::Dtype::BF16)?;
     let c = Arc::new(Container::open(&packed)?);
     // Every float chunk in one batch: the kernels alone, then end to end.
     let tables = tables_for(&c, None)?;

@@ -8,25 +8,15 @@
 
 use std::sync::Arc;
 
-use padic_burst::compress::{compress_file, CompressOptions};
 use padic_burst::config::Config;
 use padic_burst::format::Container;
 use padic_burst::pipeline::Pipeline;
-use padic_burst::progress::Progress;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("padic-stream-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let input = dir.join("model.safetensors");
-    let packed = dir.join("model.padic");
-    let original = padic_burst::demo::synthetic_model(3, 2_000_000, safetensors::Dtype::BF16);
-    std::fs::write(&input, &original)?;
-    compress_file(
-        &input,
-        &packed,
-        &CompressOptions::default(),
-        &Progress::hidden(),
-    )?;
+    let packed =
+        padic_burst::demo::compressed_model(&dir, "model", 3, 2_000_000, safetensors::Dtype::BF16)?;
     let container = Arc::new(Container::open(&packed)?);
     let pipeline = Pipeline::new(Config::default());
     let names: Vec<String> = container

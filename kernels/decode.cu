@@ -1,5 +1,5 @@
 // padic-burst decode kernels, compiled at run time by NVRTC (the `cuda`
-// feature; see src/engine/cuda.rs, which includes this file with
+// feature; see src/engine/cuda/nvrtc.rs, which includes this file with
 // include_str!). Two kernels per output word size: const and raw sections
 // (`pieces_*`), and rANS sections (`rans_*`).
 //

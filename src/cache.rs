@@ -2,6 +2,7 @@
 //! streaming loads the same layers again): keyed by container identity,
 //! tensor and target precision, bounded in bytes, thread-safe, and counting
 //! its hits and misses.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 pub struct CacheKey {
     /// `Container::identity()`: changes when the file does.
     pub container: u64,
+    /// The tensor's name.
     pub tensor: String,
     /// Digits decoded (`None`: all stored).
     pub target: Option<u32>,
@@ -33,6 +35,7 @@ pub struct TensorCache {
 }
 
 impl TensorCache {
+    /// An empty cache that holds at most `capacity_bytes` of values.
     pub fn new(capacity_bytes: usize) -> Self {
         TensorCache {
             capacity: capacity_bytes,
@@ -106,6 +109,7 @@ impl TensorCache {
         self.inner.lock().expect("cache lock").bytes
     }
 
+    /// Whether `key` is cached (without counting a hit or a miss).
     pub fn contains(&self, key: &CacheKey) -> bool {
         self.inner
             .lock()

@@ -42,9 +42,13 @@ impl Default for CompressOptions {
 /// What a compression did.
 #[derive(Debug, Clone)]
 pub struct CompressSummary {
+    /// Tensors written.
     pub tensors: usize,
+    /// Chunks written.
     pub chunks: usize,
+    /// Bytes of the safetensors input.
     pub original_bytes: u64,
+    /// Bytes of the container.
     pub compressed_bytes: u64,
 }
 

@@ -366,6 +366,147 @@ impl ConfigLayer {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Environment knobs
+// ---------------------------------------------------------------------------
+
+/// The `PADIC_*` environment knobs: switches for measuring and debugging,
+/// outside the layered [`Config`] because they change how the work is done,
+/// never what comes out. Each is read by one function of this module, and
+/// only there; a bad value is an [`EnvError`] naming the variable, the value
+/// and what it accepts. A switch is on when set to `1`, `true`, `yes`, `on`
+/// or nothing, off when unset or set to `0`, `false`, `no` or `off`.
+///
+/// | variable | effect | default |
+/// |---|---|---|
+/// | `PADIC_NO_SIMD` ([`no_simd`]) | switch: the CPU decoders leave their AVX2 paths unused | off |
+/// | `PADIC_NO_HUGEPAGE` ([`no_hugepage`]) | switch: large output buffers are not marked for transparent huge pages | off |
+/// | `PADIC_GPU_BATCH_MB` ([`gpu_batch_mb`]) | MiB of output a GPU sub-batch aims at, 1 to 1024 | 256 |
+/// | `PADIC_REPORT_PEAK_MEMORY` ([`report_peak_memory`]) | switch: the CLI prints its peak resident memory (VmHWM) on exit | off |
+/// | `PADIC_ZIPNN_PYTHON` ([`zipnn_python`]) | the Python `bench` runs ZipNN with, unless `--zipnn-python` is given | `.venv-peers/bin/python`, else `python3` |
+/// | `PADIC_CLUSTER_CONNECT_TIMEOUT_S` (`cluster_connect_timeout`) | seconds a cluster process waits for the others to connect, above 0 | 60 |
+///
+/// The tests read their own variables (`PADIC_TEST_WEIGHTS`,
+/// `PADIC_REQUIRE_*`, `PADIC_FUZZ_CASES`); the library never does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value:?}: expected {allowed}")]
+#[non_exhaustive]
+pub struct EnvError {
+    /// The variable, `PADIC_...`.
+    pub variable: &'static str,
+    /// Its value, as set (lossily, when it is not UTF-8).
+    pub value: String,
+    /// What the variable accepts.
+    pub allowed: &'static str,
+}
+
+impl From<EnvError> for Error {
+    fn from(e: EnvError) -> Error {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+/// What a switch accepts.
+const SWITCH: &str = "a switch: 1, true, yes, on or empty; 0, false, no or off";
+
+/// A switch's value: `None` when `name` is unset.
+fn switch_of(name: &'static str, value: Option<std::ffi::OsString>) -> Result<bool, EnvError> {
+    let Some(raw) = value else {
+        return Ok(false);
+    };
+    let text = raw.to_string_lossy();
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(EnvError {
+            variable: name,
+            value: text.into_owned(),
+            allowed: SWITCH,
+        }),
+    }
+}
+
+/// The switch `name` in the process environment.
+fn switch(name: &'static str) -> Result<bool, EnvError> {
+    switch_of(name, std::env::var_os(name))
+}
+
+/// `PADIC_NO_SIMD`: whether the CPU decoders must leave their AVX2 paths
+/// unused (to measure or test the portable ones).
+pub fn no_simd() -> Result<bool, EnvError> {
+    switch("PADIC_NO_SIMD")
+}
+
+/// `PADIC_NO_HUGEPAGE`: whether large output buffers must not be marked for
+/// transparent huge pages.
+pub fn no_hugepage() -> Result<bool, EnvError> {
+    switch("PADIC_NO_HUGEPAGE")
+}
+
+/// `PADIC_REPORT_PEAK_MEMORY`: whether the CLI prints its peak resident
+/// memory on exit.
+pub fn report_peak_memory() -> Result<bool, EnvError> {
+    switch("PADIC_REPORT_PEAK_MEMORY")
+}
+
+/// Default of [`gpu_batch_mb`].
+pub const GPU_BATCH_MB_DEFAULT: usize = 256;
+/// Largest value of [`gpu_batch_mb`].
+pub const GPU_BATCH_MB_MAX: usize = 1024;
+
+/// `PADIC_GPU_BATCH_MB` as set (`None` when unset): MiB of output a GPU
+/// sub-batch aims at.
+fn gpu_batch_mb_of(value: Option<std::ffi::OsString>) -> Result<usize, EnvError> {
+    let Some(raw) = value else {
+        return Ok(GPU_BATCH_MB_DEFAULT);
+    };
+    let text = raw.to_string_lossy();
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|mb| (1..=GPU_BATCH_MB_MAX).contains(mb))
+        .ok_or_else(|| EnvError {
+            variable: "PADIC_GPU_BATCH_MB",
+            value: text.into_owned(),
+            allowed: "a whole number of MiB from 1 to 1024",
+        })
+}
+
+/// `PADIC_GPU_BATCH_MB`: MiB of output a GPU sub-batch aims at (big enough
+/// for thousands of warps, small enough that several fit in flight).
+pub fn gpu_batch_mb() -> Result<usize, EnvError> {
+    gpu_batch_mb_of(std::env::var_os("PADIC_GPU_BATCH_MB"))
+}
+
+/// `PADIC_ZIPNN_PYTHON`: the Python `bench` runs ZipNN with, or `None`
+/// when unset.
+pub fn zipnn_python() -> Result<Option<std::path::PathBuf>, EnvError> {
+    match std::env::var_os("PADIC_ZIPNN_PYTHON") {
+        None => Ok(None),
+        Some(p) if p.is_empty() => Err(EnvError {
+            variable: "PADIC_ZIPNN_PYTHON",
+            value: String::new(),
+            allowed: "the path of a Python with zipnn",
+        }),
+        Some(p) => Ok(Some(p.into())),
+    }
+}
+
+/// Checks every knob of this section at once, so that the CLI refuses a bad
+/// value before any work rather than where the knob is first read (some are
+/// read deep in a decode, where a bad value falls back to the default).
+pub fn check_env_knobs() -> Result<(), EnvError> {
+    no_simd()?;
+    no_hugepage()?;
+    report_peak_memory()?;
+    gpu_batch_mb()?;
+    zipnn_python()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod env_knob_tests;
+
 impl Config {
     /// defaults < `file` < environment < `flags`, validated.
     pub fn load(file: Option<&Path>, flags: ConfigLayer) -> Result<Config> {

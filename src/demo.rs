@@ -1,5 +1,6 @@
 //! A generated model and the `demo` command: compress it, decompress it,
 //! check every byte, and say what happened. Runs offline.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,9 +20,11 @@ use crate::progress::Progress;
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator started from `seed`.
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -120,6 +123,30 @@ pub fn synthetic_model(seed: u64, params: usize, dtype: Dtype) -> Vec<u8> {
         format!("padic-burst demo seed {seed}"),
     );
     safetensors::serialize(views, Some(meta)).expect("the generated model serializes")
+}
+
+/// Writes [`synthetic_model`]`(seed, params, dtype)` to
+/// `dir/{name}.safetensors` and compresses it with the defaults into
+/// `dir/{name}.padic`, whose path it returns: the container the examples
+/// and benches decode.
+pub fn compressed_model(
+    dir: &Path,
+    name: &str,
+    seed: u64,
+    params: usize,
+    dtype: Dtype,
+) -> Result<std::path::PathBuf> {
+    let input = dir.join(format!("{name}.safetensors"));
+    let packed = dir.join(format!("{name}.padic"));
+    let model = synthetic_model(seed, params, dtype);
+    std::fs::write(&input, &model).map_err(|e| Error::io(&input, e))?;
+    compress_file(
+        &input,
+        &packed,
+        &CompressOptions::default(),
+        &Progress::hidden(),
+    )?;
+    Ok(packed)
 }
 
 /// Runs the demo in `dir`; returns the lines it printed.

@@ -1,4 +1,5 @@
 //! Per-tensor facts about a container: what `padic-burst inspect` prints.
+#![forbid(unsafe_code)]
 
 use serde::Serialize;
 
@@ -7,17 +8,25 @@ use crate::format::Container;
 /// One tensor's row.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorReport {
+    /// The tensor's name.
     pub name: String,
+    /// Its safetensors dtype.
     pub dtype: String,
+    /// Its shape.
     pub shape: Vec<u64>,
     /// `null` for a passthrough tensor.
     pub prime: Option<u32>,
+    /// Digits stored per value (`null` for a passthrough tensor).
     pub precision: Option<u32>,
+    /// Whether every value decodes bit-exact.
     pub exact: bool,
     /// Largest absolute error of a finite value (`null` when a NaN is lost).
     pub max_abs_error: Option<f64>,
+    /// Chunks it is stored in.
     pub chunks: usize,
+    /// Bytes of the tensor.
     pub original_bytes: u64,
+    /// Bytes of its sections.
     pub compressed_bytes: u64,
     /// Coded bytes of the exponent channel (section 0), for split tensors.
     pub exponent_bytes: Option<u64>,
@@ -26,9 +35,13 @@ pub struct TensorReport {
 /// The whole container.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// One row a tensor, in the file's order.
     pub tensors: Vec<TensorReport>,
+    /// Bytes of the safetensors file, header included.
     pub original_bytes: u64,
+    /// Bytes of the container file.
     pub compressed_bytes: u64,
+    /// `compressed_bytes / original_bytes` (lower is better).
     pub ratio: f64,
 }
 

@@ -1,3 +1,6 @@
+//! The `padic-burst` command line: parses the flags, runs the command, and
+//! turns an error into one line on stderr and the exit code it stands for.
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -6,11 +9,15 @@ fn main() -> ExitCode {
     // Before any thread starts: SIGINT/SIGTERM remove unfinished outputs.
     padic_burst::output::install_signal_cleanup();
     let cli = padic_burst::cli::Cli::parse();
-    let result = padic_burst::cli::run(cli);
-    // `PADIC_REPORT_PEAK_MEMORY=1`: the process's own peak resident memory
+    // A bad `PADIC_*` knob is refused before any work (some are read deep in
+    // a decode, where a bad value would fall back to the default).
+    let result = padic_burst::config::check_env_knobs()
+        .map_err(padic_burst::Error::from)
+        .and_then(|()| padic_burst::cli::run(cli));
+    // `PADIC_REPORT_PEAK_MEMORY`: the process's own peak resident memory
     // (VmHWM, which, unlike a parent's rusage, does not count the memory of
     // the process that spawned it).
-    if std::env::var_os("PADIC_REPORT_PEAK_MEMORY").is_some() {
+    if padic_burst::config::report_peak_memory().unwrap_or(false) {
         if let Some(kib) = peak_resident_kib() {
             eprintln!("peak resident memory: {kib} KiB");
         }
@@ -28,6 +35,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// The process's peak resident memory (VmHWM) in KiB, where Linux says.
 fn peak_resident_kib() -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
         .ok()?

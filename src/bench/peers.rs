@@ -5,6 +5,7 @@
 //! zstd and lz4 compress the file in independent 1 MiB blocks (as our chunks
 //! and ZipNN's are), so they decode in parallel on the same thread count; each
 //! decode writes into a freshly allocated buffer, as ours does.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,10 +24,13 @@ const BLOCK: usize = 1 << 20;
 /// One peer's figures, or why it is missing.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerResult {
+    /// The peer and its setting: `zstd-3`, `lz4`, `zipnn`.
     pub name: String,
     /// `ok`, or `missing: <why>`.
     pub status: String,
+    /// Compressed bytes over original bytes (lower is better).
     pub ratio: Option<f64>,
+    /// Bytes the peer compressed the file to.
     pub compressed_bytes: Option<u64>,
     /// Compress throughput (input GB/s); `threads` threads.
     pub compress_gb_per_s: Option<Stat>,
@@ -162,18 +166,18 @@ pub fn block_peer(
 /// The Python to run ZipNN with: `explicit`, else `PADIC_ZIPNN_PYTHON`, else
 /// `.venv-peers/bin/python` (what `scripts/compare-peers.sh` sets up), else
 /// `python3`.
-pub fn zipnn_python(explicit: Option<&Path>) -> PathBuf {
+pub fn zipnn_python(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return p.to_path_buf();
+        return Ok(p.to_path_buf());
     }
-    if let Some(p) = std::env::var_os("PADIC_ZIPNN_PYTHON") {
-        return PathBuf::from(p);
+    if let Some(p) = crate::config::zipnn_python()? {
+        return Ok(p);
     }
     let venv = PathBuf::from(".venv-peers/bin/python");
     if venv.exists() {
-        return venv;
+        return Ok(venv);
     }
-    PathBuf::from("python3")
+    Ok(PathBuf::from("python3"))
 }
 
 #[derive(serde::Deserialize)]
@@ -264,4 +268,42 @@ pub fn zipnn(
             .push((w, Stat::of_throughput(bytes, &parsed.decompress_s)));
     }
     result
+}
+
+/// Every peer on `original` (the file at `input`): zstd at levels 1, 3 and
+/// 19, lz4, then ZipNN working in `dir`; one bar step each.
+pub(super) fn run_all(
+    opts: &super::BenchOptions,
+    original: &[u8],
+    dir: &Path,
+    input: &Path,
+    bar: &crate::progress::Progress,
+) -> Result<Vec<PeerResult>> {
+    let mut out = Vec::new();
+    for level in [Some(1), Some(3), Some(19), None] {
+        let runs = if level == Some(19) {
+            opts.slow_compress_runs.max(1)
+        } else {
+            opts.repeat
+        };
+        out.push(block_peer(
+            original,
+            level,
+            &opts.workers,
+            opts.repeat,
+            runs,
+        )?);
+        bar.advance(1);
+    }
+    let python = zipnn_python(opts.zipnn_python.as_deref())?;
+    out.push(zipnn(
+        &python,
+        dir,
+        input,
+        &opts.dtype,
+        &opts.workers,
+        opts.repeat,
+    ));
+    bar.advance(1);
+    Ok(out)
 }

@@ -1,5 +1,6 @@
 //! `bench --svg DIR`: decode throughput per mode and peer, and HDR latency
 //! percentile curves per route for each policy scenario.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //! into sections (section 0 the exponent channel, then the digit planes, most
 //! significant first). Each section is coded on its own (see `symbols`), so a
 //! decode to fewer digits reads a prefix of the chunk's sections and no more.
+#![forbid(unsafe_code)]
 
 use super::bitpack;
 use super::layout::{FloatKind, Layout};
@@ -82,6 +83,7 @@ pub const RANGE_ALIGN: usize = super::rans::SEGMENT_SYMBOLS;
 /// the contribution of each symbol to the output bit pattern.
 #[derive(Debug, Clone)]
 pub struct Tables {
+    /// The float format the tables decode.
     pub kind: FloatKind,
     luts: Vec<Vec<u32>>,
     /// Per section, its table's bit runs when stored raw (see `bitpack::bit_runs`).

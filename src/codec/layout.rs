@@ -20,6 +20,7 @@
 //! lookup table, to its contribution to the output bit pattern, and the
 //! contributions never overlap or carry (the digits' partial sums stay below
 //! `2^frac_bits`). For `p = 2` the sum is an OR of shifted bit fields.
+#![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
 
@@ -39,8 +40,11 @@ const PLANE_ALPHABET: u64 = 256;
 /// The three float formats the codec splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FloatKind {
+    /// IEEE binary32.
     F32,
+    /// bfloat16: binary32's sign and exponent, seven fraction bits.
     BF16,
+    /// IEEE binary16.
     F16,
 }
 
@@ -136,7 +140,9 @@ pub fn exact_digits(kind: FloatKind, prime: u32) -> u32 {
 /// How one tensor's values split into a head and digit planes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Layout {
+    /// The float format split.
     pub kind: FloatKind,
+    /// The digits' base `p`.
     pub prime: u32,
     /// Digits stored (`N`).
     pub precision: u32,

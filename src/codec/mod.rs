@@ -18,13 +18,14 @@ pub use chunk::{EncodedChunk, Tables};
 pub use layout::{FloatKind, Layout};
 
 /// Whether this CPU runs the SIMD decoders (AVX2 and BMI2, x86-64), unless
-/// `PADIC_NO_SIMD` is set: detected once, shared by every SIMD path.
+/// `PADIC_NO_SIMD` ([`crate::config::no_simd`]) is on: detected once, shared
+/// by every SIMD path. A bad value leaves them on (the CLI refuses it first).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn simd_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("bmi2")
-            && std::env::var_os("PADIC_NO_SIMD").is_none()
+            && !crate::config::no_simd().unwrap_or(false)
     })
 }

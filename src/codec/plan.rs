@@ -32,20 +32,31 @@ pub struct Segment {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SectionPlan {
     /// Every value gets `value`.
-    Const { value: u32 },
+    Const {
+        /// The contribution.
+        value: u32,
+    },
     /// `width`-bit values from `data[offset..offset + len]`, looked up in `lut`.
     Raw {
+        /// Byte offset of the packed values in `data`.
         offset: u32,
+        /// Bytes of packed values.
         len: u32,
+        /// Bits a value (1 to 8).
         width: u32,
+        /// Each value's contribution.
         lut: Vec<u32>,
     },
     /// One warp per segment over `table` (frequency, slot offset and
     /// contribution per slot, as the CPU decoder's).
     Rans {
+        /// Probabilities are counts out of `2^scale_bits`.
         scale_bits: u32,
+        /// Interleaved states a segment (at most [`MAX_GPU_LANES`]).
         lanes: u32,
+        /// One entry per slot of `[0, 2^scale_bits)`.
         table: Vec<u64>,
+        /// The section's segments, in order.
         segments: Vec<Segment>,
     },
 }
@@ -163,8 +174,11 @@ pub struct Piece {
     /// Raw pieces: the packed bytes `data[data_off..data_off + len]`,
     /// `width` bits a value, looked up in `luts[lut_off..]`.
     pub data_off: u32,
+    /// Bytes of packed values.
     pub len: u32,
+    /// Bits a value (1 to 8).
     pub width: u32,
+    /// First entry of its lookup table in the batch's `luts`.
     pub lut_off: u32,
 }
 
@@ -185,14 +199,21 @@ pub const PIECE_RAW: u32 = 1;
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchSegment {
+    /// First output word, counted from the batch's first.
     pub out_start: u32,
+    /// Symbols in the segment.
     pub len: u32,
+    /// Byte offset of its `lanes` u32 initial states in the batch's `data`.
     pub states_off: u32,
+    /// Byte offset of its u16 words in the batch's `data`.
     pub words_off: u32,
+    /// Words in the segment.
     pub words: u32,
     /// First entry of its table in the batch's `tables`.
     pub table_off: u32,
+    /// Probabilities are counts out of `2^scale_bits`.
     pub scale_bits: u32,
+    /// Interleaved states in the segment.
     pub lanes: u32,
 }
 
@@ -205,13 +226,16 @@ const _: () = assert!(std::mem::size_of::<BatchSegment>() == 32);
 /// `rans_*`, for the batch's word size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// `pieces_*`: constant and raw pieces, a grid row each.
     Pieces,
+    /// `rans_*`: rANS segments, a warp each.
     Rans,
 }
 
-/// Threads a block of `pieces_*`, and the most blocks one piece's values
-/// are spread over (each thread then strides over the rest).
+/// Threads a block of `pieces_*`.
 pub const PIECE_BLOCK: u32 = 256;
+/// The most blocks one piece's values are spread over (each thread then
+/// strides over the rest).
 pub const PIECE_BLOCKS_MAX: u32 = 64;
 /// Threads a block of `rans_*`: four warps, a segment each.
 pub const RANS_BLOCK: u32 = 128;
@@ -223,14 +247,18 @@ pub const GRID_ROWS_MAX: usize = 65535;
 /// same list through `kernels/decode.cu` on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Launch {
+    /// The kernel to run.
     pub kernel: Kernel,
     /// The pass (section index): pass 0 assigns each word, the later add.
     pub pass: usize,
     /// `Pieces`: the pass's pieces `first..first + count`, a grid row each.
     /// `Rans`: all the pass's segments (`first` is 0), a warp each.
     pub first: usize,
+    /// `Pieces`: pieces in the launch. `Rans`: segments in the pass.
     pub count: usize,
+    /// CUDA grid dimensions.
     pub grid: (u32, u32, u32),
+    /// CUDA block dimensions.
     pub block: (u32, u32, u32),
 }
 
@@ -246,7 +274,9 @@ impl Launch {
 /// within a pass every piece and segment writes words of its own.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pass {
+    /// Constant and raw pieces, for `pieces_*`.
     pub pieces: Vec<Piece>,
+    /// rANS segments, for `rans_*`.
     pub segments: Vec<BatchSegment>,
 }
 
@@ -267,6 +297,7 @@ pub struct BatchPlan {
     pub tables: Vec<u64>,
     /// The raw sections' lookup tables, back to back.
     pub luts: Vec<u32>,
+    /// The passes, by section index; each one's launches run after the previous pass's.
     pub passes: Vec<Pass>,
 }
 
@@ -411,6 +442,7 @@ impl BatchPlan {
         self.starts.len()
     }
 
+    /// Whether the batch holds no range.
     pub fn is_empty(&self) -> bool {
         self.starts.is_empty()
     }

@@ -9,14 +9,17 @@
 //!
 //! The element count `n` and the alphabet are not stored here: the container's
 //! header gives them, so a section cannot claim more output than its chunk has.
+#![forbid(unsafe_code)]
 
 use super::rans::Word;
 use super::{bitpack, rans, varint};
 use crate::error::{Error, Result};
 
-/// Section encodings.
+/// Section encoding: one value for the whole section.
 pub const KIND_CONST: u8 = 0;
+/// Fixed-width values, bit-packed.
 pub const KIND_RAW: u8 = 1;
+/// Interleaved rANS ([`super::rans`]).
 pub const KIND_RANS: u8 = 2;
 
 /// Bits needed to write any symbol below `alphabet`.

@@ -1,4 +1,5 @@
 //! LEB128 unsigned varints and a bounds-checked byte reader.
+#![forbid(unsafe_code)]
 
 use crate::error::{Error, Result};
 
@@ -18,10 +19,12 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
         Reader { bytes, pos: 0 }
     }
 
+    /// The next byte.
     pub fn u8(&mut self) -> Result<u8> {
         let b = *self.bytes.get(self.pos).ok_or_else(|| {
             Error::Decode(format!("section ends at byte {} reading a byte", self.pos))
@@ -30,6 +33,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// The next LEB128 varint; one that runs over 64 bits is an error.
     pub fn varint(&mut self) -> Result<u64> {
         let start = self.pos;
         let mut v = 0u64;

@@ -5,6 +5,7 @@
 //! engine uploads each sub-batch and runs [`BatchPlan::launches`] on it;
 //! the tests run the same launches through `kernels/decode.cu` compiled
 //! for the host, so everything here is checked without a GPU.
+#![forbid(unsafe_code)]
 
 use std::sync::Mutex;
 
@@ -102,6 +103,7 @@ impl Spares {
 /// Ranges decoded together: one word size, one set of launches.
 #[derive(Debug)]
 pub struct SubBatch {
+    /// The ranges' sections, tables and launches.
     pub plan: BatchPlan,
     /// The ranges it holds, as indices into the caller's ranges, in the
     /// order of `plan.starts`.

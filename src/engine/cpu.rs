@@ -23,7 +23,9 @@ use crate::progress::Progress;
 /// One chunk to decode: where it lies in the data region.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkJob {
+    /// Index of the tensor in the container's header.
     pub tensor: usize,
+    /// Index of the chunk in its tensor.
     pub chunk: usize,
     /// Byte offset of the chunk's output in the safetensors data region.
     pub out_offset: u64,
@@ -105,11 +107,13 @@ pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<T
 /// What a decode did.
 #[derive(Debug, Clone, Default)]
 pub struct DecodeStats {
+    /// Chunks decoded.
     pub chunks: usize,
     /// Container bytes read (the sections decoded).
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
+    /// Wall time of the decode.
     pub wall: Duration,
 }
 
@@ -123,7 +127,9 @@ impl DecodeStats {
 /// A decoded model held in memory: the safetensors data region and its index.
 #[derive(Debug, Clone)]
 pub struct DecodedModel {
+    /// The safetensors header (JSON) of the data region.
     pub source_header: String,
+    /// The data region: every tensor's bytes, back to back.
     pub data: Vec<u8>,
 }
 
@@ -142,11 +148,12 @@ impl DecodedModel {
 /// transparent huge pages before it is first touched: decoding writes every
 /// byte, and with 4 KiB pages the kernel's page faults cost about as much as
 /// the decode itself (measured with `examples/throughput`: fresh versus reused
-/// buffers). `PADIC_NO_HUGEPAGE` (set to anything) turns this off.
+/// buffers). `PADIC_NO_HUGEPAGE` ([`crate::config::no_hugepage`]) turns this
+/// off; a bad value leaves it on (the CLI refuses it first).
 pub fn output_buffer(n: usize) -> Vec<u8> {
     let data = vec![0u8; n];
     #[cfg(target_os = "linux")]
-    if n >= 4 << 20 && std::env::var_os("PADIC_NO_HUGEPAGE").is_none() {
+    if n >= 4 << 20 && !crate::config::no_hugepage().unwrap_or(false) {
         const HUGE: usize = 2 << 20;
         let start = data.as_ptr() as usize;
         let first = start.next_multiple_of(HUGE);
@@ -188,6 +195,7 @@ impl CpuEngine {
         Ok(CpuEngine { pool })
     }
 
+    /// Decode threads in the pool.
     pub fn workers(&self) -> usize {
         self.pool.current_num_threads()
     }
@@ -323,7 +331,7 @@ impl CpuEngine {
                         let n = Self::decode_chunk(c, &tables, job, buf, scratch)?;
                         file.write_all_at(buf, base + job.out_offset).map_err(io)?;
                         progress.advance(job.out_len);
-                        Ok(n)
+                        Ok::<u64, Error>(n)
                     },
                 )
                 .try_reduce(|| 0u64, |a, b| Ok(a + b))
@@ -336,50 +344,5 @@ impl CpuEngine {
             bytes_out: total,
             wall: started.elapsed(),
         })
-    }
-}
-
-impl padic_burst_operators::Chunk for ChunkJob {
-    fn tensor(&self) -> usize {
-        self.tensor
-    }
-    fn chunk(&self) -> usize {
-        self.chunk
-    }
-    fn output_len(&self) -> u64 {
-        self.out_len
-    }
-}
-
-/// The CPU engine's decode of one container at one target precision, behind
-/// the operators crate's `Decoder` trait (what the dataflow graph will call).
-#[derive(Debug)]
-pub struct CpuChunkDecoder<'a> {
-    container: &'a Container,
-    tables: Vec<Option<Arc<Tables>>>,
-}
-
-impl<'a> CpuChunkDecoder<'a> {
-    /// A decoder for `container` to `target` digits (`None`: every stored digit).
-    pub fn new(container: &'a Container, target: Option<u32>) -> Result<Self> {
-        Ok(CpuChunkDecoder {
-            container,
-            tables: tables_for(container, target)?,
-        })
-    }
-}
-
-impl padic_burst_operators::Decoder<ChunkJob> for CpuChunkDecoder<'_> {
-    type Error = Error;
-    fn decode(&self, chunk: &ChunkJob, out: &mut [u8]) -> Result<()> {
-        if out.len() as u64 != chunk.out_len {
-            return Err(Error::InvalidArgument(format!(
-                "output buffer of {} bytes for a chunk of {}",
-                out.len(),
-                chunk.out_len
-            )));
-        }
-        CpuEngine::decode_chunk(self.container, &self.tables, chunk, out, &mut Vec::new())
-            .map(|_| ())
     }
 }

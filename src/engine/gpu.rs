@@ -3,6 +3,7 @@
 //! and the run says so rather than pretend: every chunk routed to a GPU
 //! decodes on the CPU in AUTO_SWITCH and HYBRID, and GPU_ONLY fails with a
 //! clear error.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
@@ -15,7 +16,12 @@ use crate::format::Container;
 pub enum GpuError {
     /// An allocation or launch ran out of device memory.
     #[error("GPU out of memory: asked for {requested} bytes, {free} free")]
-    OutOfMemory { requested: u64, free: u64 },
+    OutOfMemory {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free on the device when it was asked.
+        free: u64,
+    },
     /// Anything else the device reported.
     #[error("GPU error: {0}")]
     Failed(String),
@@ -25,6 +31,7 @@ pub enum GpuError {
 pub trait DeviceBuffer: Send + Sync + std::fmt::Debug {
     /// Bytes held.
     fn len(&self) -> usize;
+    /// Whether it holds no byte.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -40,11 +47,17 @@ pub trait DeviceBuffer: Send + Sync + std::fmt::Debug {
 /// One range of a [`GpuEngine::decode_batch`]: values `[first, first +
 /// out.len() / size)` of chunk `chunk` of tensor `tensor` (`total` values).
 pub struct GpuRange<'a> {
+    /// The decode tables of the tensor at the target precision.
     pub tables: &'a Tables,
+    /// Index of the tensor in the container's header.
     pub tensor: usize,
+    /// Index of the chunk in its tensor.
     pub chunk: usize,
+    /// Values in the whole chunk.
     pub total: usize,
+    /// The range's first value in the chunk.
     pub first: usize,
+    /// Where the range's values go.
     pub out: &'a mut [u8],
 }
 
@@ -107,34 +120,11 @@ pub trait GpuEngine: Send + Sync {
     fn set_reserve_mb(&self, _mb: f64) {}
 }
 
-/// GPU memory as the engine reports it (the CUDA driver's free/total), for
-/// when NVML is missing.
-pub struct EngineMemory {
-    engine: std::sync::Arc<dyn GpuEngine>,
-    started: std::time::Instant,
-}
-
-impl EngineMemory {
-    pub fn new(engine: std::sync::Arc<dyn GpuEngine>) -> Self {
-        EngineMemory {
-            engine,
-            started: std::time::Instant::now(),
-        }
-    }
-}
-
-impl crate::pressure::PressureSource for EngineMemory {
-    fn sample_at(&self, _t_ms: u64) -> Option<crate::pressure::Sample> {
-        let (free, total) = self.engine.memory()?;
-        const MB: f64 = 1024.0 * 1024.0;
-        Some(crate::pressure::Sample {
-            t_ms: self.started.elapsed().as_millis() as u64,
-            used_mb: total.saturating_sub(free) as f64 / MB,
-            total_mb: total as f64 / MB,
-        })
-    }
-    fn has_gpu(&self) -> bool {
-        true
+/// Every engine reports its memory to the pressure monitor, which reads it
+/// when NVML cannot ([`crate::pressure::for_engine`]).
+impl<E: GpuEngine + ?Sized> crate::pressure::MemoryReport for E {
+    fn free_and_total(&self) -> Option<(u64, u64)> {
+        self.memory()
     }
 }
 

@@ -15,13 +15,14 @@
 //! against the caps below before it allocates anything, and verifies a
 //! section's checksum before it decodes it (and only the sections it reads).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{FloatKind, Layout};
 use crate::error::{Error, Location, Result};
+
+mod validate;
 
 /// First eight bytes of a container.
 pub const MAGIC: &[u8; 8] = b"PADICBST";
@@ -65,9 +66,11 @@ pub struct Header {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TensorEntry {
+    /// The tensor's name in the safetensors file.
     pub name: String,
     /// The safetensors dtype name (`F32`, `BF16`, `I64`, ...).
     pub dtype: String,
+    /// Its shape.
     pub shape: Vec<u64>,
     /// Offset of the tensor's bytes in the safetensors data region.
     pub data_offset: u64,
@@ -75,6 +78,7 @@ pub struct TensorEntry {
     pub byte_len: u64,
     /// How the values are split; `None` for a tensor passed through byte for byte.
     pub codec: Option<CodecEntry>,
+    /// Its chunks, in value order.
     pub chunks: Vec<ChunkEntry>,
 }
 
@@ -82,6 +86,7 @@ pub struct TensorEntry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CodecEntry {
+    /// The digits' base `p`.
     pub prime: u32,
     /// Digits stored per value.
     pub precision: u32,
@@ -102,6 +107,7 @@ pub struct ChunkEntry {
     pub elements: u64,
     /// File offset of the chunk's first section; the others follow it.
     pub offset: u64,
+    /// Its sections, in order: the exponent channel, then the digit planes (one for a passthrough chunk).
     pub sections: Vec<SectionEntry>,
 }
 
@@ -109,7 +115,9 @@ pub struct ChunkEntry {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SectionEntry {
+    /// Bytes of the section.
     pub len: u64,
+    /// XXH3-64 of those bytes.
     pub xxh3: u64,
 }
 
@@ -138,11 +146,6 @@ impl TensorEntry {
             .map(|s| s.len)
             .sum()
     }
-}
-
-/// The safetensors dtype names this build knows.
-pub fn known_dtype(name: &str) -> bool {
-    serde_json::from_value::<safetensors::Dtype>(serde_json::Value::String(name.into())).is_ok()
 }
 
 /// Bits of a safetensors dtype.
@@ -246,6 +249,7 @@ impl Container {
         })
     }
 
+    /// The file opened.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -256,6 +260,7 @@ impl Container {
         self.identity
     }
 
+    /// The validated header.
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -422,14 +427,6 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// The source safetensors header's view of one tensor.
-#[derive(Deserialize)]
-struct SourceInfo {
-    dtype: String,
-    shape: Vec<u64>,
-    data_offsets: (u64, u64),
-}
-
 /// Parses and checks the container's framing and header.
 fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
     let len = b.len() as u64;
@@ -521,206 +518,6 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
             format!("header does not parse: {e}"),
         )
     })?;
-    let layouts = validate(path, &header, header_start)?;
+    let layouts = validate::validate(path, &header, header_start)?;
     Ok((header, layouts))
-}
-
-/// Checks every size, offset and count of the header against the payload
-/// region `[PREFIX_LEN, payload_end)` and the caps.
-fn validate(path: &Path, h: &Header, payload_end: u64) -> Result<Vec<Option<Layout>>> {
-    let top = Location::default;
-    if h.format != FORMAT_NAME {
-        return Err(bad(
-            path,
-            top(),
-            format!("format is {:?}, expected {FORMAT_NAME:?}", h.format),
-        ));
-    }
-    if h.data_len > MAX_DATA_LEN {
-        return Err(bad(
-            path,
-            top(),
-            format!("data length {} exceeds the cap {MAX_DATA_LEN}", h.data_len),
-        ));
-    }
-    let source: BTreeMap<String, serde_json::Value> = serde_json::from_str(&h.source_header)
-        .map_err(|e| {
-            bad(
-                path,
-                top(),
-                format!("source safetensors header does not parse: {e}"),
-            )
-        })?;
-    let source_tensors = source.keys().filter(|k| *k != "__metadata__").count();
-    if source_tensors != h.tensors.len() {
-        return Err(bad(
-            path,
-            top(),
-            format!(
-                "source header lists {source_tensors} tensors, the index {}",
-                h.tensors.len()
-            ),
-        ));
-    }
-    let mut layouts = Vec::with_capacity(h.tensors.len());
-    let mut data_end = 0u64;
-    for t in &h.tensors {
-        let at = || at_tensor(&t.name, None);
-        let info: SourceInfo = source
-            .get(&t.name)
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| bad(path, at(), "tensor is missing from the source header"))?;
-        if info.dtype != t.dtype
-            || info.shape != t.shape
-            || info.data_offsets != (t.data_offset, t.data_offset.saturating_add(t.byte_len))
-        {
-            return Err(bad(
-                path,
-                at(),
-                "dtype, shape or offsets differ from the source header",
-            ));
-        }
-        let bits = dtype_bits(&t.dtype)
-            .ok_or_else(|| bad(path, at(), format!("unknown dtype {:?}", t.dtype)))?;
-        let numel = t
-            .shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| bad(path, at(), "shape's element count overflows"))?;
-        let want_bytes = numel
-            .checked_mul(bits)
-            .map(|b| b.div_ceil(8))
-            .ok_or_else(|| bad(path, at(), "shape's byte count overflows"))?;
-        if want_bytes != t.byte_len {
-            return Err(bad(
-                path,
-                at(),
-                format!(
-                    "shape {:?} of {} needs {want_bytes} bytes, index says {}",
-                    t.shape, t.dtype, t.byte_len
-                ),
-            ));
-        }
-        // Tensors are in data order, contiguous, as safetensors requires.
-        if t.data_offset != data_end {
-            return Err(bad(
-                path,
-                at(),
-                format!("data offset {} where {data_end} was expected (tensors must be contiguous and in order)", t.data_offset),
-            ));
-        }
-        data_end = t
-            .data_offset
-            .checked_add(t.byte_len)
-            .filter(|&e| e <= h.data_len)
-            .ok_or_else(|| {
-                bad(
-                    path,
-                    at(),
-                    format!("tensor ends past the data length {}", h.data_len),
-                )
-            })?;
-        let layout = match &t.codec {
-            None => None,
-            Some(c) => {
-                let kind = FloatKind::from_name(&t.dtype).ok_or_else(|| {
-                    bad(
-                        path,
-                        at(),
-                        format!("dtype {} cannot carry a p-adic split", t.dtype),
-                    )
-                })?;
-                let l = Layout::from_parts(kind, c.prime, c.precision)
-                    .map_err(|e| bad(path, at(), e.to_string()))?;
-                if l.head_digits != c.head_digits || l.planes != c.planes {
-                    return Err(bad(
-                        path,
-                        at(),
-                        "digit layout differs from the one prime and precision define",
-                    ));
-                }
-                Some(l)
-            }
-        };
-        let unit = layout.as_ref().map_or(1, |l| l.kind.size() as u64);
-        let units = t.byte_len / unit;
-        let nsec = layout.as_ref().map_or(1, |l| l.sections());
-        let mut seen = 0u64;
-        for (ci, c) in t.chunks.iter().enumerate() {
-            let at = || at_tensor(&t.name, Some(ci));
-            if c.elements == 0 || c.elements.saturating_mul(unit) > MAX_CHUNK_BYTES {
-                return Err(bad(
-                    path,
-                    at(),
-                    format!(
-                        "chunk holds {} values (allowed 1..={} bytes of output)",
-                        c.elements, MAX_CHUNK_BYTES
-                    ),
-                ));
-            }
-            seen = seen.saturating_add(c.elements);
-            if c.sections.len() != nsec {
-                return Err(bad(
-                    path,
-                    at(),
-                    format!("chunk has {} sections, expected {nsec}", c.sections.len()),
-                ));
-            }
-            let mut end = c.offset;
-            if end < PREFIX_LEN {
-                return Err(bad(
-                    path,
-                    at(),
-                    format!("chunk offset {end} lies inside the file prefix"),
-                ));
-            }
-            for s in &c.sections {
-                end = end
-                    .checked_add(s.len)
-                    .filter(|&e| e <= payload_end)
-                    .ok_or_else(|| {
-                        bad(
-                            path,
-                            Location {
-                                offset: Some(c.offset),
-                                ..at()
-                            },
-                            format!(
-                                "sections run past the payload, which ends at byte {payload_end}"
-                            ),
-                        )
-                    })?;
-            }
-            if layout.is_none() && c.sections[0].len != c.elements {
-                return Err(bad(
-                    path,
-                    at(),
-                    format!(
-                        "passthrough chunk of {} bytes stores {}",
-                        c.elements, c.sections[0].len
-                    ),
-                ));
-            }
-        }
-        if seen != units {
-            return Err(bad(
-                path,
-                at(),
-                format!("chunks hold {seen} values, the tensor has {units}"),
-            ));
-        }
-        layouts.push(layout);
-    }
-    if data_end != h.data_len {
-        return Err(bad(
-            path,
-            top(),
-            format!(
-                "tensors cover {data_end} bytes of a data length of {}",
-                h.data_len
-            ),
-        ));
-    }
-    Ok(layouts)
 }

@@ -4,6 +4,7 @@
 //! Sources: a recorded trace (CSV with header `t_ms,used_mb,total_mb`, the
 //! form `--record-pressure` writes), "no GPU", and (with the `cuda` feature)
 //! NVML, sampled live on its own thread.
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "cuda")]
 pub mod nvml;
@@ -20,7 +21,9 @@ pub use trace::Trace;
 pub struct Sample {
     /// Milliseconds since the run (or the trace) started.
     pub t_ms: u64,
+    /// MiB in use.
     pub used_mb: f64,
+    /// MiB on the device.
     pub total_mb: f64,
 }
 
@@ -39,6 +42,7 @@ impl Sample {
         self.total_mb - self.used_mb
     }
 
+    /// The level of this sample's utilization.
     pub fn level(&self) -> Level {
         Level::of(self.utilization())
     }
@@ -49,13 +53,18 @@ impl Sample {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// u < 0.50.
     Low,
+    /// 0.50 <= u < 0.75.
     Moderate,
+    /// 0.75 <= u < 0.90.
     High,
+    /// u >= 0.90.
     Critical,
 }
 
 impl Level {
+    /// The level of `utilization` (used / total).
     pub fn of(utilization: f64) -> Self {
         if utilization < 0.50 {
             Level::Low
@@ -68,6 +77,7 @@ impl Level {
         }
     }
 
+    /// The level in lower case, as logs and statistics print it.
     pub fn name(self) -> &'static str {
         match self {
             Level::Low => "low",
@@ -107,17 +117,57 @@ pub fn live(device: u32, interval_ms: u64) -> Result<Arc<dyn PressureSource>> {
     }
 }
 
+/// A device that reports its own memory: what a run reads when NVML
+/// cannot. Every GPU engine is one (`engine::gpu`); the monitor knows only
+/// this trait, so it does not depend on the engine.
+pub trait MemoryReport: Send + Sync {
+    /// Device memory, (free, total) bytes, where the device can tell.
+    fn free_and_total(&self) -> Option<(u64, u64)>;
+}
+
+/// GPU memory as the device reports it (the CUDA driver's free/total), for
+/// when NVML is missing.
+pub struct EngineMemory {
+    report: Box<dyn Fn() -> Option<(u64, u64)> + Send + Sync>,
+    started: std::time::Instant,
+}
+
+impl EngineMemory {
+    /// The readings of `device`, timed from now.
+    pub fn new<M: MemoryReport + ?Sized + 'static>(device: Arc<M>) -> Self {
+        EngineMemory {
+            report: Box::new(move || device.free_and_total()),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl PressureSource for EngineMemory {
+    fn sample_at(&self, _t_ms: u64) -> Option<Sample> {
+        let (free, total) = (self.report)()?;
+        const MB: f64 = 1024.0 * 1024.0;
+        Some(Sample {
+            t_ms: self.started.elapsed().as_millis() as u64,
+            used_mb: total.saturating_sub(free) as f64 / MB,
+            total_mb: total as f64 / MB,
+        })
+    }
+    fn has_gpu(&self) -> bool {
+        true
+    }
+}
+
 /// The live source for a run on `engine`: NVML on GPU `device`, else the
 /// engine's own free/total memory, with a note saying so.
-pub fn for_engine(
-    engine: Arc<dyn crate::engine::gpu::GpuEngine>,
+pub fn for_engine<M: MemoryReport + ?Sized + 'static>(
+    engine: Arc<M>,
     device: u32,
     interval_ms: u64,
 ) -> (Arc<dyn PressureSource>, Option<String>) {
     match live(device, interval_ms) {
         Ok(source) => (source, None),
         Err(e) => (
-            Arc::new(crate::engine::gpu::EngineMemory::new(engine)),
+            Arc::new(EngineMemory::new(engine)),
             Some(format!(
                 "{e}; reading GPU memory from the CUDA driver instead"
             )),

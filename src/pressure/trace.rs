@@ -114,6 +114,7 @@ impl Trace {
         Ok(Trace { samples })
     }
 
+    /// The samples, in time order.
     pub fn samples(&self) -> &[Sample] {
         &self.samples
     }

@@ -1,0 +1,159 @@
+//! The report as terminal tables.
+#![forbid(unsafe_code)]
+
+use super::{Report, Stat};
+
+fn fmt_stat(s: &Stat) -> String {
+    format!("{:.3} ({:.3}–{:.3})", s.median, s.min, s.max)
+}
+
+fn fmt_target(t: Option<u32>) -> String {
+    t.map_or("all".into(), |k| k.to_string())
+}
+
+/// The report as terminal tables.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    o += &format!(
+        "padic-burst bench, {} UTC: {} cores ({}), GPU: {}\n",
+        r.date_utc,
+        r.machine.cores,
+        r.machine.cpu_model,
+        r.machine.gpu.as_deref().unwrap_or("none")
+    );
+    o += &format!(
+        "input: {}, {} bytes, {} tensors, {} chunks, exponent entropy {:.3} bits/value; median (min–max) of {} runs after a warm-up\n\n",
+        r.input.source, r.input.bytes, r.input.tensors, r.input.chunks, r.input.exponent_entropy_bits, r.repeat
+    );
+    o += &format!(
+        "compression: ratio {:.4} ({} bytes), {} GB/s\n\n",
+        r.compression.ratio,
+        r.compression.compressed_bytes,
+        fmt_stat(&r.compression.gb_per_s)
+    );
+    o += &format!(
+        "{:<10} {:>7} {:>7} {:>28} {:>6} {:>6} {:>6} {:>9}\n",
+        "decode", "workers", "digits", "GB/s", "gpu", "cpu", "hybrid", "p99 µs"
+    );
+    for d in &r.decompression {
+        o += &format!(
+            "{:<10} {:>7} {:>7} {:>28} {:>6} {:>6} {:>6} {:>9}\n",
+            d.mode,
+            d.workers,
+            fmt_target(d.target_precision),
+            fmt_stat(&d.gb_per_s),
+            d.chunks_gpu,
+            d.chunks_cpu,
+            d.chunks_hybrid,
+            if d.mode == "bare" {
+                "-".into()
+            } else {
+                d.p99_us.to_string()
+            }
+        );
+    }
+    o += "\ngraph overhead (cpu-only graph over the bare loop, median (min–max) of pairs run back to back):\n";
+    for g in &r.graph_overhead {
+        o += &format!(
+            "  {} workers, digits {}: {:.3} ({:.3}–{:.3}, {} pairs)\n",
+            g.workers,
+            fmt_target(g.target_precision),
+            g.pipeline_over_bare,
+            g.min,
+            g.max,
+            g.pairs
+        );
+    }
+    if let Some(sc) = &r.worker_scaling {
+        o += &format!(
+            "worker scaling (cpu-only graph, {} workers over 1, pairs run back to back): {:.2}x ({:.2}–{:.2}, {} pairs)\n",
+            sc.workers, sc.median, sc.min, sc.max, sc.pairs
+        );
+    }
+    if !r.peers.is_empty() {
+        o += &peers_table(r);
+    }
+    if !r.scenarios.is_empty() {
+        o += &scenarios_table(r);
+    }
+    for s in &r.skipped {
+        o += &format!("skipped: {s}\n");
+    }
+    o
+}
+
+/// The peers against ours: compression ratio and decode speed per worker count.
+fn peers_table(r: &Report) -> String {
+    let mut o = String::new();
+    let ours = |w: usize| {
+        r.decompression
+            .iter()
+            .find(|d| d.mode == "cpu-only" && d.workers == w && d.target_precision.is_none())
+            .map(|d| d.gb_per_s.median)
+    };
+    o += &format!(
+        "\n{:<14} {:>8} {:>10} {:>28} {:>10}\n",
+        "peer", "ratio", "ours/peer", "decode GB/s (workers)", "ours/peer"
+    );
+    o += &format!(
+        "{:<14} {:>8.4} {:>10} {:>28} {:>10}\n",
+        "padic-burst", r.compression.ratio, "1.000", "", ""
+    );
+    for p in &r.peers {
+        if p.status != "ok" {
+            o += &format!("{:<14} {}\n", p.name, p.status);
+            continue;
+        }
+        let ratio = p.ratio.unwrap_or(f64::NAN);
+        for (i, (w, s)) in p.decompress_gb_per_s.iter().enumerate() {
+            let speed = ours(*w).map_or("-".into(), |g| format!("{:.2}x", g / s.median));
+            if i == 0 {
+                o += &format!(
+                    "{:<14} {:>8.4} {:>10.3} {:>28} {:>10}\n",
+                    p.name,
+                    ratio,
+                    r.compression.ratio / ratio,
+                    format!("{} ({w})", fmt_stat(s)),
+                    speed
+                );
+            } else {
+                o += &format!(
+                    "{:<14} {:>8} {:>10} {:>28} {:>10}\n",
+                    "",
+                    "",
+                    "",
+                    format!("{} ({w})", fmt_stat(s)),
+                    speed
+                );
+            }
+        }
+    }
+    o
+}
+
+/// The policy scenarios replayed in the auto mode.
+fn scenarios_table(r: &Report) -> String {
+    let mut o = String::new();
+    o += &format!(
+        "\n{:<18} {:>5} {:>8} {:>8} {:>6} {:>6} {:>6} {:>28} {:>9}\n",
+        "scenario (auto)", "step", "switches", "events", "gpu", "cpu", "hybrid", "GB/s", "p99 µs"
+    );
+    for s in &r.scenarios {
+        o += &format!(
+            "{:<18} {:>5} {:>8} {:>8} {:>6} {:>6} {:>6} {:>28} {:>9.0}\n",
+            s.name,
+            s.replay_step_ms,
+            s.mode_switches,
+            s.memory_pressure_events,
+            s.chunks_gpu,
+            s.chunks_cpu,
+            s.chunks_hybrid,
+            fmt_stat(&s.gb_per_s),
+            s.p99_us.median
+        );
+    }
+    if let Some(n) = r.scenarios.iter().flat_map(|s| &s.notes).next() {
+        o += &format!("  note: {n}\n");
+    }
+    o
+}

@@ -1,0 +1,176 @@
+//! The rANS coder held to itself: round trips, the SIMD decoder against the
+//! safe one, the plane fused into the rANS pass, the packed table and the
+//! frequency normalisation.
+#![forbid(unsafe_code)]
+
+use super::*;
+
+fn counts_of(syms: &[u16], alphabet: usize) -> Vec<u64> {
+    let mut c = vec![0u64; alphabet];
+    for &s in syms {
+        c[s as usize] += 1;
+    }
+    c
+}
+
+#[test]
+fn round_trips_skewed_and_lone_symbols() {
+    let lut: Vec<u32> = (0..300u32).map(|s| s * 7 + 1).collect();
+    let mut x = 12345u64;
+    let mut syms = Vec::new();
+    for _ in 0..(SEGMENT_SYMBOLS * 2 + 77) {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = (x >> 33) as u32;
+        syms.push(((r % 1000) as u16).min(299) / 3 + if r % 97 == 0 { 200 } else { 0 });
+    }
+    for syms in [syms, vec![5u16; 1000], vec![0u16, 299]] {
+        let mut body = Vec::new();
+        encode(&syms, &counts_of(&syms, 300), &mut body);
+        let mut out = vec![0u32; syms.len()];
+        decode(&body, &lut, &mut out, true).unwrap();
+        for (o, s) in out.iter().zip(&syms) {
+            assert_eq!(*o, lut[*s as usize]);
+        }
+    }
+}
+
+#[test]
+fn simd_and_scalar_decoders_agree() {
+    let mut x = 99u64;
+    for (alphabet, n) in [(2048usize, 300_001usize), (256, 70_000), (7, 1000), (2, 33)] {
+        let syms: Vec<u16> = (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (x >> 40) as usize;
+                // Skewed: most symbols near the middle, a long tail.
+                ((alphabet / 2 + (r % 61)) ^ ((r & 3) * (r % 97 == 0) as usize)) as u16
+                    % alphabet as u16
+            })
+            .collect();
+        let mut body = Vec::new();
+        encode(&syms, &counts_of(&syms, alphabet), &mut body);
+        // Scattered contributions take the 64-bit table; a symbol shifted
+        // into place (p = 2) takes the packed one where its rank fits.
+        let scattered: Vec<u32> = (0..alphabet as u32)
+            .map(|s| s.wrapping_mul(0x9e37_79b9))
+            .collect();
+        let shifted: Vec<u32> = (0..alphabet as u32).map(|s| 0x8003 + (s << 4)).collect();
+        let packed = |lut: &[u32]| {
+            let h = Header::parse(&body, lut, n).unwrap();
+            Packed::build(&h.listed, lut, h.scale_bits).is_some()
+        };
+        assert!(!packed(&scattered));
+        if avx2::available() {
+            assert!(packed(&shifted));
+        }
+        for (lut32, assign) in [(&scattered, true), (&scattered, false), (&shifted, true)] {
+            let lut16: Vec<u32> = lut32.iter().map(|v| v & 0xffff).collect();
+            let mut a = vec![7u32; n];
+            let mut b = vec![7u32; n];
+            decode_with(&body, lut32, n, 0, &mut a, assign, true, None).unwrap();
+            decode_with(&body, lut32, n, 0, &mut b, assign, false, None).unwrap();
+            assert_eq!(a, b);
+            let mut a = vec![7u16; n];
+            let mut b = vec![7u16; n];
+            decode_with(&body, &lut16, n, 0, &mut a, assign, true, None).unwrap();
+            decode_with(&body, &lut16, n, 0, &mut b, assign, false, None).unwrap();
+            assert_eq!(a, b);
+            if assign {
+                let want: Vec<u16> = syms.iter().map(|&s| lut16[s as usize] as u16).collect();
+                assert_eq!(a, want);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_plane_fused_into_the_rans_pass_adds_what_a_second_pass_would() {
+    let mut x = 7u64;
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    // bf16 at p = 2: a head of E and three digits (bits 4..15), plane 0 the
+    // sign (bit 4 to bit 15) and four digits (bits 0..4); f16: a plane of
+    // the sign and seven digits.
+    let head: Vec<u32> = (0..2048u32).map(|s| s << 4).collect();
+    let bf16_plane: Vec<u32> = (0..32u32).map(|v| (v & 15) | (v >> 4) << 15).collect();
+    let f16_plane: Vec<u32> = (0..256u32).map(|v| (v & 127) | (v >> 7) << 15).collect();
+    for n in [2 * SEGMENT_SYMBOLS + 77, SEGMENT_SYMBOLS, 4099, 200, 31] {
+        let syms: Vec<u16> = (0..n).map(|_| (1000 + next(40) * next(3)) as u16).collect();
+        let mut body = Vec::new();
+        encode(&syms, &counts_of(&syms, 2048), &mut body);
+        for (lut1, width) in [(&bf16_plane, 5u32), (&f16_plane, 8)] {
+            let values: Vec<u16> = (0..n).map(|_| next(1 << width) as u16).collect();
+            let mut packed = Vec::new();
+            bitpack::encode(&values, width, &mut packed);
+            let runs = bitpack::bit_runs(lut1, width).expect("bit runs");
+            let ranges = [(0, n), (0, n.min(SEGMENT_SYMBOLS)), (SEGMENT_SYMBOLS, n)];
+            for (first, last) in ranges.into_iter().filter(|(a, b)| a < b) {
+                let bytes = &packed[first * width as usize / 8..bitpack::packed_len(last, width)];
+                let plane = Plane {
+                    bytes,
+                    width,
+                    lut: lut1,
+                    runs: &runs,
+                };
+                let mut got = vec![0u16; last - first];
+                let in_pass =
+                    decode_with(&body, &head, n, first, &mut got, true, true, Some(&plane))
+                        .unwrap();
+                let want: Vec<u16> = (first..last)
+                    .map(|i| (head[syms[i] as usize] + lut1[values[i] as usize]) as u16)
+                    .collect();
+                assert!(got == want, "n {n}, width {width}, range {first}..{last}");
+                // The SIMD decoder takes the plane along for all but the
+                // last blocks of each segment (where its words run short).
+                if avx2::available() {
+                    let segments = (last - first).div_ceil(SEGMENT_SYMBOLS);
+                    let len = last - first;
+                    assert!(in_pass + 8 * LANES * segments >= len, "{in_pass} of {len}");
+                    assert!(len < 8 * LANES || in_pass > 0);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_table_only_where_every_rank_fits() {
+    let lut: Vec<u32> = (0..2048u32).map(|s| s << 4).collect();
+    // Twelve bits of frequency and of offset leave eight for the rank:
+    // symbols 100..=355 fit, 100..=356 do not.
+    let fits = [(100usize, 3000usize), (101, 1000), (355, 96)];
+    let wide = [(100usize, 3000usize), (101, 1000), (356, 96)];
+    let p = Packed::build(&fits, &lut, 12).unwrap();
+    assert_eq!((p.base, p.shift), (100 << 4, 4));
+    assert_eq!(p.entry.len(), 4096);
+    // Slot 4001 is symbol 355's second: rank 255, offset 1, frequency 96.
+    assert_eq!(p.entry[4001], 95 | 1 << 12 | 255 << 24);
+    assert!(Packed::build(&wide, &lut, 12).is_none());
+    // Contributions 2^8 apart share a coarser step: ranks 0 and 1.
+    let coarse = Packed::build(&[(100, 4000), (356, 96)], &lut, 12).unwrap();
+    assert_eq!((coarse.shift, coarse.entry[4001] >> 24), (12, 1));
+    // A lone symbol: frequency 2^12, stored as 2^12 - 1.
+    let lone = Packed::build(&[(7, 4096)], &lut, 12).unwrap();
+    assert_eq!(lone.entry[4095], 4095 | 4095 << 12);
+}
+
+#[test]
+fn normalize_sums_to_scale_and_keeps_every_symbol() {
+    let counts: Vec<u64> = (0..2048)
+        .map(|i| if i % 3 == 0 { 1 } else { i * i })
+        .collect();
+    for k in 12..=15 {
+        let f = normalize(&counts, k).unwrap();
+        assert_eq!(f.iter().map(|&x| x as u64).sum::<u64>(), 1 << k);
+        assert!(f.iter().zip(&counts).all(|(&f, &c)| (c > 0) == (f > 0)));
+    }
+    assert!(normalize(&counts, 10).is_none());
+}

@@ -1,0 +1,59 @@
+//! The `PADIC_*` environment knobs through the command line: a bad value is
+//! refused before any work, with the variable, the value and what it
+//! accepts, and exit status 2 (bad input).
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_padic-burst"))
+}
+
+#[test]
+fn a_bad_knob_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.padic");
+    for (var, value, allowed) in [
+        ("PADIC_NO_SIMD", "maybe", "0, false, no or off"),
+        ("PADIC_NO_HUGEPAGE", "2", "1, true, yes, on"),
+        ("PADIC_GPU_BATCH_MB", "0", "1 to 1024"),
+        ("PADIC_GPU_BATCH_MB", "4096", "1 to 1024"),
+        (
+            "PADIC_REPORT_PEAK_MEMORY",
+            "sometimes",
+            "0, false, no or off",
+        ),
+        ("PADIC_ZIPNN_PYTHON", "", "the path of a Python"),
+    ] {
+        let out = bin()
+            .env(var, value)
+            .arg("inspect")
+            .arg(&missing)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value:?}: {err}");
+        assert!(
+            err.contains(&format!("{var}={value:?}")) && err.contains(allowed),
+            "{var}={value:?}: {err}"
+        );
+        // Refused first: the missing file is never opened.
+        assert!(!err.contains("missing.padic"), "{var}={value:?}: {err}");
+    }
+}
+
+#[test]
+fn a_good_knob_changes_nothing_but_what_it_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.padic");
+    // Accepted: the run goes on, to fail on the missing file.
+    let out = bin()
+        .env("PADIC_NO_SIMD", "off")
+        .env("PADIC_GPU_BATCH_MB", "64")
+        .arg("inspect")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.padic"), "{err}");
+    assert!(!err.contains("PADIC_"), "{err}");
+}
