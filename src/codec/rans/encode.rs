@@ -131,22 +131,33 @@ pub fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8
         prev = Some(s);
     }
 
+    // Per symbol, what the loop below needs without a division: the bound
+    // past which a state renormalises (2^(32 - scale) * f reaches 2^32 for a
+    // lone symbol: kept in u64), and ceil(2^64 / f), so that x / f is
+    // (x * that) >> 64, exact for every 32-bit x and f < 2^32 (Lemire,
+    // Kaser and Kurz, "Faster remainder by direct computation", 2019).
+    let x_max: Vec<u64> = freq
+        .iter()
+        .map(|&f| (((RANS_L >> scale_bits) as u64) << 16) * f as u64)
+        .collect();
+    let reciprocals: Vec<u64> = freq.iter().map(|&f| reciprocal(f)).collect();
     let mut segments = Vec::new();
     for seg in syms.chunks(SEGMENT_SYMBOLS) {
         let mut states = vec![RANS_L; lanes];
         let mut words: Vec<u16> = Vec::with_capacity(seg.len() / 4);
-        for i in (0..seg.len()).rev() {
-            let s = seg[i] as usize;
+        // Symbol i goes to lane i % lanes; walked backwards without a division.
+        let mut lane = (seg.len() - 1) % lanes;
+        for &sym in seg.iter().rev() {
+            let s = sym as usize;
             let f = freq[s];
-            let lane = i % lanes;
             let mut x = states[lane];
-            // 2^(32 - scale) * f reaches 2^32 for a lone symbol: compare in u64.
-            let x_max = (((RANS_L >> scale_bits) as u64) << 16) * f as u64;
-            if x as u64 >= x_max {
+            if x as u64 >= x_max[s] {
                 words.push(x as u16);
                 x >>= 16;
             }
-            states[lane] = ((x / f) << scale_bits) + (x % f) + cum[s];
+            let q = quotient(x, f, reciprocals[s]);
+            states[lane] = (q << scale_bits) + (x - q * f) + cum[s];
+            lane = if lane == 0 { lanes - 1 } else { lane - 1 };
         }
         words.reverse();
         segments.push((states, words));
@@ -161,5 +172,24 @@ pub fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8
         for w in words {
             out.extend_from_slice(&w.to_le_bytes());
         }
+    }
+}
+
+/// ceil(2^64 / f) for f > 1 (0 for f <= 1, which [`quotient`] never uses).
+pub(crate) fn reciprocal(f: u32) -> u64 {
+    if f > 1 {
+        u64::MAX / f as u64 + 1
+    } else {
+        0
+    }
+}
+
+/// x / f from `reciprocal(f)`: exact for every 32-bit `x` and `f`.
+#[inline]
+pub(crate) fn quotient(x: u32, f: u32, reciprocal: u64) -> u32 {
+    if f <= 1 {
+        x
+    } else {
+        ((reciprocal as u128 * x as u128) >> 64) as u32
     }
 }

@@ -174,3 +174,29 @@ fn normalize_sums_to_scale_and_keeps_every_symbol() {
     }
     assert!(normalize(&counts, 10).is_none());
 }
+
+#[test]
+fn the_encoders_division_by_reciprocal_is_exact() {
+    use super::encode::{quotient, reciprocal};
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for f in 1..=(1u32 << 16) {
+        let r = reciprocal(f);
+        for x in [
+            0,
+            1,
+            f - 1,
+            f,
+            f + 1,
+            u32::MAX / f * f,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
+            assert_eq!(quotient(x, f, r), x / f, "{x} / {f}");
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let x = seed as u32;
+        assert_eq!(quotient(x, f, r), x / f, "{x} / {f}");
+    }
+}
