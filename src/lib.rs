@@ -22,6 +22,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod graph;
 pub mod inspect;
 pub mod output;
 pub mod pipeline;
