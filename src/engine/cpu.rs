@@ -130,9 +130,7 @@ pub struct DecodedModel {
 impl DecodedModel {
     /// The full safetensors file bytes.
     pub fn to_safetensors(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(8 + self.source_header.len() + self.data.len());
-        v.extend_from_slice(&(self.source_header.len() as u64).to_le_bytes());
-        v.extend_from_slice(self.source_header.as_bytes());
+        let mut v = crate::output::safetensors_preamble(&self.source_header);
         v.extend_from_slice(&self.data);
         v
     }
@@ -306,13 +304,12 @@ impl CpuEngine {
         let temp = TempOutput::create(output)?;
         let file = temp.file();
         let io = |e| Error::io(temp.temp_path(), e);
-        let head = &c.header().source_header;
-        let base = 8 + head.len() as u64;
-        let total = base + c.header().data_len;
-        file.set_len(total).map_err(io)?;
-        file.write_all_at(&(head.len() as u64).to_le_bytes(), 0)
-            .map_err(io)?;
-        file.write_all_at(head.as_bytes(), 8).map_err(io)?;
+        let base = crate::output::write_safetensors_preamble(
+            file,
+            &c.header().source_header,
+            c.header().data_len,
+        )
+        .map_err(io)?;
         progress.start(c.header().data_len, "decompress");
         let bytes_in = self.pool.install(|| {
             jobs.par_iter()
@@ -323,7 +320,7 @@ impl CpuEngine {
                         let n = Self::decode_chunk(c, &tables, job, buf, scratch)?;
                         file.write_all_at(buf, base + job.out_offset).map_err(io)?;
                         progress.advance(job.out_len);
-                        Ok(n)
+                        Ok::<u64, Error>(n)
                     },
                 )
                 .try_reduce(|| 0u64, |a, b| Ok(a + b))
@@ -333,7 +330,7 @@ impl CpuEngine {
         Ok(DecodeStats {
             chunks: jobs.len(),
             bytes_in,
-            bytes_out: total,
+            bytes_out: base + c.header().data_len,
             wall: started.elapsed(),
         })
     }

@@ -11,11 +11,11 @@ use padic_burst_operators::{PartDecoder, RouteTag};
 
 use super::placement::Placement;
 use super::pool::BufferPool;
-use super::records::{route_code, ChunkTask, DecodedPart};
+use super::records::{ChunkTask, DecodedPart, Failure};
 use crate::codec::chunk::RANGE_ALIGN;
 use crate::codec::Tables;
 use crate::engine::gpu::{GpuEngine, GpuError, GpuRange};
-use crate::error::Result;
+use crate::error::{Error, Location, Result};
 use crate::format::Container;
 use crate::policy::{Mode, Policy};
 use crate::stats::Engine;
@@ -42,12 +42,12 @@ impl ChunkDecoder {
         self.started.elapsed().as_micros() as u64
     }
 
-    fn place(&self, t: &ChunkTask) -> String {
-        format!(
-            "tensor '{}', chunk {}",
-            self.container.header().tensors[t.tensor].name,
-            t.chunk
-        )
+    fn place(&self, t: &ChunkTask) -> Location {
+        Location {
+            tensor: Some(self.container.header().tensors[t.tensor].name.clone()),
+            chunk: Some(t.chunk),
+            ..Location::default()
+        }
     }
 
     /// Decodes values from `first` of the chunk on the CPU, as many as `out` holds.
@@ -64,16 +64,17 @@ impl ChunkDecoder {
     }
 
     /// One part on the CPU: values `[first, last)`.
-    fn cpu_part(&self, t: &ChunkTask, route: u8, first: u64, last: u64) -> DecodedPart {
-        let (mut part, dest) = self.open_part(t, route, Engine::Cpu, first, last);
+    fn cpu_part(
+        &self,
+        t: &ChunkTask,
+        route: RouteTag,
+        first: u64,
+        last: u64,
+    ) -> std::result::Result<DecodedPart, Failure> {
+        let (part, dest) = self.open_part(t, route, Engine::Cpu, first, last);
         let started = self.now_us();
-        let result = dest.and_then(|mut dest| {
-            self.cpu(t, first, dest.bytes())
-                .map(|n| (n, dest))
-                .map_err(|e| e.to_string())
-        });
-        self.close_part(&mut part, result, started);
-        part
+        let result = dest.and_then(|mut dest| self.cpu(t, first, dest.bytes()).map(|n| (n, dest)));
+        self.close_part(part, result, started)
     }
 
     /// A part's record, and where its values go: straight into the output
@@ -81,11 +82,11 @@ impl ChunkDecoder {
     fn open_part(
         &self,
         t: &ChunkTask,
-        route: u8,
+        route: RouteTag,
         engine: Engine,
         first: u64,
         last: u64,
-    ) -> (DecodedPart, std::result::Result<Dest<'_>, String>) {
+    ) -> (DecodedPart, Result<Dest<'_>>) {
         let unit = t.out_len / t.elements.max(1);
         let len = ((last - first) * unit) as usize;
         let part = DecodedPart {
@@ -103,14 +104,14 @@ impl ChunkDecoder {
             decode_us: 0,
             done_us: 0,
             rerouted_oom: false,
-            error: None,
         };
         let dest = match self
             .direct
             .as_ref()
             .and_then(|o| o.claim(part.out_offset, len))
         {
-            Some(Err(e)) => Err(format!("{}: {e}", self.place(t))),
+            // The output is ours: a claim it refuses is a fault of the graph.
+            Some(Err(e)) => Err(Error::Internal(format!("{}: {e}", self.place(t)))),
             Some(Ok(out)) => Ok(Dest::Direct(out)),
             None => Ok(Dest::Pooled(self.pool.take(len))),
         };
@@ -121,10 +122,10 @@ impl ChunkDecoder {
     /// HYBRID's throughput estimate.
     fn close_part(
         &self,
-        part: &mut DecodedPart,
-        result: std::result::Result<(u64, Dest<'_>), String>,
+        mut part: DecodedPart,
+        result: Result<(u64, Dest<'_>)>,
         started: u64,
-    ) {
+    ) -> std::result::Result<DecodedPart, Failure> {
         match result {
             Ok((bytes_in, Dest::Direct(out))) => {
                 part.bytes_in = bytes_in;
@@ -134,11 +135,16 @@ impl ChunkDecoder {
                 part.bytes_in = bytes_in;
                 part.data = data;
             }
-            Err(e) => part.error = Some(e),
+            Err(error) => {
+                return Err(Failure {
+                    global: part.global,
+                    error,
+                })
+            }
         }
         part.done_us = self.now_us();
         part.decode_us = part.done_us - started;
-        if part.error.is_none() && self.mode == Mode::Hybrid {
+        if self.mode == Mode::Hybrid {
             let secs = part.decode_us.max(1) as f64 / 1e6;
             self.policy.lock().expect("policy lock").observe(
                 part.engine == Engine::Gpu,
@@ -146,6 +152,7 @@ impl ChunkDecoder {
                 secs,
             );
         }
+        Ok(part)
     }
 
     /// What a GPU attempt comes to: the bytes read; with no engine
@@ -159,10 +166,10 @@ impl ChunkDecoder {
         out: &mut [u8],
         part: &mut DecodedPart,
         attempt: Option<std::result::Result<(), GpuError>>,
-    ) -> std::result::Result<u64, String> {
+    ) -> Result<u64> {
         let Some(attempt) = attempt else {
             part.engine = Engine::Cpu;
-            return self.cpu(t, first, out).map_err(|e| e.to_string());
+            return self.cpu(t, first, out);
         };
         match attempt {
             Ok(()) => Ok(self.container.header().tensors[t.tensor].chunks[t.chunk]
@@ -170,26 +177,26 @@ impl ChunkDecoder {
                 .iter()
                 .map(|s| s.len)
                 .sum()),
-            Err(e) if self.mode == Mode::GpuOnly => Err(format!(
-                "{}: GPU_ONLY cannot decode {} bytes on the GPU: {e}",
-                self.place(t),
-                out.len()
-            )),
+            Err(source) if self.mode == Mode::GpuOnly => Err(Error::Gpu {
+                at: Some(self.place(t)),
+                doing: format!("GPU_ONLY cannot decode {} bytes on the GPU", out.len()),
+                source,
+            }),
             // Out of device memory is memory pressure: the CPU takes the
             // part, and it counts.
             Err(GpuError::OutOfMemory { .. }) => {
                 self.policy.lock().expect("policy lock").record_oom();
                 part.rerouted_oom = true;
                 part.engine = Engine::Cpu;
-                self.cpu(t, first, out).map_err(|e| e.to_string())
+                self.cpu(t, first, out)
             }
             // Anything else (a driver error, damage the kernels found) is
             // no reason to decode elsewhere: it stops the run, said.
-            Err(e) => Err(format!(
-                "{}: the GPU failed on {} bytes: {e}",
-                self.place(t),
-                out.len()
-            )),
+            Err(source) => Err(Error::Gpu {
+                at: Some(self.place(t)),
+                doing: format!("the GPU failed on {} bytes", out.len()),
+                source,
+            }),
         }
     }
 }
@@ -220,15 +227,16 @@ impl Dest<'_> {
 
 impl PartDecoder<ChunkTask> for ChunkDecoder {
     type Part = DecodedPart;
-    fn decode(&self, t: ChunkTask, tag: RouteTag) -> Vec<DecodedPart> {
-        self.decode_batch(vec![(t, tag)])
-    }
+    type Error = Failure;
 
     /// The GPU parts of the whole batch go to the engine in one call
     /// ([`GpuEngine::decode_batch`]; without an engine each fails, saying
     /// why); the CPU parts decode one by one. Each GPU part's time is its
     /// share, by bytes, of the call's.
-    fn decode_batch(&self, chunks: Vec<(ChunkTask, RouteTag)>) -> Vec<DecodedPart> {
+    fn decode_batch(
+        &self,
+        chunks: Vec<(ChunkTask, RouteTag)>,
+    ) -> Vec<std::result::Result<DecodedPart, Failure>> {
         // Every part, in order: (chunk, engine, first, last).
         let specs: Vec<(usize, Engine, u64, u64)> = chunks
             .iter()
@@ -239,7 +247,8 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
                     .map(move |(e, a, b)| (k, e, a, b))
             })
             .collect();
-        let mut slots: Vec<Option<DecodedPart>> = specs.iter().map(|_| None).collect();
+        let mut slots: Vec<Option<std::result::Result<DecodedPart, Failure>>> =
+            specs.iter().map(|_| None).collect();
         // The GPU parts: opened together, decoded in one call.
         let mut open = Vec::new();
         for (i, &(k, engine, a, b)) in specs.iter().enumerate() {
@@ -247,13 +256,12 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
             if engine != Engine::Gpu {
                 continue;
             }
-            let (mut part, dest) = self.open_part(t, route_code(*tag), engine, a, b);
+            let (part, dest) = self.open_part(t, *tag, engine, a, b);
             match dest {
                 Ok(dest) => open.push((i, part, dest)),
                 Err(e) => {
                     let now = self.now_us();
-                    self.close_part(&mut part, Err(e), now);
-                    slots[i] = Some(part);
+                    slots[i] = Some(self.close_part(part, Err(e), now));
                 }
             }
         }
@@ -303,14 +311,13 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
                     .gpu_outcome(t, a, dest.bytes(), &mut part, attempt)
                     .map(|n| (n, dest));
                 // Its share of the call, plus any CPU fallback it took.
-                self.close_part(&mut part, result, at - share.min(at));
-                slots[i] = Some(part);
+                slots[i] = Some(self.close_part(part, result, at - share.min(at)));
             }
         }
         for (i, &(k, _, a, b)) in specs.iter().enumerate() {
             if slots[i].is_none() {
                 let (t, tag) = &chunks[k];
-                slots[i] = Some(self.cpu_part(t, route_code(*tag), a, b));
+                slots[i] = Some(self.cpu_part(t, *tag, a, b));
             }
         }
         for (t, _) in &chunks {

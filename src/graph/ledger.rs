@@ -1,8 +1,9 @@
 //! After the run, on process 0: every chunk's values arrived in full and
 //! every part once, over all processes' merges; and the placement log.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
+
+use padic_burst_operators::{Ledger, LedgerError};
 
 use super::records::{ChunkTask, MergeReceipt};
 use crate::error::{Error, Result};
@@ -10,36 +11,37 @@ use crate::format::Container;
 use crate::stats::Engine;
 
 /// Checks `receipts` against `tasks`: each part once, each chunk covered.
+/// A failure here is the graph's fault, never the input's.
 pub(crate) fn check_exactly_once(
     c: &Container,
     tasks: &[ChunkTask],
     receipts: &[MergeReceipt],
 ) -> Result<()> {
-    let mut seen: HashSet<(usize, usize, u64)> = HashSet::new();
-    let mut covered: HashMap<(usize, usize), u64> = HashMap::new();
-    for r in receipts {
-        if !seen.insert((r.tensor, r.chunk, r.first)) {
-            return Err(Error::InvalidArgument(format!(
-                "tensor '{}' chunk {}: the part from value {} arrived twice",
-                c.header().tensors[r.tensor].name,
-                r.chunk,
-                r.first
-            )));
-        }
-        *covered.entry((r.tensor, r.chunk)).or_default() += r.bytes;
-    }
-    for t in tasks {
-        let got = covered.get(&(t.tensor, t.chunk)).copied().unwrap_or(0);
-        if got != t.out_len {
-            return Err(Error::InvalidArgument(format!(
-                "tensor '{}' chunk {}: {got} of {} bytes arrived",
-                c.header().tensors[t.tensor].name,
-                t.chunk,
-                t.out_len
-            )));
-        }
-    }
-    Ok(())
+    let name = |tensor: usize| &c.header().tensors[tensor].name;
+    let mut ledger = Ledger::default();
+    let found = receipts
+        .iter()
+        .try_for_each(|r| ledger.record((r.tensor, r.chunk), r.first, r.bytes))
+        .and_then(|()| ledger.check(tasks.iter().map(|t| ((t.tensor, t.chunk), t.out_len))));
+    found.map_err(|e| {
+        Error::Internal(match e {
+            LedgerError::Twice {
+                key: (tensor, chunk),
+                first,
+            } => format!(
+                "tensor '{}' chunk {chunk}: the part from value {first} arrived twice",
+                name(tensor)
+            ),
+            LedgerError::Short {
+                key: (tensor, chunk),
+                got,
+                want,
+            } => format!(
+                "tensor '{}' chunk {chunk}: {got} of {want} bytes arrived",
+                name(tensor)
+            ),
+        })
+    })
 }
 
 /// Writes, per part, which engine decoded which byte range (CSV).

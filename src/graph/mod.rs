@@ -6,9 +6,10 @@
 //!
 //! Where each idea lives:
 //! - [`records`]: the chunk handles and decoded parts that flow;
-//! - `source` (below, [`drive_source`]) and `queue`: workers take chunks from
-//!   a shared queue, many chunks to a timestamp, and each holds back while
-//!   `prefetch_factor` of its chunks are undecoded, so memory stays bounded;
+//! - the source ([`padic_burst_operators::WorkQueue::feed`]): workers take
+//!   chunks from a shared queue, many chunks to a timestamp, and each holds
+//!   back while `prefetch_factor` of its chunks are undecoded, so memory
+//!   stays bounded;
 //! - `routers`: each chunk's route, replayed from a pressure trace (the same
 //!   decisions `plan` prints) or live from the pressure source;
 //! - `decoder`: CPU and GPU decoding, a HYBRID chunk split by element range;
@@ -17,15 +18,16 @@
 //! - `ledger`: every chunk arrived exactly once, checked after the run;
 //! - `cluster`: timely's arguments, and runs over several processes.
 //!
-//! Decode errors travel as data and fail the run with the first one, by place.
+//! Failures travel as data (typed [`crate::Error`]s, on the decode's and the
+//! merge's error outputs) and fail the run with the first one, by place.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use padic_burst_operators::{Decode, MergeInOrder, Route as RouteOp};
-use timely::dataflow::operators::{Exchange as _, Input, Inspect, Probe};
+use padic_burst_operators::{Decode, Feed, Merge, Route as RouteOp, WorkQueue};
+use timely::dataflow::operators::{Concat, Exchange as _, Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 use crate::config::Config;
@@ -45,7 +47,6 @@ mod ledger;
 mod placement;
 mod pool;
 mod precision;
-mod queue;
 pub mod records;
 mod routers;
 mod sink;
@@ -59,8 +60,7 @@ use cluster::Timely;
 use decoder::ChunkDecoder;
 use placement::{FilePlacement, MemoryPlacement};
 use pool::BufferPool;
-use queue::WorkQueue;
-use records::{ChunkTask, MergeReceipt};
+use records::{ChunkTask, Failure, MergeReceipt};
 use routers::{LiveRouter, PlannedRouter};
 use sink::{MergeState, PartSink};
 
@@ -343,9 +343,9 @@ fn gpu_notes(opts: &RunOptions) -> Result<Vec<String>> {
 /// Runs the workers to the end.
 fn execute(config: timely::Config, shared: Arc<Shared>) -> Result<()> {
     let guards = timely::execute(config, move |worker| run_worker(worker, &shared))
-        .map_err(|e| Error::InvalidArgument(format!("timely: {e}")))?;
+        .map_err(|e| Error::Internal(format!("timely: {e}")))?;
     for r in guards.join() {
-        r.map_err(|e| Error::InvalidArgument(format!("a dataflow worker failed: {e}")))?;
+        r.map_err(|e| Error::Internal(format!("a dataflow worker failed: {e}")))?;
     }
     Ok(())
 }
@@ -358,7 +358,10 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
     if let Some(cores) = &sh.affinity {
         // Worker i on the i-th listed core (round robin).
         if let Err(e) = pin_current_thread(cores[worker.index() % cores.len()]) {
-            sh.state.lock().expect("merge lock").fail(0, e);
+            sh.state.lock().expect("merge lock").fail(Failure {
+                global: 0,
+                error: Error::InvalidArgument(format!("cpu_affinity: {e}")),
+            });
         }
     }
     let batch = match sh.gpu_batch {
@@ -379,10 +382,37 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
     });
     let mut input = InputHandle::new();
     build_dataflow(worker, sh, &mut input, decoder.clone());
-    drive_source(worker, sh, input, batch, &decoder.done);
+    // Workers take chunks from a shared queue, so a worker that drew small
+    // chunks takes more; each keeps at most `prefetch_factor` chunks in
+    // flight of its own (a local count, `done`, not a probe: a probe's
+    // frontier would hold every worker to the slowest).
+    let local_workers = (worker.peers() / sh.cluster.processes).max(1);
+    let queue = sh
+        .queue
+        .get_or_init(|| WorkQueue::new(sh.tasks.len(), local_workers));
+    let feed = Feed {
+        me: worker.index() % local_workers,
+        batch,
+        read_ahead: sh.prefetch_factor,
+        per_timestamp: EPOCH_CHUNKS,
+    };
+    queue.feed(
+        worker,
+        input,
+        &sh.tasks,
+        feed,
+        &decoder.done,
+        &sh.abort,
+        |task| {
+            let mut t = task.clone();
+            t.sent_us = sh.started.elapsed().as_micros() as u64;
+            t
+        },
+    );
 }
 
-/// `source -> route -> decode -> merge -> receipts to worker 0`.
+/// `source -> route -> decode -> merge`; the receipts, and the decode's and
+/// the merge's failures, to worker 0.
 fn build_dataflow(
     worker: &mut timely::worker::Worker,
     sh: &Shared,
@@ -406,64 +436,23 @@ fn build_dataflow(
                 started: sh.started,
             })),
         };
+        let (parts, decode_failures) = routed.decode(decoder);
+        let (receipts, merge_failures) = parts.merge(sink);
+        let (here, there) = (sh.state.clone(), sh.state.clone());
+        // A failure stops this process's sources at once, and reaches
+        // process 0, which reports the first of all by place.
+        decode_failures
+            .concat(merge_failures)
+            .inspect(move |f: &Failure| here.lock().expect("merge lock").fail(f.clone()))
+            .exchange(|_| 0)
+            .inspect(move |f: &Failure| there.lock().expect("merge lock").fail(f.clone()))
+            .probe_with(&probe);
         let collect = sh.state.clone();
-        routed
-            .decode(decoder)
-            .merge_in_order(sink)
+        receipts
             .exchange(|_| 0)
             .inspect(move |r: &MergeReceipt| {
-                let mut st = collect.lock().expect("merge lock");
-                if let Some(e) = &r.error {
-                    st.fail(r.global, e.clone());
-                }
-                st.receipts.push(r.clone());
+                collect.lock().expect("merge lock").receipts.push(r.clone())
             })
             .probe_with(&probe);
     });
-}
-
-/// The source: workers take chunks from a shared queue, so a worker that
-/// drew small chunks takes more; each keeps at most `prefetch_factor` chunks
-/// in flight of its own (a local count, `done`, not a probe: a probe's
-/// frontier would hold every worker to the slowest). A hard failure stops
-/// it: no new chunks after the first error.
-fn drive_source(
-    worker: &mut timely::worker::Worker,
-    sh: &Shared,
-    mut input: ChunkInput,
-    batch: usize,
-    done: &std::cell::Cell<usize>,
-) {
-    // At least one batch in flight, or a worker would wait on itself.
-    let prefetch = sh.prefetch_factor.max(batch);
-    let local_workers = (worker.peers() / sh.cluster.processes).max(1);
-    let me = worker.index() % local_workers;
-    let queue = sh
-        .queue
-        .get_or_init(|| WorkQueue::new(sh.tasks.len(), local_workers));
-    let (mut sent, mut epoch) = (0usize, 0u64);
-    while !sh.abort.load(Ordering::Relaxed) {
-        let Some(take) = queue.take(me, batch) else {
-            break;
-        };
-        for task in &sh.tasks[take] {
-            let mut t = task.clone();
-            t.sent_us = sh.started.elapsed().as_micros() as u64;
-            input.send(t);
-            sent += 1;
-            if sent % EPOCH_CHUNKS == 0 {
-                epoch += 1;
-                input.advance_to(epoch);
-            }
-        }
-        if sent - done.get() >= prefetch {
-            // Records wait in the input's buffer until flushed.
-            input.flush();
-            while sent - done.get() >= prefetch {
-                worker.step();
-            }
-        }
-    }
-    input.close();
-    while worker.step() {}
 }

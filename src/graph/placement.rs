@@ -88,7 +88,7 @@ impl MemoryPlacement {
     pub(crate) fn into_inner(this: Arc<Self>) -> Result<Vec<u8>> {
         Arc::try_unwrap(this)
             .map(|p| p.buf)
-            .map_err(|_| Error::Decode("the output is still shared after the run".into()))
+            .map_err(|_| Error::Internal("the output is still shared after the run".into()))
     }
 
     #[allow(clippy::mut_from_ref)]

@@ -2,9 +2,10 @@
 //! merge gives for it. Each is a handle of a few words (a part also carries
 //! its bytes, unless the decoder placed them already).
 
-use padic_burst_operators::{Part, RouteTag};
+use padic_burst_operators::Part;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::policy::Route;
 use crate::stats::Engine;
 
@@ -24,14 +25,14 @@ pub struct ChunkTask {
     pub sent_us: u64,
 }
 
-/// A decoded piece of a chunk, or the error that stopped it.
+/// A decoded piece of a chunk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DecodedPart {
     pub global: usize,
     pub tensor: usize,
     pub chunk: usize,
     /// The route the chunk was given.
-    pub route: u8,
+    pub route: Route,
     /// The engine that decoded this part.
     pub engine: Engine,
     /// First value of the chunk this part holds.
@@ -50,11 +51,10 @@ pub struct DecodedPart {
     pub done_us: u64,
     /// Whether a GPU out-of-memory sent this part to the CPU.
     pub rerouted_oom: bool,
-    pub error: Option<String>,
 }
 
 /// What a merge did with a part; all receipts go to worker 0, which checks
-/// that every chunk arrived exactly once and whether anything failed.
+/// that every chunk arrived exactly once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MergeReceipt {
     pub global: usize,
@@ -64,7 +64,14 @@ pub struct MergeReceipt {
     pub engine: Engine,
     pub out_offset: u64,
     pub bytes: u64,
-    pub error: Option<String>,
+}
+
+/// A part that failed, as data: the error, typed, and the chunk's place in
+/// global order (a run fails with its first failure by place).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    pub global: usize,
+    pub error: Error,
 }
 
 impl DecodedPart {
@@ -77,26 +84,5 @@ impl DecodedPart {
 impl Part for DecodedPart {
     fn tensor(&self) -> usize {
         self.tensor
-    }
-}
-
-/// Route codes carried in parts.
-pub const ROUTE_GPU: u8 = 0;
-pub const ROUTE_CPU: u8 = 1;
-pub const ROUTE_HYBRID: u8 = 2;
-
-pub(crate) fn route_code(tag: RouteTag) -> u8 {
-    match tag {
-        RouteTag::Gpu => ROUTE_GPU,
-        RouteTag::Cpu => ROUTE_CPU,
-        RouteTag::Hybrid { .. } => ROUTE_HYBRID,
-    }
-}
-
-pub(crate) fn tag_of(route: Route) -> RouteTag {
-    match route {
-        Route::Gpu => RouteTag::Gpu,
-        Route::Cpu => RouteTag::Cpu,
-        Route::Hybrid { gpu_fraction } => RouteTag::Hybrid { gpu_fraction },
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use padic_burst_operators::{RouteTag, Router};
 
-use super::records::{tag_of, ChunkTask};
+use super::records::ChunkTask;
 use super::RunOptions;
 use crate::policy::{Mode, Policy, Route};
 use crate::pressure::PressureSource;
@@ -18,7 +18,7 @@ pub(crate) struct PlannedRouter {
 
 impl Router<ChunkTask> for PlannedRouter {
     fn route(&self, c: &ChunkTask) -> RouteTag {
-        tag_of(self.decisions[c.global])
+        self.decisions[c.global]
     }
 }
 
@@ -34,7 +34,7 @@ impl Router<ChunkTask> for LiveRouter {
         let now = self.started.elapsed().as_millis() as u64;
         let sample = self.source.sample_at(now);
         let mut p = self.policy.lock().expect("policy lock");
-        tag_of(p.decide(now, sample).route)
+        p.decide(now, sample).route
     }
 }
 
