@@ -228,6 +228,17 @@ impl Error {
         }
     }
 
+    /// This error, said of `what` (a tensor, a file): an invalid argument or
+    /// an undecodable chunk keeps its kind and gains the prefix once; errors
+    /// that already name their file and place stay as they are.
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        match self {
+            Error::InvalidArgument(s) => Error::InvalidArgument(format!("{what}: {s}")),
+            Error::Decode(s) => Error::Decode(format!("{what}: {s}")),
+            other => other,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
@@ -238,3 +249,73 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_mean_one_thing_each() {
+        let bad_input = [
+            Error::InvalidArgument("x".into()),
+            Error::Decode("x".into()),
+            Error::Corrupt {
+                path: "f".into(),
+                at: Location::default(),
+                what: "x".into(),
+            },
+            Error::Safetensors {
+                path: "f".into(),
+                what: "x".into(),
+            },
+        ];
+        for e in &bad_input {
+            assert_eq!(e.exit_code(), 2, "{e}");
+        }
+        let environment = [
+            Error::io("f", std::io::Error::from_raw_os_error(28)),
+            Error::from(GpuError::Failed("x".into())),
+        ];
+        for e in &environment {
+            assert_eq!(e.exit_code(), 1, "{e}");
+        }
+        assert_eq!(Error::Internal("x".into()).exit_code(), 3);
+    }
+
+    #[test]
+    fn errors_cross_processes_with_their_kind() {
+        let e = Error::io("out.safetensors", std::io::Error::from_raw_os_error(28));
+        let wire = serde_json::to_string(&e).unwrap();
+        let back: Error = serde_json::from_str(&wire).unwrap();
+        match (&back, e.clone()) {
+            (Error::Io { path, source }, Error::Io { source: copy, .. }) => {
+                assert_eq!(path, std::path::Path::new("out.safetensors"));
+                assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+                assert_eq!(copy.raw_os_error(), Some(28));
+            }
+            other => panic!("{other:?}"),
+        }
+        let gpu = Error::Gpu {
+            at: Some(Location {
+                tensor: Some("w".into()),
+                chunk: Some(3),
+                ..Location::default()
+            }),
+            doing: "the GPU failed on 8 bytes".into(),
+            source: GpuError::OutOfMemory {
+                requested: 8,
+                free: 0,
+            },
+        };
+        let back: Error = serde_json::from_str(&serde_json::to_string(&gpu).unwrap()).unwrap();
+        assert_eq!(back.to_string(), gpu.to_string());
+        assert!(
+            back.to_string().starts_with("tensor 'w', chunk 3: "),
+            "{back}"
+        );
+        assert_eq!(
+            Error::InvalidArgument("b".into()).context("a").to_string(),
+            "invalid argument: a: b"
+        );
+    }
+}

@@ -278,3 +278,140 @@ fn demo_runs_offline_and_reports_identical_files() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("byte-identical: yes").count(), 3, "{text}");
 }
+
+/// Compresses the test model; the container's path.
+fn packed_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let (input, _) = model(dir);
+    let packed = dir.join("m.padic");
+    let out = bin()
+        .arg("compress")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packed)
+        .args(["--chunk-kib", "8"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    packed
+}
+
+#[test]
+fn negative_and_out_of_range_numbers_name_the_flag_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = packed_model(dir.path());
+    let out_path = dir.path().join("o.safetensors");
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["--target-precision", "-1"],
+            "--target-precision -1",
+            "at least 1",
+        ),
+        (
+            vec!["--target-precision", "0"],
+            "--target-precision 0",
+            "at least 1",
+        ),
+        (vec!["--workers", "-2"], "--workers -2", "at least 1"),
+        (vec!["--workers", "0"], "--workers 0", "at least 1"),
+        (
+            vec!["--replay-step-ms", "-5"],
+            "--replay-step-ms -5",
+            "at least 0",
+        ),
+    ];
+    for (args, flag, range) in cases {
+        let out = bin()
+            .arg("decompress")
+            .arg(&packed)
+            .arg("-o")
+            .arg(&out_path)
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag) && err.contains(range), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+        assert!(!out_path.exists());
+    }
+    let out = bin()
+        .arg("compress")
+        .arg(dir.path().join("model.safetensors"))
+        .arg("-o")
+        .arg(dir.path().join("p.padic"))
+        .args(["--prime", "-3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--prime -3") && err.contains("from 2 to 2047"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_json_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = packed_model(dir.path());
+    // A pipe whose reader is gone before anything is written: every write
+    // fails with a broken pipe, as under `| head -c1` once head has exited.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .arg("inspect")
+        .arg(&packed)
+        .arg("--json")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn an_invalid_argument_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = model(dir.path());
+    let out = bin()
+        .arg("compress")
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("p.padic"))
+        .args(["--prime", "4"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--prime 4"), "{err}");
+    assert_eq!(err.matches("invalid argument").count(), 1, "{err}");
+}
+
+#[test]
+fn the_decompress_summary_counts_the_bytes_of_the_file_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = packed_model(dir.path());
+    let restored = dir.path().join("r.safetensors");
+    let out = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(&restored)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let written: u64 = err
+        .split(" written in ")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {err}"));
+    assert_eq!(
+        written,
+        std::fs::metadata(&restored).unwrap().len(),
+        "{err}"
+    );
+}

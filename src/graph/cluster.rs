@@ -38,6 +38,18 @@ impl Timely {
         let config = timely::Config::from_args(args.clone().into_iter()).map_err(|e| {
             Error::InvalidArgument(format!("timely arguments {:?}: {e}", &args[1..]))
         })?;
+        if let timely::CommunicationConfig::Cluster {
+            process, addresses, ..
+        } = &config.communication
+        {
+            if *process >= addresses.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "timely arguments {:?}: process {process} of {}: -p must be below -n",
+                    &args[1..],
+                    addresses.len()
+                )));
+            }
+        }
         let cluster = Cluster::of(&config);
         Ok(Timely { config, cluster })
     }
@@ -59,7 +71,7 @@ impl Cluster {
                 process, addresses, ..
             } => Cluster {
                 processes: addresses.len().max(1),
-                process: (*process).min(addresses.len().max(1) - 1),
+                process: *process,
             },
             _ => Cluster {
                 processes: 1,

@@ -92,6 +92,8 @@ pub struct RunOptions {
     pub timely_args: Vec<String>,
     /// Write, per part, which engine decoded which element range.
     pub placement_log: Option<std::path::PathBuf>,
+    /// Report the decoded bytes here (a bar on a terminal).
+    pub progress: Option<Arc<crate::progress::Progress>>,
 }
 
 impl RunOptions {
@@ -107,6 +109,7 @@ impl RunOptions {
             pressure: None,
             timely_args: Vec::new(),
             placement_log: None,
+            progress: None,
         }
     }
 }
@@ -209,6 +212,7 @@ struct Shared {
     started: Instant,
     /// Set once the workers run (a cluster's processes have all connected).
     formed: Option<Arc<AtomicBool>>,
+    progress: Option<Arc<crate::progress::Progress>>,
 }
 
 /// Runs the graph over every chunk (or one tensor's), placing the bytes in
@@ -278,8 +282,16 @@ fn run(
         out,
         started,
         formed,
+        progress: opts.progress.clone(),
     });
-    execute(timely.config, shared)?;
+    if let Some(p) = &opts.progress {
+        p.start(all_tasks.iter().map(|t| t.out_len).sum(), "decompress");
+    }
+    let ran = execute(timely.config, shared);
+    if let Some(p) = &opts.progress {
+        p.finish();
+    }
+    ran?;
     let mut st = state.lock().expect("merge lock");
     st.take_error()?;
     if cluster.process == 0 {
@@ -424,6 +436,7 @@ fn build_dataflow(
         pool: sh.pool.clone(),
         state: sh.state.clone(),
         started: sh.started,
+        progress: sh.progress.clone(),
     }));
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {

@@ -50,11 +50,8 @@ pub(crate) fn planned(
     match (&opts.trace, opts.gpu.is_some()) {
         (Some(trace), _) => {
             let mut replay = Policy::new(opts.config.policy(), opts.mode, true);
-            let d = (0..chunks)
-                .map(|k| {
-                    let now = (k as u64).saturating_mul(opts.replay_step_ms);
-                    replay.decide(now, trace.sample_at(now)).route
-                })
+            let d = crate::plan::replay(&mut replay, trace, chunks, opts.replay_step_ms)
+                .map(|d| d.route)
                 .collect();
             *policy.lock().expect("policy lock") = replay;
             Some(Arc::new(d))

@@ -18,6 +18,8 @@ pub(crate) struct PartSink {
     pub(crate) pool: Arc<BufferPool>,
     pub(crate) state: Arc<Mutex<MergeState>>,
     pub(crate) started: Instant,
+    /// Where merged bytes are counted (a bar on a terminal).
+    pub(crate) progress: Option<Arc<crate::progress::Progress>>,
 }
 
 /// What the merges saw, across workers.
@@ -85,6 +87,9 @@ impl Sink<DecodedPart> for PartSink {
                 global: p.global,
                 error,
             });
+        }
+        if let Some(progress) = &self.progress {
+            progress.advance(receipt.bytes);
         }
         let merge_us = merged_at.saturating_sub(p.done_us);
         self.state.lock().expect("merge lock").recorder.part(

@@ -2,6 +2,7 @@
 //! a mode that can be forced at run time, an LRU cache of tensors, and
 //! statistics; [`resident`] loads tensors where the caller wants them.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
@@ -14,7 +15,8 @@ pub use crate::graph::{
     Cluster, Placement, RunOptions,
 };
 use crate::policy::Mode;
-use crate::pressure::PressureSource;
+use crate::pressure::{PressureSource, Trace};
+use crate::progress::Progress;
 use crate::stats::Statistics;
 
 mod resident;
@@ -40,6 +42,59 @@ pub struct RunInfo {
     pub wall: std::time::Duration,
 }
 
+/// The GPU a pipeline decodes on, opened once, and the memory-pressure
+/// readings that go with it: the one GPU/pressure setup of the library and
+/// the command line.
+struct GpuSetup {
+    gpu: Option<Arc<dyn GpuEngine>>,
+    /// Why there is none.
+    absent: Option<String>,
+    pressure: Option<Arc<dyn PressureSource>>,
+    /// What the setup has to say (which readings stand in for NVML).
+    notes: Vec<String>,
+}
+
+impl GpuSetup {
+    /// GPU `gpu_device` where this build and this machine have one (the
+    /// `cuda` feature and a driver), its reserve set, with live readings
+    /// (NVML, else the engine's own); none in CPU_ONLY.
+    fn open(config: &Config, mode: Mode) -> Self {
+        let mut setup = GpuSetup {
+            gpu: None,
+            absent: None,
+            pressure: None,
+            notes: Vec::new(),
+        };
+        if mode == Mode::CpuOnly {
+            return setup;
+        }
+        match crate::engine::gpu::open(config.gpu_device) {
+            Ok(g) => {
+                g.set_reserve_mb(config.gpu_memory_threshold_mb);
+                let (source, note) = crate::pressure::for_engine(
+                    g.clone(),
+                    config.gpu_device,
+                    config.sample_interval_ms,
+                );
+                setup.pressure = Some(source);
+                setup.notes.extend(note);
+                setup.gpu = Some(g);
+            }
+            Err(why) => setup.absent = Some(why),
+        }
+        setup
+    }
+}
+
+/// Settings of a pipeline's runs beyond the mode and the configuration.
+#[derive(Clone, Default)]
+struct RunSettings {
+    trace: Option<(Trace, u64)>,
+    timely_args: Vec<String>,
+    placement_log: Option<PathBuf>,
+    progress: Option<Arc<Progress>>,
+}
+
 /// The library API: decode containers through the graph, with a mode that
 /// can be forced at run time, an LRU cache of tensors, and statistics. All
 /// methods take `&self` and are safe to call from several threads.
@@ -49,6 +104,8 @@ pub struct Pipeline {
     gpu: Option<Arc<dyn GpuEngine>>,
     gpu_absent: Option<String>,
     pressure: Option<Arc<dyn PressureSource>>,
+    notes: Vec<String>,
+    settings: RunSettings,
     cache: Option<crate::cache::TensorCache>,
     last: Mutex<Option<Statistics>>,
 }
@@ -58,26 +115,23 @@ impl Pipeline {
     /// this machine have one (the `cuda` feature and a driver), else on the
     /// CPU, with the reason kept for the statistics' notes.
     pub fn new(config: Config) -> Self {
+        Pipeline::with_mode(config, Mode::Auto)
+    }
+
+    /// A pipeline in `mode`; in CPU_ONLY it opens no GPU.
+    pub fn with_mode(config: Config, mode: Mode) -> Self {
         let cache = config.enable_caching.then(|| {
             crate::cache::TensorCache::new((config.cache_size_mb * (1 << 20) as f64) as usize)
         });
-        let (gpu, gpu_absent) = match crate::engine::gpu::open(config.gpu_device) {
-            Ok(g) => {
-                g.set_reserve_mb(config.gpu_memory_threshold_mb);
-                (Some(g), None)
-            }
-            Err(why) => (None, Some(why)),
-        };
-        // Live readings where there is a GPU (NVML, else the engine's own).
-        let pressure = gpu.as_ref().map(|g| {
-            crate::pressure::for_engine(g.clone(), config.gpu_device, config.sample_interval_ms).0
-        });
+        let setup = GpuSetup::open(&config, mode);
         Pipeline {
             config,
-            mode: Mutex::new(Mode::Auto),
-            gpu,
-            gpu_absent,
-            pressure,
+            mode: Mutex::new(mode),
+            gpu: setup.gpu,
+            gpu_absent: setup.absent,
+            pressure: setup.pressure,
+            notes: setup.notes,
+            settings: RunSettings::default(),
             cache,
             last: Mutex::new(None),
         }
@@ -88,6 +142,56 @@ impl Pipeline {
         self.gpu = Some(gpu);
         self.gpu_absent = None;
         self
+    }
+
+    /// Routes by replaying `trace` (chunk `k` at virtual time `k * step_ms`)
+    /// rather than by live readings.
+    pub fn with_trace(mut self, trace: Trace, step_ms: u64) -> Self {
+        self.settings.trace = Some((trace, step_ms));
+        self
+    }
+
+    /// Samples GPU memory live (NVML) for routing, keeping the samples for
+    /// [`Pipeline::pressure`]'s `history` (what `--record-pressure` writes).
+    pub fn with_live_pressure(mut self) -> Result<Self> {
+        self.pressure = Some(crate::pressure::live(
+            self.config.gpu_device,
+            self.config.sample_interval_ms,
+        )?);
+        Ok(self)
+    }
+
+    /// Runs on timely's own arguments (`-w 2`, or a cluster's `-n 2 -p 0 -h hosts`).
+    pub fn with_timely_args(mut self, args: Vec<String>) -> Self {
+        self.settings.timely_args = args;
+        self
+    }
+
+    /// Writes, per part, which engine decoded which byte range (CSV).
+    pub fn with_placement_log(mut self, path: Option<PathBuf>) -> Self {
+        self.settings.placement_log = path;
+        self
+    }
+
+    /// Reports the decoded bytes on `progress`.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.settings.progress = Some(progress);
+        self
+    }
+
+    /// The GPU, in words, when there is one.
+    pub fn gpu_description(&self) -> Option<String> {
+        self.gpu.as_ref().map(|g| g.describe())
+    }
+
+    /// What setting up the GPU had to say.
+    pub fn setup_notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The memory-pressure readings the pipeline routes by, when live.
+    pub fn pressure(&self) -> Option<&Arc<dyn PressureSource>> {
+        self.pressure.as_ref()
     }
 
     /// Sets the mode for the following runs.
@@ -105,7 +209,27 @@ impl Pipeline {
         o.gpu = self.gpu.clone();
         o.gpu_absent = self.gpu_absent.clone();
         o.pressure = self.pressure.clone();
+        if let Some((trace, step)) = &self.settings.trace {
+            o.trace = Some(trace.clone());
+            o.replay_step_ms = *step;
+        }
+        o.timely_args = self.settings.timely_args.clone();
+        o.placement_log = self.settings.placement_log.clone();
+        o.progress = self.settings.progress.clone();
         o
+    }
+
+    /// Decodes every tensor of `container` into the safetensors file `path`
+    /// (written under a temporary name, renamed when complete).
+    pub fn decompress_to_file(
+        &self,
+        container: &Arc<Container>,
+        path: &Path,
+        target: Option<u32>,
+    ) -> Result<Statistics> {
+        let s = decompress_file(container.clone(), path, &self.options(target))?;
+        self.remember(&s);
+        Ok(s)
     }
 
     fn remember(&self, s: &Statistics) {
