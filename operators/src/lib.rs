@@ -24,24 +24,6 @@ pub use source::{Feed, WorkQueue};
 
 use serde::{Deserialize, Serialize};
 
-/// A unit of decode work: one chunk of one tensor.
-pub trait Chunk {
-    /// Index of the tensor in file order.
-    fn tensor(&self) -> usize;
-    /// Index of the chunk within its tensor.
-    fn chunk(&self) -> usize;
-    /// Bytes of decoded output the chunk produces.
-    fn output_len(&self) -> u64;
-}
-
-/// Something that decodes chunks into their output bytes.
-pub trait Decoder<C: Chunk> {
-    /// The error a failed decode reports (it travels as data, never as a panic).
-    type Error;
-    /// Decodes `chunk` into `out` (`chunk.output_len()` bytes).
-    fn decode(&self, chunk: &C, out: &mut [u8]) -> Result<(), Self::Error>;
-}
-
 /// Where a chunk goes: the one route type of padic-burst (its policy
 /// re-exports it as `policy::Route`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

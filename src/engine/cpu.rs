@@ -70,7 +70,30 @@ pub fn chunk_jobs(c: &Container) -> Vec<ChunkJob> {
 /// The decoding tables of every split tensor for a decode to `target` digits
 /// (`None`: every stored digit). A target above a tensor's stored precision is an error.
 pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<Tables>>>> {
-    // Tensors of one dtype share a layout: build each distinct table set once.
+    tables_with(c, |layout, name, dtype| {
+        let k = target.unwrap_or(layout.precision);
+        if k > layout.precision {
+            return Err(Error::InvalidArgument(format!(
+                "--target-precision {k} exceeds the {} digits stored for tensor '{name}' ({dtype})",
+                layout.precision
+            )));
+        }
+        if k == 0 {
+            return Err(Error::InvalidArgument(
+                "--target-precision 0: at least one digit must be read".into(),
+            ));
+        }
+        Ok(k)
+    })
+}
+
+/// The one table builder: for each split tensor, the tables for the digits
+/// `digits(layout, name, dtype)` asks; tensors of one dtype share a layout,
+/// so each distinct (layout, digits) set is built once.
+pub fn tables_with(
+    c: &Container,
+    mut digits: impl FnMut(&Layout, &str, &str) -> Result<u32>,
+) -> Result<Vec<Option<Arc<Tables>>>> {
     let mut built: HashMap<(&Layout, u32), Arc<Tables>> = HashMap::new();
     c.header()
         .tensors
@@ -80,18 +103,7 @@ pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<T
             let Some(layout) = c.layout(ti) else {
                 return Ok(None);
             };
-            let k = target.unwrap_or(layout.precision);
-            if k > layout.precision {
-                return Err(Error::InvalidArgument(format!(
-                    "--target-precision {k} exceeds the {} digits stored for tensor '{}' ({})",
-                    layout.precision, t.name, t.dtype
-                )));
-            }
-            if k == 0 {
-                return Err(Error::InvalidArgument(
-                    "--target-precision 0: at least one digit must be read".into(),
-                ));
-            }
+            let k = digits(layout, &t.name, &t.dtype)?;
             Ok(Some(
                 built
                     .entry((layout, k))
@@ -333,50 +345,5 @@ impl CpuEngine {
             bytes_out: base + c.header().data_len,
             wall: started.elapsed(),
         })
-    }
-}
-
-impl padic_burst_operators::Chunk for ChunkJob {
-    fn tensor(&self) -> usize {
-        self.tensor
-    }
-    fn chunk(&self) -> usize {
-        self.chunk
-    }
-    fn output_len(&self) -> u64 {
-        self.out_len
-    }
-}
-
-/// The CPU engine's decode of one container at one target precision, behind
-/// the operators crate's `Decoder` trait (what the dataflow graph will call).
-#[derive(Debug)]
-pub struct CpuChunkDecoder<'a> {
-    container: &'a Container,
-    tables: Vec<Option<Arc<Tables>>>,
-}
-
-impl<'a> CpuChunkDecoder<'a> {
-    /// A decoder for `container` to `target` digits (`None`: every stored digit).
-    pub fn new(container: &'a Container, target: Option<u32>) -> Result<Self> {
-        Ok(CpuChunkDecoder {
-            container,
-            tables: tables_for(container, target)?,
-        })
-    }
-}
-
-impl padic_burst_operators::Decoder<ChunkJob> for CpuChunkDecoder<'_> {
-    type Error = Error;
-    fn decode(&self, chunk: &ChunkJob, out: &mut [u8]) -> Result<()> {
-        if out.len() as u64 != chunk.out_len {
-            return Err(Error::InvalidArgument(format!(
-                "output buffer of {} bytes for a chunk of {}",
-                out.len(),
-                chunk.out_len
-            )));
-        }
-        CpuEngine::decode_chunk(self.container, &self.tables, chunk, out, &mut Vec::new())
-            .map(|_| ())
     }
 }

@@ -7,6 +7,4 @@ pub mod cpu;
 pub mod cuda;
 pub mod gpu;
 
-pub use cpu::{
-    chunk_jobs, tables_for, ChunkJob, CpuChunkDecoder, CpuEngine, DecodeStats, DecodedModel,
-};
+pub use cpu::{chunk_jobs, tables_for, ChunkJob, CpuEngine, DecodeStats, DecodedModel};

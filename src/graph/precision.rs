@@ -1,11 +1,10 @@
 //! How many digits a run decodes, and the decode tables for it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::RunOptions;
 use crate::codec::Tables;
-use crate::engine::tables_for;
+use crate::engine::cpu::{tables_for, tables_with};
 use crate::error::Result;
 use crate::format::Container;
 
@@ -34,20 +33,7 @@ impl TargetPrecision {
         match *self {
             TargetPrecision::All => tables_for(c, None),
             TargetPrecision::Exactly(k) => tables_for(c, Some(k)),
-            TargetPrecision::AtMost(k) => {
-                let mut built: HashMap<(&crate::codec::Layout, u32), Arc<Tables>> = HashMap::new();
-                Ok((0..c.header().tensors.len())
-                    .map(|t| {
-                        c.layout(t).map(|l| {
-                            let k = k.min(l.precision);
-                            built
-                                .entry((l, k))
-                                .or_insert_with(|| Arc::new(Tables::new(l, k)))
-                                .clone()
-                        })
-                    })
-                    .collect())
-            }
+            TargetPrecision::AtMost(k) => tables_with(c, |l, _, _| Ok(k.min(l.precision))),
         }
     }
 }
