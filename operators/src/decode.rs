@@ -3,13 +3,11 @@
 
 use std::rc::Rc;
 
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Stream;
 use timely::progress::Timestamp;
 
+use crate::ok_err::unary_ok_err;
 use crate::{PartDecoder, RouteTag};
 
 /// Decodes routed chunks.
@@ -72,28 +70,8 @@ impl<'scope, T: Timestamp, C: Clone + 'static> Decode<'scope, T, C>
         D::Part: Clone + 'static,
         D::Error: Clone + 'static,
     {
-        let mut builder = OperatorBuilder::new("Decode".to_owned(), self.scope());
-        let mut input = builder.new_input(self, Pipeline);
-        let (ok, ok_stream) = builder.new_output();
-        let (err, err_stream) = builder.new_output();
-        let mut ok = OutputBuilder::<_, CapacityContainerBuilder<Vec<D::Part>>>::from(ok);
-        let mut err = OutputBuilder::<_, CapacityContainerBuilder<Vec<D::Error>>>::from(err);
-        builder.build(move |_| {
-            move |_frontiers| {
-                let mut ok = ok.activate();
-                let mut err = err.activate();
-                input.for_each(|cap, data| {
-                    let mut parts = ok.session(&cap);
-                    let mut failures = err.session(&cap);
-                    for result in decoder.decode_batch(std::mem::take(data)) {
-                        match result {
-                            Ok(part) => parts.give(part),
-                            Err(e) => failures.give(e),
-                        }
-                    }
-                });
-            }
-        });
-        (ok_stream, err_stream)
+        unary_ok_err(self, Pipeline, "Decode", move |data| {
+            decoder.decode_batch(std::mem::take(data))
+        })
     }
 }

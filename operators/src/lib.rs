@@ -13,6 +13,7 @@
 pub mod decode;
 pub mod ledger;
 pub mod merge;
+mod ok_err;
 pub mod route;
 pub mod source;
 

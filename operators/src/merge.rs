@@ -6,14 +6,12 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Stream;
 use timely::progress::Timestamp;
 use timely::ExchangeData;
 
+use crate::ok_err::unary_ok_err;
 use crate::{Part, Sink};
 
 /// Merges decoded parts into a sink.
@@ -77,29 +75,10 @@ impl<'scope, T: Timestamp, P: ExchangeData + Part> Merge<'scope, T, P>
         S::Receipt: Clone + 'static,
         S::Error: Clone + 'static,
     {
-        let mut builder = OperatorBuilder::new("Merge".to_owned(), self.scope());
-        let mut input = builder.new_input(self, Exchange::new(|p: &P| p.tensor() as u64));
-        let (ok, ok_stream) = builder.new_output();
-        let (err, err_stream) = builder.new_output();
-        let mut ok = OutputBuilder::<_, CapacityContainerBuilder<Vec<S::Receipt>>>::from(ok);
-        let mut err = OutputBuilder::<_, CapacityContainerBuilder<Vec<S::Error>>>::from(err);
-        builder.build(move |_| {
-            move |_frontiers| {
-                let mut ok = ok.activate();
-                let mut err = err.activate();
-                input.for_each(|cap, data| {
-                    let mut sink = sink.borrow_mut();
-                    let mut receipts = ok.session(&cap);
-                    let mut failures = err.session(&cap);
-                    for p in data.drain(..) {
-                        match sink.accept(p) {
-                            Ok(r) => receipts.give(r),
-                            Err(e) => failures.give(e),
-                        }
-                    }
-                });
-            }
-        });
-        (ok_stream, err_stream)
+        let exchange = Exchange::new(|p: &P| p.tensor() as u64);
+        unary_ok_err(self, exchange, "Merge", move |data: &mut Vec<P>| {
+            let mut sink = sink.borrow_mut();
+            data.drain(..).map(|p| sink.accept(p)).collect()
+        })
     }
 }
