@@ -111,7 +111,7 @@ pub enum Error {
     /// error); `doing` says what it was asked.
     #[error("{}{doing}: {source}", .at.as_ref().map(|a| format!("{a}: ")).unwrap_or_default())]
     Gpu {
-        at: Option<Location>,
+        at: Option<Box<Location>>,
         doing: String,
         #[source]
         source: GpuError,
@@ -296,11 +296,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let gpu = Error::Gpu {
-            at: Some(Location {
+            at: Some(Box::new(Location {
                 tensor: Some("w".into()),
                 chunk: Some(3),
                 ..Location::default()
-            }),
+            })),
             doing: "the GPU failed on 8 bytes".into(),
             source: GpuError::OutOfMemory {
                 requested: 8,

@@ -138,7 +138,7 @@ impl ChunkDecoder {
             Err(error) => {
                 return Err(Failure {
                     global: part.global,
-                    error,
+                    error: Box::new(error),
                 })
             }
         }
@@ -178,7 +178,7 @@ impl ChunkDecoder {
                 .map(|s| s.len)
                 .sum()),
             Err(source) if self.mode == Mode::GpuOnly => Err(Error::Gpu {
-                at: Some(self.place(t)),
+                at: Some(Box::new(self.place(t))),
                 doing: format!("GPU_ONLY cannot decode {} bytes on the GPU", out.len()),
                 source,
             }),
@@ -193,7 +193,7 @@ impl ChunkDecoder {
             // Anything else (a driver error, damage the kernels found) is
             // no reason to decode elsewhere: it stops the run, said.
             Err(source) => Err(Error::Gpu {
-                at: Some(self.place(t)),
+                at: Some(Box::new(self.place(t))),
                 doing: format!("the GPU failed on {} bytes", out.len()),
                 source,
             }),

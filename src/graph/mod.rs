@@ -372,7 +372,7 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
         if let Err(e) = pin_current_thread(cores[worker.index() % cores.len()]) {
             sh.state.lock().expect("merge lock").fail(Failure {
                 global: 0,
-                error: Error::InvalidArgument(format!("cpu_affinity: {e}")),
+                error: Box::new(Error::InvalidArgument(format!("cpu_affinity: {e}"))),
             });
         }
     }

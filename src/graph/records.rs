@@ -71,7 +71,8 @@ pub struct MergeReceipt {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
     pub global: usize,
-    pub error: Error,
+    /// Boxed: a record stays a few words.
+    pub error: Box<Error>,
 }
 
 impl DecodedPart {

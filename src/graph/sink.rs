@@ -46,7 +46,7 @@ impl MergeState {
     /// The run's first failure, as the error it ends with.
     pub(crate) fn take_error(&mut self) -> Result<()> {
         match self.first_error.take() {
-            Some(f) => Err(f.error),
+            Some(f) => Err(*f.error),
             None => Ok(()),
         }
     }
@@ -85,7 +85,7 @@ impl Sink<DecodedPart> for PartSink {
             };
             return Err(Failure {
                 global: p.global,
-                error,
+                error: Box::new(error),
             });
         }
         if let Some(progress) = &self.progress {

@@ -53,10 +53,10 @@ impl ResidentTensor {
         match &self.values {
             Values::Host(v) => Ok(v.clone()),
             Values::Device(d) => d.to_host().map(Arc::new).map_err(|source| Error::Gpu {
-                at: Some(Location {
+                at: Some(Box::new(Location {
                     tensor: Some(self.name.clone()),
                     ..Location::default()
-                }),
+                })),
                 doing: "copying it back".into(),
                 source,
             }),
@@ -160,7 +160,7 @@ impl Pipeline {
                 }
                 Err(source) if mode == Mode::GpuOnly => {
                     return Err(Error::Gpu {
-                        at: Some(at),
+                        at: Some(Box::new(at)),
                         doing: format!(
                             "GPU_ONLY cannot place its {} bytes on the device",
                             t.byte_len
@@ -177,7 +177,7 @@ impl Pipeline {
                 // Any other failure is no reason to decode elsewhere.
                 Err(source) => {
                     return Err(Error::Gpu {
-                        at: Some(at),
+                        at: Some(Box::new(at)),
                         doing: format!("the GPU failed on its {} bytes", t.byte_len),
                         source,
                     })
