@@ -279,20 +279,41 @@ fn demo_runs_offline_and_reports_identical_files() {
     assert_eq!(text.matches("byte-identical: yes").count(), 3, "{text}");
 }
 
+/// `padic-burst <command> <input> -o <output> <extra...>`.
+fn run_on(
+    command: &str,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    bin()
+        .arg(command)
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// Compresses the test model; the container's path.
 fn packed_model(dir: &std::path::Path) -> std::path::PathBuf {
     let (input, _) = model(dir);
     let packed = dir.join("m.padic");
-    let out = bin()
-        .arg("compress")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packed)
-        .args(["--chunk-kib", "8"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    assert!(run_on("compress", &input, &packed, &["--chunk-kib", "8"])
+        .status
+        .success());
     packed
+}
+
+/// Fails with status 2, saying `wanted` (every one) and not `unwanted`.
+fn assert_refused(out: &std::process::Output, wanted: &[&str], unwanted: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for w in wanted {
+        assert!(err.contains(w), "lacks {w:?}: {err}");
+    }
+    assert!(!err.contains(unwanted), "{err}");
 }
 
 #[test]
@@ -320,33 +341,21 @@ fn negative_and_out_of_range_numbers_name_the_flag_and_the_range() {
         ),
     ];
     for (args, flag, range) in cases {
-        let out = bin()
-            .arg("decompress")
-            .arg(&packed)
-            .arg("-o")
-            .arg(&out_path)
-            .args(&args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(flag) && err.contains(range), "{args:?}: {err}");
-        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+        let out = run_on("decompress", &packed, &out_path, &args);
+        assert_refused(&out, &[flag, range], "unexpected argument");
         assert!(!out_path.exists());
     }
-    let out = bin()
-        .arg("compress")
-        .arg(dir.path().join("model.safetensors"))
-        .arg("-o")
-        .arg(dir.path().join("p.padic"))
-        .args(["--prime", "-3"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("--prime -3") && err.contains("from 2 to 2047"),
-        "{err}"
+    let input = dir.path().join("model.safetensors");
+    let out = run_on(
+        "compress",
+        &input,
+        &dir.path().join("p.padic"),
+        &["--prime", "-3"],
+    );
+    assert_refused(
+        &out,
+        &["--prime -3", "from 2 to 2047"],
+        "unexpected argument",
     );
 }
 
@@ -375,17 +384,14 @@ fn inspect_json_into_a_closed_pipe_ends_quietly() {
 fn an_invalid_argument_is_said_once() {
     let dir = tempfile::tempdir().unwrap();
     let (input, _) = model(dir.path());
-    let out = bin()
-        .arg("compress")
-        .arg(&input)
-        .arg("-o")
-        .arg(dir.path().join("p.padic"))
-        .args(["--prime", "4"])
-        .output()
-        .unwrap();
+    let out = run_on(
+        "compress",
+        &input,
+        &dir.path().join("p.padic"),
+        &["--prime", "4"],
+    );
+    assert_refused(&out, &["--prime 4"], "invalid argument: tensor");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("--prime 4"), "{err}");
     assert_eq!(err.matches("invalid argument").count(), 1, "{err}");
 }
 
@@ -394,13 +400,7 @@ fn the_decompress_summary_counts_the_bytes_of_the_file_written() {
     let dir = tempfile::tempdir().unwrap();
     let packed = packed_model(dir.path());
     let restored = dir.path().join("r.safetensors");
-    let out = bin()
-        .arg("decompress")
-        .arg(&packed)
-        .arg("-o")
-        .arg(&restored)
-        .output()
-        .unwrap();
+    let out = run_on("decompress", &packed, &restored, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let written: u64 = err

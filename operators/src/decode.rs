@@ -7,7 +7,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::Stream;
 use timely::progress::Timestamp;
 
-use crate::ok_err::unary_ok_err;
+use crate::ok_err::{unary_ok_err, OkErr};
 use crate::{PartDecoder, RouteTag};
 
 /// Decodes routed chunks.
@@ -43,14 +43,7 @@ pub trait Decode<'scope, T: Timestamp, C> {
     /// errors.sort();
     /// assert_eq!(errors, vec!["1 is odd", "3 is odd"]);
     /// ```
-    #[allow(clippy::type_complexity)]
-    fn decode<D: PartDecoder<C>>(
-        self,
-        decoder: Rc<D>,
-    ) -> (
-        Stream<'scope, T, Vec<D::Part>>,
-        Stream<'scope, T, Vec<D::Error>>,
-    )
+    fn decode<D: PartDecoder<C>>(self, decoder: Rc<D>) -> OkErr<'scope, T, D::Part, D::Error>
     where
         D::Part: Clone + 'static,
         D::Error: Clone + 'static;
@@ -59,13 +52,7 @@ pub trait Decode<'scope, T: Timestamp, C> {
 impl<'scope, T: Timestamp, C: Clone + 'static> Decode<'scope, T, C>
     for Stream<'scope, T, Vec<(C, RouteTag)>>
 {
-    fn decode<D: PartDecoder<C>>(
-        self,
-        decoder: Rc<D>,
-    ) -> (
-        Stream<'scope, T, Vec<D::Part>>,
-        Stream<'scope, T, Vec<D::Error>>,
-    )
+    fn decode<D: PartDecoder<C>>(self, decoder: Rc<D>) -> OkErr<'scope, T, D::Part, D::Error>
     where
         D::Part: Clone + 'static,
         D::Error: Clone + 'static,

@@ -13,13 +13,14 @@
 pub mod decode;
 pub mod ledger;
 pub mod merge;
-mod ok_err;
+pub mod ok_err;
 pub mod route;
 pub mod source;
 
 pub use decode::Decode;
 pub use ledger::{Ledger, LedgerError};
 pub use merge::Merge;
+pub use ok_err::OkErr;
 pub use route::Route;
 pub use source::{Feed, WorkQueue};
 

@@ -11,7 +11,7 @@ use timely::dataflow::Stream;
 use timely::progress::Timestamp;
 use timely::ExchangeData;
 
-use crate::ok_err::unary_ok_err;
+use crate::ok_err::{unary_ok_err, OkErr};
 use crate::{Part, Sink};
 
 /// Merges decoded parts into a sink.
@@ -48,14 +48,7 @@ pub trait Merge<'scope, T: Timestamp, P> {
     /// let errors: Vec<String> = errors.extract().into_iter().flat_map(|(_, v)| v).collect();
     /// assert_eq!(errors.len(), 2);
     /// ```
-    #[allow(clippy::type_complexity)]
-    fn merge<S: Sink<P>>(
-        self,
-        sink: Rc<RefCell<S>>,
-    ) -> (
-        Stream<'scope, T, Vec<S::Receipt>>,
-        Stream<'scope, T, Vec<S::Error>>,
-    )
+    fn merge<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> OkErr<'scope, T, S::Receipt, S::Error>
     where
         S::Receipt: Clone + 'static,
         S::Error: Clone + 'static;
@@ -64,13 +57,7 @@ pub trait Merge<'scope, T: Timestamp, P> {
 impl<'scope, T: Timestamp, P: ExchangeData + Part> Merge<'scope, T, P>
     for Stream<'scope, T, Vec<P>>
 {
-    fn merge<S: Sink<P>>(
-        self,
-        sink: Rc<RefCell<S>>,
-    ) -> (
-        Stream<'scope, T, Vec<S::Receipt>>,
-        Stream<'scope, T, Vec<S::Error>>,
-    )
+    fn merge<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> OkErr<'scope, T, S::Receipt, S::Error>
     where
         S::Receipt: Clone + 'static,
         S::Error: Clone + 'static,

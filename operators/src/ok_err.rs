@@ -10,15 +10,17 @@ use timely::dataflow::Stream;
 use timely::progress::Timestamp;
 use timely::Container;
 
+/// An operator's two outputs: its `Ok`s and its `Err`s.
+pub type OkErr<'scope, T, D1, D2> = (Stream<'scope, T, Vec<D1>>, Stream<'scope, T, Vec<D2>>);
+
 /// An operator named `name` that reads `stream` through `pact` and turns
 /// each received container into results with `logic`.
-#[allow(clippy::type_complexity)]
 pub(crate) fn unary_ok_err<'scope, T, C, P, D1, D2, L>(
     stream: Stream<'scope, T, C>,
     pact: P,
     name: &str,
     mut logic: L,
-) -> (Stream<'scope, T, Vec<D1>>, Stream<'scope, T, Vec<D2>>)
+) -> OkErr<'scope, T, D1, D2>
 where
     T: Timestamp,
     C: Container,
