@@ -64,7 +64,7 @@ pub struct CompressArgs {
     #[arg(long)]
     pub lossy: bool,
     /// Decoded KiB per chunk.
-    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = whole::<u32>("--chunk-kib", 1, u32::MAX.into()))]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = whole::<u32>("--chunk-kib", 1, (crate::format::MAX_CHUNK_BYTES / 1024).into()))]
     pub chunk_kib: u32,
 }
 

@@ -357,6 +357,17 @@ fn negative_and_out_of_range_numbers_name_the_flag_and_the_range() {
         &["--prime -3", "from 2 to 2047"],
         "unexpected argument",
     );
+    let out = run_on(
+        "compress",
+        &input,
+        &dir.path().join("p.padic"),
+        &["--chunk-kib", "-1"],
+    );
+    assert_refused(
+        &out,
+        &["--chunk-kib -1", "from 1 to 262144"],
+        "unexpected argument",
+    );
 }
 
 #[test]
@@ -388,9 +399,10 @@ fn an_invalid_argument_is_said_once() {
         "compress",
         &input,
         &dir.path().join("p.padic"),
-        &["--prime", "4"],
+        &["--precision", "3"],
     );
-    assert_refused(&out, &["--prime 4"], "invalid argument: tensor");
+    // Too few digits for BF16: said of the first tensor, prefixed once.
+    assert_refused(&out, &["--precision 3", "tensor 'w'"], "panicked");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("invalid argument").count(), 1, "{err}");
 }
