@@ -144,7 +144,8 @@ impl Pipeline {
             }
             let attempt = match &tables[i] {
                 Some(tab) => gpu.decode_to_device(c, tab, i),
-                None => passthrough_bytes(c, i).and_then(|b| gpu.upload(&b)),
+                // A damaged stored tensor is the container's error, not the GPU's.
+                None => gpu.upload(&passthrough_bytes(c, i)?),
             };
             match attempt {
                 Ok(buf) => {
@@ -216,14 +217,11 @@ impl Pipeline {
 }
 
 /// The bytes of a tensor stored as it was (not a float).
-fn passthrough_bytes(c: &Container, tensor: usize) -> std::result::Result<Vec<u8>, GpuError> {
+fn passthrough_bytes(c: &Container, tensor: usize) -> Result<Vec<u8>> {
     let t = &c.header().tensors[tensor];
     let mut v = Vec::with_capacity(t.byte_len as usize);
     for k in 0..t.chunks.len() {
-        let secs = c
-            .sections(tensor, k, 1)
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
-        v.extend_from_slice(secs[0]);
+        v.extend_from_slice(c.sections(tensor, k, 1)?[0]);
     }
     Ok(v)
 }
