@@ -1,13 +1,22 @@
-//! The command line: flags and what each command does.
+//! The command line: flags, and one function per command.
+//!
+//! Exit statuses ([`crate::Error::exit_code`]): 0 success, 1 I/O and
+//! environment (the disk, the GPU), 2 bad input or arguments (clap's usage
+//! errors included), 3 an internal fault.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::compress::{compress_file, CompressOptions};
+use crate::config::{Config, ConfigLayer};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::inspect;
+use crate::pipeline::Pipeline;
+use crate::pressure::Trace;
 use crate::progress::Progress;
 
 /// Streams compressed neural-network weights (a p-adic container) and decodes them bit-exact.
@@ -24,400 +33,417 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Compress a safetensors file into a p-adic container.
-    Compress {
-        /// The safetensors file to read.
-        input: PathBuf,
-        /// The container to write.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Base of the digit expansion of each fraction (a prime below 2048).
-        #[arg(long, default_value_t = 2)]
-        prime: u32,
-        /// Digits kept per value [default: every digit, exact for each dtype].
-        #[arg(long)]
-        precision: Option<u32>,
-        /// Allow --precision to drop low digits (inspect reports the largest error).
-        #[arg(long)]
-        lossy: bool,
-        /// Decoded KiB per chunk.
-        #[arg(long, default_value_t = 1024)]
-        chunk_kib: u32,
-    },
+    Compress(CompressArgs),
     /// Decompress a container into a safetensors file.
-    Decompress {
-        /// The container to read.
-        input: PathBuf,
-        /// The safetensors file to write.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Decode only the leading K digits of each fraction (reads fewer planes) [default: all stored].
-        #[arg(long)]
-        target_precision: Option<u32>,
-        /// Decode workers (timely worker threads) [default: num_cpu_workers, one per core].
-        #[arg(long)]
-        workers: Option<usize>,
-        /// auto, gpu-only, cpu-only or hybrid.
-        #[arg(long, default_value = "auto")]
-        mode: crate::policy::Mode,
-        /// TOML configuration (defaults < file < SARAPHIS_* environment < flags).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Replay routing from recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
-        #[arg(long)]
-        pressure_trace: Option<PathBuf>,
-        /// Virtual milliseconds between consecutive chunks in a replay.
-        #[arg(long, default_value_t = 10)]
-        replay_step_ms: u64,
-        /// Sample GPU memory live (NVML, every sample_interval_ms) and write the samples as a trace CSV that --pressure-trace replays.
-        #[arg(long, conflicts_with = "pressure_trace")]
-        record_pressure: Option<PathBuf>,
-        /// Write the run's statistics as JSON.
-        #[arg(long)]
-        stats_json: Option<PathBuf>,
-        /// Write the HdrHistogram percentile distribution per route.
-        #[arg(long)]
-        histogram_out: Option<PathBuf>,
-        /// Write, per chunk part, which engine decoded which byte range (CSV).
-        #[arg(long)]
-        placement_log: Option<PathBuf>,
-        /// Timely's own arguments, after `--` (`-w 2`).
-        #[arg(last = true)]
-        timely: Vec<String>,
-    },
+    Decompress(DecompressArgs),
     /// Show per-tensor sizes and ratios of a container.
-    Inspect {
-        /// The container to read.
-        input: PathBuf,
-        /// Print JSON (keys: tensors, original_bytes, compressed_bytes, ratio).
-        #[arg(long)]
-        json: bool,
-    },
+    Inspect(InspectArgs),
     /// Print the routing decisions a run would take under a recorded pressure trace (JSON lines), without decoding.
-    Plan {
-        /// The container to plan.
-        input: PathBuf,
-        /// Recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
-        #[arg(long)]
-        pressure_trace: PathBuf,
-        /// auto, gpu-only, cpu-only or hybrid.
-        #[arg(long, default_value = "auto")]
-        mode: crate::policy::Mode,
-        /// TOML configuration (defaults < file < SARAPHIS_* environment).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Virtual milliseconds between consecutive chunks.
-        #[arg(long, default_value_t = 10)]
-        replay_step_ms: u64,
-    },
+    Plan(PlanArgs),
     /// Measure compression, decoding in each mode, the graph's overhead, peers and policy scenarios.
-    Bench {
-        /// A safetensors file [default: a generated model, see --synthetic].
-        input: Option<PathBuf>,
-        /// Size in MB of a generated model with per-tensor scales [default: 64, 16 with --quick].
-        #[arg(long, conflicts_with = "input")]
-        synthetic: Option<f64>,
-        /// The generated model's dtype, and the dtype ZipNN reads the file as: bf16, f16 or f32 [default: a file's main float dtype; bf16 for a generated model].
-        #[arg(long)]
-        dtype: Option<String>,
-        /// Timed runs per figure, after one warm-up [default: 5, 2 with --quick].
-        #[arg(long)]
-        repeat: Option<usize>,
-        /// Worker counts, comma-separated [default: 1 and all cores; all cores with --quick].
-        #[arg(long, value_delimiter = ',')]
-        workers: Option<Vec<usize>>,
-        /// Target precisions, comma-separated: `all`, `half` or a digit count [default: all,half; all with --quick].
-        #[arg(long, value_delimiter = ',')]
-        target_precision: Option<Vec<String>>,
-        /// Modes, comma-separated [default: cpu-only,auto,hybrid,gpu-only; gpu-only only with a GPU].
-        #[arg(long, value_delimiter = ',')]
-        modes: Option<Vec<crate::policy::Mode>>,
-        /// Skip the peers (zstd, lz4, ZipNN).
-        #[arg(long)]
-        no_peers: bool,
-        /// The Python that has `zipnn` [default: $PADIC_ZIPNN_PYTHON, .venv-peers/bin/python, python3].
-        #[arg(long)]
-        zipnn_python: Option<PathBuf>,
-        /// Pressure traces to replay, CSV files [default: the four in benches/traces/, built in].
-        #[arg(long, value_delimiter = ',')]
-        traces: Option<Vec<PathBuf>>,
-        /// Write every figure, with the machine, as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write plots (throughput per mode and peer, latency curves per route) into this folder.
-        #[arg(long)]
-        svg: Option<PathBuf>,
-        /// A run under a minute: 16 MB, 2 runs, all cores, every digit only.
-        #[arg(long)]
-        quick: bool,
-    },
+    Bench(BenchArgs),
     /// Compress and decompress a generated model offline and say what happened.
-    Demo {
-        /// Parameters per dtype of the generated model.
-        #[arg(long, default_value_t = 4_000_000)]
-        params: usize,
-        /// CPU worker threads [default: one per core].
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Folder for the demo's files [default: a fresh temporary folder, removed afterwards].
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    Demo(DemoArgs),
+}
+
+/// The arguments of `compress`.
+#[derive(Debug, Args)]
+pub struct CompressArgs {
+    /// The safetensors file to read.
+    pub input: PathBuf,
+    /// The container to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Base of the digit expansion of each fraction (a prime below 2048).
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = whole::<u32>("--prime", 2, 2047))]
+    pub prime: u32,
+    /// Digits kept per value [default: every digit, exact for each dtype].
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>("--precision", 1, u32::MAX.into()))]
+    pub precision: Option<u32>,
+    /// Allow --precision to drop low digits (inspect reports the largest error).
+    #[arg(long)]
+    pub lossy: bool,
+    /// Decoded KiB per chunk.
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = whole::<u32>("--chunk-kib", 1, (crate::format::MAX_CHUNK_BYTES / 1024).into()))]
+    pub chunk_kib: u32,
+}
+
+/// The arguments of `decompress`.
+#[derive(Debug, Args)]
+pub struct DecompressArgs {
+    /// The container to read.
+    pub input: PathBuf,
+    /// The safetensors file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Decode only the leading K digits of each fraction (reads fewer planes) [default: all stored].
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<u32>("--target-precision", 1, u32::MAX.into()))]
+    pub target_precision: Option<u32>,
+    /// Decode workers (timely worker threads) [default: num_cpu_workers, one per core].
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("--workers", 1, u32::MAX.into()))]
+    pub workers: Option<usize>,
+    /// auto, gpu-only, cpu-only or hybrid.
+    #[arg(long, default_value = "auto")]
+    pub mode: crate::policy::Mode,
+    /// TOML configuration (defaults < file < SARAPHIS_* environment < flags).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Replay routing from recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
+    #[arg(long)]
+    pub pressure_trace: Option<PathBuf>,
+    /// Virtual milliseconds between consecutive chunks in a replay.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = whole::<u64>("--replay-step-ms", 0, u64::MAX.into()))]
+    pub replay_step_ms: u64,
+    /// Sample GPU memory live (NVML, every sample_interval_ms) and write the samples as a trace CSV that --pressure-trace replays.
+    #[arg(long, conflicts_with = "pressure_trace")]
+    pub record_pressure: Option<PathBuf>,
+    /// Write the run's statistics as JSON.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+    /// Write the HdrHistogram percentile distribution per route.
+    #[arg(long)]
+    pub histogram_out: Option<PathBuf>,
+    /// Write, per chunk part, which engine decoded which byte range (CSV).
+    #[arg(long)]
+    pub placement_log: Option<PathBuf>,
+    /// Timely's own arguments, after `--` (`-w 2`).
+    #[arg(last = true)]
+    pub timely: Vec<String>,
+}
+
+/// The arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The container to read.
+    pub input: PathBuf,
+    /// Print JSON (keys: tensors, original_bytes, compressed_bytes, ratio).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The arguments of `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The container to plan.
+    pub input: PathBuf,
+    /// Recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
+    #[arg(long)]
+    pub pressure_trace: PathBuf,
+    /// auto, gpu-only, cpu-only or hybrid.
+    #[arg(long, default_value = "auto")]
+    pub mode: crate::policy::Mode,
+    /// TOML configuration (defaults < file < SARAPHIS_* environment).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Virtual milliseconds between consecutive chunks.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = whole::<u64>("--replay-step-ms", 0, u64::MAX.into()))]
+    pub replay_step_ms: u64,
+}
+
+/// The arguments of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A safetensors file [default: a generated model, see --synthetic].
+    pub input: Option<PathBuf>,
+    /// Size in MB of a generated model with per-tensor scales [default: 64, 16 with --quick].
+    #[arg(long, conflicts_with = "input", allow_negative_numbers = true, value_parser = above_zero("--synthetic"))]
+    pub synthetic: Option<f64>,
+    /// The generated model's dtype, and the dtype ZipNN reads the file as: bf16, f16 or f32 [default: a file's main float dtype; bf16 for a generated model].
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Timed runs per figure, after one warm-up [default: 5, 2 with --quick].
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("--repeat", 1, u32::MAX.into()))]
+    pub repeat: Option<usize>,
+    /// Worker counts, comma-separated [default: 1 and all cores; all cores with --quick].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, value_parser = whole::<usize>("--workers", 1, u32::MAX.into()))]
+    pub workers: Option<Vec<usize>>,
+    /// Target precisions, comma-separated: `all`, `half` or a digit count [default: all,half; all with --quick].
+    #[arg(long, value_delimiter = ',')]
+    pub target_precision: Option<Vec<String>>,
+    /// Modes, comma-separated [default: cpu-only,auto,hybrid,gpu-only; gpu-only only with a GPU].
+    #[arg(long, value_delimiter = ',')]
+    pub modes: Option<Vec<crate::policy::Mode>>,
+    /// Skip the peers (zstd, lz4, ZipNN).
+    #[arg(long)]
+    pub no_peers: bool,
+    /// The Python that has `zipnn` [default: $PADIC_ZIPNN_PYTHON, .venv-peers/bin/python, python3].
+    #[arg(long)]
+    pub zipnn_python: Option<PathBuf>,
+    /// Pressure traces to replay, CSV files [default: the four in benches/traces/, built in].
+    #[arg(long, value_delimiter = ',')]
+    pub traces: Option<Vec<PathBuf>>,
+    /// Write every figure, with the machine, as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write plots (throughput per mode and peer, latency curves per route) into this folder.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// A run under a minute: 16 MB, 2 runs, all cores, every digit only.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// The arguments of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Parameters per dtype of the generated model.
+    #[arg(long, default_value_t = 4_000_000, allow_negative_numbers = true, value_parser = whole::<usize>("--params", 1, u64::MAX.into()))]
+    pub params: usize,
+    /// CPU worker threads [default: one per core].
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("--workers", 1, u32::MAX.into()))]
+    pub workers: Option<usize>,
+    /// Folder for the demo's files [default: a fresh temporary folder, removed afterwards].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// A parser for a whole-number flag in `min..=max`: a value out of range
+/// (a negative one included) is refused naming the flag and the range.
+fn whole<T>(
+    flag: &'static str,
+    min: i128,
+    max: i128,
+) -> impl Fn(&str) -> std::result::Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: TryFrom<i128> + Clone + Send + Sync + 'static,
+{
+    move |s: &str| {
+        let range = if max >= i128::from(u32::MAX) {
+            format!("a whole number, at least {min}")
+        } else {
+            format!("a whole number from {min} to {max}")
+        };
+        s.trim()
+            .parse::<i128>()
+            .ok()
+            .filter(|v| (min..=max).contains(v))
+            .and_then(|v| T::try_from(v).ok())
+            .ok_or_else(|| format!("{flag} {s}: expected {range}"))
+    }
+}
+
+/// A parser for a flag that takes a number above 0.
+fn above_zero(
+    flag: &'static str,
+) -> impl Fn(&str) -> std::result::Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| format!("{flag} {s}: expected a number above 0"))
+    }
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    let progress = Progress::new(!cli.quiet);
+    let quiet = cli.quiet;
     match cli.command {
-        Command::Compress {
-            input,
-            output,
-            prime,
-            precision,
-            lossy,
-            chunk_kib,
-        } => {
-            let opts = CompressOptions {
-                prime,
-                precision,
-                lossy,
-                chunk_kib,
-            };
-            let s = compress_file(&input, &output, &opts, &progress)?;
-            eprintln!(
-                "{}: {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
-                output.display(),
-                s.tensors,
-                s.chunks,
-                s.original_bytes,
-                s.compressed_bytes,
-                s.compressed_bytes as f64 / s.original_bytes.max(1) as f64
-            );
-        }
-        Command::Decompress {
-            input,
-            output,
-            target_precision,
-            workers,
-            mode,
-            config,
-            pressure_trace,
-            replay_step_ms,
-            record_pressure,
-            stats_json,
-            histogram_out,
-            placement_log,
-            timely,
-        } => {
-            let flags = crate::config::ConfigLayer {
-                num_cpu_workers: workers.map(|w| w as i64),
-                ..Default::default()
-            };
-            if workers == Some(0) {
-                return Err(Error::InvalidArgument(
-                    "--workers 0: at least one worker is needed".into(),
-                ));
-            }
-            let cfg = crate::config::Config::load(config.as_deref(), flags)?;
-            let c = std::sync::Arc::new(Container::open(&input)?);
-            let mut opts = crate::pipeline::RunOptions::new(mode, cfg);
-            opts.target_precision = target_precision;
-            opts.trace = pressure_trace
-                .as_deref()
-                .map(crate::pressure::Trace::load)
-                .transpose()?;
-            opts.replay_step_ms = replay_step_ms;
-            let (device, interval) = (opts.config.gpu_device, opts.config.sample_interval_ms);
-            if mode != crate::policy::Mode::CpuOnly {
-                match crate::engine::gpu::open(device) {
-                    Ok(engine) => {
-                        eprintln!("GPU: {}", engine.describe());
-                        engine.set_reserve_mb(opts.config.gpu_memory_threshold_mb);
-                        opts.gpu = Some(engine);
-                    }
-                    Err(why) => opts.gpu_absent = Some(why),
-                }
-            }
-            if record_pressure.is_some() {
-                opts.pressure = Some(crate::pressure::live(device, interval)?);
-            } else if let (Some(engine), None) = (&opts.gpu, &opts.trace) {
-                let (source, note) = crate::pressure::for_engine(engine.clone(), device, interval);
-                if let Some(note) = note {
-                    eprintln!("note: {note}");
-                }
-                opts.pressure = Some(source);
-            }
-            opts.timely_args = timely;
-            opts.placement_log = placement_log;
-            let _ = &progress;
-            let s = crate::pipeline::decompress_file(c, &output, &opts)?;
-            for note in &s.notes {
-                eprintln!("note: {note}");
-            }
-            if let (Some(path), Some(source)) = (&record_pressure, &opts.pressure) {
-                let n = crate::pressure::record(source.as_ref(), path)?;
-                eprintln!("{}: {n} memory samples", path.display());
-            }
-            if let Some(path) = &stats_json {
-                let json = serde_json::to_string_pretty(&s)
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                crate::output::write_atomic(path, json.as_bytes())?;
-            }
-            if let Some(path) = &histogram_out {
-                crate::output::write_atomic(path, s.histogram_text.as_bytes())?;
-            }
-            eprintln!(
-                "{}: {} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s ({:.2} GB/s)",
-                output.display(),
-                s.total_decompressions,
-                s.gpu_decompressions,
-                s.cpu_decompressions,
-                s.hybrid_decompressions,
-                s.bytes_in,
-                s.bytes_out,
-                s.wall_time_s,
-                s.bytes_out as f64 / s.wall_time_s.max(1e-9) / 1e9
-            );
-        }
-        Command::Inspect { input, json } => {
-            let c = Container::open(&input)?;
-            let r = inspect::inspect(&c);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&r)
-                        .map_err(|e| Error::InvalidArgument(e.to_string()))?
-                );
-            } else {
-                print!("{}", inspect::render(&r));
-            }
-        }
-        Command::Plan {
-            input,
-            pressure_trace,
-            mode,
-            config,
-            replay_step_ms,
-        } => {
-            let cfg = crate::config::Config::load(
-                config.as_deref(),
-                crate::config::ConfigLayer::default(),
-            )?;
-            let trace = crate::pressure::Trace::load(&pressure_trace)?;
-            let c = Container::open(&input)?;
-            let (lines, summary) =
-                crate::plan::plan(&c, &trace, mode, cfg.policy(), replay_step_ms);
-            let json = |r: serde_json::Result<String>| {
-                r.map_err(|e| Error::InvalidArgument(e.to_string()))
-            };
-            let mut out = String::new();
-            for l in &lines {
-                out += &json(serde_json::to_string(l))?;
-                out.push('\n');
-            }
-            out += &json(serde_json::to_string(&summary))?;
-            out.push('\n');
-            use std::io::Write;
-            std::io::stdout()
-                .lock()
-                .write_all(out.as_bytes())
-                .map_err(|e| Error::io("<stdout>", e))?;
-        }
-        Command::Bench {
-            input,
-            synthetic,
-            dtype,
-            repeat,
-            workers,
-            target_precision,
-            modes,
-            no_peers,
-            zipnn_python,
-            traces,
-            json,
-            svg,
-            quick,
-        } => {
-            let mut o = crate::bench::BenchOptions::new(quick);
-            o.input = input;
-            if let Some(mb) = synthetic {
-                o.synthetic_mb = mb;
-            }
-            o.dtype = match (dtype, &o.input) {
-                (Some(d), _) => d,
-                (None, Some(path)) => crate::bench::main_float_dtype(path)?,
-                (None, None) => "bf16".into(),
-            };
-            if let Some(r) = repeat {
-                o.repeat = r;
-            }
-            if let Some(w) = workers {
-                o.workers = w;
-            }
-            if let Some(t) = target_precision {
-                o.targets = t
-                    .iter()
-                    .map(|s| match s.as_str() {
-                        "all" | "full" => Ok(None),
-                        "half" => Ok(Some(0)),
-                        n => match n.parse::<u32>() {
-                            Ok(k) if k > 0 => Ok(Some(k)),
-                            _ => Err(Error::InvalidArgument(format!(
-                                "--target-precision {n}: expected all, half or a digit count of at least 1"
-                            ))),
-                        },
-                    })
-                    .collect::<Result<_>>()?;
-            }
-            if let Some(m) = modes {
-                o.modes = m;
-            }
-            o.peers = !no_peers;
-            o.zipnn_python = zipnn_python;
-            if let Some(files) = traces {
-                o.traces = files
-                    .iter()
-                    .map(|f| {
-                        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
-                        let name = f
-                            .file_stem()
-                            .map_or("trace".into(), |s| s.to_string_lossy().into_owned());
-                        Ok((name, text))
-                    })
-                    .collect::<Result<_>>()?;
-            }
-            let report = crate::bench::run(&o, &Progress::steps(!cli.quiet))?;
-            print!("{}", crate::bench::render(&report));
-            if let Some(path) = &json {
-                let text = serde_json::to_string_pretty(&report)
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                crate::output::write_atomic(path, text.as_bytes())?;
-            }
-            if let Some(dir) = &svg {
-                for f in crate::bench::svg::write(&report, dir)? {
-                    eprintln!("wrote {}", f.display());
-                }
-            }
-        }
-        Command::Demo {
-            params,
-            workers,
-            dir,
-        } => {
-            let (_guard, dir) = match dir {
-                Some(d) => {
-                    std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-                    (None, d)
-                }
-                None => {
-                    let d = std::env::temp_dir()
-                        .join(format!("padic-burst-demo-{}", std::process::id()));
-                    std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
-                    (Some(RemoveOnDrop(d.clone())), d)
-                }
-            };
-            crate::demo::run(&dir, params, workers)?;
+        Command::Compress(a) => compress(a, quiet),
+        Command::Decompress(a) => decompress(a, quiet),
+        Command::Inspect(a) => inspect(a),
+        Command::Plan(a) => plan(a),
+        Command::Bench(a) => bench(a, quiet),
+        Command::Demo(a) => demo(a),
+    }
+}
+
+/// Writes `text` to standard output; a reader that has gone (`| head`) ends
+/// the output quietly, not as an error.
+fn print_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("<stdout>", e)),
+        _ => Ok(()),
+    }
+}
+
+/// `value` as JSON (what serializes our own reports cannot fail on).
+fn json(value: &impl serde::Serialize, pretty: bool) -> Result<String> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    text.map_err(|e| Error::Internal(format!("writing JSON: {e}")))
+}
+
+fn compress(a: CompressArgs, quiet: bool) -> Result<()> {
+    let opts = CompressOptions {
+        prime: a.prime,
+        precision: a.precision,
+        lossy: a.lossy,
+        chunk_kib: a.chunk_kib,
+    };
+    let s = compress_file(&a.input, &a.output, &opts, &Progress::new(!quiet))?;
+    eprintln!(
+        "{}: {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
+        a.output.display(),
+        s.tensors,
+        s.chunks,
+        s.original_bytes,
+        s.compressed_bytes,
+        s.compressed_bytes as f64 / s.original_bytes.max(1) as f64
+    );
+    Ok(())
+}
+
+fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
+    let flags = ConfigLayer {
+        num_cpu_workers: a.workers.map(|w| w as i64),
+        ..Default::default()
+    };
+    let cfg = Config::load(a.config.as_deref(), flags)?;
+    let c = Arc::new(Container::open(&a.input)?);
+    let mut pipeline = Pipeline::with_mode(cfg, a.mode);
+    if let Some(gpu) = pipeline.gpu_description() {
+        eprintln!("GPU: {gpu}");
+    }
+    if let Some(path) = &a.pressure_trace {
+        pipeline = pipeline.with_trace(Trace::load(path)?, a.replay_step_ms);
+    } else if a.record_pressure.is_some() {
+        pipeline = pipeline.with_live_pressure()?;
+    } else {
+        for note in pipeline.setup_notes() {
+            eprintln!("note: {note}");
         }
     }
+    let pipeline = pipeline
+        .with_timely_args(a.timely)
+        .with_placement_log(a.placement_log)
+        .with_progress(Arc::new(Progress::new(!quiet)));
+    let s = pipeline.decompress_to_file(&c, &a.output, a.target_precision)?;
+    for note in &s.notes {
+        eprintln!("note: {note}");
+    }
+    if let (Some(path), Some(source)) = (&a.record_pressure, pipeline.pressure()) {
+        let n = crate::pressure::record(source.as_ref(), path)?;
+        eprintln!("{}: {n} memory samples", path.display());
+    }
+    if let Some(path) = &a.stats_json {
+        crate::output::write_atomic(path, json(&s, true)?.as_bytes())?;
+    }
+    if let Some(path) = &a.histogram_out {
+        crate::output::write_atomic(path, s.histogram_text.as_bytes())?;
+    }
+    // The file written: its preamble and its data (in a cluster, only
+    // process 0 renames it into place).
+    let written = std::fs::metadata(&a.output).map_or(s.bytes_out, |m| m.len());
+    eprintln!(
+        "{}: {} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s ({:.2} GB/s)",
+        a.output.display(),
+        s.total_decompressions,
+        s.gpu_decompressions,
+        s.cpu_decompressions,
+        s.hybrid_decompressions,
+        s.bytes_in,
+        written,
+        s.wall_time_s,
+        written as f64 / s.wall_time_s.max(1e-9) / 1e9
+    );
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let c = Container::open(&a.input)?;
+    let r = inspect::inspect(&c);
+    if a.json {
+        print_stdout(&(json(&r, true)? + "\n"))
+    } else {
+        print_stdout(&inspect::render(&r))
+    }
+}
+
+fn plan(a: PlanArgs) -> Result<()> {
+    let cfg = Config::load(a.config.as_deref(), ConfigLayer::default())?;
+    let trace = Trace::load(&a.pressure_trace)?;
+    let c = Container::open(&a.input)?;
+    let (lines, summary) = crate::plan::plan(&c, &trace, a.mode, cfg.policy(), a.replay_step_ms);
+    let mut out = String::new();
+    for l in &lines {
+        out += &json(l, false)?;
+        out.push('\n');
+    }
+    out += &json(&summary, false)?;
+    out.push('\n');
+    print_stdout(&out)
+}
+
+fn bench(a: BenchArgs, quiet: bool) -> Result<()> {
+    let mut o = crate::bench::BenchOptions::new(a.quick);
+    o.input = a.input;
+    if let Some(mb) = a.synthetic {
+        o.synthetic_mb = mb;
+    }
+    o.dtype = match (a.dtype, &o.input) {
+        (Some(d), _) => d,
+        (None, Some(path)) => crate::bench::main_float_dtype(path)?,
+        (None, None) => "bf16".into(),
+    };
+    if let Some(r) = a.repeat {
+        o.repeat = r;
+    }
+    if let Some(w) = a.workers {
+        o.workers = w;
+    }
+    if let Some(t) = a.target_precision {
+        o.targets = t
+            .iter()
+            .map(|s| match s.as_str() {
+                "all" | "full" => Ok(None),
+                "half" => Ok(Some(0)),
+                n => match n.parse::<u32>() {
+                    Ok(k) if k > 0 => Ok(Some(k)),
+                    _ => Err(Error::InvalidArgument(format!(
+                        "--target-precision {n}: expected all, half or a digit count of at least 1"
+                    ))),
+                },
+            })
+            .collect::<Result<_>>()?;
+    }
+    if let Some(m) = a.modes {
+        o.modes = m;
+    }
+    o.peers = !a.no_peers;
+    o.zipnn_python = a.zipnn_python;
+    if let Some(files) = a.traces {
+        o.traces = files
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+                let name = f
+                    .file_stem()
+                    .map_or("trace".into(), |s| s.to_string_lossy().into_owned());
+                Ok((name, text))
+            })
+            .collect::<Result<_>>()?;
+    }
+    let report = crate::bench::run(&o, &Progress::steps(!quiet))?;
+    print_stdout(&crate::bench::render(&report))?;
+    if let Some(path) = &a.json {
+        crate::output::write_atomic(path, json(&report, true)?.as_bytes())?;
+    }
+    if let Some(dir) = &a.svg {
+        for f in crate::bench::svg::write(&report, dir)? {
+            eprintln!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn demo(a: DemoArgs) -> Result<()> {
+    let (_guard, dir) = match a.dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            (None, d)
+        }
+        None => {
+            let d = std::env::temp_dir().join(format!("padic-burst-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            (Some(RemoveOnDrop(d.clone())), d)
+        }
+    };
+    crate::demo::run(&dir, a.params, a.workers)?;
     Ok(())
 }
 

@@ -125,9 +125,8 @@ pub fn compress_file(
     for (name, dtype, ..) in &src.tensors {
         layouts.push(match FloatKind::from_name(dtype) {
             Some(kind) => Some(
-                Layout::new(kind, opts.prime, opts.precision, opts.lossy).map_err(|e| {
-                    Error::InvalidArgument(format!("tensor '{name}' ({dtype}): {e}"))
-                })?,
+                Layout::new(kind, opts.prime, opts.precision, opts.lossy)
+                    .map_err(|e| e.context(format_args!("tensor '{name}' ({dtype})")))?,
             ),
             None => None,
         });

@@ -528,3 +528,24 @@ impl Config {
         }
     }
 }
+
+// ---- PADIC_CLUSTER_CONNECT_TIMEOUT_S ----
+
+/// How long a cluster process waits for the others to connect:
+/// `PADIC_CLUSTER_CONNECT_TIMEOUT_S` seconds, 60 by default.
+pub fn cluster_connect_timeout() -> Result<std::time::Duration> {
+    match std::env::var("PADIC_CLUSTER_CONNECT_TIMEOUT_S") {
+        Err(_) => Ok(std::time::Duration::from_secs(60)),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "PADIC_CLUSTER_CONNECT_TIMEOUT_S={v:?}: expected a number of seconds above 0"
+                ))
+            }),
+    }
+}

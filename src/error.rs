@@ -3,13 +3,29 @@
 //! Every error says what was expected, what was found and where: the file, and
 //! where it applies the tensor, the chunk, the section and the byte offset.
 //! [`Error::exit_code`] maps an error to the command line's exit status: 2 for
-//! bad input (a file that is not what it claims, a bad argument), 1 for the
-//! rest (the disk, the operating system).
+//! bad input (a file that is not what it claims, a bad argument), 1 for I/O
+//! and the environment (the disk, the operating system, the GPU), 3 for an
+//! internal fault (a timely error, a dead worker, a broken invariant).
+//!
+//! Errors are data: they travel through the dataflow graph as records (an
+//! operator's error output), between processes too, so they are `Clone` and
+//! serializable; an I/O error keeps its OS error code, and with it its kind.
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
+use crate::engine::gpu::GpuError;
+
+/// Exit status for bad input or arguments.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit status for I/O and environment failures.
+pub const EXIT_ENVIRONMENT: i32 = 1;
+/// Exit status for an internal fault.
+pub const EXIT_INTERNAL: i32 = 3;
+
 /// Where in a container a problem was found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Location {
     /// The tensor's name, when the problem belongs to one tensor.
     pub tensor: Option<String>,
@@ -49,7 +65,7 @@ impl std::fmt::Display for Location {
 }
 
 /// Errors of the codec, the container and the engines.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing a file failed.
@@ -57,6 +73,7 @@ pub enum Error {
     Io {
         path: PathBuf,
         #[source]
+        #[serde(with = "io_error")]
         source: std::io::Error,
     },
     /// The file does not start with the container's magic bytes.
@@ -90,14 +107,135 @@ pub enum Error {
     /// the container lifts this into [`Error::Corrupt`] with the file and place).
     #[error("{0}")]
     Decode(String),
+    /// The GPU failed on a decode (an out-of-memory the CPU took over is no
+    /// error); `doing` says what it was asked.
+    #[error("{}{doing}: {source}", .at.as_ref().map(|a| format!("{a}: ")).unwrap_or_default())]
+    Gpu {
+        at: Option<Box<Location>>,
+        doing: String,
+        #[source]
+        source: GpuError,
+    },
+    /// A fault of padic-burst itself, not of its input or its environment:
+    /// a timely error, a dead worker, a part placed twice or lost.
+    #[error("internal fault: {0}")]
+    Internal(String),
+}
+
+impl From<GpuError> for Error {
+    fn from(source: GpuError) -> Self {
+        Error::Gpu {
+            at: None,
+            doing: "the GPU failed".into(),
+            source,
+        }
+    }
+}
+
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        match self {
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: io_error::copy(source),
+            },
+            Error::NotContainer {
+                path,
+                expected,
+                found,
+            } => Error::NotContainer {
+                path: path.clone(),
+                expected: expected.clone(),
+                found: found.clone(),
+            },
+            Error::Version {
+                path,
+                found,
+                supported,
+            } => Error::Version {
+                path: path.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            Error::Corrupt { path, at, what } => Error::Corrupt {
+                path: path.clone(),
+                at: at.clone(),
+                what: what.clone(),
+            },
+            Error::Safetensors { path, what } => Error::Safetensors {
+                path: path.clone(),
+                what: what.clone(),
+            },
+            Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
+            Error::Decode(s) => Error::Decode(s.clone()),
+            Error::Gpu { at, doing, source } => Error::Gpu {
+                at: at.clone(),
+                doing: doing.clone(),
+                source: source.clone(),
+            },
+            Error::Internal(s) => Error::Internal(s.clone()),
+        }
+    }
+}
+
+/// An I/O error as data: its OS error code where it has one (which restores
+/// its kind and message), else its message.
+mod io_error {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        os: Option<i32>,
+        message: String,
+    }
+
+    pub(super) fn copy(e: &std::io::Error) -> std::io::Error {
+        match e.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(e.kind(), e.to_string()),
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(e: &std::io::Error, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            os: e.raw_os_error(),
+            message: e.to_string(),
+        }
+        .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::io::Error, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Ok(match w.os {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::other(w.message),
+        })
+    }
 }
 
 impl Error {
     /// The command line's exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Io { .. } => 1,
-            _ => 2,
+            Error::Io { .. } | Error::Gpu { .. } => EXIT_ENVIRONMENT,
+            Error::Internal(_) => EXIT_INTERNAL,
+            Error::NotContainer { .. }
+            | Error::Version { .. }
+            | Error::Corrupt { .. }
+            | Error::Safetensors { .. }
+            | Error::InvalidArgument(_)
+            | Error::Decode(_) => EXIT_BAD_INPUT,
+        }
+    }
+
+    /// This error, said of `what` (a tensor, a file): an invalid argument or
+    /// an undecodable chunk keeps its kind and gains the prefix once; errors
+    /// that already name their file and place stay as they are.
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        match self {
+            Error::InvalidArgument(s) => Error::InvalidArgument(format!("{what}: {s}")),
+            Error::Decode(s) => Error::Decode(format!("{what}: {s}")),
+            other => other,
         }
     }
 
@@ -111,3 +249,73 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_mean_one_thing_each() {
+        let bad_input = [
+            Error::InvalidArgument("x".into()),
+            Error::Decode("x".into()),
+            Error::Corrupt {
+                path: "f".into(),
+                at: Location::default(),
+                what: "x".into(),
+            },
+            Error::Safetensors {
+                path: "f".into(),
+                what: "x".into(),
+            },
+        ];
+        for e in &bad_input {
+            assert_eq!(e.exit_code(), 2, "{e}");
+        }
+        let environment = [
+            Error::io("f", std::io::Error::from_raw_os_error(28)),
+            Error::from(GpuError::Failed("x".into())),
+        ];
+        for e in &environment {
+            assert_eq!(e.exit_code(), 1, "{e}");
+        }
+        assert_eq!(Error::Internal("x".into()).exit_code(), 3);
+    }
+
+    #[test]
+    fn errors_cross_processes_with_their_kind() {
+        let e = Error::io("out.safetensors", std::io::Error::from_raw_os_error(28));
+        let wire = serde_json::to_string(&e).unwrap();
+        let back: Error = serde_json::from_str(&wire).unwrap();
+        match (&back, e.clone()) {
+            (Error::Io { path, source }, Error::Io { source: copy, .. }) => {
+                assert_eq!(path, std::path::Path::new("out.safetensors"));
+                assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+                assert_eq!(copy.raw_os_error(), Some(28));
+            }
+            other => panic!("{other:?}"),
+        }
+        let gpu = Error::Gpu {
+            at: Some(Box::new(Location {
+                tensor: Some("w".into()),
+                chunk: Some(3),
+                ..Location::default()
+            })),
+            doing: "the GPU failed on 8 bytes".into(),
+            source: GpuError::OutOfMemory {
+                requested: 8,
+                free: 0,
+            },
+        };
+        let back: Error = serde_json::from_str(&serde_json::to_string(&gpu).unwrap()).unwrap();
+        assert_eq!(back.to_string(), gpu.to_string());
+        assert!(
+            back.to_string().starts_with("tensor 'w', chunk 3: "),
+            "{back}"
+        );
+        assert_eq!(
+            Error::InvalidArgument("b".into()).context("a").to_string(),
+            "invalid argument: a: b"
+        );
+    }
+}

@@ -9,7 +9,9 @@
 //!
 //! * [`compress::compress_file`]: safetensors -> container.
 //! * [`format::Container`]: open and validate a container.
-//! * [`engine::CpuEngine`]: decode it, to a file or to memory.
+//! * [`pipeline::Pipeline`]: decode it through the dataflow graph
+//!   ([`graph`]), to a file, to memory, or tensor by tensor.
+//! * [`engine::CpuEngine`]: decode it on the CPU alone, without the graph.
 //! * [`inspect::inspect`]: per-tensor sizes and ratios.
 
 pub mod bench;
@@ -22,6 +24,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod graph;
 pub mod inspect;
 pub mod output;
 pub mod pipeline;

@@ -350,3 +350,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(temp.temp_path(), e))?;
     temp.commit()
 }
+
+/// A safetensors file's preamble: the header's length (u64, little-endian)
+/// and the header; the data region follows it.
+pub fn safetensors_preamble(header: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + header.len());
+    v.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    v.extend_from_slice(header.as_bytes());
+    v
+}
+
+/// Sizes `file` for a safetensors file with `header` and `data_len` bytes of
+/// data and writes its preamble; returns where the data region starts.
+pub fn write_safetensors_preamble(
+    file: &File,
+    header: &str,
+    data_len: u64,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let preamble = safetensors_preamble(header);
+    let base = preamble.len() as u64;
+    file.set_len(base + data_len)?;
+    file.write_all_at(&preamble, 0)?;
+    Ok(base)
+}

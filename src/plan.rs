@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use crate::format::Container;
-use crate::policy::{Mode, Policy, PolicySettings};
+use crate::policy::{Decision, Mode, Policy, PolicySettings};
 use crate::pressure::{PressureSource, Trace};
 
 /// One chunk's decision.
@@ -33,6 +33,21 @@ pub struct PlanSummary {
     pub memory_pressure_events: u64,
 }
 
+/// The trace replay `plan` and `decompress --pressure-trace` share: chunk
+/// `k` decided at virtual time `k * step_ms` on the sample the trace holds
+/// then, for `chunks` chunks; `policy` keeps the replay's state.
+pub fn replay<'a>(
+    policy: &'a mut Policy,
+    trace: &'a Trace,
+    chunks: usize,
+    step_ms: u64,
+) -> impl Iterator<Item = Decision> + 'a {
+    (0..chunks).map(move |k| {
+        let now = (k as u64).saturating_mul(step_ms);
+        policy.decide(now, trace.sample_at(now))
+    })
+}
+
 /// Replays `trace` over every chunk of `c` (a GPU is assumed present).
 pub fn plan(
     c: &Container,
@@ -42,27 +57,30 @@ pub fn plan(
     step_ms: u64,
 ) -> (Vec<PlanLine>, PlanSummary) {
     let mut policy = Policy::new(settings, mode, true);
-    let mut lines = Vec::new();
-    let mut k = 0usize;
-    for t in &c.header().tensors {
-        for _ in &t.chunks {
-            let now = (k as u64).saturating_mul(step_ms);
-            let d = policy.decide(now, trace.sample_at(now));
+    let names = c
+        .header()
+        .tensors
+        .iter()
+        .flat_map(|t| t.chunks.iter().map(move |_| &t.name));
+    let chunks = names.clone().count();
+    let lines = replay(&mut policy, trace, chunks, step_ms)
+        .zip(names)
+        .enumerate()
+        .map(|(k, (d, tensor))| {
             let s = d.sample.expect("a trace always has a sample");
-            lines.push(PlanLine {
+            PlanLine {
                 chunk: k,
-                tensor: t.name.clone(),
+                tensor: tensor.clone(),
                 route: d.route.name(),
                 gpu_fraction: d.route.gpu_fraction(),
                 level: s.level().name(),
                 utilization: s.utilization(),
                 free_mb: s.free_mb(),
-            });
-            k += 1;
-        }
-    }
+            }
+        })
+        .collect();
     let summary = PlanSummary {
-        chunks: k,
+        chunks,
         mode: mode.name(),
         mode_switches: policy.mode_switches(),
         memory_pressure_events: policy.memory_pressure_events(),

@@ -64,35 +64,8 @@ impl std::str::FromStr for Mode {
     }
 }
 
-/// Where one chunk goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Route {
-    Gpu,
-    Cpu,
-    /// Split by element range: the first `gpu_fraction` of the values on the GPU.
-    Hybrid {
-        gpu_fraction: f64,
-    },
-}
-
-impl Route {
-    pub fn name(self) -> &'static str {
-        match self {
-            Route::Gpu => "gpu",
-            Route::Cpu => "cpu",
-            Route::Hybrid { .. } => "hybrid",
-        }
-    }
-
-    /// The GPU's share of the chunk.
-    pub fn gpu_fraction(self) -> f64 {
-        match self {
-            Route::Gpu => 1.0,
-            Route::Cpu => 0.0,
-            Route::Hybrid { gpu_fraction } => gpu_fraction,
-        }
-    }
-}
+/// Where one chunk goes: the operators crate's route type, the only one.
+pub use padic_burst_operators::RouteTag as Route;
 
 /// The policy's settings (a slice of the validated configuration).
 #[derive(Debug, Clone, Copy, PartialEq)]

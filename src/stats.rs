@@ -87,7 +87,7 @@ impl Recorder {
     pub fn part(
         &mut self,
         global: usize,
-        route: u8,
+        route: crate::policy::Route,
         engine: Engine,
         bytes_out: u64,
         bytes_in: u64,
@@ -96,7 +96,7 @@ impl Recorder {
         merge_us: u64,
         rerouted_oom: bool,
     ) {
-        let r = (route as usize).min(2);
+        let r = route.index();
         self.chunks_by_route[r].insert(global);
         if self.profile {
             let _ = self.route[r].record((queue_us + decode_us + merge_us).max(1));

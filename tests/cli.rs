@@ -278,3 +278,152 @@ fn demo_runs_offline_and_reports_identical_files() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("byte-identical: yes").count(), 3, "{text}");
 }
+
+/// `padic-burst <command> <input> -o <output> <extra...>`.
+fn run_on(
+    command: &str,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    bin()
+        .arg(command)
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Compresses the test model; the container's path.
+fn packed_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let (input, _) = model(dir);
+    let packed = dir.join("m.padic");
+    assert!(run_on("compress", &input, &packed, &["--chunk-kib", "8"])
+        .status
+        .success());
+    packed
+}
+
+/// Fails with status 2, saying `wanted` (every one) and not `unwanted`.
+fn assert_refused(out: &std::process::Output, wanted: &[&str], unwanted: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for w in wanted {
+        assert!(err.contains(w), "lacks {w:?}: {err}");
+    }
+    assert!(!err.contains(unwanted), "{err}");
+}
+
+#[test]
+fn negative_and_out_of_range_numbers_name_the_flag_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = packed_model(dir.path());
+    let out_path = dir.path().join("o.safetensors");
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["--target-precision", "-1"],
+            "--target-precision -1",
+            "at least 1",
+        ),
+        (
+            vec!["--target-precision", "0"],
+            "--target-precision 0",
+            "at least 1",
+        ),
+        (vec!["--workers", "-2"], "--workers -2", "at least 1"),
+        (vec!["--workers", "0"], "--workers 0", "at least 1"),
+        (
+            vec!["--replay-step-ms", "-5"],
+            "--replay-step-ms -5",
+            "at least 0",
+        ),
+    ];
+    for (args, flag, range) in cases {
+        let out = run_on("decompress", &packed, &out_path, &args);
+        assert_refused(&out, &[flag, range], "unexpected argument");
+        assert!(!out_path.exists());
+    }
+    let input = dir.path().join("model.safetensors");
+    let out = run_on(
+        "compress",
+        &input,
+        &dir.path().join("p.padic"),
+        &["--prime", "-3"],
+    );
+    assert_refused(
+        &out,
+        &["--prime -3", "from 2 to 2047"],
+        "unexpected argument",
+    );
+    let out = run_on(
+        "compress",
+        &input,
+        &dir.path().join("p.padic"),
+        &["--chunk-kib", "-1"],
+    );
+    assert_refused(
+        &out,
+        &["--chunk-kib -1", "from 1 to 262144"],
+        "unexpected argument",
+    );
+}
+
+#[test]
+fn inspect_json_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = packed_model(dir.path());
+    // A pipe whose reader is gone before anything is written: every write
+    // fails with a broken pipe, as under `| head -c1` once head has exited.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .arg("inspect")
+        .arg(&packed)
+        .arg("--json")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn an_invalid_argument_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = model(dir.path());
+    let out = run_on(
+        "compress",
+        &input,
+        &dir.path().join("p.padic"),
+        &["--precision", "3"],
+    );
+    // Too few digits for BF16: said of the first tensor, prefixed once.
+    assert_refused(&out, &["--precision 3", "tensor 'w'"], "panicked");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("invalid argument").count(), 1, "{err}");
+}
+
+#[test]
+fn the_decompress_summary_counts_the_bytes_of_the_file_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = packed_model(dir.path());
+    let restored = dir.path().join("r.safetensors");
+    let out = run_on("decompress", &packed, &restored, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let written: u64 = err
+        .split(" written in ")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {err}"));
+    assert_eq!(
+        written,
+        std::fs::metadata(&restored).unwrap().len(),
+        "{err}"
+    );
+}

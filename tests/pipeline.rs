@@ -461,7 +461,7 @@ fn configuration_drives_the_run() {
             }
         }
     }
-    // use_multiprocessing is refused until clusters are supported.
+    // use_multiprocessing is refused: a cluster runs through timely's arguments.
     let cfg = ConfigLayer {
         use_multiprocessing: Some(true),
         ..Default::default()

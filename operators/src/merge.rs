@@ -1,71 +1,71 @@
-//! `merge_in_order`: brings every part of a tensor to one worker (exchange by
-//! tensor) and hands it to the sink, which places it at its offset and checks
-//! that each chunk arrives exactly once.
+//! `merge`: brings every part of a tensor to one worker (exchange by tensor)
+//! and hands it to the sink. Parts reach the sink in no particular order; the
+//! sink places each by its offset, so none is needed. The sink's receipts
+//! leave on the first output, its failures, as data, on the second.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 use timely::progress::Timestamp;
 use timely::ExchangeData;
 
+use crate::ok_err::{unary_ok_err, OkErr};
 use crate::{Part, Sink};
 
 /// Merges decoded parts into a sink.
-pub trait MergeInOrder<'scope, T: Timestamp, P> {
+pub trait Merge<'scope, T: Timestamp, P> {
     /// Routes each part to the worker owning its tensor (`tensor % peers`)
-    /// and gives it to `sink`; the output carries the sink's receipts.
+    /// and gives it to `sink`: the first output carries the receipts, the
+    /// second the failures.
     ///
     /// ```
-    /// use std::{cell::RefCell, rc::Rc, sync::{Arc, atomic::{AtomicUsize, Ordering}}};
-    /// use padic_burst_operators::{MergeInOrder, Part, Sink};
-    /// use timely::dataflow::operators::ToStream;
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use padic_burst_operators::{Merge, Part, Sink};
+    /// use timely::dataflow::operators::{ToStream, Capture, capture::Extract};
     ///
     /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
     /// struct P(usize);
     /// impl Part for P { fn tensor(&self) -> usize { self.0 } }
-    /// struct Count(Arc<AtomicUsize>);
-    /// impl Sink<P> for Count {
-    ///     type Receipt = ();
-    ///     fn accept(&mut self, _: P) { self.0.fetch_add(1, Ordering::SeqCst); }
+    /// /// Takes parts of tensors below 3, refuses the rest.
+    /// struct Below3;
+    /// impl Sink<P> for Below3 {
+    ///     type Receipt = usize;
+    ///     type Error = String;
+    ///     fn accept(&mut self, p: P) -> Result<usize, String> {
+    ///         if p.0 < 3 { Ok(p.0) } else { Err(format!("no room for {}", p.0)) }
+    ///     }
     /// }
-    /// let seen = Arc::new(AtomicUsize::new(0));
-    /// let s = seen.clone();
-    /// timely::example(move |scope| {
-    ///     let sink = Rc::new(RefCell::new(Count(s)));
-    ///     (0..5).map(P).to_stream(scope).container::<Vec<_>>().merge_in_order(sink);
+    /// let (receipts, errors) = timely::example(|scope| {
+    ///     let (ok, err) = (0..5).map(P).to_stream(scope).container::<Vec<_>>()
+    ///         .merge(Rc::new(RefCell::new(Below3)));
+    ///     (ok.capture(), err.capture())
     /// });
-    /// assert_eq!(seen.load(Ordering::SeqCst), 5);
+    /// let mut receipts: Vec<usize> = receipts.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// receipts.sort();
+    /// assert_eq!(receipts, vec![0, 1, 2]);
+    /// let errors: Vec<String> = errors.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// assert_eq!(errors.len(), 2);
     /// ```
-    fn merge_in_order<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> Stream<'scope, T, Vec<S::Receipt>>
-    where
-        S::Receipt: Clone + 'static;
-}
-
-impl<'scope, T: Timestamp, P: ExchangeData + Part> MergeInOrder<'scope, T, P>
-    for Stream<'scope, T, Vec<P>>
-{
-    fn merge_in_order<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> Stream<'scope, T, Vec<S::Receipt>>
+    fn merge<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> OkErr<'scope, T, S::Receipt, S::Error>
     where
         S::Receipt: Clone + 'static,
+        S::Error: Clone + 'static;
+}
+
+impl<'scope, T: Timestamp, P: ExchangeData + Part> Merge<'scope, T, P>
+    for Stream<'scope, T, Vec<P>>
+{
+    fn merge<S: Sink<P>>(self, sink: Rc<RefCell<S>>) -> OkErr<'scope, T, S::Receipt, S::Error>
+    where
+        S::Receipt: Clone + 'static,
+        S::Error: Clone + 'static,
     {
-        self.unary::<CapacityContainerBuilder<Vec<S::Receipt>>, _, _, _>(
-            Exchange::new(|p: &P| p.tensor() as u64),
-            "MergeInOrder",
-            move |_, _| {
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        let mut sink = sink.borrow_mut();
-                        let mut session = output.session(&cap);
-                        for p in data.drain(..) {
-                            session.give(sink.accept(p));
-                        }
-                    });
-                }
-            },
-        )
+        let exchange = Exchange::new(|p: &P| p.tensor() as u64);
+        unary_ok_err(self, exchange, "Merge", move |data: &mut Vec<P>| {
+            let mut sink = sink.borrow_mut();
+            data.drain(..).map(|p| sink.accept(p)).collect()
+        })
     }
 }

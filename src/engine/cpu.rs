@@ -72,7 +72,30 @@ pub fn chunk_jobs(c: &Container) -> Vec<ChunkJob> {
 /// The decoding tables of every split tensor for a decode to `target` digits
 /// (`None`: every stored digit). A target above a tensor's stored precision is an error.
 pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<Tables>>>> {
-    // Tensors of one dtype share a layout: build each distinct table set once.
+    tables_with(c, |layout, name, dtype| {
+        let k = target.unwrap_or(layout.precision);
+        if k > layout.precision {
+            return Err(Error::InvalidArgument(format!(
+                "--target-precision {k} exceeds the {} digits stored for tensor '{name}' ({dtype})",
+                layout.precision
+            )));
+        }
+        if k == 0 {
+            return Err(Error::InvalidArgument(
+                "--target-precision 0: at least one digit must be read".into(),
+            ));
+        }
+        Ok(k)
+    })
+}
+
+/// The one table builder: for each split tensor, the tables for the digits
+/// `digits(layout, name, dtype)` asks; tensors of one dtype share a layout,
+/// so each distinct (layout, digits) set is built once.
+pub fn tables_with(
+    c: &Container,
+    mut digits: impl FnMut(&Layout, &str, &str) -> Result<u32>,
+) -> Result<Vec<Option<Arc<Tables>>>> {
     let mut built: HashMap<(&Layout, u32), Arc<Tables>> = HashMap::new();
     c.header()
         .tensors
@@ -82,18 +105,7 @@ pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<T
             let Some(layout) = c.layout(ti) else {
                 return Ok(None);
             };
-            let k = target.unwrap_or(layout.precision);
-            if k > layout.precision {
-                return Err(Error::InvalidArgument(format!(
-                    "--target-precision {k} exceeds the {} digits stored for tensor '{}' ({})",
-                    layout.precision, t.name, t.dtype
-                )));
-            }
-            if k == 0 {
-                return Err(Error::InvalidArgument(
-                    "--target-precision 0: at least one digit must be read".into(),
-                ));
-            }
+            let k = digits(layout, &t.name, &t.dtype)?;
             Ok(Some(
                 built
                     .entry((layout, k))
@@ -136,9 +148,7 @@ pub struct DecodedModel {
 impl DecodedModel {
     /// The full safetensors file bytes.
     pub fn to_safetensors(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(8 + self.source_header.len() + self.data.len());
-        v.extend_from_slice(&(self.source_header.len() as u64).to_le_bytes());
-        v.extend_from_slice(self.source_header.as_bytes());
+        let mut v = crate::output::safetensors_preamble(&self.source_header);
         v.extend_from_slice(&self.data);
         v
     }
@@ -314,13 +324,12 @@ impl CpuEngine {
         let temp = TempOutput::create(output)?;
         let file = temp.file();
         let io = |e| Error::io(temp.temp_path(), e);
-        let head = &c.header().source_header;
-        let base = 8 + head.len() as u64;
-        let total = base + c.header().data_len;
-        file.set_len(total).map_err(io)?;
-        file.write_all_at(&(head.len() as u64).to_le_bytes(), 0)
-            .map_err(io)?;
-        file.write_all_at(head.as_bytes(), 8).map_err(io)?;
+        let base = crate::output::write_safetensors_preamble(
+            file,
+            &c.header().source_header,
+            c.header().data_len,
+        )
+        .map_err(io)?;
         progress.start(c.header().data_len, "decompress");
         let bytes_in = self.pool.install(|| {
             jobs.par_iter()
@@ -341,7 +350,7 @@ impl CpuEngine {
         Ok(DecodeStats {
             chunks: jobs.len(),
             bytes_in,
-            bytes_out: total,
+            bytes_out: base + c.header().data_len,
             wall: started.elapsed(),
         })
     }

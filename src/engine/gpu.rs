@@ -11,7 +11,7 @@ use crate::codec::Tables;
 use crate::format::Container;
 
 /// Why a GPU decode did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum GpuError {
     /// An allocation or launch ran out of device memory.

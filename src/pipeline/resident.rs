@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{decompress_tensor, decompress_to_memory, Pipeline, TargetPrecision};
 use crate::engine::gpu::{DeviceBuffer, GpuError};
-use crate::error::{Error, Result};
+use crate::error::{Error, Location, Result};
 use crate::format::Container;
 use crate::policy::{Mode, Policy, Route};
 
@@ -52,8 +52,13 @@ impl ResidentTensor {
     pub fn to_host(&self) -> Result<Arc<Vec<u8>>> {
         match &self.values {
             Values::Host(v) => Ok(v.clone()),
-            Values::Device(d) => d.to_host().map(Arc::new).map_err(|e| {
-                Error::Decode(format!("tensor '{}': copying it back: {e}", self.name))
+            Values::Device(d) => d.to_host().map(Arc::new).map_err(|source| Error::Gpu {
+                at: Some(Box::new(Location {
+                    tensor: Some(self.name.clone()),
+                    ..Location::default()
+                })),
+                doing: "copying it back".into(),
+                source,
             }),
         }
     }
@@ -100,6 +105,10 @@ impl Pipeline {
                 continue;
             }
             let place = format!("{}: tensor '{}'", c.path().display(), t.name);
+            let at = Location {
+                tensor: Some(t.name.clone()),
+                ..Location::default()
+            };
             let gpu = match (&self.gpu, mode) {
                 (_, Mode::CpuOnly) => {
                     host.push((i, Some("CPU_ONLY keeps every tensor in host memory".into())));
@@ -135,7 +144,8 @@ impl Pipeline {
             }
             let attempt = match &tables[i] {
                 Some(tab) => gpu.decode_to_device(c, tab, i),
-                None => passthrough_bytes(c, i).and_then(|b| gpu.upload(&b)),
+                // A damaged stored tensor is the container's error, not the GPU's.
+                None => gpu.upload(&passthrough_bytes(c, i)?),
             };
             match attempt {
                 Ok(buf) => {
@@ -149,11 +159,15 @@ impl Pipeline {
                         fallback: None,
                     });
                 }
-                Err(e) if mode == Mode::GpuOnly => {
-                    return Err(Error::Decode(format!(
-                        "{place}: GPU_ONLY cannot place its {} bytes on the device: {e}",
-                        t.byte_len
-                    )))
+                Err(source) if mode == Mode::GpuOnly => {
+                    return Err(Error::Gpu {
+                        at: Some(Box::new(at)),
+                        doing: format!(
+                            "GPU_ONLY cannot place its {} bytes on the device",
+                            t.byte_len
+                        ),
+                        source,
+                    })
                 }
                 // Out of device memory: the tensor goes to host memory, the
                 // reason with it, counted as memory pressure.
@@ -162,11 +176,12 @@ impl Pipeline {
                     host.push((i, Some(e.to_string())));
                 }
                 // Any other failure is no reason to decode elsewhere.
-                Err(e) => {
-                    return Err(Error::Decode(format!(
-                        "{place}: the GPU failed on its {} bytes: {e}",
-                        t.byte_len
-                    )))
+                Err(source) => {
+                    return Err(Error::Gpu {
+                        at: Some(Box::new(at)),
+                        doing: format!("the GPU failed on its {} bytes", t.byte_len),
+                        source,
+                    })
                 }
             }
         }
@@ -202,14 +217,11 @@ impl Pipeline {
 }
 
 /// The bytes of a tensor stored as it was (not a float).
-fn passthrough_bytes(c: &Container, tensor: usize) -> std::result::Result<Vec<u8>, GpuError> {
+fn passthrough_bytes(c: &Container, tensor: usize) -> Result<Vec<u8>> {
     let t = &c.header().tensors[tensor];
     let mut v = Vec::with_capacity(t.byte_len as usize);
     for k in 0..t.chunks.len() {
-        let secs = c
-            .sections(tensor, k, 1)
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
-        v.extend_from_slice(secs[0]);
+        v.extend_from_slice(c.sections(tensor, k, 1)?[0]);
     }
     Ok(v)
 }

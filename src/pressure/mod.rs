@@ -186,7 +186,7 @@ pub fn record(source: &dyn PressureSource, path: &Path) -> Result<usize> {
     })?;
     let n = samples.len();
     let trace = Trace::new(samples)
-        .map_err(|e| Error::InvalidArgument(format!("{}: cannot record: {e}", path.display())))?;
+        .map_err(|e| e.context(format_args!("{}: cannot record", path.display())))?;
     trace.write(path)?;
     Ok(n)
 }

@@ -1,0 +1,231 @@
+//! Timely's arguments, parsed once, and the cluster they describe; the
+//! cluster's output protocol and the watch that turns a lost peer into a
+//! clear failure.
+//!
+//! In a cluster every process writes its merges into one temporary file of
+//! an agreed name (`.<name>.tmp-cluster` beside the output); process 0, which
+//! sees every receipt, renames it when all is well and removes it otherwise.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::placement::FilePlacement;
+use super::RunOptions;
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::stats::Statistics;
+
+/// Timely's configuration, parsed once from the caller's arguments (or
+/// `-w num_cpu_workers`), and this process's place in the cluster it names.
+#[derive(Clone, Debug)]
+pub(crate) struct Timely {
+    pub(crate) config: timely::Config,
+    pub(crate) cluster: Cluster,
+}
+
+impl Timely {
+    /// Parses `opts.timely_args` (`-w 2 -n 2 -p 0 -h hosts`).
+    pub(crate) fn parse(opts: &RunOptions) -> Result<Self> {
+        let mut args = vec!["padic-burst".to_string()];
+        if opts.timely_args.is_empty() {
+            args.push("-w".into());
+            args.push(opts.config.num_cpu_workers.to_string());
+        } else {
+            args.extend(opts.timely_args.iter().cloned());
+        }
+        let config = timely::Config::from_args(args.clone().into_iter()).map_err(|e| {
+            Error::InvalidArgument(format!("timely arguments {:?}: {e}", &args[1..]))
+        })?;
+        if let timely::CommunicationConfig::Cluster {
+            process, addresses, ..
+        } = &config.communication
+        {
+            if *process >= addresses.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "timely arguments {:?}: process {process} of {}: -p must be below -n",
+                    &args[1..],
+                    addresses.len()
+                )));
+            }
+        }
+        let cluster = Cluster::of(&config);
+        Ok(Timely { config, cluster })
+    }
+}
+
+/// This process's place in a timely cluster (`-n processes -p process`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cluster {
+    pub processes: usize,
+    pub process: usize,
+}
+
+impl Cluster {
+    /// The cluster timely's parsed configuration describes: one process
+    /// unless it is a `Cluster`.
+    pub fn of(config: &timely::Config) -> Cluster {
+        match &config.communication {
+            timely::CommunicationConfig::Cluster {
+                process, addresses, ..
+            } => Cluster {
+                processes: addresses.len().max(1),
+                process: *process,
+            },
+            _ => Cluster {
+                processes: 1,
+                process: 0,
+            },
+        }
+    }
+}
+
+/// The temporary file every process of a cluster writes into.
+fn cluster_temp(output: &Path) -> Result<PathBuf> {
+    let name = output.file_name().ok_or_else(|| {
+        Error::InvalidArgument(format!("{} is not a file path", output.display()))
+    })?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(".tmp-cluster");
+    Ok(output.with_file_name(temp_name))
+}
+
+/// Decompresses `c` into `output` as one process of a cluster.
+pub(crate) fn decompress_file(
+    c: Arc<Container>,
+    output: &Path,
+    opts: &RunOptions,
+    timely: Timely,
+) -> Result<Statistics> {
+    let cluster = timely.cluster;
+    let temp = cluster_temp(output)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&temp)
+        .map_err(|e| Error::io(&temp, e))?;
+    let sync = file.try_clone().map_err(|e| Error::io(&temp, e))?;
+    let out = FilePlacement::prepare(file, temp.clone(), &c)?;
+    let watch = ClusterWatch::install(
+        cluster.process,
+        temp.clone(),
+        crate::config::cluster_connect_timeout()?,
+    );
+    let result = super::run(
+        c,
+        opts,
+        timely,
+        None,
+        Arc::new(out),
+        Some(watch.formed.clone()),
+    );
+    drop(watch);
+    match result {
+        Ok(stats) => {
+            if cluster.process == 0 {
+                sync.sync_all().map_err(|e| Error::io(&temp, e))?;
+                std::fs::rename(&temp, output).map_err(|e| Error::io(output, e))?;
+            }
+            Ok(stats)
+        }
+        Err(e) => {
+            if cluster.process == 0 {
+                let _ = std::fs::remove_file(&temp);
+            }
+            Err(e)
+        }
+    }
+}
+
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync>;
+
+/// Turns the loss of a cluster peer into a hard, clear failure. Timely's
+/// network threads panic when a connection drops, and the panic cascades
+/// through the workers; here the first such panic prints one line naming the
+/// process, removes the shared temporary output, and exits with status 2.
+/// A watchdog does the same when the other processes have not connected
+/// within the timeout. Without this, a lost peer means a backtrace, status
+/// 101, and a temporary file left behind; a peer that never starts means a
+/// wait without end.
+pub(crate) struct ClusterWatch {
+    pub(crate) formed: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    previous: Arc<PanicHook>,
+}
+
+/// Panic messages of a lost connection, from timely's network threads and
+/// the workers and main thread they take down.
+fn is_lost_peer(msg: &str) -> bool {
+    msg.contains("timely communication error")
+        || msg.contains("MergeQueue poisoned")
+        || msg.contains("Send thread panic")
+        || msg.contains("Recv thread panic")
+}
+
+fn cluster_exit(process: usize, temp: &Path, why: &str) -> ! {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::SeqCst) {
+        let _ = std::fs::remove_file(temp);
+        eprintln!("error: cluster process {process}: {why}; stopping, no output written");
+    }
+    std::process::exit(2)
+}
+
+impl ClusterWatch {
+    pub(crate) fn install(process: usize, temp: PathBuf, timeout: std::time::Duration) -> Self {
+        let previous: Arc<PanicHook> = Arc::new(std::panic::take_hook());
+        let prev = previous.clone();
+        let hook_temp = temp.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if is_lost_peer(&msg) {
+                cluster_exit(
+                    process,
+                    &hook_temp,
+                    &format!("lost the connection to another process ({msg})"),
+                );
+            }
+            prev(info)
+        }));
+        let formed = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (f, d) = (formed.clone(), done.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !f.load(Ordering::SeqCst) && !d.load(Ordering::SeqCst) {
+                if start.elapsed() > timeout {
+                    cluster_exit(
+                        process,
+                        &temp,
+                        &format!(
+                            "the other processes did not connect within {:.1} s (PADIC_CLUSTER_CONNECT_TIMEOUT_S); check the hosts file and that every process was started",
+                            timeout.as_secs_f64()
+                        ),
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        ClusterWatch {
+            formed,
+            done,
+            previous,
+        }
+    }
+}
+
+impl Drop for ClusterWatch {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        let prev = self.previous.clone();
+        std::panic::set_hook(Box::new(move |info| prev(info)));
+    }
+}

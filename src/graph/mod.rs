@@ -1,0 +1,471 @@
+//! The decompression graph, on timely dataflow:
+//!
+//! ```text
+//! source (work queue, bounded read-ahead) -> route -> decode (CPU / GPU) -> merge (exchange by tensor) -> sink
+//! ```
+//!
+//! Where each idea lives:
+//! - [`records`]: the chunk handles and decoded parts that flow;
+//! - the source ([`padic_burst_operators::WorkQueue::feed`]): workers take
+//!   chunks from a shared queue, many chunks to a timestamp, and each holds
+//!   back while `prefetch_factor` of its chunks are undecoded, so memory
+//!   stays bounded;
+//! - `routers`: each chunk's route, replayed from a pressure trace (the same
+//!   decisions `plan` prints) or live from the pressure source;
+//! - `decoder`: CPU and GPU decoding, a HYBRID chunk split by element range;
+//! - `sink` and `placement`: the merge brings every part of a tensor to one
+//!   worker, which writes it at its offset, into a file or memory;
+//! - `ledger`: every chunk arrived exactly once, checked after the run;
+//! - `cluster`: timely's arguments, and runs over several processes.
+//!
+//! Failures travel as data (typed [`crate::Error`]s, on the decode's and the
+//! merge's error outputs) and fail the run with the first one, by place.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use padic_burst_operators::{Decode, Feed, Merge, Route as RouteOp, WorkQueue};
+use timely::dataflow::operators::{Concat, Exchange as _, Input, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+
+use crate::config::Config;
+use crate::engine::chunk_jobs;
+use crate::engine::gpu::GpuEngine;
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::output::TempOutput;
+use crate::policy::{Mode, Policy, Route};
+use crate::pressure::{PressureSource, Trace};
+use crate::stats::Statistics;
+
+mod affinity;
+mod cluster;
+mod decoder;
+mod ledger;
+mod placement;
+mod pool;
+mod precision;
+pub mod records;
+mod routers;
+mod sink;
+
+pub use affinity::{current_affinity, pin_current_thread};
+pub use cluster::Cluster;
+pub use placement::Placement;
+pub(crate) use precision::TargetPrecision;
+
+use cluster::Timely;
+use decoder::ChunkDecoder;
+use placement::{FilePlacement, MemoryPlacement};
+use pool::BufferPool;
+use records::{ChunkTask, Failure, MergeReceipt};
+use routers::{LiveRouter, PlannedRouter};
+use sink::{MergeState, PartSink};
+
+/// The source's handle on the graph's input.
+type ChunkInput = InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<ChunkTask>>>;
+
+/// Chunks a worker sends under one timestamp: many chunks share one, so the
+/// graph's per-timestamp cost is spread thin.
+const EPOCH_CHUNKS: usize = 64;
+
+/// How to run a decompression.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub mode: Mode,
+    pub config: Config,
+    /// Decode to this many digits (`None`: all stored).
+    pub target_precision: Option<u32>,
+    /// Replay routing from this trace (virtual time `k * replay_step_ms`).
+    pub trace: Option<Trace>,
+    pub replay_step_ms: u64,
+    /// The GPU engine, when there is one.
+    pub gpu: Option<Arc<dyn GpuEngine>>,
+    /// Why there is none (said once in the notes; GPU_ONLY's error).
+    pub gpu_absent: Option<String>,
+    /// Live memory-pressure readings (NVML with the `cuda` feature); without
+    /// one, AUTO keeps its state and HYBRID its measured split.
+    pub pressure: Option<Arc<dyn PressureSource>>,
+    /// Timely's own arguments (`-w N`); without them, `num_cpu_workers` threads.
+    pub timely_args: Vec<String>,
+    /// Write, per part, which engine decoded which element range.
+    pub placement_log: Option<std::path::PathBuf>,
+    /// Report the decoded bytes here (a bar on a terminal).
+    pub progress: Option<Arc<crate::progress::Progress>>,
+}
+
+impl RunOptions {
+    pub fn new(mode: Mode, config: Config) -> Self {
+        RunOptions {
+            mode,
+            config,
+            target_precision: None,
+            trace: None,
+            replay_step_ms: 10,
+            gpu: None,
+            gpu_absent: None,
+            pressure: None,
+            timely_args: Vec::new(),
+            placement_log: None,
+            progress: None,
+        }
+    }
+}
+
+/// Decompresses `c` into the safetensors file `output` through the dataflow graph.
+pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> Result<Statistics> {
+    let timely = Timely::parse(opts)?;
+    if timely.cluster.processes > 1 {
+        return cluster::decompress_file(c, output, opts, timely);
+    }
+    let temp = TempOutput::create(output)?;
+    let file = temp
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io(temp.temp_path(), e))?;
+    let out = FilePlacement::prepare(file, temp.temp_path().to_path_buf(), &c)?;
+    let stats = run(c, opts, timely, None, Arc::new(out), None)?;
+    temp.commit()?;
+    Ok(stats)
+}
+
+/// Decompresses `c` into memory through the dataflow graph: the safetensors
+/// data region (see [`crate::engine::DecodedModel`]).
+pub fn decompress_to_memory(
+    c: Arc<Container>,
+    opts: &RunOptions,
+) -> Result<(crate::engine::DecodedModel, Statistics)> {
+    let out = Arc::new(MemoryPlacement::new(
+        crate::engine::cpu::output_buffer(c.header().data_len as usize),
+        0,
+    ));
+    let stats = run(
+        c.clone(),
+        opts,
+        Timely::parse(opts)?,
+        None,
+        out.clone(),
+        None,
+    )?;
+    let data = MemoryPlacement::into_inner(out)?;
+    Ok((
+        crate::engine::DecodedModel {
+            source_header: c.header().source_header.clone(),
+            data,
+        },
+        stats,
+    ))
+}
+
+/// Decompresses one tensor into memory through the dataflow graph: only its
+/// chunks are read.
+pub fn decompress_tensor(
+    c: Arc<Container>,
+    tensor: usize,
+    opts: &RunOptions,
+) -> Result<(Vec<u8>, Statistics)> {
+    let t = &c.header().tensors[tensor];
+    let out = Arc::new(MemoryPlacement::new(
+        crate::engine::cpu::output_buffer(t.byte_len as usize),
+        t.data_offset,
+    ));
+    let stats = run(
+        c.clone(),
+        opts,
+        Timely::parse(opts)?,
+        Some(tensor),
+        out.clone(),
+        None,
+    )?;
+    let data = MemoryPlacement::into_inner(out)?;
+    Ok((data, stats))
+}
+
+/// What every worker of a run shares: its fixed inputs, and the state the
+/// merges fill.
+struct Shared {
+    container: Arc<Container>,
+    tables: Arc<Vec<Option<Arc<crate::codec::Tables>>>>,
+    /// This process's chunks (every `processes`-th, in global order).
+    tasks: Vec<ChunkTask>,
+    cluster: Cluster,
+    mode: Mode,
+    gpu: Option<Arc<dyn GpuEngine>>,
+    /// Chunks a worker takes from the queue at a time.
+    cpu_batch: usize,
+    /// When a GPU takes work, the workers' batches add up to this many.
+    gpu_batch: Option<usize>,
+    prefetch_factor: usize,
+    affinity: Option<Vec<usize>>,
+    pressure: Arc<dyn PressureSource>,
+    policy: Arc<Mutex<Policy>>,
+    /// Every chunk's route, when decided up front.
+    planned: Option<Arc<Vec<Route>>>,
+    state: Arc<Mutex<MergeState>>,
+    abort: Arc<AtomicBool>,
+    /// Made by the first worker, which knows how many there are.
+    queue: OnceLock<WorkQueue>,
+    pool: Arc<BufferPool>,
+    out: Arc<dyn Placement>,
+    started: Instant,
+    /// Set once the workers run (a cluster's processes have all connected).
+    formed: Option<Arc<AtomicBool>>,
+    progress: Option<Arc<crate::progress::Progress>>,
+}
+
+/// Runs the graph over every chunk (or one tensor's), placing the bytes in
+/// `out`; `formed` is set once the workers run.
+fn run(
+    c: Arc<Container>,
+    opts: &RunOptions,
+    timely: Timely,
+    only: Option<usize>,
+    out: Arc<dyn Placement>,
+    formed: Option<Arc<AtomicBool>>,
+) -> Result<Statistics> {
+    let started = Instant::now();
+    if opts.config.use_multiprocessing {
+        return Err(Error::InvalidArgument(
+            "use_multiprocessing = true is not supported: run a cluster with timely's arguments (-n, -p, -h) instead".into(),
+        ));
+    }
+    let all_tasks = chunk_tasks(&c, only);
+    let notes = gpu_notes(opts)?;
+    let policy = Arc::new(Mutex::new(Policy::new(
+        opts.config.policy(),
+        opts.mode,
+        opts.gpu.is_some(),
+    )));
+    let planned = routers::planned(opts, &policy, chunk_jobs(&c).len());
+    let cluster = timely.cluster;
+    let tasks: Vec<ChunkTask> = all_tasks
+        .iter()
+        .filter(|t| t.global % cluster.processes == cluster.process)
+        .cloned()
+        .collect();
+    if u32::try_from(tasks.len()).is_err() {
+        return Err(Error::InvalidArgument(format!(
+            "{} chunks in one process: at most 2^32 - 1",
+            tasks.len()
+        )));
+    }
+    let state = Arc::new(Mutex::new(MergeState::default()));
+    let abort = {
+        let mut st = state.lock().expect("merge lock");
+        st.recorder.profile = opts.config.enable_profiling;
+        st.abort.clone()
+    };
+    let shared = Arc::new(Shared {
+        tables: Arc::new(TargetPrecision::of(opts).tables(&c)?),
+        container: c.clone(),
+        tasks,
+        cluster,
+        mode: opts.mode,
+        gpu: opts.gpu.clone(),
+        cpu_batch: opts.config.cpu_batch_size,
+        gpu_batch: (opts.gpu.is_some() && opts.mode != Mode::CpuOnly)
+            .then_some(opts.config.gpu_batch_chunks),
+        prefetch_factor: opts.config.prefetch_factor,
+        affinity: opts.config.cpu_affinity.clone(),
+        pressure: opts
+            .pressure
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::pressure::NoGpu)),
+        policy: policy.clone(),
+        planned,
+        state: state.clone(),
+        abort,
+        queue: OnceLock::new(),
+        pool: Arc::new(BufferPool::default()),
+        out,
+        started,
+        formed,
+        progress: opts.progress.clone(),
+    });
+    if let Some(p) = &opts.progress {
+        p.start(all_tasks.iter().map(|t| t.out_len).sum(), "decompress");
+    }
+    let ran = execute(timely.config, shared);
+    if let Some(p) = &opts.progress {
+        p.finish();
+    }
+    ran?;
+    let mut st = state.lock().expect("merge lock");
+    st.take_error()?;
+    if cluster.process == 0 {
+        ledger::check_exactly_once(&c, &all_tasks, &st.receipts)?;
+        if let Some(path) = &opts.placement_log {
+            ledger::write_placement_log(path, &st.receipts)?;
+        }
+    }
+    let p = policy.lock().expect("policy lock");
+    Ok(st.recorder.statistics(
+        &p,
+        opts.mode,
+        started.elapsed(),
+        notes,
+        opts.gpu.as_ref().map(|g| g.describe()),
+    ))
+}
+
+/// Every chunk of `c` (or of tensor `only`), in global order.
+fn chunk_tasks(c: &Container, only: Option<usize>) -> Vec<ChunkTask> {
+    chunk_jobs(c)
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| only.is_none_or(|t| t == j.tensor))
+        .map(|(k, j)| ChunkTask {
+            global: k,
+            tensor: j.tensor,
+            chunk: j.chunk,
+            elements: c.header().tensors[j.tensor].chunks[j.chunk].elements,
+            out_offset: j.out_offset,
+            out_len: j.out_len,
+            sent_us: 0,
+        })
+        .collect()
+}
+
+/// What the statistics' notes say of a missing GPU; GPU_ONLY without one is
+/// refused.
+fn gpu_notes(opts: &RunOptions) -> Result<Vec<String>> {
+    if opts.gpu.is_some() {
+        return Ok(Vec::new());
+    }
+    let absent = opts
+        .gpu_absent
+        .clone()
+        .unwrap_or_else(|| crate::engine::gpu::unavailable_reason().to_string());
+    Ok(match opts.mode {
+        Mode::GpuOnly => {
+            return Err(Error::InvalidArgument(format!(
+                "--mode gpu-only: no GPU: {absent}"
+            )))
+        }
+        Mode::Auto => vec![format!("no GPU ({absent}): every chunk decodes on the CPU")],
+        Mode::Hybrid => vec![format!(
+            "no GPU ({absent}): every chunk decodes on the CPU; HYBRID runs CPU-only"
+        )],
+        Mode::CpuOnly => Vec::new(),
+    })
+}
+
+/// Runs the workers to the end.
+fn execute(config: timely::Config, shared: Arc<Shared>) -> Result<()> {
+    let guards = timely::execute(config, move |worker| run_worker(worker, &shared))
+        .map_err(|e| Error::Internal(format!("timely: {e}")))?;
+    for r in guards.join() {
+        r.map_err(|e| Error::Internal(format!("a dataflow worker failed: {e}")))?;
+    }
+    Ok(())
+}
+
+/// One worker: builds its graph, then feeds it from the queue.
+fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
+    if let Some(f) = &sh.formed {
+        f.store(true, Ordering::SeqCst);
+    }
+    if let Some(cores) = &sh.affinity {
+        // Worker i on the i-th listed core (round robin).
+        if let Err(e) = pin_current_thread(cores[worker.index() % cores.len()]) {
+            sh.state.lock().expect("merge lock").fail(Failure {
+                global: 0,
+                error: Box::new(Error::InvalidArgument(format!("cpu_affinity: {e}"))),
+            });
+        }
+    }
+    let batch = match sh.gpu_batch {
+        Some(gpu_batch) => sh.cpu_batch.max(gpu_batch.div_ceil(worker.peers())),
+        None => sh.cpu_batch,
+    };
+    let decoder = std::rc::Rc::new(ChunkDecoder {
+        container: sh.container.clone(),
+        tables: sh.tables.clone(),
+        gpu: sh.gpu.clone(),
+        mode: sh.mode,
+        policy: sh.policy.clone(),
+        started: sh.started,
+        done: std::cell::Cell::new(0),
+        pool: sh.pool.clone(),
+        direct: (sh.cluster.processes == 1).then(|| sh.out.clone()),
+        scratch: Default::default(),
+    });
+    let mut input = InputHandle::new();
+    build_dataflow(worker, sh, &mut input, decoder.clone());
+    // Workers take chunks from a shared queue, so a worker that drew small
+    // chunks takes more; each keeps at most `prefetch_factor` chunks in
+    // flight of its own (a local count, `done`, not a probe: a probe's
+    // frontier would hold every worker to the slowest).
+    let local_workers = (worker.peers() / sh.cluster.processes).max(1);
+    let queue = sh
+        .queue
+        .get_or_init(|| WorkQueue::new(sh.tasks.len(), local_workers));
+    let feed = Feed {
+        me: worker.index() % local_workers,
+        batch,
+        read_ahead: sh.prefetch_factor,
+        per_timestamp: EPOCH_CHUNKS,
+    };
+    queue.feed(
+        worker,
+        input,
+        &sh.tasks,
+        feed,
+        &decoder.done,
+        &sh.abort,
+        |task| {
+            let mut t = task.clone();
+            t.sent_us = sh.started.elapsed().as_micros() as u64;
+            t
+        },
+    );
+}
+
+/// `source -> route -> decode -> merge`; the receipts, and the decode's and
+/// the merge's failures, to worker 0.
+fn build_dataflow(
+    worker: &mut timely::worker::Worker,
+    sh: &Shared,
+    input: &mut ChunkInput,
+    decoder: std::rc::Rc<ChunkDecoder>,
+) {
+    let sink = std::rc::Rc::new(std::cell::RefCell::new(PartSink {
+        out: sh.out.clone(),
+        pool: sh.pool.clone(),
+        state: sh.state.clone(),
+        started: sh.started,
+        progress: sh.progress.clone(),
+    }));
+    let probe = ProbeHandle::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let chunks = scope.input_from(input);
+        let routed = match sh.planned.clone() {
+            Some(decisions) => chunks.route(std::rc::Rc::new(PlannedRouter { decisions })),
+            None => chunks.route(std::rc::Rc::new(LiveRouter {
+                policy: sh.policy.clone(),
+                source: sh.pressure.clone(),
+                started: sh.started,
+            })),
+        };
+        let (parts, decode_failures) = routed.decode(decoder);
+        let (receipts, merge_failures) = parts.merge(sink);
+        let (here, there) = (sh.state.clone(), sh.state.clone());
+        // A failure stops this process's sources at once, and reaches
+        // process 0, which reports the first of all by place.
+        decode_failures
+            .concat(merge_failures)
+            .inspect(move |f: &Failure| here.lock().expect("merge lock").fail(f.clone()))
+            .exchange(|_| 0)
+            .inspect(move |f: &Failure| there.lock().expect("merge lock").fail(f.clone()))
+            .probe_with(&probe);
+        let collect = sh.state.clone();
+        receipts
+            .exchange(|_| 0)
+            .inspect(move |r: &MergeReceipt| {
+                collect.lock().expect("merge lock").receipts.push(r.clone())
+            })
+            .probe_with(&probe);
+    });
+}

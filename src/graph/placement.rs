@@ -1,0 +1,171 @@
+//! Where merged bytes land: a file written at offsets, or memory that the
+//! decoders write into directly.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::format::Container;
+
+/// Where merged bytes land: `place(offset, bytes)` with `offset` in the
+/// safetensors data region.
+pub trait Placement: Send + Sync {
+    fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+    /// The file written, if it is one (named in write errors).
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+    /// For output in memory: the `len` bytes at `offset`, for a decoder to
+    /// write into directly, saving the merge a copy. Each byte is handed out
+    /// once; a second claim on it is an error. `None`: use [`Placement::place`].
+    fn claim(&self, _offset: u64, _len: usize) -> Option<std::io::Result<&mut [u8]>> {
+        None
+    }
+}
+
+/// The output file: the data region starts at `base`.
+pub(crate) struct FilePlacement {
+    pub(crate) file: File,
+    pub(crate) base: u64,
+    pub(crate) path: PathBuf,
+}
+
+impl FilePlacement {
+    /// The safetensors file `c` decodes to, in `file` (at `path`): sized,
+    /// its preamble written, the data region left for the merges.
+    pub(crate) fn prepare(file: File, path: PathBuf, c: &Container) -> Result<Self> {
+        let head = &c.header().source_header;
+        let base = crate::output::write_safetensors_preamble(&file, head, c.header().data_len)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(FilePlacement { file, base, path })
+    }
+}
+
+impl Placement for FilePlacement {
+    fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(bytes, self.base + offset)
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+/// Memory holding the data region from `start` on. Byte ranges are handed
+/// out once each, through [`Placement::claim`] (a decoder writes there
+/// directly) or [`Placement::place`] (a copy): a second claim on any byte is
+/// refused, so the writers of different parts never alias, and a part placed
+/// twice is a hard error, not a silent overwrite.
+pub(crate) struct MemoryPlacement {
+    buf: Vec<u8>,
+    /// `buf`'s data; written only through claimed, disjoint ranges.
+    ptr: *mut u8,
+    /// Claimed ranges, start -> end (relative to `buf`).
+    claimed: Mutex<std::collections::BTreeMap<usize, usize>>,
+    start: u64,
+}
+
+// SAFETY: `buf` is written only through `ptr`, in ranges that `claim` hands
+// out at most once (checked under the `claimed` lock), so no two threads
+// write the same byte; it is read only by `into_inner`, which owns it.
+unsafe impl Sync for MemoryPlacement {}
+// SAFETY: as above; the pointer refers to memory the placement owns.
+unsafe impl Send for MemoryPlacement {}
+
+impl MemoryPlacement {
+    pub(crate) fn new(mut buf: Vec<u8>, start: u64) -> Self {
+        let ptr = buf.as_mut_ptr();
+        MemoryPlacement {
+            buf,
+            ptr,
+            claimed: Mutex::new(Default::default()),
+            start,
+        }
+    }
+
+    /// The bytes, once the run that wrote them is over.
+    pub(crate) fn into_inner(this: Arc<Self>) -> Result<Vec<u8>> {
+        Arc::try_unwrap(this)
+            .map(|p| p.buf)
+            .map_err(|_| Error::Internal("the output is still shared after the run".into()))
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn take(&self, offset: u64, len: usize) -> std::io::Result<&mut [u8]> {
+        let at = offset
+            .checked_sub(self.start)
+            .map(|a| a as usize)
+            .filter(|&a| a.checked_add(len).is_some_and(|e| e <= self.buf.len()))
+            .ok_or_else(|| std::io::Error::other(format!("part at {offset} outside the output")))?;
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        let mut claimed = self.claimed.lock().expect("claim lock");
+        // The claim starting last before our end must end at or before our start.
+        if let Some((&s, &e)) = claimed.range(..at + len).next_back() {
+            if e > at {
+                return Err(std::io::Error::other(format!(
+                    "bytes {}..{} placed twice (they overlap {}..{})",
+                    offset,
+                    offset + len as u64,
+                    s as u64 + self.start,
+                    e as u64 + self.start
+                )));
+            }
+        }
+        claimed.insert(at, at + len);
+        // SAFETY: `at..at + len` lies inside `buf` (checked above) and
+        // overlaps no range handed out before (checked under the lock), so
+        // this is the only live reference to these bytes.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) })
+    }
+}
+
+impl Placement for MemoryPlacement {
+    fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.take(offset, bytes.len())?.copy_from_slice(bytes);
+        Ok(())
+    }
+    fn claim(&self, offset: u64, len: usize) -> Option<std::io::Result<&mut [u8]>> {
+        Some(self.take(offset, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_placement_takes_concurrent_parts_and_refuses_strays() {
+        let n = (5 << 20) + 123;
+        let out = Arc::new(MemoryPlacement::new(vec![0u8; n], 1000));
+        // Parts of uneven sizes straddling stripe boundaries, from 4 threads.
+        let cuts: Vec<usize> = (0..=40).map(|i| i * n / 40).collect();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (out, cuts) = (out.clone(), &cuts);
+                s.spawn(move || {
+                    for w in cuts.windows(2).skip(t).step_by(4) {
+                        let bytes: Vec<u8> = (w[0]..w[1]).map(|i| (i % 251) as u8).collect();
+                        out.place(1000 + w[0] as u64, &bytes).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(out.place(999, &[1]).is_err(), "before the start");
+        assert!(out.place(1000 + n as u64, &[1]).is_err(), "past the end");
+        assert!(out.place(u64::MAX, &[1, 2]).is_err(), "overflowing");
+        let twice = out
+            .place(1000 + cuts[3] as u64, &[9])
+            .unwrap_err()
+            .to_string();
+        assert!(twice.contains("placed twice"), "{twice}");
+        assert!(
+            out.claim(1000 + cuts[7] as u64 - 1, 2).unwrap().is_err(),
+            "straddling two parts"
+        );
+        let data = MemoryPlacement::into_inner(out).unwrap();
+        assert!(data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    }
+}

@@ -1,0 +1,89 @@
+//! The graph's records: a chunk to decode, a decoded part, and the receipt a
+//! merge gives for it. Each is a handle of a few words (a part also carries
+//! its bytes, unless the decoder placed them already).
+
+use padic_burst_operators::Part;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::policy::Route;
+use crate::stats::Engine;
+
+/// One chunk to decode: a handle of a few words.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkTask {
+    /// Index in global order (tensors in file order, chunks in order).
+    pub global: usize,
+    pub tensor: usize,
+    pub chunk: usize,
+    /// Values in the chunk.
+    pub elements: u64,
+    /// Byte offset of the chunk's output in the data region.
+    pub out_offset: u64,
+    pub out_len: u64,
+    /// When the source emitted it (µs since the run started).
+    pub sent_us: u64,
+}
+
+/// A decoded piece of a chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecodedPart {
+    pub global: usize,
+    pub tensor: usize,
+    pub chunk: usize,
+    /// The route the chunk was given.
+    pub route: Route,
+    /// The engine that decoded this part.
+    pub engine: Engine,
+    /// First value of the chunk this part holds.
+    pub first: u64,
+    /// Byte offset of this part in the data region.
+    pub out_offset: u64,
+    pub data: Vec<u8>,
+    /// Bytes decoded straight into the output (in-memory runs); `data` is
+    /// then empty.
+    pub placed: u64,
+    /// Container bytes read for it.
+    pub bytes_in: u64,
+    pub queue_us: u64,
+    pub decode_us: u64,
+    /// When decoding ended (µs since the run started).
+    pub done_us: u64,
+    /// Whether a GPU out-of-memory sent this part to the CPU.
+    pub rerouted_oom: bool,
+}
+
+/// What a merge did with a part; all receipts go to worker 0, which checks
+/// that every chunk arrived exactly once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergeReceipt {
+    pub global: usize,
+    pub tensor: usize,
+    pub chunk: usize,
+    pub first: u64,
+    pub engine: Engine,
+    pub out_offset: u64,
+    pub bytes: u64,
+}
+
+/// A part that failed, as data: the error, typed, and the chunk's place in
+/// global order (a run fails with its first failure by place).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    pub global: usize,
+    /// Boxed: a record stays a few words.
+    pub error: Box<Error>,
+}
+
+impl DecodedPart {
+    /// Decoded bytes, carried or already placed.
+    pub fn bytes(&self) -> u64 {
+        self.data.len() as u64 + self.placed
+    }
+}
+
+impl Part for DecodedPart {
+    fn tensor(&self) -> usize {
+        self.tensor
+    }
+}

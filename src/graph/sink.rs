@@ -1,0 +1,108 @@
+//! The merge's sink: places each part at its offset, records its timings,
+//! and gives a receipt that the exactly-once check reads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use padic_burst_operators::Sink;
+
+use super::placement::Placement;
+use super::pool::BufferPool;
+use super::records::{DecodedPart, Failure, MergeReceipt};
+use crate::error::{Error, Result};
+use crate::stats::Recorder;
+
+/// Places parts at their offsets and checks each chunk's coverage.
+pub(crate) struct PartSink {
+    pub(crate) out: Arc<dyn Placement>,
+    pub(crate) pool: Arc<BufferPool>,
+    pub(crate) state: Arc<Mutex<MergeState>>,
+    pub(crate) started: Instant,
+    /// Where merged bytes are counted (a bar on a terminal).
+    pub(crate) progress: Option<Arc<crate::progress::Progress>>,
+}
+
+/// What the merges saw, across workers.
+#[derive(Default)]
+pub(crate) struct MergeState {
+    /// The first failure by place (global chunk order).
+    pub(crate) first_error: Option<Failure>,
+    /// Set on the first error: the sources stop sending.
+    pub(crate) abort: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) recorder: Recorder,
+    /// Every merge receipt (worker 0 of process 0 only).
+    pub(crate) receipts: Vec<MergeReceipt>,
+}
+
+impl MergeState {
+    pub(crate) fn fail(&mut self, failure: Failure) {
+        self.abort.store(true, std::sync::atomic::Ordering::Relaxed);
+        match &self.first_error {
+            Some(first) if first.global <= failure.global => {}
+            _ => self.first_error = Some(failure),
+        }
+    }
+
+    /// The run's first failure, as the error it ends with.
+    pub(crate) fn take_error(&mut self) -> Result<()> {
+        match self.first_error.take() {
+            Some(f) => Err(*f.error),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Sink<DecodedPart> for PartSink {
+    type Receipt = MergeReceipt;
+    type Error = Failure;
+    fn accept(&mut self, p: DecodedPart) -> Result<MergeReceipt, Failure> {
+        let merged_at = self.started.elapsed().as_micros() as u64;
+        let receipt = MergeReceipt {
+            global: p.global,
+            tensor: p.tensor,
+            chunk: p.chunk,
+            first: p.first,
+            engine: p.engine,
+            out_offset: p.out_offset,
+            bytes: p.bytes(),
+        };
+        // The write happens outside the merge lock: merges of other workers
+        // go on meanwhile.
+        let placed = if p.placed > 0 {
+            Ok(())
+        } else {
+            self.out.place(p.out_offset, &p.data)
+        };
+        self.pool.give(p.data);
+        if let Err(e) = placed {
+            let error = match self.out.path() {
+                Some(path) => Error::io(path, e),
+                // Memory refuses only a part outside it or placed twice.
+                None => Error::Internal(format!(
+                    "placing {} bytes at {}: {e}",
+                    receipt.bytes, p.out_offset
+                )),
+            };
+            return Err(Failure {
+                global: p.global,
+                error: Box::new(error),
+            });
+        }
+        if let Some(progress) = &self.progress {
+            progress.advance(receipt.bytes);
+        }
+        let merge_us = merged_at.saturating_sub(p.done_us);
+        self.state.lock().expect("merge lock").recorder.part(
+            p.global,
+            p.route,
+            p.engine,
+            receipt.bytes,
+            p.bytes_in,
+            p.queue_us,
+            p.decode_us,
+            merge_us,
+            p.rerouted_oom,
+        );
+        Ok(receipt)
+    }
+}

@@ -1,0 +1,325 @@
+//! The library API: [`Pipeline`] decodes containers through the graph, with
+//! a mode that can be forced at run time, an LRU cache of tensors, and
+//! statistics; [`resident`] loads tensors where the caller wants them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::engine::gpu::GpuEngine;
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::graph::TargetPrecision;
+pub use crate::graph::{
+    current_affinity, decompress_file, decompress_tensor, decompress_to_memory, pin_current_thread,
+    Cluster, Placement, RunOptions,
+};
+use crate::policy::Mode;
+use crate::pressure::{PressureSource, Trace};
+use crate::progress::Progress;
+use crate::stats::Statistics;
+
+mod resident;
+pub use resident::{LoadInfo, Residence, ResidentTensor, Values};
+
+/// A decoded tensor.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    /// Little-endian values, as in a safetensors file.
+    pub data: Arc<Vec<u8>>,
+}
+
+/// What one `decompress` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    pub mode: Mode,
+    pub gpu_chunks: u64,
+    pub cpu_chunks: u64,
+    pub hybrid_chunks: u64,
+    pub wall: std::time::Duration,
+}
+
+/// The GPU a pipeline decodes on, opened once, and the memory-pressure
+/// readings that go with it: the one GPU/pressure setup of the library and
+/// the command line.
+struct GpuSetup {
+    gpu: Option<Arc<dyn GpuEngine>>,
+    /// Why there is none.
+    absent: Option<String>,
+    pressure: Option<Arc<dyn PressureSource>>,
+    /// What the setup has to say (which readings stand in for NVML).
+    notes: Vec<String>,
+}
+
+impl GpuSetup {
+    /// GPU `gpu_device` where this build and this machine have one (the
+    /// `cuda` feature and a driver), its reserve set, with live readings
+    /// (NVML, else the engine's own); none in CPU_ONLY.
+    fn open(config: &Config, mode: Mode) -> Self {
+        let mut setup = GpuSetup {
+            gpu: None,
+            absent: None,
+            pressure: None,
+            notes: Vec::new(),
+        };
+        if mode == Mode::CpuOnly {
+            return setup;
+        }
+        match crate::engine::gpu::open(config.gpu_device) {
+            Ok(g) => {
+                g.set_reserve_mb(config.gpu_memory_threshold_mb);
+                let (source, note) = crate::pressure::for_engine(
+                    g.clone(),
+                    config.gpu_device,
+                    config.sample_interval_ms,
+                );
+                setup.pressure = Some(source);
+                setup.notes.extend(note);
+                setup.gpu = Some(g);
+            }
+            Err(why) => setup.absent = Some(why),
+        }
+        setup
+    }
+}
+
+/// Settings of a pipeline's runs beyond the mode and the configuration.
+#[derive(Clone, Default)]
+struct RunSettings {
+    trace: Option<(Trace, u64)>,
+    timely_args: Vec<String>,
+    placement_log: Option<PathBuf>,
+    progress: Option<Arc<Progress>>,
+}
+
+/// The library API: decode containers through the graph, with a mode that
+/// can be forced at run time, an LRU cache of tensors, and statistics. All
+/// methods take `&self` and are safe to call from several threads.
+pub struct Pipeline {
+    config: Config,
+    mode: Mutex<Mode>,
+    gpu: Option<Arc<dyn GpuEngine>>,
+    gpu_absent: Option<String>,
+    pressure: Option<Arc<dyn PressureSource>>,
+    notes: Vec<String>,
+    settings: RunSettings,
+    cache: Option<crate::cache::TensorCache>,
+    last: Mutex<Option<Statistics>>,
+}
+
+impl Pipeline {
+    /// A pipeline in AUTO_SWITCH, on GPU `gpu_device` where this build and
+    /// this machine have one (the `cuda` feature and a driver), else on the
+    /// CPU, with the reason kept for the statistics' notes.
+    pub fn new(config: Config) -> Self {
+        Pipeline::with_mode(config, Mode::Auto)
+    }
+
+    /// A pipeline in `mode`; in CPU_ONLY it opens no GPU.
+    pub fn with_mode(config: Config, mode: Mode) -> Self {
+        let cache = config.enable_caching.then(|| {
+            crate::cache::TensorCache::new((config.cache_size_mb * (1 << 20) as f64) as usize)
+        });
+        let setup = GpuSetup::open(&config, mode);
+        Pipeline {
+            config,
+            mode: Mutex::new(mode),
+            gpu: setup.gpu,
+            gpu_absent: setup.absent,
+            pressure: setup.pressure,
+            notes: setup.notes,
+            settings: RunSettings::default(),
+            cache,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Uses `gpu` for chunks routed to the GPU.
+    pub fn with_gpu(mut self, gpu: Arc<dyn GpuEngine>) -> Self {
+        self.gpu = Some(gpu);
+        self.gpu_absent = None;
+        self
+    }
+
+    /// Routes by replaying `trace` (chunk `k` at virtual time `k * step_ms`)
+    /// rather than by live readings.
+    pub fn with_trace(mut self, trace: Trace, step_ms: u64) -> Self {
+        self.settings.trace = Some((trace, step_ms));
+        self
+    }
+
+    /// Samples GPU memory live (NVML) for routing, keeping the samples for
+    /// [`Pipeline::pressure`]'s `history` (what `--record-pressure` writes).
+    pub fn with_live_pressure(mut self) -> Result<Self> {
+        self.pressure = Some(crate::pressure::live(
+            self.config.gpu_device,
+            self.config.sample_interval_ms,
+        )?);
+        Ok(self)
+    }
+
+    /// Runs on timely's own arguments (`-w 2`, or a cluster's `-n 2 -p 0 -h hosts`).
+    pub fn with_timely_args(mut self, args: Vec<String>) -> Self {
+        self.settings.timely_args = args;
+        self
+    }
+
+    /// Writes, per part, which engine decoded which byte range (CSV).
+    pub fn with_placement_log(mut self, path: Option<PathBuf>) -> Self {
+        self.settings.placement_log = path;
+        self
+    }
+
+    /// Reports the decoded bytes on `progress`.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.settings.progress = Some(progress);
+        self
+    }
+
+    /// The GPU, in words, when there is one.
+    pub fn gpu_description(&self) -> Option<String> {
+        self.gpu.as_ref().map(|g| g.describe())
+    }
+
+    /// What setting up the GPU had to say.
+    pub fn setup_notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The memory-pressure readings the pipeline routes by, when live.
+    pub fn pressure(&self) -> Option<&Arc<dyn PressureSource>> {
+        self.pressure.as_ref()
+    }
+
+    /// Sets the mode for the following runs.
+    pub fn force_mode(&self, mode: Mode) {
+        *self.mode.lock().expect("mode lock") = mode;
+    }
+
+    pub fn mode(&self) -> Mode {
+        *self.mode.lock().expect("mode lock")
+    }
+
+    fn options(&self, target: Option<u32>) -> RunOptions {
+        let mut o = RunOptions::new(self.mode(), self.config.clone());
+        o.target_precision = target;
+        o.gpu = self.gpu.clone();
+        o.gpu_absent = self.gpu_absent.clone();
+        o.pressure = self.pressure.clone();
+        if let Some((trace, step)) = &self.settings.trace {
+            o.trace = Some(trace.clone());
+            o.replay_step_ms = *step;
+        }
+        o.timely_args = self.settings.timely_args.clone();
+        o.placement_log = self.settings.placement_log.clone();
+        o.progress = self.settings.progress.clone();
+        o
+    }
+
+    /// Decodes every tensor of `container` into the safetensors file `path`
+    /// (written under a temporary name, renamed when complete).
+    pub fn decompress_to_file(
+        &self,
+        container: &Arc<Container>,
+        path: &Path,
+        target: Option<u32>,
+    ) -> Result<Statistics> {
+        let s = decompress_file(container.clone(), path, &self.options(target))?;
+        self.remember(&s);
+        Ok(s)
+    }
+
+    fn remember(&self, s: &Statistics) {
+        *self.last.lock().expect("stats lock") = Some(s.clone());
+    }
+
+    /// Decodes every tensor of `container`.
+    pub fn decompress(
+        &self,
+        container: &Arc<Container>,
+        target: Option<u32>,
+    ) -> Result<(Vec<Tensor>, RunInfo)> {
+        let opts = self.options(target);
+        let (model, s) = decompress_to_memory(container.clone(), &opts)?;
+        self.remember(&s);
+        let tensors = container
+            .header()
+            .tensors
+            .iter()
+            .map(|t| Tensor {
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                shape: t.shape.clone(),
+                data: Arc::new(
+                    model.data[t.data_offset as usize..(t.data_offset + t.byte_len) as usize]
+                        .to_vec(),
+                ),
+            })
+            .collect();
+        let info = RunInfo {
+            mode: opts.mode,
+            gpu_chunks: s.gpu_decompressions,
+            cpu_chunks: s.cpu_decompressions,
+            hybrid_chunks: s.hybrid_decompressions,
+            wall: std::time::Duration::from_secs_f64(s.wall_time_s),
+        };
+        Ok((tensors, info))
+    }
+
+    /// Decodes one tensor (reading only its chunks), from the cache when it
+    /// holds it.
+    pub fn decompress_tensor(
+        &self,
+        container: &Arc<Container>,
+        name: &str,
+        target: Option<u32>,
+    ) -> Result<Tensor> {
+        let index = container
+            .header()
+            .tensors
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}: no tensor named '{name}'",
+                    container.path().display()
+                ))
+            })?;
+        let t = &container.header().tensors[index];
+        let key = crate::cache::CacheKey {
+            container: container.identity(),
+            tensor: name.to_string(),
+            target,
+        };
+        let tensor = |data| Tensor {
+            name: t.name.clone(),
+            dtype: t.dtype.clone(),
+            shape: t.shape.clone(),
+            data,
+        };
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+            return Ok(tensor(hit));
+        }
+        let (data, s) = decompress_tensor(container.clone(), index, &self.options(target))?;
+        self.remember(&s);
+        let data = Arc::new(data);
+        if let Some(c) = &self.cache {
+            c.put(key, data.clone());
+        }
+        Ok(tensor(data))
+    }
+
+    /// The last run's statistics, with the cache's running counts; `None`
+    /// before the first run.
+    pub fn statistics(&self) -> Option<Statistics> {
+        let mut s = self.last.lock().expect("stats lock").clone()?;
+        if let Some(c) = &self.cache {
+            (s.cache_hits, s.cache_misses) = c.counts();
+        }
+        s.current_mode = self.mode().name().to_string();
+        Some(s)
+    }
+}
