@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::checkpoint;
 use crate::compress::{compress_file, CompressOptions};
 use crate::error::{Error, Result};
 use crate::format::Container;
@@ -23,7 +24,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Compress a safetensors file into a p-adic container.
+    /// Compress a safetensors file into a p-adic container, or a model directory (or its `model.safetensors.index.json`) into a directory of `.padic` shards.
     Compress {
         /// The safetensors file to read.
         input: PathBuf,
@@ -182,6 +183,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 lossy,
                 chunk_kib,
             };
+            if checkpoint::is_checkpoint(&input) {
+                let r = checkpoint::compress_dir(&input, &output, &opts, &progress)?;
+                let s = r.total();
+                eprintln!(
+                    "{}: {} shards, {} files copied, {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
+                    output.display(),
+                    r.shards.len(),
+                    r.copied,
+                    s.tensors,
+                    s.chunks,
+                    s.original_bytes,
+                    s.compressed_bytes,
+                    s.compressed_bytes as f64 / s.original_bytes.max(1) as f64
+                );
+                return Ok(());
+            }
             let s = compress_file(&input, &output, &opts, &progress)?;
             eprintln!(
                 "{}: {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
@@ -218,7 +235,22 @@ pub fn run(cli: Cli) -> Result<()> {
                 ));
             }
             let cfg = crate::config::Config::load(config.as_deref(), flags)?;
-            let c = std::sync::Arc::new(Container::open(&input)?);
+            let packed_dir = checkpoint::is_checkpoint(&input);
+            if packed_dir
+                && (pressure_trace.is_some()
+                    || record_pressure.is_some()
+                    || histogram_out.is_some()
+                    || placement_log.is_some())
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: a checkpoint directory takes --stats-json, but not yet --pressure-trace, --record-pressure, --histogram-out or --placement-log (one graph run for the whole model is to come)",
+                    input.display()
+                )));
+            }
+            let c = match packed_dir {
+                true => None,
+                false => Some(std::sync::Arc::new(Container::open(&input)?)),
+            };
             let mut opts = crate::pipeline::RunOptions::new(mode, cfg);
             opts.target_precision = target_precision;
             opts.trace = pressure_trace
@@ -249,6 +281,27 @@ pub fn run(cli: Cli) -> Result<()> {
             opts.timely_args = timely;
             opts.placement_log = placement_log;
             let _ = &progress;
+            let Some(c) = c else {
+                let s = checkpoint::decompress_dir(&input, &output, &opts)?;
+                if let Some(path) = &stats_json {
+                    let json = serde_json::to_string_pretty(&s)
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                    crate::output::write_atomic(path, json.as_bytes())?;
+                }
+                eprintln!(
+                    "{}: {} shards, {} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s",
+                    output.display(),
+                    s.shards.len(),
+                    s.total_decompressions,
+                    s.gpu_decompressions,
+                    s.cpu_decompressions,
+                    s.hybrid_decompressions,
+                    s.bytes_in,
+                    s.bytes_out,
+                    s.wall_time_s
+                );
+                return Ok(());
+            };
             let s = crate::pipeline::decompress_file(c, &output, &opts)?;
             for note in &s.notes {
                 eprintln!("note: {note}");
@@ -279,6 +332,18 @@ pub fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Inspect { input, json } => {
+            if checkpoint::is_checkpoint(&input) {
+                let r = checkpoint::inspect_dir(&input)?;
+                match json {
+                    true => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&r)
+                            .map_err(|e| Error::InvalidArgument(e.to_string()))?
+                    ),
+                    false => print!("{}", checkpoint::render(&r)),
+                }
+                return Ok(());
+            }
             let c = Container::open(&input)?;
             let r = inspect::inspect(&c);
             if json {
@@ -298,6 +363,12 @@ pub fn run(cli: Cli) -> Result<()> {
             config,
             replay_step_ms,
         } => {
+            if checkpoint::is_checkpoint(&input) {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: plan takes one container; plan each shard (`*.padic`) of a checkpoint directory in turn",
+                    input.display()
+                )));
+            }
             let cfg = crate::config::Config::load(
                 config.as_deref(),
                 crate::config::ConfigLayer::default(),

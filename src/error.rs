@@ -83,6 +83,9 @@ pub enum Error {
     /// The safetensors input does not parse.
     #[error("{}: not a valid safetensors file: {what}", path.display())]
     Safetensors { path: PathBuf, what: String },
+    /// A sharded checkpoint (a directory, or its index) is not what it should be.
+    #[error("{}: {what}", path.display())]
+    Checkpoint { path: PathBuf, what: String },
     /// An argument or a setting is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -11,9 +11,11 @@
 //! * [`format::Container`]: open and validate a container.
 //! * [`engine::CpuEngine`]: decode it, to a file or to memory.
 //! * [`inspect::inspect`]: per-tensor sizes and ratios.
+//! * [`checkpoint`]: sharded checkpoints (a model directory) in one go.
 
 pub mod bench;
 pub mod cache;
+pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod compress;

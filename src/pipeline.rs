@@ -43,6 +43,7 @@ use crate::pressure::{PressureSource, Trace};
 use crate::stats::{Engine, Recorder, Statistics};
 
 mod resident;
+mod whole;
 pub use resident::{LoadInfo, Residence, ResidentTensor, Values};
 
 /// One chunk to decode: a handle of a few words.
