@@ -64,7 +64,7 @@ class Pipeline:
 
     @property
     def mode(self):
-        """The current mode's name (AUTO_SWITCH, GPU_ONLY, CPU_ONLY, HYBRID)."""
+        """The current mode: "auto", "gpu-only", "cpu-only" or "hybrid"."""
         return self._inner.mode
 
     def statistics(self):

@@ -1,9 +1,11 @@
-//! DLPack hand-over (the legacy, unversioned `dltensor` capsule that
-//! `numpy.from_dlpack` and `torch.from_dlpack` both take): the framework's
-//! tensor points into memory Rust owns, which lives until the framework calls
-//! the deleter. The buffer protocol would do for host memory, but abi3 before
-//! CPython 3.11 has no buffer protocol for extension types; DLPack also
-//! carries device memory.
+//! DLPack hand-over (`numpy.from_dlpack`, `torch.from_dlpack`): the
+//! framework's tensor points into memory Rust owns, which lives until the
+//! framework calls the deleter. A consumer that asks for DLPack 1.0
+//! (`max_version`) gets a `dltensor_versioned` capsule, whose tensors are
+//! writable (NumPy marks those of a legacy `dltensor` read-only); others get
+//! the legacy one. The buffer protocol would do for host memory, but abi3
+//! before CPython 3.11 has no buffer protocol for extension types; DLPack
+//! also carries device memory.
 
 use std::ffi::{c_void, CStr};
 use std::ptr::NonNull;
@@ -85,42 +87,97 @@ struct DLManagedTensor {
     deleter: Option<unsafe extern "C" fn(*mut DLManagedTensor)>,
 }
 
+#[repr(C)]
+struct DLPackVersion {
+    major: u32,
+    minor: u32,
+}
+
+/// DLPack 1.0's managed tensor (no flags: writable, not a copy).
+#[repr(C)]
+struct DLManagedTensorVersioned {
+    version: DLPackVersion,
+    manager_ctx: *mut c_void,
+    deleter: Option<unsafe extern "C" fn(*mut DLManagedTensorVersioned)>,
+    flags: u64,
+    dl_tensor: DLTensor,
+}
+
 /// What keeps a tensor's memory alive (a [`HostStorage`] or a device buffer),
 /// held only to be dropped.
 type Owner = Arc<dyn std::any::Any + Send + Sync>;
 
-/// A DLManagedTensor with what it points into; `manager_ctx` points here.
+/// A managed tensor (`T`, either kind) with what it points into; the
+/// tensor's `manager_ctx` points here, its `shape` into `shape`.
 #[repr(C)]
-struct Managed {
-    tensor: DLManagedTensor,
+struct Managed<T> {
+    tensor: T,
     shape: Vec<i64>,
     _owner: Owner,
 }
 
-unsafe extern "C" fn delete_managed(m: *mut DLManagedTensor) {
-    if m.is_null() {
-        return;
+unsafe extern "C" fn delete_legacy(m: *mut DLManagedTensor) {
+    if !m.is_null() {
+        // SAFETY: `manager_ctx` is the `Box<Managed<_>>` leaked in
+        // `__dlpack__`, and DLPack calls the deleter once.
+        drop(unsafe { Box::from_raw((*m).manager_ctx as *mut Managed<DLManagedTensor>) });
     }
-    // SAFETY: `manager_ctx` is the `Box<Managed>` leaked in `__dlpack__`, and
-    // DLPack calls the deleter once.
-    drop(unsafe { Box::from_raw((*m).manager_ctx as *mut Managed) });
 }
 
-const CAPSULE_NAME: &CStr = c"dltensor";
+unsafe extern "C" fn delete_versioned(m: *mut DLManagedTensorVersioned) {
+    if !m.is_null() {
+        // SAFETY: as in `delete_legacy`.
+        drop(unsafe { Box::from_raw((*m).manager_ctx as *mut Managed<DLManagedTensorVersioned>) });
+    }
+}
 
-/// Frees a capsule nobody consumed (a consumer renames it `used_dltensor`
-/// and calls the deleter itself).
+const LEGACY_NAME: &CStr = c"dltensor";
+const VERSIONED_NAME: &CStr = c"dltensor_versioned";
+
+/// Frees a capsule nobody consumed (a consumer renames it `used_...` and
+/// calls the deleter itself).
 unsafe extern "C" fn drop_capsule(capsule: *mut ffi::PyObject) {
-    // SAFETY: called by Python with the capsule, holding the GIL.
+    // SAFETY: called by Python with the capsule, holding the GIL; the valid
+    // name says which struct the pointer is.
     unsafe {
-        if ffi::PyCapsule_IsValid(capsule, CAPSULE_NAME.as_ptr()) == 1 {
-            let m =
-                ffi::PyCapsule_GetPointer(capsule, CAPSULE_NAME.as_ptr()) as *mut DLManagedTensor;
-            if let Some(deleter) = (*m).deleter {
-                deleter(m);
-            }
+        if ffi::PyCapsule_IsValid(capsule, LEGACY_NAME.as_ptr()) == 1 {
+            delete_legacy(ffi::PyCapsule_GetPointer(capsule, LEGACY_NAME.as_ptr()) as _);
+        } else if ffi::PyCapsule_IsValid(capsule, VERSIONED_NAME.as_ptr()) == 1 {
+            delete_versioned(ffi::PyCapsule_GetPointer(capsule, VERSIONED_NAME.as_ptr()) as _);
         }
     }
+}
+
+/// Wraps the leaked `raw` in a capsule named `name`; frees it with `delete`
+/// if Python cannot.
+///
+/// # Safety
+/// `raw` must come from `Box::into_raw` of a `Managed<T>` that `delete` frees,
+/// and `name` must say which kind `T` is.
+unsafe fn capsule<T>(
+    py: Python<'_>,
+    raw: *mut Managed<T>,
+    name: &'static CStr,
+    delete: unsafe extern "C" fn(*mut T),
+) -> PyResult<PyObject> {
+    // SAFETY: the caller's contract; `tensor` is the first field of the
+    // repr(C) `Managed`, so `raw` is also a pointer to it.
+    unsafe {
+        let capsule = ffi::PyCapsule_New(raw as *mut c_void, name.as_ptr(), Some(drop_capsule));
+        if capsule.is_null() {
+            delete(raw as *mut T);
+            return Err(PyErr::fetch(py));
+        }
+        Ok(PyObject::from_owned_ptr(py, capsule))
+    }
+}
+
+/// Whether the consumer takes DLPack 1.0 (`max_version=(1, ...)` or later).
+fn wants_versioned(kwargs: Option<&Bound<'_, PyDict>>) -> bool {
+    let Some(Ok(Some(v))) = kwargs.map(|k| k.get_item("max_version")) else {
+        return false;
+    };
+    v.extract::<(u32, u32)>().is_ok_and(|(major, _)| major >= 1)
 }
 
 /// The DLPack type of a safetensors dtype: as it is (`exact`) or as unsigned
@@ -225,49 +282,62 @@ impl DlTensor {
 
 #[pymethods]
 impl DlTensor {
-    /// A new `dltensor` capsule (each call its own; the memory is shared).
-    /// The arguments newer consumers pass (`stream`, `max_version`, ...) are
-    /// accepted; the device is synchronized when the tensor is made.
-    #[pyo3(signature = (*_args, **_kwargs))]
+    /// A new DLPack capsule (each call its own; the memory is shared): DLPack
+    /// 1.0 when the consumer passes `max_version=(1, _)`, else the legacy
+    /// kind. `stream` and the rest are accepted: the device is synchronized
+    /// when the tensor is made.
+    #[pyo3(signature = (*_args, **kwargs))]
     fn __dlpack__(
         &self,
         py: Python<'_>,
         _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyObject> {
-        let mut managed = Box::new(Managed {
-            tensor: DLManagedTensor {
-                dl_tensor: DLTensor {
-                    data: self.address as *mut c_void,
-                    device: self.device,
-                    ndim: self.shape.len() as i32,
-                    dtype: self.dtype,
-                    shape: std::ptr::null_mut(),
-                    strides: std::ptr::null_mut(),
-                    byte_offset: 0,
+        let tensor = DLTensor {
+            data: self.address as *mut c_void,
+            device: self.device,
+            ndim: self.shape.len() as i32,
+            dtype: self.dtype,
+            shape: std::ptr::null_mut(),
+            strides: std::ptr::null_mut(),
+            byte_offset: 0,
+        };
+        let (shape, owner) = (self.shape.clone(), self.owner.clone());
+        if wants_versioned(kwargs) {
+            let raw = Box::into_raw(Box::new(Managed {
+                tensor: DLManagedTensorVersioned {
+                    version: DLPackVersion { major: 1, minor: 0 },
+                    manager_ctx: std::ptr::null_mut(),
+                    deleter: Some(delete_versioned),
+                    flags: 0,
+                    dl_tensor: tensor,
                 },
-                manager_ctx: std::ptr::null_mut(),
-                deleter: Some(delete_managed),
-            },
-            shape: self.shape.clone(),
-            _owner: self.owner.clone(),
-        });
-        managed.tensor.dl_tensor.shape = managed.shape.as_mut_ptr();
-        let raw = Box::into_raw(managed);
-        // SAFETY: `raw` is a valid, leaked `Managed`; the capsule or its
-        // consumer frees it through `delete_managed`, once.
-        unsafe {
-            (*raw).tensor.manager_ctx = raw as *mut c_void;
-            let capsule = ffi::PyCapsule_New(
-                raw as *mut c_void,
-                CAPSULE_NAME.as_ptr(),
-                Some(drop_capsule),
-            );
-            if capsule.is_null() {
-                delete_managed(raw as *mut DLManagedTensor);
-                return Err(PyErr::fetch(py));
+                shape,
+                _owner: owner,
+            }));
+            // SAFETY: `raw` is a valid leaked `Managed`, pointed at itself
+            // and its own shape before it is handed over.
+            unsafe {
+                (*raw).tensor.dl_tensor.shape = (*raw).shape.as_mut_ptr();
+                (*raw).tensor.manager_ctx = raw as *mut c_void;
+                capsule(py, raw, VERSIONED_NAME, delete_versioned)
             }
-            Ok(PyObject::from_owned_ptr(py, capsule))
+        } else {
+            let raw = Box::into_raw(Box::new(Managed {
+                tensor: DLManagedTensor {
+                    dl_tensor: tensor,
+                    manager_ctx: std::ptr::null_mut(),
+                    deleter: Some(delete_legacy),
+                },
+                shape,
+                _owner: owner,
+            }));
+            // SAFETY: as above.
+            unsafe {
+                (*raw).tensor.dl_tensor.shape = (*raw).shape.as_mut_ptr();
+                (*raw).tensor.manager_ctx = raw as *mut c_void;
+                capsule(py, raw, LEGACY_NAME, delete_legacy)
+            }
         }
     }
 

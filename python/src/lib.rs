@@ -101,6 +101,9 @@ fn compress_file(
     Ok(d.unbind())
 }
 
+/// One loaded tensor: `(name, dtype, shape, capsule holder)`.
+type Loaded = (String, String, Vec<u64>, DlTensor);
+
 /// The containers of a `.padic` file or a packed directory, in index order.
 fn open_all(path: &Path) -> padic_burst::Result<Vec<Arc<Container>>> {
     if padic_burst::checkpoint::is_checkpoint(path) {
@@ -207,7 +210,7 @@ impl Pipeline {
         containers: &[Arc<Container>],
         target: Option<u32>,
         exact: bool,
-    ) -> PyResult<Vec<(String, String, Vec<u64>, DlTensor)>> {
+    ) -> PyResult<Vec<Loaded>> {
         let mut out = Vec::new();
         let mut runs = Vec::new();
         for c in containers {
@@ -238,7 +241,7 @@ impl Pipeline {
         containers: &[Arc<Container>],
         target: Option<u32>,
         device: u32,
-    ) -> PyResult<Vec<(String, String, Vec<u64>, DlTensor)>> {
+    ) -> PyResult<Vec<Loaded>> {
         if device != self.gpu_device {
             return Err(PadicError::new_err(format!(
                 "device cuda:{device}: this pipeline decodes on GPU {} (config gpu_device)",
@@ -380,7 +383,7 @@ impl Pipeline {
         device: &str,
         target_precision: Option<u32>,
         exact: bool,
-    ) -> PyResult<Vec<(String, String, Vec<u64>, DlTensor)>> {
+    ) -> PyResult<Vec<Loaded>> {
         let device = parse_device(device)?;
         let what = format!("opening {}", path.display());
         let containers = unlocked(py, &what, || open_all(&path))?;
