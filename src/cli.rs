@@ -26,9 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Compress a safetensors file into a p-adic container, or a model directory (or its `model.safetensors.index.json`) into a directory of `.padic` shards.
     Compress {
-        /// The safetensors file to read.
+        /// The safetensors file to read (or a model directory, or its index).
         input: PathBuf,
-        /// The container to write.
+        /// The container to write (for a directory: a directory, absent or empty).
         #[arg(short, long)]
         output: PathBuf,
         /// Base of the digit expansion of each fraction (a prime below 2048).
@@ -44,11 +44,11 @@ pub enum Command {
         #[arg(long, default_value_t = 1024)]
         chunk_kib: u32,
     },
-    /// Decompress a container into a safetensors file.
+    /// Decompress a container into a safetensors file, or a directory of `.padic` shards back into the model directory.
     Decompress {
-        /// The container to read.
+        /// The container to read (or a packed directory, or its index).
         input: PathBuf,
-        /// The safetensors file to write.
+        /// The safetensors file to write (for a directory: a directory, absent or empty).
         #[arg(short, long)]
         output: PathBuf,
         /// Decode only the leading K digits of each fraction (reads fewer planes) [default: all stored].
@@ -85,9 +85,9 @@ pub enum Command {
         #[arg(last = true)]
         timely: Vec<String>,
     },
-    /// Show per-tensor sizes and ratios of a container.
+    /// Show per-tensor sizes and ratios of a container (of a packed directory: per shard, and totals).
     Inspect {
-        /// The container to read.
+        /// The container to read (or a packed directory, or its index).
         input: PathBuf,
         /// Print JSON (keys: tensors, original_bytes, compressed_bytes, ratio).
         #[arg(long)]
@@ -163,6 +163,13 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// Writes `value` as pretty JSON to `path`, whole or not at all.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    let json =
+        serde_json::to_string_pretty(value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    crate::output::write_atomic(path, json.as_bytes())
 }
 
 /// Runs a parsed command line.
@@ -284,19 +291,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let Some(c) = c else {
                 let s = checkpoint::decompress_dir(&input, &output, &opts)?;
                 if let Some(path) = &stats_json {
-                    let json = serde_json::to_string_pretty(&s)
-                        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                    crate::output::write_atomic(path, json.as_bytes())?;
+                    write_json(path, &s)?;
                 }
                 eprintln!(
-                    "{}: {} shards, {} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s",
+                    "{}: {} shards, {} chunks, {} bytes written in {:.3} s",
                     output.display(),
                     s.shards.len(),
                     s.total_decompressions,
-                    s.gpu_decompressions,
-                    s.cpu_decompressions,
-                    s.hybrid_decompressions,
-                    s.bytes_in,
                     s.bytes_out,
                     s.wall_time_s
                 );
@@ -311,9 +312,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("{}: {n} memory samples", path.display());
             }
             if let Some(path) = &stats_json {
-                let json = serde_json::to_string_pretty(&s)
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                crate::output::write_atomic(path, json.as_bytes())?;
+                write_json(path, &s)?;
             }
             if let Some(path) = &histogram_out {
                 crate::output::write_atomic(path, s.histogram_text.as_bytes())?;
