@@ -78,12 +78,16 @@ class Pipeline:
         """Every tensor of a ``.padic`` file or a packed directory, as a dict of
         ``torch.Tensor`` (``framework="pt"``) or ``numpy.ndarray`` (``"np"``)."""
         fw = _framework(framework)
-        module = _module(fw)
         gpu = _gpu_index(device)
         if fw == "np" and gpu is not None:
             raise _padic_burst.PadicError(
                 f"device {device!r}: NumPy arrays live in host memory; use framework='pt'"
             )
+        if gpu is not None and self._inner.gpu_absent is not None:
+            raise _padic_burst.PadicError(
+                f"device {device!r}: no GPU to decode on: {self._inner.gpu_absent}"
+            )
+        module = _module(fw)
         rows = self._inner.load(
             os.fspath(path),
             "cpu" if gpu is None else f"cuda:{gpu}",
