@@ -1,6 +1,7 @@
 """NumPy: ``load_file`` returns ``dict[str, numpy.ndarray]``.
 
-Arrays wrap the decoded memory without a copy (DLPack). NumPy has no bfloat16
+Arrays wrap the decoded memory without a copy (DLPack); they are writable with
+NumPy 2.1 or later (DLPack 1.0), read-only with older NumPy. NumPy has no bfloat16
 or 8-bit floats: those come through the ``ml_dtypes`` package when it is
 installed, and are an error naming the dtype and the package when it is not.
 """

@@ -38,7 +38,11 @@ def test_safe_open_decodes_one_tensor_through_the_cache(packed):
         assert again.tobytes() == raw[name][2]
         assert p.statistics()["cache_hits"] == 1
         # The caller's copy is its own: writing it leaves the cache intact.
-        again[...] = 0
+        # (NumPy takes writable arrays through DLPack 1.0, from 2.1 on.)
+        if again.flags.writeable:
+            again[...] = 0
+        else:
+            assert np.lib.NumpyVersion(np.__version__) < "2.1.0"
         assert f.get_tensor(name).tobytes() == raw[name][2]
         with pytest.raises(padic_burst.PadicError, match="no tensor named 'nope'"):
             f.get_tensor("nope")
