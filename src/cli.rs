@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::checkpoint;
 use crate::compress::{compress_file, CompressOptions};
 use crate::config::{Config, ConfigLayer};
 use crate::error::{Error, Result};
@@ -32,11 +33,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Compress a safetensors file into a p-adic container.
+    /// Compress a safetensors file into a p-adic container, or a model directory (or its `model.safetensors.index.json`) into a directory of `.padic` shards.
     Compress(CompressArgs),
-    /// Decompress a container into a safetensors file.
+    /// Decompress a container into a safetensors file, or a directory of `.padic` shards back into the model directory.
     Decompress(DecompressArgs),
-    /// Show per-tensor sizes and ratios of a container.
+    /// Show per-tensor sizes and ratios of a container (of a packed directory: per shard, and totals).
     Inspect(InspectArgs),
     /// Print the routing decisions a run would take under a recorded pressure trace (JSON lines), without decoding.
     Plan(PlanArgs),
@@ -49,9 +50,9 @@ pub enum Command {
 /// The arguments of `compress`.
 #[derive(Debug, Args)]
 pub struct CompressArgs {
-    /// The safetensors file to read.
+    /// The safetensors file to read (or a model directory, or its index).
     pub input: PathBuf,
-    /// The container to write.
+    /// The container to write (for a directory: a directory, absent or empty).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Base of the digit expansion of each fraction (a prime below 2048).
@@ -71,9 +72,9 @@ pub struct CompressArgs {
 /// The arguments of `decompress`.
 #[derive(Debug, Args)]
 pub struct DecompressArgs {
-    /// The container to read.
+    /// The container to read (or a packed directory, or its index).
     pub input: PathBuf,
-    /// The safetensors file to write.
+    /// The safetensors file to write (for a directory: a directory, absent or empty).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Decode only the leading K digits of each fraction (reads fewer planes) [default: all stored].
@@ -114,7 +115,7 @@ pub struct DecompressArgs {
 /// The arguments of `inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The container to read.
+    /// The container to read (or a packed directory, or its index).
     pub input: PathBuf,
     /// Print JSON (keys: tensors, original_bytes, compressed_bytes, ratio).
     #[arg(long)]
@@ -275,6 +276,22 @@ fn compress(a: CompressArgs, quiet: bool) -> Result<()> {
         lossy: a.lossy,
         chunk_kib: a.chunk_kib,
     };
+    if checkpoint::is_checkpoint(&a.input) {
+        let r = checkpoint::compress_dir(&a.input, &a.output, &opts, &Progress::new(!quiet))?;
+        let s = r.total();
+        eprintln!(
+            "{}: {} shards, {} files copied, {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
+            a.output.display(),
+            r.shards.len(),
+            r.copied,
+            s.tensors,
+            s.chunks,
+            s.original_bytes,
+            s.compressed_bytes,
+            s.compressed_bytes as f64 / s.original_bytes.max(1) as f64
+        );
+        return Ok(());
+    }
     let s = compress_file(&a.input, &a.output, &opts, &Progress::new(!quiet))?;
     eprintln!(
         "{}: {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
@@ -294,7 +311,24 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         ..Default::default()
     };
     let cfg = Config::load(a.config.as_deref(), flags)?;
-    let c = Arc::new(Container::open(&a.input)?);
+    let packed_dir = checkpoint::is_checkpoint(&a.input);
+    if packed_dir
+        && (a.pressure_trace.is_some()
+            || a.record_pressure.is_some()
+            || a.histogram_out.is_some()
+            || a.placement_log.is_some())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{}: a checkpoint directory takes --stats-json, but not yet --pressure-trace, \
+             --record-pressure, --histogram-out or --placement-log (each shard decodes in a \
+             graph run of its own)",
+            a.input.display()
+        )));
+    }
+    let c = match packed_dir {
+        true => None,
+        false => Some(Arc::new(Container::open(&a.input)?)),
+    };
     let mut pipeline = Pipeline::with_mode(cfg, a.mode);
     if let Some(gpu) = pipeline.gpu_description() {
         eprintln!("GPU: {gpu}");
@@ -312,6 +346,21 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         .with_timely_args(a.timely)
         .with_placement_log(a.placement_log)
         .with_progress(Arc::new(Progress::new(!quiet)));
+    let Some(c) = c else {
+        let s = checkpoint::decompress_dir(&a.input, &a.output, &pipeline, a.target_precision)?;
+        if let Some(path) = &a.stats_json {
+            crate::output::write_atomic(path, json(&s, true)?.as_bytes())?;
+        }
+        eprintln!(
+            "{}: {} shards, {} chunks, {} bytes written in {:.3} s",
+            a.output.display(),
+            s.shards.len(),
+            s.total_decompressions,
+            s.bytes_out,
+            s.wall_time_s
+        );
+        return Ok(());
+    };
     let s = pipeline.decompress_to_file(&c, &a.output, a.target_precision)?;
     for note in &s.notes {
         eprintln!("note: {note}");
@@ -345,6 +394,14 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
+    if checkpoint::is_checkpoint(&a.input) {
+        let r = checkpoint::inspect_dir(&a.input)?;
+        return if a.json {
+            print_stdout(&(json(&r, true)? + "\n"))
+        } else {
+            print_stdout(&checkpoint::render(&r))
+        };
+    }
     let c = Container::open(&a.input)?;
     let r = inspect::inspect(&c);
     if a.json {
@@ -355,6 +412,12 @@ fn inspect(a: InspectArgs) -> Result<()> {
 }
 
 fn plan(a: PlanArgs) -> Result<()> {
+    if checkpoint::is_checkpoint(&a.input) {
+        return Err(Error::InvalidArgument(format!(
+            "{}: plan takes one container; plan each shard (`*.padic`) of a checkpoint directory in turn",
+            a.input.display()
+        )));
+    }
     let cfg = Config::load(a.config.as_deref(), ConfigLayer::default())?;
     let trace = Trace::load(&a.pressure_trace)?;
     let c = Container::open(&a.input)?;

@@ -100,6 +100,9 @@ pub enum Error {
     /// The safetensors input does not parse.
     #[error("{}: not a valid safetensors file: {what}", path.display())]
     Safetensors { path: PathBuf, what: String },
+    /// A sharded checkpoint (a directory, or its index) is not what it should be.
+    #[error("{}: {what}", path.display())]
+    Checkpoint { path: PathBuf, what: String },
     /// An argument or a setting is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -166,6 +169,10 @@ impl Clone for Error {
                 path: path.clone(),
                 what: what.clone(),
             },
+            Error::Checkpoint { path, what } => Error::Checkpoint {
+                path: path.clone(),
+                what: what.clone(),
+            },
             Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
             Error::Decode(s) => Error::Decode(s.clone()),
             Error::Gpu { at, doing, source } => Error::Gpu {
@@ -223,6 +230,7 @@ impl Error {
             | Error::Version { .. }
             | Error::Corrupt { .. }
             | Error::Safetensors { .. }
+            | Error::Checkpoint { .. }
             | Error::InvalidArgument(_)
             | Error::Decode(_) => EXIT_BAD_INPUT,
         }

@@ -13,9 +13,11 @@
 //!   ([`graph`]), to a file, to memory, or tensor by tensor.
 //! * [`engine::CpuEngine`]: decode it on the CPU alone, without the graph.
 //! * [`inspect::inspect`]: per-tensor sizes and ratios.
+//! * [`checkpoint`]: sharded checkpoints (a model directory) in one go.
 
 pub mod bench;
 pub mod cache;
+pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod compress;

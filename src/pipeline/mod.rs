@@ -242,9 +242,7 @@ impl Pipeline {
         container: &Arc<Container>,
         target: Option<u32>,
     ) -> Result<(Vec<Tensor>, RunInfo)> {
-        let opts = self.options(target);
-        let (model, s) = decompress_to_memory(container.clone(), &opts)?;
-        self.remember(&s);
+        let (data, info) = self.decompress_model(container, target)?;
         let tensors = container
             .header()
             .tensors
@@ -254,11 +252,26 @@ impl Pipeline {
                 dtype: t.dtype.clone(),
                 shape: t.shape.clone(),
                 data: Arc::new(
-                    model.data[t.data_offset as usize..(t.data_offset + t.byte_len) as usize]
-                        .to_vec(),
+                    data[t.data_offset as usize..(t.data_offset + t.byte_len) as usize].to_vec(),
                 ),
             })
             .collect();
+        Ok((tensors, info))
+    }
+
+    /// Decodes every tensor of `container` into one buffer, the safetensors
+    /// data region: tensor `t`'s bytes are at `t.data_offset..t.data_offset +
+    /// t.byte_len`. For callers that hand the memory on without copying it
+    /// (the Python bindings wrap each tensor as a view of the buffer);
+    /// [`Pipeline::decompress`] copies tensor by tensor instead.
+    pub fn decompress_model(
+        &self,
+        container: &Arc<Container>,
+        target: Option<u32>,
+    ) -> Result<(Vec<u8>, RunInfo)> {
+        let opts = self.options(target);
+        let (model, s) = decompress_to_memory(container.clone(), &opts)?;
+        self.remember(&s);
         let info = RunInfo {
             mode: opts.mode,
             gpu_chunks: s.gpu_decompressions,
@@ -266,7 +279,15 @@ impl Pipeline {
             hybrid_chunks: s.hybrid_decompressions,
             wall: std::time::Duration::from_secs_f64(s.wall_time_s),
         };
-        Ok((tensors, info))
+        Ok((model.data, info))
+    }
+
+    /// Why this pipeline decodes without a GPU; `None` when it has one.
+    pub fn gpu_absent(&self) -> Option<&str> {
+        match &self.gpu {
+            Some(_) => None,
+            None => Some(self.gpu_absent.as_deref().unwrap_or("none was given")),
+        }
     }
 
     /// Decodes one tensor (reading only its chunks), from the cache when it

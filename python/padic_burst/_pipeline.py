@@ -1,0 +1,144 @@
+"""``Pipeline`` and ``safe_open``: the framework-neutral part of the API."""
+
+import json
+import os
+
+from . import _padic_burst
+
+_FRAMEWORKS = {"pt": "pt", "torch": "pt", "np": "np", "numpy": "np"}
+
+
+def _framework(name):
+    try:
+        return _FRAMEWORKS[name]
+    except KeyError:
+        raise _padic_burst.PadicError(
+            f"framework {name!r}: expected 'pt' (PyTorch) or 'np' (NumPy)"
+        ) from None
+
+
+def _gpu_index(device):
+    """The N of "cuda:N" ("cuda" is 0), or None for the host."""
+    if device == "cpu":
+        return None
+    if device == "cuda":
+        return 0
+    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    raise _padic_burst.PadicError(f'device {device!r}: expected "cpu", "cuda" or "cuda:N"')
+
+
+def _module(framework):
+    if framework == "pt":
+        from . import torch as module
+    else:
+        from . import numpy as module
+    return module
+
+
+class Pipeline:
+    """The decode pipeline: a mode that can be forced at run time, an LRU cache
+    of tensors (for ``safe_open``) and statistics. Safe to share between threads.
+
+    ``config`` is ``None`` (the defaults), a dict of the TOML file's keys, or the
+    path of a TOML file; it is layered and validated as the command line does it
+    (defaults < file < ``SARAPHIS_*`` environment < arguments), and a bad value
+    raises ``PadicError``.
+    """
+
+    def __init__(self, config=None, *, workers=None, gpu_device=None):
+        config_json = config_path = None
+        if isinstance(config, dict):
+            config_json = json.dumps(config)
+        elif isinstance(config, (str, os.PathLike)):
+            config_path = os.fspath(config)
+        elif config is not None:
+            raise _padic_burst.PadicError(
+                f"config: expected None, a dict or a TOML file path, got {type(config).__name__}"
+            )
+        self._inner = _padic_burst.Pipeline(config_json, config_path, workers, gpu_device)
+
+    def force_mode(self, mode):
+        """Sets the mode of the following loads: "auto", "gpu-only", "cpu-only" or "hybrid"."""
+        self._inner.force_mode(str(getattr(mode, "value", mode)))
+
+    @property
+    def mode(self):
+        """The current mode: "auto", "gpu-only", "cpu-only" or "hybrid"."""
+        return self._inner.mode
+
+    def statistics(self):
+        """The last load's statistics, a dict with the keys of the command line's
+        ``--stats-json`` (counts summed over a directory's shards), the cache's
+        counts and the current mode; ``None`` before the first load."""
+        text = self._inner.statistics_json()
+        return None if text is None else json.loads(text)
+
+    def load_file(self, path, framework="pt", device="cpu", *, target_precision=None):
+        """Every tensor of a ``.padic`` file or a packed directory, as a dict of
+        ``torch.Tensor`` (``framework="pt"``) or ``numpy.ndarray`` (``"np"``)."""
+        fw = _framework(framework)
+        gpu = _gpu_index(device)
+        if fw == "np" and gpu is not None:
+            raise _padic_burst.PadicError(
+                f"device {device!r}: NumPy arrays live in host memory; use framework='pt'"
+            )
+        if gpu is not None and self._inner.gpu_absent is not None:
+            raise _padic_burst.PadicError(
+                f"device {device!r}: no GPU to decode on: {self._inner.gpu_absent}"
+            )
+        module = _module(fw)
+        rows = self._inner.load(
+            os.fspath(path),
+            "cpu" if gpu is None else f"cuda:{gpu}",
+            target_precision,
+            fw == "pt",
+        )
+        return {name: module._tensor(name, dtype, holder, device) for name, dtype, _, holder in rows}
+
+
+class safe_open:
+    """Opens a ``.padic`` file or a packed directory, as ``safetensors.safe_open``
+    does a safetensors file: ``keys()``, ``metadata()`` and ``get_tensor(name)``,
+    which decodes only that tensor's chunks, through the pipeline's LRU cache.
+
+    With ``device="cuda..."`` (PyTorch only) a tensor is decoded on the CPU and
+    then moved to the device by PyTorch.
+    """
+
+    def __init__(self, path, framework="pt", device="cpu", *, pipeline=None, target_precision=None):
+        self._framework = _framework(framework)
+        if self._framework == "np" and _gpu_index(device) is not None:
+            raise _padic_burst.PadicError(f"device {device!r}: NumPy arrays live in host memory")
+        self._device = device
+        self._target = target_precision
+        self._pipeline = pipeline if pipeline is not None else Pipeline()
+        self._opened = self._pipeline._inner.open(os.fspath(path))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._opened = None
+        return False
+
+    def _handle(self):
+        if self._opened is None:
+            raise _padic_burst.PadicError("safe_open: the file is closed (used outside its `with` block)")
+        return self._opened
+
+    def keys(self):
+        """Tensor names, in file order (shard by shard)."""
+        return self._handle().keys()
+
+    def metadata(self):
+        """The safetensors ``__metadata__`` dict, or ``None``."""
+        return self._handle().metadata()
+
+    def get_tensor(self, name):
+        """One tensor, decoded alone (or taken from the cache)."""
+        opened = self._handle()
+        dtype, _, holder = opened.get_tensor(
+            self._pipeline._inner, name, self._target, self._framework == "pt"
+        )
+        return _module(self._framework)._tensor(name, dtype, holder, self._device)

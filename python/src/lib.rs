@@ -1,0 +1,508 @@
+//! The Rust layer of the `padic_burst` Python package: a thin wrapper of the
+//! library's public API. Tensors leave as DLPack capsules over memory Rust
+//! owns (`dlpack.rs`), so NumPy and PyTorch wrap them without a copy; the
+//! framework modules (`padic_burst/numpy.py`, `torch.py`) only turn them into
+//! arrays. Every decode runs with the GIL released and behind
+//! `catch_unwind`: bad input is a `PadicError`, never a Rust panic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use padic_burst::compress::{compress_file as compress_one, CompressOptions};
+use padic_burst::config::{Config, ConfigLayer};
+use padic_burst::format::Container;
+use padic_burst::pipeline::{Pipeline as Inner, Residence, Values};
+use padic_burst::policy::Mode;
+use padic_burst::progress::Progress;
+use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+mod dlpack;
+use dlpack::{DlTensor, HostStorage};
+
+pyo3::create_exception!(
+    _padic_burst,
+    PadicError,
+    PyValueError,
+    "Bad input: a file that is not what it claims, a damaged container, a bad argument. The message names the file, and the tensor, chunk and byte offset where they apply."
+);
+
+/// The library's error as a Python exception: the disk's errors as `OSError`
+/// (`FileNotFoundError` for a missing file), everything else as `PadicError`.
+fn to_py(e: padic_burst::Error) -> PyErr {
+    match &e {
+        padic_burst::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(e.to_string())
+        }
+        padic_burst::Error::Io { .. } => PyOSError::new_err(e.to_string()),
+        _ => PadicError::new_err(e.to_string()),
+    }
+}
+
+/// Runs `work` without the GIL; a panic becomes a `PadicError` naming `what`.
+fn unlocked<T: Send>(
+    py: Python<'_>,
+    what: &str,
+    work: impl FnOnce() -> padic_burst::Result<T> + Send,
+) -> PyResult<T> {
+    let outcome = py.allow_threads(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+    match outcome {
+        Ok(result) => result.map_err(to_py),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(PadicError::new_err(format!(
+                "{what}: internal error (please report it): {why}"
+            )))
+        }
+    }
+}
+
+/// Compresses a safetensors file, or every shard of a model directory (or its
+/// `*.safetensors.index.json`), copying the directory's other files.
+#[pyfunction]
+#[pyo3(signature = (src, dst, *, prime=2, precision=None, lossy=false, chunk_kib=1024))]
+fn compress_file(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    prime: u32,
+    precision: Option<u32>,
+    lossy: bool,
+    chunk_kib: u32,
+) -> PyResult<Py<PyDict>> {
+    let opts = CompressOptions {
+        prime,
+        precision,
+        lossy,
+        chunk_kib,
+    };
+    let what = format!("compressing {}", src.display());
+    let (summary, shards) = unlocked(py, &what, || {
+        let quiet = Progress::new(false);
+        if padic_burst::checkpoint::is_checkpoint(&src) {
+            let r = padic_burst::checkpoint::compress_dir(&src, &dst, &opts, &quiet)?;
+            Ok((r.total(), Some(r.shards.len())))
+        } else {
+            Ok((compress_one(&src, &dst, &opts, &quiet)?, None))
+        }
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("tensors", summary.tensors)?;
+    d.set_item("chunks", summary.chunks)?;
+    d.set_item("original_bytes", summary.original_bytes)?;
+    d.set_item("compressed_bytes", summary.compressed_bytes)?;
+    d.set_item("shards", shards)?;
+    Ok(d.unbind())
+}
+
+/// One loaded tensor: `(name, dtype, shape, capsule holder)`.
+type Loaded = (String, String, Vec<u64>, DlTensor);
+
+/// The containers of a `.padic` file or a packed directory, in index order.
+fn open_all(path: &Path) -> padic_burst::Result<Vec<Arc<Container>>> {
+    if padic_burst::checkpoint::is_checkpoint(path) {
+        Ok(padic_burst::checkpoint::open_packed(path)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    } else {
+        Ok(vec![Arc::new(Container::open(path)?)])
+    }
+}
+
+/// Where tensors go: host memory, or GPU `N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Device {
+    Cpu,
+    Cuda(u32),
+}
+
+fn parse_device(device: &str) -> PyResult<Device> {
+    match device {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        d => d
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| {
+                PadicError::new_err(format!(
+                    "device {d:?}: expected \"cpu\", \"cuda\" or \"cuda:N\""
+                ))
+            }),
+    }
+}
+
+/// Counters of the statistics added up over a directory's shards (one graph
+/// run each); every other key is the last shard's.
+const SUMMED: &[&str] = &[
+    "total_decompressions",
+    "gpu_decompressions",
+    "cpu_decompressions",
+    "hybrid_decompressions",
+    "mode_switches",
+    "memory_pressure_events",
+    "gpu_oom_reroutes",
+    "gpu_memory_saved_mb",
+    "bytes_in",
+    "bytes_out",
+    "wall_time_s",
+];
+
+fn add_counts(total: &mut serde_json::Value, run: serde_json::Value) {
+    let (Some(t), serde_json::Value::Object(r)) = (total.as_object_mut(), run) else {
+        return;
+    };
+    for (key, value) in r {
+        let summed = match (SUMMED.contains(&key.as_str()), t.get(&key), &value) {
+            (true, Some(a), b) => a.as_f64().zip(b.as_f64()).map(|(a, b)| {
+                match (a + b).fract() == 0.0 && a >= 0.0 && b >= 0.0 {
+                    true => serde_json::json!((a + b) as u64),
+                    false => serde_json::json!(a + b),
+                }
+            }),
+            _ => None,
+        };
+        t.insert(key, summed.unwrap_or(value));
+    }
+}
+
+/// The decode pipeline: a mode that can be forced, an LRU cache of tensors
+/// (`get_tensor`), and the last load's statistics. Safe to share between
+/// threads.
+#[pyclass(frozen, module = "padic_burst._padic_burst")]
+struct Pipeline {
+    inner: Inner,
+    gpu_device: u32,
+    /// The last load's statistics as JSON, summed over its shards.
+    last: Mutex<Option<serde_json::Value>>,
+}
+
+impl Pipeline {
+    fn record(&self, runs: Vec<serde_json::Value>) {
+        let mut total: Option<serde_json::Value> = None;
+        for run in runs {
+            match &mut total {
+                None => total = Some(run),
+                Some(t) => add_counts(t, run),
+            }
+        }
+        if total.is_some() {
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = total;
+        }
+    }
+
+    fn run_statistics(&self) -> Option<serde_json::Value> {
+        self.inner
+            .statistics()
+            .and_then(|s| serde_json::to_value(s).ok())
+    }
+
+    fn load_host(
+        &self,
+        py: Python<'_>,
+        containers: &[Arc<Container>],
+        target: Option<u32>,
+        exact: bool,
+    ) -> PyResult<Vec<Loaded>> {
+        let mut out = Vec::new();
+        let mut runs = Vec::new();
+        for c in containers {
+            let what = format!("loading {}", c.path().display());
+            let data = unlocked(py, &what, || Ok(self.inner.decompress_model(c, target)?.0))?;
+            runs.extend(self.run_statistics());
+            let storage = Arc::new(HostStorage::new(data));
+            for t in &c.header().tensors {
+                let tensor = DlTensor::host(
+                    storage.clone(),
+                    t.data_offset as usize,
+                    t.byte_len as usize,
+                    &t.shape,
+                    &t.dtype,
+                    exact,
+                )
+                .map_err(|e| PadicError::new_err(format!("{}: {e}", c.path().display())))?;
+                out.push((t.name.clone(), t.dtype.clone(), t.shape.clone(), tensor));
+            }
+        }
+        self.record(runs);
+        Ok(out)
+    }
+
+    fn load_device(
+        &self,
+        py: Python<'_>,
+        containers: &[Arc<Container>],
+        target: Option<u32>,
+        device: u32,
+    ) -> PyResult<Vec<Loaded>> {
+        if device != self.gpu_device {
+            return Err(PadicError::new_err(format!(
+                "device cuda:{device}: this pipeline decodes on GPU {} (config gpu_device)",
+                self.gpu_device
+            )));
+        }
+        if let Some(why) = self.inner.gpu_absent() {
+            return Err(PadicError::new_err(format!(
+                "device \"cuda:{device}\": no GPU to decode on: {why}"
+            )));
+        }
+        let mut out = Vec::new();
+        let mut runs = Vec::new();
+        for c in containers {
+            let what = format!("loading {} onto cuda:{device}", c.path().display());
+            let (tensors, info) = unlocked(py, &what, || {
+                self.inner.load(c, target, |_| Residence::Device)
+            })?;
+            let mut run = self
+                .run_statistics()
+                .unwrap_or_else(|| serde_json::json!({}));
+            if let Some(o) = run.as_object_mut() {
+                o.insert("device_tensors".into(), info.device_tensors.into());
+                o.insert("host_tensors".into(), info.host_tensors.into());
+                o.insert("fallbacks".into(), info.fallbacks.into());
+                o.insert(
+                    "memory_pressure_events".into(),
+                    info.memory_pressure_events.into(),
+                );
+            }
+            runs.push(run);
+            for t in tensors {
+                let dl = match &t.values {
+                    Values::Device(buf) => {
+                        DlTensor::device(buf.clone(), device, &t.shape, &t.dtype)
+                    }
+                    Values::Host(bytes) => DlTensor::host(
+                        Arc::new(HostStorage::new(bytes.to_vec())),
+                        0,
+                        bytes.len(),
+                        &t.shape,
+                        &t.dtype,
+                        true,
+                    ),
+                }
+                .map_err(|e| {
+                    PadicError::new_err(format!("{}: tensor '{}': {e}", c.path().display(), t.name))
+                })?;
+                out.push((t.name, t.dtype, t.shape, dl));
+            }
+        }
+        self.record(runs);
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl Pipeline {
+    /// `config_json`: a JSON object of configuration keys (the TOML file's);
+    /// `config_path`: a TOML file. Layered as the command line layers them:
+    /// defaults < file < `SARAPHIS_*` environment < these arguments.
+    #[new]
+    #[pyo3(signature = (config_json=None, config_path=None, workers=None, gpu_device=None))]
+    fn new(
+        config_json: Option<&str>,
+        config_path: Option<PathBuf>,
+        workers: Option<i64>,
+        gpu_device: Option<i64>,
+    ) -> PyResult<Self> {
+        let mut layer: ConfigLayer = match config_json {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| PadicError::new_err(format!("invalid argument: config: {e}")))?,
+            None => ConfigLayer::default(),
+        };
+        if workers == Some(0) {
+            return Err(PadicError::new_err(
+                "invalid argument: workers=0: at least one worker is needed",
+            ));
+        }
+        layer.num_cpu_workers = workers.or(layer.num_cpu_workers);
+        layer.gpu_device = gpu_device.or(layer.gpu_device);
+        let config = Config::load(config_path.as_deref(), layer).map_err(to_py)?;
+        let gpu_device = config.gpu_device;
+        let inner = std::panic::catch_unwind(|| Inner::new(config))
+            .map_err(|_| PadicError::new_err("starting the pipeline: internal error"))?;
+        Ok(Pipeline {
+            inner,
+            gpu_device,
+            last: Mutex::new(None),
+        })
+    }
+
+    /// Sets the mode of the following loads: auto, gpu-only, cpu-only or hybrid.
+    fn force_mode(&self, mode: &str) -> PyResult<()> {
+        let m: Mode = mode
+            .parse()
+            .map_err(|e: String| PadicError::new_err(format!("invalid argument: {e}")))?;
+        self.inner.force_mode(m);
+        Ok(())
+    }
+
+    /// The current mode's name.
+    #[getter]
+    fn mode(&self) -> &'static str {
+        self.inner.mode().name()
+    }
+
+    /// Why this pipeline has no GPU, or `None` when it has one.
+    #[getter]
+    fn gpu_absent(&self) -> Option<String> {
+        self.inner.gpu_absent().map(str::to_string)
+    }
+
+    /// The last load's statistics as JSON (the `--stats-json` keys), with the
+    /// cache's counts and the current mode; `None` before the first load.
+    fn statistics_json(&self) -> Option<String> {
+        let mut s = self
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        if let (Some(o), Some(now)) = (s.as_object_mut(), self.inner.statistics()) {
+            o.insert("cache_hits".into(), now.cache_hits.into());
+            o.insert("cache_misses".into(), now.cache_misses.into());
+            o.insert("current_mode".into(), now.current_mode.into());
+        }
+        Some(s.to_string())
+    }
+
+    /// Every tensor of a `.padic` file or a packed directory: `(name, dtype,
+    /// shape, capsule holder)` in file order. `exact`: DLPack types as the
+    /// dtype says (PyTorch); else unsigned integers of the dtype's width, for
+    /// the caller to view (NumPy, which has no bfloat16).
+    #[pyo3(signature = (path, device="cpu", target_precision=None, exact=true))]
+    fn load(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        device: &str,
+        target_precision: Option<u32>,
+        exact: bool,
+    ) -> PyResult<Vec<Loaded>> {
+        let device = parse_device(device)?;
+        let what = format!("opening {}", path.display());
+        let containers = unlocked(py, &what, || open_all(&path))?;
+        match device {
+            Device::Cpu => self.load_host(py, &containers, target_precision, exact),
+            Device::Cuda(n) => self.load_device(py, &containers, target_precision, n),
+        }
+    }
+
+    /// Opens a `.padic` file or a packed directory for `safe_open`.
+    fn open(&self, py: Python<'_>, path: PathBuf) -> PyResult<Opened> {
+        let what = format!("opening {}", path.display());
+        let containers = unlocked(py, &what, || open_all(&path))?;
+        let mut index = HashMap::new();
+        let mut names = Vec::new();
+        let mut metadata: Option<HashMap<String, String>> = None;
+        for (ci, c) in containers.iter().enumerate() {
+            for t in &c.header().tensors {
+                names.push(t.name.clone());
+                index.insert(t.name.clone(), ci);
+            }
+            if let Some(m) = source_metadata(c) {
+                metadata.get_or_insert_with(HashMap::new).extend(m);
+            }
+        }
+        Ok(Opened {
+            path,
+            containers,
+            index,
+            names,
+            metadata,
+        })
+    }
+}
+
+/// The safetensors header's `__metadata__`, as strings.
+fn source_metadata(c: &Container) -> Option<HashMap<String, String>> {
+    let header: serde_json::Value = serde_json::from_str(&c.header().source_header).ok()?;
+    let m = header.get("__metadata__")?.as_object()?;
+    Some(
+        m.iter()
+            .map(|(k, v)| {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                (k.clone(), v)
+            })
+            .collect(),
+    )
+}
+
+/// An opened file or packed directory: tensors decoded one at a time.
+#[pyclass(frozen, module = "padic_burst._padic_burst")]
+struct Opened {
+    path: PathBuf,
+    containers: Vec<Arc<Container>>,
+    /// Tensor name -> its container.
+    index: HashMap<String, usize>,
+    names: Vec<String>,
+    metadata: Option<HashMap<String, String>>,
+}
+
+#[pymethods]
+impl Opened {
+    /// Tensor names, in file order (shard by shard).
+    fn keys(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// The safetensors `__metadata__` (all shards'), or `None`.
+    fn metadata(&self) -> Option<HashMap<String, String>> {
+        self.metadata.clone()
+    }
+
+    /// `(dtype, shape, capsule holder)` of one tensor: only its chunks are
+    /// decoded, through `pipeline`'s LRU cache.
+    #[pyo3(signature = (pipeline, name, target_precision=None, exact=true))]
+    fn get_tensor(
+        &self,
+        py: Python<'_>,
+        pipeline: &Pipeline,
+        name: &str,
+        target_precision: Option<u32>,
+        exact: bool,
+    ) -> PyResult<(String, Vec<u64>, DlTensor)> {
+        let Some(&ci) = self.index.get(name) else {
+            return Err(PadicError::new_err(format!(
+                "{}: no tensor named '{name}'",
+                self.path.display()
+            )));
+        };
+        let c = &self.containers[ci];
+        let what = format!("{}: tensor '{name}'", c.path().display());
+        let t = unlocked(py, &what, || {
+            pipeline.inner.decompress_tensor(c, name, target_precision)
+        })?;
+        pipeline.record(pipeline.run_statistics().into_iter().collect());
+        // The cache keeps its copy immutable; the caller gets its own.
+        let bytes = Arc::try_unwrap(t.data).unwrap_or_else(|shared| shared.to_vec());
+        let len = bytes.len();
+        let dl = DlTensor::host(
+            Arc::new(HostStorage::new(bytes)),
+            0,
+            len,
+            &t.shape,
+            &t.dtype,
+            exact,
+        )
+        .map_err(|e| PadicError::new_err(format!("{what}: {e}")))?;
+        Ok((t.dtype, t.shape, dl))
+    }
+}
+
+/// The `padic_burst._padic_burst` module.
+#[pymodule]
+fn _padic_burst(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("PadicError", m.py().get_type::<PadicError>())?;
+    m.add_function(wrap_pyfunction!(compress_file, m)?)?;
+    m.add_class::<Pipeline>()?;
+    m.add_class::<Opened>()?;
+    m.add_class::<DlTensor>()?;
+    m.add("CUDA_BUILD", cfg!(feature = "cuda"))?;
+    Ok(())
+}

@@ -1,0 +1,176 @@
+"""safe_open, Pipeline (config, modes, statistics), errors, threads, devices."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import padic_burst
+import padic_burst.numpy
+from conftest import raw_tensors
+
+# The keys of `padic-burst decompress --stats-json` (src/stats.rs, Statistics).
+STATS_KEYS = {
+    "total_decompressions", "gpu_decompressions", "cpu_decompressions", "hybrid_decompressions",
+    "mode_switches", "memory_pressure_events", "gpu_oom_reroutes", "gpu_memory_saved_mb",
+    "average_gpu_time", "average_cpu_time", "current_mode", "gpu_memory_state", "gpu_device",
+    "avg_cpu_utilization", "cache_hits", "cache_misses", "latency", "stages", "bytes_in",
+    "bytes_out", "wall_time_s", "notes",
+}
+
+
+def test_safe_open_decodes_one_tensor_through_the_cache(packed):
+    src, dst, _ = packed("f16")
+    raw = raw_tensors(src)
+    p = padic_burst.Pipeline({"num_cpu_workers": 2})
+    with padic_burst.safe_open(dst, framework="np", pipeline=p) as f:
+        assert f.keys() == list(raw)
+        assert f.metadata() == {"format": "pt"}
+        name = "encoder.layer.3.attention.self.query.weight"
+        t = f.get_tensor(name)
+        assert t.dtype == np.float16 and t.shape == raw[name][1]
+        assert t.tobytes() == raw[name][2]
+        s = p.statistics()
+        # Only this tensor's chunks were decoded.
+        assert s["bytes_out"] == len(raw[name][2])
+        assert (s["cache_hits"], s["cache_misses"]) == (0, 1)
+        again = f.get_tensor(name)
+        assert again.tobytes() == raw[name][2]
+        assert p.statistics()["cache_hits"] == 1
+        # The caller's copy is its own: writing it leaves the cache intact.
+        # (NumPy takes writable arrays through DLPack 1.0, from 2.1 on.)
+        if again.flags.writeable:
+            again[...] = 0
+        else:
+            assert np.lib.NumpyVersion(np.__version__) < "2.1.0"
+        assert f.get_tensor(name).tobytes() == raw[name][2]
+        with pytest.raises(padic_burst.PadicError, match="no tensor named 'nope'"):
+            f.get_tensor("nope")
+    with pytest.raises(padic_burst.PadicError, match="closed"):
+        f.keys()
+
+
+def test_safe_open_on_a_packed_directory(sharded):
+    _, packed_dir, _, tensors = sharded
+    with padic_burst.safe_open(packed_dir, framework="np") as f:
+        assert set(f.keys()) == set(tensors)
+        name = "encoder.layer.5.output.dense.weight"
+        assert f.get_tensor(name).tobytes() == tensors[name].tobytes()
+
+
+def test_statistics_have_the_stats_json_keys(packed):
+    _, dst, summary = packed("bf16")
+    p = padic_burst.Pipeline({"num_cpu_workers": 2})
+    assert p.statistics() is None
+    p.force_mode("cpu-only")
+    assert p.mode == "cpu-only"
+    p.load_file(dst, framework="np")
+    s = p.statistics()
+    assert set(s) == STATS_KEYS
+    assert s["total_decompressions"] == summary["chunks"]
+    assert s["cpu_decompressions"] == summary["chunks"]
+    assert s["gpu_decompressions"] == 0
+    assert s["current_mode"] == "cpu-only"
+    assert s["bytes_out"] == sum(len(r[2]) for r in raw_tensors(packed("bf16")[0]).values())
+
+
+def test_statistics_sum_over_shards(sharded):
+    _, packed_dir, summary, tensors = sharded
+    p = padic_burst.Pipeline()
+    p.load_file(packed_dir, framework="np")
+    s = p.statistics()
+    assert s["total_decompressions"] == summary["chunks"]
+    assert s["bytes_out"] == sum(t.nbytes for t in tensors.values())
+
+
+def test_config_dict_and_toml_are_validated(packed, tmp_path):
+    _, dst, _ = packed("f16")
+    toml = tmp_path / "c.toml"
+    toml.write_text("num_cpu_workers = 1\nenable_caching = false\n")
+    assert padic_burst.numpy.load_file(dst, config=toml)["pooler.dense.bias"].shape == (384,)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("memory_pressure_threshold = 2.0\n")
+    for config, match in [
+        ({"memory_pressure_threshold": 2.0}, "memory_pressure_threshold"),
+        ({"no_such_key": 1}, "no_such_key"),
+        ({"num_cpu_workers": "two"}, "num_cpu_workers|invalid type"),
+        (bad, "memory_pressure_threshold"),
+        (42, "config"),
+    ]:
+        with pytest.raises(padic_burst.PadicError, match=match):
+            padic_burst.Pipeline(config)
+    with pytest.raises(FileNotFoundError):
+        padic_burst.Pipeline(tmp_path / "missing.toml")
+    with pytest.raises(padic_burst.PadicError, match="unknown mode"):
+        padic_burst.Pipeline().force_mode("warp-speed")
+    with pytest.raises(padic_burst.PadicError, match="workers=0"):
+        padic_burst.numpy.load_file(dst, workers=0)
+
+
+def test_damaged_files_raise_padic_error(packed, tmp_path):
+    assert issubclass(padic_burst.PadicError, ValueError)
+    _, dst, _ = packed("bf16")
+    data = bytearray(dst.read_bytes())
+    flipped = tmp_path / "flipped.padic"
+    data[len(data) // 2] ^= 0x40
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(padic_burst.PadicError) as e:
+        padic_burst.numpy.load_file(flipped)
+    assert "flipped.padic" in str(e.value)
+    assert "tensor '" in str(e.value) and "chunk" in str(e.value) and "offset" in str(e.value)
+    truncated = tmp_path / "truncated.padic"
+    truncated.write_bytes(dst.read_bytes()[: len(data) // 3])
+    with pytest.raises(padic_burst.PadicError, match="truncated.padic"):
+        padic_burst.numpy.load_file(truncated)
+    other = tmp_path / "not.padic"
+    other.write_bytes(b"hello, world" * 10)
+    with pytest.raises(padic_burst.PadicError, match="not a padic-burst container"):
+        padic_burst.safe_open(other, framework="np")
+    with pytest.raises(FileNotFoundError):
+        padic_burst.numpy.load_file(tmp_path / "absent.padic")
+    with pytest.raises(padic_burst.PadicError, match="framework"):
+        padic_burst.Pipeline().load_file(dst, framework="tf")
+
+
+def test_loads_from_many_threads(packed):
+    src, dst, _ = packed("bf16")
+    raw = raw_tensors(src)
+    shared = padic_burst.Pipeline({"num_cpu_workers": 1})
+    results, errors = [], []
+
+    def work(i):
+        try:
+            if i % 3 == 0:
+                got = padic_burst.numpy.load_file(dst, workers=1)
+            elif i % 3 == 1:
+                got = shared.load_file(dst, framework="np")
+            else:
+                with padic_burst.safe_open(dst, framework="np", pipeline=shared) as f:
+                    got = {n: f.get_tensor(n) for n in f.keys()[i::7]}
+            results.append(got)
+        except Exception as e:  # reported below, with the thread's failure
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 6
+    for got in results:
+        for name, arr in got.items():
+            assert arr.tobytes() == raw[name][2], name
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(packed):
+    _, dst, _ = packed("f16")
+    p = padic_burst.Pipeline()
+    if p._inner.gpu_absent is None:
+        pytest.skip("this machine has a GPU: tests/test_torch.py checks device='cuda'")
+    with pytest.raises(padic_burst.PadicError, match="no GPU"):
+        p.load_file(dst, framework="pt", device="cuda")
+    with pytest.raises(padic_burst.PadicError, match="host memory"):
+        p.load_file(dst, framework="np", device="cuda")
+    with pytest.raises(padic_burst.PadicError, match="cuda:N"):
+        p.load_file(dst, framework="np", device="tpu")

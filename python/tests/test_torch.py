@@ -1,0 +1,51 @@
+"""padic_burst.torch: the same bits as safetensors.torch, where PyTorch is
+importable (a CPU build is not on PyPI's default index, so CI skips these)."""
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (CPU builds are not on PyPI's default index)")
+
+import padic_burst  # noqa: E402
+import padic_burst.torch  # noqa: E402
+from conftest import DTYPES, raw_tensors  # noqa: E402
+
+
+def as_bytes(t):
+    return t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_real_weights_bit_for_bit(packed, dtype):
+    import safetensors.torch
+
+    src, dst, _ = packed(dtype)
+    got = padic_burst.torch.load_file(dst)
+    want = safetensors.torch.load_file(src)
+    assert set(got) == set(want)
+    for name, w in want.items():
+        assert got[name].dtype == w.dtype and got[name].shape == w.shape, name
+        assert as_bytes(got[name]) == as_bytes(w), name
+
+
+def test_safe_open_and_sharded(sharded):
+    _, packed_dir, _, tensors = sharded
+    got = padic_burst.torch.load_file(packed_dir)
+    with padic_burst.safe_open(packed_dir, framework="pt") as f:
+        one = f.get_tensor("pooler.dense.weight")
+    for name, want in tensors.items():
+        assert as_bytes(got[name]) == want.tobytes(), name
+    assert as_bytes(one) == tensors["pooler.dense.weight"].tobytes()
+
+
+def test_cuda(packed):
+    src, dst, _ = packed("bf16")
+    p = padic_burst.Pipeline()
+    if p._inner.gpu_absent is not None or not torch.cuda.is_available():
+        with pytest.raises(padic_burst.PadicError, match="no GPU"):
+            padic_burst.torch.load_file(dst, device="cuda")
+        return
+    got = padic_burst.torch.load_file(dst, device="cuda")
+    raw = raw_tensors(src)
+    for name, t in got.items():
+        assert t.device.type == "cuda"
+        assert as_bytes(t.cpu()) == raw[name][2], name

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Loading MiniLM bf16 into NumPy (and PyTorch, when importable) three ways,
+side by side in one run, the tools alternating round by round:
+
+* padic_burst.numpy / padic_burst.torch ``load_file`` of the ``.padic`` container;
+* ZipNN 0.5.4 as its users use it: one instance
+  ``ZipNN(bytearray_dtype="bfloat16", threads=2)``, reused, ``decompress`` of
+  the compressed data region, then ``numpy.frombuffer`` / ``torch.frombuffer``
+  and a view per tensor (no copy);
+* safetensors ``load_file`` of the uncompressed file (no compression: the gap
+  to it is what decompression costs).
+
+Prints the median of N runs per tool, and ratios. Needs ``pip install ./python
+zipnn==0.5.4 safetensors ml_dtypes numpy``; ``--threads`` sets both ZipNN's
+threads and padic-burst's workers.
+
+    python scripts/bench-python.py [--weights target/test-weights/minilm-bf16.safetensors] [--runs 15] [--threads 2]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ml_dtypes  # bfloat16 for NumPy (and safetensors.numpy)
+import numpy as np
+import safetensors.numpy
+
+import padic_burst
+import padic_burst.numpy
+
+try:
+    import torch
+
+    import padic_burst.torch
+    import safetensors.torch
+except ImportError:
+    torch = None
+
+
+def header_of(path):
+    data = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    header.pop("__metadata__", None)
+    return header, data[8 + n :]
+
+
+NP = {"BF16": ml_dtypes.bfloat16, "F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+
+def zipnn_views(flat, header, dtypes):
+    """One view per tensor of the decompressed data region (bytes), no copy."""
+    return {
+        name: flat[t["data_offsets"][0] : t["data_offsets"][1]].view(dtypes[t["dtype"]]).reshape(t["shape"])
+        for name, t in header.items()
+    }
+
+
+def main():
+    root = Path(__file__).resolve().parents[1]
+    default = Path(os.environ.get("PADIC_TEST_WEIGHTS", root / "target" / "test-weights")) / "minilm-bf16.safetensors"
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, default=default)
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    from zipnn import ZipNN
+
+    header, data = header_of(args.weights)
+    with tempfile.TemporaryDirectory() as tmp:
+        packed = Path(tmp) / "model.padic"
+        padic_burst.compress_file(args.weights, packed)
+        z = ZipNN(bytearray_dtype="bfloat16", threads=args.threads)
+        zipped = z.compress(data)
+        print(
+            f"{args.weights.name}: {len(data)} data bytes; padic-burst {packed.stat().st_size} bytes, "
+            f"ZipNN {len(zipped)} bytes; {args.threads} threads each; median of {args.runs} runs"
+        )
+
+        def zipnn_np():
+            flat = np.frombuffer(z.decompress(zipped), dtype=np.uint8)
+            return zipnn_views(flat, header, NP)
+
+        tools = {
+            "padic_burst.numpy.load_file": lambda: padic_burst.numpy.load_file(packed, workers=args.threads),
+            "ZipNN decompress + numpy.frombuffer": zipnn_np,
+            "safetensors.numpy.load_file (uncompressed)": lambda: safetensors.numpy.load_file(args.weights),
+        }
+        if torch is not None:
+            torch.set_num_threads(args.threads)
+
+            pt = {"BF16": torch.bfloat16, "F32": torch.float32, "F16": torch.float16, "I64": torch.int64}
+
+            def zipnn_pt():
+                # decompress returns a bytearray: torch.frombuffer wraps it, no copy.
+                flat = torch.frombuffer(z.decompress(zipped), dtype=torch.uint8)
+                return zipnn_views(flat, header, pt)
+
+            tools.update(
+                {
+                    "padic_burst.torch.load_file": lambda: padic_burst.torch.load_file(packed, workers=args.threads),
+                    "ZipNN decompress + torch.frombuffer": zipnn_pt,
+                    "safetensors.torch.load_file (uncompressed)": lambda: safetensors.torch.load_file(args.weights),
+                }
+            )
+        times = {name: [] for name in tools}
+        for name, load in tools.items():  # one warm-up each
+            load()
+        for _ in range(args.runs):
+            for name, load in tools.items():
+                started = time.perf_counter()
+                result = load()
+                times[name].append(time.perf_counter() - started)
+                del result
+    med = {name: statistics.median(t) for name, t in times.items()}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"torch {torch.__version__ if torch else 'absent'}")
+    print(f"{'tool':<46} {'median ms':>10} {'GB/s':>7}")
+    for name, m in med.items():
+        print(f"{name:<46} {1e3 * m:>10.1f} {len(data) / m / 1e9:>7.2f}")
+    for fw in ["numpy", "torch"]:
+        ours = med.get(f"padic_burst.{fw}.load_file")
+        if ours is None:
+            continue
+        zipnn = med[f"ZipNN decompress + {fw}.frombuffer"]
+        plain = med[f"safetensors.{fw}.load_file (uncompressed)"]
+        print(f"{fw}: padic-burst is {zipnn / ours:.2f}x ZipNN's speed, and takes {ours / plain:.2f}x "
+              f"the time of safetensors on the uncompressed file")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+//! Sharded checkpoints: a Hugging Face model directory (`model-00001-of-00003.safetensors`
+//! and so on, `model.safetensors.index.json`, `config.json`, tokenizer files).
+//!
+//! * [`compress_dir`] writes one `<stem>.padic` per `*.safetensors` shard and
+//!   copies every other file unchanged;
+//! * [`decompress_dir`] gives every file back byte-identical;
+//! * [`inspect_dir`] reports per shard and in total.
+//!
+//! Every shard is checked before any work (named in the index but missing, a
+//! header that does not parse, a container that fails its checks), and an
+//! output directory that exists and is not empty is refused. The output is
+//! written into a temporary directory beside the final name and renamed at
+//! the end, so no partial directory is ever left under the final name.
+//!
+//! Shards decode one graph run each, in index order (the shards' names sorted).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::compress::{compress_file, CompressOptions, CompressSummary};
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::inspect::{inspect, Report};
+use crate::pipeline::Pipeline;
+use crate::progress::Progress;
+use crate::stats::Statistics;
+
+/// The extension of an uncompressed shard.
+pub const SAFETENSORS_EXT: &str = "safetensors";
+/// The extension of a compressed shard.
+pub const PADIC_EXT: &str = "padic";
+/// How a sharded checkpoint's index ends (`model.safetensors.index.json`).
+pub const INDEX_SUFFIX: &str = ".safetensors.index.json";
+
+/// Whether `path` names a checkpoint: a directory, or an index file.
+pub fn is_checkpoint(path: &Path) -> bool {
+    path.is_dir() || is_index_json(path)
+}
+
+/// Whether `path` is a sharded checkpoint's index (`*.safetensors.index.json`).
+pub fn is_index_json(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(INDEX_SUFFIX))
+}
+
+/// The files of a checkpoint directory, relative to its root, sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub root: PathBuf,
+    /// Shards (files with the extension asked for), in index order.
+    pub shards: Vec<PathBuf>,
+    /// Every other file, copied unchanged.
+    pub others: Vec<PathBuf>,
+}
+
+fn bad(path: &Path, what: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
+}
+
+impl Checkpoint {
+    /// Lists the checkpoint at `input` (a directory, or an index file in
+    /// one), with `shard_ext` files as shards, and checks that every shard its
+    /// index names is there (as `<stem>.<shard_ext>`).
+    pub fn discover(input: &Path, shard_ext: &str) -> Result<Checkpoint> {
+        let root = if input.is_dir() {
+            input.to_path_buf()
+        } else if is_index_json(input) {
+            match input.parent() {
+                Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
+                Some(p) => p.to_path_buf(),
+                None => PathBuf::from("."),
+            }
+        } else {
+            return Err(bad(
+                input,
+                format!("neither a directory nor a `*{INDEX_SUFFIX}` file"),
+            ));
+        };
+        let mut files = Vec::new();
+        list_files(&root, Path::new(""), &mut files)?;
+        files.sort();
+        let (shards, others): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .partition(|f| f.extension().is_some_and(|e| e == shard_ext));
+        let ckpt = Checkpoint {
+            root,
+            shards,
+            others,
+        };
+        for index in ckpt.indexes() {
+            ckpt.check_index(&index, shard_ext)?;
+        }
+        if ckpt.shards.is_empty() {
+            return Err(bad(input, format!("holds no `*.{shard_ext}` shard")));
+        }
+        Ok(ckpt)
+    }
+
+    fn indexes(&self) -> Vec<PathBuf> {
+        self.others
+            .iter()
+            .filter(|f| f.to_str().is_some_and(|n| n.ends_with(INDEX_SUFFIX)))
+            .map(|f| self.root.join(f))
+            .collect()
+    }
+
+    /// Every shard named in `index`'s `weight_map` is here.
+    fn check_index(&self, index: &Path, shard_ext: &str) -> Result<()> {
+        let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| bad(index, format!("not a JSON index: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad(index, "no `weight_map` object"))?;
+        let named = map
+            .iter()
+            .map(|(tensor, v)| {
+                v.as_str().ok_or_else(|| {
+                    bad(
+                        index,
+                        format!("`weight_map` of '{tensor}' is not a file name"),
+                    )
+                })
+            })
+            .collect::<Result<BTreeSet<&str>>>()?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let rel = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+        for name in named {
+            let shard = rel.join(name).with_extension(shard_ext);
+            if !self.shards.contains(&shard) {
+                return Err(bad(
+                    index,
+                    format!(
+                        "names shard '{name}', but {} is missing",
+                        self.root.join(&shard).display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every file under `root.join(rel)`, relative to `root` (links followed).
+fn list_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let dir = root.join(rel);
+    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        let path = entry.path();
+        let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let name = rel.join(entry.file_name());
+        if meta.is_dir() {
+            list_files(root, &name, out)?;
+        } else {
+            out.push(name);
+        }
+    }
+    Ok(())
+}
+
+/// A directory being written under a temporary name beside its final one,
+/// removed if dropped before [`TempDir::commit`].
+#[derive(Debug)]
+struct TempDir {
+    temp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl TempDir {
+    /// Refuses a `target` that exists and is not an empty directory, then
+    /// creates `.<name>.tmp-<pid>` beside it.
+    fn create(target: &Path) -> Result<TempDir> {
+        if target.exists() {
+            let empty = target.is_dir()
+                && std::fs::read_dir(target)
+                    .map_err(|e| Error::io(target, e))?
+                    .next()
+                    .is_none();
+            if !empty {
+                return Err(bad(
+                    target,
+                    "the output exists and is not an empty directory",
+                ));
+            }
+        }
+        let name = target
+            .file_name()
+            .ok_or_else(|| bad(target, "the output is not a directory path"))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".tmp-{}", std::process::id()));
+        let temp = target.with_file_name(temp_name);
+        if temp.exists() {
+            std::fs::remove_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
+        }
+        std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
+        Ok(TempDir {
+            temp,
+            target: target.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// The path of `rel` inside the temporary directory, its parents created.
+    fn file(&self, rel: &Path) -> Result<PathBuf> {
+        let path = self.temp.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        Ok(path)
+    }
+
+    /// Renames the directory to its final name (over an empty directory there).
+    fn commit(mut self) -> Result<()> {
+        if self.target.is_dir() {
+            std::fs::remove_dir(&self.target).map_err(|e| Error::io(&self.target, e))?;
+        }
+        std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.temp);
+        }
+    }
+}
+
+fn copy_others(ckpt: &Checkpoint, out: &TempDir) -> Result<()> {
+    for rel in &ckpt.others {
+        let (from, to) = (ckpt.root.join(rel), out.file(rel)?);
+        std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+    }
+    Ok(())
+}
+
+/// What compressing a checkpoint did, per shard.
+#[derive(Debug, Clone)]
+pub struct CheckpointSummary {
+    /// Each shard's output (relative) and summary.
+    pub shards: Vec<(PathBuf, CompressSummary)>,
+    /// Files copied unchanged.
+    pub copied: usize,
+}
+
+impl CheckpointSummary {
+    /// The shards' summaries added up.
+    pub fn total(&self) -> CompressSummary {
+        self.shards.iter().fold(
+            CompressSummary {
+                tensors: 0,
+                chunks: 0,
+                original_bytes: 0,
+                compressed_bytes: 0,
+            },
+            |a, (_, s)| CompressSummary {
+                tensors: a.tensors + s.tensors,
+                chunks: a.chunks + s.chunks,
+                original_bytes: a.original_bytes + s.original_bytes,
+                compressed_bytes: a.compressed_bytes + s.compressed_bytes,
+            },
+        )
+    }
+}
+
+/// Compresses every `*.safetensors` of the checkpoint at `input` (a
+/// directory or its index) into `<stem>.padic` under `output`, and copies
+/// every other file.
+pub fn compress_dir(
+    input: &Path,
+    output: &Path,
+    opts: &CompressOptions,
+    progress: &Progress,
+) -> Result<CheckpointSummary> {
+    let ckpt = Checkpoint::discover(input, SAFETENSORS_EXT)?;
+    for rel in &ckpt.shards {
+        check_safetensors(&ckpt.root.join(rel))?;
+    }
+    let out = TempDir::create(output)?;
+    let mut shards = Vec::with_capacity(ckpt.shards.len());
+    for rel in &ckpt.shards {
+        let packed = rel.with_extension(PADIC_EXT);
+        let s = compress_file(&ckpt.root.join(rel), &out.file(&packed)?, opts, progress)?;
+        shards.push((packed, s));
+    }
+    copy_others(&ckpt, &out)?;
+    out.commit()?;
+    Ok(CheckpointSummary {
+        shards,
+        copied: ckpt.others.len(),
+    })
+}
+
+/// A shard's header parses (before any work is done).
+fn check_safetensors(path: &Path) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: read-only map of the input; it must not change while we read it.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// Opens every shard of the packed checkpoint at `input` (a directory or its
+/// index), in index order, each checked as [`Container::open`] checks it.
+pub fn open_packed(input: &Path) -> Result<Vec<(PathBuf, Arc<Container>)>> {
+    open_shards(&Checkpoint::discover(input, PADIC_EXT)?)
+}
+
+fn open_shards(ckpt: &Checkpoint) -> Result<Vec<(PathBuf, Arc<Container>)>> {
+    ckpt.shards
+        .iter()
+        .map(|rel| Ok((rel.clone(), Arc::new(Container::open(ckpt.root.join(rel))?))))
+        .collect()
+}
+
+/// One shard's decompression statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStatistics {
+    pub shard: PathBuf,
+    pub statistics: Statistics,
+}
+
+/// What decompressing a checkpoint did: per shard, and the counts added up.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointStatistics {
+    pub shards: Vec<ShardStatistics>,
+    pub total_decompressions: u64,
+    pub gpu_decompressions: u64,
+    pub cpu_decompressions: u64,
+    pub hybrid_decompressions: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub wall_time_s: f64,
+}
+
+/// Decompresses every `*.padic` of the packed checkpoint at `input` back to
+/// `<stem>.safetensors` under `output`, one graph run per shard, and copies
+/// every other file: the files come back byte-identical.
+pub fn decompress_dir(
+    input: &Path,
+    output: &Path,
+    pipeline: &Pipeline,
+    target_precision: Option<u32>,
+) -> Result<CheckpointStatistics> {
+    let started = std::time::Instant::now();
+    let ckpt = Checkpoint::discover(input, PADIC_EXT)?;
+    let shards = open_shards(&ckpt)?;
+    let out = TempDir::create(output)?;
+    let mut stats = Vec::with_capacity(shards.len());
+    for (rel, c) in shards {
+        let target = out.file(&rel.with_extension(SAFETENSORS_EXT))?;
+        let s = pipeline.decompress_to_file(&c, &target, target_precision)?;
+        stats.push(ShardStatistics {
+            shard: rel,
+            statistics: s,
+        });
+    }
+    copy_others(&ckpt, &out)?;
+    out.commit()?;
+    let sum = |f: fn(&Statistics) -> u64| stats.iter().map(|s| f(&s.statistics)).sum();
+    Ok(CheckpointStatistics {
+        total_decompressions: sum(|s| s.total_decompressions),
+        gpu_decompressions: sum(|s| s.gpu_decompressions),
+        cpu_decompressions: sum(|s| s.cpu_decompressions),
+        hybrid_decompressions: sum(|s| s.hybrid_decompressions),
+        bytes_in: sum(|s| s.bytes_in),
+        bytes_out: sum(|s| s.bytes_out),
+        wall_time_s: started.elapsed().as_secs_f64(),
+        shards: stats,
+    })
+}
+
+/// One shard's inspection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardReport {
+    pub shard: PathBuf,
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+/// A packed checkpoint's inspection: per shard, and in total.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointReport {
+    pub shards: Vec<ShardReport>,
+    pub tensors: usize,
+    pub original_bytes: u64,
+    pub compressed_bytes: u64,
+    pub ratio: f64,
+}
+
+/// Inspects every shard of the packed checkpoint at `input`.
+pub fn inspect_dir(input: &Path) -> Result<CheckpointReport> {
+    let shards: Vec<ShardReport> = open_packed(input)?
+        .into_iter()
+        .map(|(shard, c)| ShardReport {
+            shard,
+            report: inspect(&c),
+        })
+        .collect();
+    let original: u64 = shards.iter().map(|s| s.report.original_bytes).sum();
+    let compressed: u64 = shards.iter().map(|s| s.report.compressed_bytes).sum();
+    Ok(CheckpointReport {
+        tensors: shards.iter().map(|s| s.report.tensors.len()).sum(),
+        original_bytes: original,
+        compressed_bytes: compressed,
+        ratio: compressed as f64 / original.max(1) as f64,
+        shards,
+    })
+}
+
+/// The report as text: each shard's table, then the totals.
+pub fn render(r: &CheckpointReport) -> String {
+    let mut s = String::new();
+    for shard in &r.shards {
+        s += &format!("shard {}\n", shard.shard.display());
+        s += &crate::inspect::render(&shard.report);
+        s.push('\n');
+    }
+    s += &format!(
+        "checkpoint total: {} shards, {} tensors, {} -> {} bytes, ratio {:.4}\n",
+        r.shards.len(),
+        r.tensors,
+        r.original_bytes,
+        r.compressed_bytes,
+        r.ratio
+    );
+    s
+}
