@@ -179,9 +179,32 @@ struct TempDir {
 }
 
 impl TempDir {
-    /// Refuses a `target` that exists and is not an empty directory, then
-    /// creates `.<name>.tmp-<pid>` beside it.
-    fn create(target: &Path) -> Result<TempDir> {
+    /// Refuses a `target` inside the input directory `source`, or one that
+    /// exists and is not an empty directory, then creates
+    /// `.<name>.tmp-<pid>` beside it.
+    fn create(target: &Path, source: &Path) -> Result<TempDir> {
+        let absolute = |p: &Path| -> Option<PathBuf> {
+            if let Ok(c) = p.canonicalize() {
+                return Some(c);
+            }
+            let parent = match p.parent() {
+                Some(q) if !q.as_os_str().is_empty() => q,
+                _ => Path::new("."),
+            };
+            Some(parent.canonicalize().ok()?.join(p.file_name()?))
+        };
+        if let (Some(t), Some(s)) = (absolute(target), absolute(source)) {
+            if t.starts_with(&s) || s.starts_with(&t) {
+                return Err(bad(
+                    target,
+                    &format!(
+                        "the output directory would lie inside the input {} (or hold it): \
+                         give a directory outside it",
+                        source.display()
+                    ),
+                ));
+            }
+        }
         if target.exists() {
             let empty = target.is_dir()
                 && std::fs::read_dir(target)
@@ -206,6 +229,7 @@ impl TempDir {
             std::fs::remove_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
         }
         std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
+        crate::output::register_pending(&temp);
         Ok(TempDir {
             temp,
             target: target.to_path_buf(),
@@ -228,6 +252,7 @@ impl TempDir {
             std::fs::remove_dir(&self.target).map_err(|e| Error::io(&self.target, e))?;
         }
         std::fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+        crate::output::unregister_pending(&self.temp);
         self.committed = true;
         Ok(())
     }
@@ -237,6 +262,7 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.temp);
+            crate::output::unregister_pending(&self.temp);
         }
     }
 }
@@ -291,7 +317,7 @@ pub fn compress_dir(
     for rel in &ckpt.shards {
         check_safetensors(&ckpt.root.join(rel))?;
     }
-    let out = TempDir::create(output)?;
+    let out = TempDir::create(output, &ckpt.root)?;
     let mut shards = Vec::with_capacity(ckpt.shards.len());
     for rel in &ckpt.shards {
         let packed = rel.with_extension(PADIC_EXT);
@@ -363,7 +389,7 @@ pub fn decompress_dir(
     let started = std::time::Instant::now();
     let ckpt = Checkpoint::discover(input, PADIC_EXT)?;
     let shards = open_shards(&ckpt)?;
-    let out = TempDir::create(output)?;
+    let out = TempDir::create(output, &ckpt.root)?;
     let mut stats = Vec::with_capacity(shards.len());
     for (rel, c) in shards {
         let target = out.file(&rel.with_extension(SAFETENSORS_EXT))?;

@@ -64,6 +64,9 @@ pub struct CompressArgs {
     /// Allow --precision to drop low digits (inspect reports the largest error).
     #[arg(long)]
     pub lossy: bool,
+    /// Flush the output to disk (fsync) before renaming it into place; without it, as with cp, a crash right after the run may lose the file, but never leaves a torn one.
+    #[arg(long)]
+    pub fsync: bool,
     /// Decoded KiB per chunk.
     #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = whole::<u32>("--chunk-kib", 1, (crate::format::MAX_CHUNK_BYTES / 1024).into()))]
     pub chunk_kib: u32,
@@ -107,6 +110,9 @@ pub struct DecompressArgs {
     /// Write, per chunk part, which engine decoded which byte range (CSV).
     #[arg(long)]
     pub placement_log: Option<PathBuf>,
+    /// Flush the output to disk (fsync) before renaming it into place; without it, as with cp, a crash right after the run may lose the file, but never leaves a torn one.
+    #[arg(long)]
+    pub fsync: bool,
     /// Timely's own arguments, after `--` (`-w 2`).
     #[arg(last = true)]
     pub timely: Vec<String>,
@@ -270,6 +276,7 @@ fn json(value: &impl serde::Serialize, pretty: bool) -> Result<String> {
 }
 
 fn compress(a: CompressArgs, quiet: bool) -> Result<()> {
+    crate::output::set_durable(a.fsync);
     let opts = CompressOptions {
         prime: a.prime,
         precision: a.precision,
@@ -306,6 +313,7 @@ fn compress(a: CompressArgs, quiet: bool) -> Result<()> {
 }
 
 fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
+    crate::output::set_durable(a.fsync);
     let flags = ConfigLayer {
         num_cpu_workers: a.workers.map(|w| w as i64),
         ..Default::default()

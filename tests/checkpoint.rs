@@ -325,3 +325,19 @@ fn a_directory_with_no_shard_or_a_bad_index_is_refused() {
     ]);
     refused(&out, "plan each shard");
 }
+
+#[test]
+fn an_output_directory_inside_the_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let before = files(&model);
+    refused(&compress(&model, &model.join("packed")), "inside the input");
+    refused(&compress(&model, &model), "inside the input");
+    assert_eq!(files(&model), before, "the model directory is untouched");
+    let packed = tmp.path().join("packed");
+    ok(&compress(&model, &packed));
+    refused(
+        &decompress(&packed, &packed.join("restored"), &[]),
+        "inside the input",
+    );
+}

@@ -427,3 +427,199 @@ fn the_decompress_summary_counts_the_bytes_of_the_file_written() {
         "{err}"
     );
 }
+
+#[test]
+fn an_output_that_is_the_input_is_refused_and_the_input_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, original) = model(dir.path());
+    let packed = dir.path().join("m.padic");
+    assert!(bin()
+        .arg("compress")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packed)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let packed_bytes = std::fs::read(&packed).unwrap();
+    let hard = dir.path().join("hard.padic");
+    std::fs::hard_link(&packed, &hard).unwrap();
+    for (cmd, from, to) in [
+        ("decompress", &packed, &packed),
+        ("decompress", &packed, &hard),
+        ("compress", &input, &input),
+    ] {
+        let out = bin().arg(cmd).arg(from).arg("-o").arg(to).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("itself"), "{cmd}: {err}");
+    }
+    assert_eq!(std::fs::read(&packed).unwrap(), packed_bytes);
+    assert_eq!(std::fs::read(&input).unwrap(), original);
+    assert_no_temp_files(dir.path());
+}
+
+#[test]
+fn a_private_input_gives_a_private_output() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = model(dir.path());
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let packed = dir.path().join("m.padic");
+    let restored = dir.path().join("r.safetensors");
+    for (cmd, from, to) in [
+        ("compress", &input, &packed),
+        ("decompress", &packed, &restored),
+    ] {
+        let out = bin().arg(cmd).arg(from).arg("-o").arg(to).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mode = std::fs::metadata(to).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{cmd} wrote mode {mode:o}");
+    }
+}
+
+#[test]
+fn decompress_to_a_fifo_streams_the_file_and_leaves_the_fifo() {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (input, original) = model(dir.path());
+    let packed = dir.path().join("m.padic");
+    assert!(bin()
+        .arg("compress")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packed)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let fifo = dir.path().join("pipe");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::fs::File::open(&fifo)
+                .unwrap()
+                .read_to_end(&mut got)
+                .unwrap();
+            got
+        })
+    };
+    let out = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reader.join().unwrap(), original);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // `-` is standard output.
+    let out = bin()
+        .arg("--quiet")
+        .arg("decompress")
+        .arg(&packed)
+        .args(["-o", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, original);
+    assert_no_temp_files(dir.path());
+}
+
+#[test]
+fn too_many_workers_are_refused_at_once_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = model(dir.path());
+    let packed = dir.path().join("m.padic");
+    assert!(bin()
+        .arg("compress")
+        .arg(&input)
+        .arg("-o")
+        .arg(&packed)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let limit = padic_burst::config::max_workers();
+    let started = std::time::Instant::now();
+    let out = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(dir.path().join("r.safetensors"))
+        .args(["--workers", "500"])
+        .env("SARAPHIS_CPU_WORKERS", "100000")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("1..={limit}")), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(!dir.path().join("r.safetensors").exists());
+}
+
+#[test]
+fn sigterm_mid_run_removes_the_temporary_output_and_exits_143() {
+    let dir = tempfile::tempdir().unwrap();
+    // About 64 MB of bf16 output: long enough to be caught mid-run.
+    let (packed, _) = gaussian_model(
+        dir.path(),
+        "big.padic",
+        3,
+        &[("w", Dtype::BF16, vec![8192, 4096], 0.05)],
+        1024,
+    );
+    let restored = dir.path().join("r.safetensors");
+    let mut caught = false;
+    for _ in 0..5 {
+        let mut child = bin()
+            .arg("--quiet")
+            .arg("decompress")
+            .arg(&packed)
+            .arg("-o")
+            .arg(&restored)
+            .args(["--workers", "1", "--mode", "cpu-only"])
+            .spawn()
+            .unwrap();
+        // Wait for the temporary output to appear, then stop the run.
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(10) {
+            let temp = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().contains(".tmp-"));
+            if temp {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert_no_temp_files(dir.path());
+        if status.code() == Some(143) {
+            assert!(!restored.exists(), "a stopped run left no output");
+            caught = true;
+            break;
+        }
+        // The run finished before the signal: it must have succeeded whole.
+        assert!(status.success(), "{status:?}");
+        std::fs::remove_file(&restored).unwrap();
+    }
+    assert!(caught, "no run was still going when SIGTERM came");
+}

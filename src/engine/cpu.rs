@@ -321,7 +321,7 @@ impl CpuEngine {
         let tables = tables_for(c, target)?;
         let jobs = chunk_jobs(c);
         let started = Instant::now();
-        let temp = TempOutput::create(output)?;
+        let temp = TempOutput::create_from(output, c.path())?;
         let file = temp.file();
         let io = |e| Error::io(temp.temp_path(), e);
         let base = crate::output::write_safetensors_preamble(

@@ -120,7 +120,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
     if timely.cluster.processes > 1 {
         return cluster::decompress_file(c, output, opts, timely);
     }
-    let temp = TempOutput::create(output)?;
+    let temp = TempOutput::create_from(output, c.path())?;
     let file = temp
         .file()
         .try_clone()
