@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::inspect;
 use crate::pipeline::Pipeline;
+use crate::plan::ReplayStep;
 use crate::pressure::Trace;
 use crate::progress::Progress;
 
@@ -95,9 +96,12 @@ pub struct DecompressArgs {
     /// Replay routing from recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
     #[arg(long)]
     pub pressure_trace: Option<PathBuf>,
-    /// Virtual milliseconds between consecutive chunks in a replay.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = whole::<u64>("--replay-step-ms", 0, u64::MAX.into()))]
-    pub replay_step_ms: u64,
+    /// Virtual milliseconds between consecutive chunks in a replay, or `auto` (the trace spread over the chunks).
+    #[arg(long, default_value = "10", allow_negative_numbers = true, value_parser = ReplayStep::parse)]
+    pub replay_step_ms: ReplayStep,
+    /// Draw the run's switching timeline (SVG): memory use, the threshold band, each chunk's route and the engine that ran it.
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
     /// Sample GPU memory live (NVML, every sample_interval_ms) and write the samples as a trace CSV that --pressure-trace replays.
     #[arg(long, conflicts_with = "pressure_trace")]
     pub record_pressure: Option<PathBuf>,
@@ -142,9 +146,12 @@ pub struct PlanArgs {
     /// TOML configuration (defaults < file < SARAPHIS_* environment).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Virtual milliseconds between consecutive chunks.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = whole::<u64>("--replay-step-ms", 0, u64::MAX.into()))]
-    pub replay_step_ms: u64,
+    /// Virtual milliseconds between consecutive chunks, or `auto` (the trace spread over the chunks).
+    #[arg(long, default_value = "10", allow_negative_numbers = true, value_parser = ReplayStep::parse)]
+    pub replay_step_ms: ReplayStep,
+    /// Draw the plan as a switching timeline (SVG): memory use, the threshold band, each chunk's route.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 /// The arguments of `bench`.
@@ -342,7 +349,12 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         eprintln!("GPU: {gpu}");
     }
     if let Some(path) = &a.pressure_trace {
-        pipeline = pipeline.with_trace(Trace::load(path)?, a.replay_step_ms);
+        let trace = Trace::load(path)?;
+        let step = match &c {
+            Some(c) => a.replay_step_ms.millis(&trace, c.header().chunk_count()),
+            None => a.replay_step_ms.millis(&trace, 1),
+        };
+        pipeline = pipeline.with_trace(trace, step);
     } else if a.record_pressure.is_some() {
         pipeline = pipeline.with_live_pressure()?;
     } else {
@@ -353,6 +365,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
     let pipeline = pipeline
         .with_timely_args(a.timely)
         .with_placement_log(a.placement_log)
+        .with_timeline(a.timeline.clone())
         .with_progress(Arc::new(Progress::new(!quiet)));
     let Some(c) = c else {
         let s = checkpoint::decompress_dir(&a.input, &a.output, &pipeline, a.target_precision)?;
@@ -429,7 +442,19 @@ fn plan(a: PlanArgs) -> Result<()> {
     let cfg = Config::load(a.config.as_deref(), ConfigLayer::default())?;
     let trace = Trace::load(&a.pressure_trace)?;
     let c = Container::open(&a.input)?;
-    let (lines, summary) = crate::plan::plan(&c, &trace, a.mode, cfg.policy(), a.replay_step_ms);
+    let step = a.replay_step_ms.millis(&trace, c.header().chunk_count());
+    let (lines, summary) = crate::plan::plan(&c, &trace, a.mode, cfg.policy(), step);
+    if let Some(path) = &a.svg {
+        let title = format!(
+            "plan of {} under {} ({}, {step} ms a chunk): {} switches",
+            a.input.display(),
+            a.pressure_trace.display(),
+            a.mode.name(),
+            summary.mode_switches
+        );
+        let t = crate::plan::timeline(title, &trace, &cfg.policy(), &lines, step);
+        crate::output::write_atomic(path, t.to_svg().as_bytes())?;
+    }
     let mut out = String::new();
     for l in &lines {
         out += &json(l, false)?;

@@ -36,6 +36,70 @@ pub struct PlanSummary {
 /// The trace replay `plan` and `decompress --pressure-trace` share: chunk
 /// `k` decided at virtual time `k * step_ms` on the sample the trace holds
 /// then, for `chunks` chunks; `policy` keeps the replay's state.
+/// Virtual milliseconds between consecutive chunks in a replay:
+/// `--replay-step-ms N`, or `auto`, which spreads the trace over the chunks
+/// (the last chunk is decided at the trace's last sample).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayStep {
+    /// This many milliseconds.
+    Fixed(u64),
+    /// The trace's span over the chunks.
+    Auto,
+}
+
+impl ReplayStep {
+    /// Parses `auto` or a whole number of milliseconds.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(ReplayStep::Auto),
+            n => n.parse::<u64>().map(ReplayStep::Fixed).map_err(|_| {
+                format!("--replay-step-ms {s}: expected `auto` or a whole number, at least 0")
+            }),
+        }
+    }
+
+    /// The step for `chunks` chunks over `trace`.
+    pub fn millis(self, trace: &Trace, chunks: usize) -> u64 {
+        match self {
+            ReplayStep::Fixed(ms) => ms,
+            ReplayStep::Auto => {
+                let span = trace.samples().last().map_or(0, |s| s.t_ms);
+                span.div_ceil(chunks.saturating_sub(1).max(1) as u64).max(1)
+            }
+        }
+    }
+}
+
+/// The switching timeline of a plan (see [`crate::timeline`]).
+pub fn timeline(
+    title: String,
+    trace: &Trace,
+    settings: &PolicySettings,
+    lines: &[PlanLine],
+    step_ms: u64,
+) -> crate::timeline::Timeline {
+    crate::timeline::Timeline {
+        title,
+        samples: trace
+            .samples()
+            .iter()
+            .map(|s| (s.t_ms as f64, s.utilization()))
+            .collect(),
+        threshold: settings.memory_pressure_threshold,
+        hysteresis: settings.hysteresis_factor,
+        chunks: lines
+            .iter()
+            .map(|l| crate::timeline::TimelineChunk {
+                chunk: l.chunk,
+                t_ms: l.chunk as f64 * step_ms as f64,
+                route: l.route,
+                engine: None,
+            })
+            .collect(),
+        note: None,
+    }
+}
+
 pub fn replay<'a>(
     policy: &'a mut Policy,
     trace: &'a Trace,

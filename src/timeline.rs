@@ -45,7 +45,7 @@ pub struct Timeline {
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 40.0;
 const PLOT_TOP: f64 = 60.0;
 const PLOT_HEIGHT: f64 = 240.0;
 const STRIP_TOP: f64 = 340.0;
@@ -270,11 +270,11 @@ mod tests {
         let svg = timeline().to_svg();
         // T = 0.9 sits at PLOT_TOP + 0.1 * PLOT_HEIGHT = 84; T - h = 0.8 at 108.
         assert!(
-            svg.contains(r#"class="threshold" x1="70" x2="940.0" y1="84.0""#),
+            svg.contains(r#"class="threshold" x1="70" x2="920.0" y1="84.0""#),
             "{svg}"
         );
         assert!(
-            svg.contains(r#"class="hysteresis-band" x="70" y="84.0" width="870.0" height="24.0""#)
+            svg.contains(r#"class="hysteresis-band" x="70" y="84.0" width="850.0" height="24.0""#)
         );
         assert_eq!(svg.matches(r#"class="level-band""#).count(), 4);
         assert!(svg.contains("band 0.80–0.90"));

@@ -273,7 +273,8 @@ fn replayed_routes_match_plan_and_repeat_exactly() {
             .codec
             .is_none();
         let want = if passthrough { "cpu" } else { plan[k].route };
-        assert_eq!(f[3], want, "chunk {k}");
+        assert_eq!(f[4], want, "chunk {k}: the engine");
+        assert_eq!(f[3], plan[k].route, "chunk {k}: the route the policy chose");
     }
     assert!(plan.iter().any(|p| p.route == "cpu") && plan.iter().any(|p| p.route == "gpu"));
 }

@@ -62,6 +62,13 @@ pub struct Header {
     pub tensors: Vec<TensorEntry>,
 }
 
+impl Header {
+    /// Chunks in the container, over every tensor.
+    pub fn chunk_count(&self) -> usize {
+        self.tensors.iter().map(|t| t.chunks.len()).sum()
+    }
+}
+
 /// One tensor.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

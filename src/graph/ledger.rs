@@ -48,16 +48,84 @@ pub(crate) fn check_exactly_once(
 pub(crate) fn write_placement_log(path: &Path, receipts: &[MergeReceipt]) -> Result<()> {
     let mut rows: Vec<&MergeReceipt> = receipts.iter().collect();
     rows.sort_by_key(|r| (r.global, r.first));
-    let mut text = String::from("chunk,tensor,chunk_in_tensor,engine,out_offset,bytes\n");
+    let mut text = String::from("chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes\n");
     for r in rows {
-        let engine = match r.engine {
-            Engine::Gpu => "gpu",
-            Engine::Cpu => "cpu",
-        };
         text += &format!(
-            "{},{},{},{engine},{},{}\n",
-            r.global, r.tensor, r.chunk, r.out_offset, r.bytes
+            "{},{},{},{},{},{},{}\n",
+            r.global,
+            r.tensor,
+            r.chunk,
+            r.route.name(),
+            engine_name(r.engine),
+            r.out_offset,
+            r.bytes
         );
     }
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    crate::output::write_atomic(path, text.as_bytes())
+}
+
+fn engine_name(e: Engine) -> &'static str {
+    match e {
+        Engine::Gpu => "gpu",
+        Engine::Cpu => "cpu",
+    }
+}
+
+/// The run's switching timeline: each chunk at the (virtual) time it was
+/// routed, in its route's row, marked with the engines that ran its parts.
+pub(crate) fn timeline(
+    c: &Container,
+    receipts: &[MergeReceipt],
+    samples: Vec<(f64, f64)>,
+    settings: &crate::policy::PolicySettings,
+    replay_step_ms: Option<u64>,
+    no_gpu: bool,
+) -> crate::timeline::Timeline {
+    use std::collections::BTreeMap;
+    let mut by_chunk: BTreeMap<usize, (&MergeReceipt, bool, bool)> = BTreeMap::new();
+    for r in receipts {
+        let e = by_chunk.entry(r.global).or_insert((r, false, false));
+        match r.engine {
+            Engine::Gpu => e.1 = true,
+            Engine::Cpu => e.2 = true,
+        }
+        if r.routed_us < e.0.routed_us {
+            e.0 = r;
+        }
+    }
+    let chunks = by_chunk
+        .into_iter()
+        .map(|(global, (r, gpu, cpu))| crate::timeline::TimelineChunk {
+            chunk: global,
+            t_ms: match replay_step_ms {
+                Some(step) => global as f64 * step as f64,
+                None => r.routed_us as f64 / 1000.0,
+            },
+            route: r.route.name(),
+            engine: Some(match (gpu, cpu) {
+                (true, true) => "gpu+cpu",
+                (true, false) => "gpu",
+                _ => "cpu",
+            }),
+        })
+        .collect();
+    let name = c.path().file_name().map_or_else(
+        || c.path().display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    crate::timeline::Timeline {
+        title: format!(
+            "decompress {name}: {} chunks, {}",
+            receipts.iter().map(|r| r.global).max().map_or(0, |m| m + 1),
+            if replay_step_ms.is_some() { "replayed trace (virtual time)" } else { "live run" }
+        ),
+        samples,
+        threshold: settings.memory_pressure_threshold,
+        hysteresis: settings.hysteresis_factor,
+        chunks,
+        note: no_gpu.then(|| {
+            "no GPU here: chunks routed to the GPU were decoded on the CPU (the fill says which engine ran each)"
+                .to_string()
+        }),
+    }
 }

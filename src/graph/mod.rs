@@ -92,6 +92,8 @@ pub struct RunOptions {
     pub timely_args: Vec<String>,
     /// Write, per part, which engine decoded which element range.
     pub placement_log: Option<std::path::PathBuf>,
+    /// Where to draw the run's switching timeline (SVG), if anywhere.
+    pub timeline: Option<std::path::PathBuf>,
     /// Report the decoded bytes here (a bar on a terminal).
     pub progress: Option<Arc<crate::progress::Progress>>,
 }
@@ -109,6 +111,7 @@ impl RunOptions {
             pressure: None,
             timely_args: Vec::new(),
             placement_log: None,
+            timeline: None,
             progress: None,
         }
     }
@@ -298,6 +301,26 @@ fn run(
         ledger::check_exactly_once(&c, &all_tasks, &st.receipts)?;
         if let Some(path) = &opts.placement_log {
             ledger::write_placement_log(path, &st.receipts)?;
+        }
+        if let Some(path) = &opts.timeline {
+            let samples = match (&opts.trace, &opts.pressure) {
+                (Some(t), _) => t.samples().to_vec(),
+                (None, Some(p)) => p.history().unwrap_or_default(),
+                (None, None) => Vec::new(),
+            };
+            let samples = samples
+                .iter()
+                .map(|s| (s.t_ms as f64, s.utilization()))
+                .collect();
+            let t = ledger::timeline(
+                &c,
+                &st.receipts,
+                samples,
+                &opts.config.policy(),
+                opts.trace.as_ref().map(|_| opts.replay_step_ms),
+                opts.gpu.is_none(),
+            );
+            crate::output::write_atomic(path, t.to_svg().as_bytes())?;
         }
     }
     let p = policy.lock().expect("policy lock");

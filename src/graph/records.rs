@@ -61,9 +61,14 @@ pub struct MergeReceipt {
     pub tensor: usize,
     pub chunk: usize,
     pub first: u64,
+    /// The route the policy chose for the chunk.
+    pub route: Route,
+    /// The engine that decoded this part.
     pub engine: Engine,
     pub out_offset: u64,
     pub bytes: u64,
+    /// When the chunk was routed (µs since the run started).
+    pub routed_us: u64,
 }
 
 /// A part that failed, as data: the error, typed, and the chunk's place in

@@ -62,9 +62,11 @@ impl Sink<DecodedPart> for PartSink {
             tensor: p.tensor,
             chunk: p.chunk,
             first: p.first,
+            route: p.route,
             engine: p.engine,
             out_offset: p.out_offset,
             bytes: p.bytes(),
+            routed_us: p.done_us.saturating_sub(p.decode_us + p.queue_us),
         };
         // The write happens outside the merge lock: merges of other workers
         // go on meanwhile.

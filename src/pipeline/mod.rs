@@ -92,6 +92,7 @@ struct RunSettings {
     trace: Option<(Trace, u64)>,
     timely_args: Vec<String>,
     placement_log: Option<PathBuf>,
+    timeline: Option<PathBuf>,
     progress: Option<Arc<Progress>>,
 }
 
@@ -173,6 +174,12 @@ impl Pipeline {
         self
     }
 
+    /// Draws each run's switching timeline (SVG, see [`crate::timeline`]) to `path`.
+    pub fn with_timeline(mut self, path: Option<PathBuf>) -> Self {
+        self.settings.timeline = path;
+        self
+    }
+
     /// Reports the decoded bytes on `progress`.
     pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
         self.settings.progress = Some(progress);
@@ -215,6 +222,7 @@ impl Pipeline {
         }
         o.timely_args = self.settings.timely_args.clone();
         o.placement_log = self.settings.placement_log.clone();
+        o.timeline = self.settings.timeline.clone();
         o.progress = self.settings.progress.clone();
         o
     }

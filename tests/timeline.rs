@@ -1,0 +1,191 @@
+//! Seeing the bursting: `plan --svg`, `decompress --timeline`,
+//! `--replay-step-ms auto`, and a demo that shows a switch each way.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use safetensors::Dtype;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_padic-burst"))
+}
+
+const RAMP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/benches/traces/rise-and-fall.csv"
+);
+
+fn packed(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, usize) {
+    let (p, original) = gaussian_model(
+        dir,
+        "m.padic",
+        5,
+        &[
+            ("a", Dtype::BF16, vec![256, 512], 0.05),
+            ("ids", Dtype::I64, vec![64], 0.0),
+            ("b", Dtype::BF16, vec![512, 256], 0.05),
+        ],
+        16,
+    );
+    let chunks = padic_burst::format::Container::open(&p)
+        .unwrap()
+        .header()
+        .chunk_count();
+    (p, original, chunks)
+}
+
+fn svg_marks(svg: &str) -> Vec<(usize, String, String)> {
+    svg.split(r#"<rect class="chunk" "#)
+        .skip(1)
+        .map(|m| {
+            let attr = |k: &str| {
+                let from = m.find(&format!("{k}=\"")).unwrap() + k.len() + 2;
+                m[from..from + m[from..].find('"').unwrap()].to_string()
+            };
+            (
+                attr("data-chunk").parse().unwrap(),
+                attr("data-route"),
+                attr("data-engine"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn plan_draws_the_threshold_band_and_one_mark_per_chunk_in_its_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _, chunks) = packed(dir.path());
+    let svg = dir.path().join("plan.svg");
+    let out = bin()
+        .arg("plan")
+        .arg(&c)
+        .args([
+            "--pressure-trace",
+            RAMP,
+            "--replay-step-ms",
+            "auto",
+            "--svg",
+        ])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = lines.last().unwrap();
+    // `auto` spreads the 1200 ms trace over the chunks: it reaches both
+    // switches (to the CPU on the rise, back after the fall).
+    assert_eq!(summary["mode_switches"], 2, "{summary}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains(r#"class="threshold""#));
+    assert!(text.contains(r#"class="hysteresis-band""#));
+    assert!(text.contains("band 0.80–0.90"), "the default T and h");
+    let marks = svg_marks(&text);
+    assert_eq!(marks.len(), chunks, "one mark per chunk");
+    for ((k, route, _), line) in marks.iter().zip(&lines) {
+        assert_eq!(line["chunk"], *k);
+        assert_eq!(line["route"], route.as_str(), "chunk {k}");
+    }
+    assert!(marks.iter().any(|m| m.1 == "cpu") && marks.iter().any(|m| m.1 == "gpu"));
+}
+
+#[test]
+fn replay_step_auto_ends_the_chunks_at_the_traces_end() {
+    use padic_burst::plan::ReplayStep;
+    let trace = padic_burst::pressure::Trace::load(std::path::Path::new(RAMP)).unwrap();
+    assert_eq!(
+        ReplayStep::Auto.millis(&trace, 1201),
+        1,
+        "1200 ms over 1200 steps"
+    );
+    assert_eq!(ReplayStep::Auto.millis(&trace, 5), 300);
+    assert_eq!(ReplayStep::Auto.millis(&trace, 1), 1200);
+    assert_eq!(ReplayStep::Fixed(7).millis(&trace, 5), 7);
+    assert_eq!(ReplayStep::parse("auto"), Ok(ReplayStep::Auto));
+    assert_eq!(ReplayStep::parse("30"), Ok(ReplayStep::Fixed(30)));
+    assert!(ReplayStep::parse("-1")
+        .unwrap_err()
+        .contains("--replay-step-ms"));
+}
+
+#[test]
+fn decompress_draws_the_run_with_the_engine_that_ran_each_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, original, chunks) = packed(dir.path());
+    let svg = dir.path().join("run.svg");
+    let restored = dir.path().join("r.safetensors");
+    let out = bin()
+        .arg("decompress")
+        .arg(&c)
+        .arg("-o")
+        .arg(&restored)
+        .args([
+            "--pressure-trace",
+            RAMP,
+            "--replay-step-ms",
+            "auto",
+            "--timeline",
+        ])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&restored).unwrap(), original);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains(r#"class="hysteresis-band""#));
+    let marks = svg_marks(&text);
+    assert_eq!(marks.len(), chunks, "one mark per chunk");
+    let ks: Vec<usize> = marks.iter().map(|m| m.0).collect();
+    assert_eq!(ks, (0..chunks).collect::<Vec<_>>());
+    assert!(marks.iter().any(|m| m.1 == "cpu") && marks.iter().any(|m| m.1 == "gpu"));
+    // Without a GPU every chunk ran on the CPU, and the picture says so.
+    if padic_burst::pipeline::Pipeline::new(Default::default())
+        .gpu_absent()
+        .is_some()
+    {
+        assert!(marks.iter().all(|m| m.2 == "cpu"), "{marks:?}");
+        assert!(text.contains("no GPU here"));
+    }
+}
+
+#[test]
+fn the_demo_shows_a_switch_each_way_and_writes_its_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .arg("demo")
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bursts: Vec<&str> = text.lines().filter(|l| l.starts_with(" burst:")).collect();
+    let to_cpu = bursts.iter().position(|l| l.contains("routed to the CPU"));
+    let back = bursts
+        .iter()
+        .rposition(|l| l.contains("routed to the GPU: back"));
+    assert!(
+        matches!((to_cpu, back), (Some(a), Some(b)) if a < b),
+        "a switch to the CPU, then one back:\n{text}"
+    );
+    assert!(text.contains("2 switches"), "{text}");
+    assert!(text.contains("identical to the original: yes"), "{text}");
+    let svg = std::fs::read_to_string(dir.path().join("demo-bursting.svg")).unwrap();
+    assert!(svg_marks(&svg).len() >= 20);
+}
