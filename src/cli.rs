@@ -108,7 +108,7 @@ pub struct DecompressArgs {
     /// Write the run's statistics as JSON.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
-    /// Write the HdrHistogram percentile distribution per route.
+    /// Write each route's latency as HdrHistogram's percentile distribution, one file per route with samples: FILE.hgrm becomes FILE.cpu.hgrm, FILE.gpu.hgrm, FILE.hybrid.hgrm.
     #[arg(long)]
     pub histogram_out: Option<PathBuf>,
     /// Write, per chunk part, which engine decoded which byte range (CSV).
@@ -394,7 +394,10 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         crate::output::write_atomic(path, json(&s, true)?.as_bytes())?;
     }
     if let Some(path) = &a.histogram_out {
-        crate::output::write_atomic(path, s.histogram_text.as_bytes())?;
+        for (route, text) in &s.histogram_texts {
+            let file = histogram_path(path, route);
+            crate::output::write_atomic(&file, text.as_bytes())?;
+        }
     }
     // The file written: its preamble and its data (in a cluster, only
     // process 0 renames it into place).
@@ -412,6 +415,16 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         written as f64 / s.wall_time_s.max(1e-9) / 1e9
     );
     Ok(())
+}
+
+/// `s.hgrm` for route `cpu`: `s.cpu.hgrm` (the route before the extension).
+fn histogram_path(path: &std::path::Path, route: &str) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{route}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{route}"),
+    };
+    path.with_file_name(name)
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {

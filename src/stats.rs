@@ -10,7 +10,9 @@ use crate::policy::{Mode, Policy};
 /// The engine that decoded a part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Engine {
+    /// The GPU engine (the CUDA kernels).
     Gpu,
+    /// The CPU engine.
     Cpu,
 }
 
@@ -49,7 +51,10 @@ pub struct Recorder {
     route: [Histogram<u64>; 3],
     /// Per stage: queue wait, decode, merge.
     stage: [Histogram<u64>; 3],
+    /// Chunks by the route the policy chose (gpu, cpu, hybrid).
     chunks_by_route: [std::collections::HashSet<usize>; 3],
+    /// Chunks with a part the GPU engine decoded, and with one the CPU did.
+    chunks_on: [std::collections::HashSet<usize>; 2],
     gpu_parts: u64,
     cpu_parts: u64,
     gpu_us: u64,
@@ -58,6 +63,8 @@ pub struct Recorder {
     bytes_in: u64,
     bytes_out: u64,
     oom_reroutes: u64,
+    /// This process's CPU seconds when the run began.
+    cpu_at_start: Option<f64>,
     /// Record latency histograms (`enable_profiling`); counts are kept regardless.
     pub profile: bool,
 }
@@ -68,6 +75,7 @@ impl Default for Recorder {
             route: [hist(), hist(), hist()],
             stage: [hist(), hist(), hist()],
             chunks_by_route: Default::default(),
+            chunks_on: Default::default(),
             gpu_parts: 0,
             cpu_parts: 0,
             gpu_us: 0,
@@ -76,6 +84,7 @@ impl Default for Recorder {
             bytes_in: 0,
             bytes_out: 0,
             oom_reroutes: 0,
+            cpu_at_start: process_cpu_seconds(),
             profile: true,
         }
     }
@@ -98,6 +107,7 @@ impl Recorder {
     ) {
         let r = route.index();
         self.chunks_by_route[r].insert(global);
+        self.chunks_on[matches!(engine, Engine::Cpu) as usize].insert(global);
         if self.profile {
             let _ = self.route[r].record((queue_us + decode_us + merge_us).max(1));
             let _ = self.stage[0].record(queue_us.max(1));
@@ -120,25 +130,16 @@ impl Recorder {
         self.oom_reroutes += rerouted_oom as u64;
     }
 
-    /// The HdrHistogram percentile distribution of each route, as text.
-    pub fn histogram_text(&self) -> String {
-        let mut out = String::new();
-        for (name, h) in ["gpu", "cpu", "hybrid"].iter().zip(&self.route) {
-            out += &format!(
-                "# route {name}: {} samples, values in microseconds\n",
-                h.len()
-            );
-            out += "       Value     Percentile TotalCount\n";
-            for v in h.iter_quantiles(1) {
-                out += &format!(
-                    "{:12} {:14.12} {:10}\n",
-                    v.value_iterated_to(),
-                    v.quantile_iterated_to(),
-                    v.count_since_last_iteration()
-                );
-            }
-        }
-        out
+    /// Each route's latency as HdrHistogram's percentile distribution (the
+    /// text `HistogramLogProcessor` writes and `plotFiles.html` reads), for
+    /// the routes with samples: (route, text).
+    pub fn histogram_texts(&self) -> Vec<(String, String)> {
+        ["gpu", "cpu", "hybrid"]
+            .iter()
+            .zip(&self.route)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(name, h)| (name.to_string(), percentile_distribution(h)))
+            .collect()
     }
 
     /// Per route with samples: (percentile, latency in µs) points, two per
@@ -166,7 +167,9 @@ impl Recorder {
         wall: std::time::Duration,
         notes: Vec<String>,
         gpu: Option<String>,
+        last_sample: Option<crate::pressure::Sample>,
     ) -> Statistics {
+        let [on_gpu, on_cpu] = &self.chunks_on;
         let avg = |us: u64, n: u64| {
             if n == 0 {
                 0.0
@@ -174,25 +177,40 @@ impl Recorder {
                 us as f64 / n as f64 / 1e6
             }
         };
-        let cpu_util = crate::stats::process_cpu_seconds()
-            .map(|cpu| {
-                cpu / (wall.as_secs_f64().max(1e-9)
-                    * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64)
-            })
-            .unwrap_or(0.0);
+        // The CPU time spent since the run began (other threads of this
+        // process included), over the machine's capacity in that time.
+        let cpu_util = match (process_cpu_seconds(), self.cpu_at_start) {
+            (Some(now), Some(then)) => ((now - then)
+                / (wall.as_secs_f64().max(1e-9)
+                    * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64))
+                .clamp(0.0, 1.0),
+            _ => 0.0,
+        };
         Statistics {
             total_decompressions: self.chunks_by_route.iter().map(|s| s.len() as u64).sum(),
-            gpu_decompressions: self.chunks_by_route[0].len() as u64,
-            cpu_decompressions: self.chunks_by_route[1].len() as u64,
-            hybrid_decompressions: self.chunks_by_route[2].len() as u64,
+            gpu_decompressions: on_gpu.difference(on_cpu).count() as u64,
+            cpu_decompressions: on_cpu.difference(on_gpu).count() as u64,
+            hybrid_decompressions: on_gpu.intersection(on_cpu).count() as u64,
+            routed_gpu: self.chunks_by_route[0].len() as u64,
+            routed_cpu: self.chunks_by_route[1].len() as u64,
+            routed_hybrid: self.chunks_by_route[2].len() as u64,
             mode_switches: p.mode_switches(),
             memory_pressure_events: p.memory_pressure_events(),
             gpu_oom_reroutes: self.oom_reroutes,
-            gpu_memory_saved_mb: self.cpu_bytes as f64 / (1 << 20) as f64,
+            gpu_memory_saved_mb: if gpu.is_some() && matches!(mode, Mode::Auto | Mode::Hybrid) {
+                self.cpu_bytes as f64 / (1 << 20) as f64
+            } else {
+                0.0
+            },
             average_gpu_time: avg(self.gpu_us, self.gpu_parts),
             average_cpu_time: avg(self.cpu_us, self.cpu_parts),
             current_mode: mode.name().to_string(),
-            gpu_memory_state: None,
+            gpu_memory_state: last_sample.map(|s| GpuMemoryState {
+                total_mb: s.total_mb,
+                used_mb: s.used_mb,
+                free_mb: s.free_mb(),
+                utilization: s.utilization(),
+            }),
             gpu_device: gpu,
             avg_cpu_utilization: cpu_util,
             cache_hits: 0,
@@ -211,10 +229,57 @@ impl Recorder {
             bytes_out: self.bytes_out,
             wall_time_s: wall.as_secs_f64(),
             notes,
-            histogram_text: self.histogram_text(),
+            histogram_texts: self.histogram_texts(),
             latency_curves: self.latency_curves(),
         }
     }
+}
+
+/// `h` in HdrHistogram's percentile-distribution text, as the Java
+/// `outputPercentileDistribution` writes it (five ticks per half distance,
+/// values in microseconds): four columns (Value, Percentile, cumulative
+/// TotalCount, 1/(1-Percentile); the last row, at 100%, has three), then
+/// the `#[Mean ...]`, `#[Max ...]` and `#[Buckets ...]` footer.
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        total += v.count_since_last_iteration();
+        let q = v.quantile_iterated_to();
+        if q < 1.0 {
+            out += &format!(
+                "{:12.3} {:14.12} {:10} {:14.2}\n",
+                v.value_iterated_to() as f64,
+                q,
+                total,
+                1.0 / (1.0 - q)
+            );
+        } else {
+            out += &format!(
+                "{:12.3} {:14.12} {:10}\n",
+                v.value_iterated_to() as f64,
+                q,
+                total
+            );
+        }
+    }
+    out += &format!(
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n",
+        h.mean(),
+        h.stdev()
+    );
+    out += &format!(
+        "#[Max     = {:12.3}, Total count    = {:12}]\n",
+        h.max() as f64,
+        h.len()
+    );
+    out += &format!(
+        "#[Buckets = {:12}, SubBuckets     = {:12}]\n",
+        h.buckets(),
+        // HdrHistogram's sub-bucket count: 2 * 10^digits, up to a power of two.
+        (2 * 10u64.pow(h.sigfig() as u32)).next_power_of_two()
+    );
+    out
 }
 
 /// Seconds of CPU this process used (user + system).
@@ -255,23 +320,40 @@ pub struct GpuMemoryState {
 /// A run's statistics (`--stats-json`). A decompression is one chunk.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Statistics {
+    /// Chunks decoded.
     pub total_decompressions: u64,
+    /// Chunks the GPU engine decoded whole (what ran where, not what the
+    /// policy chose: see `routed_gpu`).
     pub gpu_decompressions: u64,
+    /// Chunks the CPU engine decoded whole (GPU-routed chunks included when
+    /// there is no GPU, and passthrough tensors always).
     pub cpu_decompressions: u64,
+    /// Chunks split between the two engines.
     pub hybrid_decompressions: u64,
+    /// Chunks the policy routed to the GPU.
+    pub routed_gpu: u64,
+    /// Chunks the policy routed to the CPU.
+    pub routed_cpu: u64,
+    /// Chunks the policy split (HYBRID).
+    pub routed_hybrid: u64,
     pub mode_switches: u64,
     pub memory_pressure_events: u64,
     /// GPU out-of-memory errors whose part the CPU decoded instead.
     pub gpu_oom_reroutes: u64,
-    /// Output decoded on the CPU, in MiB.
+    /// MiB of output the CPU decoded while a GPU was present in AUTO or
+    /// HYBRID: device memory the bursting kept free. 0 without a GPU, and in
+    /// CPU_ONLY or GPU_ONLY.
     pub gpu_memory_saved_mb: f64,
     /// Mean decode seconds per part.
     pub average_gpu_time: f64,
     pub average_cpu_time: f64,
     pub current_mode: String,
-    /// `null` without a GPU.
+    /// The latest memory-pressure sample (live, or from the replayed trace);
+    /// `null` when there is none (no GPU and no trace).
     pub gpu_memory_state: Option<GpuMemoryState>,
     pub gpu_device: Option<String>,
+    /// This process's CPU time over the run's wall time times the cores: a
+    /// fraction of the whole machine, 0 to 1 (not a percentage).
     pub avg_cpu_utilization: f64,
     pub cache_hits: u64,
     pub cache_misses: u64,
@@ -282,8 +364,10 @@ pub struct Statistics {
     pub wall_time_s: f64,
     /// Things the run wants said once (no GPU, HYBRID running CPU-only).
     pub notes: Vec<String>,
+    /// Each route's latency in HdrHistogram's percentile-distribution text,
+    /// for the routes with samples: (route, text) (`--histogram-out`).
     #[serde(skip)]
-    pub histogram_text: String,
+    pub histogram_texts: Vec<(String, String)>,
     /// Per route with samples: (percentile, µs) points of its latency distribution.
     #[serde(skip)]
     pub latency_curves: Vec<(String, Vec<(f64, u64)>)>,

@@ -350,11 +350,120 @@ fn statistics_json_has_the_design_keys_and_true_values() {
         assert!(v["latency"]["cpu"][q].as_u64().unwrap() > 0, "{q}");
     }
     assert!(v["latency"]["cpu"]["p50_us"].as_u64() <= v["latency"]["cpu"]["max_us"].as_u64());
-    let h = std::fs::read_to_string(&hist).unwrap();
+    // One file per route with samples, in HdrHistogram's own format.
+    let h = std::fs::read_to_string(dir.path().join("s.cpu.hgrm")).unwrap();
+    assert!(h.contains("Percentile"), "{h}");
+    let parsed = parse_percentile_distribution(&h);
+    assert_eq!(parsed.total, chunks, "the last TotalCount is every sample");
     assert!(
-        h.contains("# route cpu:") && h.contains("Percentile"),
-        "{h}"
+        !dir.path().join("s.gpu.hgrm").exists(),
+        "no GPU samples, no GPU file"
     );
+    assert!(!hist.exists());
+}
+
+/// What HdrHistogram's `plotFiles.html` and `HistogramLogProcessor` read from
+/// a percentile distribution, checked the way they read it: rows of four
+/// whitespace-separated numbers (the last row, at 100%, three), the lines
+/// starting with `#` or holding `Value` skipped; TotalCount cumulative; the
+/// footer's Total count equal to the last row's.
+struct Distribution {
+    total: u64,
+}
+
+fn parse_percentile_distribution(text: &str) -> Distribution {
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    let mut footer_total = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("#[Max") {
+            let n = rest.split("Total count").nth(1).unwrap();
+            footer_total = Some(
+                n.trim_matches(|c: char| c == '=' || c == ']' || c.is_whitespace())
+                    .parse::<u64>()
+                    .unwrap(),
+            );
+            continue;
+        }
+        if line.starts_with('#') || line.contains("Value") || line.trim().is_empty() {
+            continue;
+        }
+        rows.push(
+            line.split_whitespace()
+                .map(|f| f.parse().unwrap())
+                .collect(),
+        );
+    }
+    assert!(rows.len() > 2, "{text}");
+    let (last, body) = rows.split_last().unwrap();
+    for r in body {
+        assert_eq!(r.len(), 4, "four columns: {r:?}");
+        let p = r[1];
+        assert!(
+            (r[3] - 1.0 / (1.0 - p)).abs() <= 0.01 * r[3].max(1.0),
+            "{r:?}"
+        );
+    }
+    assert_eq!(last.len(), 3, "the 100% row has three columns: {last:?}");
+    assert_eq!(last[1], 1.0);
+    for w in rows.windows(2) {
+        assert!(w[1][0] >= w[0][0], "values rise");
+        assert!(w[1][1] >= w[0][1], "percentiles rise");
+        assert!(w[1][2] >= w[0][2], "TotalCount is cumulative");
+    }
+    let total = last[2] as u64;
+    assert_eq!(footer_total, Some(total), "{text}");
+    Distribution { total }
+}
+
+#[test]
+fn statistics_count_what_ran_where_apart_from_what_the_policy_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    let c = Container::open(&packed).unwrap();
+    let chunks = c.header().chunk_count() as u64;
+    // A trace that sends some chunks to the GPU and some to the CPU, and no GPU.
+    let trace = padic_burst::pressure::Trace::new(vec![
+        padic_burst::pressure::Sample {
+            t_ms: 0,
+            used_mb: 100.0,
+            total_mb: 1000.0,
+        },
+        padic_burst::pressure::Sample {
+            t_ms: 30,
+            used_mb: 950.0,
+            total_mb: 1000.0,
+        },
+    ])
+    .unwrap();
+    let mut o = opts(Mode::Auto, 2);
+    o.trace = Some(trace);
+    o.replay_step_ms = 10;
+    let out = dir.path().join("t.safetensors");
+    let s = run(&packed, &out, &o).unwrap();
+    assert!(std::fs::read(&out).unwrap() == original);
+    assert!(s.routed_gpu > 0 && s.routed_cpu > 0, "{s:?}");
+    assert_eq!(s.routed_gpu + s.routed_cpu + s.routed_hybrid, chunks);
+    assert_eq!(s.gpu_decompressions, 0, "no GPU: nothing ran on one");
+    assert_eq!(s.cpu_decompressions, chunks, "every chunk ran on the CPU");
+    assert_eq!(
+        s.gpu_memory_saved_mb, 0.0,
+        "without a GPU no device memory was saved"
+    );
+    let m = s.gpu_memory_state.expect("the trace's latest sample");
+    assert_eq!((m.used_mb, m.total_mb, m.free_mb), (950.0, 1000.0, 50.0));
+    assert!(s.avg_cpu_utilization >= 0.0 && s.avg_cpu_utilization <= 1.0);
+    // With a GPU, the same trace runs GPU-routed chunks there, and the CPU's
+    // output in AUTO is device memory saved.
+    let gpu = Arc::new(FakeGpu::new(&[]));
+    o.gpu = Some(gpu);
+    let s = run(&packed, &out, &o).unwrap();
+    assert!(std::fs::read(&out).unwrap() == original);
+    assert!(s.gpu_decompressions > 0, "{s:?}");
+    assert_eq!(
+        s.gpu_decompressions + s.cpu_decompressions + s.hybrid_decompressions,
+        chunks
+    );
+    assert!(s.gpu_memory_saved_mb > 0.0);
 }
 
 #[test]

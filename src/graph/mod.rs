@@ -323,6 +323,15 @@ fn run(
             crate::output::write_atomic(path, t.to_svg().as_bytes())?;
         }
     }
+    // The latest pressure reading: the trace's at the last chunk's virtual
+    // time, or the live source's now.
+    let last_sample = match (&opts.trace, &opts.pressure) {
+        (Some(t), _) => t.sample_at(
+            (all_tasks.len().saturating_sub(1) as u64).saturating_mul(opts.replay_step_ms),
+        ),
+        (None, Some(p)) => p.sample_at(started.elapsed().as_millis() as u64),
+        (None, None) => None,
+    };
     let p = policy.lock().expect("policy lock");
     Ok(st.recorder.statistics(
         &p,
@@ -330,6 +339,7 @@ fn run(
         started.elapsed(),
         notes,
         opts.gpu.as_ref().map(|g| g.describe()),
+        last_sample,
     ))
 }
 
