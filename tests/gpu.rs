@@ -352,8 +352,9 @@ mod on_a_gpu {
                 let (out, stats) = run(&c, mode, Some(gpu.clone())).unwrap();
                 assert!(out == cpu, "{name}: {mode:?} differs from the CPU engine");
                 println!(
-                    "{name}: {mode:?} bit-exact, {} chunks ({} gpu-routed, {} hybrid)",
+                    "{name}: {mode:?} bit-exact, {} chunks ({} gpu-routed, {} ran on the GPU, {} split)",
                     stats.total_decompressions,
+                    stats.routed_gpu,
                     stats.gpu_decompressions,
                     stats.hybrid_decompressions
                 );

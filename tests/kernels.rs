@@ -348,9 +348,14 @@ fn real_weights_decode_bit_exact_through_the_gpu_path() {
             .sum();
         let all_chunks: usize = c.header().tensors.iter().map(|t| t.chunks.len()).sum();
         assert_eq!(
-            (s.gpu_decompressions, s.cpu_decompressions),
+            (s.routed_gpu, s.routed_cpu),
             (all_chunks as u64, 0),
             "{dtype}: every chunk routed to the GPU"
+        );
+        assert_eq!(
+            (s.gpu_decompressions, s.cpu_decompressions),
+            (float_chunks as u64, (all_chunks - float_chunks) as u64),
+            "{dtype}: float chunks ran on the GPU, passthrough chunks on the CPU"
         );
         let subs = gpu.sub_batches.lock().unwrap();
         let ranges: usize = subs.iter().map(|s| s.1).sum();

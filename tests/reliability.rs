@@ -850,9 +850,9 @@ fn soak_100_runs_of_a_10000_chunk_stream() {
         let (model, stats) = decompress_to_memory(c.clone(), &o).unwrap();
         assert!(model.data == data, "run {run} ({mode:?}): output differs");
         assert_eq!(stats.total_decompressions as usize, all.len(), "run {run}");
-        routes[0] += stats.gpu_decompressions;
-        routes[1] += stats.cpu_decompressions;
-        routes[2] += stats.hybrid_decompressions;
+        routes[0] += stats.routed_gpu;
+        routes[1] += stats.routed_cpu;
+        routes[2] += stats.routed_hybrid;
         ooms += stats.gpu_oom_reroutes;
         drop(model);
         rss.push(resident_kib());

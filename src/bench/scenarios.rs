@@ -76,9 +76,9 @@ fn scenario(
         (
             s.mode_switches,
             s.memory_pressure_events,
-            s.gpu_decompressions,
-            s.cpu_decompressions,
-            s.hybrid_decompressions,
+            s.routed_gpu,
+            s.routed_cpu,
+            s.routed_hybrid,
         )
     };
     if stats.iter().any(|s| key(s) != key(&stats[0])) {
@@ -95,9 +95,10 @@ fn scenario(
         workers,
         mode_switches: s.mode_switches,
         memory_pressure_events: s.memory_pressure_events,
-        chunks_gpu: s.gpu_decompressions,
-        chunks_cpu: s.cpu_decompressions,
-        chunks_hybrid: s.hybrid_decompressions,
+        // What the policy chose (without a GPU, every chunk ran on the CPU).
+        chunks_gpu: s.routed_gpu,
+        chunks_cpu: s.routed_cpu,
+        chunks_hybrid: s.routed_hybrid,
         gb_per_s: Stat::of_throughput(reference.len() as u64, &times),
         p99_us: Stat::of(&p99s),
         latency_curves: s.latency_curves,
