@@ -52,6 +52,7 @@ pub fn is_index_json(path: &Path) -> bool {
 /// The files of a checkpoint directory, relative to its root, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The checkpoint directory; `shards` and `others` are relative to it.
     pub root: PathBuf,
     /// Shards (files with the extension asked for), in index order.
     pub shards: Vec<PathBuf>,
@@ -360,20 +361,30 @@ fn open_shards(ckpt: &Checkpoint) -> Result<Vec<(PathBuf, Arc<Container>)>> {
 /// One shard's decompression statistics.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardStatistics {
+    /// The shard's path, relative to the checkpoint root.
     pub shard: PathBuf,
+    /// The graph run that decoded this shard.
     pub statistics: Statistics,
 }
 
 /// What decompressing a checkpoint did: per shard, and the counts added up.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointStatistics {
+    /// One entry per shard, in index order.
     pub shards: Vec<ShardStatistics>,
+    /// Chunks decoded, over all shards.
     pub total_decompressions: u64,
+    /// Chunks the policy routed to the GPU, over all shards.
     pub gpu_decompressions: u64,
+    /// Chunks the policy routed to the CPU, over all shards.
     pub cpu_decompressions: u64,
+    /// Chunks the policy split between GPU and CPU (HYBRID), over all shards.
     pub hybrid_decompressions: u64,
+    /// Container bytes read, over all shards.
     pub bytes_in: u64,
+    /// Decoded bytes written, over all shards.
     pub bytes_out: u64,
+    /// Seconds for the whole checkpoint, other files' copies included.
     pub wall_time_s: f64,
 }
 
@@ -417,18 +428,25 @@ pub fn decompress_dir(
 /// One shard's inspection.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardReport {
+    /// The shard's path, relative to the checkpoint root.
     pub shard: PathBuf,
     #[serde(flatten)]
+    /// The shard's per-tensor report (flattened into the JSON).
     pub report: Report,
 }
 
 /// A packed checkpoint's inspection: per shard, and in total.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointReport {
+    /// One entry per shard, in index order.
     pub shards: Vec<ShardReport>,
+    /// Tensors over all shards.
     pub tensors: usize,
+    /// Bytes of the safetensors shards, headers included.
     pub original_bytes: u64,
+    /// Bytes of the container shards.
     pub compressed_bytes: u64,
+    /// `compressed_bytes / original_bytes` (lower is better).
     pub ratio: f64,
 }
 

@@ -26,6 +26,7 @@ use crate::progress::Progress;
 #[command(name = "padic-burst", version, about)]
 pub struct Cli {
     #[command(subcommand)]
+    /// The subcommand to run.
     pub command: Command,
     /// Never show a progress bar.
     #[arg(long, global = true)]
@@ -33,6 +34,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+/// The subcommands of `padic-burst`.
 pub enum Command {
     /// Compress a safetensors file into a p-adic container, or a model directory (or its `model.safetensors.index.json`) into a directory of `.padic` shards.
     Compress(CompressArgs),

@@ -22,24 +22,43 @@ use crate::policy::PolicySettings;
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigLayer {
+    /// Free GPU memory (MB) below which AUTO switches to the CPU; unset: 100.
     pub gpu_memory_threshold_mb: Option<f64>,
+    /// GPU utilization (0..1) above which AUTO switches to the CPU; unset: 0.9.
     pub memory_pressure_threshold: Option<f64>,
+    /// CPU decode threads; -1 (the default) means one per core.
     pub num_cpu_workers: Option<i64>,
+    /// Chunks a CPU worker takes at a time; unset: 1, at most [`MAX_CPU_BATCH_SIZE`].
     pub cpu_batch_size: Option<i64>,
+    /// Accepted for the design's configs; a run refuses `true` (start a cluster with timely's `-n`, `-p`, `-h` instead). Unset: false.
     pub use_multiprocessing: Option<bool>,
+    /// Cores to pin CPU workers to, in order; unset: no pinning.
     pub cpu_affinity: Option<Vec<usize>>,
+    /// Record per-stage latency histograms; unset: false.
     pub enable_profiling: Option<bool>,
+    /// Keep decoded tensors in the library's LRU cache; unset: true.
     pub enable_caching: Option<bool>,
+    /// Size of the tensor cache in MB; unset: 1024.
     pub cache_size_mb: Option<f64>,
+    /// Chunks read ahead per chunk a worker decodes; unset: 2, at most [`MAX_PREFETCH_FACTOR`].
     pub prefetch_factor: Option<i64>,
+    /// Decode only `mantissa_bits` leading digits of each fraction; unset: false.
     pub progressive_precision: Option<bool>,
+    /// Digits kept under `progressive_precision`, in 1..=23; unset: 23.
     pub mantissa_bits: Option<i64>,
+    /// Exponent bits, in 1..=8; unset: 8 (validated and kept, not used by decoding).
     pub exponent_bits: Option<i64>,
+    /// Least time between two AUTO switches, in ms (not negative); unset: 50.
     pub switch_delay_ms: Option<i64>,
+    /// How far (0..1) utilization must fall below the threshold before AUTO goes back to the GPU; unset: 0.1.
     pub hysteresis_factor: Option<f64>,
+    /// NVML sampling period in ms; unset: 100.
     pub sample_interval_ms: Option<i64>,
+    /// HYBRID's GPU share (0..1) until both engines have been measured; unset: 0.5.
     pub hybrid_initial_gpu_fraction: Option<f64>,
+    /// CUDA device index to decode on; unset: 0.
     pub gpu_device: Option<i64>,
+    /// Chunks handed to the GPU engine at once; unset: 64.
     pub gpu_batch_chunks: Option<i64>,
 }
 
@@ -54,7 +73,8 @@ pub struct Config {
     pub num_cpu_workers: usize,
     /// Chunks a CPU worker takes at a time.
     pub cpu_batch_size: usize,
-    /// Run several timely processes (a cluster) rather than threads only.
+    /// Accepted for the design's configs; a run refuses `true` (start a cluster
+    /// with timely's `-n`, `-p`, `-h` instead).
     pub use_multiprocessing: bool,
     /// Cores to pin CPU workers to, in order.
     pub cpu_affinity: Option<Vec<usize>>,
@@ -62,18 +82,25 @@ pub struct Config {
     pub enable_profiling: bool,
     /// Keep decoded tensors in an LRU cache (library API).
     pub enable_caching: bool,
+    /// Size of the tensor cache in MB (0 only with caching off).
     pub cache_size_mb: f64,
     /// Chunks in flight per worker.
     pub prefetch_factor: usize,
     /// Decode only `mantissa_bits` leading digits of each fraction.
     pub progressive_precision: bool,
+    /// Digits kept under `progressive_precision`, in 1..=23.
     pub mantissa_bits: u32,
+    /// Exponent bits, in 1..=8 (validated and kept, not used by decoding).
     pub exponent_bits: u32,
+    /// Least time between two AUTO switches, in ms (the first switch is free).
     pub switch_delay_ms: u64,
+    /// How far (0..1) utilization must fall below `memory_pressure_threshold` before AUTO goes back to the GPU.
     pub hysteresis_factor: f64,
     /// NVML sampling period.
     pub sample_interval_ms: u64,
+    /// HYBRID's GPU share (0..1) until both engines have been measured.
     pub hybrid_initial_gpu_fraction: f64,
+    /// CUDA device index to decode on.
     pub gpu_device: u32,
     /// Chunks the workers hand the GPU engine at once, between them, when a
     /// GPU takes work (a call a worker): a GPU needs many chunks in flight.

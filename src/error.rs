@@ -71,7 +71,9 @@ pub enum Error {
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file (or directory) the operation was on.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         #[serde(with = "io_error")]
         source: std::io::Error,
@@ -79,30 +81,49 @@ pub enum Error {
     /// The file does not start with the container's magic bytes.
     #[error("{}: not a padic-burst container (expected magic {expected:?}, found {found:?})", path.display())]
     NotContainer {
+        /// The file that was opened.
         path: PathBuf,
+        /// The magic a container starts with (`PADICBST`), as text.
         expected: String,
+        /// The file's first (up to 8) bytes, as shown text.
         found: String,
     },
     /// The container's version is not one this build reads.
     #[error("{}: unsupported container version {found} (this build reads version {supported})", path.display())]
     Version {
+        /// The container file.
         path: PathBuf,
+        /// The version the file's header states.
         found: u32,
+        /// The version this build reads and writes.
         supported: u32,
     },
     /// The container is damaged or hostile: a size, an offset or a checksum is wrong.
     #[error("{}: corrupt container at {at}: {what}", path.display())]
     Corrupt {
+        /// The container file.
         path: PathBuf,
+        /// Tensor, chunk, section and byte offset of the fault, as far as known.
         at: Location,
+        /// What is wrong there.
         what: String,
     },
     /// The safetensors input does not parse.
     #[error("{}: not a valid safetensors file: {what}", path.display())]
-    Safetensors { path: PathBuf, what: String },
+    Safetensors {
+        /// The safetensors file.
+        path: PathBuf,
+        /// Why it does not parse.
+        what: String,
+    },
     /// A sharded checkpoint (a directory, or its index) is not what it should be.
     #[error("{}: {what}", path.display())]
-    Checkpoint { path: PathBuf, what: String },
+    Checkpoint {
+        /// The checkpoint directory, index file or shard at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// An argument or a setting is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -114,8 +135,11 @@ pub enum Error {
     /// error); `doing` says what it was asked.
     #[error("{}{doing}: {source}", .at.as_ref().map(|a| format!("{a}: ")).unwrap_or_default())]
     Gpu {
+        /// Where in the container the failing decode was, when it was one chunk's.
         at: Option<Box<Location>>,
+        /// What the GPU was asked to do, e.g. "the GPU failed on 1048576 bytes".
         doing: String,
+        /// Why the GPU failed (out of memory, or what the device reported).
         #[source]
         source: GpuError,
     },

@@ -14,6 +14,48 @@
 //! * [`engine::CpuEngine`]: decode it on the CPU alone, without the graph.
 //! * [`inspect::inspect`]: per-tensor sizes and ratios.
 //! * [`checkpoint`]: sharded checkpoints (a model directory) in one go.
+//!
+//! # Quick start
+//!
+//! Compress a safetensors model, open the container, decode it through the
+//! pipeline (GPU when one is present, CPU otherwise) and check the bytes:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use padic_burst::compress::{compress_file, CompressOptions};
+//! use padic_burst::config::Config;
+//! use padic_burst::format::Container;
+//! use padic_burst::pipeline::Pipeline;
+//! use padic_burst::progress::Progress;
+//! use safetensors::{Dtype, SafeTensors};
+//!
+//! # fn main() -> padic_burst::Result<()> {
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! let input = dir.path().join("model.safetensors");
+//! let output = dir.path().join("model.padic");
+//!
+//! // A small generated bf16 model (about 50k parameters), as safetensors bytes.
+//! let original = padic_burst::demo::synthetic_model(7, 50_000, Dtype::BF16);
+//! std::fs::write(&input, &original).expect("write model");
+//!
+//! compress_file(&input, &output, &CompressOptions::default(), &Progress::hidden())?;
+//!
+//! let container = Arc::new(Container::open(&output)?);
+//! let pipeline = Pipeline::new(Config::default());
+//! let (tensors, _info) = pipeline.decompress(&container, None)?;
+//!
+//! // Lossless: every tensor's bytes are the original's.
+//! let reference = SafeTensors::deserialize(&original).expect("valid safetensors");
+//! assert!(!tensors.is_empty());
+//! for t in &tensors {
+//!     assert_eq!(t.data.as_slice(), reference.tensor(&t.name).unwrap().data());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod cache;

@@ -15,27 +15,35 @@ use crate::pressure::{PressureSource, Trace};
 /// One chunk's decision.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PlanLine {
+    /// The chunk's index in global order (tensors in file order).
     pub chunk: usize,
+    /// The name of the tensor the chunk belongs to.
     pub tensor: String,
+    /// The route chosen: `gpu`, `cpu` or `hybrid`.
     pub route: &'static str,
+    /// The GPU's share of the chunk, 0..=1 (1 for `gpu`, 0 for `cpu`).
     pub gpu_fraction: f64,
+    /// The pressure level of the sample: `low`, `moderate`, `high` or `critical`.
     pub level: &'static str,
+    /// GPU memory used / total in the sample, 0..=1.
     pub utilization: f64,
+    /// Free GPU memory in the sample, in MB.
     pub free_mb: f64,
 }
 
 /// The run's totals.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PlanSummary {
+    /// Chunks decided.
     pub chunks: usize,
+    /// The mode replayed: `auto`, `gpu-only`, `cpu-only` or `hybrid`.
     pub mode: &'static str,
+    /// AUTO state changes (GPU to CPU or back) over the replay.
     pub mode_switches: u64,
+    /// Rises of the pressure level into HIGH or CRITICAL over the replay.
     pub memory_pressure_events: u64,
 }
 
-/// The trace replay `plan` and `decompress --pressure-trace` share: chunk
-/// `k` decided at virtual time `k * step_ms` on the sample the trace holds
-/// then, for `chunks` chunks; `policy` keeps the replay's state.
 /// Virtual milliseconds between consecutive chunks in a replay:
 /// `--replay-step-ms N`, or `auto`, which spreads the trace over the chunks
 /// (the last chunk is decided at the trace's last sample).
@@ -100,6 +108,9 @@ pub fn timeline(
     }
 }
 
+/// The trace replay `plan` and `decompress --pressure-trace` share: chunk
+/// `k` decided at virtual time `k * step_ms` on the sample the trace holds
+/// then, for `chunks` chunks; `policy` keeps the replay's state.
 pub fn replay<'a>(
     policy: &'a mut Policy,
     trace: &'a Trace,

@@ -39,6 +39,7 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode's name on the command line and in JSON: `auto`, `gpu-only`, `cpu-only` or `hybrid`.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Auto => "auto",
@@ -70,10 +71,15 @@ pub use padic_burst_operators::RouteTag as Route;
 /// The policy's settings (a slice of the validated configuration).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicySettings {
+    /// GPU utilization (used / total, 0..1) above which AUTO leaves the GPU.
     pub memory_pressure_threshold: f64,
+    /// Free GPU memory (MB) below which AUTO leaves the GPU; it returns above twice this.
     pub gpu_memory_threshold_mb: f64,
+    /// How far (0..1) utilization must fall below the threshold before AUTO returns to the GPU.
     pub hysteresis_factor: f64,
+    /// Least virtual or real time between two AUTO switches, in ms (the first is free).
     pub switch_delay_ms: u64,
+    /// HYBRID's GPU share (0..1) until both engines have been measured.
     pub hybrid_initial_gpu_fraction: f64,
 }
 
@@ -92,6 +98,7 @@ impl Default for PolicySettings {
 /// One decision, with what it was decided from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
+    /// Where the chunk goes: GPU, CPU, or split (HYBRID, with the GPU's share).
     pub route: Route,
     /// `None` without a sample (no GPU).
     pub sample: Option<Sample>,
@@ -100,7 +107,9 @@ pub struct Decision {
 /// The AUTO state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineState {
+    /// Chunks go to the GPU.
     Gpu,
+    /// Chunks go to the CPU (pressure is high, or there is no GPU).
     Cpu,
 }
 
@@ -125,6 +134,8 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A policy in `mode`, in GPU state when `gpu_present` (else CPU), with no
+    /// switch, event or throughput measured yet.
     pub fn new(settings: PolicySettings, mode: Mode, gpu_present: bool) -> Self {
         Policy {
             settings,
@@ -144,6 +155,7 @@ impl Policy {
         }
     }
 
+    /// The mode chunks are routed under now.
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -153,14 +165,17 @@ impl Policy {
         self.mode = mode;
     }
 
+    /// The AUTO state: the engine AUTO (and HYBRID's split) currently favours.
     pub fn state(&self) -> EngineState {
         self.state
     }
 
+    /// AUTO state changes so far.
     pub fn mode_switches(&self) -> u64 {
         self.mode_switches
     }
 
+    /// Rises of the pressure level into HIGH or CRITICAL so far, plus GPU out-of-memory errors.
     pub fn memory_pressure_events(&self) -> u64 {
         self.memory_pressure_events
     }

@@ -46,6 +46,7 @@ impl Progress {
         Progress { bar: None }
     }
 
+    /// Restarts the bar at 0 of `total` units (bytes or steps), labelled `what`.
     pub fn start(&self, total: u64, what: &str) {
         if let Some(b) = &self.bar {
             b.set_length(total);
@@ -54,12 +55,14 @@ impl Progress {
         }
     }
 
+    /// Moves the bar `n` units on.
     pub fn advance(&self, n: u64) {
         if let Some(b) = &self.bar {
             b.inc(n);
         }
     }
 
+    /// Clears the bar from the terminal.
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -58,7 +58,9 @@ impl Timely {
 /// This process's place in a timely cluster (`-n processes -p process`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cluster {
+    /// Processes in the cluster (1 when not a cluster).
     pub processes: usize,
+    /// This process's index, in `0..processes`.
     pub process: usize,
 }
 

@@ -74,12 +74,15 @@ const EPOCH_CHUNKS: usize = 64;
 /// How to run a decompression.
 #[derive(Clone)]
 pub struct RunOptions {
+    /// How chunks are routed: AUTO, GPU_ONLY, CPU_ONLY or HYBRID.
     pub mode: Mode,
+    /// The validated configuration (workers, thresholds, precision, GPU device).
     pub config: Config,
     /// Decode to this many digits (`None`: all stored).
     pub target_precision: Option<u32>,
     /// Replay routing from this trace (virtual time `k * replay_step_ms`).
     pub trace: Option<Trace>,
+    /// Virtual milliseconds between two chunks when replaying `trace` (default 10).
     pub replay_step_ms: u64,
     /// The GPU engine, when there is one.
     pub gpu: Option<Arc<dyn GpuEngine>>,
@@ -99,6 +102,8 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// Options for a run in `mode` under `config`: all digits, live routing,
+    /// no GPU, trace, log or progress yet (the caller fills those in).
     pub fn new(mode: Mode, config: Config) -> Self {
         RunOptions {
             mode,

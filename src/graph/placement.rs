@@ -12,6 +12,7 @@ use crate::format::Container;
 /// Where merged bytes land: `place(offset, bytes)` with `offset` in the
 /// safetensors data region.
 pub trait Placement: Send + Sync {
+    /// Writes `bytes` at byte `offset` of the safetensors data region.
     fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
     /// The file written, if it is one (named in write errors).
     fn path(&self) -> Option<&Path> {

@@ -14,12 +14,15 @@ use crate::stats::Engine;
 pub struct ChunkTask {
     /// Index in global order (tensors in file order, chunks in order).
     pub global: usize,
+    /// Index of the chunk's tensor in the container's header.
     pub tensor: usize,
+    /// Index of the chunk within its tensor.
     pub chunk: usize,
     /// Values in the chunk.
     pub elements: u64,
     /// Byte offset of the chunk's output in the data region.
     pub out_offset: u64,
+    /// Bytes of the chunk's decoded output.
     pub out_len: u64,
     /// When the source emitted it (µs since the run started).
     pub sent_us: u64,
@@ -28,8 +31,11 @@ pub struct ChunkTask {
 /// A decoded piece of a chunk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DecodedPart {
+    /// Index of the chunk in global order.
     pub global: usize,
+    /// Index of the chunk's tensor in the container's header.
     pub tensor: usize,
+    /// Index of the chunk within its tensor.
     pub chunk: usize,
     /// The route the chunk was given.
     pub route: Route,
@@ -39,13 +45,16 @@ pub struct DecodedPart {
     pub first: u64,
     /// Byte offset of this part in the data region.
     pub out_offset: u64,
+    /// The part's decoded bytes (empty when `placed` is set).
     pub data: Vec<u8>,
     /// Bytes decoded straight into the output (in-memory runs); `data` is
     /// then empty.
     pub placed: u64,
     /// Container bytes read for it.
     pub bytes_in: u64,
+    /// µs the chunk waited between the source and its decoder.
     pub queue_us: u64,
+    /// µs the decode took.
     pub decode_us: u64,
     /// When decoding ended (µs since the run started).
     pub done_us: u64,
@@ -57,15 +66,21 @@ pub struct DecodedPart {
 /// that every chunk arrived exactly once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MergeReceipt {
+    /// Index of the chunk in global order.
     pub global: usize,
+    /// Index of the chunk's tensor in the container's header.
     pub tensor: usize,
+    /// Index of the chunk within its tensor.
     pub chunk: usize,
+    /// First value of the chunk the merged part holds.
     pub first: u64,
     /// The route the policy chose for the chunk.
     pub route: Route,
     /// The engine that decoded this part.
     pub engine: Engine,
+    /// Byte offset of the part in the data region.
     pub out_offset: u64,
+    /// Decoded bytes the merge placed for the part.
     pub bytes: u64,
     /// When the chunk was routed (µs since the run started).
     pub routed_us: u64,
@@ -75,6 +90,7 @@ pub struct MergeReceipt {
 /// global order (a run fails with its first failure by place).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
+    /// Index of the failed chunk in global order.
     pub global: usize,
     /// Boxed: a record stays a few words.
     pub error: Box<Error>,

@@ -1,6 +1,6 @@
 //! The library API: [`Pipeline`] decodes containers through the graph, with
 //! a mode that can be forced at run time, an LRU cache of tensors, and
-//! statistics; [`resident`] loads tensors where the caller wants them.
+//! statistics; [`Pipeline::load`] loads tensors where the caller wants them.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,8 +25,11 @@ pub use resident::{LoadInfo, Residence, ResidentTensor, Values};
 /// A decoded tensor.
 #[derive(Debug, Clone)]
 pub struct Tensor {
+    /// The tensor's name in the safetensors header.
     pub name: String,
+    /// The safetensors dtype, e.g. `BF16`, `F32`, `I64`.
     pub dtype: String,
+    /// Dimensions, outermost first.
     pub shape: Vec<u64>,
     /// Little-endian values, as in a safetensors file.
     pub data: Arc<Vec<u8>>,
@@ -35,10 +38,15 @@ pub struct Tensor {
 /// What one `decompress` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
+    /// The mode the run routed chunks under.
     pub mode: Mode,
+    /// Chunks the policy routed to the GPU.
     pub gpu_chunks: u64,
+    /// Chunks the policy routed to the CPU.
     pub cpu_chunks: u64,
+    /// Chunks the policy split between GPU and CPU (HYBRID).
     pub hybrid_chunks: u64,
+    /// Wall-clock time of the graph run.
     pub wall: std::time::Duration,
 }
 
@@ -206,6 +214,7 @@ impl Pipeline {
         *self.mode.lock().expect("mode lock") = mode;
     }
 
+    /// The mode the next run routes chunks under.
     pub fn mode(&self) -> Mode {
         *self.mode.lock().expect("mode lock")
     }

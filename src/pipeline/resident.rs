@@ -19,7 +19,9 @@ use crate::policy::{Mode, Policy, Route};
 /// Where a caller wants a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Residence {
+    /// In host memory, decoded on the CPU.
     Host,
+    /// In GPU memory, decoded on the GPU (host memory when the GPU has no room).
     Device,
 }
 
@@ -35,15 +37,20 @@ pub enum Values {
 /// A loaded tensor.
 #[derive(Debug, Clone)]
 pub struct ResidentTensor {
+    /// The tensor's name in the safetensors header.
     pub name: String,
+    /// The safetensors dtype, e.g. `BF16`, `F32`, `I64`.
     pub dtype: String,
+    /// Dimensions, outermost first.
     pub shape: Vec<u64>,
+    /// The decoded bytes, in host or device memory.
     pub values: Values,
     /// Why a tensor wanted on the device is in host memory.
     pub fallback: Option<String>,
 }
 
 impl ResidentTensor {
+    /// Whether the values are in device memory.
     pub fn on_device(&self) -> bool {
         matches!(self.values, Values::Device(_))
     }
@@ -67,15 +74,20 @@ impl ResidentTensor {
 /// What one [`Pipeline::load`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadInfo {
+    /// Tensors loaded into device memory.
     pub device_tensors: usize,
+    /// Tensors loaded into host memory (fallbacks included).
     pub host_tensors: usize,
+    /// Bytes loaded into device memory.
     pub device_bytes: u64,
+    /// Bytes loaded into host memory.
     pub host_bytes: u64,
     /// Tensors wanted on the device that went to host memory.
     pub fallbacks: usize,
     /// Rises of the pressure level into HIGH or CRITICAL, and GPU
     /// out-of-memory failures.
     pub memory_pressure_events: u64,
+    /// Wall-clock time of the load.
     pub wall: Duration,
 }
 
