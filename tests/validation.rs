@@ -16,24 +16,6 @@ use padic_burst::format::{
 use padic_burst::Error;
 use safetensors::Dtype;
 
-/// A BF16 tensor of several chunks, an F32 one and a passthrough I64 one.
-fn sample(dir: &std::path::Path) -> Vec<u8> {
-    let mut rng = padic_burst::demo::Rng::new(11);
-    let w = padic_burst::demo::gaussian_bytes(&mut rng, 3000, 0.05, Dtype::BF16);
-    let f = padic_burst::demo::gaussian_bytes(&mut rng, 1500, 0.02, Dtype::F32);
-    let ids: Vec<u8> = (0..64i64).flat_map(|i| i.to_le_bytes()).collect();
-    let file = safetensors_bytes(&[
-        ("layer.w", Dtype::BF16, vec![30, 100], w),
-        ("layer.f", Dtype::F32, vec![1500], f),
-        ("ids", Dtype::I64, vec![64], ids),
-    ]);
-    let o = CompressOptions {
-        chunk_kib: 2,
-        ..CompressOptions::default()
-    };
-    std::fs::read(compress_bytes(dir, "sample", &file, &o)).unwrap()
-}
-
 fn open(dir: &std::path::Path, bytes: &[u8]) -> Result<Container, Error> {
     let path = dir.join("victim.padic");
     std::fs::write(&path, bytes).unwrap();
@@ -75,7 +57,7 @@ fn with_footer(body: &[u8], header: &[u8]) -> Vec<u8> {
 #[test]
 fn framing_errors_name_their_byte_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let packed = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     let n = packed.len();
     let (start, _) = header_span(&packed);
     let edit = |at: usize, value: &[u8]| {
@@ -177,7 +159,7 @@ fn the_writer_places_chunks_back_to_back_after_the_prefix() {
 #[test]
 fn index_errors_name_the_tensor_and_chunk() {
     let dir = tempfile::tempdir().unwrap();
-    let packed = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     let orig: serde_json::Value = {
         let (s, l) = header_span(&packed);
         serde_json::from_slice(&packed[s..s + l]).unwrap()
@@ -302,7 +284,7 @@ fn index_errors_name_the_tensor_and_chunk() {
 #[test]
 fn sections_are_read_in_place_and_a_bad_checksum_names_its_section_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let packed = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     let c = open(dir.path(), &packed).unwrap();
     let w = position(&c, "layer.w");
     let chunk = &c.header().tensors[w].chunks[1];
@@ -350,7 +332,7 @@ fn sections_are_read_in_place_and_a_bad_checksum_names_its_section_and_offset() 
 #[test]
 fn a_container_describes_its_tensors_and_its_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let packed = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     let path = dir.path().join("a.padic");
     std::fs::write(&path, &packed).unwrap();
     let c = Container::open(&path).unwrap();
@@ -399,7 +381,7 @@ fn a_container_describes_its_tensors_and_its_identity() {
 #[test]
 fn a_chunk_decode_error_is_lifted_to_its_place_and_other_errors_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let packed = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     let c = open(dir.path(), &packed).unwrap();
     let f = position(&c, "layer.f");
     let offset = c.header().tensors[f].chunks[0].offset;
