@@ -204,6 +204,22 @@ fn index_errors_name_the_tensor_and_chunk() {
             vec![format!("tensors cover {data_len} bytes")],
         ),
         (
+            "a shape the source header does not give",
+            Box::new(move |h| h["tensors"][w]["shape"] = serde_json::json!([3000])),
+            vec![
+                "tensor 'layer.w'".into(),
+                "differ from the source header".into(),
+            ],
+        ),
+        (
+            "a dtype of the same width the source header does not give",
+            Box::new(move |h| h["tensors"][w]["dtype"] = "F16".into()),
+            vec![
+                "tensor 'layer.w'".into(),
+                "differ from the source header".into(),
+            ],
+        ),
+        (
             "a tensor the source header lacks",
             Box::new(move |h| h["tensors"][f]["name"] = "layer.g".into()),
             vec![
