@@ -372,3 +372,90 @@ fn a_toml_error_names_the_line_and_column() {
     let err = ConfigLayer::from_file(&file).unwrap_err().to_string();
     assert!(err.contains("c.toml (line 3, column 29)"), "{err}");
 }
+
+#[test]
+fn limits_on_their_boundaries_are_accepted() {
+    let ok = |layer: ConfigLayer| {
+        let what = format!("{layer:?}");
+        layer
+            .resolve()
+            .unwrap_or_else(|e| panic!("{what} refused: {e}"))
+    };
+    let c = ok(ConfigLayer {
+        memory_pressure_threshold: Some(1.0),
+        hysteresis_factor: Some(0.0),
+        switch_delay_ms: Some(0),
+        num_cpu_workers: Some(1),
+        cpu_affinity: Some(vec![0]),
+        ..Default::default()
+    });
+    assert_eq!(c.memory_pressure_threshold, 1.0);
+    assert_eq!(c.hysteresis_factor, 0.0);
+    assert_eq!(c.switch_delay_ms, 0, "no delay between switches");
+    assert_eq!(c.num_cpu_workers, 1);
+    assert_eq!(c.cpu_affinity, Some(vec![0]));
+}
+
+#[test]
+fn cache_size_is_never_negative_or_infinite_even_with_caching_off() {
+    for size in [-5.0, f64::INFINITY, f64::NAN] {
+        let err = ConfigLayer {
+            cache_size_mb: Some(size),
+            enable_caching: Some(false),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&format!("cache_size_mb = {size}")), "{err}");
+    }
+    for threshold in [f64::INFINITY, f64::NAN] {
+        let err = ConfigLayer {
+            gpu_memory_threshold_mb: Some(threshold),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("gpu_memory_threshold_mb = {threshold}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_negative_switch_delay_is_refused() {
+    let err = ConfigLayer {
+        switch_delay_ms: Some(-1),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("switch_delay_ms = -1"), "{err}");
+}
+
+#[test]
+fn the_policy_gets_the_configured_settings() {
+    let c = ConfigLayer {
+        memory_pressure_threshold: Some(0.8),
+        gpu_memory_threshold_mb: Some(250.0),
+        hysteresis_factor: Some(0.2),
+        switch_delay_ms: Some(9),
+        hybrid_initial_gpu_fraction: Some(0.25),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        c.policy(),
+        padic_burst::policy::PolicySettings {
+            memory_pressure_threshold: 0.8,
+            gpu_memory_threshold_mb: 250.0,
+            hysteresis_factor: 0.2,
+            switch_delay_ms: 9,
+            hybrid_initial_gpu_fraction: 0.25,
+        }
+    );
+}

@@ -4,29 +4,9 @@
 mod common;
 
 use common::*;
-use padic_burst::compress::CompressOptions;
 use padic_burst::engine::CpuEngine;
 use padic_burst::format::Container;
 use padic_burst::Error;
-use safetensors::Dtype;
-
-fn sample(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
-    let mut rng = padic_burst::demo::Rng::new(11);
-    let w = padic_burst::demo::gaussian_bytes(&mut rng, 3000, 0.05, Dtype::BF16);
-    let f = padic_burst::demo::gaussian_bytes(&mut rng, 1500, 0.02, Dtype::F32);
-    let ids: Vec<u8> = (0..64i64).flat_map(|i| i.to_le_bytes()).collect();
-    let file = safetensors_bytes(&[
-        ("layer.w", Dtype::BF16, vec![30, 100], w),
-        ("layer.f", Dtype::F32, vec![1500], f),
-        ("ids", Dtype::I64, vec![64], ids),
-    ]);
-    let o = CompressOptions {
-        chunk_kib: 2,
-        ..CompressOptions::default()
-    };
-    let packed = compress_bytes(dir, "sample", &file, &o);
-    (file, std::fs::read(packed).unwrap())
-}
 
 /// Opens and fully decodes `bytes` as a container.
 fn open_and_decode(dir: &std::path::Path, bytes: &[u8]) -> Result<Vec<u8>, Error> {
@@ -40,7 +20,7 @@ fn open_and_decode(dir: &std::path::Path, bytes: &[u8]) -> Result<Vec<u8>, Error
 #[test]
 fn every_flipped_bit_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, packed) = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     assert!(packed.len() > 4000, "the sample spans several chunks");
     for offset in 0..packed.len() {
         let mut bad = packed.clone();
@@ -61,7 +41,7 @@ fn every_flipped_bit_is_caught() {
 #[test]
 fn every_truncation_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, packed) = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     for len in (0..packed.len()).step_by(7).chain([packed.len() - 1]) {
         let err =
             open_and_decode(dir.path(), &packed[..len]).expect_err("a truncated container decoded");
@@ -72,7 +52,7 @@ fn every_truncation_is_caught() {
 #[test]
 fn a_flip_in_a_payload_names_the_tensor_and_chunk() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, packed) = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     let err = {
         let mut bad = packed.clone();
         bad[20] ^= 0x10; // inside the first chunk's first section
@@ -91,7 +71,7 @@ fn a_flip_in_a_payload_names_the_tensor_and_chunk() {
 #[test]
 fn hostile_sizes_are_refused_before_allocation() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, packed) = sample(dir.path());
+    let (_, packed) = mixed_sample(dir.path());
     // Sanity: rewriting the header unchanged still decodes.
     assert!(open_and_decode(dir.path(), &with_header(&packed, |_| {})).is_ok());
     type Edit = Box<dyn Fn(&mut serde_json::Value)>;
@@ -170,7 +150,7 @@ fn hostile_sizes_are_refused_before_allocation() {
 #[test]
 fn garbage_sections_with_valid_checksums_never_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, packed) = sample(dir.path());
+    let (file, packed) = mixed_sample(dir.path());
     let n = packed.len();
     let hlen = u64::from_le_bytes(packed[n - 24..n - 16].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&packed[n - 24 - hlen..n - 24]).unwrap();

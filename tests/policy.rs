@@ -296,3 +296,173 @@ fn a_level_is_left_only_h_below_its_lower_bound() {
     }
     assert_eq!(q.memory_pressure_events(), 3);
 }
+
+/// The hysteresis band on its own: free memory is never the reason to stay.
+/// With T = 0.75 and h = 0.25 (both exact in binary, so T - h is exactly 0.5),
+/// a CPU state holds for every u in [T - h, T] and leaves just below T - h.
+#[test]
+fn the_band_alone_holds_the_cpu_state_with_plenty_of_free_memory() {
+    // M = 1 MB of 100 GB: free memory is far above 2 M in every sample below.
+    let total = 100_000.0;
+    let mut p = Policy::new(settings(0.75, 1.0, 0.25, 0), Mode::Auto, true);
+    let got = routes(
+        &mut p,
+        &[
+            (0, 0.80 * total, total),  // u 0.8 > T: to the CPU
+            (10, 0.70 * total, total), // below T, inside the band: stays
+            (20, 0.55 * total, total), // still inside: stays
+            (30, 0.50 * total, total), // on T - h, not below it: stays
+            (40, 0.49 * total, total), // below T - h: back to the GPU
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![Route::Cpu, Route::Cpu, Route::Cpu, Route::Cpu, Route::Gpu]
+    );
+    assert_eq!(p.mode_switches(), 2);
+}
+
+/// The free-memory rule of the way back sits on 2 M: free memory of exactly
+/// 2 M keeps the CPU state, anything above it (with u low) returns.
+#[test]
+fn cpu_state_needs_strictly_more_than_twice_m_free() {
+    let mut p = Policy::new(settings(0.9, 100.0, 0.1, 0), Mode::Auto, true);
+    let got = routes(
+        &mut p,
+        &[
+            (0, 950.0, 1000.0), // u 0.95: to the CPU
+            (10, 150.0, 350.0), // u 0.43, free 200 = 2 M: stays
+            (20, 150.0, 320.0), // u 0.47, free 170: above M, not above 2 M: stays
+            (30, 150.0, 350.5), // u 0.43, free 200.5 > 2 M: back to the GPU
+        ],
+    );
+    assert_eq!(got, vec![Route::Cpu, Route::Cpu, Route::Cpu, Route::Gpu]);
+}
+
+/// The way out of the GPU state: either rule alone is enough, each strict.
+#[test]
+fn gpu_state_leaves_on_either_rule_alone() {
+    // u above T with plenty of free memory.
+    let mut p = Policy::new(settings(0.5, 1.0, 0.1, 0), Mode::Auto, true);
+    assert_eq!(p.decide(0, s(0, 50_001.0, 100_000.0)).route, Route::Cpu);
+    // Free memory below M with u far below T.
+    let mut p = Policy::new(settings(0.9, 100.0, 0.1, 0), Mode::Auto, true);
+    assert_eq!(
+        routes(&mut p, &[(0, 10.0, 110.0), (10, 10.0, 109.0)]),
+        vec![Route::Gpu, Route::Cpu],
+        "free 100 = M stays, free 99 < M leaves, with u near 0.09"
+    );
+}
+
+/// HYBRID's split is the GPU's share of the summed speeds, speed being bytes
+/// per second: engines measured over different times are compared by rate.
+#[test]
+fn hybrid_split_is_proportional_to_bytes_per_second() {
+    let mut p = Policy::new(settings(0.9, 10.0, 0.1, 0), Mode::Hybrid, true);
+    p.observe(true, 2_000_000, 0.001); // 2 GB/s
+    p.observe(false, 3_000_000, 0.003); // 1 GB/s, measured over three times as long
+    let f = p.decide(0, s(0, 100.0, 1000.0)).route.gpu_fraction();
+    assert!((f - 2.0 / 3.0).abs() < 1e-12, "{f}");
+    // Twice as long for the same bytes is half the speed.
+    let mut p = Policy::new(settings(0.9, 10.0, 0.1, 0), Mode::Hybrid, true);
+    p.observe(true, 1_000_000, 0.004);
+    p.observe(false, 1_000_000, 0.001);
+    let f = p.decide(0, s(0, 100.0, 1000.0)).route.gpu_fraction();
+    assert!((f - 0.2).abs() < 1e-12, "{f}");
+}
+
+/// A measurement that says nothing about speed (no bytes, no time, a negative
+/// time) is ignored; one engine measured alone keeps the initial fraction.
+#[test]
+fn hybrid_ignores_empty_measurements_and_waits_for_both_engines() {
+    let mut p = Policy::new(settings(0.9, 10.0, 0.1, 0), Mode::Hybrid, true);
+    p.observe(true, 4_000_000, 0.001);
+    let f = |p: &mut Policy, t| p.decide(t, s(t, 100.0, 1000.0)).route.gpu_fraction();
+    assert_eq!(
+        f(&mut p, 0),
+        0.5,
+        "only the GPU measured: the initial share"
+    );
+    p.observe(false, 1_000_000, 0.001);
+    assert!((f(&mut p, 1) - 0.8).abs() < 1e-12);
+    for (on_gpu, bytes, secs) in [
+        (true, 0, 0.001),
+        (false, 0, 0.001),
+        (true, 1_000_000, 0.0),
+        (false, 1_000_000, 0.0),
+        (false, 1_000_000, -0.001),
+    ] {
+        p.observe(on_gpu, bytes, secs);
+        let got = f(&mut p, 2);
+        assert!(
+            (got - 0.8).abs() < 1e-12,
+            "observe({on_gpu}, {bytes}, {secs}) moved the split to {got}"
+        );
+    }
+}
+
+/// Engines that both measure at zero speed (a measurement over an infinite
+/// time) give no proportion: the split keeps the initial fraction, not 0/0.
+#[test]
+fn hybrid_without_a_positive_speed_keeps_the_initial_fraction() {
+    let mut p = Policy::new(
+        PolicySettings {
+            hybrid_initial_gpu_fraction: 0.3,
+            ..settings(0.9, 10.0, 0.1, 0)
+        },
+        Mode::Hybrid,
+        true,
+    );
+    p.observe(true, 1_000, f64::INFINITY);
+    p.observe(false, 1_000, f64::INFINITY);
+    assert_eq!(p.hybrid_fraction(), 0.3);
+    assert_eq!(
+        p.decide(0, s(0, 100.0, 1000.0)).route,
+        Route::Hybrid { gpu_fraction: 0.3 }
+    );
+    // One engine at zero speed beside a working one: the share is still in
+    // proportion, so the stalled GPU gets none.
+    let mut p = Policy::new(settings(0.9, 10.0, 0.1, 0), Mode::Hybrid, true);
+    p.observe(true, 1_000, f64::INFINITY);
+    p.observe(false, 1_000_000, 0.001);
+    assert_eq!(p.hybrid_fraction(), 0.0);
+}
+
+/// The names the CLI, the plan and the statistics print, and the spellings
+/// `--mode` accepts.
+#[test]
+fn modes_and_routes_have_their_documented_names() {
+    let modes = [
+        (Mode::Auto, "auto"),
+        (Mode::GpuOnly, "gpu-only"),
+        (Mode::CpuOnly, "cpu-only"),
+        (Mode::Hybrid, "hybrid"),
+    ];
+    for (mode, name) in modes {
+        assert_eq!(mode.name(), name);
+        assert_eq!(name.parse::<Mode>(), Ok(mode));
+        assert_eq!(
+            name.to_uppercase().replace('-', "_").parse::<Mode>(),
+            Ok(mode)
+        );
+    }
+    for (alias, mode) in [
+        ("AUTO_SWITCH", Mode::Auto),
+        ("gpu", Mode::GpuOnly),
+        ("cpu", Mode::CpuOnly),
+    ] {
+        assert_eq!(alias.parse::<Mode>(), Ok(mode), "{alias}");
+    }
+    let err = "turbo".parse::<Mode>().unwrap_err();
+    assert!(
+        err.contains("\"turbo\"") && err.contains("gpu-only"),
+        "{err}"
+    );
+
+    assert_eq!(Route::Gpu.name(), "gpu");
+    assert_eq!(Route::Cpu.name(), "cpu");
+    assert_eq!(Route::Hybrid { gpu_fraction: 0.4 }.name(), "hybrid");
+    assert_eq!(Route::Gpu.gpu_fraction(), 1.0);
+    assert_eq!(Route::Cpu.gpu_fraction(), 0.0);
+    assert_eq!(Route::Hybrid { gpu_fraction: 0.4 }.gpu_fraction(), 0.4);
+}

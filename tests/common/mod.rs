@@ -39,6 +39,26 @@ pub fn compress_bytes(dir: &Path, name: &str, bytes: &[u8], opts: &CompressOptio
     output
 }
 
+/// A small mixed container: a BF16 tensor of several 2 KiB chunks, an F32
+/// one and a passthrough I64 one: (safetensors bytes, container bytes).
+pub fn mixed_sample(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = padic_burst::demo::Rng::new(11);
+    let w = padic_burst::demo::gaussian_bytes(&mut rng, 3000, 0.05, Dtype::BF16);
+    let f = padic_burst::demo::gaussian_bytes(&mut rng, 1500, 0.02, Dtype::F32);
+    let ids: Vec<u8> = (0..64i64).flat_map(|i| i.to_le_bytes()).collect();
+    let file = safetensors_bytes(&[
+        ("layer.w", Dtype::BF16, vec![30, 100], w),
+        ("layer.f", Dtype::F32, vec![1500], f),
+        ("ids", Dtype::I64, vec![64], ids),
+    ]);
+    let o = CompressOptions {
+        chunk_kib: 2,
+        ..CompressOptions::default()
+    };
+    let packed = compress_bytes(dir, "sample", &file, &o);
+    (file, std::fs::read(packed).unwrap())
+}
+
 /// Decodes a whole container in memory.
 pub fn decode(path: &Path, target: Option<u32>) -> DecodedModel {
     let c = Container::open(path).unwrap();
