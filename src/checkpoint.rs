@@ -198,7 +198,7 @@ impl TempDir {
             if t.starts_with(&s) || s.starts_with(&t) {
                 return Err(bad(
                     target,
-                    &format!(
+                    format!(
                         "the output directory would lie inside the input {} (or hold it): \
                          give a directory outside it",
                         source.display()

@@ -275,7 +275,7 @@ fn bursting(dir: &Path, packed: &Path, workers: Option<usize>) -> Result<Vec<Str
         },
     )?;
     let settings = config.policy();
-    let (plan, summary) = crate::plan::plan(&container, &trace, Mode::Auto, settings.clone(), step);
+    let (plan, summary) = crate::plan::plan(&container, &trace, Mode::Auto, settings, step);
     let svg = dir.join("demo-bursting.svg");
     let out = dir.join("demo-bursting.safetensors");
     let pipeline = Pipeline::with_mode(config, Mode::Auto)

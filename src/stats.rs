@@ -19,11 +19,17 @@ pub enum Engine {
 /// Latency summary of one histogram, in µs.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Latency {
+    /// Samples recorded.
     pub count: u64,
+    /// Median, µs.
     pub p50_us: u64,
+    /// 90th percentile, µs.
     pub p90_us: u64,
+    /// 99th percentile, µs.
     pub p99_us: u64,
+    /// 99.9th percentile, µs.
     pub p999_us: u64,
+    /// Largest, µs.
     pub max_us: u64,
 }
 
@@ -294,26 +300,39 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some(t(ru.ru_utime) + t(ru.ru_stime))
 }
 
+/// End-to-end latency of chunk parts (queue + decode + merge), by the route
+/// the policy chose.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LatencyByRoute {
+    /// Parts of GPU-routed chunks.
     pub gpu: Latency,
+    /// Parts of CPU-routed chunks.
     pub cpu: Latency,
+    /// Parts of split (HYBRID) chunks.
     pub hybrid: Latency,
 }
 
+/// Latency of each stage of the graph, over every part.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Stages {
+    /// From the source handing the chunk out to its decode starting.
     pub queue_wait: Latency,
+    /// The decode itself.
     pub decode: Latency,
+    /// Placing the decoded bytes in the output.
     pub merge: Latency,
 }
 
 /// GPU memory at the end of the run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GpuMemoryState {
+    /// The card's memory, MB.
     pub total_mb: f64,
+    /// In use, MB.
     pub used_mb: f64,
+    /// Free (total − used), MB.
     pub free_mb: f64,
+    /// used / total, 0 to 1.
     pub utilization: f64,
 }
 
@@ -336,7 +355,9 @@ pub struct Statistics {
     pub routed_cpu: u64,
     /// Chunks the policy split (HYBRID).
     pub routed_hybrid: u64,
+    /// AUTO state changes (GPU to CPU and back).
     pub mode_switches: u64,
+    /// Rises of the pressure level into HIGH or CRITICAL, plus GPU out-of-memory errors.
     pub memory_pressure_events: u64,
     /// GPU out-of-memory errors whose part the CPU decoded instead.
     pub gpu_oom_reroutes: u64,
@@ -344,23 +365,33 @@ pub struct Statistics {
     /// HYBRID: device memory the bursting kept free. 0 without a GPU, and in
     /// CPU_ONLY or GPU_ONLY.
     pub gpu_memory_saved_mb: f64,
-    /// Mean decode seconds per part.
+    /// Mean decode seconds per part on the GPU.
     pub average_gpu_time: f64,
+    /// Mean decode seconds per part on the CPU.
     pub average_cpu_time: f64,
+    /// The mode at the end of the run (`auto`, `gpu-only`, `cpu-only`, `hybrid`).
     pub current_mode: String,
     /// The latest memory-pressure sample (live, or from the replayed trace);
     /// `null` when there is none (no GPU and no trace).
     pub gpu_memory_state: Option<GpuMemoryState>,
+    /// The GPU engine's description (card, driver, CUDA and NVRTC versions); `null` without one.
     pub gpu_device: Option<String>,
     /// This process's CPU time over the run's wall time times the cores: a
     /// fraction of the whole machine, 0 to 1 (not a percentage).
     pub avg_cpu_utilization: f64,
+    /// Tensors the library's LRU cache served (`decompress_tensor`); 0 for a whole-file run.
     pub cache_hits: u64,
+    /// Tensors the library's LRU cache did not hold; 0 for a whole-file run.
     pub cache_misses: u64,
+    /// Latency per route.
     pub latency: LatencyByRoute,
+    /// Latency per stage.
     pub stages: Stages,
+    /// Container bytes read.
     pub bytes_in: u64,
+    /// Decoded bytes (the safetensors data region).
     pub bytes_out: u64,
+    /// Seconds from the start of the run to its end.
     pub wall_time_s: f64,
     /// Things the run wants said once (no GPU, HYBRID running CPU-only).
     pub notes: Vec<String>,

@@ -110,7 +110,7 @@ fn the_output_takes_the_inputs_permission_bits() {
         std::fs::set_permissions(&input, std::fs::Permissions::from_mode(mode)).unwrap();
         let out = dir.path().join(format!("out-{mode:o}"));
         let t = TempOutput::create_from(&out, &input).unwrap();
-        (&*t.file()).write_all(b"x").unwrap();
+        t.file().write_all(b"x").unwrap();
         t.commit().unwrap();
         let got = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
         assert_eq!(got, mode, "output mode {got:o} for input mode {mode:o}");
@@ -124,7 +124,7 @@ fn a_dropped_output_leaves_nothing_and_an_existing_file_is_kept() {
     std::fs::write(&out, b"before").unwrap();
     {
         let t = TempOutput::create(&out).unwrap();
-        (&*t.file()).write_all(b"half").unwrap();
+        t.file().write_all(b"half").unwrap();
         assert!(t.temp_path().exists());
     }
     assert_eq!(std::fs::read(&out).unwrap(), b"before");
