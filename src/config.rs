@@ -576,3 +576,24 @@ pub fn cluster_connect_timeout() -> Result<std::time::Duration> {
             }),
     }
 }
+
+#[cfg(test)]
+mod position_tests {
+    use super::line_and_column;
+
+    #[test]
+    fn positions_count_lines_and_characters_from_one() {
+        let text = "ab\ncdé\nf";
+        assert_eq!(line_and_column(text, 0), (1, 1));
+        assert_eq!(line_and_column(text, 1), (1, 2));
+        assert_eq!(line_and_column(text, 3), (2, 1));
+        // 'é' is two bytes: the byte after it is the third character.
+        assert_eq!(line_and_column(text, 7), (2, 4));
+        // An offset inside 'é' counts as its start, not a panic.
+        assert_eq!(line_and_column(text, 6), (2, 3));
+        assert_eq!(line_and_column(text, 8), (3, 1));
+        assert_eq!(line_and_column(text, 9), (3, 2));
+        // Past the end: the end.
+        assert_eq!(line_and_column(text, 100), (3, 2));
+    }
+}

@@ -307,7 +307,12 @@ fn plan_reads_the_config_file_and_the_environment() {
 
 #[test]
 fn workers_batch_and_prefetch_have_upper_bounds_named_in_the_error() {
-    use padic_burst::config::{max_workers, MAX_CPU_BATCH_SIZE, MAX_PREFETCH_FACTOR};
+    use padic_burst::config::{
+        max_workers, MAX_CPU_BATCH_SIZE, MAX_PREFETCH_FACTOR, MAX_WORKERS_PER_CORE,
+    };
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(MAX_WORKERS_PER_CORE, 8);
+    assert_eq!(max_workers(), 8 * cores, "eight workers a core");
     let most = max_workers() as i64;
     let at_limit = ConfigLayer {
         num_cpu_workers: Some(most),
