@@ -561,9 +561,14 @@ impl Config {
 /// How long a cluster process waits for the others to connect:
 /// `PADIC_CLUSTER_CONNECT_TIMEOUT_S` seconds, 60 by default.
 pub fn cluster_connect_timeout() -> Result<std::time::Duration> {
-    match std::env::var("PADIC_CLUSTER_CONNECT_TIMEOUT_S") {
-        Err(_) => Ok(std::time::Duration::from_secs(60)),
-        Ok(v) => v
+    cluster_connect_timeout_of(std::env::var("PADIC_CLUSTER_CONNECT_TIMEOUT_S").ok())
+}
+
+/// [`cluster_connect_timeout`] of the variable's value (`None`: unset).
+fn cluster_connect_timeout_of(value: Option<String>) -> Result<std::time::Duration> {
+    match value {
+        None => Ok(std::time::Duration::from_secs(60)),
+        Some(v) => v
             .trim()
             .parse::<f64>()
             .ok()

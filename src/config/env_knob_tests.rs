@@ -34,3 +34,19 @@ fn gpu_batch_mb_defaults_and_bounds() {
         assert!(e.to_string().contains("1 to 1024"), "{e}");
     }
 }
+
+#[test]
+fn the_cluster_connect_timeout_is_seconds_above_zero() {
+    use std::time::Duration;
+    let of = |v: Option<&str>| cluster_connect_timeout_of(v.map(Into::into));
+    assert_eq!(of(None).unwrap(), Duration::from_secs(60));
+    assert_eq!(of(Some(" 2.5 ")).unwrap(), Duration::from_millis(2500));
+    assert_eq!(of(Some("0.001")).unwrap(), Duration::from_millis(1));
+    for bad in ["0", "-1", "inf", "NaN", "soon", ""] {
+        let e = of(Some(bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("PADIC_CLUSTER_CONNECT_TIMEOUT_S") && e.contains("above 0"),
+            "{bad:?}: {e}"
+        );
+    }
+}
