@@ -139,6 +139,21 @@ fn invalid(field: &str, value: impl std::fmt::Display, allowed: &str) -> Error {
     Error::InvalidArgument(format!("{field} = {value}: {allowed}"))
 }
 
+/// A count of chunks in flight per worker (`field` = `value`), in 1..=`most`.
+fn in_flight(field: &str, value: i64, most: usize) -> Result<i64> {
+    if (1..=most as i64).contains(&value) {
+        return Ok(value);
+    }
+    Err(invalid(
+        field,
+        value,
+        &format!(
+            "must lie in 1..={most} (each unit keeps about one chunk, 1 MiB by default, \
+             in flight per worker)"
+        ),
+    ))
+}
+
 /// The 1-based line and column of byte `offset` in `text`.
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let mut end = offset.min(text.len());
@@ -272,17 +287,11 @@ impl ConfigLayer {
                 ))
             }
         };
-        let batch = self.cpu_batch_size.unwrap_or(1);
-        if !(1..=MAX_CPU_BATCH_SIZE as i64).contains(&batch) {
-            return Err(invalid(
-                "cpu_batch_size",
-                batch,
-                &format!(
-                    "must lie in 1..={MAX_CPU_BATCH_SIZE} (each unit keeps about one \
-                     chunk, 1 MiB by default, in flight per worker)"
-                ),
-            ));
-        }
+        let batch = in_flight(
+            "cpu_batch_size",
+            self.cpu_batch_size.unwrap_or(1),
+            MAX_CPU_BATCH_SIZE,
+        )?;
         let hysteresis = self.hysteresis_factor.unwrap_or(0.1);
         if !(hysteresis >= 0.0 && hysteresis < pressure) {
             return Err(invalid(
@@ -291,17 +300,11 @@ impl ConfigLayer {
                 &format!("must lie in [0, memory_pressure_threshold = {pressure})"),
             ));
         }
-        let prefetch = self.prefetch_factor.unwrap_or(2);
-        if !(1..=MAX_PREFETCH_FACTOR as i64).contains(&prefetch) {
-            return Err(invalid(
-                "prefetch_factor",
-                prefetch,
-                &format!(
-                    "must lie in 1..={MAX_PREFETCH_FACTOR} (each unit keeps about one \
-                     chunk, 1 MiB by default, in flight per worker)"
-                ),
-            ));
-        }
+        let prefetch = in_flight(
+            "prefetch_factor",
+            self.prefetch_factor.unwrap_or(2),
+            MAX_PREFETCH_FACTOR,
+        )?;
         let enable_caching = self.enable_caching.unwrap_or(true);
         let cache_size_mb = self.cache_size_mb.unwrap_or(1024.0);
         if !(cache_size_mb >= 0.0 && cache_size_mb.is_finite())

@@ -112,15 +112,7 @@ fn bad_inputs_exit_2_with_one_message_and_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let (input, _) = model(dir.path());
     let packed = dir.path().join("m.padic");
-    assert!(bin()
-        .arg("compress")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packed)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(run_on("compress", &input, &packed, &[]).status.success());
     let target = dir.path().join("out.safetensors");
 
     // Not a container.
@@ -433,15 +425,7 @@ fn an_output_that_is_the_input_is_refused_and_the_input_survives() {
     let dir = tempfile::tempdir().unwrap();
     let (input, original) = model(dir.path());
     let packed = dir.path().join("m.padic");
-    assert!(bin()
-        .arg("compress")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packed)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(run_on("compress", &input, &packed, &[]).status.success());
     let packed_bytes = std::fs::read(&packed).unwrap();
     let hard = dir.path().join("hard.padic");
     std::fs::hard_link(&packed, &hard).unwrap();
@@ -485,35 +469,14 @@ fn a_private_input_gives_a_private_output() {
 
 #[test]
 fn decompress_to_a_fifo_streams_the_file_and_leaves_the_fifo() {
-    use std::io::Read;
     use std::os::unix::fs::FileTypeExt;
     let dir = tempfile::tempdir().unwrap();
     let (input, original) = model(dir.path());
     let packed = dir.path().join("m.padic");
-    assert!(bin()
-        .arg("compress")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packed)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(run_on("compress", &input, &packed, &[]).status.success());
     let fifo = dir.path().join("pipe");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || {
-            let mut got = Vec::new();
-            std::fs::File::open(&fifo)
-                .unwrap()
-                .read_to_end(&mut got)
-                .unwrap();
-            got
-        })
-    };
+    mkfifo(&fifo);
+    let reader = read_fifo(&fifo);
     let out = bin()
         .arg("decompress")
         .arg(&packed)
@@ -546,15 +509,7 @@ fn too_many_workers_are_refused_at_once_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let (input, _) = model(dir.path());
     let packed = dir.path().join("m.padic");
-    assert!(bin()
-        .arg("compress")
-        .arg(&input)
-        .arg("-o")
-        .arg(&packed)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    assert!(run_on("compress", &input, &packed, &[]).status.success());
     let limit = padic_burst::config::max_workers();
     let started = std::time::Instant::now();
     let out = bin()

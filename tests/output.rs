@@ -2,10 +2,13 @@
 //! bytes streamed, a symlink is written through, the input itself is refused,
 //! permissions follow the input, and nothing is left under a temporary name.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
+use common::{mkfifo, read_fifo};
 use padic_burst::output::{write_atomic, TempOutput};
 
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -16,28 +19,12 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-}
-
 #[test]
 fn a_fifo_gets_the_bytes_streamed_in_order_and_stays_a_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pipe");
     mkfifo(&fifo);
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || {
-            let mut got = Vec::new();
-            std::fs::File::open(&fifo)
-                .unwrap()
-                .read_to_end(&mut got)
-                .unwrap();
-            got
-        })
-    };
+    let reader = read_fifo(&fifo);
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     write_atomic(&fifo, &bytes).unwrap();
     assert_eq!(reader.join().unwrap(), bytes);

@@ -540,3 +540,24 @@ pub fn loopback_hosts(dir: &Path) -> (PathBuf, [u16; 2]) {
     .unwrap();
     (hosts, ports)
 }
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+/// Reads `fifo` to its end on a thread of its own; join for the bytes.
+pub fn read_fifo(fifo: &Path) -> std::thread::JoinHandle<Vec<u8>> {
+    let fifo = fifo.to_path_buf();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut got = Vec::new();
+        std::fs::File::open(&fifo)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        got
+    })
+}
