@@ -216,7 +216,9 @@ mod tests {
         assert_eq!(Level::of(0.7499), Level::Moderate);
         assert_eq!(Level::of(0.75), Level::High);
         assert_eq!(Level::of(0.8999), Level::High);
-        assert_eq!(Level::of(0.90), Level::Critical);
+        // The design: CRITICAL is above 90%, so exactly 90% is still HIGH.
+        assert_eq!(Level::of(0.90), Level::High);
+        assert_eq!(Level::of(0.9001), Level::Critical);
         assert_eq!(Level::of(1.0), Level::Critical);
     }
 }
