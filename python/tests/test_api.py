@@ -15,7 +15,7 @@ STATS_KEYS = {
     "mode_switches", "memory_pressure_events", "gpu_oom_reroutes", "gpu_memory_saved_mb",
     "average_gpu_time", "average_cpu_time", "current_mode", "gpu_memory_state", "gpu_device",
     "avg_cpu_utilization", "cache_hits", "cache_misses", "latency", "stages", "bytes_in",
-    "bytes_out", "wall_time_s", "notes",
+    "bytes_out", "wall_time_s", "notes", "routed_gpu", "routed_cpu", "routed_hybrid",
 }
 
 
@@ -70,6 +70,7 @@ def test_statistics_have_the_stats_json_keys(packed):
     assert s["total_decompressions"] == summary["chunks"]
     assert s["cpu_decompressions"] == summary["chunks"]
     assert s["gpu_decompressions"] == 0
+    assert s["routed_cpu"] == summary["chunks"]
     assert s["current_mode"] == "cpu-only"
     assert s["bytes_out"] == sum(len(r[2]) for r in raw_tensors(packed("bf16")[0]).values())
 
