@@ -464,3 +464,13 @@ fn the_policy_gets_the_configured_settings() {
         }
     );
 }
+
+#[test]
+fn the_cluster_connect_timeout_comes_from_the_environment() {
+    use std::time::Duration;
+    let got = padic_burst::config::cluster_connect_timeout().unwrap();
+    match std::env::var("PADIC_CLUSTER_CONNECT_TIMEOUT_S") {
+        Err(_) => assert_eq!(got, Duration::from_secs(60), "the default"),
+        Ok(v) => assert_eq!(got, Duration::from_secs_f64(v.trim().parse().unwrap())),
+    }
+}
