@@ -543,7 +543,7 @@ fn bench(a: BenchArgs, quiet: bool) -> Result<()> {
 }
 
 fn demo(a: DemoArgs) -> Result<()> {
-    let (_guard, dir) = match a.dir {
+    let (guard, dir) = match a.dir {
         Some(d) => {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
             (None, d)
@@ -555,6 +555,11 @@ fn demo(a: DemoArgs) -> Result<()> {
         }
     };
     crate::demo::run(&dir, a.params, a.workers)?;
+    if guard.is_some() {
+        eprintln!(
+            "note: the demo's files (the timeline among them) are removed on exit; pass --dir DIR to keep them"
+        );
+    }
     Ok(())
 }
 
