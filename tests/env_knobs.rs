@@ -49,6 +49,7 @@ fn a_good_knob_changes_nothing_but_what_it_says() {
     let out = bin()
         .env("PADIC_NO_SIMD", "off")
         .env("PADIC_GPU_BATCH_MB", "64")
+        .env("PADIC_ZIPNN_PYTHON", "/usr/bin/python3")
         .arg("inspect")
         .arg(&missing)
         .output()
