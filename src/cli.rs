@@ -352,10 +352,9 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
     }
     if let Some(path) = &a.pressure_trace {
         let trace = Trace::load(path)?;
-        let step = match &c {
-            Some(c) => a.replay_step_ms.millis(&trace, c.header().chunk_count()),
-            None => a.replay_step_ms.millis(&trace, 1),
-        };
+        // A packed directory with a trace was refused above: `c` is a container.
+        let chunks = c.as_ref().map_or(1, |c| c.header().chunk_count());
+        let step = a.replay_step_ms.millis(&trace, chunks);
         pipeline = pipeline.with_trace(trace, step);
     } else if a.record_pressure.is_some() {
         pipeline = pipeline.with_live_pressure()?;

@@ -88,11 +88,7 @@ pub fn timeline(
 ) -> crate::timeline::Timeline {
     crate::timeline::Timeline {
         title,
-        samples: trace
-            .samples()
-            .iter()
-            .map(|s| (s.t_ms as f64, s.utilization()))
-            .collect(),
+        samples: trace.samples().to_vec(),
         threshold: settings.memory_pressure_threshold,
         hysteresis: settings.hysteresis_factor,
         chunks: lines

@@ -31,8 +31,8 @@ pub struct TimelineChunk {
 pub struct Timeline {
     /// The heading.
     pub title: String,
-    /// Pressure samples: (t_ms, utilisation in [0, 1]).
-    pub samples: Vec<(f64, f64)>,
+    /// The memory-pressure samples, drawn as utilisation over `t_ms`.
+    pub samples: Vec<crate::pressure::Sample>,
     /// The memory-pressure threshold T (utilisation).
     pub threshold: f64,
     /// The hysteresis factor h: AUTO returns to the GPU only below T − h.
@@ -83,7 +83,7 @@ impl Timeline {
         let end_ms = self
             .samples
             .iter()
-            .map(|s| s.0)
+            .map(|s| s.t_ms as f64)
             .chain(self.chunks.iter().map(|c| c.t_ms))
             .fold(1.0_f64, f64::max);
         let x = |t: f64| LEFT + (t / end_ms).clamp(0.0, 1.0) * (WIDTH - LEFT - RIGHT);
@@ -164,7 +164,11 @@ impl Timeline {
             // A step line: a sample holds until the next one.
             let mut points = String::new();
             let mut last_u = None;
-            for &(t, u) in &self.samples {
+            for (t, u) in self
+                .samples
+                .iter()
+                .map(|s| (s.t_ms as f64, s.utilization()))
+            {
                 if let Some(prev) = last_u {
                     let _ = write!(points, "{:.1},{:.1} ", x(t), y(prev));
                 }
@@ -240,7 +244,14 @@ mod tests {
     fn timeline() -> Timeline {
         Timeline {
             title: "ramp <test>".into(),
-            samples: vec![(0.0, 0.4), (100.0, 0.95), (200.0, 0.5)],
+            samples: [(0, 0.4), (100, 0.95), (200, 0.5)]
+                .into_iter()
+                .map(|(t_ms, u)| crate::pressure::Sample {
+                    t_ms,
+                    used_mb: u * 1000.0,
+                    total_mb: 1000.0,
+                })
+                .collect(),
             threshold: 0.9,
             hysteresis: 0.1,
             chunks: (0..7)

@@ -254,23 +254,6 @@ fn progressive_decompress_reads_fewer_bytes_and_truncates() {
     assert_fails_cleanly(&full, &["checksum", "digit plane 2"]);
 }
 
-#[test]
-fn demo_runs_offline_and_reports_identical_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args(["demo", "--params", "300000", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("byte-identical: yes").count(), 3, "{text}");
-}
-
 /// `padic-burst <command> <input> -o <output> <extra...>`.
 fn run_on(
     command: &str,

@@ -161,7 +161,7 @@ fn decompress_draws_the_run_with_the_engine_that_ran_each_chunk() {
 }
 
 #[test]
-fn the_demo_shows_a_switch_each_way_and_writes_its_timeline() {
+fn the_demo_runs_offline_round_trips_and_shows_a_switch_each_way() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
         .arg("demo")
@@ -186,6 +186,8 @@ fn the_demo_shows_a_switch_each_way_and_writes_its_timeline() {
     );
     assert!(text.contains("2 switches"), "{text}");
     assert!(text.contains("identical to the original: yes"), "{text}");
+    // Each dtype's round trip, byte for byte.
+    assert_eq!(text.matches("byte-identical: yes").count(), 3, "{text}");
     let svg = std::fs::read_to_string(dir.path().join("demo-bursting.svg")).unwrap();
     assert!(svg_marks(&svg).len() >= 20);
 }

@@ -76,7 +76,7 @@ fn engine_name(e: Engine) -> &'static str {
 pub(crate) fn timeline(
     c: &Container,
     receipts: &[MergeReceipt],
-    samples: Vec<(f64, f64)>,
+    samples: Vec<crate::pressure::Sample>,
     settings: &crate::policy::PolicySettings,
     replay_step_ms: Option<u64>,
     no_gpu: bool,

@@ -313,10 +313,6 @@ fn run(
                 (None, Some(p)) => p.history().unwrap_or_default(),
                 (None, None) => Vec::new(),
             };
-            let samples = samples
-                .iter()
-                .map(|s| (s.t_ms as f64, s.utilization()))
-                .collect();
             let t = ledger::timeline(
                 &c,
                 &st.receipts,
