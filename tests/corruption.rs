@@ -151,9 +151,7 @@ fn hostile_sizes_are_refused_before_allocation() {
 fn garbage_sections_with_valid_checksums_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let (file, packed) = mixed_sample(dir.path());
-    let n = packed.len();
-    let hlen = u64::from_le_bytes(packed[n - 24..n - 16].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&packed[n - 24 - hlen..n - 24]).unwrap();
+    let (_, header) = header_json(&packed);
     let mut rng = padic_burst::demo::Rng::new(5);
     let mut errors = 0;
     let mut trials = 0;

@@ -68,9 +68,7 @@ fn regions(packed: &[u8]) -> Regions {
 
 /// Every section of every chunk: (offset, len).
 fn sections(packed: &[u8]) -> Vec<(usize, usize)> {
-    let r = regions(packed);
-    let h: serde_json::Value =
-        serde_json::from_slice(&packed[r.header_start..r.footer_start]).unwrap();
+    let (_, h) = header_json(packed);
     let mut out = Vec::new();
     for t in h["tensors"].as_array().unwrap() {
         for c in t["chunks"].as_array().unwrap() {
@@ -192,9 +190,7 @@ fn mutate(rng: &mut Rng, packed: &[u8]) -> (&'static str, Vec<u8>) {
         }
         60..=79 => {
             // An edited length, offset or count, with the header checksum redone.
-            let r = regions(packed);
-            let h: serde_json::Value =
-                serde_json::from_slice(&packed[r.header_start..r.footer_start]).unwrap();
+            let (_, h) = header_json(packed);
             let path = random_field(rng, &h);
             let delta = match pick(rng, 5) {
                 0 => 1i128,
@@ -243,11 +239,17 @@ fn no_op(packed: &[u8], bad: &[u8]) -> bool {
         return false;
     }
     let (a, b) = (regions(packed), regions(bad));
+    let json = |x: &[u8], r: &Regions| {
+        padic_burst::format::open_header(
+            padic_burst::format::VERSION,
+            &x[r.header_start..r.footer_start],
+        )
+        .ok()
+        .and_then(|j| serde_json::from_slice::<serde_json::Value>(&j).ok())
+    };
     a.header_start == b.header_start
         && packed[..a.header_start] == bad[..b.header_start]
-        && serde_json::from_slice::<serde_json::Value>(&packed[a.header_start..a.footer_start]).ok()
-            == serde_json::from_slice::<serde_json::Value>(&bad[b.header_start..b.footer_start])
-                .ok()
+        && json(packed, &a) == json(bad, &b)
 }
 
 #[derive(Debug, PartialEq)]
@@ -938,8 +940,7 @@ mod fuzz {
                 |(seed, value, junk)| {
                     let mut rng = Rng::new(seed);
                     let r = regions(&packed);
-                    let h: serde_json::Value =
-                        serde_json::from_slice(&packed[r.header_start..r.footer_start]).unwrap();
+                    let (_, h) = header_json(&packed);
                     let path = random_field(&mut rng, &h);
                     let bad = match seed % 3 {
                         0 => with_header(&packed, |h| *field_mut(h, &path) = value.into()),
@@ -949,12 +950,7 @@ mod fuzz {
                         }),
                         _ => {
                             // Random bytes as the header, resealed.
-                            let mut out = packed[..r.header_start].to_vec();
-                            out.extend_from_slice(&junk);
-                            out.extend_from_slice(&(junk.len() as u64).to_le_bytes());
-                            out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&junk).to_le_bytes());
-                            out.extend_from_slice(b"PADICEND");
-                            out
+                            with_stored_header(&packed[..r.header_start], &junk)
                         }
                     };
                     std::fs::write(&victim, &bad).unwrap();

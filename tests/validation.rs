@@ -45,13 +45,9 @@ fn header_span(b: &[u8]) -> (usize, usize) {
     (n - 24 - len, len)
 }
 
-fn with_footer(body: &[u8], header: &[u8]) -> Vec<u8> {
-    let mut out = body.to_vec();
-    out.extend_from_slice(header);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(header).to_le_bytes());
-    out.extend_from_slice(b"PADICEND");
-    out
+/// `body` with `json` as its header, stored as this build stores it.
+fn with_footer(body: &[u8], json: &[u8]) -> Vec<u8> {
+    with_stored_header(body, &padic_burst::format::seal_header(json).unwrap())
 }
 
 #[test]
@@ -71,8 +67,10 @@ fn framing_errors_name_their_byte_offset() {
         err.contains("not a padic-burst container") && err.contains("SAFETENS"),
         "{err}"
     );
-    let err = refused(dir.path(), &edit(8, &2u32.to_le_bytes()));
-    assert!(err.contains("unsupported container version 2"), "{err}");
+    let err = refused(dir.path(), &edit(8, &3u32.to_le_bytes()));
+    assert!(err.contains("unsupported container version 3"), "{err}");
+    let err = refused(dir.path(), &edit(8, &0u32.to_le_bytes()));
+    assert!(err.contains("unsupported container version 0"), "{err}");
     let err = refused(dir.path(), &edit(12, &1u32.to_le_bytes()));
     assert!(
         err.contains("byte offset 12") && err.contains("reserved"),
@@ -99,6 +97,50 @@ fn framing_errors_name_their_byte_offset() {
         err.contains(&format!("byte offset {start}")) && err.contains("does not parse"),
         "{err}"
     );
+    // Stored bytes with a valid checksum that are not a zstd frame.
+    let err = refused(
+        dir.path(),
+        &with_stored_header(&packed[..start], b"not zstd"),
+    );
+    assert!(
+        err.contains(&format!("byte offset {start}")) && err.contains("not a zstd frame"),
+        "{err}"
+    );
+    // A frame that states more JSON than the cap: refused before anything
+    // is allocated (a frame header stating 2^40 bytes, then one RLE block).
+    let mut bomb = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+    bomb.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    bomb.extend_from_slice(&[0x03, 0x00, 0x00, b' ']);
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(&bomb).unwrap(),
+        Some(1 << 40)
+    );
+    let err = refused(dir.path(), &with_stored_header(&packed[..start], &bomb));
+    assert!(
+        err.contains(&format!("byte offset {start}"))
+            && err.contains(
+                "states 1099511627776 bytes of JSON from 17 stored bytes, over the cap of 1048576"
+            ),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_1_containers_with_a_plain_json_header_still_open_and_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, packed) = mixed_sample(dir.path());
+    let (start, h) = header_json(&packed);
+    let mut old = with_stored_header(&packed[..start], &serde_json::to_vec(&h).unwrap());
+    old[8..12].copy_from_slice(&1u32.to_le_bytes());
+    assert!(
+        old.len() > packed.len(),
+        "version 2's header is the smaller"
+    );
+    let path = dir.path().join("v1.padic");
+    std::fs::write(&path, &old).unwrap();
+    let c = Container::open(&path).unwrap();
+    assert_eq!(serde_json::to_value(c.header()).unwrap(), h);
+    assert_eq!(decode(&path, None).to_safetensors(), file);
 }
 
 #[test]
@@ -160,10 +202,7 @@ fn the_writer_places_chunks_back_to_back_after_the_prefix() {
 fn index_errors_name_the_tensor_and_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let (_, packed) = mixed_sample(dir.path());
-    let orig: serde_json::Value = {
-        let (s, l) = header_span(&packed);
-        serde_json::from_slice(&packed[s..s + l]).unwrap()
-    };
+    let orig: serde_json::Value = { header_json(&packed).1 };
     // The index lists tensors in data order, which safetensors chooses.
     let index = |name: &str| {
         orig["tensors"]

@@ -451,20 +451,35 @@ pub fn compress_real_weights(dir: &Path, dtype: &str) -> Option<(Vec<u8>, PathBu
     Some((original, packed))
 }
 
-/// Rewrites the container's header JSON through `edit`, with a valid checksum.
-pub fn with_header(packed: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+/// Where the container's stored header starts, and its JSON (unsealed).
+pub fn header_json(packed: &[u8]) -> (usize, serde_json::Value) {
     let n = packed.len();
     let hlen = u64::from_le_bytes(packed[n - 24..n - 16].try_into().unwrap()) as usize;
     let start = n - 24 - hlen;
-    let mut h: serde_json::Value = serde_json::from_slice(&packed[start..n - 24]).unwrap();
-    edit(&mut h);
-    let json = serde_json::to_vec(&h).unwrap();
-    let mut out = packed[..start].to_vec();
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes());
+    let version = u32::from_le_bytes(packed[8..12].try_into().unwrap());
+    let json = padic_burst::format::open_header(version, &packed[start..n - 24]).unwrap();
+    (start, serde_json::from_slice(&json).unwrap())
+}
+
+/// `body` (everything before the header) with `stored` as the header's
+/// stored bytes and a valid footer.
+pub fn with_stored_header(body: &[u8], stored: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    out.extend_from_slice(stored);
+    out.extend_from_slice(&(stored.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(stored).to_le_bytes());
     out.extend_from_slice(b"PADICEND");
     out
+}
+
+/// Rewrites the container's header JSON through `edit`, sealed as this
+/// build writes it, with a valid checksum.
+pub fn with_header(packed: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let (start, mut h) = header_json(packed);
+    edit(&mut h);
+    let json = serde_json::to_vec(&h).unwrap();
+    let stored = padic_burst::format::seal_header(&json).unwrap();
+    with_stored_header(&packed[..start], &stored)
 }
 
 /// A model from `seed`: per entry (name, dtype, shape, std), Gaussian weights
