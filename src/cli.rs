@@ -164,6 +164,9 @@ pub struct BenchArgs {
     /// Size in MB of a generated model with per-tensor scales [default: 64, 16 with --quick].
     #[arg(long, conflicts_with = "input", allow_negative_numbers = true, value_parser = above_zero("--synthetic"))]
     pub synthetic: Option<f64>,
+    /// Generate the model as many small tensors (6,000 to 14,000 values each) instead of a transformer's shapes.
+    #[arg(long, conflicts_with = "input")]
+    pub small_tensors: bool,
     /// The generated model's dtype, and the dtype ZipNN reads the file as: bf16, f16 or f32 [default: a file's main float dtype; bf16 for a generated model].
     #[arg(long)]
     pub dtype: Option<String>,
@@ -485,6 +488,7 @@ fn bench(a: BenchArgs, quiet: bool) -> Result<()> {
     if let Some(mb) = a.synthetic {
         o.synthetic_mb = mb;
     }
+    o.small_tensors = a.small_tensors;
     o.dtype = match (a.dtype, &o.input) {
         (Some(d), _) => d,
         (None, Some(path)) => crate::bench::main_float_dtype(path)?,

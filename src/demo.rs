@@ -98,20 +98,69 @@ pub fn synthetic_model(seed: u64, params: usize, dtype: Dtype) -> Vec<u8> {
             vec![4 * hidden],
             gaussian_bytes(&mut rng, 4 * hidden, 0.01, dtype),
         ));
-        let ones: Vec<u8> = (0..hidden)
-            .flat_map(|i| {
-                let v = 1.0 + 0.001 * i as f64;
-                match dtype {
-                    Dtype::F32 => (v as f32).to_le_bytes().to_vec(),
-                    Dtype::BF16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
-                    _ => half::f16::from_f64(v).to_le_bytes().to_vec(),
-                }
-            })
-            .collect();
+        let scales: Vec<f64> = (0..hidden).map(|i| 1.0 + 0.001 * i as f64).collect();
+        let ones = values_as(&scales, dtype);
         tensors.push((format!("layer.{l}.norm.weight"), dtype, vec![hidden], ones));
     }
     let ids: Vec<u8> = (0..512i64).flat_map(|i| i.to_le_bytes()).collect();
     tensors.push(("position_ids".into(), Dtype::I64, vec![1, 512], ids));
+    serialize(seed, &tensors)
+}
+
+/// A model of about `params` parameters in many small tensors, as in model
+/// families of many thin layers: tensors of 6,000 to 14,000 values (weights,
+/// biases and norm scales), a few hundred per 5 million parameters. The
+/// case where per-tensor and per-chunk costs decide the ratio.
+pub fn many_small_model(seed: u64, params: usize, dtype: Dtype) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut total = 0usize;
+    let mut k = 0usize;
+    while total < params.max(1) {
+        let n = 6000 + (rng.next_u64() % 8000) as usize;
+        let (name, shape, std) = match k % 7 {
+            0 => ("norm.weight", vec![n], 0.0),
+            1 => ("bias", vec![n], 0.01),
+            _ => ("weight", vec![n / 64, 64], 0.02 + 0.005 * (k % 5) as f64),
+        };
+        let count = shape.iter().product::<usize>();
+        let bytes = if std == 0.0 {
+            // Norm scales: near one, as trained layer norms are.
+            let noise = gaussian_bytes(&mut rng, count, 0.05, Dtype::F32);
+            let values: Vec<f64> = noise
+                .chunks_exact(4)
+                .map(|b| 1.0 + f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
+                .collect();
+            values_as(&values, dtype)
+        } else {
+            gaussian_bytes(&mut rng, count, std, dtype)
+        };
+        tensors.push((
+            format!("blocks.{}.{}.{name}", k / 7, k % 7),
+            dtype,
+            shape,
+            bytes,
+        ));
+        total += count;
+        k += 1;
+    }
+    serialize(seed, &tensors)
+}
+
+/// `values` in `dtype`'s little-endian bytes (a float dtype).
+fn values_as(values: &[f64], dtype: Dtype) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| match dtype {
+            Dtype::F32 => (v as f32).to_le_bytes().to_vec(),
+            Dtype::BF16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
+            _ => half::f16::from_f64(v).to_le_bytes().to_vec(),
+        })
+        .collect()
+}
+
+/// The safetensors file of `tensors`, with the generator's metadata.
+fn serialize(seed: u64, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, d, s, b)| {

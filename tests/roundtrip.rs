@@ -230,3 +230,37 @@ fn chunks_decode_alone_in_any_order() {
         "chunks decoded alone, last first, rebuild the tensor"
     );
 }
+
+#[test]
+fn a_model_of_many_small_tensors_round_trips_with_a_compact_header() {
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in [Dtype::BF16, Dtype::F32] {
+        let file = padic_burst::demo::many_small_model(3, 2_000_000, dtype);
+        let packed = compress_bytes(
+            dir.path(),
+            &format!("small-{dtype:?}"),
+            &file,
+            &CompressOptions::default(),
+        );
+        let c = std::sync::Arc::new(padic_burst::format::Container::open(&packed).unwrap());
+        let tensors = c.header().tensors.len();
+        assert!(tensors >= 150, "{tensors} tensors");
+        assert_eq!(decode(&packed, None).to_safetensors(), file, "{dtype:?}");
+        // One tensor alone decodes to its bytes.
+        let t = &c.header().tensors[tensors / 2];
+        let p = padic_burst::pipeline::Pipeline::new(padic_burst::config::Config::default());
+        let one = p.decompress_tensor(&c, &t.name, None).unwrap();
+        assert!(one.data[..] == *tensor_bytes(&c, data_region(&file), &t.name));
+        // The header, stored compressed, is a small part of the file: the
+        // plain JSON is several times larger.
+        let bytes = std::fs::read(&packed).unwrap();
+        let n = bytes.len();
+        let stored = u64::from_le_bytes(bytes[n - 24..n - 16].try_into().unwrap()) as usize;
+        let plain = serde_json::to_vec(&header_json(&bytes).1).unwrap().len();
+        assert!(
+            plain > 4 * stored,
+            "{dtype:?}: plain {plain}, stored {stored}"
+        );
+        assert!(stored * 100 < n, "{dtype:?}: header {stored} of {n} bytes");
+    }
+}

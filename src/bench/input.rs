@@ -42,11 +42,18 @@ pub(super) fn prepare(
     };
     let params = (opts.synthetic_mb * 1e6 / size / 1.1) as usize;
     let p = dir.join(format!("synthetic-{}.safetensors", opts.dtype));
-    let model = crate::demo::synthetic_model(11, params.max(1), kind);
+    let (model, shape) = if opts.small_tensors {
+        (
+            crate::demo::many_small_model(11, params, kind),
+            " in small tensors",
+        )
+    } else {
+        (crate::demo::synthetic_model(11, params.max(1), kind), "")
+    };
     std::fs::write(&p, &model).map_err(|e| Error::io(&p, e))?;
     Ok((
         p,
-        format!("synthetic {} MB {}", opts.synthetic_mb, opts.dtype),
+        format!("synthetic {} MB {}{shape}", opts.synthetic_mb, opts.dtype),
     ))
 }
 

@@ -65,6 +65,9 @@ pub struct BenchOptions {
     pub input: Option<PathBuf>,
     /// Size of the generated model in MB (10^6 bytes), when there is no `input`.
     pub synthetic_mb: f64,
+    /// Generate many small tensors ([`crate::demo::many_small_model`])
+    /// instead of a transformer's shapes.
+    pub small_tensors: bool,
     /// bf16, f16 or f32 (the generated model's dtype; ZipNN's reading of a file).
     pub dtype: String,
     /// Timed runs per configuration, after one warm-up run.
@@ -98,6 +101,7 @@ impl BenchOptions {
         BenchOptions {
             input: None,
             synthetic_mb: if quick { 16.0 } else { 64.0 },
+            small_tensors: false,
             dtype: "bf16".into(),
             repeat: if quick { 2 } else { 5 },
             workers: if quick { vec![cores] } else { workers },
