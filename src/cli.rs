@@ -113,7 +113,7 @@ pub struct DecompressArgs {
     /// Write each route's latency as HdrHistogram's percentile distribution, one file per route with samples: FILE.hgrm becomes FILE.cpu.hgrm, FILE.gpu.hgrm, FILE.hybrid.hgrm.
     #[arg(long)]
     pub histogram_out: Option<PathBuf>,
-    /// Write, per chunk part, which engine decoded which byte range (CSV).
+    /// Write, per chunk part, which engine decoded which byte range of which shard (CSV).
     #[arg(long)]
     pub placement_log: Option<PathBuf>,
     /// Flush the output to disk (fsync) before renaming it into place; without it, as with cp, a crash right after the run may lose the file, but never leaves a torn one.

@@ -582,3 +582,21 @@ fn the_library_decodes_a_packed_directory_in_one_run() {
     );
     assert_eq!(info.cpu_chunks as usize, ckpt.chunk_count());
 }
+
+#[test]
+fn a_cluster_run_of_a_directory_is_refused_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let packed = tmp.path().join("packed");
+    ok(&compress(&model, &packed));
+    let (hosts, _) = loopback_hosts(tmp.path());
+    let restored = tmp.path().join("restored");
+    let out = decompress(
+        &packed,
+        &restored,
+        &["--", "-n", "2", "-p", "0", "-h", hosts.to_str().unwrap()],
+    );
+    refused(&out, "a cluster run");
+    assert!(!restored.exists());
+    assert_no_temp_files(tmp.path());
+}

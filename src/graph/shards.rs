@@ -144,12 +144,13 @@ pub struct ShardedRun {
 }
 
 /// The timely arguments of a run over several shards: one process (a
-/// cluster run decodes one container).
+/// cluster run decodes one container, through [`super::decompress_file`]).
 fn one_process(opts: &RunOptions, shards: usize) -> Result<Timely> {
     let timely = Timely::parse(opts)?;
-    if timely.cluster.processes > 1 && shards > 1 {
+    if timely.cluster.processes > 1 {
         return Err(Error::InvalidArgument(format!(
-            "a cluster run (timely's -n {}) decodes one container; {shards} shards decode in one process",
+            "a cluster run (timely's -n {}) decodes one container, not {shards} shards: \
+             decode a packed directory in one process",
             timely.cluster.processes
         )));
     }
