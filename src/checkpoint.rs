@@ -12,7 +12,9 @@
 //! written into a temporary directory beside the final name and renamed at
 //! the end, so no partial directory is ever left under the final name.
 //!
-//! Shards decode one graph run each, in index order (the shards' names sorted).
+//! All shards decode in one graph run, their chunks numbered on across shards
+//! in index order (the shards' names sorted, which for Hugging Face's
+//! `model-00001-of-00003` numbering is the index's order).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use crate::compress::{compress_file, CompressOptions, CompressSummary};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::inspect::{inspect, Report};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, ShardFigures};
 use crate::progress::Progress;
 use crate::stats::Statistics;
 
@@ -358,71 +360,103 @@ fn open_shards(ckpt: &Checkpoint) -> Result<Vec<(PathBuf, Arc<Container>)>> {
         .collect()
 }
 
-/// One shard's decompression statistics.
+/// One shard's share of a checkpoint's decompression.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardStatistics {
     /// The shard's path, relative to the checkpoint root.
     pub shard: PathBuf,
-    /// The graph run that decoded this shard.
-    pub statistics: Statistics,
+    /// Its chunk counts and bytes (they add up to the run's).
+    #[serde(flatten)]
+    pub figures: ShardFigures,
 }
 
-/// What decompressing a checkpoint did: per shard, and the counts added up.
+/// What decompressing a checkpoint did: the one graph run's statistics over
+/// every shard (the keys of a single file's `--stats-json`), and each shard's
+/// share.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckpointStatistics {
+    /// The run over every shard.
+    #[serde(flatten)]
+    pub statistics: Statistics,
     /// One entry per shard, in index order.
     pub shards: Vec<ShardStatistics>,
-    /// Chunks decoded, over all shards.
-    pub total_decompressions: u64,
-    /// Chunks the policy routed to the GPU, over all shards.
-    pub gpu_decompressions: u64,
-    /// Chunks the policy routed to the CPU, over all shards.
-    pub cpu_decompressions: u64,
-    /// Chunks the policy split between GPU and CPU (HYBRID), over all shards.
-    pub hybrid_decompressions: u64,
-    /// Container bytes read, over all shards.
-    pub bytes_in: u64,
-    /// Decoded bytes written, over all shards.
-    pub bytes_out: u64,
     /// Seconds for the whole checkpoint, other files' copies included.
-    pub wall_time_s: f64,
+    pub checkpoint_wall_time_s: f64,
+}
+
+/// A packed checkpoint, checked and opened: its shards in index order.
+pub struct PackedCheckpoint {
+    ckpt: Checkpoint,
+    shards: Vec<(PathBuf, Arc<Container>)>,
+}
+
+impl PackedCheckpoint {
+    /// Opens the packed checkpoint at `input` (a directory or its index):
+    /// every shard its index names is there, and each passes
+    /// [`Container::open`]'s checks, before any work.
+    pub fn open(input: &Path) -> Result<Self> {
+        let ckpt = Checkpoint::discover(input, PADIC_EXT)?;
+        let shards = open_shards(&ckpt)?;
+        Ok(PackedCheckpoint { ckpt, shards })
+    }
+
+    /// The shards (paths relative to the checkpoint root), in index order.
+    pub fn shards(&self) -> &[(PathBuf, Arc<Container>)] {
+        &self.shards
+    }
+
+    /// Chunks over every shard (what a replay spreads a trace over).
+    pub fn chunk_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|(_, c)| c.header().chunk_count())
+            .sum()
+    }
+
+    /// Decompresses every shard back to `<stem>.safetensors` under `output`,
+    /// all in one graph run, and copies every other file: the files come
+    /// back byte-identical.
+    pub fn decompress(
+        &self,
+        output: &Path,
+        pipeline: &Pipeline,
+        target_precision: Option<u32>,
+    ) -> Result<CheckpointStatistics> {
+        let started = std::time::Instant::now();
+        let out = TempDir::create(output, &self.ckpt.root)?;
+        let targets = self
+            .shards
+            .iter()
+            .map(|(rel, c)| Ok((c.clone(), out.file(&rel.with_extension(SAFETENSORS_EXT))?)))
+            .collect::<Result<Vec<_>>>()?;
+        let run = pipeline.decompress_shards_to_files(&targets, target_precision)?;
+        copy_others(&self.ckpt, &out)?;
+        out.commit()?;
+        Ok(CheckpointStatistics {
+            statistics: run.statistics,
+            shards: self
+                .shards
+                .iter()
+                .zip(run.shards)
+                .map(|((shard, _), figures)| ShardStatistics {
+                    shard: shard.clone(),
+                    figures,
+                })
+                .collect(),
+            checkpoint_wall_time_s: started.elapsed().as_secs_f64(),
+        })
+    }
 }
 
 /// Decompresses every `*.padic` of the packed checkpoint at `input` back to
-/// `<stem>.safetensors` under `output`, one graph run per shard, and copies
-/// every other file: the files come back byte-identical.
+/// `<stem>.safetensors` under `output` (see [`PackedCheckpoint::decompress`]).
 pub fn decompress_dir(
     input: &Path,
     output: &Path,
     pipeline: &Pipeline,
     target_precision: Option<u32>,
 ) -> Result<CheckpointStatistics> {
-    let started = std::time::Instant::now();
-    let ckpt = Checkpoint::discover(input, PADIC_EXT)?;
-    let shards = open_shards(&ckpt)?;
-    let out = TempDir::create(output, &ckpt.root)?;
-    let mut stats = Vec::with_capacity(shards.len());
-    for (rel, c) in shards {
-        let target = out.file(&rel.with_extension(SAFETENSORS_EXT))?;
-        let s = pipeline.decompress_to_file(&c, &target, target_precision)?;
-        stats.push(ShardStatistics {
-            shard: rel,
-            statistics: s,
-        });
-    }
-    copy_others(&ckpt, &out)?;
-    out.commit()?;
-    let sum = |f: fn(&Statistics) -> u64| stats.iter().map(|s| f(&s.statistics)).sum();
-    Ok(CheckpointStatistics {
-        total_decompressions: sum(|s| s.total_decompressions),
-        gpu_decompressions: sum(|s| s.gpu_decompressions),
-        cpu_decompressions: sum(|s| s.cpu_decompressions),
-        hybrid_decompressions: sum(|s| s.hybrid_decompressions),
-        bytes_in: sum(|s| s.bytes_in),
-        bytes_out: sum(|s| s.bytes_out),
-        wall_time_s: started.elapsed().as_secs_f64(),
-        shards: stats,
-    })
+    PackedCheckpoint::open(input)?.decompress(output, pipeline, target_precision)
 }
 
 /// One shard's inspection.
@@ -430,6 +464,11 @@ pub fn decompress_dir(
 pub struct ShardReport {
     /// The shard's path, relative to the checkpoint root.
     pub shard: PathBuf,
+    /// The global index of the shard's first chunk (as `plan` and a run
+    /// number chunks across shards).
+    pub first_chunk: usize,
+    /// The shard's chunks.
+    pub chunks: usize,
     #[serde(flatten)]
     /// The shard's per-tensor report (flattened into the JSON).
     pub report: Report,
@@ -442,6 +481,8 @@ pub struct CheckpointReport {
     pub shards: Vec<ShardReport>,
     /// Tensors over all shards.
     pub tensors: usize,
+    /// Chunks over all shards.
+    pub chunks: usize,
     /// Bytes of the safetensors shards, headers included.
     pub original_bytes: u64,
     /// Bytes of the container shards.
@@ -452,17 +493,25 @@ pub struct CheckpointReport {
 
 /// Inspects every shard of the packed checkpoint at `input`.
 pub fn inspect_dir(input: &Path) -> Result<CheckpointReport> {
+    let mut first_chunk = 0;
     let shards: Vec<ShardReport> = open_packed(input)?
         .into_iter()
-        .map(|(shard, c)| ShardReport {
-            shard,
-            report: inspect(&c),
+        .map(|(shard, c)| {
+            let chunks = c.header().chunk_count();
+            first_chunk += chunks;
+            ShardReport {
+                shard,
+                first_chunk: first_chunk - chunks,
+                chunks,
+                report: inspect(&c),
+            }
         })
         .collect();
     let original: u64 = shards.iter().map(|s| s.report.original_bytes).sum();
     let compressed: u64 = shards.iter().map(|s| s.report.compressed_bytes).sum();
     Ok(CheckpointReport {
         tensors: shards.iter().map(|s| s.report.tensors.len()).sum(),
+        chunks: first_chunk,
         original_bytes: original,
         compressed_bytes: compressed,
         ratio: compressed as f64 / original.max(1) as f64,
@@ -474,14 +523,20 @@ pub fn inspect_dir(input: &Path) -> Result<CheckpointReport> {
 pub fn render(r: &CheckpointReport) -> String {
     let mut s = String::new();
     for shard in &r.shards {
-        s += &format!("shard {}\n", shard.shard.display());
+        s += &format!(
+            "shard {} (chunks {} to {})\n",
+            shard.shard.display(),
+            shard.first_chunk,
+            (shard.first_chunk + shard.chunks).saturating_sub(1)
+        );
         s += &crate::inspect::render(&shard.report);
         s.push('\n');
     }
     s += &format!(
-        "checkpoint total: {} shards, {} tensors, {} -> {} bytes, ratio {:.4}\n",
+        "checkpoint total: {} shards, {} tensors, {} chunks, {} -> {} bytes, ratio {:.4}\n",
         r.shards.len(),
         r.tensors,
+        r.chunks,
         r.original_bytes,
         r.compressed_bytes,
         r.ratio

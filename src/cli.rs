@@ -113,7 +113,7 @@ pub struct DecompressArgs {
     /// Write each route's latency as HdrHistogram's percentile distribution, one file per route with samples: FILE.hgrm becomes FILE.cpu.hgrm, FILE.gpu.hgrm, FILE.hybrid.hgrm.
     #[arg(long)]
     pub histogram_out: Option<PathBuf>,
-    /// Write, per chunk part, which engine decoded which byte range (CSV).
+    /// Write, per chunk part, which engine decoded which byte range of which shard (CSV).
     #[arg(long)]
     pub placement_log: Option<PathBuf>,
     /// Flush the output to disk (fsync) before renaming it into place; without it, as with cp, a crash right after the run may lose the file, but never leaves a torn one.
@@ -137,7 +137,7 @@ pub struct InspectArgs {
 /// The arguments of `plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The container to plan.
+    /// The container to plan (or a packed directory, or its index: every shard, chunks numbered on across shards).
     pub input: PathBuf,
     /// Recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
     #[arg(long)]
@@ -331,23 +331,10 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         ..Default::default()
     };
     let cfg = Config::load(a.config.as_deref(), flags)?;
-    let packed_dir = checkpoint::is_checkpoint(&a.input);
-    if packed_dir
-        && (a.pressure_trace.is_some()
-            || a.record_pressure.is_some()
-            || a.histogram_out.is_some()
-            || a.placement_log.is_some())
-    {
-        return Err(Error::InvalidArgument(format!(
-            "{}: a checkpoint directory takes --stats-json, but not yet --pressure-trace, \
-             --record-pressure, --histogram-out or --placement-log (each shard decodes in a \
-             graph run of its own)",
-            a.input.display()
-        )));
-    }
-    let c = match packed_dir {
-        true => None,
-        false => Some(Arc::new(Container::open(&a.input)?)),
+    // A packed directory decodes in one graph run over all its shards.
+    let input = match checkpoint::is_checkpoint(&a.input) {
+        true => Input::Dir(checkpoint::PackedCheckpoint::open(&a.input)?),
+        false => Input::File(Arc::new(Container::open(&a.input)?)),
     };
     let mut pipeline = Pipeline::with_mode(cfg, a.mode);
     if let Some(gpu) = pipeline.gpu_description() {
@@ -355,9 +342,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
     }
     if let Some(path) = &a.pressure_trace {
         let trace = Trace::load(path)?;
-        // A packed directory with a trace was refused above: `c` is a container.
-        let chunks = c.as_ref().map_or(1, |c| c.header().chunk_count());
-        let step = a.replay_step_ms.millis(&trace, chunks);
+        let step = a.replay_step_ms.millis(&trace, input.chunk_count());
         pipeline = pipeline.with_trace(trace, step);
     } else if a.record_pressure.is_some() {
         pipeline = pipeline.with_live_pressure()?;
@@ -371,22 +356,18 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         .with_placement_log(a.placement_log)
         .with_timeline(a.timeline.clone())
         .with_progress(Arc::new(Progress::new(!quiet)));
-    let Some(c) = c else {
-        let s = checkpoint::decompress_dir(&a.input, &a.output, &pipeline, a.target_precision)?;
-        if let Some(path) = &a.stats_json {
-            crate::output::write_atomic(path, json(&s, true)?.as_bytes())?;
+    let (s, stats_json) = match &input {
+        Input::File(c) => {
+            let s = pipeline.decompress_to_file(c, &a.output, a.target_precision)?;
+            let text = json(&s, true)?;
+            (s, text)
         }
-        eprintln!(
-            "{}: {} shards, {} chunks, {} bytes written in {:.3} s",
-            a.output.display(),
-            s.shards.len(),
-            s.total_decompressions,
-            s.bytes_out,
-            s.wall_time_s
-        );
-        return Ok(());
+        Input::Dir(packed) => {
+            let r = packed.decompress(&a.output, &pipeline, a.target_precision)?;
+            let text = json(&r, true)?;
+            (r.statistics, text)
+        }
     };
-    let s = pipeline.decompress_to_file(&c, &a.output, a.target_precision)?;
     for note in &s.notes {
         eprintln!("note: {note}");
     }
@@ -395,7 +376,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         eprintln!("{}: {n} memory samples", path.display());
     }
     if let Some(path) = &a.stats_json {
-        crate::output::write_atomic(path, json(&s, true)?.as_bytes())?;
+        crate::output::write_atomic(path, stats_json.as_bytes())?;
     }
     if let Some(path) = &a.histogram_out {
         for (route, text) in &s.histogram_texts {
@@ -403,11 +384,17 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
             crate::output::write_atomic(&file, text.as_bytes())?;
         }
     }
-    // The file written: its preamble and its data (in a cluster, only
-    // process 0 renames it into place).
-    let written = std::fs::metadata(&a.output).map_or(s.bytes_out, |m| m.len());
+    // The bytes written: a file's preamble and data (in a cluster, only
+    // process 0 renames it into place); a directory's decoded data.
+    let (shards, written) = match &input {
+        Input::File(_) => (
+            String::new(),
+            std::fs::metadata(&a.output).map_or(s.bytes_out, |m| m.len()),
+        ),
+        Input::Dir(p) => (format!("{} shards, ", p.shards().len()), s.bytes_out),
+    };
     eprintln!(
-        "{}: {} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s ({:.2} GB/s)",
+        "{}: {shards}{} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s ({:.2} GB/s)",
         a.output.display(),
         s.total_decompressions,
         s.gpu_decompressions,
@@ -419,6 +406,22 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         written as f64 / s.wall_time_s.max(1e-9) / 1e9
     );
     Ok(())
+}
+
+/// What `decompress` and `plan` read: one container, or a packed directory.
+enum Input {
+    File(Arc<Container>),
+    Dir(checkpoint::PackedCheckpoint),
+}
+
+impl Input {
+    /// Chunks over the whole input (every shard of a directory).
+    fn chunk_count(&self) -> usize {
+        match self {
+            Input::File(c) => c.header().chunk_count(),
+            Input::Dir(p) => p.chunk_count(),
+        }
+    }
 }
 
 /// `s.hgrm` for route `cpu`: `s.cpu.hgrm` (the route before the extension).
@@ -450,17 +453,23 @@ fn inspect(a: InspectArgs) -> Result<()> {
 }
 
 fn plan(a: PlanArgs) -> Result<()> {
-    if checkpoint::is_checkpoint(&a.input) {
-        return Err(Error::InvalidArgument(format!(
-            "{}: plan takes one container; plan each shard (`*.padic`) of a checkpoint directory in turn",
-            a.input.display()
-        )));
-    }
     let cfg = Config::load(a.config.as_deref(), ConfigLayer::default())?;
     let trace = Trace::load(&a.pressure_trace)?;
-    let c = Container::open(&a.input)?;
-    let step = a.replay_step_ms.millis(&trace, c.header().chunk_count());
-    let (lines, summary) = crate::plan::plan(&c, &trace, a.mode, cfg.policy(), step);
+    // A packed directory is planned as one run decodes it: every shard, in index order.
+    let input = match checkpoint::is_checkpoint(&a.input) {
+        true => Input::Dir(checkpoint::PackedCheckpoint::open(&a.input)?),
+        false => Input::File(Arc::new(Container::open(&a.input)?)),
+    };
+    let step = a.replay_step_ms.millis(&trace, input.chunk_count());
+    let shards: Vec<(Option<String>, &Container)> = match &input {
+        Input::File(c) => vec![(None, &**c)],
+        Input::Dir(p) => p
+            .shards()
+            .iter()
+            .map(|(rel, c)| (Some(rel.display().to_string()), &**c))
+            .collect(),
+    };
+    let (lines, summary) = crate::plan::plan_shards(&shards, &trace, a.mode, cfg.policy(), step);
     if let Some(path) = &a.svg {
         let title = format!(
             "plan of {} under {} ({}, {step} ms a chunk): {} switches",

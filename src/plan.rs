@@ -1,7 +1,9 @@
 //! `padic-burst plan`: the routing decisions a run would take, replayed from a
 //! recorded pressure trace, without decoding and without a GPU.
 //!
-//! Chunk `k` in global order (tensors in file order, chunks in order) is
+//! Chunk `k` in global order (for a packed directory, shards in index
+//! order, as one `decompress` run numbers them; tensors in file order, chunks
+//! in order) is
 //! decided at virtual time `k * step_ms` with the latest sample whose `t_ms`
 //! is at or before it (the first sample before any); the switch delay runs on
 //! that virtual clock. The same trace and container give the same plan.
@@ -15,8 +17,13 @@ use crate::pressure::{PressureSource, Trace};
 /// One chunk's decision.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PlanLine {
-    /// The chunk's index in global order (tensors in file order).
+    /// The chunk's index in global order (across shards in index order,
+    /// then tensors in file order).
     pub chunk: usize,
+    /// The shard the chunk belongs to (a packed directory's; absent for one
+    /// container).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     /// The name of the tensor the chunk belongs to.
     pub tensor: String,
     /// The route chosen: `gpu`, `cpu` or `hybrid`.
@@ -127,20 +134,34 @@ pub fn plan(
     settings: PolicySettings,
     step_ms: u64,
 ) -> (Vec<PlanLine>, PlanSummary) {
+    plan_shards(&[(None, c)], trace, mode, settings, step_ms)
+}
+
+/// Replays `trace` over every chunk of every shard, numbered on across the
+/// shards in the order given (each named in its lines, where it has a name).
+pub fn plan_shards(
+    shards: &[(Option<String>, &Container)],
+    trace: &Trace,
+    mode: Mode,
+    settings: PolicySettings,
+    step_ms: u64,
+) -> (Vec<PlanLine>, PlanSummary) {
     let mut policy = Policy::new(settings, mode, true);
-    let names = c
-        .header()
-        .tensors
-        .iter()
-        .flat_map(|t| t.chunks.iter().map(move |_| &t.name));
+    let names = shards.iter().flat_map(|(shard, c)| {
+        c.header()
+            .tensors
+            .iter()
+            .flat_map(move |t| t.chunks.iter().map(move |_| (shard, &t.name)))
+    });
     let chunks = names.clone().count();
     let lines = replay(&mut policy, trace, chunks, step_ms)
         .zip(names)
         .enumerate()
-        .map(|(k, (d, tensor))| {
+        .map(|(k, (d, (shard, tensor)))| {
             let s = d.sample.expect("a trace always has a sample");
             PlanLine {
                 chunk: k,
+                shard: shard.clone(),
                 tensor: tensor.clone(),
                 route: d.route.name(),
                 gpu_fraction: d.route.gpu_fraction(),

@@ -161,7 +161,7 @@ fn a_directory_round_trips_byte_identical() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| x["statistics"]["total_decompressions"].as_u64().unwrap())
+        .map(|x| x["total_decompressions"].as_u64().unwrap())
         .sum();
     assert_eq!(s["total_decompressions"].as_u64().unwrap(), per_shard);
     assert!(per_shard >= 6, "every shard has at least two chunks");
@@ -190,7 +190,7 @@ fn a_directory_round_trips_byte_identical() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("shard model-00003-of-00003.padic"), "{text}");
     assert!(
-        text.contains("checkpoint total: 3 shards, 6 tensors"),
+        text.contains("checkpoint total: 3 shards, 6 tensors, "),
         "{text}"
     );
 }
@@ -316,14 +316,20 @@ fn a_directory_with_no_shard_or_a_bad_index_is_refused() {
         "no `weight_map` object",
     );
     assert!(!tmp.path().join("out").exists());
-    // Flags a directory does not take yet say so.
-    let out = run(&[
-        "plan".as_ref(),
-        model.as_os_str(),
-        "--pressure-trace".as_ref(),
-        "x.csv".as_ref(),
-    ]);
-    refused(&out, "plan each shard");
+    // `plan` checks a directory as `decompress` does: one with no packed
+    // shard, or a bad index, is refused.
+    let trace = tmp.path().join("t.csv");
+    std::fs::write(&trace, "t_ms,used_mb,total_mb\n0,1,2\n").unwrap();
+    let plan = |dir: &Path| {
+        run(&[
+            "plan".as_ref(),
+            dir.as_os_str(),
+            "--pressure-trace".as_ref(),
+            trace.as_os_str(),
+        ])
+    };
+    refused(&plan(&empty), "holds no `*.padic` shard");
+    refused(&plan(&model), "no `weight_map` object");
 }
 
 #[test]
@@ -340,4 +346,257 @@ fn an_output_directory_inside_the_input_is_refused() {
         &decompress(&packed, &packed.join("restored"), &[]),
         "inside the input",
     );
+}
+
+/// The real MiniLM weights of `dtype` split into three shards (tensors in
+/// name order, cut in thirds) with an index and a config: a Hugging Face
+/// style directory under `root`; `None` as [`real_weights`].
+fn minilm_shards(root: &Path, dtype: &str) -> Option<PathBuf> {
+    let bytes = std::fs::read(real_weights(dtype)?).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let dir = root.join("minilm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut weight_map = serde_json::Map::new();
+    let per = tensors.len().div_ceil(3);
+    for (i, group) in tensors.chunks(per).enumerate() {
+        let shard = format!("model-{:05}-of-00003.safetensors", i + 1);
+        let list: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = group
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+            .collect();
+        std::fs::write(dir.join(&shard), safetensors_bytes(&list)).unwrap();
+        for (n, _) in group {
+            weight_map.insert(n.clone(), shard.clone().into());
+        }
+    }
+    let index =
+        serde_json::json!({"metadata": {"total_size": bytes.len()}, "weight_map": weight_map});
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::to_vec_pretty(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.json"), b"{\"model_type\": \"bert\"}\n").unwrap();
+    Some(dir)
+}
+
+/// The placement log's rows: (chunk, route, bytes, shard).
+fn placement_rows(log: &Path) -> Vec<(usize, String, u64, usize)> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    let (chunk, route, bytes, shard) = (col("chunk"), col("route"), col("bytes"), col("shard"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[chunk].parse().unwrap(),
+                f[route].to_string(),
+                f[bytes].parse().unwrap(),
+                f[shard].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_sharded_minilm_decodes_in_one_run_that_plan_predicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(model) = minilm_shards(tmp.path(), "bf16") else {
+        return;
+    };
+    let packed = tmp.path().join("packed");
+    ok(&run(&[
+        "compress".as_ref(),
+        model.as_os_str(),
+        "-o".as_ref(),
+        packed.as_os_str(),
+        "--chunk-kib".as_ref(),
+        "256".as_ref(),
+    ]));
+    // Each shard's chunk count, in index order.
+    let out = run(&["inspect".as_ref(), packed.as_os_str(), "--json".as_ref()]);
+    ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shard_chunks: Vec<usize> = r["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let per_tensor: u64 = s["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["chunks"].as_u64().unwrap())
+                .sum();
+            assert_eq!(s["chunks"].as_u64().unwrap(), per_tensor);
+            per_tensor as usize
+        })
+        .collect();
+    assert_eq!(shard_chunks.len(), 3);
+    let total: usize = shard_chunks.iter().sum();
+    assert_eq!(r["chunks"].as_u64().unwrap() as usize, total);
+    assert_eq!(
+        r["shards"][2]["first_chunk"].as_u64().unwrap() as usize,
+        shard_chunks[0] + shard_chunks[1]
+    );
+
+    let trace = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/traces/rise-and-fall.csv");
+    let restored = tmp.path().join("restored");
+    let (log, stats, svg, hgrm) = (
+        tmp.path().join("log.csv"),
+        tmp.path().join("stats.json"),
+        tmp.path().join("t.svg"),
+        tmp.path().join("lat.hgrm"),
+    );
+    let replay = [
+        "--pressure-trace",
+        trace.to_str().unwrap(),
+        "--replay-step-ms",
+        "auto",
+    ];
+    let mut extra = vec![
+        "--placement-log",
+        log.to_str().unwrap(),
+        "--stats-json",
+        stats.to_str().unwrap(),
+        "--timeline",
+        svg.to_str().unwrap(),
+        "--histogram-out",
+        hgrm.to_str().unwrap(),
+    ];
+    extra.extend(replay);
+    let out = decompress(&packed, &restored, &extra);
+    ok(&out);
+    assert_eq!(files(&restored), files(&model), "byte-identical");
+    assert_no_temp_files(tmp.path());
+
+    // One run over every shard: global numbering runs on across the shards
+    // in index order, and every chunk is in the one log.
+    let rows = placement_rows(&log);
+    let mut by_chunk = std::collections::BTreeMap::new();
+    for (chunk, route, _, shard) in &rows {
+        by_chunk.insert(*chunk, (route.clone(), *shard));
+    }
+    assert_eq!(by_chunk.len(), total);
+    assert_eq!(*by_chunk.keys().last().unwrap(), total - 1);
+    let mut first = 0;
+    for (shard, n) in shard_chunks.iter().enumerate() {
+        for k in first..first + n {
+            assert_eq!(by_chunk[&k].1, shard, "chunk {k} belongs to shard {shard}");
+        }
+        first += n;
+    }
+
+    // The statistics: the run's totals are the shards' sums.
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let shards = s["shards"].as_array().unwrap();
+    assert_eq!(shards[2]["shard"], "model-00003-of-00003.padic");
+    assert_eq!(
+        shards[1]["first_chunk"].as_u64().unwrap() as usize,
+        shard_chunks[0]
+    );
+    for key in [
+        "total_decompressions",
+        "gpu_decompressions",
+        "cpu_decompressions",
+        "hybrid_decompressions",
+        "routed_gpu",
+        "routed_cpu",
+        "routed_hybrid",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        let sum: u64 = shards.iter().map(|x| x[key].as_u64().unwrap()).sum();
+        assert_eq!(s[key].as_u64().unwrap(), sum, "{key}");
+    }
+    assert_eq!(s["total_decompressions"].as_u64().unwrap() as usize, total);
+    let logged: u64 = rows.iter().map(|r| r.2).sum();
+    assert_eq!(s["bytes_out"].as_u64().unwrap(), logged);
+    let timeline = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        timeline.contains(&format!("{total} chunks")),
+        "the timeline covers the model"
+    );
+    assert!(
+        timeline.contains("(3 shards)"),
+        "the timeline names the directory"
+    );
+    assert!(
+        ["cpu", "gpu", "hybrid"]
+            .iter()
+            .any(|r| tmp.path().join(format!("lat.{r}.hgrm")).exists()),
+        "a latency histogram was written"
+    );
+
+    // plan on the directory: the same chunks in the same order, and the
+    // routes the run took, chunk by chunk.
+    let mut args: Vec<&std::ffi::OsStr> = vec!["plan".as_ref(), packed.as_os_str()];
+    args.extend(replay.iter().map(std::ffi::OsStr::new));
+    let out = run(&args);
+    ok(&out);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (summary, lines) = lines.split_last().unwrap();
+    assert_eq!(summary["chunks"].as_u64().unwrap() as usize, total);
+    assert_eq!(lines.len(), total);
+    let mut routes = std::collections::BTreeSet::new();
+    for (k, l) in lines.iter().enumerate() {
+        assert_eq!(l["chunk"].as_u64().unwrap() as usize, k);
+        let (route, shard) = &by_chunk[&k];
+        assert_eq!(l["route"], route.as_str(), "chunk {k}: plan and run differ");
+        let name = format!("model-{:05}-of-00003.padic", shard + 1);
+        assert_eq!(l["shard"], name.as_str(), "chunk {k}");
+        routes.insert(route.clone());
+    }
+    assert!(routes.len() > 1, "the trace switches routes: {routes:?}");
+}
+
+#[test]
+fn the_library_decodes_a_packed_directory_in_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let packed = tmp.path().join("packed");
+    ok(&compress(&model, &packed));
+    let ckpt = padic_burst::checkpoint::PackedCheckpoint::open(&packed).unwrap();
+    let containers: Vec<_> = ckpt.shards().iter().map(|(_, c)| c.clone()).collect();
+    let config = padic_burst::config::Config::load(None, Default::default()).unwrap();
+    let pipeline =
+        padic_burst::pipeline::Pipeline::with_mode(config, padic_burst::policy::Mode::CpuOnly);
+    let (regions, info) = pipeline.decompress_models(&containers, None).unwrap();
+    assert_eq!(regions.len(), 3);
+    for (region, shard) in regions.iter().zip(SHARDS) {
+        let original = std::fs::read(model.join(shard)).unwrap();
+        assert!(region == data_region(&original), "{shard} differs");
+    }
+    let s = pipeline.statistics().unwrap();
+    assert_eq!(
+        s.total_decompressions as usize,
+        ckpt.chunk_count(),
+        "one run over all shards"
+    );
+    assert_eq!(info.cpu_chunks as usize, ckpt.chunk_count());
+}
+
+#[test]
+fn a_cluster_run_of_a_directory_is_refused_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let packed = tmp.path().join("packed");
+    ok(&compress(&model, &packed));
+    let (hosts, _) = loopback_hosts(tmp.path());
+    let restored = tmp.path().join("restored");
+    let out = decompress(
+        &packed,
+        &restored,
+        &["--", "-n", "2", "-p", "0", "-h", hosts.to_str().unwrap()],
+    );
+    refused(&out, "a cluster run");
+    assert!(!restored.exists());
+    assert_no_temp_files(tmp.path());
 }

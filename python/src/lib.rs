@@ -139,8 +139,8 @@ fn parse_device(device: &str) -> PyResult<Device> {
     }
 }
 
-/// Counters of the statistics added up over a directory's shards (one graph
-/// run each); every other key is the last shard's.
+/// Counters of the statistics added up over a directory's shards when they
+/// load one run each (onto a device); every other key is the last shard's.
 const SUMMED: &[&str] = &[
     "total_decompressions",
     "gpu_decompressions",
@@ -211,12 +211,16 @@ impl Pipeline {
         target: Option<u32>,
         exact: bool,
     ) -> PyResult<Vec<Loaded>> {
+        // Every shard in one graph run: the workers stay busy across shards.
+        let what = match containers {
+            [c] => format!("loading {}", c.path().display()),
+            _ => format!("loading {} shards", containers.len()),
+        };
+        let regions = unlocked(py, &what, || {
+            Ok(self.inner.decompress_models(containers, target)?.0)
+        })?;
         let mut out = Vec::new();
-        let mut runs = Vec::new();
-        for c in containers {
-            let what = format!("loading {}", c.path().display());
-            let data = unlocked(py, &what, || Ok(self.inner.decompress_model(c, target)?.0))?;
-            runs.extend(self.run_statistics());
+        for (c, data) in containers.iter().zip(regions) {
             let storage = Arc::new(HostStorage::new(data));
             for t in &c.header().tensors {
                 let tensor = DlTensor::host(
@@ -231,7 +235,7 @@ impl Pipeline {
                 out.push((t.name.clone(), t.dtype.clone(), t.shape.clone(), tensor));
             }
         }
-        self.record(runs);
+        self.record(self.run_statistics().into_iter().collect());
         Ok(out)
     }
 

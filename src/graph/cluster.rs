@@ -117,13 +117,13 @@ pub(crate) fn decompress_file(
         crate::config::cluster_connect_timeout()?,
     );
     let result = super::run(
-        c,
+        vec![(c, Arc::new(out) as Arc<dyn super::Placement>)],
         opts,
         timely,
         None,
-        Arc::new(out),
         Some(watch.formed.clone()),
-    );
+    )
+    .map(|(stats, _)| stats);
     drop(watch);
     match result {
         Ok(stats) => {

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use padic_burst_operators::{PartDecoder, RouteTag};
 
-use super::placement::Placement;
 use super::pool::BufferPool;
 use super::records::{ChunkTask, DecodedPart, Failure};
+use super::shards::ShardRun;
 use crate::codec::chunk::RANGE_ALIGN;
 use crate::codec::Tables;
 use crate::engine::gpu::{GpuEngine, GpuError, GpuRange};
@@ -22,8 +22,8 @@ use crate::stats::Engine;
 
 /// Decodes routed chunks on the CPU and the GPU.
 pub(crate) struct ChunkDecoder {
-    pub(crate) container: Arc<Container>,
-    pub(crate) tables: Arc<Vec<Option<Arc<Tables>>>>,
+    /// Every shard's container, tables and output; a task names its shard.
+    pub(crate) shards: Arc<Vec<ShardRun>>,
     pub(crate) gpu: Option<Arc<dyn GpuEngine>>,
     pub(crate) mode: Mode,
     pub(crate) policy: Arc<Mutex<Policy>>,
@@ -31,8 +31,8 @@ pub(crate) struct ChunkDecoder {
     /// Chunks this worker has decoded (the source's read-ahead counts on it).
     pub(crate) done: std::cell::Cell<usize>,
     pub(crate) pool: Arc<BufferPool>,
-    /// The output, when parts may be decoded straight into it.
-    pub(crate) direct: Option<Arc<dyn Placement>>,
+    /// Whether parts may be decoded straight into their shard's output.
+    pub(crate) direct: bool,
     /// Alignment scratch of the CPU decoder, reused.
     pub(crate) scratch: std::cell::RefCell<Vec<u32>>,
 }
@@ -42,9 +42,19 @@ impl ChunkDecoder {
         self.started.elapsed().as_micros() as u64
     }
 
+    /// The container of `t`'s shard.
+    fn container(&self, t: &ChunkTask) -> &Container {
+        &self.shards[t.shard].container
+    }
+
+    /// The tables of `t`'s tensor (`None`: stored as it was).
+    fn tables(&self, t: &ChunkTask) -> Option<&Tables> {
+        self.shards[t.shard].tables[t.tensor].as_deref()
+    }
+
     fn place(&self, t: &ChunkTask) -> Location {
         Location {
-            tensor: Some(self.container.header().tensors[t.tensor].name.clone()),
+            tensor: Some(self.container(t).header().tensors[t.tensor].name.clone()),
             chunk: Some(t.chunk),
             ..Location::default()
         }
@@ -53,8 +63,8 @@ impl ChunkDecoder {
     /// Decodes values from `first` of the chunk on the CPU, as many as `out` holds.
     fn cpu(&self, t: &ChunkTask, first: u64, out: &mut [u8]) -> Result<u64> {
         crate::engine::CpuEngine::decode_part(
-            &self.container,
-            self.tables[t.tensor].as_deref(),
+            self.container(t),
+            self.tables(t),
             t.tensor,
             t.chunk,
             first as usize,
@@ -91,6 +101,7 @@ impl ChunkDecoder {
         let len = ((last - first) * unit) as usize;
         let part = DecodedPart {
             global: t.global,
+            shard: t.shard,
             tensor: t.tensor,
             chunk: t.chunk,
             route,
@@ -105,11 +116,8 @@ impl ChunkDecoder {
             done_us: 0,
             rerouted_oom: false,
         };
-        let dest = match self
-            .direct
-            .as_ref()
-            .and_then(|o| o.claim(part.out_offset, len))
-        {
+        let direct = self.direct.then(|| &self.shards[t.shard].out);
+        let dest = match direct.and_then(|o| o.claim(part.out_offset, len)) {
             // The output is ours: a claim it refuses is a fault of the graph.
             Some(Err(e)) => Err(Error::Internal(format!("{}: {e}", self.place(t)))),
             Some(Ok(out)) => Ok(Dest::Direct(out)),
@@ -172,7 +180,7 @@ impl ChunkDecoder {
             return self.cpu(t, first, out);
         };
         match attempt {
-            Ok(()) => Ok(self.container.header().tensors[t.tensor].chunks[t.chunk]
+            Ok(()) => Ok(self.container(t).header().tensors[t.tensor].chunks[t.chunk]
                 .sections
                 .iter()
                 .map(|s| s.len)
@@ -265,36 +273,46 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
                 }
             }
         }
+        // One engine call per shard (a call reads one container).
+        open.sort_by_key(|(i, _, _)| chunks[specs[*i].0].0.shard);
         if !open.is_empty() {
             let started = self.now_us();
             let results = {
-                let mut ranges: Vec<GpuRange<'_>> = open
+                let mut ranges: Vec<(usize, GpuRange<'_>)> = open
                     .iter_mut()
                     .map(|(i, _, dest)| {
                         let (k, _, a, _) = specs[*i];
                         let t = &chunks[k].0;
-                        GpuRange {
-                            tables: self.tables[t.tensor]
-                                .as_deref()
+                        let range = GpuRange {
+                            tables: self
+                                .tables(t)
                                 .expect("split sends only float chunks to the GPU"),
                             tensor: t.tensor,
                             chunk: t.chunk,
                             total: t.elements as usize,
                             first: a as usize,
                             out: dest.bytes(),
-                        }
+                        };
+                        (t.shard, range)
                     })
                     .collect();
-                // No engine: `None` a range, the CPU's (said once, at the
-                // start of the run).
-                match &self.gpu {
-                    Some(gpu) => gpu
-                        .decode_batch(&self.container, &mut ranges)
-                        .into_iter()
-                        .map(Some)
-                        .collect(),
-                    None => ranges.iter().map(|_| None).collect::<Vec<_>>(),
+                let mut results = Vec::with_capacity(ranges.len());
+                while !ranges.is_empty() {
+                    let shard = ranges[0].0;
+                    let n = ranges.iter().take_while(|(s, _)| *s == shard).count();
+                    let mut batch: Vec<GpuRange<'_>> = ranges.drain(..n).map(|(_, r)| r).collect();
+                    // No engine: `None` a range, the CPU's (said once, at the
+                    // start of the run).
+                    match &self.gpu {
+                        Some(gpu) => results.extend(
+                            gpu.decode_batch(&self.shards[shard].container, &mut batch)
+                                .into_iter()
+                                .map(Some),
+                        ),
+                        None => results.extend(batch.iter().map(|_| None)),
+                    }
                 }
+                results
             };
             let spent = self.now_us() - started;
             let total: u64 = open
@@ -321,7 +339,7 @@ impl PartDecoder<ChunkTask> for ChunkDecoder {
             }
         }
         for (t, _) in &chunks {
-            self.container.release(t.tensor, t.chunk);
+            self.container(t).release(t.tensor, t.chunk);
             self.done.set(self.done.get() + 1);
         }
         slots.into_iter().flatten().collect()
@@ -332,7 +350,7 @@ impl ChunkDecoder {
     /// A routed chunk's parts: (engine, first value, end), the GPU's first.
     fn split(&self, t: &ChunkTask, tag: RouteTag) -> Vec<(Engine, u64, u64)> {
         let n = t.elements;
-        let passthrough = self.tables[t.tensor].is_none();
+        let passthrough = self.tables(t).is_none();
         match tag {
             RouteTag::Cpu => vec![(Engine::Cpu, 0, n)],
             RouteTag::Gpu if passthrough => vec![(Engine::Cpu, 0, n)],

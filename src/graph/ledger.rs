@@ -6,30 +6,43 @@ use std::path::Path;
 use padic_burst_operators::{Ledger, LedgerError};
 
 use super::records::{ChunkTask, MergeReceipt};
+use super::shards::ShardRun;
 use crate::error::{Error, Result};
-use crate::format::Container;
 use crate::stats::Engine;
 
-/// Checks `receipts` against `tasks`: each part once, each chunk covered.
-/// A failure here is the graph's fault, never the input's.
+/// Checks `receipts` against `tasks`: each part once, each chunk of each
+/// shard covered. A failure here is the graph's fault, never the input's.
 pub(crate) fn check_exactly_once(
-    c: &Container,
+    shards: &[ShardRun],
     tasks: &[ChunkTask],
     receipts: &[MergeReceipt],
 ) -> Result<()> {
-    let name = |tensor: usize| &c.header().tensors[tensor].name;
+    let name = |(shard, tensor): (usize, usize)| {
+        let c = &shards[shard].container;
+        format!(
+            "{}: tensor '{}'",
+            c.path().display(),
+            c.header().tensors[tensor].name
+        )
+    };
     let mut ledger = Ledger::default();
     let found = receipts
         .iter()
-        .try_for_each(|r| ledger.record((r.tensor, r.chunk), r.first, r.bytes))
-        .and_then(|()| ledger.check(tasks.iter().map(|t| ((t.tensor, t.chunk), t.out_len))));
+        .try_for_each(|r| ledger.record(((r.shard, r.tensor), r.chunk), r.first, r.bytes))
+        .and_then(|()| {
+            ledger.check(
+                tasks
+                    .iter()
+                    .map(|t| (((t.shard, t.tensor), t.chunk), t.out_len)),
+            )
+        });
     found.map_err(|e| {
         Error::Internal(match e {
             LedgerError::Twice {
                 key: (tensor, chunk),
                 first,
             } => format!(
-                "tensor '{}' chunk {chunk}: the part from value {first} arrived twice",
+                "{} chunk {chunk}: the part from value {first} arrived twice",
                 name(tensor)
             ),
             LedgerError::Short {
@@ -37,28 +50,32 @@ pub(crate) fn check_exactly_once(
                 got,
                 want,
             } => format!(
-                "tensor '{}' chunk {chunk}: {got} of {want} bytes arrived",
+                "{} chunk {chunk}: {got} of {want} bytes arrived",
                 name(tensor)
             ),
         })
     })
 }
 
-/// Writes, per part, which engine decoded which byte range (CSV).
+/// Writes, per part, which engine decoded which byte range of which shard
+/// (CSV; `chunk` is the global index, `shard` the shard's index in the run,
+/// `out_offset` within that shard's data region).
 pub(crate) fn write_placement_log(path: &Path, receipts: &[MergeReceipt]) -> Result<()> {
     let mut rows: Vec<&MergeReceipt> = receipts.iter().collect();
     rows.sort_by_key(|r| (r.global, r.first));
-    let mut text = String::from("chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes\n");
+    let mut text =
+        String::from("chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes,shard\n");
     for r in rows {
         text += &format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{}\n",
             r.global,
             r.tensor,
             r.chunk,
             r.route.name(),
             engine_name(r.engine),
             r.out_offset,
-            r.bytes
+            r.bytes,
+            r.shard
         );
     }
     crate::output::write_atomic(path, text.as_bytes())
@@ -74,7 +91,7 @@ fn engine_name(e: Engine) -> &'static str {
 /// The run's switching timeline: each chunk at the (virtual) time it was
 /// routed, in its route's row, marked with the engines that ran its parts.
 pub(crate) fn timeline(
-    c: &Container,
+    name: &str,
     receipts: &[MergeReceipt],
     samples: Vec<crate::pressure::Sample>,
     settings: &crate::policy::PolicySettings,
@@ -109,10 +126,6 @@ pub(crate) fn timeline(
             }),
         })
         .collect();
-    let name = c.path().file_name().map_or_else(
-        || c.path().display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
     crate::timeline::Timeline {
         title: format!(
             "decompress {name}: {} chunks, {}",

@@ -16,6 +16,8 @@
 //! - `sink` and `placement`: the merge brings every part of a tensor to one
 //!   worker, which writes it at its offset, into a file or memory;
 //! - `ledger`: every chunk arrived exactly once, checked after the run;
+//! - `shards`: one run over several containers (a packed checkpoint
+//!   directory), each chunk task carrying its shard;
 //! - `cluster`: timely's arguments, and runs over several processes.
 //!
 //! Failures travel as data (typed [`crate::Error`]s, on the decode's and the
@@ -31,7 +33,6 @@ use timely::dataflow::operators::{Concat, Exchange as _, Input, Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 
 use crate::config::Config;
-use crate::engine::chunk_jobs;
 use crate::engine::gpu::GpuEngine;
 use crate::error::{Error, Result};
 use crate::format::Container;
@@ -49,12 +50,14 @@ mod pool;
 mod precision;
 pub mod records;
 mod routers;
+mod shards;
 mod sink;
 
 pub use affinity::{current_affinity, pin_current_thread};
 pub use cluster::Cluster;
 pub use placement::Placement;
 pub(crate) use precision::TargetPrecision;
+pub use shards::{decompress_files, decompress_to_memory_all, ShardFigures, ShardedRun};
 
 use cluster::Timely;
 use decoder::ChunkDecoder;
@@ -62,6 +65,7 @@ use placement::{FilePlacement, MemoryPlacement};
 use pool::BufferPool;
 use records::{ChunkTask, Failure, MergeReceipt};
 use routers::{LiveRouter, PlannedRouter};
+use shards::ShardRun;
 use sink::{MergeState, PartSink};
 
 /// The source's handle on the graph's input.
@@ -134,7 +138,13 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         .try_clone()
         .map_err(|e| Error::io(temp.temp_path(), e))?;
     let out = FilePlacement::prepare(file, temp.temp_path().to_path_buf(), &c)?;
-    let stats = run(c, opts, timely, None, Arc::new(out), None)?;
+    let (stats, _) = run(
+        vec![(c, Arc::new(out) as Arc<dyn Placement>)],
+        opts,
+        timely,
+        None,
+        None,
+    )?;
     temp.commit()?;
     Ok(stats)
 }
@@ -149,12 +159,11 @@ pub fn decompress_to_memory(
         crate::engine::cpu::output_buffer(c.header().data_len as usize),
         0,
     ));
-    let stats = run(
-        c.clone(),
+    let (stats, _) = run(
+        vec![(c.clone(), out.clone() as Arc<dyn Placement>)],
         opts,
         Timely::parse(opts)?,
         None,
-        out.clone(),
         None,
     )?;
     let data = MemoryPlacement::into_inner(out)?;
@@ -179,12 +188,11 @@ pub fn decompress_tensor(
         crate::engine::cpu::output_buffer(t.byte_len as usize),
         t.data_offset,
     ));
-    let stats = run(
-        c.clone(),
+    let (stats, _) = run(
+        vec![(c.clone(), out.clone() as Arc<dyn Placement>)],
         opts,
         Timely::parse(opts)?,
         Some(tensor),
-        out.clone(),
         None,
     )?;
     let data = MemoryPlacement::into_inner(out)?;
@@ -194,8 +202,8 @@ pub fn decompress_tensor(
 /// What every worker of a run shares: its fixed inputs, and the state the
 /// merges fill.
 struct Shared {
-    container: Arc<Container>,
-    tables: Arc<Vec<Option<Arc<crate::codec::Tables>>>>,
+    /// Every shard's container, tables and output, in index order.
+    shards: Arc<Vec<ShardRun>>,
     /// This process's chunks (every `processes`-th, in global order).
     tasks: Vec<ChunkTask>,
     cluster: Cluster,
@@ -216,37 +224,52 @@ struct Shared {
     /// Made by the first worker, which knows how many there are.
     queue: OnceLock<WorkQueue>,
     pool: Arc<BufferPool>,
-    out: Arc<dyn Placement>,
     started: Instant,
     /// Set once the workers run (a cluster's processes have all connected).
     formed: Option<Arc<AtomicBool>>,
     progress: Option<Arc<crate::progress::Progress>>,
 }
 
-/// Runs the graph over every chunk (or one tensor's), placing the bytes in
-/// `out`; `formed` is set once the workers run.
+/// Runs the graph over every chunk of every shard (or one tensor's of the
+/// first), placing each shard's bytes in its output; `formed` is set once the
+/// workers run. The statistics cover the run; the figures, each shard's share.
 fn run(
-    c: Arc<Container>,
+    shards: Vec<(Arc<Container>, Arc<dyn Placement>)>,
     opts: &RunOptions,
     timely: Timely,
     only: Option<usize>,
-    out: Arc<dyn Placement>,
     formed: Option<Arc<AtomicBool>>,
-) -> Result<Statistics> {
+) -> Result<(Statistics, Vec<ShardFigures>)> {
     let started = Instant::now();
     if opts.config.use_multiprocessing {
         return Err(Error::InvalidArgument(
             "use_multiprocessing = true is not supported: run a cluster with timely's arguments (-n, -p, -h) instead".into(),
         ));
     }
-    let all_tasks = chunk_tasks(&c, only);
+    let precision = TargetPrecision::of(opts);
+    let shards = shards
+        .into_iter()
+        .map(|(container, out)| {
+            Ok(ShardRun {
+                tables: precision.tables(&container)?,
+                container,
+                out,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shards = Arc::new(shards);
+    let all_tasks = shards::chunk_tasks(&shards, only);
+    let chunk_count = shards
+        .iter()
+        .map(|s| s.container.header().chunk_count())
+        .sum();
     let notes = gpu_notes(opts)?;
     let policy = Arc::new(Mutex::new(Policy::new(
         opts.config.policy(),
         opts.mode,
         opts.gpu.is_some(),
     )));
-    let planned = routers::planned(opts, &policy, chunk_jobs(&c).len());
+    let planned = routers::planned(opts, &policy, chunk_count);
     let cluster = timely.cluster;
     let tasks: Vec<ChunkTask> = all_tasks
         .iter()
@@ -266,8 +289,7 @@ fn run(
         st.abort.clone()
     };
     let shared = Arc::new(Shared {
-        tables: Arc::new(TargetPrecision::of(opts).tables(&c)?),
-        container: c.clone(),
+        shards: shards.clone(),
         tasks,
         cluster,
         mode: opts.mode,
@@ -287,7 +309,6 @@ fn run(
         abort,
         queue: OnceLock::new(),
         pool: Arc::new(BufferPool::default()),
-        out,
         started,
         formed,
         progress: opts.progress.clone(),
@@ -302,8 +323,10 @@ fn run(
     ran?;
     let mut st = state.lock().expect("merge lock");
     st.take_error()?;
+    let mut figures = Vec::new();
     if cluster.process == 0 {
-        ledger::check_exactly_once(&c, &all_tasks, &st.receipts)?;
+        ledger::check_exactly_once(&shards, &all_tasks, &st.receipts)?;
+        figures = shards::figures(&shards, &st.receipts);
         if let Some(path) = &opts.placement_log {
             ledger::write_placement_log(path, &st.receipts)?;
         }
@@ -314,7 +337,7 @@ fn run(
                 (None, None) => Vec::new(),
             };
             let t = ledger::timeline(
-                &c,
+                &run_name(&shards),
                 &st.receipts,
                 samples,
                 &opts.config.policy(),
@@ -334,32 +357,34 @@ fn run(
         (None, None) => None,
     };
     let p = policy.lock().expect("policy lock");
-    Ok(st.recorder.statistics(
+    let stats = st.recorder.statistics(
         &p,
         opts.mode,
         started.elapsed(),
         notes,
         opts.gpu.as_ref().map(|g| g.describe()),
         last_sample,
-    ))
+    );
+    Ok((stats, figures))
 }
 
-/// Every chunk of `c` (or of tensor `only`), in global order.
-fn chunk_tasks(c: &Container, only: Option<usize>) -> Vec<ChunkTask> {
-    chunk_jobs(c)
-        .iter()
-        .enumerate()
-        .filter(|(_, j)| only.is_none_or(|t| t == j.tensor))
-        .map(|(k, j)| ChunkTask {
-            global: k,
-            tensor: j.tensor,
-            chunk: j.chunk,
-            elements: c.header().tensors[j.tensor].chunks[j.chunk].elements,
-            out_offset: j.out_offset,
-            out_len: j.out_len,
-            sent_us: 0,
-        })
-        .collect()
+/// What a run decodes, in words: the container's file name, or for several
+/// shards their directory's and their count.
+fn run_name(shards: &[ShardRun]) -> String {
+    let file_name = |p: &Path| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    match shards {
+        [one] => file_name(one.container.path()),
+        [first, ..] => {
+            let dir = first.container.path().parent().unwrap_or(Path::new("."));
+            format!("{} ({} shards)", file_name(dir), shards.len())
+        }
+        [] => String::new(),
+    }
 }
 
 /// What the statistics' notes say of a missing GPU; GPU_ONLY without one is
@@ -415,15 +440,14 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
         None => sh.cpu_batch,
     };
     let decoder = std::rc::Rc::new(ChunkDecoder {
-        container: sh.container.clone(),
-        tables: sh.tables.clone(),
+        shards: sh.shards.clone(),
         gpu: sh.gpu.clone(),
         mode: sh.mode,
         policy: sh.policy.clone(),
         started: sh.started,
         done: std::cell::Cell::new(0),
         pool: sh.pool.clone(),
-        direct: (sh.cluster.processes == 1).then(|| sh.out.clone()),
+        direct: sh.cluster.processes == 1,
         scratch: Default::default(),
     });
     let mut input = InputHandle::new();
@@ -466,7 +490,7 @@ fn build_dataflow(
     decoder: std::rc::Rc<ChunkDecoder>,
 ) {
     let sink = std::rc::Rc::new(std::cell::RefCell::new(PartSink {
-        out: sh.out.clone(),
+        shards: sh.shards.clone(),
         pool: sh.pool.clone(),
         state: sh.state.clone(),
         started: sh.started,

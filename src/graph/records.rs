@@ -12,8 +12,11 @@ use crate::stats::Engine;
 /// One chunk to decode: a handle of a few words.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkTask {
-    /// Index in global order (tensors in file order, chunks in order).
+    /// Index in global order (shards in index order, tensors in file order,
+    /// chunks in order).
     pub global: usize,
+    /// Index of the chunk's shard in the run (0 for a single container).
+    pub shard: usize,
     /// Index of the chunk's tensor in the container's header.
     pub tensor: usize,
     /// Index of the chunk within its tensor.
@@ -33,6 +36,8 @@ pub struct ChunkTask {
 pub struct DecodedPart {
     /// Index of the chunk in global order.
     pub global: usize,
+    /// Index of the chunk's shard in the run.
+    pub shard: usize,
     /// Index of the chunk's tensor in the container's header.
     pub tensor: usize,
     /// Index of the chunk within its tensor.
@@ -63,11 +68,13 @@ pub struct DecodedPart {
 }
 
 /// What a merge did with a part; all receipts go to worker 0, which checks
-/// that every chunk arrived exactly once.
+/// that every chunk of every shard arrived exactly once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MergeReceipt {
     /// Index of the chunk in global order.
     pub global: usize,
+    /// Index of the chunk's shard in the run.
+    pub shard: usize,
     /// Index of the chunk's tensor in the container's header.
     pub tensor: usize,
     /// Index of the chunk within its tensor.
@@ -82,6 +89,8 @@ pub struct MergeReceipt {
     pub out_offset: u64,
     /// Decoded bytes the merge placed for the part.
     pub bytes: u64,
+    /// Container bytes read for the part.
+    pub bytes_in: u64,
     /// When the chunk was routed (µs since the run started).
     pub routed_us: u64,
 }
@@ -104,7 +113,8 @@ impl DecodedPart {
 }
 
 impl Part for DecodedPart {
+    /// The merge's exchange key: the tensor, told apart by its shard.
     fn tensor(&self) -> usize {
-        self.tensor
+        self.tensor ^ self.shard.wrapping_mul(0x9e37_79b9)
     }
 }

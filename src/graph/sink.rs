@@ -6,15 +6,17 @@ use std::time::Instant;
 
 use padic_burst_operators::Sink;
 
-use super::placement::Placement;
 use super::pool::BufferPool;
 use super::records::{DecodedPart, Failure, MergeReceipt};
+use super::shards::ShardRun;
 use crate::error::{Error, Result};
 use crate::stats::Recorder;
 
-/// Places parts at their offsets and checks each chunk's coverage.
+/// Places parts at their offsets, in their shard's output, and checks each
+/// chunk's coverage.
 pub(crate) struct PartSink {
-    pub(crate) out: Arc<dyn Placement>,
+    /// Every shard's output; a part names its shard.
+    pub(crate) shards: Arc<Vec<ShardRun>>,
     pub(crate) pool: Arc<BufferPool>,
     pub(crate) state: Arc<Mutex<MergeState>>,
     pub(crate) started: Instant,
@@ -59,6 +61,7 @@ impl Sink<DecodedPart> for PartSink {
         let merged_at = self.started.elapsed().as_micros() as u64;
         let receipt = MergeReceipt {
             global: p.global,
+            shard: p.shard,
             tensor: p.tensor,
             chunk: p.chunk,
             first: p.first,
@@ -66,18 +69,20 @@ impl Sink<DecodedPart> for PartSink {
             engine: p.engine,
             out_offset: p.out_offset,
             bytes: p.bytes(),
+            bytes_in: p.bytes_in,
             routed_us: p.done_us.saturating_sub(p.decode_us + p.queue_us),
         };
         // The write happens outside the merge lock: merges of other workers
         // go on meanwhile.
+        let out = &self.shards[p.shard].out;
         let placed = if p.placed > 0 {
             Ok(())
         } else {
-            self.out.place(p.out_offset, &p.data)
+            out.place(p.out_offset, &p.data)
         };
         self.pool.give(p.data);
         if let Err(e) = placed {
-            let error = match self.out.path() {
+            let error = match out.path() {
                 Some(path) => Error::io(path, e),
                 // Memory refuses only a part outside it or placed twice.
                 None => Error::Internal(format!(

@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::graph::TargetPrecision;
 pub use crate::graph::{
-    current_affinity, decompress_file, decompress_tensor, decompress_to_memory, pin_current_thread,
-    Cluster, Placement, RunOptions,
+    current_affinity, decompress_file, decompress_files, decompress_tensor, decompress_to_memory,
+    decompress_to_memory_all, pin_current_thread, Cluster, Placement, RunOptions, ShardFigures,
+    ShardedRun,
 };
 use crate::policy::Mode;
 use crate::pressure::{PressureSource, Trace};
@@ -247,6 +248,43 @@ impl Pipeline {
         let s = decompress_file(container.clone(), path, &self.options(target))?;
         self.remember(&s);
         Ok(s)
+    }
+
+    /// Decodes every container of `shards` into its safetensors file, all in
+    /// one graph run (the workers stay busy across shard boundaries; chunks
+    /// are numbered on across shards in the order given). Each file is
+    /// written under a temporary name, and all are renamed once the run has
+    /// succeeded.
+    pub fn decompress_shards_to_files(
+        &self,
+        shards: &[(Arc<Container>, PathBuf)],
+        target: Option<u32>,
+    ) -> Result<ShardedRun> {
+        let r = decompress_files(shards, &self.options(target))?;
+        self.remember(&r.statistics);
+        Ok(r)
+    }
+
+    /// Decodes every container of `shards` into memory in one graph run:
+    /// each one's safetensors data region (as [`Pipeline::decompress_model`]
+    /// gives one), in the order given.
+    pub fn decompress_models(
+        &self,
+        shards: &[Arc<Container>],
+        target: Option<u32>,
+    ) -> Result<(Vec<Vec<u8>>, RunInfo)> {
+        let opts = self.options(target);
+        let (models, r) = decompress_to_memory_all(shards, &opts)?;
+        self.remember(&r.statistics);
+        let s = &r.statistics;
+        let info = RunInfo {
+            mode: opts.mode,
+            gpu_chunks: s.gpu_decompressions,
+            cpu_chunks: s.cpu_decompressions,
+            hybrid_chunks: s.hybrid_decompressions,
+            wall: std::time::Duration::from_secs_f64(s.wall_time_s),
+        };
+        Ok((models.into_iter().map(|m| m.data).collect(), info))
     }
 
     fn remember(&self, s: &Statistics) {

@@ -1,0 +1,229 @@
+//! A run over several shards (a packed checkpoint directory) in one graph:
+//! one work queue holds every shard's chunks, numbered on across shards in
+//! index order, so the workers stay busy across shard boundaries. Each chunk
+//! task carries its shard; each shard has its own container, tables and
+//! output placement; the ledger checks every shard's chunks exactly once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::cluster::Timely;
+use super::placement::{FilePlacement, MemoryPlacement, Placement};
+use super::records::{ChunkTask, MergeReceipt};
+use super::RunOptions;
+use crate::codec::Tables;
+use crate::engine::{chunk_jobs, DecodedModel};
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::output::TempOutput;
+use crate::stats::{Engine, Statistics};
+
+/// One shard of a run: its container, its tables at the run's precision,
+/// and where its decoded bytes land.
+pub(crate) struct ShardRun {
+    pub(crate) container: Arc<Container>,
+    pub(crate) tables: Vec<Option<Arc<Tables>>>,
+    pub(crate) out: Arc<dyn Placement>,
+}
+
+/// One shard's share of a run's figures (the chunk counts and bytes of
+/// [`Statistics`], for this shard's chunks); over all shards they add up to
+/// the run's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ShardFigures {
+    /// The shard's index in the run (index order).
+    pub index: usize,
+    /// The global index of the shard's first chunk.
+    pub first_chunk: usize,
+    /// Chunks decoded.
+    pub total_decompressions: u64,
+    /// Chunks the GPU engine decoded whole.
+    pub gpu_decompressions: u64,
+    /// Chunks the CPU engine decoded whole.
+    pub cpu_decompressions: u64,
+    /// Chunks split between the two engines.
+    pub hybrid_decompressions: u64,
+    /// Chunks the policy routed to the GPU.
+    pub routed_gpu: u64,
+    /// Chunks the policy routed to the CPU.
+    pub routed_cpu: u64,
+    /// Chunks the policy split (HYBRID).
+    pub routed_hybrid: u64,
+    /// Container bytes read.
+    pub bytes_in: u64,
+    /// Decoded bytes written.
+    pub bytes_out: u64,
+}
+
+/// Every chunk of `shards` (or of tensor `only` of the first), in global
+/// order: shards in order, tensors in file order, chunks in order.
+pub(crate) fn chunk_tasks(shards: &[ShardRun], only: Option<usize>) -> Vec<ChunkTask> {
+    let mut tasks = Vec::new();
+    let mut global = 0;
+    for (shard, s) in shards.iter().enumerate() {
+        let c = &s.container;
+        for j in chunk_jobs(c) {
+            let k = global;
+            global += 1;
+            if only.is_some_and(|t| shard != 0 || t != j.tensor) {
+                continue;
+            }
+            tasks.push(ChunkTask {
+                global: k,
+                shard,
+                tensor: j.tensor,
+                chunk: j.chunk,
+                elements: c.header().tensors[j.tensor].chunks[j.chunk].elements,
+                out_offset: j.out_offset,
+                out_len: j.out_len,
+                sent_us: 0,
+            });
+        }
+    }
+    tasks
+}
+
+/// Each shard's figures, from the merges' receipts.
+pub(crate) fn figures(shards: &[ShardRun], receipts: &[MergeReceipt]) -> Vec<ShardFigures> {
+    use std::collections::BTreeMap;
+    let mut first_chunk = 0;
+    let mut out: Vec<ShardFigures> = shards
+        .iter()
+        .enumerate()
+        .map(|(shard, s)| {
+            let f = ShardFigures {
+                index: shard,
+                first_chunk,
+                ..ShardFigures::default()
+            };
+            first_chunk += s.container.header().chunk_count();
+            f
+        })
+        .collect();
+    // Per chunk: its shard, its route, and whether the GPU and the CPU ran parts of it.
+    let mut chunks: BTreeMap<usize, (usize, crate::policy::Route, bool, bool)> = BTreeMap::new();
+    for r in receipts {
+        let e = chunks
+            .entry(r.global)
+            .or_insert((r.shard, r.route, false, false));
+        match r.engine {
+            Engine::Gpu => e.2 = true,
+            Engine::Cpu => e.3 = true,
+        }
+        let f = &mut out[r.shard];
+        f.bytes_in += r.bytes_in;
+        f.bytes_out += r.bytes;
+    }
+    for (shard, route, gpu, cpu) in chunks.into_values() {
+        let f = &mut out[shard];
+        f.total_decompressions += 1;
+        match route {
+            crate::policy::Route::Gpu => f.routed_gpu += 1,
+            crate::policy::Route::Cpu => f.routed_cpu += 1,
+            crate::policy::Route::Hybrid { .. } => f.routed_hybrid += 1,
+        }
+        match (gpu, cpu) {
+            (true, true) => f.hybrid_decompressions += 1,
+            (true, false) => f.gpu_decompressions += 1,
+            _ => f.cpu_decompressions += 1,
+        }
+    }
+    out
+}
+
+/// What a run over several shards did: the whole run's statistics, and each
+/// shard's share.
+#[derive(Debug, Clone)]
+pub struct ShardedRun {
+    /// The one graph run's statistics, over every shard.
+    pub statistics: Statistics,
+    /// Each shard's share, in the order given.
+    pub shards: Vec<ShardFigures>,
+}
+
+/// The timely arguments of a run over several shards: one process (a
+/// cluster run decodes one container, through [`super::decompress_file`]).
+fn one_process(opts: &RunOptions, shards: usize) -> Result<Timely> {
+    let timely = Timely::parse(opts)?;
+    if timely.cluster.processes > 1 {
+        return Err(Error::InvalidArgument(format!(
+            "a cluster run (timely's -n {}) decodes one container, not {shards} shards: \
+             decode a packed directory in one process",
+            timely.cluster.processes
+        )));
+    }
+    Ok(timely)
+}
+
+/// Decompresses every container of `shards` into its safetensors file in
+/// one graph run. Each file is written under a temporary name and renamed
+/// only once the whole run has succeeded; a failure leaves none of them.
+pub fn decompress_files(
+    shards: &[(Arc<Container>, PathBuf)],
+    opts: &RunOptions,
+) -> Result<ShardedRun> {
+    let timely = one_process(opts, shards.len())?;
+    let mut temps = Vec::with_capacity(shards.len());
+    let mut runs = Vec::with_capacity(shards.len());
+    for (c, output) in shards {
+        let temp = TempOutput::create_from(output, c.path())?;
+        let file = temp
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io(temp.temp_path(), e))?;
+        let out = FilePlacement::prepare(file, temp.temp_path().to_path_buf(), c)?;
+        runs.push((c.clone(), Arc::new(out) as Arc<dyn Placement>));
+        temps.push(temp);
+    }
+    let (statistics, figures) = super::run(runs, opts, timely, None, None)?;
+    for temp in temps {
+        temp.commit()?;
+    }
+    Ok(ShardedRun {
+        statistics,
+        shards: figures,
+    })
+}
+
+/// Decompresses every container of `shards` into memory in one graph run:
+/// each one's safetensors data region, in the order given.
+pub fn decompress_to_memory_all(
+    shards: &[Arc<Container>],
+    opts: &RunOptions,
+) -> Result<(Vec<DecodedModel>, ShardedRun)> {
+    let timely = one_process(opts, shards.len())?;
+    let outs: Vec<Arc<MemoryPlacement>> = shards
+        .iter()
+        .map(|c| {
+            Arc::new(MemoryPlacement::new(
+                crate::engine::cpu::output_buffer(c.header().data_len as usize),
+                0,
+            ))
+        })
+        .collect();
+    let runs = shards
+        .iter()
+        .zip(&outs)
+        .map(|(c, o)| (c.clone(), o.clone() as Arc<dyn Placement>))
+        .collect();
+    let (statistics, figures) = super::run(runs, opts, timely, None, None)?;
+    let models = shards
+        .iter()
+        .zip(outs)
+        .map(|(c, o)| {
+            Ok(DecodedModel {
+                source_header: c.header().source_header.clone(),
+                data: MemoryPlacement::into_inner(o)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((
+        models,
+        ShardedRun {
+            statistics,
+            shards: figures,
+        },
+    ))
+}
