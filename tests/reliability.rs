@@ -57,13 +57,20 @@ struct Regions {
     footer_start: usize,
 }
 
-fn regions(packed: &[u8]) -> Regions {
+/// The regions of a well-formed container (or of a damaged one whose
+/// footer still fits it); `None` where the footer's length cannot be.
+fn try_regions(packed: &[u8]) -> Option<Regions> {
     let n = packed.len();
-    let hlen = u64::from_le_bytes(packed[n - 24..n - 16].try_into().unwrap()) as usize;
-    Regions {
-        header_start: n - 24 - hlen,
-        footer_start: n - 24,
-    }
+    let footer_start = n.checked_sub(24)?;
+    let hlen = u64::from_le_bytes(packed[footer_start..n - 16].try_into().unwrap());
+    Some(Regions {
+        header_start: footer_start.checked_sub(usize::try_from(hlen).ok()?)?,
+        footer_start,
+    })
+}
+
+fn regions(packed: &[u8]) -> Regions {
+    try_regions(packed).expect("a well-formed container")
 }
 
 /// Every section of every chunk: (offset, len).
@@ -238,7 +245,9 @@ fn no_op(packed: &[u8], bad: &[u8]) -> bool {
     if bad.len() < 24 || &bad[bad.len() - 8..] != b"PADICEND" {
         return false;
     }
-    let (a, b) = (regions(packed), regions(bad));
+    let (a, Some(b)) = (regions(packed), try_regions(bad)) else {
+        return false;
+    };
     let json = |x: &[u8], r: &Regions| {
         padic_burst::format::open_header(
             padic_burst::format::VERSION,
