@@ -44,21 +44,25 @@ pub(crate) fn check_exactly_once(
     })
 }
 
-/// Writes, per part, which engine decoded which byte range (CSV).
+/// Writes, per part, which engine decoded which byte range (CSV), under
+/// the route the chunk was given and the GPU's share of it (for HYBRID, the
+/// share the run used: from measured speed).
 pub(crate) fn write_placement_log(path: &Path, receipts: &[MergeReceipt]) -> Result<()> {
     let mut rows: Vec<&MergeReceipt> = receipts.iter().collect();
     rows.sort_by_key(|r| (r.global, r.first));
-    let mut text = String::from("chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes\n");
+    let mut text =
+        String::from("chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes,gpu_fraction\n");
     for r in rows {
         text += &format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{}\n",
             r.global,
             r.tensor,
             r.chunk,
             r.route.name(),
             engine_name(r.engine),
             r.out_offset,
-            r.bytes
+            r.bytes,
+            r.route.gpu_fraction()
         );
     }
     crate::output::write_atomic(path, text.as_bytes())
