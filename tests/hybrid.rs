@@ -148,10 +148,12 @@ fn slow_gpu_run(
     trace: Option<&Trace>,
     name: &str,
 ) -> Vec<(usize, String, String, f64)> {
-    let mut config = Config::default();
-    config.cpu_batch_size = 1;
-    config.gpu_batch_chunks = 1;
-    config.prefetch_factor = 1;
+    let config = Config {
+        cpu_batch_size: 1,
+        gpu_batch_chunks: 1,
+        prefetch_factor: 1,
+        ..Config::default()
+    };
     let mut o = RunOptions::new(Mode::Hybrid, config);
     o.timely_args = vec!["-w".into(), "1".into()];
     o.gpu = Some(Arc::new(FakeGpu {
