@@ -228,3 +228,46 @@ fn real_weights_hybrid_without_a_gpu_reads_what_cpu_only_reads() {
         eprintln!("{dtype}: HYBRID (trace, no GPU) read {hybrid_read} bytes, CPU_ONLY {cpu_read}");
     }
 }
+
+#[test]
+fn damage_in_a_split_chunk_is_caught_by_its_one_checksum_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = model(dir.path());
+    let c = Container::open(&packed).unwrap();
+    let t = common::tensor_index(&c, "b");
+    let at = c.header().tensors[t].chunks[1].offset + 100;
+    drop(c);
+    let mut bytes = std::fs::read(&packed).unwrap();
+    bytes[at as usize] ^= 0x40;
+    let damaged = dir.path().join("damaged.padic");
+    std::fs::write(&damaged, &bytes).unwrap();
+    // One worker: its first batch holds every chunk, each routed (and so
+    // split) at the initial share, before any speed was measured.
+    let gpu = Arc::new(FakeGpu::new(&[]));
+    let mut o = opts(Mode::Hybrid, 1);
+    o.gpu = Some(gpu.clone());
+    let out = dir.path().join("d.safetensors");
+    let c = Arc::new(Container::open(&damaged).unwrap());
+    let err = decompress_file(c, &out, &o).unwrap_err();
+    match &err {
+        padic_burst::Error::Corrupt { at, what, .. } => {
+            assert_eq!(
+                (at.tensor.as_deref(), at.chunk),
+                (Some("b"), Some(1)),
+                "{err}"
+            );
+            assert!(what.contains("checksum mismatch"), "{err}");
+        }
+        other => panic!("not a located corruption: {other}"),
+    }
+    assert!(
+        !gpu.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| (s.0, s.1) == (t, 1)),
+        "the damaged chunk never reached the GPU"
+    );
+    assert!(!out.exists());
+    common::assert_no_temp_files(dir.path());
+}
