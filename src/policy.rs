@@ -12,7 +12,9 @@
 //! GPU_ONLY routes every chunk to the GPU, CPU_ONLY to the CPU. HYBRID splits
 //! each chunk, the GPU's share in proportion to the engines' measured
 //! throughputs (moving averages from `hybrid_initial_gpu_fraction`), cut to 0
-//! whenever the AUTO rules are in CPU state. Without a GPU every mode but
+//! whenever the AUTO rules are in CPU state; a run replayed from a trace
+//! takes the route from the replay and the share from the speeds it
+//! measures ([`Policy::measured_split`]). Without a GPU every mode but
 //! GPU_ONLY routes to the CPU (GPU_ONLY is an error the executor raises).
 //!
 //! `memory_pressure_events` counts each rise of the level into HIGH or
@@ -208,6 +210,20 @@ impl Policy {
         match (self.gpu_rate, self.cpu_rate) {
             (Some(g), Some(c)) if g + c > 0.0 => g / (g + c),
             _ => self.settings.hybrid_initial_gpu_fraction,
+        }
+    }
+
+    /// A decision made up front (replayed from a pressure trace), with
+    /// HYBRID's GPU share from the speeds measured so far in this run: the
+    /// replay decides the route, and whether the GPU takes a share at all
+    /// (none while the AUTO rules are in CPU state); how large the share is
+    /// follows the engines' measured throughputs, as in a live run.
+    pub fn measured_split(&self, planned: Route) -> Route {
+        match planned {
+            Route::Hybrid { gpu_fraction } if gpu_fraction > 0.0 => Route::Hybrid {
+                gpu_fraction: self.hybrid_fraction(),
+            },
+            other => other,
         }
     }
 

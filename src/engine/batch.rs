@@ -53,16 +53,23 @@ pub fn push_range(
             r.out.len()
         )));
     }
-    push_chunk(
-        batch,
-        container,
-        r.tables,
-        r.tensor,
-        r.chunk,
-        r.total,
-        r.first,
-        r.out.len() / size,
-    )
+    let count = r.out.len() / size;
+    match r.sections {
+        // Read and checksummed by the caller: not read again.
+        Some(secs) if secs.len() < r.tables.sections_used() => Err(GpuError::Failed(format!(
+            "tensor {} chunk {}: {} sections given, {} needed",
+            r.tensor,
+            r.chunk,
+            secs.len(),
+            r.tables.sections_used()
+        ))),
+        Some(secs) => batch
+            .push_range(r.tables, secs, r.total, r.first, count)
+            .map_err(|e| GpuError::Failed(e.to_string())),
+        None => push_chunk(
+            batch, container, r.tables, r.tensor, r.chunk, r.total, r.first, count,
+        ),
+    }
 }
 
 /// Batch plans whose memory is kept for the next sub-batches. A sub-batch
@@ -182,6 +189,7 @@ pub fn whole_chunk_ranges<'a>(
                 total: container.header().tensors[j.tensor].chunks[j.chunk].elements as usize,
                 first: 0,
                 out: o,
+                sections: None,
             })
         })
         .collect()

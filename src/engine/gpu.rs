@@ -59,6 +59,11 @@ pub struct GpuRange<'a> {
     pub first: usize,
     /// Where the range's values go.
     pub out: &'a mut [u8],
+    /// The chunk's sections (at least the `tables` use), when the caller
+    /// has read and checksummed them already: a chunk split between the
+    /// engines is read once, for both. `None`: the engine reads and checks
+    /// them itself.
+    pub sections: Option<&'a [&'a [u8]]>,
 }
 
 /// A device that decodes chunk ranges.

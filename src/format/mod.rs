@@ -235,6 +235,8 @@ pub struct Container {
     identity: u64,
     /// Per tensor, its layout (split tensors only).
     layouts: Vec<Option<Layout>>,
+    /// Section bytes checksummed so far ([`Container::bytes_checksummed`]).
+    checksummed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Container {
@@ -266,6 +268,7 @@ impl Container {
             header,
             identity,
             layouts,
+            checksummed: Default::default(),
         })
     }
 
@@ -288,6 +291,13 @@ impl Container {
     /// Bytes of the container file.
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64
+    }
+
+    /// Section bytes read and checksummed since the container was opened,
+    /// over every decode of it: a decode that reads each byte once adds the
+    /// sections of every chunk it decodes, once.
+    pub fn bytes_checksummed(&self) -> u64 {
+        self.checksummed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The layout of tensor `t` (split tensors only).
@@ -355,6 +365,9 @@ impl Container {
     /// Checks the checksums of `secs`, the leading sections of chunk `c` of tensor `t`.
     fn verify(&self, t: usize, c: usize, secs: &[&[u8]]) -> Result<()> {
         let chunk = &self.header.tensors[t].chunks[c];
+        let read: usize = secs.iter().map(|s| s.len()).sum();
+        self.checksummed
+            .fetch_add(read as u64, std::sync::atomic::Ordering::Relaxed);
         let mut off = chunk.offset;
         for (s, (sec, bytes)) in chunk.sections.iter().zip(secs).enumerate() {
             let sum = xxhash_rust::xxh3::xxh3_64(bytes);

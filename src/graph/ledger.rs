@@ -58,16 +58,18 @@ pub(crate) fn check_exactly_once(
 }
 
 /// Writes, per part, which engine decoded which byte range of which shard
-/// (CSV; `chunk` is the global index, `shard` the shard's index in the run,
-/// `out_offset` within that shard's data region).
+/// (CSV), under the route the chunk was given and the GPU's share of it (for
+/// HYBRID, the share the run used: from measured speed). `chunk` is the
+/// global index, `shard` the shard's index in the run, `out_offset` within
+/// that shard's data region.
 pub(crate) fn write_placement_log(path: &Path, receipts: &[MergeReceipt]) -> Result<()> {
     let mut rows: Vec<&MergeReceipt> = receipts.iter().collect();
     rows.sort_by_key(|r| (r.global, r.first));
     let mut text =
-        String::from("chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes,shard\n");
+        String::from("chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes,gpu_fraction,shard\n");
     for r in rows {
         text += &format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             r.global,
             r.tensor,
             r.chunk,
@@ -75,6 +77,7 @@ pub(crate) fn write_placement_log(path: &Path, receipts: &[MergeReceipt]) -> Res
             engine_name(r.engine),
             r.out_offset,
             r.bytes,
+            r.route.gpu_fraction(),
             r.shard
         );
     }

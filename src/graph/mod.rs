@@ -500,7 +500,10 @@ fn build_dataflow(
     worker.dataflow::<u64, _, _>(|scope| {
         let chunks = scope.input_from(input);
         let routed = match sh.planned.clone() {
-            Some(decisions) => chunks.route(std::rc::Rc::new(PlannedRouter { decisions })),
+            Some(decisions) => chunks.route(std::rc::Rc::new(PlannedRouter {
+                decisions,
+                policy: sh.policy.clone(),
+            })),
             None => chunks.route(std::rc::Rc::new(LiveRouter {
                 policy: sh.policy.clone(),
                 source: sh.pressure.clone(),

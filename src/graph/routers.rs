@@ -11,14 +11,25 @@ use super::RunOptions;
 use crate::policy::{Mode, Policy, Route};
 use crate::pressure::PressureSource;
 
-/// Routes from a decision list made up front (replay, or no GPU).
+/// Routes from a decision list made up front (replay, or no GPU); a
+/// HYBRID chunk's GPU share comes from the speeds the shared policy has
+/// measured so far ([`Policy::measured_split`]), not from the replay.
 pub(crate) struct PlannedRouter {
     pub(crate) decisions: Arc<Vec<Route>>,
+    pub(crate) policy: Arc<Mutex<Policy>>,
 }
 
 impl Router<ChunkTask> for PlannedRouter {
     fn route(&self, c: &ChunkTask) -> RouteTag {
-        self.decisions[c.global]
+        let planned = self.decisions[c.global];
+        match planned {
+            Route::Hybrid { .. } => self
+                .policy
+                .lock()
+                .expect("policy lock")
+                .measured_split(planned),
+            other => other,
+        }
     }
 }
 

@@ -132,6 +132,10 @@ pub struct FakeGpu {
     pub device_room: Mutex<u64>,
     /// Tensors decoded "to the device", in order.
     pub on_device: Mutex<Vec<usize>>,
+    /// Each `decode_batch` call's start and end.
+    pub intervals: Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
+    /// How long each `decode_batch` call dawdles (a slow device).
+    pub batch_delay: std::time::Duration,
 }
 
 /// The stand-in's "device" memory: host bytes, for tests only.
@@ -179,6 +183,8 @@ impl FakeGpu {
             batches: Mutex::new(Vec::new()),
             device_room: Mutex::new(u64::MAX),
             on_device: Mutex::new(Vec::new()),
+            intervals: Mutex::new(Vec::new()),
+            batch_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -222,8 +228,15 @@ impl GpuEngine for FakeGpu {
         c: &Container,
         ranges: &mut [GpuRange<'_>],
     ) -> Vec<Result<(), GpuError>> {
+        let start = std::time::Instant::now();
         self.batches.lock().unwrap().push(ranges.len());
-        ranges.iter_mut().map(|r| self.decode_range(c, r)).collect()
+        std::thread::sleep(self.batch_delay);
+        let results = ranges.iter_mut().map(|r| self.decode_range(c, r)).collect();
+        self.intervals
+            .lock()
+            .unwrap()
+            .push((start, std::time::Instant::now()));
+        results
     }
     fn decode_range(&self, c: &Container, r: &mut GpuRange<'_>) -> Result<(), GpuError> {
         let (tables, tensor, chunk, total, first) = (r.tables, r.tensor, r.chunk, r.total, r.first);
@@ -245,9 +258,13 @@ impl GpuEngine for FakeGpu {
             .lock()
             .unwrap()
             .push((tensor, chunk, first, out.len()));
-        let secs = c
-            .sections(tensor, chunk, tables.sections_used())
-            .map_err(|e| GpuError::Failed(e.to_string()))?;
+        // Sections the caller read and checked already are not read again.
+        let secs = match r.sections {
+            Some(secs) => secs.to_vec(),
+            None => c
+                .sections(tensor, chunk, tables.sections_used())
+                .map_err(|e| GpuError::Failed(e.to_string()))?,
+        };
         tables
             .decode_range_bytes(&secs, total, first, out, &mut Vec::new())
             .map_err(|e| GpuError::Failed(e.to_string()))
