@@ -231,8 +231,8 @@ impl TempDir {
         if temp.exists() {
             std::fs::remove_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
         }
-        std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
-        crate::output::register_pending(&temp);
+        crate::output::create_pending(&temp, || std::fs::create_dir_all(&temp))
+            .map_err(|e| Error::io(&temp, e))?;
         Ok(TempDir {
             temp,
             target: target.to_path_buf(),

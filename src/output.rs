@@ -148,22 +148,22 @@ impl TempOutput {
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let temp = target.with_file_name(temp_name);
-        let file = create_new(&temp, mode.unwrap_or(0o666)).map_err(|e| {
-            // Name the folder the user can act on, not the hidden temporary name.
-            Error::io(
-                &folder,
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot create the output {}: {e}", target.display()),
-                ),
-            )
-        })?;
+        let file =
+            create_pending(&temp, || create_new(&temp, mode.unwrap_or(0o666))).map_err(|e| {
+                // Name the folder the user can act on, not the hidden temporary name.
+                Error::io(
+                    &folder,
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot create the output {}: {e}", target.display()),
+                    ),
+                )
+            })?;
         if let Some(mode) = mode {
             // Exactly the source's bits (the umask may only have narrowed them).
             file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io(&temp, e))?;
         }
-        pending(|p| p.push(temp.clone()));
         Ok(TempOutput {
             temp,
             target,
@@ -257,6 +257,20 @@ pub fn register_pending(path: &Path) {
     pending(|p| p.push(path.to_path_buf()));
 }
 
+/// Makes `path` with `create` and lists it for removal on a signal, the
+/// list locked throughout: a signal's clean-up either runs first (and holds
+/// the list until the process exits, so nothing is made after it) or finds
+/// `path` listed. Nothing is listed when `create` fails.
+pub fn create_pending<T, E>(
+    path: &Path,
+    create: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let made = create()?;
+    p.push(path.to_path_buf());
+    Ok(made)
+}
+
 /// Forgets a path given to [`register_pending`] (it was renamed or removed).
 pub fn unregister_pending(path: &Path) {
     pending(|p| p.retain(|t| t != path));
@@ -321,12 +335,14 @@ pub fn install_signal_cleanup() {
             if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
                 continue;
             }
-            let paths = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
-            for p in paths {
+            // Held until the process exits: no temporary file is made after
+            // the clean-up (see `create_pending`).
+            let paths = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+            for p in paths.iter() {
                 if p.is_dir() {
-                    let _ = std::fs::remove_dir_all(&p);
+                    let _ = std::fs::remove_dir_all(p);
                 } else {
-                    let _ = std::fs::remove_file(&p);
+                    let _ = std::fs::remove_file(p);
                 }
             }
             let code = if sig == libc::SIGINT { 130 } else { 143 };
