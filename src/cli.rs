@@ -330,7 +330,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         num_cpu_workers: a.workers.map(|w| w as i64),
         ..Default::default()
     };
-    let cfg = Config::load(a.config.as_deref(), flags)?;
+    let cfg = Config::load_for_command_line(a.config.as_deref(), flags)?;
     let packed_dir = checkpoint::is_checkpoint(&a.input);
     if packed_dir
         && (a.pressure_trace.is_some()
@@ -456,7 +456,7 @@ fn plan(a: PlanArgs) -> Result<()> {
             a.input.display()
         )));
     }
-    let cfg = Config::load(a.config.as_deref(), ConfigLayer::default())?;
+    let cfg = Config::load_for_command_line(a.config.as_deref(), ConfigLayer::default())?;
     let trace = Trace::load(&a.pressure_trace)?;
     let c = Container::open(&a.input)?;
     let step = a.replay_step_ms.millis(&trace, c.header().chunk_count());

@@ -16,7 +16,8 @@
 //! - `sink` and `placement`: the merge brings every part of a tensor to one
 //!   worker, which writes it at its offset, into a file or memory;
 //! - `ledger`: every chunk arrived exactly once, checked after the run;
-//! - `cluster`: timely's arguments, and runs over several processes.
+//! - `cluster`: timely's arguments, and runs over several processes;
+//!   `agreement`: its processes agree before writing, and on the outcome.
 //!
 //! Failures travel as data (typed [`crate::Error`]s, on the decode's and the
 //! merge's error outputs) and fail the run with the first one, by place.
@@ -41,6 +42,7 @@ use crate::pressure::{PressureSource, Trace};
 use crate::stats::Statistics;
 
 mod affinity;
+mod agreement;
 mod cluster;
 mod decoder;
 mod ledger;
@@ -239,6 +241,7 @@ fn run(
             "use_multiprocessing = true is not supported: run a cluster with timely's arguments (-n, -p, -h) instead".into(),
         ));
     }
+    opts.config.check_exponent_bits(&c, only)?;
     let all_tasks = chunk_tasks(&c, only);
     let notes = gpu_notes(opts)?;
     let policy = Arc::new(Mutex::new(Policy::new(
