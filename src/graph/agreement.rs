@@ -2,8 +2,8 @@
 //! the write ended before any of them reports success.
 //!
 //! Two short rounds over TCP, around the decode's timely run, on process 0's
-//! address from the hosts list (timely's own listener is closed in between,
-//! so the port is free):
+//! address from the hosts list (process 0 listens there only until every
+//! process has connected, before timely binds it):
 //!
 //! - **before**: every process sends process 0 its [`Fingerprint`] (the
 //!   container's header hash, the output path, the format and program
@@ -11,9 +11,11 @@
 //!   0 sends every process all of them, and each compares them the same way.
 //!   When any field differs, every process stops with exit 2 and a message
 //!   naming the field and each process's value, before a file is created.
+//! - **during**: the connections of the first round stay open, so a
+//!   process that goes away is noticed at once, wherever the others are.
 //! - **after**: process 0, which renames the shared file into place, tells
-//!   every other process whether it did; a process whose peer failed
-//!   reports that failure, never success.
+//!   every other process on that connection whether it did; a process whose
+//!   peer failed reports that failure, never success.
 //!
 //! Frames are `PADICAGR`, a little-endian `u32` length and a JSON
 //! [`Message`]; a connection that does not start so (a stray timely
@@ -22,6 +24,8 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +44,9 @@ const MAX_FRAME: u32 = 16 << 20;
 /// How often a process retries reaching process 0, and process 0 polls for
 /// connections.
 const POLL: Duration = Duration::from_millis(10);
+
+/// How often a link's watch looks whether the decode has ended.
+const WATCH: Duration = Duration::from_millis(100);
 
 /// One thing the processes must agree on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,8 +160,6 @@ enum Message {
     Fingerprint { process: usize, of: Fingerprint },
     /// Every process's fingerprint, from process 0.
     All(Vec<Fingerprint>),
-    /// A process waits for process 0's outcome.
-    Waiting { process: usize },
     /// Process 0's outcome: its error, or `None` when the file is in place.
     Outcome(Option<Error>),
 }
@@ -165,6 +170,17 @@ pub(crate) struct Meeting {
     /// Process 0's address, as the hosts list gives it.
     address: String,
     timeout: Duration,
+}
+
+/// Processes that agreed: the connections of the first round stay open
+/// (process 0 to each other process), to notice a process that goes away
+/// at once and to carry process 0's outcome.
+pub(crate) struct Agreed {
+    cluster: Cluster,
+    /// (process at the other end, connection).
+    links: Vec<(usize, TcpStream)>,
+    /// Set when the decode has ended: the links are no longer watched.
+    done: Arc<AtomicBool>,
 }
 
 impl Meeting {
@@ -183,26 +199,24 @@ impl Meeting {
         })
     }
 
-    /// The first round: `Ok` when every process has the same fingerprint,
-    /// else the error naming what differs (on every process alike).
-    pub(crate) fn agree(&self, mine: &Fingerprint) -> Result<()> {
-        let all = if self.cluster.process == 0 {
-            let peers = self.gather(|m| match m {
-                Message::Fingerprint { process, of } => Some((process, of)),
-                _ => None,
-            })?;
+    /// The first round: the processes' links when every process has the
+    /// same fingerprint, else the error naming what differs (on every
+    /// process alike).
+    pub(crate) fn agree(&self, mine: &Fingerprint) -> Result<Agreed> {
+        let (all, links) = if self.cluster.process == 0 {
+            let peers = self.gather()?;
             let mut all = vec![mine.clone()];
-            let mut streams = Vec::new();
-            for (_, (_, of), stream) in peers {
+            let mut links = Vec::new();
+            for (p, of, stream) in peers {
                 all.push(of);
-                streams.push(stream);
+                links.push((p, stream));
             }
             // Every listener is closed by now: a process that hears back
             // next connects to timely's listener, never to this one.
-            for mut s in streams {
-                let _ = send(&mut s, &Message::All(all.clone()));
+            for (_, s) in &mut links {
+                let _ = send(s, &Message::All(all.clone()));
             }
-            all
+            (all, links)
         } else {
             let mut s = self.reach()?;
             let hello = Message::Fingerprint {
@@ -212,61 +226,23 @@ impl Meeting {
             send(&mut s, &hello).map_err(|e| self.lost(e))?;
             let _ = s.set_read_timeout(Some(self.timeout + Duration::from_secs(5)));
             match receive(&mut s).map_err(|e| self.lost(e))? {
-                Message::All(all) => all,
+                Message::All(all) => (all, vec![(0, s)]),
                 other => return Err(self.unexpected(&other)),
             }
         };
         match disagreement(&all) {
             Some(why) => Err(Error::InvalidArgument(why)),
-            None => Ok(()),
+            None => Ok(Agreed {
+                cluster: self.cluster,
+                links,
+                done: Arc::new(AtomicBool::new(false)),
+            }),
         }
     }
 
-    /// The last round: process 0 tells every process `result`'s outcome
-    /// and returns it; another process returns process 0's failure when
-    /// there was one, else its own `result`.
-    /// `output` is the file the cluster writes (named in an I/O failure).
-    pub(crate) fn settle<T>(&self, result: Result<T>, output: &Path) -> Result<T> {
-        if self.cluster.process == 0 {
-            let outcome = Message::Outcome(result.as_ref().err().cloned());
-            // A process that is gone by now cannot change the outcome.
-            if let Ok(peers) = self.gather(|m| match m {
-                Message::Waiting { process } => Some((process, ())),
-                _ => None,
-            }) {
-                for (_, _, mut s) in peers {
-                    let _ = send(&mut s, &outcome);
-                }
-            }
-            return result;
-        }
-        let heard = self.reach().and_then(|mut s| {
-            let waiting = Message::Waiting {
-                process: self.cluster.process,
-            };
-            send(&mut s, &waiting).map_err(|e| self.lost(e))?;
-            // No read timeout: process 0 may be flushing a large file; if it
-            // dies, the connection closes.
-            match receive(&mut s).map_err(|e| self.lost(e))? {
-                Message::Outcome(e) => Ok(e),
-                other => Err(self.unexpected(&other)),
-            }
-        });
-        match (result, heard) {
-            (Err(mine), _) => Err(mine),
-            (Ok(_), Err(e)) => Err(e),
-            (Ok(_), Ok(Some(e))) => Err(of_process_0(e, output)),
-            (Ok(v), Ok(None)) => Ok(v),
-        }
-    }
-
-    /// Process 0: every other process's first message (`pick` keeps the
-    /// expected kind), by process, within the timeout.
-    #[allow(clippy::type_complexity)]
-    fn gather<T>(
-        &self,
-        pick: impl Fn(Message) -> Option<(usize, T)>,
-    ) -> Result<Vec<(usize, (usize, T), TcpStream)>> {
+    /// Process 0: every other process's fingerprint and connection, by
+    /// process, within the timeout.
+    fn gather(&self) -> Result<Vec<(usize, Fingerprint, TcpStream)>> {
         let listeners = self
             .address
             .split_whitespace()
@@ -277,7 +253,7 @@ impl Meeting {
             })
             .collect::<Result<Vec<_>>>()?;
         let deadline = Instant::now() + self.timeout;
-        let mut got: Vec<Option<(T, TcpStream)>> =
+        let mut got: Vec<Option<(Fingerprint, TcpStream)>> =
             (0..self.cluster.processes).map(|_| None).collect();
         while got.iter().skip(1).any(Option::is_none) {
             if Instant::now() > deadline {
@@ -290,10 +266,11 @@ impl Meeting {
                 let _ = s.set_nonblocking(false);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 // Not a frame of ours, or not a process we wait for: dropped.
-                if let Some((p, v)) = receive(&mut s).ok().and_then(&pick) {
+                if let Ok(Message::Fingerprint { process: p, of }) = receive(&mut s) {
                     if (1..got.len()).contains(&p) && got[p].is_none() {
                         let _ = s.set_read_timeout(None);
-                        got[p] = Some((v, s));
+                        let _ = s.set_nodelay(true);
+                        got[p] = Some((of, s));
                     }
                 }
             }
@@ -306,7 +283,7 @@ impl Meeting {
             .into_iter()
             .enumerate()
             .skip(1)
-            .filter_map(|(p, g)| g.map(|(v, s)| (p, (p, v), s)))
+            .filter_map(|(p, g)| g.map(|(of, s)| (p, of, s)))
             .collect())
     }
 
@@ -344,10 +321,99 @@ impl Meeting {
     }
 
     fn unexpected(&self, m: &Message) -> Error {
-        Error::Internal(format!(
-            "cluster process {}: unexpected message from process 0: {m:?}",
-            self.cluster.process
-        ))
+        unexpected(self.cluster, m)
+    }
+}
+
+impl Drop for Agreed {
+    fn drop(&mut self) {
+        self.decoded();
+    }
+}
+
+fn unexpected(cluster: Cluster, m: &Message) -> Error {
+    Error::Internal(format!(
+        "cluster process {}: unexpected message from process 0: {m:?}",
+        cluster.process
+    ))
+}
+
+impl Agreed {
+    /// Watches the links while the decode runs: `lost` is called (once,
+    /// from a thread of its own) with why, when the process at the other
+    /// end goes away or process 0 stops before the others finished.
+    pub(crate) fn watch(&self, lost: Arc<dyn Fn(String) + Send + Sync>) {
+        for (p, s) in &self.links {
+            let Ok(s) = s.try_clone() else { continue };
+            let (p, done, lost) = (*p, self.done.clone(), lost.clone());
+            let _ = s.set_read_timeout(Some(WATCH));
+            std::thread::spawn(move || {
+                let mut one = [0u8; 1];
+                while !done.load(Ordering::SeqCst) {
+                    match s.peek(&mut one) {
+                        // Process 0's outcome arrived: nothing more to watch.
+                        Ok(n) if n > 0 => return,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        _ if done.load(Ordering::SeqCst) => return,
+                        end => {
+                            let how = end.err().map_or("it closed".into(), |e| e.to_string());
+                            return lost(format!("lost the connection to process {p} ({how})"));
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// The decode has ended here: a process that goes away now no longer
+    /// matters to this one's output.
+    pub(crate) fn decoded(&self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+
+    /// The last round, once the decode has ended on every process: process
+    /// 0 tells every process `result`'s outcome and returns it; another
+    /// process returns process 0's failure when there was one, else its own
+    /// `result`. `output` is the file the cluster writes (named in an I/O
+    /// failure).
+    pub(crate) fn settle<T>(mut self, result: Result<T>, output: &Path) -> Result<T> {
+        self.decoded();
+        let links = std::mem::take(&mut self.links);
+        if self.cluster.process == 0 {
+            let outcome = Message::Outcome(result.as_ref().err().cloned());
+            for (_, mut s) in links {
+                // A process gone by now cannot change the outcome.
+                let _ = send(&mut s, &outcome);
+            }
+            return result;
+        }
+        let heard = links.into_iter().next().map(|(_, mut s)| {
+            // No time limit: process 0 may be flushing a large file; if it
+            // dies, the connection closes.
+            let _ = s.set_read_timeout(None);
+            receive(&mut s)
+        });
+        let heard = match heard {
+            Some(Ok(Message::Outcome(e))) => Ok(e),
+            Some(Ok(other)) => Err(unexpected(self.cluster, &other)),
+            Some(Err(e)) => Err(Error::InvalidArgument(format!(
+                "cluster process {}: lost process 0 before it said whether the file is in \
+                 place ({e}); treat {} as not written",
+                self.cluster.process,
+                output.display()
+            ))),
+            None => Err(Error::Internal("a cluster process without a link".into())),
+        };
+        match (result, heard) {
+            (Err(mine), _) => Err(mine),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(_), Ok(Some(e))) => Err(of_process_0(e, output)),
+            (Ok(v), Ok(None)) => Ok(v),
+        }
     }
 }
 

@@ -109,7 +109,7 @@ pub(crate) fn decompress_file(
     let cluster = timely.cluster;
     let timeout = crate::config::cluster_connect_timeout()?;
     let meeting = Meeting::of(&timely, timeout)?;
-    meeting.agree(&Fingerprint::of(&c, output, opts, &timely))?;
+    let agreed = meeting.agree(&Fingerprint::of(&c, output, opts, &timely))?;
     let temp = cluster_temp(output)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -120,6 +120,10 @@ pub(crate) fn decompress_file(
     let sync = file.try_clone().map_err(|e| Error::io(&temp, e))?;
     let out = FilePlacement::prepare(file, temp.clone(), &c)?;
     let watch = ClusterWatch::install(cluster.process, temp.clone(), timeout);
+    let lost_temp = temp.clone();
+    agreed.watch(Arc::new(move |why: String| {
+        cluster_exit(cluster.process, &lost_temp, &why)
+    }));
     let result = super::run(
         c,
         opts,
@@ -128,6 +132,7 @@ pub(crate) fn decompress_file(
         Arc::new(out),
         Some(watch.formed.clone()),
     );
+    agreed.decoded();
     let formed = watch.formed.load(Ordering::SeqCst);
     drop(watch);
     let result = match result {
@@ -149,10 +154,10 @@ pub(crate) fn decompress_file(
             Err(e)
         }
     };
-    // Without a formed cluster, the others never ran the decode: their own
-    // watch stops them.
+    // Without a formed cluster, the others never ran the decode: the links
+    // close with this process, and their watch stops them.
     match formed {
-        true => meeting.settle(result, output),
+        true => agreed.settle(result, output),
         false => result,
     }
 }
