@@ -330,7 +330,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         num_cpu_workers: a.workers.map(|w| w as i64),
         ..Default::default()
     };
-    let cfg = Config::load(a.config.as_deref(), flags)?;
+    let cfg = Config::load_for_command_line(a.config.as_deref(), flags)?;
     // A packed directory decodes in one graph run over all its shards.
     let input = match checkpoint::is_checkpoint(&a.input) {
         true => Input::Dir(checkpoint::PackedCheckpoint::open(&a.input)?),
@@ -453,7 +453,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
 }
 
 fn plan(a: PlanArgs) -> Result<()> {
-    let cfg = Config::load(a.config.as_deref(), ConfigLayer::default())?;
+    let cfg = Config::load_for_command_line(a.config.as_deref(), ConfigLayer::default())?;
     let trace = Trace::load(&a.pressure_trace)?;
     // A packed directory is planned as one run decodes it: every shard, in index order.
     let input = match checkpoint::is_checkpoint(&a.input) {

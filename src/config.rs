@@ -9,6 +9,10 @@
 //! | `SARAPHIS_GPU_THRESHOLD_MB` | `gpu_memory_threshold_mb` | number > 0 |
 //! | `SARAPHIS_MEMORY_PRESSURE` | `memory_pressure_threshold` | number in (0, 1] |
 //! | `SARAPHIS_ENABLE_CPU_CACHE` | `enable_caching` | 1/0, true/false, yes/no, on/off |
+//!
+//! Two fields mean something narrower than their names: `exponent_bits` is a
+//! check, never a truncation (see `exponent`), and the command line refuses
+//! the tensor cache it would never use (see `command_line`).
 
 use std::path::Path;
 
@@ -46,7 +50,8 @@ pub struct ConfigLayer {
     pub progressive_precision: Option<bool>,
     /// Digits kept under `progressive_precision`, in 1..=23; unset: 23.
     pub mantissa_bits: Option<i64>,
-    /// Exponent bits, in 1..=8; unset: 8 (validated and kept, not used by decoding).
+    /// The exponent width, in 1..=8, a run requires of the float tensors it
+    /// decodes (exponents are always decoded whole); unset: any.
     pub exponent_bits: Option<i64>,
     /// Least time between two AUTO switches, in ms (not negative); unset: 50.
     pub switch_delay_ms: Option<i64>,
@@ -90,8 +95,9 @@ pub struct Config {
     pub progressive_precision: bool,
     /// Digits kept under `progressive_precision`, in 1..=23.
     pub mantissa_bits: u32,
-    /// Exponent bits, in 1..=8 (validated and kept, not used by decoding).
-    pub exponent_bits: u32,
+    /// The exponent width, in 1..=8, a run requires of the float tensors it
+    /// decodes (see [`Config::check_exponent_bits`]); `None`: any.
+    pub exponent_bits: Option<u32>,
     /// Least time between two AUTO switches, in ms (the first switch is free).
     pub switch_delay_ms: u64,
     /// How far (0..1) utilization must fall below `memory_pressure_threshold` before AUTO goes back to the GPU.
@@ -320,8 +326,7 @@ impl ConfigLayer {
         if !(1..=23).contains(&mantissa) {
             return Err(invalid("mantissa_bits", mantissa, "must lie in 1..=23"));
         }
-        let exponent = self.exponent_bits.unwrap_or(8);
-        if !(1..=8).contains(&exponent) {
+        if let Some(exponent) = self.exponent_bits.filter(|e| !(1..=8).contains(e)) {
             return Err(invalid("exponent_bits", exponent, "must lie in 1..=8"));
         }
         let delay = self.switch_delay_ms.unwrap_or(50);
@@ -385,7 +390,7 @@ impl ConfigLayer {
             prefetch_factor: prefetch as usize,
             progressive_precision: self.progressive_precision.unwrap_or(false),
             mantissa_bits: mantissa as u32,
-            exponent_bits: exponent as u32,
+            exponent_bits: self.exponent_bits.map(|e| e as u32),
             switch_delay_ms: delay as u64,
             hysteresis_factor: hysteresis,
             sample_interval_ms: interval as u64,
@@ -534,8 +539,10 @@ pub fn check_env_knobs() -> Result<(), EnvError> {
     Ok(())
 }
 
+mod command_line;
 #[cfg(test)]
 mod env_knob_tests;
+mod exponent;
 
 impl Config {
     /// defaults < `file` < environment < `flags`, validated.

@@ -1,6 +1,8 @@
 //! Configuration: layer precedence and validation, each rule naming the field,
 //! the value and what is allowed.
 
+mod common;
+
 use padic_burst::config::{Config, ConfigLayer};
 
 fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -473,4 +475,188 @@ fn the_cluster_connect_timeout_comes_from_the_environment() {
         Err(_) => assert_eq!(got, Duration::from_secs(60), "the default"),
         Ok(v) => assert_eq!(got, Duration::from_secs_f64(v.trim().parse().unwrap())),
     }
+}
+
+/// A model of one F16 tensor and one BF16 tensor, compressed into `dir`.
+fn f16_and_bf16_model(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    use safetensors::Dtype;
+    common::gaussian_model(
+        dir,
+        "mixed",
+        5,
+        &[
+            ("half", Dtype::F16, vec![4000], 0.1),
+            ("brain", Dtype::BF16, vec![4000], 0.1),
+        ],
+        64,
+    )
+}
+
+fn padic_burst() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"));
+    c.env_remove("SARAPHIS_ENABLE_CPU_CACHE");
+    c
+}
+
+#[test]
+fn exponent_bits_is_a_check_of_the_weights_exponent_width() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, file) = f16_and_bf16_model(dir.path());
+    let c = Arc::new(padic_burst::format::Container::open(&packed).unwrap());
+    let with = |bits: Option<i64>| {
+        let config = ConfigLayer {
+            exponent_bits: bits,
+            num_cpu_workers: Some(1),
+            ..ConfigLayer::default()
+        }
+        .resolve()
+        .unwrap();
+        padic_burst::pipeline::Pipeline::with_mode(config, padic_burst::policy::Mode::CpuOnly)
+    };
+    // Unset: any float type decodes.
+    let (data, _) = with(None).decompress_model(&c, None).unwrap();
+    assert!(data[..] == *common::data_region(&file));
+    // 8 bits: the BF16 tensor alone decodes; the F16 one, and the whole
+    // model, are refused, naming the tensor and both widths.
+    let p = with(Some(8));
+    assert!(p.decompress_tensor(&c, "brain", None).is_ok());
+    for err in [
+        p.decompress_tensor(&c, "half", None)
+            .unwrap_err()
+            .to_string(),
+        p.decompress_model(&c, None).unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("exponent_bits = 8")
+                && err.contains("tensor 'half' is F16, whose exponent has 5 bits")
+                && err.contains("decoded whole"),
+            "{err}"
+        );
+    }
+    // 5 bits: the other way round.
+    let p = with(Some(5));
+    assert!(p.decompress_tensor(&c, "half", None).is_ok());
+    let err = p
+        .decompress_tensor(&c, "brain", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tensor 'brain' is BF16, whose exponent has 8 bits"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_command_line_refuses_exponent_bits_that_the_weights_do_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = f16_and_bf16_model(dir.path());
+    let toml = dir.path().join("c.toml");
+    std::fs::write(&toml, "exponent_bits = 8\n").unwrap();
+    let out = dir.path().join("m.safetensors");
+    let o = padic_burst()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(&out)
+        .arg("--config")
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("tensor 'half' is F16"), "{err}");
+    assert!(!out.exists());
+    common::assert_no_temp_files(dir.path());
+}
+
+#[test]
+fn the_command_line_refuses_a_cache_it_would_never_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, file) = f16_and_bf16_model(dir.path());
+    let out = dir.path().join("m.safetensors");
+    let run = |toml: Option<&str>, env: Option<&str>| {
+        let mut cmd = padic_burst();
+        cmd.arg("decompress").arg(&packed).arg("-o").arg(&out);
+        if let Some(text) = toml {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        if let Some(v) = env {
+            cmd.env("SARAPHIS_ENABLE_CPU_CACHE", v);
+        }
+        let o = cmd.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    for (toml, env, says) in [
+        (
+            Some("enable_caching = true\n"),
+            None,
+            "enable_caching = true (in ",
+        ),
+        (
+            Some("cache_size_mb = 64\n"),
+            None,
+            "cache_size_mb = 64 (in ",
+        ),
+        (
+            Some("enable_caching = false\ncache_size_mb = 64\n"),
+            None,
+            "cache_size_mb = 64 (in ",
+        ),
+        (
+            None,
+            Some("1"),
+            "enable_caching = true (from SARAPHIS_ENABLE_CPU_CACHE)",
+        ),
+    ] {
+        let (code, err) = run(toml, env);
+        assert_eq!(code, Some(2), "{toml:?} {env:?}: {err}");
+        for s in [
+            says,
+            "decodes every chunk once",
+            "Pipeline::decompress_tensor",
+            "safe_open(...).get_tensor",
+        ] {
+            assert!(err.contains(s), "{toml:?} {env:?}: no {s:?} in {err}");
+        }
+        assert!(!out.exists());
+    }
+    // Off, or unset: what the command line does anyway, and nothing is said.
+    for (toml, env) in [
+        (None, None),
+        (Some("enable_caching = false\n"), None),
+        (None, Some("0")),
+    ] {
+        let (code, err) = run(toml, env);
+        assert_eq!(code, Some(0), "{toml:?} {env:?}: {err}");
+        assert!(!err.contains("cach"), "{toml:?} {env:?}: {err}");
+        assert!(std::fs::read(&out).unwrap() == file);
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+#[test]
+fn the_library_still_caches_what_the_command_line_refuses() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = f16_and_bf16_model(dir.path());
+    let toml = dir.path().join("c.toml");
+    std::fs::write(&toml, "enable_caching = true\ncache_size_mb = 64\n").unwrap();
+    let refused = Config::load_for_command_line(Some(&toml), ConfigLayer::default());
+    assert!(refused.is_err());
+    let config = Config::load(Some(&toml), ConfigLayer::default()).unwrap();
+    assert!(config.enable_caching && config.cache_size_mb == 64.0);
+    let c = Arc::new(padic_burst::format::Container::open(&packed).unwrap());
+    let p = padic_burst::pipeline::Pipeline::new(config);
+    let a = p.decompress_tensor(&c, "half", None).unwrap();
+    let b = p.decompress_tensor(&c, "half", None).unwrap();
+    assert!(
+        Arc::ptr_eq(&a.data, &b.data),
+        "the second read is the cached tensor"
+    );
 }

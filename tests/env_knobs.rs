@@ -58,3 +58,38 @@ fn a_good_knob_changes_nothing_but_what_it_says() {
     assert!(err.contains("missing.padic"), "{err}");
     assert!(!err.contains("PADIC_"), "{err}");
 }
+
+#[test]
+fn the_cache_variable_is_refused_on_the_command_line_when_it_turns_the_cache_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.padic");
+    for value in ["1", "yes", "on"] {
+        let out = bin()
+            .env("SARAPHIS_ENABLE_CPU_CACHE", value)
+            .arg("decompress")
+            .arg(&missing)
+            .arg("-o")
+            .arg(dir.path().join("out.safetensors"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {err}");
+        assert!(
+            err.contains("SARAPHIS_ENABLE_CPU_CACHE") && err.contains("get_tensor"),
+            "{value}: {err}"
+        );
+        // Refused before the input is opened.
+        assert!(!err.contains("missing.padic"), "{value}: {err}");
+    }
+    // Off: accepted, and the run goes on to fail on the missing file.
+    let out = bin()
+        .env("SARAPHIS_ENABLE_CPU_CACHE", "0")
+        .arg("decompress")
+        .arg(&missing)
+        .arg("-o")
+        .arg(dir.path().join("out.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.padic"), "{err}");
+}

@@ -5,12 +5,15 @@
 //! In a cluster every process writes its merges into one temporary file of
 //! an agreed name (`.<name>.tmp-cluster` beside the output); process 0, which
 //! sees every receipt, renames it when all is well and removes it otherwise.
+//! Before the file is created the processes agree on what they write, and
+//! after, process 0 tells the others whether it did ([`super::agreement`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::agreement::{Fingerprint, Meeting};
 use super::placement::FilePlacement;
 use super::RunOptions;
 use crate::error::{Error, Result};
@@ -94,7 +97,9 @@ fn cluster_temp(output: &Path) -> Result<PathBuf> {
     Ok(output.with_file_name(temp_name))
 }
 
-/// Decompresses `c` into `output` as one process of a cluster.
+/// Decompresses `c` into `output` as one process of a cluster: the processes
+/// first agree on what they write (see [`super::agreement`]), and none
+/// reports success unless process 0 put the file in place.
 pub(crate) fn decompress_file(
     c: Arc<Container>,
     output: &Path,
@@ -102,6 +107,9 @@ pub(crate) fn decompress_file(
     timely: Timely,
 ) -> Result<Statistics> {
     let cluster = timely.cluster;
+    let timeout = crate::config::cluster_connect_timeout()?;
+    let meeting = Meeting::of(&timely, timeout)?;
+    let agreed = meeting.agree(&Fingerprint::of(&c, output, opts, &timely))?;
     let temp = cluster_temp(output)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -111,11 +119,11 @@ pub(crate) fn decompress_file(
         .map_err(|e| Error::io(&temp, e))?;
     let sync = file.try_clone().map_err(|e| Error::io(&temp, e))?;
     let out = FilePlacement::prepare(file, temp.clone(), &c)?;
-    let watch = ClusterWatch::install(
-        cluster.process,
-        temp.clone(),
-        crate::config::cluster_connect_timeout()?,
-    );
+    let watch = ClusterWatch::install(cluster.process, temp.clone(), timeout);
+    let lost_temp = temp.clone();
+    agreed.watch(Arc::new(move |why: String| {
+        cluster_exit(cluster.process, &lost_temp, &why)
+    }));
     let result = super::run(
         vec![(c, Arc::new(out) as Arc<dyn super::Placement>)],
         opts,
@@ -124,21 +132,33 @@ pub(crate) fn decompress_file(
         Some(watch.formed.clone()),
     )
     .map(|(stats, _)| stats);
+    agreed.decoded();
+    let formed = watch.formed.load(Ordering::SeqCst);
     drop(watch);
-    match result {
-        Ok(stats) => {
-            if cluster.process == 0 {
-                sync.sync_all().map_err(|e| Error::io(&temp, e))?;
-                std::fs::rename(&temp, output).map_err(|e| Error::io(output, e))?;
+    let result = match result {
+        Ok(stats) if cluster.process == 0 => {
+            let placed = sync
+                .sync_all()
+                .map_err(|e| Error::io(&temp, e))
+                .and_then(|()| std::fs::rename(&temp, output).map_err(|e| Error::io(output, e)));
+            if placed.is_err() {
+                let _ = std::fs::remove_file(&temp);
             }
-            Ok(stats)
+            placed.map(|()| stats)
         }
+        Ok(stats) => Ok(stats),
         Err(e) => {
             if cluster.process == 0 {
                 let _ = std::fs::remove_file(&temp);
             }
             Err(e)
         }
+    };
+    // Without a formed cluster, the others never ran the decode: the links
+    // close with this process, and their watch stops them.
+    match formed {
+        true => agreed.settle(result, output),
+        false => result,
     }
 }
 

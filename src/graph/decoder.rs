@@ -403,8 +403,10 @@ impl ChunkDecoder {
             .zip(engines)
             .map(|((t, _), on)| {
                 let tab = self.tables(t)?;
-                (on == (true, true))
-                    .then(|| self.container(t).sections(t.tensor, t.chunk, tab.sections_used()))
+                (on == (true, true)).then(|| {
+                    self.container(t)
+                        .sections(t.tensor, t.chunk, tab.sections_used())
+                })
             })
             .collect()
     }

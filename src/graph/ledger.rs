@@ -65,8 +65,9 @@ pub(crate) fn check_exactly_once(
 pub(crate) fn write_placement_log(path: &Path, receipts: &[MergeReceipt]) -> Result<()> {
     let mut rows: Vec<&MergeReceipt> = receipts.iter().collect();
     rows.sort_by_key(|r| (r.global, r.first));
-    let mut text =
-        String::from("chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes,gpu_fraction,shard\n");
+    let mut text = String::from(
+        "chunk,tensor,chunk_in_tensor,route,engine,out_offset,bytes,gpu_fraction,shard\n",
+    );
     for r in rows {
         text += &format!(
             "{},{},{},{},{},{},{},{},{}\n",

@@ -18,7 +18,8 @@
 //! - `ledger`: every chunk arrived exactly once, checked after the run;
 //! - `shards`: one run over several containers (a packed checkpoint
 //!   directory), each chunk task carrying its shard;
-//! - `cluster`: timely's arguments, and runs over several processes.
+//! - `cluster`: timely's arguments, and runs over several processes;
+//!   `agreement`: its processes agree before writing, and on the outcome.
 //!
 //! Failures travel as data (typed [`crate::Error`]s, on the decode's and the
 //! merge's error outputs) and fail the run with the first one, by place.
@@ -42,6 +43,7 @@ use crate::pressure::{PressureSource, Trace};
 use crate::stats::Statistics;
 
 mod affinity;
+mod agreement;
 mod cluster;
 mod decoder;
 mod ledger;
@@ -247,6 +249,9 @@ fn run(
         ));
     }
     let precision = TargetPrecision::of(opts);
+    for (container, _) in &shards {
+        opts.config.check_exponent_bits(container, only)?;
+    }
     let shards = shards
         .into_iter()
         .map(|(container, out)| {
