@@ -475,8 +475,7 @@ pub fn open_header(version: u32, stored: &[u8]) -> std::result::Result<Vec<u8>, 
     }
     let cap = (stored.len() as u64)
         .saturating_mul(HEADER_MAX_EXPANSION)
-        .max(1 << 20)
-        .min(MAX_HEADER_LEN);
+        .clamp(1 << 20, MAX_HEADER_LEN);
     match zstd::zstd_safe::get_frame_content_size(stored) {
         Ok(Some(n)) if n <= cap => {}
         Ok(Some(n)) => {
