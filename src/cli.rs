@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigLayer};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::inspect;
+use crate::monitor::stream::StatsStream;
 use crate::pipeline::Pipeline;
 use crate::plan::ReplayStep;
 use crate::pressure::Trace;
@@ -110,6 +111,12 @@ pub struct DecompressArgs {
     /// Write the run's statistics as JSON.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
+    /// While the run goes, write its statistics (--stats-json's keys) as one JSON line every SECS seconds, and a last line at the end, to stderr or --stats-stream [default: no lines].
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = above_zero("--stats-interval"))]
+    pub stats_interval: Option<f64>,
+    /// Where --stats-interval's lines go: a FIFO, a device or - (stdout) line by line; a regular file whole at the end [default: stderr].
+    #[arg(long, value_name = "FILE", requires = "stats_interval")]
+    pub stats_stream: Option<PathBuf>,
     /// Write each route's latency as HdrHistogram's percentile distribution, one file per route with samples: FILE.hgrm becomes FILE.cpu.hgrm, FILE.gpu.hgrm, FILE.hybrid.hgrm.
     #[arg(long)]
     pub histogram_out: Option<PathBuf>,
@@ -342,10 +349,18 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
             a.input.display()
         )));
     }
+    if packed_dir && a.stats_interval.is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: a checkpoint directory does not take --stats-interval yet (each shard decodes \
+             in a graph run of its own, so its counters would restart)",
+            a.input.display()
+        )));
+    }
     let c = match packed_dir {
         true => None,
         false => Some(Arc::new(Container::open(&a.input)?)),
     };
+    let progress = Arc::new(Progress::new(!quiet));
     let mut pipeline = Pipeline::with_mode(cfg, a.mode);
     if let Some(gpu) = pipeline.gpu_description() {
         eprintln!("GPU: {gpu}");
@@ -367,7 +382,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         .with_timely_args(a.timely)
         .with_placement_log(a.placement_log)
         .with_timeline(a.timeline.clone())
-        .with_progress(Arc::new(Progress::new(!quiet)));
+        .with_progress(progress.clone());
     let Some(c) = c else {
         let s = checkpoint::decompress_dir(&a.input, &a.output, &pipeline, a.target_precision)?;
         if let Some(path) = &a.stats_json {
@@ -383,7 +398,14 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         );
         return Ok(());
     };
+    let watch = LiveStatistics::start(
+        (a.stats_interval, a.stats_stream.as_deref()),
+        &a.output,
+        &pipeline,
+        &progress,
+    )?;
     let s = pipeline.decompress_to_file(&c, &a.output, a.target_precision)?;
+    watch.finish()?;
     for note in &s.notes {
         eprintln!("note: {note}");
     }
@@ -416,6 +438,52 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         written as f64 / s.wall_time_s.max(1e-9) / 1e9
     );
     Ok(())
+}
+
+/// What follows a decode while it goes: the bar's status line on a
+/// terminal, and the `--stats-interval` lines.
+struct LiveStatistics {
+    status: Option<crate::monitor::Watcher>,
+    stream: Option<crate::monitor::stream::StreamWatch>,
+}
+
+impl LiveStatistics {
+    /// `--stats-interval` and `--stats-stream`, for a run writing `output`.
+    fn start(
+        (interval, path): (Option<f64>, Option<&std::path::Path>),
+        output: &std::path::Path,
+        pipeline: &Pipeline,
+        progress: &Arc<Progress>,
+    ) -> Result<Self> {
+        let stream = match interval {
+            Some(secs) => {
+                if path == Some(output) {
+                    return Err(Error::InvalidArgument(format!(
+                        "--stats-stream {}: that is the output itself",
+                        output.display()
+                    )));
+                }
+                let stream = StatsStream::open(path, Some(progress.clone()))?;
+                Some(stream.follow(pipeline.monitor(), std::time::Duration::from_secs_f64(secs)))
+            }
+            None => None,
+        };
+        Ok(LiveStatistics {
+            status: progress.follow(pipeline.monitor()),
+            stream,
+        })
+    }
+
+    /// Stops following: the last line written, the stream's file in place.
+    fn finish(self) -> Result<()> {
+        if let Some(status) = self.status {
+            status.stop();
+        }
+        match self.stream {
+            Some(stream) => stream.finish(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `s.hgrm` for route `cpu`: `s.cpu.hgrm` (the route before the extension).

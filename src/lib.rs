@@ -70,6 +70,7 @@ pub mod error;
 pub mod format;
 pub mod graph;
 pub mod inspect;
+pub mod monitor;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
