@@ -353,15 +353,15 @@ fn the_status_line_says_mode_state_memory_routes_rate_and_cpu() {
     let line = status::line(&now, None);
     assert_eq!(
         line,
-        "auto (GPU) | GPU 1000 MiB free, 3000 MiB used | chunks gpu 4 cpu 2 hybrid 1 (7/10) | 1.50 GB/s | CPU 50%"
+        "auto (GPU) | GPU 1000 MiB free, 3000 MiB used | CPU 50% | 1.50 GB/s | chunks 7/10: gpu 4 cpu 2 hybrid 1"
     );
     // Since the previous snapshot: 0.5*2.0 - 0.25*1.0 = 0.75 CPU-s over 1 s.
     let mut before = now.clone();
     set(&mut before, 1, 1.0, 0.25);
-    assert!(status::line(&now, Some(&before)).ends_with("CPU 75%"));
+    assert!(status::line(&now, Some(&before)).contains("| CPU 75% |"));
     // A snapshot of another run does not count as the previous one.
     before.run += 1;
-    assert!(status::line(&now, Some(&before)).ends_with("CPU 50%"));
+    assert!(status::line(&now, Some(&before)).contains("| CPU 50% |"));
     // A replayed trace without a GPU, and the other modes.
     now.statistics.gpu_device = None;
     now.statistics.current_mode = "hybrid".into();
@@ -373,7 +373,7 @@ fn the_status_line_says_mode_state_memory_routes_rate_and_cpu() {
     now.statistics.gpu_memory_state = None;
     now.statistics.current_mode = "auto".into();
     now.engine_state = EngineState::Cpu;
-    assert!(status::line(&now, None).starts_with("auto (CPU) | no GPU | chunks"));
+    assert!(status::line(&now, None).starts_with("auto (CPU) | no GPU | CPU 50% | "));
 }
 
 #[test]

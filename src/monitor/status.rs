@@ -1,6 +1,6 @@
 //! The one-line status of a run in progress, as the progress bar shows it:
 //! the mode and the AUTO state, the latest GPU memory reading (or "no GPU"),
-//! the chunks per route so far, the decode rate and the CPU utilisation.
+//! the CPU utilisation, the decode rate and the chunks per route so far.
 
 use crate::policy::EngineState;
 
@@ -26,14 +26,15 @@ pub fn line(now: &Snapshot, before: Option<&Snapshot>) -> String {
         (None, None) => "no GPU".to_string(),
     };
     let done = s.routed_gpu + s.routed_cpu + s.routed_hybrid;
+    // The chunk counts last: a narrow terminal cuts the line's end.
     format!(
-        "{mode} | {gpu} | chunks gpu {} cpu {} hybrid {} ({done}/{}) | {:.2} GB/s | CPU {:.0}%",
+        "{mode} | {gpu} | CPU {:.0}% | {:.2} GB/s | chunks {done}/{}: gpu {} cpu {} hybrid {}",
+        cpu_utilization(now, before.filter(|b| b.run == now.run)) * 100.0,
+        s.bytes_out as f64 / s.wall_time_s.max(1e-9) / 1e9,
+        now.chunks_total,
         s.routed_gpu,
         s.routed_cpu,
         s.routed_hybrid,
-        now.chunks_total,
-        s.bytes_out as f64 / s.wall_time_s.max(1e-9) / 1e9,
-        cpu_utilization(now, before.filter(|b| b.run == now.run)) * 100.0,
     )
 }
 
