@@ -248,8 +248,10 @@ fn the_library_watcher_and_statistics_from_another_thread_see_growing_counters()
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(Container::open(long_model(dir.path())).unwrap());
     let chunks = model.header().chunk_count() as u64;
-    let mut cfg = Config::default();
-    cfg.num_cpu_workers = 1;
+    let cfg = Config {
+        num_cpu_workers: 1,
+        ..Config::default()
+    };
     let seen = Arc::new(Mutex::new(Vec::<Snapshot>::new()));
     let record = seen.clone();
     let pipeline = Arc::new(

@@ -159,11 +159,9 @@ fn watch_loop(
             f(&s);
         }
     };
-    loop {
-        match stopped.recv_timeout(every) {
-            Err(RecvTimeoutError::Timeout) => tick(&mut f),
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-        }
+    // Until told to stop (or the watcher is gone).
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+        tick(&mut f);
     }
     tick(&mut f);
 }
