@@ -464,7 +464,7 @@ impl LiveStatistics {
                     )));
                 }
                 let stream = StatsStream::open(path, Some(progress.clone()))?;
-                Some(stream.follow(pipeline.monitor(), std::time::Duration::from_secs_f64(secs)))
+                Some(stream.follow(pipeline.monitor(), std::time::Duration::from_secs_f64(secs))?)
             }
             None => None,
         };

@@ -97,15 +97,18 @@ impl Progress {
     }
 
     /// While the bar shows, redraws its status line from `monitor`'s run
-    /// every [`STATUS_EVERY`]; `None` (nothing to draw on) when it does not.
+    /// every [`STATUS_EVERY`]; `None` (nothing to draw on) when it does not,
+    /// or when no thread could be started for it (the bar goes on without).
     pub fn follow(self: &Arc<Self>, monitor: &Monitor) -> Option<Watcher> {
         self.bar.as_ref()?;
         let progress = self.clone();
         let mut before = None;
-        Some(monitor.watch(STATUS_EVERY, move |now| {
-            progress.set_status(crate::monitor::status::line(now, before.as_ref()));
-            before = Some(now.clone());
-        }))
+        monitor
+            .watch(STATUS_EVERY, move |now| {
+                progress.set_status(crate::monitor::status::line(now, before.as_ref()));
+                before = Some(now.clone());
+            })
+            .ok()
     }
 
     /// Moves the bar `n` units on.

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use crate::policy::EngineState;
 use crate::stats::Statistics;
 
@@ -128,18 +129,23 @@ impl Monitor {
     /// Calls `f` on a thread of its own every `every` with a snapshot of the
     /// run in progress, and once with each run's final statistics (at the
     /// first tick after it ends, or when the watcher stops). Runs that begin
-    /// and end between two ticks while another follows are not seen.
-    pub fn watch(&self, every: Duration, f: impl FnMut(&Snapshot) + Send + 'static) -> Watcher {
+    /// and end between two ticks while another follows are not seen. Fails
+    /// only when the system cannot start a thread.
+    pub fn watch(
+        &self,
+        every: Duration,
+        f: impl FnMut(&Snapshot) + Send + 'static,
+    ) -> Result<Watcher> {
         let (stop, stopped) = mpsc::channel::<()>();
         let monitor = self.clone();
         let thread = std::thread::Builder::new()
             .name("padic-monitor".into())
             .spawn(move || watch_loop(&monitor, every, &stopped, f))
-            .expect("spawning the monitor's thread");
-        Watcher {
+            .map_err(|e| Error::io("the monitor's thread", e))?;
+        Ok(Watcher {
             stop: Some(stop),
             thread: Some(thread),
-        }
+        })
     }
 }
 

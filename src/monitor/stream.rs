@@ -135,7 +135,7 @@ impl StatsStream {
 
     /// Writes a line of `monitor`'s run every `every`, and its final line
     /// when the run ends; [`StreamWatch::finish`] stops and ends the stream.
-    pub fn follow(self, monitor: &Monitor, every: Duration) -> StreamWatch {
+    pub fn follow(self, monitor: &Monitor, every: Duration) -> Result<StreamWatch> {
         let stream = Arc::new(Mutex::new(self));
         let lines = stream.clone();
         let watcher = monitor.watch(every, move |s| {
@@ -143,8 +143,8 @@ impl StatsStream {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .write(&s.statistics)
-        });
-        StreamWatch { watcher, stream }
+        })?;
+        Ok(StreamWatch { watcher, stream })
     }
 }
 

@@ -204,14 +204,15 @@ impl Pipeline {
     /// Calls `f` every `every`, on a thread of its own, with a snapshot of the
     /// run in progress (statistics with `--stats-json`'s keys, counters that
     /// only grow), and once with each run's final statistics; the calls stop
-    /// when the pipeline drops. See [`Monitor::watch`].
+    /// when the pipeline drops. See [`Monitor::watch`] (an error only when
+    /// no thread can be started).
     pub fn with_monitor(
         mut self,
         every: std::time::Duration,
         f: impl FnMut(&Snapshot) + Send + 'static,
-    ) -> Self {
-        self.watcher = Some(self.monitor.watch(every, f));
-        self
+    ) -> Result<Self> {
+        self.watcher = Some(self.monitor.watch(every, f)?);
+        Ok(self)
     }
 
     /// The monitor that follows this pipeline's runs (the latest one begun):
