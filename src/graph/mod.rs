@@ -308,6 +308,7 @@ fn run(
         trace: opts.trace.clone().map(|t| (t, opts.replay_step_ms)),
         pressure: opts.pressure.clone(),
         chunks: all_tasks.len(),
+        last: std::sync::OnceLock::new(),
     });
     let live = opts.monitor.as_ref().map(|m| {
         let probe = stats.clone();

@@ -125,6 +125,9 @@ pub(crate) struct StatsSource {
     pub(crate) pressure: Option<Arc<dyn crate::pressure::PressureSource>>,
     /// Chunks of the run.
     pub(crate) chunks: usize,
+    /// The final statistics, once computed: later snapshots are these, so
+    /// none reads a later wall time than the final one.
+    pub(crate) last: std::sync::OnceLock<(crate::policy::EngineState, crate::stats::Statistics)>,
 }
 
 impl StatsSource {
@@ -134,8 +137,13 @@ impl StatsSource {
         &self,
         finished: bool,
     ) -> (crate::policy::EngineState, crate::stats::Statistics) {
+        // Under the merge lock throughout: snapshots and the final
+        // statistics are computed one at a time, in the order of their clocks.
         let st = self.state.lock().expect("merge lock");
         let p = self.policy.lock().expect("policy lock");
+        if let Some(last) = self.last.get() {
+            return last.clone();
+        }
         let elapsed = self.started.elapsed();
         // The latest pressure reading: the trace's at the virtual time of the
         // last chunk merged (of the run's last chunk, once it ended), or the
@@ -159,6 +167,9 @@ impl StatsSource {
             self.gpu.clone(),
             last_sample,
         );
+        if finished {
+            let _ = self.last.set((p.state(), s.clone()));
+        }
         (p.state(), s)
     }
 }
