@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigLayer};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::inspect;
+use crate::monitor::stream::StatsStream;
 use crate::pipeline::Pipeline;
 use crate::plan::ReplayStep;
 use crate::pressure::Trace;
@@ -110,6 +111,12 @@ pub struct DecompressArgs {
     /// Write the run's statistics as JSON.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
+    /// While the run goes, write its statistics (--stats-json's keys) as one JSON line every SECS seconds, and a last line at the end, to stderr or --stats-stream [default: no lines].
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = above_zero("--stats-interval"))]
+    pub stats_interval: Option<f64>,
+    /// Where --stats-interval's lines go: a FIFO, a device or - (stdout) line by line; a regular file whole at the end [default: stderr].
+    #[arg(long, value_name = "FILE", requires = "stats_interval")]
+    pub stats_stream: Option<PathBuf>,
     /// Write each route's latency as HdrHistogram's percentile distribution, one file per route with samples: FILE.hgrm becomes FILE.cpu.hgrm, FILE.gpu.hgrm, FILE.hybrid.hgrm.
     #[arg(long)]
     pub histogram_out: Option<PathBuf>,
@@ -336,6 +343,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         true => Input::Dir(checkpoint::PackedCheckpoint::open(&a.input)?),
         false => Input::File(Arc::new(Container::open(&a.input)?)),
     };
+    let progress = Arc::new(Progress::new(!quiet));
     let mut pipeline = Pipeline::with_mode(cfg, a.mode);
     if let Some(gpu) = pipeline.gpu_description() {
         eprintln!("GPU: {gpu}");
@@ -355,7 +363,13 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         .with_timely_args(a.timely)
         .with_placement_log(a.placement_log)
         .with_timeline(a.timeline.clone())
-        .with_progress(Arc::new(Progress::new(!quiet)));
+        .with_progress(progress.clone());
+    let watch = LiveStatistics::start(
+        (a.stats_interval, a.stats_stream.as_deref()),
+        &a.output,
+        &pipeline,
+        &progress,
+    )?;
     let (s, stats_json) = match &input {
         Input::File(c) => {
             let s = pipeline.decompress_to_file(c, &a.output, a.target_precision)?;
@@ -368,6 +382,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
             (r.statistics, text)
         }
     };
+    watch.finish()?;
     for note in &s.notes {
         eprintln!("note: {note}");
     }
@@ -406,6 +421,52 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         written as f64 / s.wall_time_s.max(1e-9) / 1e9
     );
     Ok(())
+}
+
+/// What follows a decode while it goes: the bar's status line on a
+/// terminal, and the `--stats-interval` lines.
+struct LiveStatistics {
+    status: Option<crate::monitor::Watcher>,
+    stream: Option<crate::monitor::stream::StreamWatch>,
+}
+
+impl LiveStatistics {
+    /// `--stats-interval` and `--stats-stream`, for a run writing `output`.
+    fn start(
+        (interval, path): (Option<f64>, Option<&std::path::Path>),
+        output: &std::path::Path,
+        pipeline: &Pipeline,
+        progress: &Arc<Progress>,
+    ) -> Result<Self> {
+        let stream = match interval {
+            Some(secs) => {
+                if path == Some(output) {
+                    return Err(Error::InvalidArgument(format!(
+                        "--stats-stream {}: that is the output itself",
+                        output.display()
+                    )));
+                }
+                let stream = StatsStream::open(path, Some(progress.clone()))?;
+                Some(stream.follow(pipeline.monitor(), std::time::Duration::from_secs_f64(secs))?)
+            }
+            None => None,
+        };
+        Ok(LiveStatistics {
+            status: progress.follow(pipeline.monitor()),
+            stream,
+        })
+    }
+
+    /// Stops following: the last line written, the stream's file in place.
+    fn finish(self) -> Result<()> {
+        if let Some(status) = self.status {
+            status.stop();
+        }
+        match self.stream {
+            Some(stream) => stream.finish(),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What `decompress` and `plan` read: one container, or a packed directory.

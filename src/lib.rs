@@ -11,6 +11,7 @@
 //! * [`format::Container`]: open and validate a container.
 //! * [`pipeline::Pipeline`]: decode it through the dataflow graph
 //!   ([`graph`]), to a file, to memory, or tensor by tensor.
+//! * [`monitor`]: snapshots of a run's statistics while it goes.
 //! * [`engine::CpuEngine`]: decode it on the CPU alone, without the graph.
 //! * [`inspect::inspect`]: per-tensor sizes and ratios.
 //! * [`checkpoint`]: sharded checkpoints (a model directory) in one go.
@@ -70,6 +71,7 @@ pub mod error;
 pub mod format;
 pub mod graph;
 pub mod inspect;
+pub mod monitor;
 pub mod output;
 pub mod pipeline;
 pub mod plan;

@@ -136,6 +136,11 @@ impl Recorder {
         self.oom_reroutes += rerouted_oom as u64;
     }
 
+    /// Chunks with at least one merged part so far.
+    pub fn chunks_seen(&self) -> usize {
+        self.chunks_by_route.iter().map(|s| s.len()).sum()
+    }
+
     /// Each route's latency as HdrHistogram's percentile distribution (the
     /// text `HistogramLogProcessor` writes and `plotFiles.html` reads), for
     /// the routes with samples: (route, text).

@@ -68,9 +68,11 @@ class Pipeline:
         return self._inner.mode
 
     def statistics(self):
-        """The last load's statistics, a dict with the keys of the command line's
-        ``--stats-json`` (counts summed over a directory's shards), the cache's
-        counts and the current mode; ``None`` before the first load."""
+        """The statistics of the load in progress, else of the last load: a dict
+        with the keys of the command line's ``--stats-json`` (counts summed over
+        a directory's shards), the cache's counts and the current mode; ``None``
+        before the first load. Another thread may poll it while ``load_file``
+        runs: the counters only grow during a load."""
         text = self._inner.statistics_json()
         return None if text is None else json.loads(text)
 

@@ -182,20 +182,78 @@ struct Pipeline {
     gpu_device: u32,
     /// The last load's statistics as JSON, summed over its shards.
     last: Mutex<Option<serde_json::Value>>,
+    /// The load in progress, for `statistics()` polled while it goes.
+    loading: Mutex<Option<Loading>>,
+}
+
+/// A load in progress: the graph runs it has finished so far (one per
+/// shard), and where its runs begin in the monitor's count.
+struct Loading {
+    /// The monitor's runs numbered above this one are the load's.
+    after_run: u64,
+    /// (run, its statistics) of the load's finished runs.
+    done: Vec<(u64, serde_json::Value)>,
+}
+
+/// Sums the statistics of runs (counters added, other keys the last run's).
+fn sum_runs(runs: impl IntoIterator<Item = serde_json::Value>) -> Option<serde_json::Value> {
+    let mut total: Option<serde_json::Value> = None;
+    for run in runs {
+        match &mut total {
+            None => total = Some(run),
+            Some(t) => add_counts(t, run),
+        }
+    }
+    total
 }
 
 impl Pipeline {
     fn record(&self, runs: Vec<serde_json::Value>) {
-        let mut total: Option<serde_json::Value> = None;
-        for run in runs {
-            match &mut total {
-                None => total = Some(run),
-                Some(t) => add_counts(t, run),
+        if let Some(total) = sum_runs(runs) {
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(total);
+        }
+    }
+
+    /// A load begins: its runs are the monitor's from the next one on.
+    fn begin_load(&self) {
+        let after_run = self.inner.monitor().snapshot().map_or(0, |s| s.run);
+        *self.loading.lock().unwrap_or_else(|p| p.into_inner()) = Some(Loading {
+            after_run,
+            done: Vec::new(),
+        });
+    }
+
+    /// One of the load's runs ended with `statistics`.
+    fn run_done(&self, statistics: &serde_json::Value) {
+        let run = self.inner.monitor().snapshot().map_or(0, |s| s.run);
+        if let Some(l) = self
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            l.done.push((run, statistics.clone()));
+        }
+    }
+
+    /// The load in progress so far: its finished runs and the one going,
+    /// summed; `None` without a load in progress, or before its first run.
+    fn load_so_far(&self) -> Option<serde_json::Value> {
+        let (after_run, mut runs) = {
+            let loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+            let l = loading.as_ref()?;
+            (l.after_run, l.done.clone())
+        };
+        if let Some(now) = self.inner.monitor().snapshot() {
+            if now.run > after_run && runs.iter().all(|(run, _)| *run != now.run) {
+                runs.extend(
+                    serde_json::to_value(&now.statistics)
+                        .ok()
+                        .map(|v| (now.run, v)),
+                );
             }
         }
-        if total.is_some() {
-            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = total;
-        }
+        sum_runs(runs.into_iter().map(|(_, v)| v))
     }
 
     fn run_statistics(&self) -> Option<serde_json::Value> {
@@ -235,7 +293,11 @@ impl Pipeline {
                 out.push((t.name.clone(), t.dtype.clone(), t.shape.clone(), tensor));
             }
         }
-        self.record(self.run_statistics().into_iter().collect());
+        let runs: Vec<serde_json::Value> = self.run_statistics().into_iter().collect();
+        for run in &runs {
+            self.run_done(run);
+        }
+        self.record(runs);
         Ok(out)
     }
 
@@ -267,6 +329,7 @@ impl Pipeline {
             let mut run = self
                 .run_statistics()
                 .unwrap_or_else(|| serde_json::json!({}));
+            self.run_done(&run);
             if let Some(o) = run.as_object_mut() {
                 o.insert("device_tensors".into(), info.device_tensors.into());
                 o.insert("host_tensors".into(), info.host_tensors.into());
@@ -335,6 +398,7 @@ impl Pipeline {
             inner,
             gpu_device,
             last: Mutex::new(None),
+            loading: Mutex::new(None),
         })
     }
 
@@ -359,14 +423,19 @@ impl Pipeline {
         self.inner.gpu_absent().map(str::to_string)
     }
 
-    /// The last load's statistics as JSON (the `--stats-json` keys), with the
-    /// cache's counts and the current mode; `None` before the first load.
+    /// The statistics as JSON (the `--stats-json` keys) of the load in
+    /// progress (safe to poll from another thread while it goes: its
+    /// counters only grow), else of the last load, with the cache's counts and
+    /// the current mode; `None` before the first load.
     fn statistics_json(&self) -> Option<String> {
-        let mut s = self
-            .last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
+        let mut s = match self.load_so_far() {
+            Some(now) => now,
+            None => self
+                .last
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()?,
+        };
         if let (Some(o), Some(now)) = (s.as_object_mut(), self.inner.statistics()) {
             o.insert("cache_hits".into(), now.cache_hits.into());
             o.insert("cache_misses".into(), now.cache_misses.into());
@@ -391,10 +460,15 @@ impl Pipeline {
         let device = parse_device(device)?;
         let what = format!("opening {}", path.display());
         let containers = unlocked(py, &what, || open_all(&path))?;
-        match device {
+        self.begin_load();
+        let loaded = match device {
             Device::Cpu => self.load_host(py, &containers, target_precision, exact),
             Device::Cuda(n) => self.load_device(py, &containers, target_precision, n),
-        }
+        };
+        // The load is over: `last` has its statistics (or, when it failed,
+        // still the previous load's).
+        *self.loading.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        loaded
     }
 
     /// Opens a `.padic` file or a packed directory for `safe_open`.

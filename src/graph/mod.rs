@@ -68,7 +68,7 @@ use pool::BufferPool;
 use records::{ChunkTask, Failure, MergeReceipt};
 use routers::{LiveRouter, PlannedRouter};
 use shards::ShardRun;
-use sink::{MergeState, PartSink};
+use sink::{MergeState, PartSink, StatsSource};
 
 /// The source's handle on the graph's input.
 type ChunkInput = InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<ChunkTask>>>;
@@ -105,6 +105,8 @@ pub struct RunOptions {
     pub timeline: Option<std::path::PathBuf>,
     /// Report the decoded bytes here (a bar on a terminal).
     pub progress: Option<Arc<crate::progress::Progress>>,
+    /// Follow the run here, for snapshots of its statistics while it goes.
+    pub monitor: Option<crate::monitor::Monitor>,
 }
 
 impl RunOptions {
@@ -124,6 +126,7 @@ impl RunOptions {
             placement_log: None,
             timeline: None,
             progress: None,
+            monitor: None,
         }
     }
 }
@@ -321,6 +324,25 @@ fn run(
     if let Some(p) = &opts.progress {
         p.start(all_tasks.iter().map(|t| t.out_len).sum(), "decompress");
     }
+    let stats = Arc::new(StatsSource {
+        state: state.clone(),
+        policy: policy.clone(),
+        mode: opts.mode,
+        started,
+        notes,
+        gpu: opts.gpu.as_ref().map(|g| g.describe()),
+        trace: opts.trace.clone().map(|t| (t, opts.replay_step_ms)),
+        pressure: opts.pressure.clone(),
+        chunks: all_tasks.len(),
+        last: std::sync::OnceLock::new(),
+    });
+    let live = opts.monitor.as_ref().map(|m| {
+        let probe = stats.clone();
+        m.begin(
+            all_tasks.len() as u64,
+            Box::new(move || probe.statistics(false)),
+        )
+    });
     let ran = execute(timely.config, shared);
     if let Some(p) = &opts.progress {
         p.finish();
@@ -352,25 +374,12 @@ fn run(
             crate::output::write_atomic(path, t.to_svg().as_bytes())?;
         }
     }
-    // The latest pressure reading: the trace's at the last chunk's virtual
-    // time, or the live source's now.
-    let last_sample = match (&opts.trace, &opts.pressure) {
-        (Some(t), _) => t.sample_at(
-            (all_tasks.len().saturating_sub(1) as u64).saturating_mul(opts.replay_step_ms),
-        ),
-        (None, Some(p)) => p.sample_at(started.elapsed().as_millis() as u64),
-        (None, None) => None,
-    };
-    let p = policy.lock().expect("policy lock");
-    let stats = st.recorder.statistics(
-        &p,
-        opts.mode,
-        started.elapsed(),
-        notes,
-        opts.gpu.as_ref().map(|g| g.describe()),
-        last_sample,
-    );
-    Ok((stats, figures))
+    drop(st);
+    let (engine_state, statistics) = stats.statistics(true);
+    if let Some(live) = live {
+        live.finish(engine_state, &statistics);
+    }
+    Ok((statistics, figures))
 }
 
 /// What a run decodes, in words: the container's file name, or for several

@@ -10,6 +10,7 @@ use super::pool::BufferPool;
 use super::records::{DecodedPart, Failure, MergeReceipt};
 use super::shards::ShardRun;
 use crate::error::{Error, Result};
+use crate::pressure::PressureSource as _;
 use crate::stats::Recorder;
 
 /// Places parts at their offsets, in their shard's output, and checks each
@@ -111,5 +112,69 @@ impl Sink<DecodedPart> for PartSink {
             p.rerouted_oom,
         );
         Ok(receipt)
+    }
+}
+
+/// What a run's statistics are computed from: the merges' counters, the
+/// policy's, and the run's fixed facts. The same computation gives the final
+/// statistics and each live snapshot ([`crate::monitor`]).
+pub(crate) struct StatsSource {
+    pub(crate) state: Arc<Mutex<MergeState>>,
+    pub(crate) policy: Arc<Mutex<crate::policy::Policy>>,
+    pub(crate) mode: crate::policy::Mode,
+    pub(crate) started: Instant,
+    pub(crate) notes: Vec<String>,
+    pub(crate) gpu: Option<String>,
+    /// The replayed trace and its step (virtual ms per chunk).
+    pub(crate) trace: Option<(crate::pressure::Trace, u64)>,
+    pub(crate) pressure: Option<Arc<dyn crate::pressure::PressureSource>>,
+    /// Chunks of the run.
+    pub(crate) chunks: usize,
+    /// The final statistics, once computed: later snapshots are these, so
+    /// none reads a later wall time than the final one.
+    pub(crate) last: std::sync::OnceLock<(crate::policy::EngineState, crate::stats::Statistics)>,
+}
+
+impl StatsSource {
+    /// The statistics now; `finished`: the run has ended (every chunk is
+    /// decided, so a replay's latest sample is the last chunk's).
+    pub(crate) fn statistics(
+        &self,
+        finished: bool,
+    ) -> (crate::policy::EngineState, crate::stats::Statistics) {
+        // Under the merge lock throughout: snapshots and the final
+        // statistics are computed one at a time, in the order of their clocks.
+        let st = self.state.lock().expect("merge lock");
+        let p = self.policy.lock().expect("policy lock");
+        if let Some(last) = self.last.get() {
+            return last.clone();
+        }
+        let elapsed = self.started.elapsed();
+        // The latest pressure reading: the trace's at the virtual time of the
+        // last chunk merged (of the run's last chunk, once it ended), or the
+        // live source's now.
+        let decided = match finished {
+            true => self.chunks,
+            false => st.recorder.chunks_seen(),
+        };
+        let last_sample = match (&self.trace, &self.pressure) {
+            (Some((t, step)), _) => {
+                t.sample_at((decided.saturating_sub(1) as u64).saturating_mul(*step))
+            }
+            (None, Some(source)) => source.sample_at(elapsed.as_millis() as u64),
+            (None, None) => None,
+        };
+        let s = st.recorder.statistics(
+            &p,
+            self.mode,
+            elapsed,
+            self.notes.clone(),
+            self.gpu.clone(),
+            last_sample,
+        );
+        if finished {
+            let _ = self.last.set((p.state(), s.clone()));
+        }
+        (p.state(), s)
     }
 }

@@ -15,6 +15,7 @@ pub use crate::graph::{
     decompress_to_memory_all, pin_current_thread, Cluster, Placement, RunOptions, ShardFigures,
     ShardedRun,
 };
+use crate::monitor::{Monitor, Snapshot, Watcher};
 use crate::policy::Mode;
 use crate::pressure::{PressureSource, Trace};
 use crate::progress::Progress;
@@ -118,6 +119,10 @@ pub struct Pipeline {
     settings: RunSettings,
     cache: Option<crate::cache::TensorCache>,
     last: Mutex<Option<Statistics>>,
+    /// Follows each run, for [`Pipeline::statistics`] while one goes.
+    monitor: Monitor,
+    /// The watcher [`Pipeline::with_monitor`] started; stops with the pipeline.
+    watcher: Option<Watcher>,
 }
 
 impl Pipeline {
@@ -144,6 +149,8 @@ impl Pipeline {
             settings: RunSettings::default(),
             cache,
             last: Mutex::new(None),
+            monitor: Monitor::new(),
+            watcher: None,
         }
     }
 
@@ -195,6 +202,26 @@ impl Pipeline {
         self
     }
 
+    /// Calls `f` every `every`, on a thread of its own, with a snapshot of the
+    /// run in progress (statistics with `--stats-json`'s keys, counters that
+    /// only grow), and once with each run's final statistics; the calls stop
+    /// when the pipeline drops. See [`Monitor::watch`] (an error only when
+    /// no thread can be started).
+    pub fn with_monitor(
+        mut self,
+        every: std::time::Duration,
+        f: impl FnMut(&Snapshot) + Send + 'static,
+    ) -> Result<Self> {
+        self.watcher = Some(self.monitor.watch(every, f)?);
+        Ok(self)
+    }
+
+    /// The monitor that follows this pipeline's runs (the latest one begun):
+    /// snapshots from any thread, or a watcher of one's own.
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
     /// The GPU, in words, when there is one.
     pub fn gpu_description(&self) -> Option<String> {
         self.gpu.as_ref().map(|g| g.describe())
@@ -234,6 +261,7 @@ impl Pipeline {
         o.placement_log = self.settings.placement_log.clone();
         o.timeline = self.settings.timeline.clone();
         o.progress = self.settings.progress.clone();
+        o.monitor = Some(self.monitor.clone());
         o
     }
 
@@ -388,10 +416,16 @@ impl Pipeline {
         Ok(tensor(data))
     }
 
-    /// The last run's statistics, with the cache's running counts; `None`
-    /// before the first run.
+    /// The statistics of the run in progress (safe to call from another
+    /// thread while it goes), else of the last run, with the cache's running
+    /// counts; `None` before the first run.
     pub fn statistics(&self) -> Option<Statistics> {
-        let mut s = self.last.lock().expect("stats lock").clone()?;
+        // The monitor holds the latest run (live or ended); `last`, the
+        // latest that succeeded.
+        let mut s = match self.monitor.statistics() {
+            Some(s) => s,
+            None => self.last.lock().expect("stats lock").clone()?,
+        };
         if let Some(c) = &self.cache {
             (s.cache_hits, s.cache_misses) = c.counts();
         }
