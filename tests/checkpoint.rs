@@ -600,3 +600,41 @@ fn a_cluster_run_of_a_directory_is_refused_and_leaves_nothing() {
     assert!(!restored.exists());
     assert_no_temp_files(tmp.path());
 }
+
+#[test]
+fn a_packed_directory_streams_its_one_run_with_stats_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let packed = tmp.path().join("packed");
+    ok(&compress(&model, &packed));
+    let restored = tmp.path().join("restored");
+    let stream = tmp.path().join("stream.jsonl");
+    let out = decompress(
+        &packed,
+        &restored,
+        &[
+            "--stats-interval",
+            "0.01",
+            "--stats-stream",
+            stream.to_str().unwrap(),
+        ],
+    );
+    ok(&out);
+    assert_eq!(files(&restored), files(&model));
+    let text = std::fs::read_to_string(&stream).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // One run over every shard: the last line counts all their chunks, and
+    // no line counts fewer than the one before it.
+    let total = |v: &serde_json::Value| v["total_decompressions"].as_u64().unwrap();
+    let chunks: u64 = padic_burst::checkpoint::PackedCheckpoint::open(&packed)
+        .unwrap()
+        .chunk_count() as u64;
+    assert_eq!(total(lines.last().unwrap()), chunks, "{text}");
+    assert!(
+        lines.windows(2).all(|w| total(&w[0]) <= total(&w[1])),
+        "{text}"
+    );
+}
