@@ -33,6 +33,13 @@ pub fn encode(syms: &[u16], alphabet: u32) -> Vec<u8> {
     for &s in syms {
         counts[s as usize] += 1;
     }
+    encode_counted(syms, &counts)
+}
+
+/// [`encode`], given `counts[s]`, the occurrences of each symbol `s` of the
+/// alphabet (`counts.len()` symbols).
+pub fn encode_counted(syms: &[u16], counts: &[u64]) -> Vec<u8> {
+    let alphabet = counts.len() as u32;
     let present = counts.iter().filter(|&&c| c > 0).count();
     let mut out = Vec::new();
     if present <= 1 {
@@ -42,15 +49,59 @@ pub fn encode(syms: &[u16], alphabet: u32) -> Vec<u8> {
     }
     let width = raw_width(alphabet);
     let raw_len = 2 + bitpack::packed_len(syms.len(), width);
+    if !rans_may_win(counts, syms.len(), raw_len) {
+        return raw(syms, width);
+    }
     let mut coded = vec![KIND_RANS];
-    rans::encode(syms, &counts, &mut coded);
+    rans::encode(syms, counts, &mut coded);
+    if std::env::var_os("PADIC_ENC_DIAG").is_some() {
+        eprintln!(
+            "diag n={} raw={} rans={} floor={:.0}",
+            syms.len(),
+            raw_len,
+            coded.len(),
+            rans_floor(counts, syms.len())
+        );
+    }
     if coded.len() < raw_len {
         return coded;
     }
+    raw(syms, width)
+}
+
+/// The section stored raw at `width` bits a symbol.
+fn raw(syms: &[u16], width: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + bitpack::packed_len(syms.len(), width));
     out.push(KIND_RAW);
     out.push(width as u8);
     bitpack::encode(syms, width, &mut out);
     out
+}
+
+/// A floor on the bytes an rANS section of these counts takes (with its
+/// kind byte): the empirical entropy (no frequency table codes below it);
+/// half of each segment's final states (a state holds at most 16 bits
+/// beyond its lower bound `L`, of its 32); each segment's word count (a
+/// varint of at least one byte); and the table's fixed fields (kind, scale,
+/// lanes, segment size: 6 bytes) and two varints of a byte or more per
+/// present symbol.
+fn rans_floor(counts: &[u64], n: usize) -> f64 {
+    let total = n as f64;
+    let mut bits = 0.0;
+    let mut present = 0;
+    for &c in counts.iter().filter(|&&c| c > 0) {
+        bits += c as f64 * (total / c as f64).log2();
+        present += 1;
+    }
+    let segments = n.div_ceil(rans::SEGMENT_SYMBOLS);
+    bits / 8.0 + (segments * (2 * rans::LANES + 1) + 6 + 2 * present) as f64
+}
+
+/// Whether rANS could code the section below `raw_len` bytes: false only
+/// when its floor is at or above it, so that skipping the encode
+/// never changes which encoding is written.
+fn rans_may_win(counts: &[u64], n: usize, raw_len: usize) -> bool {
+    rans_floor(counts, n) < raw_len as f64
 }
 
 /// Decodes a section into `out` (`out.len()` symbols): `out[i] = lut[sym]`
