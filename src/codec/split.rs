@@ -38,6 +38,11 @@ pub fn split(layout: &Layout, bytes: &[u8]) -> Vec<Stream> {
         .collect()
 }
 
+/// Histogram slots of the p = 2 pass: every p = 2 alphabet is a power of
+/// two no larger (the layout caps alphabets at 4096), so a symbol masked
+/// to it indexes without a bounds check.
+const SLOTS: usize = 4096;
+
 /// The p = 2 pass: `load` reads one value of `N` bytes.
 #[inline(always)]
 fn fields<const N: usize>(
@@ -46,25 +51,31 @@ fn fields<const N: usize>(
     alphabet: usize,
     load: impl Fn(&[u8; N]) -> u32,
 ) -> Stream {
-    let values = bytes.chunks_exact(N);
-    let n = values.len();
+    debug_assert!(alphabet.is_power_of_two() && alphabet <= SLOTS);
+    let n = bytes.len() / N;
     let mut syms = vec![0u16; n];
-    let mut hist = vec![[0u32; 4]; alphabet];
+    let mut hist = vec![[0u32; 4]; SLOTS];
+    let hist: &mut [[u32; 4]; SLOTS] = (&mut hist[..]).try_into().expect("SLOTS rows");
+    let sym = |c: &[u8]| f.symbol(load(c.try_into().expect("N bytes")));
     let mut quads = syms.chunks_exact_mut(4);
-    let mut vals = values.map(|c| load(c.try_into().expect("N bytes")));
-    for q in &mut quads {
-        for (lane, slot) in q.iter_mut().enumerate() {
-            let sym = f.symbol(vals.next().expect("a value per symbol"));
-            *slot = sym;
-            hist[sym as usize][lane] += 1;
+    let mut groups = bytes.chunks_exact(4 * N);
+    for (q, g) in (&mut quads).zip(&mut groups) {
+        for (lane, (slot, c)) in q.iter_mut().zip(g.chunks_exact(N)).enumerate() {
+            let s = sym(c);
+            *slot = s;
+            hist[s as usize % SLOTS][lane] += 1;
         }
     }
-    for slot in quads.into_remainder() {
-        let sym = f.symbol(vals.next().expect("a value per symbol"));
-        *slot = sym;
-        hist[sym as usize][0] += 1;
+    for (slot, c) in quads
+        .into_remainder()
+        .iter_mut()
+        .zip(groups.remainder().chunks_exact(N))
+    {
+        let s = sym(c);
+        *slot = s;
+        hist[s as usize % SLOTS][0] += 1;
     }
-    let counts = hist
+    let counts = hist[..alphabet]
         .iter()
         .map(|h| h.iter().map(|&c| c as u64).sum())
         .collect();

@@ -54,15 +54,6 @@ pub fn encode_counted(syms: &[u16], counts: &[u64]) -> Vec<u8> {
     }
     let mut coded = vec![KIND_RANS];
     rans::encode(syms, counts, &mut coded);
-    if std::env::var_os("PADIC_ENC_DIAG").is_some() {
-        eprintln!(
-            "diag n={} raw={} rans={} floor={:.0}",
-            syms.len(),
-            raw_len,
-            coded.len(),
-            rans_floor(counts, syms.len())
-        );
-    }
     if coded.len() < raw_len {
         return coded;
     }
