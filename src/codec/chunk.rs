@@ -38,10 +38,17 @@ pub struct EncodedChunk {
 
 /// Encodes the little-endian values in `bytes` (a whole number of elements).
 pub fn encode(layout: &Layout, bytes: &[u8]) -> EncodedChunk {
-    let sections = split::split(layout, bytes)
-        .iter()
-        .map(|st| symbols::encode_counted(&st.syms, &st.counts))
-        .collect();
+    thread_local! {
+        // Each coding thread's symbol streams, reused chunk after chunk.
+        static STREAMS: std::cell::RefCell<Vec<split::Stream>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let sections = STREAMS.with_borrow_mut(|streams| {
+        split::split_into(layout, bytes, streams);
+        streams[..layout.sections()]
+            .iter()
+            .map(|st| symbols::encode_counted(&st.syms, &st.counts))
+            .collect()
+    });
     EncodedChunk {
         sections,
         max_abs_error: max_error(layout, bytes),

@@ -2,10 +2,11 @@
 //! counts (what the section coder needs first), in one pass a section.
 //!
 //! For p = 2 a section's symbol is a pair of bit fields of the value
-//! ([`Layout::bit_fields`]): a shift, a mask and the sign; the pass is
-//! branch-free and counts into four interleaved histograms, so a run of
-//! equal symbols does not wait on its own count. Odd primes take the
-//! general digit split ([`Layout::split`]).
+//! ([`Layout::bit_fields`]): a shift, a mask and the sign. One branch-free
+//! pass reads each value once, gives every section its symbol and counts it
+//! into four interleaved histograms, so a run of equal symbols does not
+//! wait on its own count. Odd primes take the general digit split
+//! ([`Layout::split`]).
 #![forbid(unsafe_code)]
 
 use super::layout::{BitFields, FloatKind, Layout};
@@ -21,21 +22,92 @@ pub struct Stream {
 /// Splits the little-endian values in `bytes` (a whole number of values)
 /// into one stream per section of `layout`.
 pub fn split(layout: &Layout, bytes: &[u8]) -> Vec<Stream> {
+    let mut streams = Vec::new();
+    split_into(layout, bytes, &mut streams);
+    streams
+}
+
+/// [`split`] into `streams`, reusing their buffers (a coder calls it once a
+/// chunk: the buffers are not allocated and zeroed again each time).
+pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
     let kind = layout.kind;
-    (0..layout.sections())
-        .map(|s| {
-            let alphabet = layout.alphabet(s) as usize;
-            match (layout.bit_fields(s), kind) {
-                (Some(f), FloatKind::F32) => {
-                    fields(bytes, f, alphabet, |c: &[u8; 4]| u32::from_le_bytes(*c))
-                }
-                (Some(f), _) => fields(bytes, f, alphabet, |c: &[u8; 2]| {
-                    u16::from_le_bytes(*c) as u32
-                }),
-                (None, _) => digits(layout, bytes, s, alphabet),
-            }
-        })
-        .collect()
+    let n = bytes.len() / kind.size();
+    let sections = layout.sections();
+    streams.resize_with(sections, || Stream {
+        syms: Vec::new(),
+        counts: Vec::new(),
+    });
+    for (s, st) in streams.iter_mut().enumerate() {
+        st.syms.resize(n, 0);
+        st.counts.clear();
+        st.counts.resize(layout.alphabet(s) as usize, 0);
+    }
+    let fields: Option<Vec<BitFields>> = (0..sections).map(|s| layout.bit_fields(s)).collect();
+    // The exact layouts of the three dtypes with their fields as constants
+    // (shifts by an immediate, masks folded); any other p = 2 layout with
+    // its fields read at run time.
+    match (fields.as_deref(), kind) {
+        (Some(f), FloatKind::BF16) if f == BF16_EXACT => {
+            pass::<2, 2>(bytes, streams, load16, |v| fixed(&BF16_EXACT, v))
+        }
+        (Some(f), FloatKind::F16) if f == F16_EXACT => {
+            pass::<2, 2>(bytes, streams, load16, |v| fixed(&F16_EXACT, v))
+        }
+        (Some(f), FloatKind::F32) if f == F32_EXACT => {
+            pass::<4, 4>(bytes, streams, load32, |v| fixed(&F32_EXACT, v))
+        }
+        (Some(&[a]), FloatKind::F32) => pass::<4, 1>(bytes, streams, load32, |v| fixed(&[a], v)),
+        (Some(&[a, b]), FloatKind::F32) => {
+            pass::<4, 2>(bytes, streams, load32, |v| fixed(&[a, b], v))
+        }
+        (Some(&[a, b, c]), FloatKind::F32) => {
+            pass::<4, 3>(bytes, streams, load32, |v| fixed(&[a, b, c], v))
+        }
+        (Some(&[a, b, c, d]), FloatKind::F32) => {
+            pass::<4, 4>(bytes, streams, load32, |v| fixed(&[a, b, c, d], v))
+        }
+        (Some(&[a]), _) => pass::<2, 1>(bytes, streams, load16, |v| fixed(&[a], v)),
+        (Some(&[a, b]), _) => pass::<2, 2>(bytes, streams, load16, |v| fixed(&[a, b], v)),
+        _ => digits(layout, bytes, streams),
+    }
+}
+
+/// The symbols of `v` in every section.
+#[inline(always)]
+fn fixed<const S: usize>(fields: &[BitFields; S], v: u32) -> [u16; S] {
+    std::array::from_fn(|s| fields[s].symbol(v))
+}
+
+const fn field(shift: u32, mask: u32, sign_shift: u32, sign: u32, digits: u32) -> BitFields {
+    BitFields {
+        shift,
+        mask,
+        sign_shift,
+        sign,
+        digits,
+    }
+}
+
+/// bf16, p = 2, every digit: the exponent and 3 digits; the sign and 4.
+const BF16_EXACT: [BitFields; 2] = [field(4, 0x7ff, 15, 0, 3), field(0, 0xf, 15, 1, 4)];
+/// f16, p = 2, every digit: the exponent and 3 digits; the sign and 7.
+const F16_EXACT: [BitFields; 2] = [field(7, 0xff, 15, 0, 3), field(0, 0x7f, 15, 1, 7)];
+/// f32, p = 2, every digit: the exponent and 3 digits; the sign and 7; 8; 5.
+const F32_EXACT: [BitFields; 4] = [
+    field(20, 0x7ff, 31, 0, 3),
+    field(13, 0x7f, 31, 1, 7),
+    field(5, 0xff, 31, 0, 8),
+    field(0, 0x1f, 31, 0, 5),
+];
+
+#[inline(always)]
+fn load32(c: &[u8; 4]) -> u32 {
+    u32::from_le_bytes(*c)
+}
+
+#[inline(always)]
+fn load16(c: &[u8; 2]) -> u32 {
+    u16::from_le_bytes(*c) as u32
 }
 
 /// Histogram slots of the p = 2 pass: every p = 2 alphabet is a power of
@@ -43,53 +115,57 @@ pub fn split(layout: &Layout, bytes: &[u8]) -> Vec<Stream> {
 /// to it indexes without a bounds check.
 const SLOTS: usize = 4096;
 
-/// The p = 2 pass: `load` reads one value of `N` bytes.
+/// The p = 2 pass over values of `N` bytes into `S` sections: each value is
+/// read once and `symbols` gives every section its symbol.
 #[inline(always)]
-fn fields<const N: usize>(
+fn pass<const N: usize, const S: usize>(
     bytes: &[u8],
-    f: BitFields,
-    alphabet: usize,
-    load: impl Fn(&[u8; N]) -> u32,
-) -> Stream {
-    debug_assert!(alphabet.is_power_of_two() && alphabet <= SLOTS);
-    let n = bytes.len() / N;
-    let mut syms = vec![0u16; n];
-    let mut hist = vec![[0u32; 4]; SLOTS];
-    let hist: &mut [[u32; 4]; SLOTS] = (&mut hist[..]).try_into().expect("SLOTS rows");
-    let sym = |c: &[u8]| f.symbol(load(c.try_into().expect("N bytes")));
-    let mut quads = syms.chunks_exact_mut(4);
+    streams: &mut [Stream],
+    load: fn(&[u8; N]) -> u32,
+    symbols: impl Fn(u32) -> [u16; S],
+) {
+    let mut hist = vec![[[0u32; 4]; SLOTS]; S];
+    let hist: &mut [[[u32; 4]; SLOTS]; S] = (&mut hist[..]).try_into().expect("S sections");
+    let mut outs: Vec<std::slice::ChunksExactMut<u16>> = streams
+        .iter_mut()
+        .map(|st| st.syms.chunks_exact_mut(4))
+        .collect();
+    let outs: &mut [std::slice::ChunksExactMut<u16>; S] =
+        (&mut outs[..]).try_into().expect("S sections");
     let mut groups = bytes.chunks_exact(4 * N);
-    for (q, g) in (&mut quads).zip(&mut groups) {
-        for (lane, (slot, c)) in q.iter_mut().zip(g.chunks_exact(N)).enumerate() {
-            let s = sym(c);
-            *slot = s;
-            hist[s as usize % SLOTS][lane] += 1;
+    for group in &mut groups {
+        let quads: [&mut [u16]; S] =
+            std::array::from_fn(|s| outs[s].next().expect("a quad per group"));
+        for (lane, c) in group.chunks_exact(N).enumerate() {
+            let syms = symbols(load(c.try_into().expect("N bytes")));
+            for s in 0..S {
+                quads[s][lane] = syms[s];
+                hist[s][syms[s] as usize % SLOTS][lane] += 1;
+            }
         }
     }
-    for (slot, c) in quads
-        .into_remainder()
-        .iter_mut()
-        .zip(groups.remainder().chunks_exact(N))
-    {
-        let s = sym(c);
-        *slot = s;
-        hist[s as usize % SLOTS][0] += 1;
+    let tails: [&mut [u16]; S] = std::array::from_fn(|s| {
+        std::mem::replace(&mut outs[s], [].chunks_exact_mut(4)).into_remainder()
+    });
+    for (i, c) in groups.remainder().chunks_exact(N).enumerate() {
+        let syms = symbols(load(c.try_into().expect("N bytes")));
+        for s in 0..S {
+            tails[s][i] = syms[s];
+            hist[s][syms[s] as usize % SLOTS][0] += 1;
+        }
     }
-    let counts = hist[..alphabet]
-        .iter()
-        .map(|h| h.iter().map(|&c| c as u64).sum())
-        .collect();
-    Stream { syms, counts }
+    for (st, h) in streams.iter_mut().zip(hist.iter()) {
+        for (count, lanes) in st.counts.iter_mut().zip(h.iter()) {
+            *count = lanes.iter().map(|&c| c as u64).sum();
+        }
+    }
 }
 
 /// The general pass, for odd primes.
-fn digits(layout: &Layout, bytes: &[u8], s: usize, alphabet: usize) -> Stream {
+fn digits(layout: &Layout, bytes: &[u8], streams: &mut [Stream]) {
     let kind = layout.kind;
-    let n = bytes.len() / kind.size();
     let mut all = vec![0u16; layout.sections()];
-    let mut syms = Vec::with_capacity(n);
-    let mut counts = vec![0u64; alphabet];
-    for c in bytes.chunks_exact(kind.size()) {
+    for (i, c) in bytes.chunks_exact(kind.size()).enumerate() {
         let bits = match kind {
             FloatKind::F32 => u32::from_le_bytes(c.try_into().expect("4 bytes")),
             FloatKind::BF16 | FloatKind::F16 => {
@@ -97,15 +173,31 @@ fn digits(layout: &Layout, bytes: &[u8], s: usize, alphabet: usize) -> Stream {
             }
         };
         layout.split(bits, &mut all);
-        syms.push(all[s]);
-        counts[all[s] as usize] += 1;
+        for (st, &sym) in streams.iter_mut().zip(&all) {
+            st.syms[i] = sym;
+            st.counts[sym as usize] += 1;
+        }
     }
-    Stream { syms, counts }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fixed_fields_are_the_exact_layouts() {
+        for (kind, want) in [
+            (FloatKind::BF16, &BF16_EXACT[..]),
+            (FloatKind::F16, &F16_EXACT[..]),
+            (FloatKind::F32, &F32_EXACT[..]),
+        ] {
+            let l = Layout::new(kind, 2, None, false).unwrap();
+            let got: Vec<BitFields> = (0..l.sections())
+                .map(|s| l.bit_fields(s).unwrap())
+                .collect();
+            assert_eq!(got, want, "{kind:?}");
+        }
+    }
 
     #[test]
     fn streams_hold_the_split_symbols_and_their_counts() {
@@ -122,6 +214,18 @@ mod tests {
             for (p, precision) in [(2, None), (2, Some(3)), (3, None), (5, Some(2))] {
                 let layout = Layout::new(kind, p, precision, true).unwrap();
                 let streams = split(&layout, &bytes);
+                // A reused set of streams (left by another layout) gives the same.
+                let mut reused = split(
+                    &Layout::new(FloatKind::F32, 2, None, false).unwrap(),
+                    &bytes[..40],
+                );
+                split_into(&layout, &bytes, &mut reused);
+                for (a, b) in streams.iter().zip(&reused) {
+                    assert!(
+                        a.syms == b.syms && a.counts == b.counts,
+                        "{kind:?} p={p} reused"
+                    );
+                }
                 let n = bytes.len() / kind.size();
                 let mut syms = vec![0u16; layout.sections()];
                 for (i, c) in bytes.chunks_exact(kind.size()).enumerate() {
