@@ -308,3 +308,86 @@ impl<F: Fn()> Drop for OnPanic<'_, F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn results_come_in_job_order_within_the_window() {
+        let jobs: Vec<usize> = (0..40).collect();
+        let ahead = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        in_order(
+            &jobs,
+            3,
+            5,
+            |&j| {
+                // Early jobs take longest, so later ones finish first.
+                std::thread::sleep(Duration::from_millis(((40 - j) % 7) as u64));
+                let now = ahead.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                j * 10
+            },
+            |i, v| {
+                ahead.fetch_sub(1, Ordering::SeqCst);
+                seen.push((i, v));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let want: Vec<(usize, usize)> = (0..40).map(|j| (j, j * 10)).collect();
+        assert_eq!(seen, want);
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (1..=5).contains(&most),
+            "{most} results waited at once, the window is 5"
+        );
+    }
+
+    #[test]
+    fn a_write_error_stops_the_workers_and_is_returned() {
+        let jobs: Vec<usize> = (0..1000).collect();
+        let coded = AtomicUsize::new(0);
+        let err = in_order(
+            &jobs,
+            2,
+            4,
+            |&j| {
+                coded.fetch_add(1, Ordering::SeqCst);
+                j
+            },
+            |i, _| match i {
+                3 => Err(Error::InvalidArgument("disk full".into())),
+                _ => Ok(()),
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        let coded = coded.load(Ordering::SeqCst);
+        assert!(coded < 1000, "{coded} jobs coded after the writer failed");
+    }
+
+    #[test]
+    fn any_worker_count_writes_the_same_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("m.safetensors");
+        let model = crate::demo::synthetic_model(3, 200_000, safetensors::Dtype::BF16);
+        std::fs::write(&input, model).unwrap();
+        let mut files = Vec::new();
+        for workers in [1, 2, 5] {
+            let out = dir.path().join(format!("m{workers}.padic"));
+            let opts = CompressOptions {
+                chunk_kib: 16,
+                workers,
+                ..CompressOptions::default()
+            };
+            let s = compress_file(&input, &out, &opts, &Progress::new(false)).unwrap();
+            assert!(s.chunks > 10, "{} chunks", s.chunks);
+            files.push(std::fs::read(&out).unwrap());
+        }
+        assert!(files[0] == files[1] && files[1] == files[2]);
+    }
+}

@@ -46,14 +46,14 @@ fn pack<const W: usize>(syms: &[u16], out: &mut Vec<u8>) {
         }
         acc.to_le_bytes()
     };
-    let mut dst = buf.chunks_exact_mut(W);
-    let mut src = syms.chunks_exact(8);
-    for (d, eight) in (&mut dst).zip(&mut src) {
+    let (whole, tail) = buf.split_at_mut(syms.len() / 8 * W);
+    let src = syms.chunks_exact(8);
+    let rest = src.remainder();
+    for (d, eight) in whole.chunks_exact_mut(W).zip(src) {
         d.copy_from_slice(&group(eight)[..W]);
     }
-    let tail = dst.into_remainder();
     let n = tail.len();
-    tail.copy_from_slice(&group(src.remainder())[..n]);
+    tail.copy_from_slice(&group(rest)[..n]);
 }
 
 /// Decodes `out.len()` values of `width` bits from `body`:
