@@ -220,21 +220,37 @@ fn encode_segment(
     span: &mut [u16],
 ) -> ([u32; 64], usize) {
     let mut states = [RANS_L; 64];
-    let states_used = &mut states[..lanes];
     // `pos - 1` is the slot the next word goes to; a store happens for
     // every symbol and counts only when the state renormalises.
     let mut pos = span.len();
-    // Symbol i goes to lane i % lanes; walked backwards without a division.
-    let mut lane = (seg.len() - 1) % lanes;
-    for &sym in seg.iter().rev() {
+    let mut put = |x: u32, sym: u16| {
         let e = table[sym as usize];
-        let mut x = states_used[lane];
         let out = x > e.renorm;
         span[pos - 1] = x as u16;
         pos -= out as usize;
-        x = if out { x >> 16 } else { x };
-        states_used[lane] = e.put(x);
-        lane = if lane == 0 { lanes - 1 } else { lane - 1 };
+        e.put(if out { x >> 16 } else { x })
+    };
+    // Symbol i goes to lane i % lanes. The symbols past the last whole
+    // group of `lanes` come first (the walk is backwards), then whole
+    // groups, each lane at a fixed place (unrolled for the writer's 32).
+    let whole = seg.len() / lanes * lanes;
+    for (j, &sym) in seg[whole..].iter().enumerate().rev() {
+        states[j] = put(states[j], sym);
+    }
+    if lanes == LANES {
+        let st: &mut [u32; LANES] = (&mut states[..LANES]).try_into().expect("LANES states");
+        for group in seg[..whole].chunks_exact(LANES).rev() {
+            let group: &[u16; LANES] = group.try_into().expect("LANES symbols");
+            for j in (0..LANES).rev() {
+                st[j] = put(st[j], group[j]);
+            }
+        }
+    } else {
+        for group in seg[..whole].chunks_exact(lanes).rev() {
+            for (j, &sym) in group.iter().enumerate().rev() {
+                states[j] = put(states[j], sym);
+            }
+        }
     }
     (states, pos)
 }
