@@ -97,7 +97,7 @@ model="$work/synthetic-${mb}mb-bf16.safetensors"
 target/release/examples/synthetic_model "$model" "$mb" bf16
 echo
 echo "compression, bf16, $rounds alternated runs each: GB/s of original bytes; ratio = padic-burst / ZipNN"
-printf '%-26s %3s %10s %10s %8s %10s %10s %8s %8s %8s\n' file threads "p median" "z median" ratio "p best" "z best" ratio "p size" "z size"
+printf '%-34s %3s %10s %10s %8s %10s %10s %8s %8s %8s\n' file threads "p median" "z median" ratio "p best" "z best" ratio "p size" "z size"
 for file in "$weights/minilm-bf16.safetensors" "$model"; do
   bytes=$(stat -c %s "$file")
   $bin --quiet compress "$file" -o "$packed" 2>/dev/null
@@ -112,6 +112,6 @@ for file in "$weights/minilm-bf16.safetensors" "$model"; do
     done
     pm=$(echo $ps | tr ' ' '\n' | median); zm=$(echo $zs | tr ' ' '\n' | median)
     pb=$(echo $ps | tr ' ' '\n' | sort -g | tail -1); zb=$(echo $zs | tr ' ' '\n' | sort -g | tail -1)
-    printf '%-26s %3s %10s %10s %8s %10s %10s %8s %8s %8s\n' "$(basename "$file")" "$t" "$pm" "$zm" "$(ratio "$pm" "$zm")" "$pb" "$zb" "$(ratio "$pb" "$zb")" "$psize" "$zsize"
+    printf '%-34s %3s %10s %10s %8s %10s %10s %8s %8s %8s\n' "$(basename "$file")" "$t" "$pm" "$zm" "$(ratio "$pm" "$zm")" "$pb" "$zb" "$(ratio "$pb" "$zb")" "$psize" "$zsize"
   done
 done

@@ -368,7 +368,7 @@ impl Layout {
             return None;
         }
         let split = &self.splits[s];
-        let digits = (split.span.trailing_zeros()) as u32;
+        let digits = split.span.trailing_zeros();
         // The head's digits sit right below the exponent: one field.
         let width = if s == 0 {
             digits + self.kind.exp_bits()
