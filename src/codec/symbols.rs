@@ -194,3 +194,67 @@ pub fn decode_range<W: Word>(
         Parsed::Rans(body) => rans::decode_range(body, lut, total, first, out, assign),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Skewed and near-uniform streams over small and large alphabets.
+    fn streams() -> Vec<(Vec<u16>, u32)> {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut out = Vec::new();
+        for (alphabet, skew, n) in [
+            (32u32, 0u32, 300_000usize),
+            (32, 1, 300_000),
+            (256, 0, 200_000),
+            (256, 2, 50_000),
+            (2048, 4, 270_000),
+            (4, 0, 1000),
+        ] {
+            let syms = (0..n)
+                .map(|_| {
+                    // `skew` halvings of the range: more weight on small symbols.
+                    let mut s = next() as u32 % alphabet;
+                    for _ in 0..skew {
+                        s = s.min(next() as u32 % alphabet);
+                    }
+                    s as u16
+                })
+                .collect();
+            out.push((syms, alphabet));
+        }
+        out
+    }
+
+    #[test]
+    fn the_rans_floor_is_below_every_rans_section_and_skipping_keeps_the_choice() {
+        for (syms, alphabet) in streams() {
+            let mut counts = vec![0u64; alphabet as usize];
+            syms.iter().for_each(|&s| counts[s as usize] += 1);
+            let mut coded = vec![KIND_RANS];
+            rans::encode(&syms, &counts, &mut coded);
+            let floor = rans_floor(&counts, syms.len());
+            assert!(
+                floor <= coded.len() as f64,
+                "alphabet {alphabet}: floor {floor} above the {} coded bytes",
+                coded.len()
+            );
+            // What `encode` writes is the smaller of the two, as trying both gives.
+            let width = raw_width(alphabet);
+            let raw_len = 2 + bitpack::packed_len(syms.len(), width);
+            let got = encode(&syms, alphabet);
+            let want = if coded.len() < raw_len {
+                coded
+            } else {
+                raw(&syms, width)
+            };
+            assert!(got == want, "alphabet {alphabet}: a different encoding");
+        }
+    }
+}
