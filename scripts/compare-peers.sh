@@ -7,12 +7,17 @@
 #     reused buffer apart (a streaming loader's case);
 #  2. end to end: the whole `padic-burst decompress X.padic -o OUT` process
 #     against ZipNN in process (`decompress`, then write the bytes to OUT);
-#  3. compression: the whole `padic-burst compress` process against
-#     `ZipNN.compress` in process.
+#  3. compression: the whole `padic-burst compress X -o OUT --workers T`
+#     process against `ZipNN.compress` in process, on each dtype; then, on
+#     MiniLM bf16 and a generated COMPRESS_MB MB bf16 model (default 256,
+#     `examples/synthetic_model`, the generator of `bench --synthetic`),
+#     ROUNDS alternated runs of each at 1 and 2 threads, reported as median
+#     and best GB/s and the ratios of medians and of bests.
 #
 #   scripts/compare-peers.sh [WEIGHTS_DIR]
 #
-# DTYPES (default "bf16 f16 f32") picks the files; OUT_DIR (default /dev/shm,
+# DTYPES (default "bf16 f16 f32") picks the files (DTYPES="" runs only the
+# compression comparison of part 3); OUT_DIR (default /dev/shm,
 # tmpfs) is where end-to-end outputs go. Shared machines are noisy: the tools
 # run in alternation, ROUNDS times (default 3); each keeps its best, and the
 # ratios are padic-burst / ZipNN speed (above 1: padic-burst is faster).
@@ -29,11 +34,12 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -c "import zipnn" 2>/dev/null || "$venv/bin/python" -m pip install --quiet --disable-pip-version-check zipnn==0.5.4
-cargo build --release --quiet --bin padic-burst --example throughput
+cargo build --release --quiet --bin padic-burst --example throughput --example synthetic_model
 bin=target/release/padic-burst
 work=$(mktemp -d)
 out="$out_dir/padic-compare-$$.safetensors"
-trap 'rm -rf "$work" "$out"' EXIT
+packed="$out_dir/padic-compare-$$.padic"
+trap 'rm -rf "$work" "$out" "$packed"' EXIT
 max() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 # GB/s of one whole command over BYTES bytes.
@@ -47,7 +53,7 @@ zipnn() { "$venv/bin/python" scripts/peers/zipnn_bench.py "$@"; }
 field() { "$venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); k=sys.argv[1]; print("%.4f" % r["ratio"] if k == "ratio" else "%.3f" % (r["bytes"] / min(r[k]) / 1e9))' "$1"; }
 
 printf '%-5s %-22s %8s %12s %12s\n' dtype "figure" ratio "1 thread" "2 threads"
-for dtype in ${DTYPES:-bf16 f16 f32}; do
+for dtype in ${DTYPES-bf16 f16 f32}; do
   file="$weights/minilm-$dtype.safetensors"
   bytes=$(stat -c %s "$file")
   $bin --quiet compress "$file" -o "$work/$dtype.padic" 2>/dev/null
@@ -68,7 +74,7 @@ for dtype in ${DTYPES:-bf16 f16 f32}; do
         best[e2e_p$t]=$(max "${best[e2e_p$t]:-0}" "$(timed "$bytes" $bin --quiet decompress "$work/$dtype.padic" -o "$out" --workers "$t")")
         rm -f "$out"
       done
-      best[cmp_p$t]=$(max "${best[cmp_p$t]:-0}" "$(RAYON_NUM_THREADS=$t timed "$bytes" $bin --quiet compress "$file" -o "$work/again.padic")")
+      best[cmp_p$t]=$(max "${best[cmp_p$t]:-0}" "$(timed "$bytes" $bin --quiet compress "$file" -o "$packed" --workers "$t")")
     done
   done
   printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "padic-burst in memory" "$pratio" "${best[mem_p1]}" "${best[mem_p2]}"
@@ -82,4 +88,30 @@ for dtype in ${DTYPES:-bf16 f16 f32}; do
   printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "zipnn compress" "" "${best[cmp_z1]}" "${best[cmp_z2]}"
   printf '%-5s %-22s %8s %12s %12s\n' "$dtype" "  speed ratio" "" "$(ratio "${best[cmp_p1]}" "${best[cmp_z1]}")" "$(ratio "${best[cmp_p2]}" "${best[cmp_z2]}")"
   unset best
+done
+
+# Part 3: compression, medians and bests of alternated runs.
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+mb=${COMPRESS_MB:-256}
+model="$work/synthetic-${mb}mb-bf16.safetensors"
+target/release/examples/synthetic_model "$model" "$mb" bf16
+echo
+echo "compression, bf16, $rounds alternated runs each: GB/s of original bytes; ratio = padic-burst / ZipNN"
+printf '%-34s %3s %10s %10s %8s %10s %10s %8s %8s %8s\n' file threads "p median" "z median" ratio "p best" "z best" ratio "p size" "z size"
+for file in "$weights/minilm-bf16.safetensors" "$model"; do
+  bytes=$(stat -c %s "$file")
+  $bin --quiet compress "$file" -o "$packed" 2>/dev/null
+  psize=$(awk -v a="$(stat -c %s "$packed")" -v b="$bytes" 'BEGIN { printf "%.4f", a / b }')
+  for t in 1 2; do
+    ps=""; zs=""
+    for _ in $(seq "$rounds"); do
+      z=$(zipnn "$file" bf16 "$t" 1)
+      zs="$zs $(echo "$z" | field compress_s)"
+      zsize=$(echo "$z" | field ratio)
+      ps="$ps $(timed "$bytes" $bin --quiet compress "$file" -o "$packed" --workers "$t")"
+    done
+    pm=$(echo $ps | tr ' ' '\n' | median); zm=$(echo $zs | tr ' ' '\n' | median)
+    pb=$(echo $ps | tr ' ' '\n' | sort -g | tail -1); zb=$(echo $zs | tr ' ' '\n' | sort -g | tail -1)
+    printf '%-34s %3s %10s %10s %8s %10s %10s %8s %8s %8s\n' "$(basename "$file")" "$t" "$pm" "$zm" "$(ratio "$pm" "$zm")" "$pb" "$zb" "$(ratio "$pb" "$zb")" "$psize" "$zsize"
+  done
 done

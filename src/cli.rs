@@ -74,6 +74,9 @@ pub struct CompressArgs {
     /// Decoded KiB per chunk.
     #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = whole::<u32>("--chunk-kib", 1, (crate::format::MAX_CHUNK_BYTES / 1024).into()))]
     pub chunk_kib: u32,
+    /// Coding threads [default: num_cpu_workers, one per core].
+    #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("--workers", 1, u32::MAX.into()))]
+    pub workers: Option<usize>,
 }
 
 /// The arguments of `decompress`.
@@ -296,11 +299,16 @@ fn json(value: &impl serde::Serialize, pretty: bool) -> Result<String> {
 
 fn compress(a: CompressArgs, quiet: bool) -> Result<()> {
     crate::output::set_durable(a.fsync);
+    let flags = ConfigLayer {
+        num_cpu_workers: a.workers.map(|w| w as i64),
+        ..Default::default()
+    };
     let opts = CompressOptions {
         prime: a.prime,
         precision: a.precision,
         lossy: a.lossy,
         chunk_kib: a.chunk_kib,
+        workers: Config::load(None, flags)?.num_cpu_workers,
     };
     if checkpoint::is_checkpoint(&a.input) {
         let r = checkpoint::compress_dir(&a.input, &a.output, &opts, &Progress::new(!quiet))?;

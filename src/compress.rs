@@ -1,13 +1,16 @@
 //! safetensors -> container.
 //!
 //! Tensors are cut into chunks of about `chunk_kib` KiB of decoded output
-//! (never spanning tensors), coded in parallel a batch at a time, and written
-//! in order, so memory stays bounded by one batch whatever the model's size.
+//! (never spanning tensors). `workers` threads take the chunks of every
+//! tensor from one queue and code them; this thread writes them in order.
+//! A worker runs at most a window of chunks ahead of the writer, so memory
+//! stays bounded whatever the model's size.
 
+use std::collections::BTreeMap;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 
 use crate::codec::{chunk, FloatKind, Layout};
 use crate::error::{Error, Result};
@@ -26,6 +29,13 @@ pub struct CompressOptions {
     pub lossy: bool,
     /// Decoded bytes per chunk, in KiB.
     pub chunk_kib: u32,
+    /// Threads that code chunks (at least 1; the writer is one more).
+    pub workers: usize,
+}
+
+/// One coding thread per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for CompressOptions {
@@ -35,6 +45,7 @@ impl Default for CompressOptions {
             precision: None,
             lossy: false,
             chunk_kib: 1024,
+            workers: default_workers(),
         }
     }
 }
@@ -175,37 +186,35 @@ pub fn compress_file(
         .collect();
 
     progress.start(src.data.len() as u64, "compress");
-    let batch = (rayon::current_num_threads() * 4).max(4);
-    for group in jobs.chunks(batch) {
-        let coded: Vec<(Vec<Vec<u8>>, f64)> = group
-            .par_iter()
-            .map(|job| {
-                let bytes = &src.data[job.start..job.end];
-                match &layouts[job.tensor] {
-                    Some(layout) => {
-                        let c = chunk::encode(layout, bytes);
-                        (c.sections, c.max_abs_error)
-                    }
-                    None => (vec![bytes.to_vec()], 0.0),
-                }
-            })
-            .collect();
-        for (job, (sections, err)) in group.iter().zip(coded) {
-            let entry = &mut entries[job.tensor];
-            let elements = ((job.end - job.start) as u64) / entry.unit();
-            let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
-            entry
-                .chunks
-                .push(writer.chunk(elements, &refs).map_err(io)?);
-            if let Some(c) = entry.codec.as_mut() {
-                c.max_abs_error = match c.max_abs_error {
-                    Some(m) if err.is_finite() => Some(m.max(err)),
-                    _ => None,
-                };
+    let workers = opts.workers.max(1);
+    let code = |job: &Job| {
+        let bytes = &src.data[job.start..job.end];
+        match &layouts[job.tensor] {
+            Some(layout) => {
+                let c = chunk::encode(layout, bytes);
+                (c.sections, c.max_abs_error)
             }
-            progress.advance((job.end - job.start) as u64);
+            None => (vec![bytes.to_vec()], 0.0),
         }
-    }
+    };
+    let write = |i: usize, (sections, err): (Vec<Vec<u8>>, f64)| {
+        let job = &jobs[i];
+        let entry = &mut entries[job.tensor];
+        let elements = ((job.end - job.start) as u64) / entry.unit();
+        let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+        entry
+            .chunks
+            .push(writer.chunk(elements, &refs).map_err(io)?);
+        if let Some(c) = entry.codec.as_mut() {
+            c.max_abs_error = match c.max_abs_error {
+                Some(m) if err.is_finite() => Some(m.max(err)),
+                _ => None,
+            };
+        }
+        progress.advance((job.end - job.start) as u64);
+        Ok(())
+    };
+    in_order(&jobs, workers, 4 * workers, code, write)?;
     let header = Header {
         format: FORMAT_NAME.to_string(),
         source_header: src.header_text.to_string(),
@@ -221,4 +230,164 @@ pub fn compress_file(
         original_bytes: map.len() as u64,
         compressed_bytes: len,
     })
+}
+
+/// Runs `code` on every job on `workers` threads, taking them from one
+/// queue in order, and hands each result to `write` on this thread in job
+/// order. A worker starts job `i` only once `write` has taken job
+/// `i - window`, so at most `window` results wait in memory. The first
+/// error `write` returns stops the workers and is returned.
+fn in_order<J: Sync, T: Send>(
+    jobs: &[J],
+    workers: usize,
+    window: usize,
+    code: impl Fn(&J) -> T + Sync,
+    mut write: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let written = Mutex::new(0usize);
+    let room = Condvar::new();
+    let stop = AtomicBool::new(false);
+    let lock = || written.lock().unwrap_or_else(|e| e.into_inner());
+    let halt = || {
+        let _held = lock();
+        stop.store(true, Ordering::SeqCst);
+        room.notify_all();
+    };
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, T)>();
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, room, stop, code) = (&next, &room, &stop, &code);
+            scope.spawn(move || {
+                // A panicking worker stops the others (none waits for room
+                // its chunk would have made); the scope passes the panic on.
+                let _halt_on_panic = OnPanic(&halt);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= jobs.len() {
+                        break;
+                    }
+                    let mut done: MutexGuard<usize> = lock();
+                    while i >= *done + window && !stop.load(Ordering::SeqCst) {
+                        done = room.wait(done).unwrap_or_else(|e| e.into_inner());
+                    }
+                    drop(done);
+                    if stop.load(Ordering::SeqCst) || tx.send((i, code(&jobs[i]))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut want = 0;
+        for (i, result) in rx {
+            pending.insert(i, result);
+            while let Some(result) = pending.remove(&want) {
+                if let Err(e) = write(want, result) {
+                    halt();
+                    return Err(e);
+                }
+                want += 1;
+                *lock() = want;
+                room.notify_all();
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs its function when dropped during a panic.
+struct OnPanic<'a, F: Fn()>(&'a F);
+
+impl<F: Fn()> Drop for OnPanic<'_, F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn results_come_in_job_order_within_the_window() {
+        let jobs: Vec<usize> = (0..40).collect();
+        let ahead = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        in_order(
+            &jobs,
+            3,
+            5,
+            |&j| {
+                // Early jobs take longest, so later ones finish first.
+                std::thread::sleep(Duration::from_millis(((40 - j) % 7) as u64));
+                let now = ahead.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                j * 10
+            },
+            |i, v| {
+                ahead.fetch_sub(1, Ordering::SeqCst);
+                seen.push((i, v));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let want: Vec<(usize, usize)> = (0..40).map(|j| (j, j * 10)).collect();
+        assert_eq!(seen, want);
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (1..=5).contains(&most),
+            "{most} results waited at once, the window is 5"
+        );
+    }
+
+    #[test]
+    fn a_write_error_stops_the_workers_and_is_returned() {
+        let jobs: Vec<usize> = (0..1000).collect();
+        let coded = AtomicUsize::new(0);
+        let err = in_order(
+            &jobs,
+            2,
+            4,
+            |&j| {
+                coded.fetch_add(1, Ordering::SeqCst);
+                j
+            },
+            |i, _| match i {
+                3 => Err(Error::InvalidArgument("disk full".into())),
+                _ => Ok(()),
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        let coded = coded.load(Ordering::SeqCst);
+        assert!(coded < 1000, "{coded} jobs coded after the writer failed");
+    }
+
+    #[test]
+    fn any_worker_count_writes_the_same_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("m.safetensors");
+        let model = crate::demo::synthetic_model(3, 200_000, safetensors::Dtype::BF16);
+        std::fs::write(&input, model).unwrap();
+        let mut files = Vec::new();
+        for workers in [1, 2, 5] {
+            let out = dir.path().join(format!("m{workers}.padic"));
+            let opts = CompressOptions {
+                chunk_kib: 16,
+                workers,
+                ..CompressOptions::default()
+            };
+            let s = compress_file(&input, &out, &opts, &Progress::new(false)).unwrap();
+            assert!(s.chunks > 10, "{} chunks", s.chunks);
+            files.push(std::fs::read(&out).unwrap());
+        }
+        assert!(files[0] == files[1] && files[1] == files[2]);
+    }
 }

@@ -143,6 +143,7 @@ fn lossy_values_stay_within_the_reported_bound() {
             precision: Some(n),
             lossy: true,
             chunk_kib: 64,
+            ..CompressOptions::default()
         };
         let packed = compress_bytes(dir.path(), &format!("l-{p}"), &file, &o);
         let c = padic_burst::format::Container::open(&packed).unwrap();

@@ -81,6 +81,7 @@ fn compress_file(
         precision,
         lossy,
         chunk_kib,
+        ..CompressOptions::default()
     };
     let what = format!("compressing {}", src.display());
     let (summary, shards) = unlocked(py, &what, || {

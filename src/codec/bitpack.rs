@@ -14,27 +14,46 @@ pub fn packed_len(n: usize, width: u32) -> usize {
     (n * width as usize).div_ceil(8)
 }
 
-/// Appends `syms` packed at `width` bits.
+/// Appends `syms` packed at `width` bits (`1..=MAX_WIDTH`).
 pub fn encode(syms: &[u16], width: u32, out: &mut Vec<u8>) {
+    match width {
+        1 => pack::<1>(syms, out),
+        2 => pack::<2>(syms, out),
+        3 => pack::<3>(syms, out),
+        4 => pack::<4>(syms, out),
+        5 => pack::<5>(syms, out),
+        6 => pack::<6>(syms, out),
+        7 => pack::<7>(syms, out),
+        8 => pack::<8>(syms, out),
+        9 => pack::<9>(syms, out),
+        10 => pack::<10>(syms, out),
+        11 => pack::<11>(syms, out),
+        12 => pack::<12>(syms, out),
+        _ => panic!("bit width {width} outside 1..={MAX_WIDTH}"),
+    }
+}
+
+/// [`encode`] at `W` bits: eight values fill `W` bytes, assembled in a
+/// register and stored at once.
+fn pack<const W: usize>(syms: &[u16], out: &mut Vec<u8>) {
     let start = out.len();
-    out.resize(start + packed_len(syms.len(), width), 0);
+    out.resize(start + packed_len(syms.len(), W as u32), 0);
     let buf = &mut out[start..];
-    let mut acc: u64 = 0;
-    let mut nbits = 0u32;
-    let mut pos = 0usize;
-    for &s in syms {
-        acc |= (s as u64) << nbits;
-        nbits += width;
-        while nbits >= 8 {
-            buf[pos] = acc as u8;
-            pos += 1;
-            acc >>= 8;
-            nbits -= 8;
+    let group = |eight: &[u16]| {
+        let mut acc: u128 = 0;
+        for (j, &s) in eight.iter().enumerate() {
+            acc |= ((s as u128) & ((1 << W) - 1)) << (j * W);
         }
+        acc.to_le_bytes()
+    };
+    let (whole, tail) = buf.split_at_mut(syms.len() / 8 * W);
+    let src = syms.chunks_exact(8);
+    let rest = src.remainder();
+    for (d, eight) in whole.chunks_exact_mut(W).zip(src) {
+        d.copy_from_slice(&group(eight)[..W]);
     }
-    if nbits > 0 {
-        buf[pos] = acc as u8;
-    }
+    let n = tail.len();
+    tail.copy_from_slice(&group(rest)[..n]);
 }
 
 /// Decodes `out.len()` values of `width` bits from `body`:
@@ -345,6 +364,34 @@ fn unpack_with<W: Word, const WIDTH: usize, const ASSIGN: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packs_lsb_first_at_every_width_and_tail() {
+        let mut x = 0x853c49e6748fea9bu64;
+        for width in 1..=MAX_WIDTH {
+            for n in 0..40 {
+                let syms: Vec<u16> = (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x as u16) & ((1 << width) - 1)
+                    })
+                    .collect();
+                let mut want = vec![0u8; packed_len(n, width)];
+                for (i, &s) in syms.iter().enumerate() {
+                    for b in 0..width as usize {
+                        let bit = i * width as usize + b;
+                        want[bit / 8] |= (((s >> b) & 1) as u8) << (bit % 8);
+                    }
+                }
+                let mut got = vec![7u8];
+                encode(&syms, width, &mut got);
+                assert_eq!(got[0], 7, "width {width}, {n} values: the prefix is kept");
+                assert_eq!(&got[1..], &want[..], "width {width}, {n} values");
+            }
+        }
+    }
 
     #[test]
     fn round_trips_every_width_and_tail() {

@@ -7,6 +7,7 @@
 use super::bitpack;
 use super::layout::{FloatKind, Layout};
 use super::rans::{self, Word};
+use super::split;
 use super::symbols::{self, Parsed};
 use crate::error::{Error, Result};
 
@@ -37,42 +38,47 @@ pub struct EncodedChunk {
 
 /// Encodes the little-endian values in `bytes` (a whole number of elements).
 pub fn encode(layout: &Layout, bytes: &[u8]) -> EncodedChunk {
-    let kind = layout.kind;
-    let n = bytes.len() / kind.size();
-    let nsec = layout.sections();
-    let mut streams: Vec<Vec<u16>> = (0..nsec).map(|_| Vec::with_capacity(n)).collect();
-    let mut syms = vec![0u16; nsec];
-    let mut max_err = 0.0f64;
-    for i in 0..n {
-        let bits = load(kind, bytes, i);
-        layout.split(bits, &mut syms);
-        for (s, &sym) in streams.iter_mut().zip(&syms) {
-            s.push(sym);
-        }
-        if !layout.is_exact() {
-            let stored = layout.truncate(bits, layout.precision);
-            let (a, b) = (kind.to_f64(bits), kind.to_f64(stored));
-            let err = if a.is_nan() {
-                if b.is_nan() {
-                    0.0
-                } else {
-                    f64::INFINITY
-                }
-            } else {
-                (a - b).abs()
-            };
-            max_err = max_err.max(err);
-        }
+    thread_local! {
+        // Each coding thread's symbol streams, reused chunk after chunk.
+        static STREAMS: std::cell::RefCell<Vec<split::Stream>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let sections = streams
-        .iter()
-        .enumerate()
-        .map(|(s, syms)| symbols::encode(syms, layout.alphabet(s)))
-        .collect();
+    let sections = STREAMS.with_borrow_mut(|streams| {
+        split::split_into(layout, bytes, streams);
+        streams[..layout.sections()]
+            .iter()
+            .map(|st| symbols::encode_counted(&st.syms, &st.counts))
+            .collect()
+    });
     EncodedChunk {
         sections,
-        max_abs_error: max_err,
+        max_abs_error: max_error(layout, bytes),
     }
+}
+
+/// Largest `|original - stored|` over the values in `bytes` (`inf` when a
+/// NaN would not come back as a NaN); 0 for an exact layout.
+fn max_error(layout: &Layout, bytes: &[u8]) -> f64 {
+    if layout.is_exact() {
+        return 0.0;
+    }
+    let kind = layout.kind;
+    let mut max_err = 0.0f64;
+    for i in 0..bytes.len() / kind.size() {
+        let bits = load(kind, bytes, i);
+        let stored = layout.truncate(bits, layout.precision);
+        let (a, b) = (kind.to_f64(bits), kind.to_f64(stored));
+        let err = if a.is_nan() {
+            if b.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            (a - b).abs()
+        };
+        max_err = max_err.max(err);
+    }
+    max_err
 }
 
 /// Element alignment of a range decode's ends: the rANS segment length

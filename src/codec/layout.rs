@@ -170,6 +170,30 @@ struct SectionSplit {
     span: u64,
 }
 
+/// One section's symbol as bit fields of a p = 2 value (see [`Layout::bit_fields`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BitFields {
+    /// Right shift of the low field.
+    pub shift: u32,
+    /// Mask of the low field after the shift.
+    pub mask: u32,
+    /// Where the sign bit sits.
+    pub sign_shift: u32,
+    /// 1 where the sign rides above the digits (plane 0), else 0.
+    pub sign: u32,
+    /// Where the sign goes in the symbol: the section's digit count.
+    pub digits: u32,
+}
+
+impl BitFields {
+    /// The symbol of the value `bits`.
+    #[inline(always)]
+    pub fn symbol(&self, bits: u32) -> u16 {
+        (((bits >> self.shift) & self.mask)
+            | (((bits >> self.sign_shift) & self.sign) << self.digits)) as u16
+    }
+}
+
 impl Layout {
     /// The layout for `kind` with `prime` and `precision` digits. `precision`
     /// above the exact digit count is capped to it; below it is lossy and
@@ -334,6 +358,32 @@ impl Layout {
         }
     }
 
+    /// For p = 2, section `s`'s symbol as bit fields of the value:
+    /// `((bits >> shift) & mask) | (((bits >> sign_shift) & sign) << digits)`,
+    /// where `sign` is 1 for plane 0 (it carries the sign above its digits)
+    /// and 0 elsewhere; the same symbol [`Layout::split`] gives. `None` for
+    /// odd primes.
+    pub fn bit_fields(&self, s: usize) -> Option<BitFields> {
+        if self.prime != 2 {
+            return None;
+        }
+        let split = &self.splits[s];
+        let digits = split.span.trailing_zeros();
+        // The head's digits sit right below the exponent: one field.
+        let width = if s == 0 {
+            digits + self.kind.exp_bits()
+        } else {
+            digits
+        };
+        Some(BitFields {
+            shift: split.below_digits,
+            mask: ((1u64 << width) - 1) as u32,
+            sign_shift: self.kind.bits() - 1,
+            sign: (s == 1) as u32,
+            digits,
+        })
+    }
+
     /// The contribution of each symbol of section `s` to the output bit
     /// pattern, with the digits at or past `target` zeroed.
     pub fn contributions(&self, s: usize, target: u32) -> Vec<u32> {
@@ -413,6 +463,42 @@ mod tests {
                 .precision,
             7
         );
+    }
+
+    #[test]
+    fn bit_fields_give_the_split_symbols() {
+        for (kind, precision) in [
+            (FloatKind::BF16, None),
+            (FloatKind::F16, None),
+            (FloatKind::F32, None),
+            (FloatKind::F32, Some(9)),
+            (FloatKind::BF16, Some(2)),
+        ] {
+            let l = Layout::new(kind, 2, precision, true).unwrap();
+            let fields: Vec<BitFields> = (0..l.sections())
+                .map(|s| l.bit_fields(s).unwrap())
+                .collect();
+            let mut syms = vec![0u16; l.sections()];
+            let mut x = 0x9e3779b97f4a7c15u64;
+            for _ in 0..20000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let bits = (x as u32) >> (32 - kind.bits());
+                l.split(bits, &mut syms);
+                for (s, f) in fields.iter().enumerate() {
+                    assert_eq!(
+                        f.symbol(bits),
+                        syms[s],
+                        "{kind:?} section {s} bits {bits:#x}"
+                    );
+                }
+            }
+        }
+        assert!(Layout::new(FloatKind::F16, 3, None, false)
+            .unwrap()
+            .bit_fields(0)
+            .is_none());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Layered as lz4_flex layers its block and frame: `layout` (one value's
 //! bits <-> section symbols), `bitpack` and `rans` (one stream of symbols <->
-//! bytes), `symbols` (a section: the smallest of constant, raw and rANS), and
+//! bytes), `split` (a chunk's values -> per-section symbol streams and their
+//! counts), `symbols` (a section: the smallest of constant, raw and rANS), and
 //! `chunk` (a range of a tensor <-> its sections). The container in `format`
 //! frames chunks with offsets and checksums.
 
@@ -11,6 +12,7 @@ pub mod chunk;
 pub mod layout;
 pub mod plan;
 pub mod rans;
+pub mod split;
 pub mod symbols;
 pub mod varint;
 

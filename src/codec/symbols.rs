@@ -33,6 +33,13 @@ pub fn encode(syms: &[u16], alphabet: u32) -> Vec<u8> {
     for &s in syms {
         counts[s as usize] += 1;
     }
+    encode_counted(syms, &counts)
+}
+
+/// [`encode`], given `counts[s]`, the occurrences of each symbol `s` of the
+/// alphabet (`counts.len()` symbols).
+pub fn encode_counted(syms: &[u16], counts: &[u64]) -> Vec<u8> {
+    let alphabet = counts.len() as u32;
     let present = counts.iter().filter(|&&c| c > 0).count();
     let mut out = Vec::new();
     if present <= 1 {
@@ -42,15 +49,50 @@ pub fn encode(syms: &[u16], alphabet: u32) -> Vec<u8> {
     }
     let width = raw_width(alphabet);
     let raw_len = 2 + bitpack::packed_len(syms.len(), width);
+    if !rans_may_win(counts, syms.len(), raw_len) {
+        return raw(syms, width);
+    }
     let mut coded = vec![KIND_RANS];
-    rans::encode(syms, &counts, &mut coded);
+    rans::encode(syms, counts, &mut coded);
     if coded.len() < raw_len {
         return coded;
     }
+    raw(syms, width)
+}
+
+/// The section stored raw at `width` bits a symbol.
+fn raw(syms: &[u16], width: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + bitpack::packed_len(syms.len(), width));
     out.push(KIND_RAW);
     out.push(width as u8);
     bitpack::encode(syms, width, &mut out);
     out
+}
+
+/// A floor on the bytes an rANS section of these counts takes (with its
+/// kind byte): the empirical entropy (no frequency table codes below it);
+/// half of each segment's final states (a state holds at most 16 bits
+/// beyond its lower bound `L`, of its 32); each segment's word count (a
+/// varint of at least one byte); and the table's fixed fields (kind, scale,
+/// lanes, segment size: 6 bytes) and two varints of a byte or more per
+/// present symbol.
+fn rans_floor(counts: &[u64], n: usize) -> f64 {
+    let total = n as f64;
+    let mut bits = 0.0;
+    let mut present = 0;
+    for &c in counts.iter().filter(|&&c| c > 0) {
+        bits += c as f64 * (total / c as f64).log2();
+        present += 1;
+    }
+    let segments = n.div_ceil(rans::SEGMENT_SYMBOLS);
+    bits / 8.0 + (segments * (2 * rans::LANES + 1) + 6 + 2 * present) as f64
+}
+
+/// Whether rANS could code the section below `raw_len` bytes: false only
+/// when its floor is at or above it, so that skipping the encode
+/// never changes which encoding is written.
+fn rans_may_win(counts: &[u64], n: usize, raw_len: usize) -> bool {
+    rans_floor(counts, n) < raw_len as f64
 }
 
 /// Decodes a section into `out` (`out.len()` symbols): `out[i] = lut[sym]`
@@ -150,5 +192,69 @@ pub fn decode_range<W: Word>(
         }
         Parsed::Raw { width, bytes } => bitpack::decode(bytes, width, lut, out, assign),
         Parsed::Rans(body) => rans::decode_range(body, lut, total, first, out, assign),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Skewed and near-uniform streams over small and large alphabets.
+    fn streams() -> Vec<(Vec<u16>, u32)> {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut out = Vec::new();
+        for (alphabet, skew, n) in [
+            (32u32, 0u32, 300_000usize),
+            (32, 1, 300_000),
+            (256, 0, 200_000),
+            (256, 2, 50_000),
+            (2048, 4, 270_000),
+            (4, 0, 1000),
+        ] {
+            let syms = (0..n)
+                .map(|_| {
+                    // `skew` halvings of the range: more weight on small symbols.
+                    let mut s = next() as u32 % alphabet;
+                    for _ in 0..skew {
+                        s = s.min(next() as u32 % alphabet);
+                    }
+                    s as u16
+                })
+                .collect();
+            out.push((syms, alphabet));
+        }
+        out
+    }
+
+    #[test]
+    fn the_rans_floor_is_below_every_rans_section_and_skipping_keeps_the_choice() {
+        for (syms, alphabet) in streams() {
+            let mut counts = vec![0u64; alphabet as usize];
+            syms.iter().for_each(|&s| counts[s as usize] += 1);
+            let mut coded = vec![KIND_RANS];
+            rans::encode(&syms, &counts, &mut coded);
+            let floor = rans_floor(&counts, syms.len());
+            assert!(
+                floor <= coded.len() as f64,
+                "alphabet {alphabet}: floor {floor} above the {} coded bytes",
+                coded.len()
+            );
+            // What `encode` writes is the smaller of the two, as trying both gives.
+            let width = raw_width(alphabet);
+            let raw_len = 2 + bitpack::packed_len(syms.len(), width);
+            let got = encode(&syms, alphabet);
+            let want = if coded.len() < raw_len {
+                coded
+            } else {
+                raw(&syms, width)
+            };
+            assert!(got == want, "alphabet {alphabet}: a different encoding");
+        }
     }
 }

@@ -131,65 +131,135 @@ pub fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8
         prev = Some(s);
     }
 
-    // Per symbol, what the loop below needs without a division: the bound
-    // past which a state renormalises (2^(32 - scale) * f reaches 2^32 for a
-    // lone symbol: kept in u64), and ceil(2^64 / f), so that x / f is
-    // (x * that) >> 64, exact for every 32-bit x and f < 2^32 (Lemire,
-    // Kaser and Kurz, "Faster remainder by direct computation", 2019).
-    let x_max: Vec<u64> = freq
+    let m = 1u32 << scale_bits;
+    let table: Vec<EncSymbol> = freq
         .iter()
-        .map(|&f| (((RANS_L >> scale_bits) as u64) << 16) * f as u64)
+        .zip(&cum)
+        .map(|(&f, &c)| EncSymbol::new(f, c, scale_bits, m))
         .collect();
-    let reciprocals: Vec<u64> = freq.iter().map(|&f| reciprocal(f)).collect();
-    let mut segments = Vec::new();
+    // Every segment's words, each segment in its own span of `words` (one
+    // word per symbol at most, plus the slot a branch-free store may spill
+    // into), filled from the span's end since the encoder runs backwards.
+    let mut words = vec![0u16; syms.len() + syms.len().div_ceil(SEGMENT_SYMBOLS)];
+    let mut segments: Vec<([u32; 64], std::ops::Range<usize>)> = Vec::new();
+    let mut base = 0;
     for seg in syms.chunks(SEGMENT_SYMBOLS) {
-        let mut states = vec![RANS_L; lanes];
-        let mut words: Vec<u16> = Vec::with_capacity(seg.len() / 4);
-        // Symbol i goes to lane i % lanes; walked backwards without a division.
-        let mut lane = (seg.len() - 1) % lanes;
-        for &sym in seg.iter().rev() {
-            let s = sym as usize;
-            let f = freq[s];
-            let mut x = states[lane];
-            if x as u64 >= x_max[s] {
-                words.push(x as u16);
-                x >>= 16;
-            }
-            let q = quotient(x, f, reciprocals[s]);
-            states[lane] = (q << scale_bits) + (x - q * f) + cum[s];
-            lane = if lane == 0 { lanes - 1 } else { lane - 1 };
-        }
-        words.reverse();
-        segments.push((states, words));
+        let span = &mut words[base..base + seg.len() + 1];
+        let (states, first) = encode_segment(seg, &table, lanes, span);
+        segments.push((states, base + first..base + seg.len() + 1));
+        base += seg.len() + 1;
     }
-    for (_, words) in &segments {
-        varint::put(out, words.len() as u64);
+    for (_, range) in &segments {
+        varint::put(out, range.len() as u64);
     }
-    for (states, words) in &segments {
-        for st in states {
+    for (states, range) in &segments {
+        for st in &states[..lanes] {
             out.extend_from_slice(&st.to_le_bytes());
         }
-        for w in words {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+        put_words(out, &words[range.clone()]);
     }
 }
 
-/// ceil(2^64 / f) for f > 1 (0 for f <= 1, which [`quotient`] never uses).
+/// Appends `words` as little-endian u16s.
+fn put_words(out: &mut Vec<u8>, words: &[u16]) {
+    let start = out.len();
+    out.resize(start + 2 * words.len(), 0);
+    for (dst, w) in out[start..].chunks_exact_mut(2).zip(words) {
+        dst.copy_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// What the encoder needs of one symbol, in 16 bytes, without a division:
+/// a state `x` above `renorm` first gives out its low 16 bits (the bound
+/// is `2^(32 - scale) * f - 1`, past any u32 for a lone symbol's `f = M`);
+/// then, with `q = x / f` from the reciprocal (Lemire, Kaser and Kurz,
+/// "Faster remainder by direct computation", 2019),
+/// `(q << scale) + x % f + cum = x + q * (M - f) + cum`. For `f = 1` the
+/// reciprocal `2^64 - 1` gives `q = x - 1`, which `bias = cum + M - 1`
+/// corrects (the trick of Giesen's rans_byte.h), so no symbol branches.
+#[derive(Clone, Copy)]
+pub(crate) struct EncSymbol {
+    reciprocal: u64,
+    pub(crate) renorm: u32,
+    bias: u16,
+    complement: u16,
+}
+
+impl EncSymbol {
+    pub(crate) fn new(f: u32, cum: u32, scale_bits: u32, m: u32) -> Self {
+        let bound = (((RANS_L >> scale_bits) as u64) << 16) * f as u64;
+        let (reciprocal, bias) = if f == 1 {
+            (u64::MAX, cum + m - 1)
+        } else {
+            (reciprocal(f), cum)
+        };
+        EncSymbol {
+            reciprocal,
+            renorm: bound.saturating_sub(1).min(u32::MAX as u64) as u32,
+            bias: bias as u16,
+            complement: (m - f.min(m)) as u16,
+        }
+    }
+
+    /// The state after coding this symbol from `x` (at least 1, at most
+    /// `renorm`): `(x / f << scale) + x % f + cum`.
+    #[inline(always)]
+    pub(crate) fn put(&self, x: u32) -> u32 {
+        let q = ((self.reciprocal as u128 * x as u128) >> 64) as u32;
+        x.wrapping_add(q.wrapping_mul(self.complement as u32))
+            .wrapping_add(self.bias as u32)
+    }
+}
+
+/// Encodes one segment backwards into the end of `span` (`seg.len() + 1`
+/// words); returns the lanes' final states and where the words start.
+fn encode_segment(
+    seg: &[u16],
+    table: &[EncSymbol],
+    lanes: usize,
+    span: &mut [u16],
+) -> ([u32; 64], usize) {
+    let mut states = [RANS_L; 64];
+    // `pos - 1` is the slot the next word goes to; a store happens for
+    // every symbol and counts only when the state renormalises.
+    let mut pos = span.len();
+    let mut put = |x: u32, sym: u16| {
+        let e = table[sym as usize];
+        let out = x > e.renorm;
+        span[pos - 1] = x as u16;
+        pos -= out as usize;
+        e.put(if out { x >> 16 } else { x })
+    };
+    // Symbol i goes to lane i % lanes. The symbols past the last whole
+    // group of `lanes` come first (the walk is backwards), then whole
+    // groups, each lane at a fixed place (unrolled for the writer's 32).
+    let whole = seg.len() / lanes * lanes;
+    for (j, &sym) in seg[whole..].iter().enumerate().rev() {
+        states[j] = put(states[j], sym);
+    }
+    if lanes == LANES {
+        let st: &mut [u32; LANES] = (&mut states[..LANES]).try_into().expect("LANES states");
+        for group in seg[..whole].chunks_exact(LANES).rev() {
+            let group: &[u16; LANES] = group.try_into().expect("LANES symbols");
+            for j in (0..LANES).rev() {
+                st[j] = put(st[j], group[j]);
+            }
+        }
+    } else {
+        for group in seg[..whole].chunks_exact(lanes).rev() {
+            for (j, &sym) in group.iter().enumerate().rev() {
+                states[j] = put(states[j], sym);
+            }
+        }
+    }
+    (states, pos)
+}
+
+/// ceil(2^64 / f) for f > 1 (0 for f <= 1, which [`EncSymbol`] never uses).
 pub(crate) fn reciprocal(f: u32) -> u64 {
     if f > 1 {
         u64::MAX / f as u64 + 1
     } else {
         0
-    }
-}
-
-/// x / f from `reciprocal(f)`: exact for every 32-bit `x` and `f`.
-#[inline]
-pub(crate) fn quotient(x: u32, f: u32, reciprocal: u64) -> u32 {
-    if f <= 1 {
-        x
-    } else {
-        ((reciprocal as u128 * x as u128) >> 64) as u32
     }
 }

@@ -176,27 +176,32 @@ fn normalize_sums_to_scale_and_keeps_every_symbol() {
 }
 
 #[test]
-fn the_encoders_division_by_reciprocal_is_exact() {
-    use super::encode::{quotient, reciprocal};
+fn the_encoders_step_without_division_is_exact() {
+    use super::encode::EncSymbol;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for f in 1..=(1u32 << 16) {
-        let r = reciprocal(f);
-        for x in [
-            0,
-            1,
-            f - 1,
-            f,
-            f + 1,
-            u32::MAX / f * f,
-            u32::MAX - 1,
-            u32::MAX,
-        ] {
-            assert_eq!(quotient(x, f, r), x / f, "{x} / {f}");
+    for scale in [9u32, 12] {
+        let m = 1u32 << scale;
+        for f in 1..=m {
+            let cum = (m - f) / 2;
+            let e = EncSymbol::new(f, cum, scale, m);
+            let bound = ((1u64 << (32 - scale)) * f as u64 - 1).min(u32::MAX as u64) as u32;
+            assert_eq!(e.renorm, bound, "renormalisation bound of f = {f}");
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let inside = (1 << 16) + (seed as u32) % (bound - (1 << 16) + 1);
+            for x in [
+                1,
+                1 << 16,
+                (1 << 16) + 1,
+                bound / 2,
+                bound - 1,
+                bound,
+                inside,
+            ] {
+                let want = ((x / f) as u64) * m as u64 + (x % f) as u64 + cum as u64;
+                assert_eq!(e.put(x) as u64, want, "x = {x}, f = {f}, scale {scale}");
+            }
         }
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let x = seed as u32;
-        assert_eq!(quotient(x, f, r), x / f, "{x} / {f}");
     }
 }

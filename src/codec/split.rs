@@ -1,0 +1,249 @@
+//! A chunk's values -> its section symbol streams, each with its symbol
+//! counts (what the section coder needs first), in one pass a section.
+//!
+//! For p = 2 a section's symbol is a pair of bit fields of the value
+//! ([`Layout::bit_fields`]): a shift, a mask and the sign. One branch-free
+//! pass reads each value once, gives every section its symbol and counts it
+//! into four interleaved histograms, so a run of equal symbols does not
+//! wait on its own count. Odd primes take the general digit split
+//! ([`Layout::split`]).
+#![forbid(unsafe_code)]
+
+use super::layout::{BitFields, FloatKind, Layout};
+
+/// One section's symbols and how often each occurs.
+pub struct Stream {
+    /// The symbols, one per value.
+    pub syms: Vec<u16>,
+    /// `counts[s]`: occurrences of symbol `s` (length: the section's alphabet).
+    pub counts: Vec<u64>,
+}
+
+/// Splits the little-endian values in `bytes` (a whole number of values)
+/// into one stream per section of `layout`.
+pub fn split(layout: &Layout, bytes: &[u8]) -> Vec<Stream> {
+    let mut streams = Vec::new();
+    split_into(layout, bytes, &mut streams);
+    streams
+}
+
+/// [`split`] into `streams`, reusing their buffers (a coder calls it once a
+/// chunk: the buffers are not allocated and zeroed again each time).
+pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
+    let kind = layout.kind;
+    let n = bytes.len() / kind.size();
+    let sections = layout.sections();
+    streams.resize_with(sections, || Stream {
+        syms: Vec::new(),
+        counts: Vec::new(),
+    });
+    for (s, st) in streams.iter_mut().enumerate() {
+        st.syms.resize(n, 0);
+        st.counts.clear();
+        st.counts.resize(layout.alphabet(s) as usize, 0);
+    }
+    let fields: Option<Vec<BitFields>> = (0..sections).map(|s| layout.bit_fields(s)).collect();
+    // The exact layouts of the three dtypes with their fields as constants
+    // (shifts by an immediate, masks folded); any other p = 2 layout with
+    // its fields read at run time.
+    match (fields.as_deref(), kind) {
+        (Some(f), FloatKind::BF16) if f == BF16_EXACT => {
+            pass::<2, 2>(bytes, streams, load16, |v| fixed(&BF16_EXACT, v))
+        }
+        (Some(f), FloatKind::F16) if f == F16_EXACT => {
+            pass::<2, 2>(bytes, streams, load16, |v| fixed(&F16_EXACT, v))
+        }
+        (Some(f), FloatKind::F32) if f == F32_EXACT => {
+            pass::<4, 4>(bytes, streams, load32, |v| fixed(&F32_EXACT, v))
+        }
+        (Some(&[a]), FloatKind::F32) => pass::<4, 1>(bytes, streams, load32, |v| fixed(&[a], v)),
+        (Some(&[a, b]), FloatKind::F32) => {
+            pass::<4, 2>(bytes, streams, load32, |v| fixed(&[a, b], v))
+        }
+        (Some(&[a, b, c]), FloatKind::F32) => {
+            pass::<4, 3>(bytes, streams, load32, |v| fixed(&[a, b, c], v))
+        }
+        (Some(&[a, b, c, d]), FloatKind::F32) => {
+            pass::<4, 4>(bytes, streams, load32, |v| fixed(&[a, b, c, d], v))
+        }
+        (Some(&[a]), _) => pass::<2, 1>(bytes, streams, load16, |v| fixed(&[a], v)),
+        (Some(&[a, b]), _) => pass::<2, 2>(bytes, streams, load16, |v| fixed(&[a, b], v)),
+        _ => digits(layout, bytes, streams),
+    }
+}
+
+/// The symbols of `v` in every section.
+#[inline(always)]
+fn fixed<const S: usize>(fields: &[BitFields; S], v: u32) -> [u16; S] {
+    std::array::from_fn(|s| fields[s].symbol(v))
+}
+
+const fn field(shift: u32, mask: u32, sign_shift: u32, sign: u32, digits: u32) -> BitFields {
+    BitFields {
+        shift,
+        mask,
+        sign_shift,
+        sign,
+        digits,
+    }
+}
+
+/// bf16, p = 2, every digit: the exponent and 3 digits; the sign and 4.
+const BF16_EXACT: [BitFields; 2] = [field(4, 0x7ff, 15, 0, 3), field(0, 0xf, 15, 1, 4)];
+/// f16, p = 2, every digit: the exponent and 3 digits; the sign and 7.
+const F16_EXACT: [BitFields; 2] = [field(7, 0xff, 15, 0, 3), field(0, 0x7f, 15, 1, 7)];
+/// f32, p = 2, every digit: the exponent and 3 digits; the sign and 7; 8; 5.
+const F32_EXACT: [BitFields; 4] = [
+    field(20, 0x7ff, 31, 0, 3),
+    field(13, 0x7f, 31, 1, 7),
+    field(5, 0xff, 31, 0, 8),
+    field(0, 0x1f, 31, 0, 5),
+];
+
+#[inline(always)]
+fn load32(c: &[u8; 4]) -> u32 {
+    u32::from_le_bytes(*c)
+}
+
+#[inline(always)]
+fn load16(c: &[u8; 2]) -> u32 {
+    u16::from_le_bytes(*c) as u32
+}
+
+/// Histogram slots of the p = 2 pass: every p = 2 alphabet is a power of
+/// two no larger (the layout caps alphabets at 4096), so a symbol masked
+/// to it indexes without a bounds check.
+const SLOTS: usize = 4096;
+
+/// The p = 2 pass over values of `N` bytes into `S` sections: each value is
+/// read once and `symbols` gives every section its symbol.
+#[inline(always)]
+fn pass<const N: usize, const S: usize>(
+    bytes: &[u8],
+    streams: &mut [Stream],
+    load: fn(&[u8; N]) -> u32,
+    symbols: impl Fn(u32) -> [u16; S],
+) {
+    let mut hist = vec![[[0u32; 4]; SLOTS]; S];
+    let hist: &mut [[[u32; 4]; SLOTS]; S] = (&mut hist[..]).try_into().expect("S sections");
+    let mut outs: Vec<std::slice::ChunksExactMut<u16>> = streams
+        .iter_mut()
+        .map(|st| st.syms.chunks_exact_mut(4))
+        .collect();
+    let outs: &mut [std::slice::ChunksExactMut<u16>; S] =
+        (&mut outs[..]).try_into().expect("S sections");
+    let mut groups = bytes.chunks_exact(4 * N);
+    for group in &mut groups {
+        let quads: [&mut [u16]; S] =
+            std::array::from_fn(|s| outs[s].next().expect("a quad per group"));
+        for (lane, c) in group.chunks_exact(N).enumerate() {
+            let syms = symbols(load(c.try_into().expect("N bytes")));
+            for s in 0..S {
+                quads[s][lane] = syms[s];
+                hist[s][syms[s] as usize % SLOTS][lane] += 1;
+            }
+        }
+    }
+    let tails: [&mut [u16]; S] = std::array::from_fn(|s| {
+        std::mem::replace(&mut outs[s], [].chunks_exact_mut(4)).into_remainder()
+    });
+    for (i, c) in groups.remainder().chunks_exact(N).enumerate() {
+        let syms = symbols(load(c.try_into().expect("N bytes")));
+        for s in 0..S {
+            tails[s][i] = syms[s];
+            hist[s][syms[s] as usize % SLOTS][0] += 1;
+        }
+    }
+    for (st, h) in streams.iter_mut().zip(hist.iter()) {
+        for (count, lanes) in st.counts.iter_mut().zip(h.iter()) {
+            *count = lanes.iter().map(|&c| c as u64).sum();
+        }
+    }
+}
+
+/// The general pass, for odd primes.
+fn digits(layout: &Layout, bytes: &[u8], streams: &mut [Stream]) {
+    let kind = layout.kind;
+    let mut all = vec![0u16; layout.sections()];
+    for (i, c) in bytes.chunks_exact(kind.size()).enumerate() {
+        let bits = match kind {
+            FloatKind::F32 => u32::from_le_bytes(c.try_into().expect("4 bytes")),
+            FloatKind::BF16 | FloatKind::F16 => {
+                u16::from_le_bytes(c.try_into().expect("2 bytes")) as u32
+            }
+        };
+        layout.split(bits, &mut all);
+        for (st, &sym) in streams.iter_mut().zip(&all) {
+            st.syms[i] = sym;
+            st.counts[sym as usize] += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_fields_are_the_exact_layouts() {
+        for (kind, want) in [
+            (FloatKind::BF16, &BF16_EXACT[..]),
+            (FloatKind::F16, &F16_EXACT[..]),
+            (FloatKind::F32, &F32_EXACT[..]),
+        ] {
+            let l = Layout::new(kind, 2, None, false).unwrap();
+            let got: Vec<BitFields> = (0..l.sections())
+                .map(|s| l.bit_fields(s).unwrap())
+                .collect();
+            assert_eq!(got, want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn streams_hold_the_split_symbols_and_their_counts() {
+        let mut x = 0x2545f4914f6cdd1du64;
+        let bytes: Vec<u8> = (0..4 * 1003)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for kind in [FloatKind::F32, FloatKind::BF16, FloatKind::F16] {
+            for (p, precision) in [(2, None), (2, Some(3)), (3, None), (5, Some(2))] {
+                let layout = Layout::new(kind, p, precision, true).unwrap();
+                let streams = split(&layout, &bytes);
+                // A reused set of streams (left by another layout) gives the same.
+                let mut reused = split(
+                    &Layout::new(FloatKind::F32, 2, None, false).unwrap(),
+                    &bytes[..40],
+                );
+                split_into(&layout, &bytes, &mut reused);
+                for (a, b) in streams.iter().zip(&reused) {
+                    assert!(
+                        a.syms == b.syms && a.counts == b.counts,
+                        "{kind:?} p={p} reused"
+                    );
+                }
+                let n = bytes.len() / kind.size();
+                let mut syms = vec![0u16; layout.sections()];
+                for (i, c) in bytes.chunks_exact(kind.size()).enumerate() {
+                    let mut word = [0u8; 4];
+                    word[..c.len()].copy_from_slice(c);
+                    layout.split(u32::from_le_bytes(word), &mut syms);
+                    for (s, st) in streams.iter().enumerate() {
+                        assert_eq!(st.syms[i], syms[s], "{kind:?} p={p} value {i} section {s}");
+                    }
+                }
+                for (s, st) in streams.iter().enumerate() {
+                    assert_eq!(st.syms.len(), n);
+                    assert_eq!(st.counts.len(), layout.alphabet(s) as usize);
+                    let mut want = vec![0u64; st.counts.len()];
+                    st.syms.iter().for_each(|&v| want[v as usize] += 1);
+                    assert_eq!(st.counts, want, "{kind:?} p={p} section {s}");
+                }
+            }
+        }
+    }
+}
