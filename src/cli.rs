@@ -410,9 +410,16 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
     // The bytes written: a file's preamble and data (in a cluster, only
     // process 0 renames it into place); a directory's decoded data.
     let (shards, written) = match &input {
-        Input::File(_) => (
+        Input::File(c) => (
             String::new(),
-            std::fs::metadata(&a.output).map_or(s.bytes_out, |m| m.len()),
+            match std::fs::metadata(&a.output) {
+                Ok(m) if m.is_file() => m.len(),
+                // A stream got the preamble and the data.
+                _ => {
+                    crate::output::safetensors_preamble(&c.header().source_header).len() as u64
+                        + s.bytes_out
+                }
+            },
         ),
         Input::Dir(p) => (format!("{} shards, ", p.shards().len()), s.bytes_out),
     };

@@ -10,8 +10,10 @@
 //! * a symlink: written through to the file it points at, as `cp` does (the
 //!   link stays, its target is replaced the same way);
 //! * a FIFO, a character device (`/dev/null`, a terminal), a socket, or `-`
-//!   (standard output): nothing is renamed; the bytes are assembled in an
-//!   unlinked temporary file and streamed to it in order at commit;
+//!   (standard output): nothing is renamed; [`open_stream`] opens it, and
+//!   `decompress` writes the bytes to it in order as the chunks decode (see
+//!   `graph::placement::StreamPlacement`); other writers assemble the bytes
+//!   in an unlinked temporary file and stream them to it in order at commit;
 //! * a directory: an error.
 //!
 //! A temporary file is removed if the output is dropped before commit (an
@@ -61,6 +63,38 @@ pub struct TempOutput {
     destination: Destination,
 }
 
+/// Opens `target` for writing in order when it takes a stream: `-`
+/// (standard output), a FIFO, a character device or a socket, a symlink to
+/// one followed; `None` for any other path. Returns the path it names.
+pub fn open_stream(target: &Path) -> Result<Option<(PathBuf, File)>> {
+    if target.as_os_str() == "-" {
+        // A duplicate of standard output's descriptor, owned by this File.
+        let stdout = std::io::stdout();
+        let fd = std::os::fd::AsFd::as_fd(&stdout)
+            .try_clone_to_owned()
+            .map_err(|e| Error::io("<stdout>", e))?;
+        return Ok(Some((target.to_path_buf(), File::from(fd))));
+    }
+    let mut target = target.to_path_buf();
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+        target = resolve_link(&target)?;
+    }
+    match std::fs::metadata(&target) {
+        Ok(m)
+            if m.file_type().is_fifo()
+                || m.file_type().is_char_device()
+                || m.file_type().is_socket() =>
+        {
+            let dest = OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .map_err(|e| Error::io(&target, e))?;
+            Ok(Some((target, dest)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Refuses `output` when it is `input` (the same device and inode).
 pub fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(output)) {
@@ -94,13 +128,8 @@ impl TempOutput {
     }
 
     fn create_with_mode(target: &Path, mode: Option<u32>) -> Result<Self> {
-        if target.as_os_str() == "-" {
-            // A duplicate of standard output's descriptor, owned by this File.
-            let stdout = std::io::stdout();
-            let fd = std::os::fd::AsFd::as_fd(&stdout)
-                .try_clone_to_owned()
-                .map_err(|e| Error::io("<stdout>", e))?;
-            return Self::streamed(target, File::from(fd));
+        if let Some((target, dest)) = open_stream(target)? {
+            return Self::streamed(&target, dest);
         }
         let mut target = target.to_path_buf();
         // A symlink is written through to what it points at (followed to the end).
@@ -113,17 +142,6 @@ impl TempOutput {
                     "{} is a directory: give a file path for the output",
                     target.display()
                 )))
-            }
-            Ok(m)
-                if m.file_type().is_fifo()
-                    || m.file_type().is_char_device()
-                    || m.file_type().is_socket() =>
-            {
-                let dest = OpenOptions::new()
-                    .write(true)
-                    .open(&target)
-                    .map_err(|e| Error::io(&target, e))?;
-                return Self::streamed(&target, dest);
             }
             Ok(m) if m.file_type().is_block_device() => {
                 return Err(Error::InvalidArgument(format!(

@@ -488,6 +488,36 @@ fn decompress_to_a_fifo_streams_the_file_and_leaves_the_fifo() {
 }
 
 #[test]
+fn decompress_streams_to_a_fifo_as_it_decodes_with_no_copy_in_tmpdir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, original) = model(dir.path());
+    let packed = dir.path().join("m.padic");
+    // Many small chunks, two workers: parts finish out of order.
+    let compressed = run_on("compress", &input, &packed, &["--chunk-kib", "4"]);
+    assert!(compressed.status.success());
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let reader = read_fifo(&fifo);
+    // TMPDIR names no folder: nothing can be assembled there first.
+    let out = bin()
+        .env("TMPDIR", dir.path().join("absent"))
+        .args(["--quiet", "decompress"])
+        .arg(&packed)
+        .arg("-o")
+        .arg(&fifo)
+        .args(["--workers", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reader.join().unwrap(), original);
+    assert_no_temp_files(dir.path());
+}
+
+#[test]
 fn too_many_workers_are_refused_at_once_naming_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let (input, _) = model(dir.path());

@@ -63,7 +63,7 @@ pub use shards::{decompress_files, decompress_to_memory_all, ShardFigures, Shard
 
 use cluster::Timely;
 use decoder::ChunkDecoder;
-use placement::{FilePlacement, MemoryPlacement};
+use placement::{FilePlacement, MemoryPlacement, StreamPlacement};
 use pool::BufferPool;
 use records::{ChunkTask, Failure, MergeReceipt};
 use routers::{LiveRouter, PlannedRouter};
@@ -105,6 +105,9 @@ pub struct RunOptions {
     pub timeline: Option<std::path::PathBuf>,
     /// Report the decoded bytes here (a bar on a terminal).
     pub progress: Option<Arc<crate::progress::Progress>>,
+    /// Hand chunks out in order, from one queue for all workers (a streamed
+    /// output), instead of a contiguous share for each worker.
+    pub ordered: bool,
     /// Follow the run here, for snapshots of its statistics while it goes.
     pub monitor: Option<crate::monitor::Monitor>,
 }
@@ -126,6 +129,7 @@ impl RunOptions {
             placement_log: None,
             timeline: None,
             progress: None,
+            ordered: false,
             monitor: None,
         }
     }
@@ -136,6 +140,20 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
     let timely = Timely::parse(opts)?;
     if timely.cluster.processes > 1 {
         return cluster::decompress_file(c, output, opts, timely);
+    }
+    if let Some((path, dest)) = crate::output::open_stream(output)? {
+        // A stream takes the bytes in order as they decode: chunks are
+        // handed out in order, and early parts wait (bounded) in memory.
+        let out = Arc::new(StreamPlacement::prepare(dest, path, &c)?);
+        let ordered = RunOptions {
+            ordered: true,
+            ..opts.clone()
+        };
+        let data_len = c.header().data_len;
+        let placed: Arc<dyn Placement> = out.clone();
+        let (stats, _) = run(vec![(c, placed)], &ordered, timely, None, None)?;
+        out.finish(data_len)?;
+        return Ok(stats);
     }
     let temp = TempOutput::create_from(output, c.path())?;
     let file = temp
@@ -233,6 +251,8 @@ struct Shared {
     /// Set once the workers run (a cluster's processes have all connected).
     formed: Option<Arc<AtomicBool>>,
     progress: Option<Arc<crate::progress::Progress>>,
+    /// Chunks go out in order, from one queue (see `RunOptions::ordered`).
+    ordered: bool,
 }
 
 /// Runs the graph over every chunk of every shard (or one tensor's of the
@@ -320,6 +340,7 @@ fn run(
         started,
         formed,
         progress: opts.progress.clone(),
+        ordered: opts.ordered,
     });
     if let Some(p) = &opts.progress {
         p.start(all_tasks.iter().map(|t| t.out_len).sum(), "decompress");
@@ -473,7 +494,7 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
     let local_workers = (worker.peers() / sh.cluster.processes).max(1);
     let queue = sh
         .queue
-        .get_or_init(|| WorkQueue::new(sh.tasks.len(), local_workers));
+        .get_or_init(|| WorkQueue::new(sh.tasks.len(), if sh.ordered { 1 } else { local_workers }));
     let feed = Feed {
         me: worker.index() % local_workers,
         batch,

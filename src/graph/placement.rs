@@ -53,6 +53,87 @@ impl Placement for FilePlacement {
     }
 }
 
+/// A stream (a FIFO, a character device, standard output) written in order:
+/// the preamble first, then each part as soon as every byte before it is
+/// written; a part that comes early waits in memory. The run hands chunks out
+/// in order (one queue for all workers, see `RunOptions::ordered`), so what
+/// waits is bounded by the chunks in flight: workers × `prefetch_factor` ×
+/// `cpu_batch_size` at most.
+pub(crate) struct StreamPlacement {
+    path: PathBuf,
+    state: std::sync::Mutex<StreamState>,
+}
+
+struct StreamState {
+    out: File,
+    /// Bytes of the data region written so far.
+    next: u64,
+    /// Parts that came before their turn, by offset.
+    early: std::collections::BTreeMap<u64, Vec<u8>>,
+}
+
+impl StreamPlacement {
+    /// Writes `c`'s safetensors preamble to `out` (named `path`).
+    pub(crate) fn prepare(mut out: File, path: PathBuf, c: &Container) -> Result<Self> {
+        use std::io::Write;
+        let preamble = crate::output::safetensors_preamble(&c.header().source_header);
+        out.write_all(&preamble).map_err(|e| Error::io(&path, e))?;
+        Ok(StreamPlacement {
+            path,
+            state: std::sync::Mutex::new(StreamState {
+                out,
+                next: 0,
+                early: Default::default(),
+            }),
+        })
+    }
+
+    /// Checks that all `data_len` bytes went out, none left waiting.
+    pub(crate) fn finish(&self, data_len: u64) -> Result<()> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.next != data_len || !st.early.is_empty() {
+            return Err(Error::Internal(format!(
+                "{}: {} of {data_len} bytes streamed, {} parts still waiting",
+                self.path.display(),
+                st.next,
+                st.early.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Placement for StreamPlacement {
+    fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if offset < st.next || st.early.contains_key(&offset) {
+            return Err(std::io::Error::other(format!(
+                "bytes at offset {offset} placed twice"
+            )));
+        }
+        if offset > st.next {
+            st.early.insert(offset, bytes.to_vec());
+            return Ok(());
+        }
+        let st = &mut *st;
+        st.out.write_all(bytes)?;
+        st.next += bytes.len() as u64;
+        while let Some(part) = st.early.first_entry() {
+            if *part.key() != st.next {
+                break;
+            }
+            let part = part.remove();
+            st.out.write_all(&part)?;
+            st.next += part.len() as u64;
+        }
+        Ok(())
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
 /// Memory holding the data region from `start` on. Byte ranges are handed
 /// out once each, through [`Placement::claim`] (a decoder writes there
 /// directly) or [`Placement::place`] (a copy): a second claim on any byte is

@@ -42,14 +42,27 @@ pub struct Tensor {
 pub struct RunInfo {
     /// The mode the run routed chunks under.
     pub mode: Mode,
-    /// Chunks the policy routed to the GPU.
+    /// Chunks the GPU engine decoded whole.
     pub gpu_chunks: u64,
-    /// Chunks the policy routed to the CPU.
+    /// Chunks the CPU engine decoded whole.
     pub cpu_chunks: u64,
-    /// Chunks the policy split between GPU and CPU (HYBRID).
+    /// Chunks split between the GPU and the CPU (HYBRID).
     pub hybrid_chunks: u64,
     /// Wall-clock time of the graph run.
     pub wall: std::time::Duration,
+}
+
+impl RunInfo {
+    /// A run in `mode` that ended with statistics `s`.
+    fn of(mode: Mode, s: &Statistics) -> Self {
+        RunInfo {
+            mode,
+            gpu_chunks: s.gpu_decompressions,
+            cpu_chunks: s.cpu_decompressions,
+            hybrid_chunks: s.hybrid_decompressions,
+            wall: std::time::Duration::from_secs_f64(s.wall_time_s),
+        }
+    }
 }
 
 /// The GPU a pipeline decodes on, opened once, and the memory-pressure
@@ -304,14 +317,7 @@ impl Pipeline {
         let opts = self.options(target);
         let (models, r) = decompress_to_memory_all(shards, &opts)?;
         self.remember(&r.statistics);
-        let s = &r.statistics;
-        let info = RunInfo {
-            mode: opts.mode,
-            gpu_chunks: s.gpu_decompressions,
-            cpu_chunks: s.cpu_decompressions,
-            hybrid_chunks: s.hybrid_decompressions,
-            wall: std::time::Duration::from_secs_f64(s.wall_time_s),
-        };
+        let info = RunInfo::of(opts.mode, &r.statistics);
         Ok((models.into_iter().map(|m| m.data).collect(), info))
     }
 
@@ -355,14 +361,7 @@ impl Pipeline {
         let opts = self.options(target);
         let (model, s) = decompress_to_memory(container.clone(), &opts)?;
         self.remember(&s);
-        let info = RunInfo {
-            mode: opts.mode,
-            gpu_chunks: s.gpu_decompressions,
-            cpu_chunks: s.cpu_decompressions,
-            hybrid_chunks: s.hybrid_decompressions,
-            wall: std::time::Duration::from_secs_f64(s.wall_time_s),
-        };
-        Ok((model.data, info))
+        Ok((model.data, RunInfo::of(opts.mode, &s)))
     }
 
     /// Why this pipeline decodes without a GPU; `None` when it has one.
