@@ -517,9 +517,10 @@ mod tests {
     use std::time::Duration;
 
     /// A test-only GPU: decodes with the CPU codec after dawdling, and
-    /// records when each call began and ended.
+    /// records when each call began and ended, and on which thread.
     struct RecordingGpu {
         intervals: Mutex<Vec<(Instant, Instant)>>,
+        threads: Mutex<Vec<std::thread::ThreadId>>,
         delay: Duration,
     }
 
@@ -548,6 +549,10 @@ mod tests {
             ranges: &mut [GpuRange<'_>],
         ) -> Vec<std::result::Result<(), GpuError>> {
             let start = Instant::now();
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
             std::thread::sleep(self.delay);
             let done = ranges.iter_mut().map(|r| self.decode_range(c, r)).collect();
             self.intervals.lock().unwrap().push((start, Instant::now()));
@@ -630,7 +635,8 @@ mod tests {
         let (c, original) = one_chunk(dir.path());
         let gpu = Arc::new(RecordingGpu {
             intervals: Mutex::new(Vec::new()),
-            delay: Duration::from_millis(200),
+            threads: Mutex::new(Vec::new()),
+            delay: Duration::from_millis(500),
         });
         let d = decoder(&c, Some(gpu.clone()));
         let parts: Vec<DecodedPart> = d
@@ -646,14 +652,16 @@ mod tests {
                 .expect("both engines took a part")
         };
         let cpu = on(Engine::Cpu);
-        let (gpu_start, gpu_end) = gpu.intervals.lock().unwrap()[0];
+        let (_, gpu_end) = gpu.intervals.lock().unwrap()[0];
         let at = |us: u64| d.started + Duration::from_micros(us);
-        let (cpu_start, cpu_end) = (at(cpu.done_us - cpu.decode_us), at(cpu.done_us));
-        // The intervals overlap: each began before the other ended (the
-        // CPU's start rounded down to a µs, so it must lead by more).
+        // The GPU call ran on a thread of its own, and the CPU share did not
+        // wait for it: it was done while the call (500 ms) still ran. Run one
+        // after the other, the CPU share would end after the call.
+        assert_ne!(gpu.threads.lock().unwrap()[0], std::thread::current().id());
+        let cpu_end = at(cpu.done_us);
         assert!(
-            cpu_start + Duration::from_micros(1) < gpu_end && gpu_start < cpu_end,
-            "the CPU share ran {cpu_start:?}..{cpu_end:?}, the GPU's {gpu_start:?}..{gpu_end:?}"
+            cpu_end < gpu_end,
+            "the CPU share ended at {cpu_end:?}, the GPU call at {gpu_end:?}"
         );
         // One read and checksum of the chunk, counted once, on the GPU part.
         let sections: u64 = c.header().tensors[0].chunks[0]
