@@ -204,7 +204,7 @@ pub struct BenchArgs {
     /// Write every figure, with the machine, as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Write plots (throughput per mode and peer, latency curves per route) into this folder.
+    /// Write plots (throughput per mode and peer, latency curves per route, each scenario's switching timeline) into this folder.
     #[arg(long)]
     pub svg: Option<PathBuf>,
     /// A run under a minute: 16 MB, 2 runs, all cores, every digit only.
@@ -574,6 +574,7 @@ fn bench(a: BenchArgs, quiet: bool) -> Result<()> {
         o.synthetic_mb = mb;
     }
     o.small_tensors = a.small_tensors;
+    o.timelines = a.svg.clone();
     o.dtype = match (a.dtype, &o.input) {
         (Some(d), _) => d,
         (None, Some(path)) => crate::bench::main_float_dtype(path)?,

@@ -209,12 +209,20 @@ fn bench_writes_json_and_plots_from_the_command_line() {
         "latency-ramp-to-critical.svg",
         "latency-oscillating.svg",
         "latency-short-spike.svg",
+        "timeline-steady-low.svg",
+        "timeline-ramp-to-critical.svg",
+        "timeline-oscillating.svg",
+        "timeline-short-spike.svg",
     ] {
         let text = std::fs::read_to_string(svg.join(f)).unwrap();
         assert!(
             text.starts_with("<svg") && text.contains("polyline") || text.contains("<rect"),
             "{f}"
         );
+        if f.starts_with("timeline-") {
+            // The threshold and its hysteresis band (the default T and h).
+            assert!(text.contains("band 0.80–0.90"), "{f}");
+        }
     }
 }
 

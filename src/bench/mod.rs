@@ -65,6 +65,9 @@ pub struct BenchOptions {
     pub input: Option<PathBuf>,
     /// Size of the generated model in MB (10^6 bytes), when there is no `input`.
     pub synthetic_mb: f64,
+    /// Draw each scenario's switching timeline (SVG, from one more replay)
+    /// into this folder as `timeline-NAME.svg`.
+    pub timelines: Option<PathBuf>,
     /// Generate many small tensors ([`crate::demo::many_small_model`])
     /// instead of a transformer's shapes.
     pub small_tensors: bool,
@@ -102,6 +105,7 @@ impl BenchOptions {
             input: None,
             synthetic_mb: if quick { 16.0 } else { 64.0 },
             small_tensors: false,
+            timelines: None,
             dtype: "bf16".into(),
             repeat: if quick { 2 } else { 5 },
             workers: if quick { vec![cores] } else { workers },

@@ -213,6 +213,9 @@ pub struct Scenario {
     pub latency_curves: Vec<(String, Vec<(f64, u64)>)>,
     /// What the runs noted.
     pub notes: Vec<String>,
+    /// Its switching timeline (SVG), when `bench --svg` drew one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<std::path::PathBuf>,
 }
 
 /// Everything one `bench` run measured.

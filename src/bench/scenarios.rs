@@ -50,7 +50,18 @@ pub(super) fn replay_all(
         let trace = Trace::parse(Path::new(name), text)?;
         let end = trace.samples().last().map_or(0, |s| s.t_ms);
         let step = end.div_ceil(chunks.max(1) as u64).max(1);
-        scenarios.push(scenario(&sc, name, trace, step, w, runs_each, data, gpu)?);
+        let mut s = scenario(&sc, name, trace, step, w, runs_each, data, gpu)?;
+        if let Some(dir) = &opts.timelines {
+            s.timeline = Some(draw_timeline(
+                &sc,
+                &s,
+                dir,
+                data,
+                gpu,
+                Trace::parse(Path::new(name), text)?,
+            )?);
+        }
+        scenarios.push(s);
         bar.advance(1);
     }
     Ok(scenarios)
@@ -103,5 +114,31 @@ fn scenario(
         p99_us: Stat::of(&p99s),
         latency_curves: s.latency_curves,
         notes: s.notes,
+        timeline: None,
     })
+}
+
+/// Replays `s` once more, drawing its switching timeline into `dir`.
+fn draw_timeline(
+    c: &Arc<Container>,
+    s: &Scenario,
+    dir: &Path,
+    reference: &[u8],
+    gpu: &Option<Arc<dyn GpuEngine>>,
+    trace: Trace,
+) -> Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(format!("timeline-{}.svg", s.name));
+    let mut o = run_options(Mode::Auto, s.workers, None, gpu)?;
+    o.trace = Some(trace);
+    o.replay_step_ms = s.replay_step_ms;
+    o.timeline = Some(path.clone());
+    timed_runs(
+        c,
+        &o,
+        1,
+        reference,
+        &format!("scenario {} (timeline)", s.name),
+    )?;
+    Ok(path)
 }

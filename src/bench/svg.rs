@@ -20,6 +20,7 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     let p = dir.join("throughput.svg");
     throughput(report, &p)?;
     written.push(p);
+    written.extend(report.scenarios.iter().filter_map(|s| s.timeline.clone()));
     for s in &report.scenarios {
         let p = dir.join(format!("latency-{}.svg", s.name));
         latency(
