@@ -219,6 +219,10 @@ fn bench_writes_json_and_plots_from_the_command_line() {
             text.starts_with("<svg") && text.contains("polyline") || text.contains("<rect"),
             "{f}"
         );
+        if f == "latency-ramp-to-critical.svg" && v["machine"]["gpu"].is_null() {
+            // No GPU here: the GPU route's curve says where it ran.
+            assert!(text.contains("gpu route (ran on the CPU: no GPU)"), "{f}");
+        }
         if f.starts_with("timeline-") {
             // The threshold and its hysteresis band (the default T and h).
             assert!(text.contains("band 0.80–0.90"), "{f}");

@@ -21,14 +21,27 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     throughput(report, &p)?;
     written.push(p);
     written.extend(report.scenarios.iter().filter_map(|s| s.timeline.clone()));
+    let no_gpu = report.machine.gpu.is_none();
     for s in &report.scenarios {
         let p = dir.join(format!("latency-{}.svg", s.name));
+        // Without a GPU, the GPU route's chunks ran on the CPU: say so.
+        let curves: Vec<(String, Vec<(f64, u64)>)> = s
+            .latency_curves
+            .iter()
+            .map(|(route, points)| {
+                let label = match route.as_str() {
+                    "gpu" if no_gpu => "gpu route (ran on the CPU: no GPU)".to_string(),
+                    r => format!("{r} route"),
+                };
+                (label, points.clone())
+            })
+            .collect();
         latency(
             &format!(
                 "chunk latency by route, scenario {} (auto, {} workers)",
                 s.name, s.workers
             ),
-            &s.latency_curves,
+            &curves,
             &p,
         )?;
         written.push(p);
