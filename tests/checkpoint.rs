@@ -6,25 +6,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 use safetensors::Dtype;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_padic-burst"))
-}
-
 fn run(args: &[&std::ffi::OsStr]) -> Output {
     bin().args(args).output().unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Exit code 2 and an error naming `what`.
@@ -123,7 +111,7 @@ fn a_directory_round_trips_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_dir(tmp.path());
     let packed = tmp.path().join("packed");
-    ok(&compress(&model, &packed));
+    assert_success(&compress(&model, &packed));
     let names: Vec<String> = files(&packed)
         .into_iter()
         .map(|(p, _)| p.display().to_string())
@@ -153,7 +141,7 @@ fn a_directory_round_trips_byte_identical() {
         &restored,
         &["--stats-json", stats.to_str().unwrap()],
     );
-    ok(&out);
+    assert_success(&out);
     assert_eq!(files(&restored), files(&model));
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(s["shards"].as_array().unwrap().len(), 3);
@@ -174,7 +162,7 @@ fn a_directory_round_trips_byte_identical() {
 
     // inspect DIR: per shard, and totals that add them up.
     let out = run(&["inspect".as_ref(), packed.as_os_str(), "--json".as_ref()]);
-    ok(&out);
+    assert_success(&out);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shards = r["shards"].as_array().unwrap();
     assert_eq!(shards.len(), 3);
@@ -186,7 +174,7 @@ fn a_directory_round_trips_byte_identical() {
         .sum();
     assert_eq!(r["original_bytes"].as_u64().unwrap(), original);
     let out = run(&["inspect".as_ref(), packed.as_os_str()]);
-    ok(&out);
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("shard model-00003-of-00003.padic"), "{text}");
     assert!(
@@ -200,12 +188,12 @@ fn the_index_json_stands_for_its_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_dir(tmp.path());
     let packed = tmp.path().join("packed");
-    ok(&compress(
+    assert_success(&compress(
         &model.join("model.safetensors.index.json"),
         &packed,
     ));
     let restored = tmp.path().join("restored");
-    ok(&decompress(
+    assert_success(&decompress(
         &packed.join("model.safetensors.index.json"),
         &restored,
         &[],
@@ -219,7 +207,7 @@ fn an_empty_output_directory_is_taken() {
     let model = model_dir(tmp.path());
     let packed = tmp.path().join("packed");
     std::fs::create_dir(&packed).unwrap();
-    ok(&compress(&model, &packed));
+    assert_success(&compress(&model, &packed));
     assert!(packed.join("model-00002-of-00003.padic").is_file());
 }
 
@@ -228,7 +216,7 @@ fn a_missing_shard_is_refused_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_dir(tmp.path());
     let packed = tmp.path().join("packed");
-    ok(&compress(&model, &packed));
+    assert_success(&compress(&model, &packed));
     std::fs::remove_file(model.join(SHARDS[1])).unwrap();
     let out_dir = tmp.path().join("again");
     refused(&compress(&model, &out_dir), "model-00002-of-00003");
@@ -280,7 +268,7 @@ fn a_damaged_shard_fails_and_leaves_no_partial_directory() {
     // A packed shard with a flipped byte in its data: the run fails naming
     // it, and no directory appears under the output's name.
     let packed = tmp.path().join("packed");
-    ok(&compress(&model, &packed));
+    assert_success(&compress(&model, &packed));
     let victim = packed.join("model-00002-of-00003.padic");
     let mut bytes = std::fs::read(&victim).unwrap();
     let mid = bytes.len() / 3;
@@ -341,7 +329,7 @@ fn an_output_directory_inside_the_input_is_refused() {
     refused(&compress(&model, &model), "inside the input");
     assert_eq!(files(&model), before, "the model directory is untouched");
     let packed = tmp.path().join("packed");
-    ok(&compress(&model, &packed));
+    assert_success(&compress(&model, &packed));
     refused(
         &decompress(&packed, &packed.join("restored"), &[]),
         "inside the input",
@@ -409,7 +397,7 @@ fn a_sharded_minilm_decodes_in_one_run_that_plan_predicts() {
         return;
     };
     let packed = tmp.path().join("packed");
-    ok(&run(&[
+    assert_success(&run(&[
         "compress".as_ref(),
         model.as_os_str(),
         "-o".as_ref(),
@@ -419,7 +407,7 @@ fn a_sharded_minilm_decodes_in_one_run_that_plan_predicts() {
     ]));
     // Each shard's chunk count, in index order.
     let out = run(&["inspect".as_ref(), packed.as_os_str(), "--json".as_ref()]);
-    ok(&out);
+    assert_success(&out);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shard_chunks: Vec<usize> = r["shards"]
         .as_array()
@@ -470,7 +458,7 @@ fn a_sharded_minilm_decodes_in_one_run_that_plan_predicts() {
     ];
     extra.extend(replay);
     let out = decompress(&packed, &restored, &extra);
-    ok(&out);
+    assert_success(&out);
     assert_eq!(files(&restored), files(&model), "byte-identical");
     assert_no_temp_files(tmp.path());
 
@@ -537,7 +525,7 @@ fn a_sharded_minilm_decodes_in_one_run_that_plan_predicts() {
     let mut args: Vec<&std::ffi::OsStr> = vec!["plan".as_ref(), packed.as_os_str()];
     args.extend(replay.iter().map(std::ffi::OsStr::new));
     let out = run(&args);
-    ok(&out);
+    assert_success(&out);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -562,7 +550,7 @@ fn the_library_decodes_a_packed_directory_in_one_run() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_dir(tmp.path());
     let packed = tmp.path().join("packed");
-    ok(&compress(&model, &packed));
+    assert_success(&compress(&model, &packed));
     let ckpt = padic_burst::checkpoint::PackedCheckpoint::open(&packed).unwrap();
     let containers: Vec<_> = ckpt.shards().iter().map(|(_, c)| c.clone()).collect();
     let config = padic_burst::config::Config::load(None, Default::default()).unwrap();
@@ -588,7 +576,7 @@ fn a_cluster_run_of_a_directory_is_refused_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_dir(tmp.path());
     let packed = tmp.path().join("packed");
-    ok(&compress(&model, &packed));
+    assert_success(&compress(&model, &packed));
     let (hosts, _) = loopback_hosts(tmp.path());
     let restored = tmp.path().join("restored");
     let out = decompress(
@@ -606,7 +594,7 @@ fn a_packed_directory_streams_its_one_run_with_stats_interval() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_dir(tmp.path());
     let packed = tmp.path().join("packed");
-    ok(&compress(&model, &packed));
+    assert_success(&compress(&model, &packed));
     let restored = tmp.path().join("restored");
     let stream = tmp.path().join("stream.jsonl");
     let out = decompress(
@@ -619,7 +607,7 @@ fn a_packed_directory_streams_its_one_run_with_stats_interval() {
             stream.to_str().unwrap(),
         ],
     );
-    ok(&out);
+    assert_success(&out);
     assert_eq!(files(&restored), files(&model));
     let text = std::fs::read_to_string(&stream).unwrap();
     let lines: Vec<serde_json::Value> = text

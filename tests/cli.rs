@@ -2,14 +2,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use safetensors::Dtype;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_padic-burst"))
-}
 
 fn model(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     let mut rng = padic_burst::demo::Rng::new(1);
@@ -37,11 +31,7 @@ fn compress_inspect_decompress_round_trip() {
         .args(["--chunk-kib", "8"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 
     let out = bin()
         .arg("inspect")
@@ -85,11 +75,7 @@ fn compress_inspect_decompress_round_trip() {
         .args(["--workers", "2"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(
         std::fs::read(&restored).unwrap() == original,
         "restored file differs"
@@ -231,11 +217,7 @@ fn progressive_decompress_reads_fewer_bytes_and_truncates() {
         .args(["--target-precision", "10"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let got = std::fs::read(&out10).unwrap();
     for (a, b) in w.chunks_exact(4).zip(data_region(&got).chunks_exact(4)) {
         let a = u32::from_le_bytes(a.try_into().unwrap());
@@ -440,11 +422,7 @@ fn a_private_input_gives_a_private_output() {
         ("decompress", &packed, &restored),
     ] {
         let out = bin().arg(cmd).arg(from).arg("-o").arg(to).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         let mode = std::fs::metadata(to).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{cmd} wrote mode {mode:o}");
     }
@@ -467,11 +445,7 @@ fn decompress_to_a_fifo_streams_the_file_and_leaves_the_fifo() {
         .arg(&fifo)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(reader.join().unwrap(), original);
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     // `-` is standard output.
@@ -508,11 +482,7 @@ fn decompress_streams_to_a_fifo_as_it_decodes_with_no_copy_in_tmpdir() {
         .args(["--workers", "2"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(reader.join().unwrap(), original);
     assert_no_temp_files(dir.path());
 }

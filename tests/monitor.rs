@@ -104,11 +104,7 @@ fn stats_stream_has_the_stats_json_keys_grows_and_ends_with_the_final_statistics
         .arg(&json)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // The lines went to the file, not to stderr.
     assert!(parse_lines(&String::from_utf8_lossy(&out.stderr)).is_empty());
     let lines = parse_lines(&std::fs::read_to_string(&stream).unwrap());
@@ -147,11 +143,7 @@ fn stats_lines_go_to_stderr_without_a_stream_and_to_a_fifo_as_they_come() {
         .args(["--stats-interval", "0.05"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let lines = parse_lines(&String::from_utf8_lossy(&out.stderr));
     assert_eq!(lines.last().unwrap()["total_decompressions"], chunks);
 
@@ -176,11 +168,7 @@ fn stats_lines_go_to_stderr_without_a_stream_and_to_a_fifo_as_they_come() {
         // Frees the reader, had the run failed before opening the FIFO.
         drop(std::fs::OpenOptions::new().write(true).open(&fifo));
     }
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let lines = parse_lines(&reader.join().unwrap());
     assert_eq!(lines.last().unwrap()["total_decompressions"], chunks);
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo_like());

@@ -298,11 +298,7 @@ fn statistics_json_has_the_design_keys_and_true_values() {
         .args(["--", "-w", "2"])
         .output()
         .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    common::assert_success(&st);
     assert!(
         String::from_utf8_lossy(&st.stderr).contains("no GPU"),
         "says once that it has no GPU"

@@ -3,14 +3,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use safetensors::Dtype;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_padic-burst"))
-}
 
 const RAMP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -71,11 +65,7 @@ fn plan_draws_the_threshold_band_and_one_mark_per_chunk_in_its_route() {
         .arg(&svg)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -137,11 +127,7 @@ fn decompress_draws_the_run_with_the_engine_that_ran_each_chunk() {
         .arg(&svg)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(std::fs::read(&restored).unwrap(), original);
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains(r#"class="hysteresis-band""#));
@@ -169,11 +155,7 @@ fn the_demo_runs_offline_round_trips_and_shows_a_switch_each_way() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     let bursts: Vec<&str> = text.lines().filter(|l| l.starts_with(" burst:")).collect();
     let to_cpu = bursts.iter().position(|l| l.contains("routed to the CPU"));

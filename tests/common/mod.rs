@@ -593,3 +593,17 @@ pub fn read_fifo(fifo: &Path) -> std::thread::JoinHandle<Vec<u8>> {
         got
     })
 }
+
+/// The command-line binary under test.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"))
+}
+
+/// Asserts that a run of the binary succeeded, showing its stderr if not.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
