@@ -37,7 +37,6 @@ use crate::config::Config;
 use crate::engine::gpu::GpuEngine;
 use crate::error::{Error, Result};
 use crate::format::Container;
-use crate::output::TempOutput;
 use crate::policy::{Mode, Policy, Route};
 use crate::pressure::{PressureSource, Trace};
 use crate::stats::Statistics;
@@ -63,7 +62,7 @@ pub use shards::{decompress_files, decompress_to_memory_all, ShardFigures, Shard
 
 use cluster::Timely;
 use decoder::ChunkDecoder;
-use placement::{FilePlacement, MemoryPlacement, StreamPlacement};
+use placement::{MemoryPlacement, StreamPlacement};
 use pool::BufferPool;
 use records::{ChunkTask, Failure, MergeReceipt};
 use routers::{LiveRouter, PlannedRouter};
@@ -155,21 +154,9 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         out.finish(data_len)?;
         return Ok(stats);
     }
-    let temp = TempOutput::create_from(output, c.path())?;
-    let file = temp
-        .file()
-        .try_clone()
-        .map_err(|e| Error::io(temp.temp_path(), e))?;
-    let out = FilePlacement::prepare(file, temp.temp_path().to_path_buf(), &c)?;
-    let (stats, _) = run(
-        vec![(c, Arc::new(out) as Arc<dyn Placement>)],
-        opts,
-        timely,
-        None,
-        None,
-    )?;
-    temp.commit()?;
-    Ok(stats)
+    // A file: the one-shard case of a sharded run (temporary name, renamed
+    // once the run has succeeded).
+    Ok(shards::decompress_files(&[(c, output.to_path_buf())], opts)?.statistics)
 }
 
 /// Decompresses `c` into memory through the dataflow graph: the safetensors
@@ -178,25 +165,11 @@ pub fn decompress_to_memory(
     c: Arc<Container>,
     opts: &RunOptions,
 ) -> Result<(crate::engine::DecodedModel, Statistics)> {
-    let out = Arc::new(MemoryPlacement::new(
-        crate::engine::cpu::output_buffer(c.header().data_len as usize),
-        0,
-    ));
-    let (stats, _) = run(
-        vec![(c.clone(), out.clone() as Arc<dyn Placement>)],
-        opts,
-        Timely::parse(opts)?,
-        None,
-        None,
-    )?;
-    let data = MemoryPlacement::into_inner(out)?;
-    Ok((
-        crate::engine::DecodedModel {
-            source_header: c.header().source_header.clone(),
-            data,
-        },
-        stats,
-    ))
+    let (mut models, r) = shards::to_memory(&[c], opts, Timely::parse(opts)?)?;
+    let model = models
+        .pop()
+        .ok_or_else(|| Error::Internal("no model decoded".into()))?;
+    Ok((model, r.statistics))
 }
 
 /// Decompresses one tensor into memory through the dataflow graph: only its

@@ -193,7 +193,16 @@ pub fn decompress_to_memory_all(
     shards: &[Arc<Container>],
     opts: &RunOptions,
 ) -> Result<(Vec<DecodedModel>, ShardedRun)> {
-    let timely = one_process(opts, shards.len())?;
+    to_memory(shards, opts, one_process(opts, shards.len())?)
+}
+
+/// [`decompress_to_memory_all`] under timely's parsed arguments (the one
+/// container of `super::decompress_to_memory` may run in a cluster).
+pub(super) fn to_memory(
+    shards: &[Arc<Container>],
+    opts: &RunOptions,
+    timely: Timely,
+) -> Result<(Vec<DecodedModel>, ShardedRun)> {
     let outs: Vec<Arc<MemoryPlacement>> = shards
         .iter()
         .map(|c| {
