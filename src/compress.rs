@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 
+use crate::codec::layout::PlaneZero;
 use crate::codec::{chunk, FloatKind, Layout};
 use crate::error::{Error, Result};
 use crate::format::{CodecEntry, Header, TensorEntry, Writer, FORMAT_NAME, MAX_CHUNK_BYTES};
@@ -179,6 +180,7 @@ pub fn compress_file(
                 precision: l.precision,
                 head_digits: l.head_digits,
                 planes: l.planes.clone(),
+                nan_flag: l.plane_zero == PlaneZero::SignAndNanFlag,
                 max_abs_error: Some(0.0),
             }),
             chunks: Vec::new(),

@@ -295,16 +295,10 @@ pub fn run(dir: &Path, params: usize, workers: Option<usize>) -> Result<Vec<Stri
             .iter()
             .map(|t| t.compressed_bytes())
             .sum::<u64>();
-        // bf16 and f16 keep the sign in plane 0 with the low digits: a
-        // progressive decode reads every plane (a limit the README states).
-        let why = if pstats.bytes_in >= coded {
-            " (every plane: the sign shares plane 0 with the low digits)"
-        } else {
-            ""
-        };
         say(format!(
-            "{name:>5}: progressive decode to {k} of {precision} digits read {} of {coded} coded bytes{why}; largest relative error of a normal value in '{}': {max_rel:.2e}",
+            "{name:>5}: progressive decode to {k} of {precision} digits read {} of {coded} coded bytes ({:.0}%); largest relative error of a normal value in '{}': {max_rel:.2e}",
             pstats.bytes_in,
+            100.0 * pstats.bytes_in as f64 / coded.max(1) as f64,
             t0.name
         ));
     }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use padic_burst::codec::layout::{exact_digits, is_prime, MAX_ALPHABET, MAX_PRIME};
+use padic_burst::codec::layout::{exact_digits, is_prime, PlaneZero, MAX_ALPHABET, MAX_PRIME};
 use padic_burst::codec::{FloatKind, Layout};
 use safetensors::Dtype;
 
@@ -55,11 +55,18 @@ fn is_prime_agrees_with_trial_division_up_past_the_largest_prime() {
 #[test]
 fn the_largest_prime_is_the_one_whose_plane_zero_fits_the_alphabet() {
     assert_eq!(MAX_ALPHABET, 4096);
-    assert_eq!(MAX_PRIME, 2047, "plane 0's alphabet 2 p stays below 4096");
+    assert_eq!(
+        MAX_PRIME, 2047,
+        "plane 0's alphabet 2 p (before version 3) stays below 4096"
+    );
     // 2039 is the largest prime not above MAX_PRIME, 2053 the next one.
     for kind in KINDS {
+        let old = Layout::with_plane_zero(kind, 2039, 1, PlaneZero::Sign).unwrap();
+        assert_eq!(old.alphabet(1), 2 * 2039);
+        // From version 3 a digit of a prime above 64 does not share plane 0.
         let l = Layout::from_parts(kind, 2039, 1).unwrap();
-        assert_eq!(l.alphabet(1), 2 * 2039);
+        assert_eq!((l.alphabet(1), l.planes.clone()), (4, vec![0, 1]));
+        assert_eq!(l.alphabet(2), 2039);
         assert!(Layout::from_parts(kind, 2053, 1).is_err());
         assert!(Layout::new(kind, 2053, None, true).is_err());
     }
@@ -81,10 +88,12 @@ fn exact_digits_is_the_smallest_w_with_p_to_the_w_at_least_2_to_the_fraction_bit
 }
 
 /// The shape rules of the module documentation, checked on every precision
-/// of every kind and prime: the head carries as many leading digits (at most
-/// three) as keep its alphabet within `MAX_ALPHABET`; plane 0 carries the sign
-/// and as many digits as keep it within a byte (at least one if any remain);
-/// each later plane as many as fit a byte (at least one); together they hold
+/// of every kind and prime, for what plane 0 carries now and before
+/// version 3: the head carries as many leading digits (at most three) as
+/// keep its alphabet within `MAX_ALPHABET`; plane 0 carries the sign (and
+/// the NaN flag) and as many digits as keep it within a byte (before: at
+/// least one if any remain; now: none when the rest fit one plane); each
+/// later plane as many as fit a byte (at least one); together they hold
 /// exactly the stored digits, most significant first.
 #[test]
 fn head_and_planes_follow_the_documented_shape_rules() {
@@ -94,53 +103,67 @@ fn head_and_planes_follow_the_documented_shape_rules() {
             let full = exact_digits(kind, p);
             let pw = |k: u32| (p as u64).pow(k);
             for n in 1..=full {
-                let l = Layout::from_parts(kind, p, n).unwrap();
-                let what = format!("{kind:?} p={p} n={n}: {l:?}");
-                assert_eq!((l.precision, l.full_digits), (n, full), "{what}");
-                assert_eq!(l.is_exact(), n == full, "{what}");
-                let t = l.head_digits;
-                assert!(t <= 3.min(n) && exp * pw(t) <= 4096, "{what}");
-                assert!(t == 3.min(n) || exp * pw(t + 1) > 4096, "{what}");
-                let rest = n - t;
-                let g0 = l.planes[0];
-                if rest == 0 {
-                    assert_eq!(l.planes, vec![0], "{what}");
-                } else {
-                    assert!(g0 >= 1 && (2 * pw(g0) <= 256 || g0 == 1), "{what}");
-                    assert!(g0 == rest || 2 * pw(g0 + 1) > 256, "{what}");
-                }
-                let mut left = rest - g0;
-                for &g in &l.planes[1..] {
-                    assert!(g >= 1 && g <= left, "{what}");
-                    assert!(pw(g) <= 256 || g == 1, "{what}");
-                    assert!(g == left || pw(g + 1) > 256, "{what}");
-                    left -= g;
-                }
-                assert_eq!(left, 0, "the planes hold every stored digit: {what}");
-                assert_eq!(l.sections(), 1 + l.planes.len(), "{what}");
-
-                assert_eq!(l.alphabet(0) as u64, exp * pw(t), "{what}");
-                assert_eq!(l.alphabet(1) as u64, 2 * pw(g0), "{what}");
-                let mut start = t;
-                assert_eq!(l.digit_range(0), (0, t), "{what}");
-                for s in 1..l.sections() {
-                    let g = l.planes[s - 1];
-                    if s >= 2 {
-                        assert_eq!(l.alphabet(s) as u64, pw(g), "{what}");
+                for zero in [PlaneZero::Sign, PlaneZero::SignAndNanFlag] {
+                    let l = Layout::with_plane_zero(kind, p, n, zero).unwrap();
+                    let what = format!("{kind:?} p={p} n={n}: {l:?}");
+                    assert_eq!((l.precision, l.full_digits), (n, full), "{what}");
+                    assert_eq!(l.is_exact(), n == full, "{what}");
+                    let t = l.head_digits;
+                    assert!(t <= 3.min(n) && exp * pw(t) <= 4096, "{what}");
+                    assert!(t == 3.min(n) || exp * pw(t + 1) > 4096, "{what}");
+                    let rest = n - t;
+                    let g0 = l.planes[0];
+                    let signs = match zero {
+                        PlaneZero::Sign => 2,
+                        PlaneZero::SignAndNanFlag => 4,
+                    };
+                    match zero {
+                        _ if rest == 0 => assert_eq!(l.planes, vec![0], "{what}"),
+                        PlaneZero::Sign => {
+                            assert!(g0 >= 1 && (2 * pw(g0) <= 256 || g0 == 1), "{what}");
+                            assert!(g0 == rest || 2 * pw(g0 + 1) > 256, "{what}");
+                        }
+                        PlaneZero::SignAndNanFlag => {
+                            if rest < 9 && pw(rest) <= 256 {
+                                assert_eq!(l.planes, vec![0, rest], "{what}");
+                            }
+                            assert!(4 * pw(g0) <= 256 && g0 < rest, "{what}");
+                            assert!(g0 == 0 || 4 * pw(g0 + 1) > 256, "{what}");
+                        }
                     }
-                    assert!(l.alphabet(s) <= MAX_ALPHABET, "{what}");
-                    assert_eq!(l.digit_range(s), (start, start + g), "{what} s={s}");
-                    start += g;
-                }
-                assert_eq!(start, n, "{what}");
+                    let mut left = rest - g0;
+                    for &g in &l.planes[1..] {
+                        assert!(g >= 1 && g <= left, "{what}");
+                        assert!(pw(g) <= 256 || g == 1, "{what}");
+                        assert!(g == left || pw(g + 1) > 256, "{what}");
+                        left -= g;
+                    }
+                    assert_eq!(left, 0, "the planes hold every stored digit: {what}");
+                    assert_eq!(l.sections(), 1 + l.planes.len(), "{what}");
 
-                // A decode to `target` reads the head, plane 0 and each later
-                // plane that starts above `target`.
-                for target in 0..=n + 1 {
-                    let later = (2..l.sections())
-                        .filter(|&s| l.digit_range(s).0 < target)
-                        .count();
-                    assert_eq!(l.sections_for(target), 2 + later, "{what} t={target}");
+                    assert_eq!(l.alphabet(0) as u64, exp * pw(t), "{what}");
+                    assert_eq!(l.alphabet(1) as u64, signs * pw(g0), "{what}");
+                    let mut start = t;
+                    assert_eq!(l.digit_range(0), (0, t), "{what}");
+                    for s in 1..l.sections() {
+                        let g = l.planes[s - 1];
+                        if s >= 2 {
+                            assert_eq!(l.alphabet(s) as u64, pw(g), "{what}");
+                        }
+                        assert!(l.alphabet(s) <= MAX_ALPHABET, "{what}");
+                        assert_eq!(l.digit_range(s), (start, start + g), "{what} s={s}");
+                        start += g;
+                    }
+                    assert_eq!(start, n, "{what}");
+
+                    // A decode to `target` reads the head, plane 0 and each
+                    // later plane that starts above `target`.
+                    for target in 0..=n + 1 {
+                        let later = (2..l.sections())
+                            .filter(|&s| l.digit_range(s).0 < target)
+                            .count();
+                        assert_eq!(l.sections_for(target), 2 + later, "{what} t={target}");
+                    }
                 }
             }
         }
@@ -187,7 +210,8 @@ fn check_values(kind: FloatKind, p: u32, values: &[u32]) {
                 .map(|s| l.contributions(s, target))
                 .collect();
             for &bits in values {
-                let want = common::reference_truncate(bits, f, p as u64, target.min(n));
+                let want =
+                    common::reference_truncate(bits, kind.exp_bits(), f, p as u64, target.min(n));
                 assert_eq!(
                     l.truncate(bits, target),
                     want,

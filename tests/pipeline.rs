@@ -536,10 +536,10 @@ fn configuration_drives_the_run() {
         let got = common::data_region(&got);
         for t in &c.header().tensors {
             let range = t.data_offset as usize..(t.data_offset + t.byte_len) as usize;
-            let (frac, size) = match t.dtype.as_str() {
-                "BF16" => (7u32, 2usize),
-                "F16" => (10, 2),
-                "F32" => (23, 4),
+            let (exp, frac, size) = match t.dtype.as_str() {
+                "BF16" => (8, 7u32, 2usize),
+                "F16" => (5, 10, 2),
+                "F32" => (8, 23, 4),
                 _ => {
                     assert!(got[range.clone()] == data[range], "passthrough {}", t.name);
                     continue;
@@ -560,7 +560,7 @@ fn configuration_drives_the_run() {
                 };
                 assert_eq!(
                     word(b),
-                    common::reference_truncate(word(a), frac, 2, k),
+                    common::reference_truncate(word(a), exp, frac, 2, k),
                     "{} at {bits} bits",
                     t.name
                 );

@@ -67,8 +67,15 @@ fn framing_errors_name_their_byte_offset() {
         err.contains("not a padic-burst container") && err.contains("SAFETENS"),
         "{err}"
     );
-    let err = refused(dir.path(), &edit(8, &3u32.to_le_bytes()));
-    assert!(err.contains("unsupported container version 3"), "{err}");
+    let err = refused(dir.path(), &edit(8, &4u32.to_le_bytes()));
+    assert!(err.contains("unsupported container version 4"), "{err}");
+    // A version 3 file called version 2: its layouts carry the NaN flag,
+    // which version 2 does not have.
+    let err = refused(dir.path(), &edit(8, &2u32.to_le_bytes()));
+    assert!(
+        err.contains("nan_flag is true in a version 2 container"),
+        "{err}"
+    );
     let err = refused(dir.path(), &edit(8, &0u32.to_le_bytes()));
     assert!(err.contains("unsupported container version 0"), "{err}");
     let err = refused(dir.path(), &edit(12, &1u32.to_le_bytes()));
@@ -125,10 +132,72 @@ fn framing_errors_name_their_byte_offset() {
     );
 }
 
+/// `tests/fixtures/v2-patterns.padic` was written by padic-burst at commit
+/// e4bf0db (container version 2: plane 0 the sign and the top digits, no
+/// NaN flag), `--chunk-kib 64`, from a safetensors file of three tensors:
+/// `bf16` and `f16`, every 16-bit pattern in order, and `f32`, 8192 values
+/// `i * 0x9e3779b9`.
+fn version_2_fixture() -> (std::path::PathBuf, Vec<(&'static str, Vec<u8>)>) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-patterns.padic");
+    let f32s: Vec<u8> = (0..8192u32)
+        .flat_map(|i| i.wrapping_mul(0x9e37_79b9).to_le_bytes())
+        .collect();
+    let tensors = vec![
+        ("bf16", all_u16_patterns()),
+        ("f16", all_u16_patterns()),
+        ("f32", f32s),
+    ];
+    (path, tensors)
+}
+
+#[test]
+fn version_2_containers_decode_as_they_did_exactly_and_at_every_precision() {
+    let (path, tensors) = version_2_fixture();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    let c = Container::open(&path).unwrap();
+    for t in &c.header().tensors {
+        let codec = t.codec.as_ref().unwrap();
+        assert!(!codec.nan_flag, "{}", t.name);
+        let want = match t.dtype.as_str() {
+            "BF16" => vec![4],
+            "F16" => vec![7],
+            _ => vec![7, 8, 5],
+        };
+        assert_eq!(codec.planes, want, "{}", t.name);
+    }
+    let full = decode(&path, None).to_safetensors();
+    for (name, data) in &tensors {
+        assert!(
+            tensor_bytes(&c, data_region(&full), name) == &data[..],
+            "{name}"
+        );
+    }
+    // Progressive decodes give the plain truncation (no NaN flag: there a
+    // NaN whose payload lies in the dropped digits comes back an infinity).
+    // (A target applies to every tensor, so bf16's 7 digits bound it.)
+    for (kind, frac) in [("bf16", 7u32), ("f16", 10)] {
+        for k in 1..7 {
+            let got = decode(&path, Some(k)).to_safetensors();
+            let got = tensor_bytes(&c, data_region(&got), kind);
+            for (v, b) in (0..=u16::MAX as u32).zip(got.chunks_exact(2)) {
+                let want = reference_truncate_plain(v, frac, 2, k);
+                assert_eq!(
+                    u16::from_le_bytes([b[0], b[1]]) as u32,
+                    want,
+                    "{kind} k {k} {v:#06x}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn version_1_containers_with_a_plain_json_header_still_open_and_decode() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, packed) = mixed_sample(dir.path());
+    let (path, tensors) = version_2_fixture();
+    let packed = std::fs::read(&path).unwrap();
     let (start, h) = header_json(&packed);
     let mut old = with_stored_header(&packed[..start], &serde_json::to_vec(&h).unwrap());
     old[8..12].copy_from_slice(&1u32.to_le_bytes());
@@ -140,7 +209,13 @@ fn version_1_containers_with_a_plain_json_header_still_open_and_decode() {
     std::fs::write(&path, &old).unwrap();
     let c = Container::open(&path).unwrap();
     assert_eq!(serde_json::to_value(c.header()).unwrap(), h);
-    assert_eq!(decode(&path, None).to_safetensors(), file);
+    let full = decode(&path, None).to_safetensors();
+    for (name, data) in &tensors {
+        assert!(
+            tensor_bytes(&c, data_region(&full), name) == &data[..],
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -82,7 +82,7 @@ pub fn decode<W: Word>(
     // The p = 2 planes map value bits to output bits in runs: shift them in
     // SIMD registers instead of looking each value up.
     #[cfg(target_arch = "x86_64")]
-    let (out, body) = match bit_runs(lut, width) {
+    let (out, body) = match lut.get(..1 << width).and_then(|l| bit_runs(l, width)) {
         Some(runs) if width <= 8 && simd::available() => {
             let done = simd::unpack_runs(body, width, &runs, out, assign);
             let (_, rest) = out.split_at_mut(done);
@@ -130,6 +130,10 @@ pub fn bit_runs(lut: &[u32], width: u32) -> Option<Vec<(u32, i32)>> {
     let mut runs: Vec<(u32, i32)> = Vec::new();
     for i in 0..width {
         let t = lut[1 << i];
+        if t == 0 {
+            // A bit that adds nothing (the NaN flag of a full-precision decode).
+            continue;
+        }
         if t.count_ones() != 1 {
             return None;
         }

@@ -92,9 +92,14 @@ pub struct Tables {
     /// The float format the tables decode.
     pub kind: FloatKind,
     luts: Vec<Vec<u32>>,
-    /// Per section, its table's bit runs when stored raw (see `bitpack::bit_runs`).
-    runs: Vec<Option<Vec<(u32, i32)>>>,
+    /// Per section, per raw width `w` (index `w - 1`, up to the alphabet's),
+    /// its table's bit runs when stored raw at `w` bits (see
+    /// `bitpack::bit_runs`); none for the head.
+    runs: Vec<Vec<Option<BitRuns>>>,
 }
+
+/// A table's bit runs (see `bitpack::bit_runs`).
+type BitRuns = Vec<(u32, i32)>;
 
 impl Tables {
     /// Tables for a decode of `layout` to `target` digits (at most `layout.precision`).
@@ -104,7 +109,17 @@ impl Tables {
         let luts: Vec<Vec<u32>> = (0..used).map(|s| layout.contributions(s, target)).collect();
         let runs = luts
             .iter()
-            .map(|lut| bitpack::bit_runs(lut, symbols::raw_width(lut.len() as u32)))
+            .enumerate()
+            .map(|(s, lut)| {
+                let widest = if s == 0 {
+                    0
+                } else {
+                    symbols::raw_width(lut.len() as u32).min(8)
+                };
+                (1..=widest)
+                    .map(|w| bitpack::bit_runs(lut.get(..1 << w)?, w))
+                    .collect()
+            })
             .collect();
         Tables {
             kind: layout.kind,
@@ -121,6 +136,12 @@ impl Tables {
     /// Sections a decode reads (a prefix of the chunk's).
     pub fn sections_used(&self) -> usize {
         self.luts.len()
+    }
+
+    /// Section `s`'s bit runs when stored raw at `width` bits.
+    fn runs(&self, s: usize, width: u32) -> Option<&[(u32, i32)]> {
+        let w = (width as usize).checked_sub(1)?;
+        self.runs.get(s)?.get(w)?.as_deref()
     }
 
     /// Decodes a chunk's sections (at least `sections_used()`) into `out`.
@@ -142,51 +163,69 @@ impl Tables {
         if std::mem::size_of::<W>() != self.kind.size() {
             return Err(Error::Decode("output word does not match the dtype".into()));
         }
-        let fused = self.decode_head_and_plane(sections, total, first, out)?;
-        for (s, lut) in self.luts.iter().enumerate().skip(if fused { 2 } else { 0 }) {
-            let sec = sections
-                .get(s)
-                .ok_or_else(|| Error::Decode(format!("chunk lacks section {s}")))?;
-            symbols::decode_range(sec, lut, total, first, out, s == 0)
+        if sections.len() < self.luts.len() {
+            return Err(Error::Decode(format!(
+                "chunk lacks section {}",
+                sections.len()
+            )));
+        }
+        let done = self.decode_head_and_planes(sections, total, first, out)?;
+        for (s, lut) in self.luts.iter().enumerate() {
+            if done & (1 << s) != 0 {
+                continue;
+            }
+            symbols::decode_range(sections[s], lut, total, first, out, s == 0)
                 .map_err(|e| Error::Decode(format!("section {s}: {e}")))?;
         }
         Ok(())
     }
 
-    /// Where the head is rANS-coded and plane 0 stored raw as bit runs (the
-    /// p = 2 case), decodes both in one pass over `out` and returns true;
-    /// else leaves `out` alone and returns false.
-    fn decode_head_and_plane<W: Word>(
+    /// Where the head is rANS-coded, decodes it in one pass over `out`
+    /// together with the planes stored raw as bit runs (at most
+    /// `rans::MAX_FUSED_PLANES`: bf16's and f16's sign plane and digit
+    /// plane at p = 2) and the constant ones (folded into the head's
+    /// table). Returns a bit mask of the sections done; 0, with `out` left
+    /// alone, when the head is not rANS-coded.
+    fn decode_head_and_planes<W: Word>(
         &self,
         sections: &[&[u8]],
         total: usize,
         first: usize,
         out: &mut [W],
-    ) -> Result<bool> {
-        let (Some(head), Some(plane), Some(Some(runs))) =
-            (sections.first(), sections.get(1), self.runs.get(1))
-        else {
-            return Ok(false);
-        };
+    ) -> Result<u64> {
         let last = first + out.len();
-        let (lut0, lut1) = (&self.luts[0], &self.luts[1]);
-        let parsed = (
-            symbols::parse(head, lut0, total, first, last),
-            symbols::parse(plane, lut1, total, first, last),
-        );
-        let (Ok(Parsed::Rans(body)), Ok(Parsed::Raw { width, bytes })) = parsed else {
+        let Ok(Parsed::Rans(body)) = symbols::parse(sections[0], &self.luts[0], total, first, last)
+        else {
             // Anything else, errors included, takes the section by section path.
-            return Ok(false);
+            return Ok(0);
         };
-        let plane = rans::Plane {
-            bytes,
-            width,
-            lut: lut1,
-            runs,
-        };
-        rans::decode_with(body, lut0, total, first, out, true, true, Some(&plane))
-            .map_err(|e| Error::Decode(format!("sections 0 and 1: {e}")))?;
-        Ok(true)
+        let mut done = 1u64;
+        let mut head = std::borrow::Cow::Borrowed(&self.luts[0][..]);
+        let mut planes = Vec::new();
+        for (s, (lut, sec)) in self.luts.iter().zip(sections).enumerate().skip(1) {
+            match symbols::parse(sec, lut, total, first, last) {
+                Ok(Parsed::Const(v)) => {
+                    // Every value gets `v`: the head's table adds it.
+                    head.to_mut().iter_mut().for_each(|h| *h += v);
+                    done |= 1 << s;
+                }
+                Ok(Parsed::Raw { width, bytes }) if planes.len() < rans::MAX_FUSED_PLANES => {
+                    if let Some(runs) = self.runs(s, width) {
+                        planes.push(rans::Plane {
+                            bytes,
+                            width,
+                            lut,
+                            runs,
+                        });
+                        done |= 1 << s;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rans::decode_with(body, &head, total, first, out, true, true, &planes)
+            .map_err(|e| Error::Decode(format!("sections 0 to {}: {e}", self.luts.len() - 1)))?;
+        Ok(done)
     }
 
     /// [`Tables::decode_range`] into little-endian bytes.

@@ -13,8 +13,20 @@
 //!   distribution is not flat within a binade), which codes smaller than `E`
 //!   alone on real weights (see `docs/FORMAT.md`).
 //! * The **digit planes** hold the remaining `N - t` digits in groups,
-//!   most significant plane first. Plane 0 also carries the sign: its symbol is
-//!   `s * p^g0 + digits`.
+//!   most significant plane first. Plane 0 also carries the sign `s` and the
+//!   NaN flag `q`: its symbol is `(s + 2 q) * p^g0 + digits`, `g0` the most
+//!   digits that keep it within a byte, and none when the remaining digits
+//!   fit one plane (bf16 and f16 at p = 2), so that a decode to fewer digits
+//!   can skip them.
+//! * The **NaN flag** `q` is set for a NaN whose top digit is 0. A decode
+//!   that drops digits adds `2^frac_bits - p^(W-1)` to such a value's kept
+//!   fraction (for p = 2 the top digit, IEEE's quiet bit), so a NaN whose
+//!   payload lies only in the dropped digits stays a NaN rather than
+//!   turning into an infinity.
+//!
+//! Containers before version 3 have no NaN flag: plane 0's symbol is
+//! `s * p^g0 + digits` with at least one digit ([`PlaneZero::Sign`]); they
+//! are still read.
 //!
 //! Reconstruction is a sum: every symbol of every section maps, through a
 //! lookup table, to its contribution to the output bit pattern, and the
@@ -137,6 +149,17 @@ pub fn exact_digits(kind: FloatKind, prime: u32) -> u32 {
     w
 }
 
+/// What plane 0 carries beside its digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlaneZero {
+    /// The sign, and at least one digit when any remain (containers of
+    /// versions 1 and 2).
+    Sign,
+    /// The sign and the NaN flag, and no digit when the remaining digits fit
+    /// one plane (what this build writes).
+    SignAndNanFlag,
+}
+
 /// How one tensor's values split into a head and digit planes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Layout {
@@ -150,8 +173,11 @@ pub struct Layout {
     pub full_digits: u32,
     /// Leading digits carried in the head symbol (`t`).
     pub head_digits: u32,
-    /// Digits per plane, most significant plane first; plane 0 also carries the sign.
+    /// Digits per plane, most significant plane first; plane 0 also carries
+    /// the sign (and the NaN flag, see [`Layout::plane_zero`]).
     pub planes: Vec<u32>,
+    /// What plane 0 carries beside its digits.
+    pub plane_zero: PlaneZero,
     /// `pow[k] = p^k` for `k` in `0..=W`.
     pow: Vec<u64>,
     /// Per section, where its digits sit in the fraction (see [`Layout::split`]).
@@ -183,14 +209,29 @@ pub struct BitFields {
     pub sign: u32,
     /// Where the sign goes in the symbol: the section's digit count.
     pub digits: u32,
+    /// The exponent field and the fraction's top bit: a value whose bits
+    /// under this mask equal `nan_exp` and whose fraction is not zero gets
+    /// the NaN flag (only where `nan_flag` is 1).
+    pub nan_mask: u32,
+    /// The exponent field, all ones.
+    pub nan_exp: u32,
+    /// The fraction's bits.
+    pub frac_mask: u32,
+    /// 1 where the NaN flag rides above the sign (plane 0 of a layout with
+    /// [`PlaneZero::SignAndNanFlag`]), else 0.
+    pub nan_flag: u32,
 }
 
 impl BitFields {
     /// The symbol of the value `bits`.
     #[inline(always)]
     pub fn symbol(&self, bits: u32) -> u16 {
+        let flag = (((bits & self.nan_mask) == self.nan_exp) & ((bits & self.frac_mask) != 0))
+            as u32
+            & self.nan_flag;
         (((bits >> self.shift) & self.mask)
-            | (((bits >> self.sign_shift) & self.sign) << self.digits)) as u16
+            | (((bits >> self.sign_shift) & self.sign) << self.digits)
+            | (flag << (self.digits + 1))) as u16
     }
 }
 
@@ -229,8 +270,20 @@ impl Layout {
         Self::from_parts(kind, prime, n)
     }
 
-    /// The layout a container describes, checked for consistency.
+    /// The layout this build writes for `kind`, `prime` and `precision`
+    /// digits, checked for consistency.
     pub fn from_parts(kind: FloatKind, prime: u32, precision: u32) -> Result<Self> {
+        Self::with_plane_zero(kind, prime, precision, PlaneZero::SignAndNanFlag)
+    }
+
+    /// The layout a container describes: [`Layout::from_parts`] with what
+    /// plane 0 carries as the container says.
+    pub fn with_plane_zero(
+        kind: FloatKind,
+        prime: u32,
+        precision: u32,
+        plane_zero: PlaneZero,
+    ) -> Result<Self> {
         if !is_prime(prime) || prime > MAX_PRIME {
             return Err(Error::Decode(format!(
                 "prime {prime} is not a supported prime"
@@ -251,14 +304,29 @@ impl Layout {
         }
         let mut planes = Vec::new();
         let mut rem = precision - t;
-        // Plane 0: the sign and as many digits as fit a byte (at least one digit if any remain).
-        let mut g0 = 0;
-        while g0 < rem && 2 * p.pow(g0 + 1) <= PLANE_ALPHABET {
-            g0 += 1;
-        }
-        if g0 == 0 && rem > 0 {
-            g0 = 1;
-        }
+        let g0 = match plane_zero {
+            // The sign and as many digits as fit a byte (at least one digit if any remain).
+            PlaneZero::Sign => {
+                let mut g0 = 0;
+                while g0 < rem && 2 * p.pow(g0 + 1) <= PLANE_ALPHABET {
+                    g0 += 1;
+                }
+                if g0 == 0 && rem > 0 {
+                    g0 = 1;
+                }
+                g0
+            }
+            // The sign, the NaN flag and as many digits as fit a byte; none
+            // when the remaining digits fit one plane of their own.
+            PlaneZero::SignAndNanFlag => {
+                let mut g0 = 0;
+                let one_plane = p.checked_pow(rem).is_some_and(|a| a <= PLANE_ALPHABET);
+                while !one_plane && g0 < rem && 4 * p.pow(g0 + 1) <= PLANE_ALPHABET {
+                    g0 += 1;
+                }
+                g0
+            }
+        };
         planes.push(g0);
         rem -= g0;
         while rem > 0 {
@@ -278,6 +346,7 @@ impl Layout {
             full_digits: full,
             head_digits: t,
             planes,
+            plane_zero,
             pow,
             splits: Vec::new(),
         };
@@ -309,10 +378,37 @@ impl Layout {
         if s == 0 {
             ((1u64 << self.kind.exp_bits()) * self.pow[self.head_digits as usize]) as u32
         } else if s == 1 {
-            (2 * self.pow[self.planes[0] as usize]) as u32
+            (self.sign_symbols() * self.pow[self.planes[0] as usize]) as u32
         } else {
             self.pow[self.planes[s - 1] as usize] as u32
         }
+    }
+
+    /// Plane 0's symbols for each digit value: the sign's two, times two
+    /// with the NaN flag.
+    fn sign_symbols(&self) -> u64 {
+        match self.plane_zero {
+            PlaneZero::Sign => 2,
+            PlaneZero::SignAndNanFlag => 4,
+        }
+    }
+
+    /// Whether the NaN flag of `bits` is set: a NaN whose top digit is 0
+    /// (only in layouts with [`PlaneZero::SignAndNanFlag`]).
+    pub fn nan_flag(&self, bits: u32) -> bool {
+        let f = self.kind.frac_bits();
+        let e_max = (1u32 << self.kind.exp_bits()) - 1;
+        let frac = (bits & ((1 << f) - 1)) as u64;
+        self.plane_zero == PlaneZero::SignAndNanFlag
+            && (bits >> f) & e_max == e_max
+            && frac != 0
+            && frac < self.pow[self.full_digits as usize - 1]
+    }
+
+    /// What a decode that drops digits adds to a flagged NaN's fraction:
+    /// `2^frac_bits - p^(W-1)` (for p = 2 the top digit, the quiet bit).
+    fn nan_fill(&self) -> u64 {
+        (1u64 << self.kind.frac_bits()) - self.pow[self.full_digits as usize - 1]
     }
 
     /// The digit range `[a, b)` of section `s` (0 = head).
@@ -351,7 +447,7 @@ impl Layout {
             };
             let high = match s {
                 0 => e as u64,
-                1 => sign as u64,
+                1 => sign as u64 + 2 * self.nan_flag(bits) as u64,
                 _ => 0,
             };
             *slot = (high * split.span + digits) as u16;
@@ -375,12 +471,18 @@ impl Layout {
         } else {
             digits
         };
+        let f = self.kind.frac_bits();
+        let exp = ((1u32 << self.kind.exp_bits()) - 1) << f;
         Some(BitFields {
             shift: split.below_digits,
             mask: ((1u64 << width) - 1) as u32,
             sign_shift: self.kind.bits() - 1,
             sign: (s == 1) as u32,
             digits,
+            nan_mask: exp | 1 << (f - 1),
+            nan_exp: exp,
+            frac_mask: (1 << f) - 1,
+            nan_flag: (s == 1 && self.plane_zero == PlaneZero::SignAndNanFlag) as u32,
         })
     }
 
@@ -395,6 +497,12 @@ impl Layout {
         // Digits of this section kept by `target`: the top `keep` of its `g`.
         let keep = target.clamp(a, b) - a;
         let drop = self.pow[(g as u32 - keep) as usize];
+        // A flagged NaN is filled only where digits are dropped.
+        let fill = if target.min(self.precision) < self.full_digits {
+            self.nan_fill()
+        } else {
+            0
+        };
         (0..self.alphabet(s) as u64)
             .map(|sym| {
                 let (high, digits) = (sym / span, sym % span);
@@ -402,7 +510,7 @@ impl Layout {
                 let frac = digits * self.pow[w - b as usize];
                 let high = match s {
                     0 => high << f,
-                    1 => high << (self.kind.bits() - 1),
+                    1 => ((high & 1) << (self.kind.bits() - 1)) + (high >> 1) * fill,
                     _ => 0,
                 };
                 (high + frac) as u32
@@ -412,13 +520,18 @@ impl Layout {
 
     /// The bit pattern a decode to `target` digits gives for `bits` (the
     /// reference the tests hold the codec to): the fraction's base-`p` digits
-    /// at or past `min(target, precision)` are zeroed.
+    /// at or past `min(target, precision)` are zeroed, and where any are, a
+    /// flagged NaN (see [`Layout::nan_flag`]) gets `2^frac_bits - p^(W-1)`
+    /// added to its fraction.
     pub fn truncate(&self, bits: u32, target: u32) -> u32 {
         let f = self.kind.frac_bits();
         let keep = target.min(self.precision);
         let unit = self.pow[(self.full_digits - keep) as usize];
         let frac = (bits & ((1 << f) - 1)) as u64;
-        let kept = frac / unit * unit;
+        let mut kept = frac / unit * unit;
+        if keep < self.full_digits && self.nan_flag(bits) {
+            kept += self.nan_fill();
+        }
         (bits & !((1 << f) - 1)) | kept as u32
     }
 }
@@ -438,16 +551,54 @@ mod tests {
     #[test]
     fn p2_layouts_have_the_documented_shape() {
         let l = Layout::new(FloatKind::BF16, 2, None, false).unwrap();
-        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![4]));
+        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![0, 4]));
+        assert_eq!(
+            (l.alphabet(1), l.sections_for(3), l.sections_for(4)),
+            (4, 2, 3)
+        );
         let l = Layout::new(FloatKind::F16, 2, None, false).unwrap();
-        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![7]));
+        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![0, 7]));
         let l = Layout::new(FloatKind::F32, 2, None, false).unwrap();
-        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![7, 8, 5]));
+        assert_eq!((l.head_digits, l.planes.clone()), (3, vec![6, 8, 6]));
         assert_eq!(l.alphabet(0), 2048);
         assert_eq!(l.alphabet(1), 256);
-        assert_eq!(l.sections_for(10), 2);
-        assert_eq!(l.sections_for(11), 3);
+        assert_eq!(l.sections_for(9), 2);
+        assert_eq!(l.sections_for(10), 3);
         assert_eq!(l.sections_for(23), 4);
+        // What containers before version 3 hold.
+        let old = |kind| Layout::with_plane_zero(kind, 2, exact_digits(kind, 2), PlaneZero::Sign);
+        assert_eq!(old(FloatKind::BF16).unwrap().planes, vec![4]);
+        assert_eq!(old(FloatKind::F16).unwrap().planes, vec![7]);
+        let l = old(FloatKind::F32).unwrap();
+        assert_eq!((l.planes.clone(), l.alphabet(1)), (vec![7, 8, 5], 256));
+        assert_eq!((l.sections_for(10), l.sections_for(11)), (2, 3));
+    }
+
+    #[test]
+    fn a_nan_stays_a_nan_at_every_precision() {
+        for kind in [FloatKind::BF16, FloatKind::F16] {
+            for p in [2, 3, 5, 257] {
+                let full = exact_digits(kind, p);
+                let l = Layout::new(kind, p, None, false).unwrap();
+                for target in 1..=full {
+                    let luts: Vec<Vec<u32>> = (0..l.sections())
+                        .map(|s| l.contributions(s, target))
+                        .collect();
+                    let mut syms = vec![0u16; l.sections()];
+                    for bits in 0..=u16::MAX as u32 {
+                        l.split(bits, &mut syms);
+                        let got: u32 = syms.iter().zip(&luts).map(|(&s, t)| t[s as usize]).sum();
+                        assert_eq!(got, l.truncate(bits, target), "{kind:?} p={p} {bits:#x}");
+                        assert_eq!(
+                            kind.to_f64(got).is_nan(),
+                            kind.to_f64(bits).is_nan(),
+                            "{kind:?} p={p} K={target} {bits:#x} -> {got:#x}"
+                        );
+                        assert!(got >> kind.bits() == 0, "{kind:?} p={p} {bits:#x}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

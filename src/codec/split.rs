@@ -48,15 +48,14 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
     // its fields read at run time.
     match (fields.as_deref(), kind) {
         (Some(f), FloatKind::BF16) if f == BF16_EXACT => {
-            pass::<2, 2>(bytes, streams, load16, |v| fixed(&BF16_EXACT, v))
+            pass::<2, 3>(bytes, streams, load16, |v| fixed(&BF16_EXACT, v))
         }
         (Some(f), FloatKind::F16) if f == F16_EXACT => {
-            pass::<2, 2>(bytes, streams, load16, |v| fixed(&F16_EXACT, v))
+            pass::<2, 3>(bytes, streams, load16, |v| fixed(&F16_EXACT, v))
         }
         (Some(f), FloatKind::F32) if f == F32_EXACT => {
             pass::<4, 4>(bytes, streams, load32, |v| fixed(&F32_EXACT, v))
         }
-        (Some(&[a]), FloatKind::F32) => pass::<4, 1>(bytes, streams, load32, |v| fixed(&[a], v)),
         (Some(&[a, b]), FloatKind::F32) => {
             pass::<4, 2>(bytes, streams, load32, |v| fixed(&[a, b], v))
         }
@@ -66,8 +65,8 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
         (Some(&[a, b, c, d]), FloatKind::F32) => {
             pass::<4, 4>(bytes, streams, load32, |v| fixed(&[a, b, c, d], v))
         }
-        (Some(&[a]), _) => pass::<2, 1>(bytes, streams, load16, |v| fixed(&[a], v)),
         (Some(&[a, b]), _) => pass::<2, 2>(bytes, streams, load16, |v| fixed(&[a, b], v)),
+        (Some(&[a, b, c]), _) => pass::<2, 3>(bytes, streams, load16, |v| fixed(&[a, b, c], v)),
         _ => digits(layout, bytes, streams),
     }
 }
@@ -78,26 +77,49 @@ fn fixed<const S: usize>(fields: &[BitFields; S], v: u32) -> [u16; S] {
     std::array::from_fn(|s| fields[s].symbol(v))
 }
 
-const fn field(shift: u32, mask: u32, sign_shift: u32, sign: u32, digits: u32) -> BitFields {
+/// Section fields of a `kind` value: `plane0` for plane 0 (the sign and
+/// the NaN flag ride above its `digits`).
+const fn field(kind: FloatKind, shift: u32, mask: u32, plane0: bool, digits: u32) -> BitFields {
+    let f = kind.frac_bits();
+    let exp = ((1 << kind.exp_bits()) - 1) << f;
     BitFields {
         shift,
         mask,
-        sign_shift,
-        sign,
+        sign_shift: kind.bits() - 1,
+        sign: plane0 as u32,
         digits,
+        nan_mask: exp | 1 << (f - 1),
+        nan_exp: exp,
+        frac_mask: (1 << f) - 1,
+        nan_flag: plane0 as u32,
     }
 }
 
-/// bf16, p = 2, every digit: the exponent and 3 digits; the sign and 4.
-const BF16_EXACT: [BitFields; 2] = [field(4, 0x7ff, 15, 0, 3), field(0, 0xf, 15, 1, 4)];
-/// f16, p = 2, every digit: the exponent and 3 digits; the sign and 7.
-const F16_EXACT: [BitFields; 2] = [field(7, 0xff, 15, 0, 3), field(0, 0x7f, 15, 1, 7)];
-/// f32, p = 2, every digit: the exponent and 3 digits; the sign and 7; 8; 5.
+const BF16: FloatKind = FloatKind::BF16;
+const F16: FloatKind = FloatKind::F16;
+const F32: FloatKind = FloatKind::F32;
+
+/// bf16, p = 2, every digit: the exponent and 3 digits; the sign and the
+/// NaN flag; 4 digits.
+const BF16_EXACT: [BitFields; 3] = [
+    field(BF16, 4, 0x7ff, false, 3),
+    field(BF16, 4, 0, true, 0),
+    field(BF16, 0, 0xf, false, 4),
+];
+/// f16, p = 2, every digit: the exponent and 3 digits; the sign and the
+/// NaN flag; 7 digits.
+const F16_EXACT: [BitFields; 3] = [
+    field(F16, 7, 0xff, false, 3),
+    field(F16, 7, 0, true, 0),
+    field(F16, 0, 0x7f, false, 7),
+];
+/// f32, p = 2, every digit: the exponent and 3 digits; the sign, the NaN
+/// flag and 6 digits; 8; 6.
 const F32_EXACT: [BitFields; 4] = [
-    field(20, 0x7ff, 31, 0, 3),
-    field(13, 0x7f, 31, 1, 7),
-    field(5, 0xff, 31, 0, 8),
-    field(0, 0x1f, 31, 0, 5),
+    field(F32, 20, 0x7ff, false, 3),
+    field(F32, 14, 0x3f, true, 6),
+    field(F32, 6, 0xff, false, 8),
+    field(F32, 0, 0x3f, false, 6),
 ];
 
 #[inline(always)]

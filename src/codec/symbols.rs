@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! 0 CONST  varint symbol                    every value is the same symbol
-//! 1 RAW    u8 width, packed bits            see `bitpack`
+//! 1 RAW    u8 width, packed bits            see `bitpack`; the width is the
+//!                                           largest symbol's (container
+//!                                           version 3; the alphabet's before)
 //! 2 RANS   rANS body                        see `rans`
 //! ```
 //!
@@ -27,6 +29,14 @@ pub fn raw_width(alphabet: u32) -> u32 {
     (32 - (alphabet.max(2) - 1).leading_zeros()).max(1)
 }
 
+/// The width a raw section of these counts is stored at: the bits of its
+/// largest symbol (a plane whose high symbols are absent, such as the NaN
+/// flag's, costs no bit for them).
+pub fn stored_width(counts: &[u64]) -> u32 {
+    let top = counts.iter().rposition(|&c| c > 0).unwrap_or(0);
+    raw_width(top as u32 + 1)
+}
+
 /// Encodes `syms` (all below `alphabet`) as the smallest of the encodings.
 pub fn encode(syms: &[u16], alphabet: u32) -> Vec<u8> {
     let mut counts = vec![0u64; alphabet as usize];
@@ -39,7 +49,6 @@ pub fn encode(syms: &[u16], alphabet: u32) -> Vec<u8> {
 /// [`encode`], given `counts[s]`, the occurrences of each symbol `s` of the
 /// alphabet (`counts.len()` symbols).
 pub fn encode_counted(syms: &[u16], counts: &[u64]) -> Vec<u8> {
-    let alphabet = counts.len() as u32;
     let present = counts.iter().filter(|&&c| c > 0).count();
     let mut out = Vec::new();
     if present <= 1 {
@@ -47,7 +56,7 @@ pub fn encode_counted(syms: &[u16], counts: &[u64]) -> Vec<u8> {
         varint::put(&mut out, syms.first().copied().unwrap_or(0) as u64);
         return out;
     }
-    let width = raw_width(alphabet);
+    let width = stored_width(counts);
     let raw_len = 2 + bitpack::packed_len(syms.len(), width);
     if !rans_may_win(counts, syms.len(), raw_len) {
         return raw(syms, width);
@@ -142,10 +151,10 @@ pub(crate) fn parse<'a>(
             let (&width, packed) = body
                 .split_first()
                 .ok_or_else(|| Error::Decode("raw section lacks its width".into()))?;
-            let expected = raw_width(lut.len() as u32);
-            if width as u32 != expected {
+            let widest = raw_width(lut.len() as u32);
+            if width == 0 || width as u32 > widest {
                 return Err(Error::Decode(format!(
-                    "raw section width {width}, the alphabet of {} needs {expected}",
+                    "raw section width {width}, the alphabet of {} needs 1..={widest}",
                     lut.len()
                 )));
             }
@@ -246,7 +255,7 @@ mod tests {
                 coded.len()
             );
             // What `encode` writes is the smaller of the two, as trying both gives.
-            let width = raw_width(alphabet);
+            let width = stored_width(&counts);
             let raw_len = 2 + bitpack::packed_len(syms.len(), width);
             let got = encode(&syms, alphabet);
             let want = if coded.len() < raw_len {

@@ -10,7 +10,9 @@
 //!
 //! Version 2 stores the header JSON compressed with zstd (a frame that states
 //! its decompressed size, at most [`MAX_HEADER_LEN`]); version 1 stored it
-//! plain, and is still read. The header is mostly decimal lengths,
+//! plain, and is still read. Version 3 adds the NaN flag to plane 0 and
+//! gives the sign a plane of its own where the digits after the head fit
+//! one plane (see `codec::layout`); a tensor's `nan_flag` says so. The header is mostly decimal lengths,
 //! checksums and the source header: on a model of many small tensors it was
 //! 3% of the file, and compressed it is a sixth of that.
 //!
@@ -25,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::layout::PlaneZero;
 use crate::codec::{FloatKind, Layout};
 use crate::error::{Error, Location, Result};
 
@@ -36,7 +39,7 @@ pub const MAGIC: &[u8; 8] = b"PADICBST";
 pub const END_MAGIC: &[u8; 8] = b"PADICEND";
 /// The container version this build writes; it reads this one and
 /// [`OLDEST_VERSION`] onward.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The oldest container version this build reads (version 1: a plain JSON header).
 pub const OLDEST_VERSION: u32 = 1;
 /// The zstd level of the header: its few hundred kilobytes at most take
@@ -113,9 +116,23 @@ pub struct CodecEntry {
     pub head_digits: u32,
     /// Digits per plane (plane 0 also carries the sign).
     pub planes: Vec<u32>,
+    /// Whether plane 0 carries the NaN flag (container version 3 on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nan_flag: bool,
     /// Largest absolute error of a finite value (0 when exact); `None` when
     /// the dropped digits turn some NaN into a non-NaN.
     pub max_abs_error: Option<f64>,
+}
+
+impl CodecEntry {
+    /// What plane 0 carries beside its digits.
+    pub fn plane_zero(&self) -> PlaneZero {
+        if self.nan_flag {
+            PlaneZero::SignAndNanFlag
+        } else {
+            PlaneZero::Sign
+        }
+    }
 }
 
 /// One chunk: elements (bytes for a passthrough tensor) and its sections.
@@ -149,7 +166,7 @@ impl TensorEntry {
     /// The layout of a split tensor.
     pub fn layout(&self) -> Option<Layout> {
         let c = self.codec.as_ref()?;
-        Layout::from_parts(self.float_kind()?, c.prime, c.precision).ok()
+        Layout::with_plane_zero(self.float_kind()?, c.prime, c.precision, c.plane_zero()).ok()
     }
 
     /// Bytes of a value (1 for a passthrough tensor, whose chunks count bytes).
@@ -585,6 +602,6 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
     let json = open_header(version, stored).map_err(|e| bad(path, at_header(), e))?;
     let header: Header = serde_json::from_slice(&json)
         .map_err(|e| bad(path, at_header(), format!("header does not parse: {e}")))?;
-    let layouts = validate::validate(path, &header, header_start)?;
+    let layouts = validate::validate(path, &header, header_start, version)?;
     Ok((header, layouts))
 }

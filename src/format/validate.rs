@@ -25,7 +25,12 @@ struct SourceInfo {
 
 /// Checks every size, offset and count of the header against the payload
 /// region `[PREFIX_LEN, payload_end)` and the caps.
-pub(super) fn validate(path: &Path, h: &Header, payload_end: u64) -> Result<Vec<Option<Layout>>> {
+pub(super) fn validate(
+    path: &Path,
+    h: &Header,
+    payload_end: u64,
+    version: u32,
+) -> Result<Vec<Option<Layout>>> {
     let top = Location::default;
     if h.format != FORMAT_NAME {
         return Err(bad(
@@ -64,7 +69,7 @@ pub(super) fn validate(path: &Path, h: &Header, payload_end: u64) -> Result<Vec<
     let mut data_end = 0u64;
     for t in &h.tensors {
         data_end = check_extent(path, t, &source, data_end, h.data_len)?;
-        let layout = layout_of(path, t)?;
+        let layout = layout_of(path, t, version)?;
         check_chunks(path, t, layout.as_ref(), payload_end)?;
         layouts.push(layout);
     }
@@ -149,8 +154,9 @@ fn check_extent(
 }
 
 /// The digit layout of a p-adic tensor (`None` for a passthrough one),
-/// checked against the one its prime and precision define.
-fn layout_of(path: &Path, t: &TensorEntry) -> Result<Option<Layout>> {
+/// checked against the one its prime and precision define; the NaN flag is
+/// in every layout of a version 3 container, and in none before.
+fn layout_of(path: &Path, t: &TensorEntry, version: u32) -> Result<Option<Layout>> {
     let at = || at_tensor(&t.name, None);
     let Some(c) = &t.codec else {
         return Ok(None);
@@ -162,7 +168,17 @@ fn layout_of(path: &Path, t: &TensorEntry) -> Result<Option<Layout>> {
             format!("dtype {} cannot carry a p-adic split", t.dtype),
         )
     })?;
-    let l = Layout::from_parts(kind, c.prime, c.precision)
+    if c.nan_flag != (version >= 3) {
+        return Err(bad(
+            path,
+            at(),
+            format!(
+                "nan_flag is {} in a version {version} container (it is set from version 3 on)",
+                c.nan_flag
+            ),
+        ));
+    }
+    let l = Layout::with_plane_zero(kind, c.prime, c.precision, c.plane_zero())
         .map_err(|e| bad(path, at(), e.to_string()))?;
     if l.head_digits != c.head_digits || l.planes != c.planes {
         return Err(bad(

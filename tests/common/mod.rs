@@ -91,19 +91,43 @@ pub fn all_u16_patterns() -> Vec<u8> {
     (0..=u16::MAX).flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Reference truncation, written independently of the library: keep the top
-/// `k` of the `w` base-`p` digits of the fraction (`w` the exact digit count).
-pub fn reference_truncate(bits: u32, frac_bits: u32, p: u64, k: u32) -> u32 {
+/// Reference truncation, written independently of the library: keep the
+/// top `k` of the `w` base-`p` digits of the fraction (`w` the exact digit
+/// count). What a container before version 3 decodes to.
+pub fn reference_truncate_plain(bits: u32, frac_bits: u32, p: u64, k: u32) -> u32 {
+    let w = reference_digits(frac_bits, p);
+    let unit = p.pow(w - k.min(w));
+    let mask = (1u32 << frac_bits) - 1;
+    let frac = (bits & mask) as u64;
+    (bits & !mask) | ((frac / unit * unit) as u32)
+}
+
+/// The exact digit count: the smallest `w` with `p^w >= 2^frac_bits`.
+fn reference_digits(frac_bits: u32, p: u64) -> u32 {
     let mut w = 0u32;
     let mut pw = 1u64;
     while pw < (1u64 << frac_bits) {
         pw *= p;
         w += 1;
     }
-    let unit = p.pow(w - k.min(w));
-    let mask = (1u32 << frac_bits) - 1;
-    let frac = (bits & mask) as u64;
-    (bits & !mask) | ((frac / unit * unit) as u32)
+    w
+}
+
+/// Reference of a decode to `k` digits (container version 3): the plain
+/// truncation, and where digits are dropped, a NaN whose top digit is 0
+/// (`frac < p^(w-1)`) gets `2^frac_bits - p^(w-1)` added to its kept
+/// fraction, so that it stays a NaN (the NaN flag).
+pub fn reference_truncate(bits: u32, exp_bits: u32, frac_bits: u32, p: u64, k: u32) -> u32 {
+    let w = reference_digits(frac_bits, p);
+    let kept = reference_truncate_plain(bits, frac_bits, p, k);
+    let frac = (bits & ((1u32 << frac_bits) - 1)) as u64;
+    let exp_max = (1u32 << exp_bits) - 1;
+    let top = p.pow(w - 1);
+    if k < w && (bits >> frac_bits) & exp_max == exp_max && frac != 0 && frac < top {
+        kept + ((1u64 << frac_bits) - top) as u32
+    } else {
+        kept
+    }
 }
 
 /// Fails when a temporary output (`.NAME.tmp-...`) is left in `dir`.

@@ -32,55 +32,60 @@ static COMPACTION: [[u32; 8]; 256] = compaction();
 
 /// Decodes whole blocks while at least 64 bytes of words remain; returns
 /// (symbols decoded, bytes of words read, symbols that took their
-/// `plane` contribution too). `states` holds the 32 lanes. The plane
-/// rides along for 16-bit words and at most two bit runs.
+/// `planes`' contributions too). `states` holds the 32 lanes. The planes
+/// ride along for 16-bit words, at most two of them with at most two bit
+/// runs each; otherwise none does.
 pub fn blocks<W: Word, const ASSIGN: bool>(
     states: &mut [u32; 64],
     words: &[u8],
     scale_bits: u32,
     table: &Table,
     out: &mut [W],
-    plane: Option<&Plane>,
+    planes: &[Plane],
 ) -> (usize, usize, usize) {
     debug_assert!(available());
-    let plane = plane.filter(|p| {
-        std::mem::size_of::<W>() == 2 && (1..=8).contains(&p.width) && p.runs.len() <= 2
-    });
-    // SAFETY: `available()` checked that the CPU has AVX2 and BMI2.
-    unsafe {
-        match (table.packed.is_some(), plane) {
-            (true, None) => {
-                blocks_avx2::<W, ASSIGN, true, false>(states, words, scale_bits, table, out, None)
+    let fits = std::mem::size_of::<W>() == 2
+        && planes
+            .iter()
+            .all(|p| (1..=8).contains(&p.width) && p.runs.len() <= 2);
+    let planes = if fits { planes } else { &[] };
+    let packed = table.packed.is_some();
+    macro_rules! run {
+        ($packed:literal, $n:literal) => {
+            // SAFETY: `available()` checked that the CPU has AVX2 and BMI2.
+            unsafe {
+                blocks_avx2::<W, ASSIGN, $packed, $n>(states, words, scale_bits, table, out, planes)
             }
-            (false, None) => {
-                blocks_avx2::<W, ASSIGN, false, false>(states, words, scale_bits, table, out, None)
-            }
-            (true, p) => {
-                blocks_avx2::<W, ASSIGN, true, true>(states, words, scale_bits, table, out, p)
-            }
-            (false, p) => {
-                blocks_avx2::<W, ASSIGN, false, true>(states, words, scale_bits, table, out, p)
-            }
-        }
+        };
+    }
+    match (packed, planes.len()) {
+        (true, 0) => run!(true, 0),
+        (false, 0) => run!(false, 0),
+        (true, 1) => run!(true, 1),
+        (false, 1) => run!(false, 1),
+        (true, 2) => run!(true, 2),
+        (false, 2) => run!(false, 2),
+        (true, _) => run!(true, 0),
+        (false, _) => run!(false, 0),
     }
 }
 
 /// `PACKED`: read `table.packed` (one 32-bit gather per eight lanes), else
-/// `table.entry` (two 64-bit gathers). `FUSED`: add `plane`'s values
-/// (16-bit words only).
+/// `table.entry` (two 64-bit gathers). `PLANES`: add the first `PLANES` of
+/// `planes` (16-bit words only).
 #[target_feature(enable = "avx2,bmi2")]
-fn blocks_avx2<W: Word, const ASSIGN: bool, const PACKED: bool, const FUSED: bool>(
+fn blocks_avx2<W: Word, const ASSIGN: bool, const PACKED: bool, const PLANES: usize>(
     states: &mut [u32; 64],
     words: &[u8],
     scale_bits: u32,
     table: &Table,
     out: &mut [W],
-    plane: Option<&Plane>,
+    planes: &[Plane],
 ) -> (usize, usize, usize) {
-    let (pbytes, pw, runs) = match plane {
-        Some(p) if FUSED => (p.bytes, p.width as usize, Runs::new(p.runs, false)),
-        _ => (&[][..], 1, Runs::new(&[], false)),
-    };
+    let fused: [(&[u8], usize, Runs); PLANES] = std::array::from_fn(|k| {
+        let p = &planes[k];
+        (p.bytes, p.width as usize, Runs::new(p.runs, false))
+    });
     let n = out.len();
     let wide = std::mem::size_of::<W>() == 4;
     let mask = _mm256_set1_epi32(((1u32 << scale_bits) - 1) as i32);
@@ -120,7 +125,9 @@ fn blocks_avx2<W: Word, const ASSIGN: bool, const PACKED: bool, const FUSED: boo
     // 8-byte load (see `sixteen`) by `(i + 24) * pw / 8 + 8`.
     while n - i >= LANES
         && words.len() - pos >= 2 * LANES
-        && (!FUSED || (i + 24) * pw / 8 + 8 <= pbytes.len())
+        && fused
+            .iter()
+            .all(|(pbytes, pw, _)| (i + 24) * pw / 8 + 8 <= pbytes.len())
     {
         // Phase A, independent across the four groups: the state step and
         // the outputs. Phase B chains the word position from group to
@@ -172,12 +179,11 @@ fn blocks_avx2<W: Word, const ASSIGN: bool, const PACKED: bool, const FUSED: boo
                 // Values fit 16 bits: pack this group's eight and the
                 // previous group's to sixteen u16, in order.
                 let v16 = _mm256_permute4x64_epi64::<0b1101_1000>(_mm256_packus_epi32(pending, v));
-                let v16 = if FUSED {
-                    let digits = sixteen(pbytes, (o - 8) * pw / 8, pw);
-                    _mm256_add_epi16(v16, runs.apply16(_mm256_cvtepu8_epi16(digits)))
-                } else {
-                    v16
-                };
+                let mut v16 = v16;
+                for (pbytes, pw, runs) in &fused {
+                    let digits = sixteen(pbytes, (o - 8) * pw / 8, *pw);
+                    v16 = _mm256_add_epi16(v16, runs.apply16(_mm256_cvtepu8_epi16(digits)));
+                }
                 store::<W, ASSIGN>(out, o - 8, v16);
             }
         }
@@ -191,7 +197,7 @@ fn blocks_avx2<W: Word, const ASSIGN: bool, const PACKED: bool, const FUSED: boo
         // SAFETY: writes the eight u32 of `lanes`.
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *v) };
     }
-    (i, pos, if FUSED { i } else { 0 })
+    (i, pos, if PLANES > 0 { i } else { 0 })
 }
 
 /// Writes one vector to the 32 bytes of `out` from `at` (`ASSIGN`), or adds

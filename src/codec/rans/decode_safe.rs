@@ -10,7 +10,7 @@ use super::{Plane, Table, Word, LANES, RANS_L};
 use crate::error::{Error, Result};
 
 /// Decodes one segment into `out`; returns how many of its leading values
-/// (a multiple of 32) also took their `plane` contribution.
+/// (a multiple of 32) also took their `planes`' contributions.
 pub(super) fn decode_segment<W: Word, const ASSIGN: bool>(
     seg: &[u8],
     lanes: usize,
@@ -18,7 +18,7 @@ pub(super) fn decode_segment<W: Word, const ASSIGN: bool>(
     table: &Table,
     out: &mut [W],
     allow_simd: bool,
-    plane: Option<&Plane>,
+    planes: &[Plane],
 ) -> Result<usize> {
     let (state_bytes, words) = seg.split_at(lanes * 4);
     let mut states = [0u32; 64];
@@ -40,7 +40,7 @@ pub(super) fn decode_segment<W: Word, const ASSIGN: bool>(
     #[cfg(target_arch = "x86_64")]
     let fused = if allow_simd && lanes == LANES && avx2::available() {
         let (done, read, fused) =
-            avx2::blocks::<W, ASSIGN>(&mut states, words, scale_bits, table, out, plane);
+            avx2::blocks::<W, ASSIGN>(&mut states, words, scale_bits, table, out, planes);
         i = done;
         pos = read;
         fused
@@ -49,7 +49,7 @@ pub(super) fn decode_segment<W: Word, const ASSIGN: bool>(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let fused = {
-        let _ = (plane, allow_simd);
+        let _ = (planes, allow_simd);
         0
     };
     if lanes == LANES {

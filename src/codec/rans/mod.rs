@@ -87,7 +87,7 @@ impl Word for u32 {
 /// `out[i] = lut[sym]` when `assign`, else `out[i] += lut[sym]`.
 pub fn decode<W: Word>(body: &[u8], lut: &[u32], out: &mut [W], assign: bool) -> Result<()> {
     let n = out.len();
-    decode_with(body, lut, n, 0, out, assign, true, None).map(|_| ())
+    decode_with(body, lut, n, 0, out, assign, true, &[]).map(|_| ())
 }
 
 /// Decodes symbols `[first, first + out.len())` of a section of `total`
@@ -101,13 +101,13 @@ pub fn decode_range<W: Word>(
     out: &mut [W],
     assign: bool,
 ) -> Result<()> {
-    decode_with(body, lut, total, first, out, assign, true, None).map(|_| ())
+    decode_with(body, lut, total, first, out, assign, true, &[]).map(|_| ())
 }
 
 /// A raw plane of `width`-bit values (`width <= 8`, one value per decoded
 /// symbol, from the range's first) whose contributions are bit runs (see
-/// [`bitpack::bit_runs`]). [`decode_range_with_plane`] adds it in the rANS
-/// section's own pass, so the output is written once rather than twice.
+/// [`bitpack::bit_runs`]). [`decode_with`] adds it in the rANS section's own
+/// pass, so the output is written once rather than once a section.
 pub(crate) struct Plane<'a> {
     pub(crate) bytes: &'a [u8],
     pub(crate) width: u32,
@@ -115,11 +115,15 @@ pub(crate) struct Plane<'a> {
     pub(crate) runs: &'a [(u32, i32)],
 }
 
+/// The most planes the rANS pass takes along (bf16 and f16: the sign plane
+/// and the digit plane).
+pub(crate) const MAX_FUSED_PLANES: usize = 2;
+
 /// [`decode_range`], with the SIMD path allowed or not (tests hold both to
-/// the same output), and then `out[i] += plane.lut[plane value i]` when
-/// there is a plane: the same result as decoding the plane after the
-/// section, in one pass where the SIMD decoder can. Returns how many values
-/// took their plane contribution in that pass.
+/// the same output), and then `out[i] += plane.lut[plane value i]` for each
+/// of `planes` (at most [`MAX_FUSED_PLANES`]): the same result as decoding
+/// the planes after the section, in one pass where the SIMD decoder can.
+/// Returns how many values took their planes' contributions in that pass.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn decode_with<W: Word>(
     body: &[u8],
@@ -129,7 +133,7 @@ pub(crate) fn decode_with<W: Word>(
     out: &mut [W],
     assign: bool,
     allow_simd: bool,
-    plane: Option<&Plane>,
+    planes: &[Plane],
 ) -> Result<usize> {
     let last = first + out.len();
     let mut h = Header::parse(body, lut, n)?;
@@ -139,9 +143,12 @@ pub(crate) fn decode_with<W: Word>(
     if allow_simd && h.lanes == LANES && avx2::available() {
         h.table.packed = Packed::build(&h.listed, lut, h.scale_bits);
     }
-    // Segments on whole bytes of the plane take it along; otherwise it is
-    // added after the section.
-    let fuse = plane.filter(|p| h.seg_syms * p.width as usize % 8 == 0);
+    // Segments on whole bytes of every plane take them along; otherwise
+    // they are added after the section.
+    let fuse = planes.len() <= MAX_FUSED_PLANES
+        && planes
+            .iter()
+            .all(|p| h.seg_syms * p.width as usize % 8 == 0);
     let decode = if assign {
         decode_segment::<W, true>
     } else {
@@ -154,10 +161,17 @@ pub(crate) fn decode_with<W: Word>(
         }
         let (a, b) = (seg.start - first, seg.end - first);
         let k = seg.index;
-        let seg_plane = fuse.map(|p| Plane {
-            bytes: &p.bytes[a * p.width as usize / 8..],
-            ..*p
-        });
+        let seg_planes: Vec<Plane> = if fuse {
+            planes
+                .iter()
+                .map(|p| Plane {
+                    bytes: &p.bytes[a * p.width as usize / 8..],
+                    ..*p
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let fused = decode(
             seg.bytes,
             h.lanes,
@@ -165,16 +179,20 @@ pub(crate) fn decode_with<W: Word>(
             &h.table,
             &mut out[a..b],
             allow_simd,
-            seg_plane.as_ref(),
+            &seg_planes,
         )
         .map_err(|e| Error::Decode(format!("rANS segment {k}: {e}")))?;
-        if let Some(p) = fuse {
-            add_plane(p, a + fused, b, &mut out[a + fused..b])?;
+        if fuse {
+            for p in planes {
+                add_plane(p, a + fused, b, &mut out[a + fused..b])?;
+            }
         }
         in_pass += fused;
     }
-    if let (Some(p), None) = (plane, fuse) {
-        add_plane(p, 0, out.len(), out)?;
+    if !fuse {
+        for p in planes {
+            add_plane(p, 0, out.len(), out)?;
+        }
     }
     Ok(in_pass)
 }

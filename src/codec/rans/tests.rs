@@ -71,13 +71,13 @@ fn simd_and_scalar_decoders_agree() {
             let lut16: Vec<u32> = lut32.iter().map(|v| v & 0xffff).collect();
             let mut a = vec![7u32; n];
             let mut b = vec![7u32; n];
-            decode_with(&body, lut32, n, 0, &mut a, assign, true, None).unwrap();
-            decode_with(&body, lut32, n, 0, &mut b, assign, false, None).unwrap();
+            decode_with(&body, lut32, n, 0, &mut a, assign, true, &[]).unwrap();
+            decode_with(&body, lut32, n, 0, &mut b, assign, false, &[]).unwrap();
             assert_eq!(a, b);
             let mut a = vec![7u16; n];
             let mut b = vec![7u16; n];
-            decode_with(&body, &lut16, n, 0, &mut a, assign, true, None).unwrap();
-            decode_with(&body, &lut16, n, 0, &mut b, assign, false, None).unwrap();
+            decode_with(&body, &lut16, n, 0, &mut a, assign, true, &[]).unwrap();
+            decode_with(&body, &lut16, n, 0, &mut b, assign, false, &[]).unwrap();
             assert_eq!(a, b);
             if assign {
                 let want: Vec<u16> = syms.iter().map(|&s| lut16[s as usize] as u16).collect();
@@ -88,7 +88,7 @@ fn simd_and_scalar_decoders_agree() {
 }
 
 #[test]
-fn a_plane_fused_into_the_rans_pass_adds_what_a_second_pass_would() {
+fn planes_fused_into_the_rans_pass_add_what_second_passes_would() {
     let mut x = 7u64;
     let mut next = |m: u64| {
         x = x
@@ -96,39 +96,82 @@ fn a_plane_fused_into_the_rans_pass_adds_what_a_second_pass_would() {
             .wrapping_add(1442695040888963407);
         (x >> 33) % m
     };
-    // bf16 at p = 2: a head of E and three digits (bits 4..15), plane 0 the
-    // sign (bit 4 to bit 15) and four digits (bits 0..4); f16: a plane of
-    // the sign and seven digits.
+    // bf16 at p = 2: a head of E and three digits (bits 4..15). Before
+    // container version 3, one plane of the sign (bit 4 to bit 15) and four
+    // digits (bits 0..4); f16: one plane of the sign and seven digits. From
+    // version 3 a plane of the sign and the NaN flag (bit 1 to the quiet
+    // bit, 6 for bf16, or nothing at full precision), then one of the digits.
     let head: Vec<u32> = (0..2048u32).map(|s| s << 4).collect();
     let bf16_plane: Vec<u32> = (0..32u32).map(|v| (v & 15) | (v >> 4) << 15).collect();
     let f16_plane: Vec<u32> = (0..256u32).map(|v| (v & 127) | (v >> 7) << 15).collect();
+    let sign_flagged: Vec<u32> = (0..4u32).map(|v| (v & 1) << 15 | (v >> 1) << 6).collect();
+    let sign: Vec<u32> = (0..4u32).map(|v| (v & 1) << 15).collect();
+    let digits4: Vec<u32> = (0..16u32).collect();
+    let digits7: Vec<u32> = (0..128u32).collect();
+    let sets: [&[(&Vec<u32>, u32)]; 5] = [
+        &[(&bf16_plane, 5)],
+        &[(&f16_plane, 8)],
+        &[(&sign_flagged, 2), (&digits4, 4)],
+        &[(&sign, 1), (&digits4, 4)],
+        &[(&sign_flagged, 1), (&digits7, 7)],
+    ];
     for n in [2 * SEGMENT_SYMBOLS + 77, SEGMENT_SYMBOLS, 4099, 200, 31] {
         let syms: Vec<u16> = (0..n).map(|_| (1000 + next(40) * next(3)) as u16).collect();
         let mut body = Vec::new();
         encode(&syms, &counts_of(&syms, 2048), &mut body);
-        for (lut1, width) in [(&bf16_plane, 5u32), (&f16_plane, 8)] {
-            let values: Vec<u16> = (0..n).map(|_| next(1 << width) as u16).collect();
-            let mut packed = Vec::new();
-            bitpack::encode(&values, width, &mut packed);
-            let runs = bitpack::bit_runs(lut1, width).expect("bit runs");
+        for set in sets {
+            let values: Vec<Vec<u16>> = set
+                .iter()
+                .map(|&(_, width)| (0..n).map(|_| next(1 << width) as u16).collect())
+                .collect();
+            let packed: Vec<Vec<u8>> = set
+                .iter()
+                .zip(&values)
+                .map(|(&(_, width), v)| {
+                    let mut packed = Vec::new();
+                    bitpack::encode(v, width, &mut packed);
+                    packed
+                })
+                .collect();
+            let runs: Vec<Vec<(u32, i32)>> = set
+                .iter()
+                .map(|&(lut, width)| {
+                    bitpack::bit_runs(&lut[..1 << width], width).expect("bit runs")
+                })
+                .collect();
             let ranges = [(0, n), (0, n.min(SEGMENT_SYMBOLS)), (SEGMENT_SYMBOLS, n)];
             for (first, last) in ranges.into_iter().filter(|(a, b)| a < b) {
-                let bytes = &packed[first * width as usize / 8..bitpack::packed_len(last, width)];
-                let plane = Plane {
-                    bytes,
-                    width,
-                    lut: lut1,
-                    runs: &runs,
-                };
+                let planes: Vec<Plane> = set
+                    .iter()
+                    .zip(&packed)
+                    .zip(&runs)
+                    .map(|((&(lut, width), packed), runs)| Plane {
+                        bytes: &packed
+                            [first * width as usize / 8..bitpack::packed_len(last, width)],
+                        width,
+                        lut,
+                        runs,
+                    })
+                    .collect();
                 let mut got = vec![0u16; last - first];
                 let in_pass =
-                    decode_with(&body, &head, n, first, &mut got, true, true, Some(&plane))
-                        .unwrap();
+                    decode_with(&body, &head, n, first, &mut got, true, true, &planes).unwrap();
                 let want: Vec<u16> = (first..last)
-                    .map(|i| (head[syms[i] as usize] + lut1[values[i] as usize]) as u16)
+                    .map(|i| {
+                        let planes: u32 = set
+                            .iter()
+                            .zip(&values)
+                            .map(|(&(lut, _), v)| lut[v[i] as usize])
+                            .sum();
+                        (head[syms[i] as usize] + planes) as u16
+                    })
                     .collect();
-                assert!(got == want, "n {n}, width {width}, range {first}..{last}");
-                // The SIMD decoder takes the plane along for all but the
+                let widths: Vec<u32> = set.iter().map(|p| p.1).collect();
+                assert!(
+                    got == want,
+                    "n {n}, widths {widths:?}, range {first}..{last}"
+                );
+                // The SIMD decoder takes the planes along for all but the
                 // last blocks of each segment (where its words run short).
                 if avx2::available() {
                     let segments = (last - first).div_ceil(SEGMENT_SYMBOLS);
