@@ -70,6 +70,37 @@ struct Job {
     /// Byte range within the safetensors data region.
     start: usize,
     end: usize,
+    /// For a run of small tensors that may share a chunk (`tensor` the
+    /// first): each tensor's index and byte range; empty otherwise.
+    run: Vec<(usize, usize, usize)>,
+}
+
+/// One coded chunk: the tensor it is listed under, its values, its
+/// sections and their largest error.
+struct Piece {
+    tensor: usize,
+    bytes: usize,
+    sections: Vec<Vec<u8>>,
+    err: f64,
+}
+
+/// What coding a job gave: its chunks, and whether a run's tensors share
+/// the one chunk.
+struct Coded {
+    pieces: Vec<Piece>,
+    shared: bool,
+}
+
+/// Bytes a chunk costs in the header beyond its sections, about: a
+/// section's length and checksum, compressed.
+const HEADER_BYTES_PER_SECTION: usize = 16;
+
+/// A chunk's bytes in the file, its header entries included (about).
+fn cost(p: &Piece) -> usize {
+    p.sections
+        .iter()
+        .map(|s| s.len() + HEADER_BYTES_PER_SECTION)
+        .sum()
 }
 
 /// A parsed safetensors input.
@@ -145,17 +176,40 @@ pub fn compress_file(
     }
 
     let chunk_bytes = opts.chunk_kib as usize * 1024;
+    let owners = share_chunks(&src.tensors, &layouts, chunk_bytes);
     let mut jobs = Vec::new();
-    for (ti, (_, _, _, start, end)) in src.tensors.iter().enumerate() {
+    for (ti, (_, _, _, start, _)) in src.tensors.iter().enumerate() {
+        if owners[ti] != ti {
+            continue;
+        }
+        // The run's end: its last tensor's (the data is contiguous).
+        let end = (ti..src.tensors.len())
+            .take_while(|&j| owners[j] == ti)
+            .last()
+            .map_or(*start, |j| src.tensors[j].4);
+        let run: Vec<(usize, usize, usize)> = (ti..src.tensors.len())
+            .take_while(|&j| owners[j] == ti)
+            .map(|j| (j, src.tensors[j].3, src.tensors[j].4))
+            .collect();
+        if run.len() > 1 {
+            jobs.push(Job {
+                tensor: ti,
+                start: *start,
+                end,
+                run,
+            });
+            continue;
+        }
         let unit = layouts[ti].as_ref().map_or(1, |l| l.kind.size());
         let step = (chunk_bytes / unit).max(1) * unit;
         let mut s = *start;
-        while s < *end {
-            let e = (s + step).min(*end);
+        while s < end {
+            let e = (s + step).min(end);
             jobs.push(Job {
                 tensor: ti,
                 start: s,
                 end: e,
+                run: Vec::new(),
             });
             s = e;
         }
@@ -184,39 +238,88 @@ pub fn compress_file(
                 max_abs_error: Some(0.0),
             }),
             chunks: Vec::new(),
+            chunks_of: None,
         })
         .collect();
 
     progress.start(src.data.len() as u64, "compress");
     let workers = opts.workers.max(1);
-    let code = |job: &Job| {
-        let bytes = &src.data[job.start..job.end];
-        match &layouts[job.tensor] {
+    let piece = |tensor: usize, start: usize, end: usize| {
+        let bytes = &src.data[start..end];
+        let (sections, err) = match &layouts[tensor] {
             Some(layout) => {
                 let c = chunk::encode(layout, bytes);
                 (c.sections, c.max_abs_error)
             }
             None => (vec![bytes.to_vec()], 0.0),
+        };
+        Piece {
+            tensor,
+            bytes: end - start,
+            sections,
+            err,
         }
     };
-    let write = |i: usize, (sections, err): (Vec<Vec<u8>>, f64)| {
-        let job = &jobs[i];
-        let entry = &mut entries[job.tensor];
-        let elements = ((job.end - job.start) as u64) / entry.unit();
-        let refs: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
-        entry
-            .chunks
-            .push(writer.chunk(elements, &refs).map_err(io)?);
-        if let Some(c) = entry.codec.as_mut() {
-            c.max_abs_error = match c.max_abs_error {
-                Some(m) if err.is_finite() => Some(m.max(err)),
-                _ => None,
+    // A run shares one chunk where that is the smaller: one chunk's tables
+    // and states against one a tensor, and one table for values of several
+    // distributions against a table fitted to each.
+    let code = |job: &Job| {
+        let whole = piece(job.tensor, job.start, job.end);
+        if job.run.is_empty() {
+            return Coded {
+                pieces: vec![whole],
+                shared: false,
             };
+        }
+        let apart: Vec<Piece> = job.run.iter().map(|&(t, a, b)| piece(t, a, b)).collect();
+        if cost(&whole) <= apart.iter().map(cost).sum() {
+            Coded {
+                pieces: vec![whole],
+                shared: true,
+            }
+        } else {
+            Coded {
+                pieces: apart,
+                shared: false,
+            }
+        }
+    };
+    let mut chunks = 0;
+    let write = |i: usize, coded: Coded| {
+        let job = &jobs[i];
+        if coded.shared {
+            for &(t, ..) in &job.run[1..] {
+                entries[t].chunks_of = Some(job.tensor);
+            }
+        }
+        for p in coded.pieces {
+            let entry = &mut entries[p.tensor];
+            let elements = p.bytes as u64 / entry.unit();
+            let refs: Vec<&[u8]> = p.sections.iter().map(Vec::as_slice).collect();
+            entry
+                .chunks
+                .push(writer.chunk(elements, &refs).map_err(io)?);
+            chunks += 1;
+            if let Some(c) = entry.codec.as_mut() {
+                c.max_abs_error = match c.max_abs_error {
+                    Some(m) if p.err.is_finite() => Some(m.max(p.err)),
+                    _ => None,
+                };
+            }
         }
         progress.advance((job.end - job.start) as u64);
         Ok(())
     };
     in_order(&jobs, workers, 4 * workers, code, write)?;
+    // A tensor that shares chunks has their largest error.
+    for ti in 0..entries.len() {
+        if let Some(o) = entries[ti].chunks_of {
+            let err = entries[o].codec.as_ref().and_then(|c| c.max_abs_error);
+            if let Some(c) = entries[ti].codec.as_mut() {
+                c.max_abs_error = err;
+            }
+        }
+    }
     let header = Header {
         format: FORMAT_NAME.to_string(),
         source_header: src.header_text.to_string(),
@@ -228,10 +331,42 @@ pub fn compress_file(
     progress.finish();
     Ok(CompressSummary {
         tensors: header.tensors.len(),
-        chunks: jobs.len(),
+        chunks,
         original_bytes: map.len() as u64,
         compressed_bytes: len,
     })
+}
+
+/// For each tensor, the tensor whose chunks hold its values: itself, or
+/// the first of a run of small split tensors of one layout that share
+/// chunks. A tensor smaller than a chunk joins the run before it while the
+/// run stays within a chunk's bytes; a model of many small tensors then
+/// pays one chunk's tables and rANS states for a run rather than for each.
+fn share_chunks(
+    tensors: &[(String, String, Vec<u64>, usize, usize)],
+    layouts: &[Option<Layout>],
+    chunk_bytes: usize,
+) -> Vec<usize> {
+    let mut owners: Vec<usize> = (0..tensors.len()).collect();
+    // The open run: its first tensor, its bytes so far and where it ends.
+    let mut run: Option<(usize, usize, usize)> = None;
+    for (ti, (_, _, _, start, end)) in tensors.iter().enumerate() {
+        let len = end - start;
+        let small = layouts[ti].is_some() && len > 0 && len < chunk_bytes;
+        run = match run {
+            Some((o, bytes, at))
+                if small
+                    && at == *start
+                    && layouts[o] == layouts[ti]
+                    && bytes + len <= chunk_bytes =>
+            {
+                owners[ti] = o;
+                Some((o, bytes + len, *end))
+            }
+            _ => small.then_some((ti, len, *end)),
+        };
+    }
+    owners
 }
 
 /// Runs `code` on every job on `workers` threads, taking them from one

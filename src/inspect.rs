@@ -22,14 +22,21 @@ pub struct TensorReport {
     pub exact: bool,
     /// Largest absolute error of a finite value (`null` when a NaN is lost).
     pub max_abs_error: Option<f64>,
-    /// Chunks it is stored in.
+    /// Chunks listed under it: for a run of small tensors that share
+    /// chunks, the run's on its first tensor and none on the others.
     pub chunks: usize,
     /// Bytes of the tensor.
     pub original_bytes: u64,
-    /// Bytes of its sections.
+    /// Bytes of its sections; for a tensor that shares chunks, its share of
+    /// the run's by original bytes.
     pub compressed_bytes: u64,
-    /// Coded bytes of the exponent channel (section 0), for split tensors.
+    /// Coded bytes of the exponent channel (section 0), for split tensors
+    /// (shared as `compressed_bytes` is).
     pub exponent_bytes: Option<u64>,
+    /// The first tensor of the run of small tensors whose chunks hold this
+    /// one's values (itself for that first one); `null` for a tensor with
+    /// chunks of its own alone.
+    pub shares_chunks_of: Option<String>,
 }
 
 /// The whole container.
@@ -55,6 +62,19 @@ pub fn inspect(c: &Container) -> Report {
         .enumerate()
         .map(|(ti, t)| {
             let layout = c.layout(ti);
+            let owner = h.chunk_owner(ti);
+            let o = &h.tensors[owner];
+            let run = h.chunked_range(owner);
+            let shared = run != (t.data_offset..t.data_offset + t.byte_len);
+            // A tensor's share of its run's bytes, by original bytes.
+            let share = |bytes: u64| {
+                if shared {
+                    (bytes as u128 * t.byte_len as u128 / (run.end - run.start).max(1) as u128)
+                        as u64
+                } else {
+                    bytes
+                }
+            };
             TensorReport {
                 name: t.name.clone(),
                 dtype: t.dtype.clone(),
@@ -65,8 +85,10 @@ pub fn inspect(c: &Container) -> Report {
                 max_abs_error: t.codec.as_ref().map_or(Some(0.0), |c| c.max_abs_error),
                 chunks: t.chunks.len(),
                 original_bytes: t.byte_len,
-                compressed_bytes: t.compressed_bytes(),
-                exponent_bytes: layout.map(|_| t.chunks.iter().map(|c| c.sections[0].len).sum()),
+                compressed_bytes: share(o.compressed_bytes()),
+                exponent_bytes: layout
+                    .map(|_| share(o.chunks.iter().map(|c| c.sections[0].len).sum())),
+                shares_chunks_of: shared.then(|| o.name.clone()),
             }
         })
         .collect();
@@ -115,6 +137,16 @@ pub fn render(r: &Report) -> String {
             t.compressed_bytes,
             t.compressed_bytes as f64 / t.original_bytes.max(1) as f64,
             err
+        );
+    }
+    let shared = r
+        .tensors
+        .iter()
+        .filter(|t| t.shares_chunks_of.is_some())
+        .count();
+    if shared > 0 {
+        s += &format!(
+            "{shared} small tensors share chunks in runs; their compressed bytes are their share of the run's\n"
         );
     }
     s += &format!(

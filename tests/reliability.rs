@@ -97,13 +97,20 @@ fn pick(rng: &mut Rng, n: usize) -> usize {
 /// A numeric field of the header to edit: a path of keys and indexes.
 fn random_field(rng: &mut Rng, h: &serde_json::Value) -> Vec<serde_json::Value> {
     let tensors = h["tensors"].as_array().unwrap();
-    let t = pick(rng, tensors.len());
+    // A tensor with chunks of its own (small tensors may share another's).
+    let owners: Vec<usize> = (0..tensors.len())
+        .filter(|&i| !tensors[i]["chunks"].as_array().unwrap().is_empty())
+        .collect();
+    let t = owners[pick(rng, owners.len())];
+    let sharing: Vec<usize> = (0..tensors.len())
+        .filter(|&i| tensors[i]["chunks_of"].is_u64())
+        .collect();
     let chunks = tensors[t]["chunks"].as_array().unwrap();
     let c = pick(rng, chunks.len());
     let secs = chunks[c]["sections"].as_array().unwrap().len();
     let s = pick(rng, secs);
     use serde_json::json;
-    match pick(rng, 7) {
+    match pick(rng, 8) {
         0 => vec![
             json!("tensors"),
             json!(t),
@@ -130,6 +137,11 @@ fn random_field(rng: &mut Rng, h: &serde_json::Value) -> Vec<serde_json::Value> 
         3 => vec![json!("tensors"), json!(t), json!("data_offset")],
         4 => vec![json!("tensors"), json!(t), json!("byte_len")],
         5 => vec![json!("tensors"), json!(t), json!("shape"), json!(0)],
+        6 if !sharing.is_empty() => vec![
+            json!("tensors"),
+            json!(sharing[pick(rng, sharing.len())]),
+            json!("chunks_of"),
+        ],
         _ => vec![json!("data_len")],
     }
 }

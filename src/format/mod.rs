@@ -82,6 +82,21 @@ impl Header {
     pub fn chunk_count(&self) -> usize {
         self.tensors.iter().map(|t| t.chunks.len()).sum()
     }
+
+    /// The tensor whose chunks hold tensor `t`'s values: `t` itself, or the
+    /// first of the run of small tensors it is coded with (see
+    /// [`TensorEntry::chunks_of`]).
+    pub fn chunk_owner(&self, t: usize) -> usize {
+        self.tensors[t].chunks_of.unwrap_or(t)
+    }
+
+    /// The data-region bytes the chunks of tensor `owner` decode to: its own
+    /// and those of every tensor that shares them, which follow it.
+    pub fn chunked_range(&self, owner: usize) -> std::ops::Range<u64> {
+        let t = &self.tensors[owner];
+        let len: u64 = t.chunks.iter().map(|c| c.elements * t.unit()).sum();
+        t.data_offset..t.data_offset + len
+    }
 }
 
 /// One tensor.
@@ -100,6 +115,14 @@ pub struct TensorEntry {
     pub byte_len: u64,
     /// How the values are split; `None` for a tensor passed through byte for byte.
     pub codec: Option<CodecEntry>,
+    /// For a small tensor coded together with the ones before it (from
+    /// container version 3): the index of the first tensor of the run,
+    /// whose chunks hold this tensor's values after its own. Its own
+    /// `chunks` are then empty. Small tensors of one layout share chunks so
+    /// that a model of many of them does not pay a chunk's tables and rANS
+    /// states for each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks_of: Option<usize>,
     /// Its chunks, in value order.
     pub chunks: Vec<ChunkEntry>,
 }

@@ -9,8 +9,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{
-    at_tensor, bad, dtype_bits, Header, TensorEntry, FORMAT_NAME, MAX_CHUNK_BYTES, MAX_DATA_LEN,
-    PREFIX_LEN,
+    at_tensor, bad, dtype_bits, CodecEntry, Header, TensorEntry, FORMAT_NAME, MAX_CHUNK_BYTES,
+    MAX_DATA_LEN, PREFIX_LEN,
 };
 use crate::codec::{FloatKind, Layout};
 use crate::error::{Location, Result};
@@ -67,11 +67,20 @@ pub(super) fn validate(
     }
     let mut layouts = Vec::with_capacity(h.tensors.len());
     let mut data_end = 0u64;
-    for t in &h.tensors {
+    // Per tensor, the bytes its chunks must hold: its own, and those of the
+    // tensors that share them.
+    let mut chunked: Vec<u64> = h.tensors.iter().map(|t| t.byte_len).collect();
+    for (i, t) in h.tensors.iter().enumerate() {
         data_end = check_extent(path, t, &source, data_end, h.data_len)?;
         let layout = layout_of(path, t, version)?;
-        check_chunks(path, t, layout.as_ref(), payload_end)?;
+        if let Some(o) = t.chunks_of {
+            check_shared(path, h, i, o, version)?;
+            chunked[o] += t.byte_len;
+        }
         layouts.push(layout);
+    }
+    for (t, (layout, &bytes)) in h.tensors.iter().zip(layouts.iter().zip(&chunked)) {
+        check_chunks(path, t, layout.as_ref(), bytes, payload_end)?;
     }
     if data_end != h.data_len {
         return Err(bad(
@@ -190,17 +199,77 @@ fn layout_of(path: &Path, t: &TensorEntry, version: u32) -> Result<Option<Layout
     Ok(Some(l))
 }
 
+/// Checks that tensor `i`, whose values lie in the chunks of tensor `o`,
+/// may: `o` comes before it and owns its chunks, every tensor between them
+/// shares them too (a run is contiguous), both are split the same way, and
+/// `i` has no chunks of its own.
+fn check_shared(path: &Path, h: &Header, i: usize, o: usize, version: u32) -> Result<()> {
+    let t = &h.tensors[i];
+    let at = || at_tensor(&t.name, None);
+    let fail = |what: String| Err(bad(path, at(), what));
+    if version < 3 {
+        return fail(format!(
+            "chunks_of in a version {version} container (shared chunks came in version 3)"
+        ));
+    }
+    if o >= i {
+        return fail(format!(
+            "chunks_of {o} is not an earlier tensor (this is tensor {i})"
+        ));
+    }
+    let owner = &h.tensors[o];
+    if owner.chunks_of.is_some() {
+        return fail(format!(
+            "chunks_of {o} names '{}', which shares another's chunks itself",
+            owner.name
+        ));
+    }
+    if i > o + 1 && h.tensors[i - 1].chunks_of != Some(o) {
+        return fail(format!(
+            "chunks_of {o} skips '{}': tensors sharing chunks must follow their owner",
+            h.tensors[i - 1].name
+        ));
+    }
+    if !t.chunks.is_empty() {
+        return fail(format!(
+            "has {} chunks of its own and shares those of '{}'",
+            t.chunks.len(),
+            owner.name
+        ));
+    }
+    let split = |c: &Option<CodecEntry>| {
+        c.as_ref().map(|c| {
+            (
+                c.prime,
+                c.precision,
+                c.head_digits,
+                c.planes.clone(),
+                c.nan_flag,
+            )
+        })
+    };
+    if t.codec.is_none() || t.dtype != owner.dtype || split(&t.codec) != split(&owner.codec) {
+        return fail(format!(
+            "shares the chunks of '{}' but is not split the same way ({} against {})",
+            owner.name, t.dtype, owner.dtype
+        ));
+    }
+    Ok(())
+}
+
 /// Checks each chunk of `t`: its value count against the cap, its section
 /// count against the layout, its sections inside the payload (which ends at
-/// `payload_end`); and that the chunks hold the tensor's values exactly.
+/// `payload_end`); and that the chunks hold exactly `bytes` of values (the
+/// tensor's own, and those of the tensors that share its chunks).
 fn check_chunks(
     path: &Path,
     t: &TensorEntry,
     layout: Option<&Layout>,
+    bytes: u64,
     payload_end: u64,
 ) -> Result<()> {
     let unit = layout.map_or(1, |l| l.kind.size() as u64);
-    let units = t.byte_len / unit;
+    let units = bytes / unit;
     let nsec = layout.map_or(1, |l| l.sections());
     let mut seen = 0u64;
     for (ci, c) in t.chunks.iter().enumerate() {
@@ -257,11 +326,16 @@ fn check_chunks(
             ));
         }
     }
-    if seen != units {
+    if seen != units && t.chunks_of.is_none() {
+        let what = if bytes == t.byte_len {
+            "the tensor has"
+        } else {
+            "the tensor and those sharing its chunks have"
+        };
         return Err(bad(
             path,
             at_tensor(&t.name, None),
-            format!("chunks hold {seen} values, the tensor has {units}"),
+            format!("chunks hold {seen} values, {what} {units}"),
         ));
     }
     Ok(())

@@ -173,25 +173,33 @@ pub fn decompress_to_memory(
 }
 
 /// Decompresses one tensor into memory through the dataflow graph: only its
-/// chunks are read.
+/// chunks are read (for a small tensor that shares chunks, the run's, of at
+/// most a chunk's bytes).
 pub fn decompress_tensor(
     c: Arc<Container>,
     tensor: usize,
     opts: &RunOptions,
 ) -> Result<(Vec<u8>, Statistics)> {
-    let t = &c.header().tensors[tensor];
+    let h = c.header();
+    let owner = h.chunk_owner(tensor);
+    let range = h.chunked_range(owner);
     let out = Arc::new(MemoryPlacement::new(
-        crate::engine::cpu::output_buffer(t.byte_len as usize),
-        t.data_offset,
+        crate::engine::cpu::output_buffer((range.end - range.start) as usize),
+        range.start,
     ));
     let (stats, _) = run(
         vec![(c.clone(), out.clone() as Arc<dyn Placement>)],
         opts,
         Timely::parse(opts)?,
-        Some(tensor),
+        Some(owner),
         None,
     )?;
-    let data = MemoryPlacement::into_inner(out)?;
+    let mut data = MemoryPlacement::into_inner(out)?;
+    let t = &c.header().tensors[tensor];
+    if (t.data_offset, t.byte_len) != (range.start, range.end - range.start) {
+        let at = (t.data_offset - range.start) as usize;
+        data = data[at..at + t.byte_len as usize].to_vec();
+    }
     Ok((data, stats))
 }
 

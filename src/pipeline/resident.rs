@@ -154,7 +154,17 @@ impl Pipeline {
                     continue;
                 }
             }
+            let h = c.header();
+            let shares =
+                h.chunked_range(h.chunk_owner(i)) != (t.data_offset..t.data_offset + t.byte_len);
             let attempt = match &tables[i] {
+                // A small tensor that shares its chunks with others: the CPU
+                // decodes the run (at most a chunk), the device gets its part.
+                Some(_) if shares => {
+                    let mut cpu = opts.clone();
+                    cpu.mode = Mode::CpuOnly;
+                    gpu.upload(&decompress_tensor(container.clone(), i, &cpu)?.0)
+                }
                 Some(tab) => gpu.decode_to_device(c, tab, i),
                 // A damaged stored tensor is the container's error, not the GPU's.
                 None => gpu.upload(&passthrough_bytes(c, i)?),

@@ -1,0 +1,154 @@
+//! Small tensors that share chunks: a run of small split tensors of one
+//! layout coded as one chunk (where that codes smaller), listed under the
+//! run's first tensor, the others naming it in `chunks_of`. Whole decodes,
+//! one-tensor decodes and the checks a reader makes of such runs.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use padic_burst::format::Container;
+use padic_burst::pipeline::Pipeline;
+use safetensors::Dtype;
+
+/// A model of 60 small bf16 tensors of one distribution (1,000 to 3,000
+/// values each) with an I64 tensor among them, compressed with 64 KiB
+/// chunks: (safetensors bytes, container path).
+fn small_model(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf) {
+    let names: Vec<String> = (0..61).map(|i| format!("layer.{i:02}")).collect();
+    let tensors: Vec<(&str, Dtype, Vec<usize>, f64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match i {
+            30 => (n.as_str(), Dtype::I64, vec![100], 0.0),
+            _ => (n.as_str(), Dtype::BF16, vec![1000 + 37 * i], 0.02),
+        })
+        .collect();
+    let (packed, file) = gaussian_model(dir, "small", 5, &tensors, 64);
+    (file, packed)
+}
+
+#[test]
+fn runs_of_small_tensors_share_chunks_and_every_tensor_decodes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, packed) = small_model(dir.path());
+    let c = Arc::new(Container::open(&packed).unwrap());
+    let h = c.header();
+    let sharing = h.tensors.iter().filter(|t| t.chunks_of.is_some()).count();
+    assert!(sharing > 0, "no tensor shares a chunk");
+    assert!(
+        h.chunk_count() < h.tensors.len(),
+        "{} chunks for {} tensors",
+        h.chunk_count(),
+        h.tensors.len()
+    );
+    for (i, t) in h.tensors.iter().enumerate() {
+        let o = h.chunk_owner(i);
+        assert!(o <= i && h.tensors[o].chunks_of.is_none(), "{}", t.name);
+        // Each run stays within one chunk's bytes.
+        let run = h.chunked_range(o);
+        assert!(run.end - run.start <= 64 << 10, "{}", t.name);
+        if o != i {
+            assert_eq!(t.dtype, "BF16", "only split tensors share");
+        }
+        assert!(run.start <= t.data_offset && t.data_offset + t.byte_len <= run.end);
+    }
+    // The whole model, byte for byte.
+    assert!(decode(&packed, None).to_safetensors() == file);
+    // Each tensor alone: only its run's chunk is read, its part returned.
+    let data = data_region(&file);
+    let p = Pipeline::new(padic_burst::config::Config::default());
+    for t in &h.tensors {
+        let got = p.decompress_tensor(&c, &t.name, None).unwrap();
+        assert!(
+            got.data[..] == *tensor_bytes(&c, data, &t.name),
+            "tensor '{}'",
+            t.name
+        );
+    }
+    // inspect names each shared run's first tensor and shares its bytes out.
+    let r = padic_burst::inspect::inspect(&c);
+    let shared: u64 = r
+        .tensors
+        .iter()
+        .filter(|t| t.shares_chunks_of.is_some())
+        .map(|t| t.compressed_bytes)
+        .sum();
+    assert!(shared > 0);
+    let chunks: usize = r.tensors.iter().map(|t| t.chunks).sum();
+    assert_eq!(chunks, h.chunk_count());
+}
+
+/// An edit of a container's header JSON.
+type Edit = dyn Fn(&mut serde_json::Value);
+
+#[test]
+fn a_run_that_breaks_the_rules_is_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, packed) = small_model(dir.path());
+    let bytes = std::fs::read(&packed).unwrap();
+    let h = Container::open(&packed).unwrap().header().clone();
+    // A run of at least three: its first tensor and two that follow.
+    let o = (0..h.tensors.len())
+        .find(|&i| {
+            h.tensors.get(i + 2).and_then(|t| t.chunks_of) == Some(i)
+                && h.tensors[i + 1].chunks_of == Some(i)
+        })
+        .expect("a run of three");
+    let (a, b) = (o + 1, o + 2);
+    let cases: Vec<(Box<Edit>, String)> = vec![
+        (
+            Box::new(move |h| h["tensors"][a]["chunks_of"] = a.into()),
+            format!("chunks_of {a} is not an earlier tensor"),
+        ),
+        (
+            Box::new(move |h| h["tensors"][b]["chunks_of"] = a.into()),
+            "which shares another's chunks itself".into(),
+        ),
+        (
+            Box::new(move |h| {
+                h["tensors"][a]["chunks_of"] = serde_json::Value::Null;
+            }),
+            "tensors sharing chunks must follow their owner".into(),
+        ),
+        (
+            Box::new(move |h| h["tensors"][a]["codec"] = serde_json::Value::Null),
+            "is not split the same way".into(),
+        ),
+        (
+            Box::new(move |h| {
+                let c = h["tensors"][o]["chunks"][0].clone();
+                h["tensors"][a]["chunks"] = serde_json::json!([c]);
+            }),
+            "chunks of its own".into(),
+        ),
+    ];
+    for (edit, want) in cases {
+        let path = dir.path().join("edited.padic");
+        std::fs::write(&path, with_header(&bytes, edit)).unwrap();
+        let err = Container::open(&path).expect_err(&want).to_string();
+        assert!(err.contains(&want), "{err}");
+        assert!(err.contains("edited.padic"), "{err}");
+    }
+    // The run's last tensor taken out of it: the chunk holds more values
+    // than the run now has, and the tensor none of its own.
+    let last = (o + 1..h.tensors.len())
+        .take_while(|&j| h.tensors[j].chunks_of == Some(o))
+        .last()
+        .unwrap();
+    let path = dir.path().join("edited.padic");
+    std::fs::write(
+        &path,
+        with_header(&bytes, |h| {
+            h["tensors"][last]["chunks_of"] = serde_json::Value::Null;
+        }),
+    )
+    .unwrap();
+    let err = Container::open(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("the tensor and those sharing its chunks have")
+            || err.contains("chunks hold 0 values"),
+        "{err}"
+    );
+}
