@@ -48,10 +48,10 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
     // its fields read at run time.
     match (fields.as_deref(), kind) {
         (Some(f), FloatKind::BF16) if f == BF16_EXACT => {
-            pass::<2, 3>(bytes, streams, load16, |v| fixed(&BF16_EXACT, v))
+            pass16::<3>(bytes, streams, |v| fixed(&BF16_EXACT, v))
         }
         (Some(f), FloatKind::F16) if f == F16_EXACT => {
-            pass::<2, 3>(bytes, streams, load16, |v| fixed(&F16_EXACT, v))
+            pass16::<3>(bytes, streams, |v| fixed(&F16_EXACT, v))
         }
         (Some(f), FloatKind::F32) if f == F32_EXACT => {
             pass::<4, 4>(bytes, streams, load32, |v| fixed(&F32_EXACT, v))
@@ -65,8 +65,8 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
         (Some(&[a, b, c, d]), FloatKind::F32) => {
             pass::<4, 4>(bytes, streams, load32, |v| fixed(&[a, b, c, d], v))
         }
-        (Some(&[a, b]), _) => pass::<2, 2>(bytes, streams, load16, |v| fixed(&[a, b], v)),
-        (Some(&[a, b, c]), _) => pass::<2, 3>(bytes, streams, load16, |v| fixed(&[a, b, c], v)),
+        (Some(&[a, b]), _) => pass16::<2>(bytes, streams, |v| fixed(&[a, b], v)),
+        (Some(&[a, b, c]), _) => pass16::<3>(bytes, streams, |v| fixed(&[a, b, c], v)),
         _ => digits(layout, bytes, streams),
     }
 }
@@ -74,7 +74,13 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
 /// The symbols of `v` in every section.
 #[inline(always)]
 fn fixed<const S: usize>(fields: &[BitFields; S], v: u32) -> [u16; S] {
-    std::array::from_fn(|s| fields[s].symbol(v))
+    // A loop, not `array::from_fn`, whose closure the compiler may leave
+    // out of line: then the fields are read from memory, not folded.
+    let mut out = [0u16; S];
+    for (o, f) in out.iter_mut().zip(fields) {
+        *o = f.symbol(v);
+    }
+    out
 }
 
 /// Section fields of a `kind` value: `plane0` for plane 0 (the sign and
@@ -148,31 +154,27 @@ fn pass<const N: usize, const S: usize>(
 ) {
     let mut hist = vec![[[0u32; 4]; SLOTS]; S];
     let hist: &mut [[[u32; 4]; SLOTS]; S] = (&mut hist[..]).try_into().expect("S sections");
-    let mut outs: Vec<std::slice::ChunksExactMut<u16>> = streams
-        .iter_mut()
-        .map(|st| st.syms.chunks_exact_mut(4))
-        .collect();
-    let outs: &mut [std::slice::ChunksExactMut<u16>; S] =
-        (&mut outs[..]).try_into().expect("S sections");
+    let n = bytes.len() / N;
+    let mut outs: Vec<&mut [u16]> = streams.iter_mut().map(|st| &mut st.syms[..n]).collect();
+    let outs: &mut [&mut [u16]; S] = (&mut outs[..]).try_into().expect("S sections");
+    // Plain loops and indexes: an `array::from_fn` closure here may be left
+    // out of line, a call per value.
     let mut groups = bytes.chunks_exact(4 * N);
+    let mut base = 0;
     for group in &mut groups {
-        let quads: [&mut [u16]; S] =
-            std::array::from_fn(|s| outs[s].next().expect("a quad per group"));
         for (lane, c) in group.chunks_exact(N).enumerate() {
             let syms = symbols(load(c.try_into().expect("N bytes")));
             for s in 0..S {
-                quads[s][lane] = syms[s];
+                outs[s][base + lane] = syms[s];
                 hist[s][syms[s] as usize % SLOTS][lane] += 1;
             }
         }
+        base += 4;
     }
-    let tails: [&mut [u16]; S] = std::array::from_fn(|s| {
-        std::mem::replace(&mut outs[s], [].chunks_exact_mut(4)).into_remainder()
-    });
     for (i, c) in groups.remainder().chunks_exact(N).enumerate() {
         let syms = symbols(load(c.try_into().expect("N bytes")));
         for s in 0..S {
-            tails[s][i] = syms[s];
+            outs[s][base + i] = syms[s];
             hist[s][syms[s] as usize % SLOTS][0] += 1;
         }
     }
@@ -181,6 +183,49 @@ fn pass<const N: usize, const S: usize>(
             *count = lanes.iter().map(|&c| c as u64).sum();
         }
     }
+}
+
+/// Values of a chunk from which a 16-bit pass counts whole values rather
+/// than each section's symbols: below it, clearing the value histogram
+/// costs more than the counts it saves.
+const VALUE_COUNTS_FROM: usize = 1 << 14;
+
+/// [`pass`] for 16-bit values: each value's symbols are stored, but the
+/// value itself is counted once (one histogram, not one a section), and the
+/// sections' counts are summed from the values seen, each split once.
+#[inline(always)]
+fn pass16<const S: usize>(bytes: &[u8], streams: &mut [Stream], symbols: impl Fn(u32) -> [u16; S]) {
+    let n = bytes.len() / 2;
+    if n < VALUE_COUNTS_FROM {
+        return pass::<2, S>(bytes, streams, load16, symbols);
+    }
+    thread_local! {
+        // Each coding thread's value histogram, left all zero after use.
+        static VALUES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    VALUES.with_borrow_mut(|counts| {
+        counts.resize(1 << 16, 0);
+        let counts: &mut [u32; 1 << 16] = (&mut counts[..]).try_into().expect("65536 counts");
+        let mut outs: Vec<&mut [u16]> = streams.iter_mut().map(|st| &mut st.syms[..n]).collect();
+        let outs: &mut [&mut [u16]; S] = (&mut outs[..]).try_into().expect("S sections");
+        for (i, c) in bytes.chunks_exact(2).enumerate() {
+            let v = u16::from_le_bytes([c[0], c[1]]);
+            let syms = symbols(v as u32);
+            for s in 0..S {
+                outs[s][i] = syms[s];
+            }
+            counts[v as usize] += 1;
+        }
+        for (v, count) in counts.iter_mut().enumerate() {
+            if *count != 0 {
+                let syms = symbols(v as u32);
+                for (st, &sym) in streams.iter_mut().zip(&syms) {
+                    st.counts[sym as usize] += *count as u64;
+                }
+                *count = 0;
+            }
+        }
+    });
 }
 
 /// The general pass, for odd primes.
@@ -224,14 +269,21 @@ mod tests {
     #[test]
     fn streams_hold_the_split_symbols_and_their_counts() {
         let mut x = 0x2545f4914f6cdd1du64;
-        let bytes: Vec<u8> = (0..4 * 1003)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        // 4012 bytes, and 80,044 (past VALUE_COUNTS_FROM for 16-bit values).
+        for len in [4 * 1003, 4 * 20011] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            check_streams(&bytes);
+        }
+    }
+
+    fn check_streams(bytes: &[u8]) {
         for kind in [FloatKind::F32, FloatKind::BF16, FloatKind::F16] {
             for (p, precision) in [(2, None), (2, Some(3)), (3, None), (5, Some(2))] {
                 let layout = Layout::new(kind, p, precision, true).unwrap();
