@@ -296,9 +296,14 @@ pub fn run(dir: &Path, params: usize, workers: Option<usize>) -> Result<Vec<Stri
             .map(|t| t.compressed_bytes())
             .sum::<u64>();
         say(format!(
-            "{name:>5}: progressive decode to {k} of {precision} digits read {} of {coded} coded bytes ({:.0}%); largest relative error of a normal value in '{}': {max_rel:.2e}",
+            "{name:>5}: progressive decode to {k} of {precision} digits read {} of {coded} coded bytes ({:.0}%{}); largest relative error of a normal value in '{}': {max_rel:.2e}",
             pstats.bytes_in,
             100.0 * pstats.bytes_in as f64 / coded.max(1) as f64,
+            if pstats.bytes_in >= coded {
+                ": the digits it keeps share the last plane with those it drops"
+            } else {
+                ""
+            },
             t0.name
         ));
     }
