@@ -337,11 +337,17 @@ pub fn compress_file(
     })
 }
 
+/// A tensor is small, and may share a chunk, at up to this fraction of a
+/// chunk's bytes (64 KiB of the default 1 MiB): there a chunk's tables and
+/// rANS states (a few hundred bytes) weigh, and coding it twice, whole and
+/// apart, costs little.
+const SMALL_PER_CHUNK: usize = 16;
+
 /// For each tensor, the tensor whose chunks hold its values: itself, or
 /// the first of a run of small split tensors of one layout that share
-/// chunks. A tensor smaller than a chunk joins the run before it while the
-/// run stays within a chunk's bytes; a model of many small tensors then
-/// pays one chunk's tables and rANS states for a run rather than for each.
+/// chunks. A small tensor joins the run before it while the run stays
+/// within a chunk's bytes; a model of many small tensors then pays one
+/// chunk's tables and rANS states for a run rather than for each.
 fn share_chunks(
     tensors: &[(String, String, Vec<u64>, usize, usize)],
     layouts: &[Option<Layout>],
@@ -352,7 +358,7 @@ fn share_chunks(
     let mut run: Option<(usize, usize, usize)> = None;
     for (ti, (_, _, _, start, end)) in tensors.iter().enumerate() {
         let len = end - start;
-        let small = layouts[ti].is_some() && len > 0 && len < chunk_bytes;
+        let small = layouts[ti].is_some() && len > 0 && len <= chunk_bytes / SMALL_PER_CHUNK;
         run = match run {
             Some((o, bytes, at))
                 if small
