@@ -206,15 +206,15 @@ fn pass16<const S: usize>(bytes: &[u8], streams: &mut [Stream], symbols: impl Fn
     VALUES.with_borrow_mut(|counts| {
         counts.resize(1 << 16, 0);
         let counts: &mut [u32; 1 << 16] = (&mut counts[..]).try_into().expect("65536 counts");
-        let mut outs: Vec<&mut [u16]> = streams.iter_mut().map(|st| &mut st.syms[..n]).collect();
-        let outs: &mut [&mut [u16]; S] = (&mut outs[..]).try_into().expect("S sections");
-        for (i, c) in bytes.chunks_exact(2).enumerate() {
-            let v = u16::from_le_bytes([c[0], c[1]]);
-            let syms = symbols(v as u32);
-            for s in 0..S {
-                outs[s][i] = syms[s];
+        for c in bytes.chunks_exact(2) {
+            counts[u16::from_le_bytes([c[0], c[1]]) as usize] += 1;
+        }
+        // A pass a section: with the section's fields folded to constants
+        // and no other store in the loop, it becomes vector code.
+        for (s, st) in streams.iter_mut().enumerate().take(S) {
+            for (o, c) in st.syms[..n].iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = symbols(u16::from_le_bytes([c[0], c[1]]) as u32)[s];
             }
-            counts[v as usize] += 1;
         }
         for (v, count) in counts.iter_mut().enumerate() {
             if *count != 0 {
