@@ -287,13 +287,13 @@ mod tests {
         for kind in [FloatKind::F32, FloatKind::BF16, FloatKind::F16] {
             for (p, precision) in [(2, None), (2, Some(3)), (3, None), (5, Some(2))] {
                 let layout = Layout::new(kind, p, precision, true).unwrap();
-                let streams = split(&layout, &bytes);
+                let streams = split(&layout, bytes);
                 // A reused set of streams (left by another layout) gives the same.
                 let mut reused = split(
                     &Layout::new(FloatKind::F32, 2, None, false).unwrap(),
                     &bytes[..40],
                 );
-                split_into(&layout, &bytes, &mut reused);
+                split_into(&layout, bytes, &mut reused);
                 for (a, b) in streams.iter().zip(&reused) {
                     assert!(
                         a.syms == b.syms && a.counts == b.counts,
