@@ -40,11 +40,22 @@ fn pack<const W: usize>(syms: &[u16], out: &mut Vec<u8>) {
     out.resize(start + packed_len(syms.len(), W as u32), 0);
     let buf = &mut out[start..];
     let group = |eight: &[u16]| {
-        let mut acc: u128 = 0;
-        for (j, &s) in eight.iter().enumerate() {
-            acc |= ((s as u128) & ((1 << W) - 1)) << (j * W);
+        let mut bytes = [0u8; 16];
+        if W <= 8 {
+            // Eight values fit a u64: cheaper shifts than a u128's.
+            let mut acc: u64 = 0;
+            for (j, &s) in eight.iter().enumerate() {
+                acc |= ((s as u64) & ((1 << W) - 1)) << (j * W);
+            }
+            bytes[..8].copy_from_slice(&acc.to_le_bytes());
+        } else {
+            let mut acc: u128 = 0;
+            for (j, &s) in eight.iter().enumerate() {
+                acc |= ((s as u128) & ((1 << W) - 1)) << (j * W);
+            }
+            bytes = acc.to_le_bytes();
         }
-        acc.to_le_bytes()
+        bytes
     };
     let (whole, tail) = buf.split_at_mut(syms.len() / 8 * W);
     let src = syms.chunks_exact(8);
