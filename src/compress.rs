@@ -182,15 +182,12 @@ pub fn compress_file(
         if owners[ti] != ti {
             continue;
         }
-        // The run's end: its last tensor's (the data is contiguous).
-        let end = (ti..src.tensors.len())
-            .take_while(|&j| owners[j] == ti)
-            .last()
-            .map_or(*start, |j| src.tensors[j].4);
         let run: Vec<(usize, usize, usize)> = (ti..src.tensors.len())
             .take_while(|&j| owners[j] == ti)
             .map(|j| (j, src.tensors[j].3, src.tensors[j].4))
             .collect();
+        // The run's end: its last tensor's (the data is contiguous).
+        let end = run.last().map_or(*start, |r| r.2);
         if run.len() > 1 {
             jobs.push(Job {
                 tensor: ti,

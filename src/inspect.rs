@@ -65,7 +65,7 @@ pub fn inspect(c: &Container) -> Report {
             let owner = h.chunk_owner(ti);
             let o = &h.tensors[owner];
             let run = h.chunked_range(owner);
-            let shared = run != (t.data_offset..t.data_offset + t.byte_len);
+            let shared = h.shares_chunks(ti);
             // A tensor's share of its run's bytes, by original bytes.
             let share = |bytes: u64| {
                 if shared {

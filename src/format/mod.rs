@@ -97,6 +97,14 @@ impl Header {
         let len: u64 = t.chunks.iter().map(|c| c.elements * t.unit()).sum();
         t.data_offset..t.data_offset + len
     }
+
+    /// Whether tensor `t`'s values lie in a run of small tensors that share
+    /// chunks (as its first tensor or a later one): decoding it decodes the
+    /// run, [`Header::chunked_range`] of its [`Header::chunk_owner`].
+    pub fn shares_chunks(&self, t: usize) -> bool {
+        let e = &self.tensors[t];
+        self.chunked_range(self.chunk_owner(t)) != (e.data_offset..e.data_offset + e.byte_len)
+    }
 }
 
 /// One tensor.

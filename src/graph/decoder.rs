@@ -664,11 +664,7 @@ mod tests {
             "the CPU share ended at {cpu_end:?}, the GPU call at {gpu_end:?}"
         );
         // One read and checksum of the chunk, counted once, on the GPU part.
-        let sections: u64 = c.header().tensors[0].chunks[0]
-            .sections
-            .iter()
-            .map(|s| s.len)
-            .sum();
+        let sections = c.header().tensors[0].compressed_bytes();
         assert_eq!(c.bytes_checksummed(), sections);
         assert_eq!(on(Engine::Gpu).bytes_in, sections);
         assert_eq!(cpu.bytes_in, 0);
@@ -687,11 +683,7 @@ mod tests {
         assert_eq!(parts.len(), 1, "not split");
         assert_eq!(parts[0].engine, Engine::Cpu);
         assert_eq!(parts[0].data, original);
-        let sections: u64 = c.header().tensors[0].chunks[0]
-            .sections
-            .iter()
-            .map(|s| s.len)
-            .sum();
+        let sections = c.header().tensors[0].compressed_bytes();
         assert_eq!(c.bytes_checksummed(), sections);
         assert_eq!(parts[0].bytes_in, sections);
     }

@@ -196,7 +196,7 @@ pub fn decompress_tensor(
     )?;
     let mut data = MemoryPlacement::into_inner(out)?;
     let t = &c.header().tensors[tensor];
-    if (t.data_offset, t.byte_len) != (range.start, range.end - range.start) {
+    if c.header().shares_chunks(tensor) {
         let at = (t.data_offset - range.start) as usize;
         data = data[at..at + t.byte_len as usize].to_vec();
     }

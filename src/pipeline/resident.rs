@@ -154,9 +154,7 @@ impl Pipeline {
                     continue;
                 }
             }
-            let h = c.header();
-            let shares =
-                h.chunked_range(h.chunk_owner(i)) != (t.data_offset..t.data_offset + t.byte_len);
+            let shares = c.header().shares_chunks(i);
             let attempt = match &tables[i] {
                 // A small tensor that shares its chunks with others: the CPU
                 // decodes the run (at most a chunk), the device gets its part.
