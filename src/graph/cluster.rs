@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::agreement::{Fingerprint, Meeting};
-use super::placement::FilePlacement;
+use super::placement::{write_behind, FilePlacement};
 use super::RunOptions;
 use crate::error::{Error, Result};
 use crate::format::Container;
@@ -29,6 +29,16 @@ pub(crate) struct Timely {
 }
 
 impl Timely {
+    /// The workers of this process.
+    pub(crate) fn local_workers(&self) -> usize {
+        match &self.config.communication {
+            timely::CommunicationConfig::Thread => 1,
+            timely::CommunicationConfig::Process(n)
+            | timely::CommunicationConfig::ProcessBinary(n) => *n,
+            timely::CommunicationConfig::Cluster { threads, .. } => *threads,
+        }
+    }
+
     /// Parses `opts.timely_args` (`-w 2 -n 2 -p 0 -h hosts`).
     pub(crate) fn parse(opts: &RunOptions) -> Result<Self> {
         let mut args = vec!["padic-burst".to_string()];
@@ -118,7 +128,8 @@ pub(crate) fn decompress_file(
         .open(&temp)
         .map_err(|e| Error::io(&temp, e))?;
     let sync = file.try_clone().map_err(|e| Error::io(&temp, e))?;
-    let out = FilePlacement::prepare(file, temp.clone(), &c)?;
+    let behind = write_behind(timely.local_workers());
+    let out = FilePlacement::prepare(file, temp.clone(), &c, behind)?;
     let watch = ClusterWatch::install(cluster.process, temp.clone(), timeout);
     let lost_temp = temp.clone();
     agreed.watch(Arc::new(move |why: String| {

@@ -56,7 +56,7 @@ mod sink;
 
 pub use affinity::{current_affinity, pin_current_thread};
 pub use cluster::Cluster;
-pub use placement::Placement;
+pub(crate) use placement::Placement;
 pub(crate) use precision::TargetPrecision;
 pub use shards::{decompress_files, decompress_to_memory_all, ShardFigures, ShardedRun};
 
@@ -352,6 +352,13 @@ fn run(
     ran?;
     let mut st = state.lock().expect("merge lock");
     st.take_error()?;
+    // Every byte out before the run counts as done (its time included).
+    for s in shards.iter() {
+        s.out.flush().map_err(|e| match s.out.path() {
+            Some(path) => Error::io(path, e),
+            None => Error::Internal(format!("placing the output: {e}")),
+        })?;
+    }
     let mut figures = Vec::new();
     if cluster.process == 0 {
         ledger::check_exactly_once(&shards, &all_tasks, &st.receipts)?;

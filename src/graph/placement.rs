@@ -1,17 +1,20 @@
-//! Where merged bytes land: a file written at offsets, or memory that the
-//! decoders write into directly.
+//! Where merged bytes land: a file written at offsets (by a writer thread
+//! of its own, so decoding goes on while the bytes go out), a stream written
+//! in order, or memory that the decoders write into directly.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
+use super::pool::BufferPool;
 use crate::error::{Error, Result};
 use crate::format::Container;
 
 /// Where merged bytes land: `place(offset, bytes)` with `offset` in the
 /// safetensors data region.
-pub trait Placement: Send + Sync {
+pub(crate) trait Placement: Send + Sync {
     /// Writes `bytes` at byte `offset` of the safetensors data region.
     fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
     /// The file written, if it is one (named in write errors).
@@ -24,23 +27,111 @@ pub trait Placement: Send + Sync {
     fn claim(&self, _offset: u64, _len: usize) -> Option<std::io::Result<&mut [u8]>> {
         None
     }
+    /// Like [`Placement::place`], but takes the buffer, which goes back to
+    /// `pool` once its bytes are out (perhaps later, on another thread: see
+    /// [`Placement::flush`]). An error may be one of an earlier part's.
+    fn put(&self, offset: u64, data: Vec<u8>, pool: &Arc<BufferPool>) -> std::io::Result<()> {
+        let placed = self.place(offset, &data);
+        pool.give(data);
+        placed
+    }
+    /// Waits until every byte put is out; the first error of any, if one failed.
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-/// The output file: the data region starts at `base`.
+/// Whether a file's parts go to a writer thread of their own: when the
+/// workers of this process leave a core free for it. Where they do not, the
+/// thread would only take turns with them (two workers and a writer on two
+/// cores decode a 256 MB model slower than the two workers writing).
+pub(crate) fn write_behind(local_workers: usize) -> bool {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) > local_workers
+}
+
+/// Parts waiting for the writer thread at most; a merge that finds the queue
+/// full waits (the decoders are ahead of the file).
+const WRITE_QUEUE: usize = 32;
+
+/// The output file: the data region starts at `base`. Parts are written by a
+/// thread of the placement's own, so a worker goes on decoding while its
+/// last part is copied into the page cache (writes to one file take the
+/// file's lock in turn, so more writers would only wait for each other).
 pub(crate) struct FilePlacement {
-    pub(crate) file: File,
-    pub(crate) base: u64,
-    pub(crate) path: PathBuf,
+    file: Arc<File>,
+    base: u64,
+    path: PathBuf,
+    writer: Mutex<Option<Writer>>,
+    /// The first write that failed (its kind and message), checked at each
+    /// put and at flush.
+    failed: Arc<Mutex<Option<(std::io::ErrorKind, String)>>>,
+}
+
+/// The writer thread, and the queue to it.
+struct Writer {
+    queue: SyncSender<(u64, Vec<u8>, Arc<BufferPool>)>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl FilePlacement {
     /// The safetensors file `c` decodes to, in `file` (at `path`): sized,
-    /// its preamble written, the data region left for the merges.
-    pub(crate) fn prepare(file: File, path: PathBuf, c: &Container) -> Result<Self> {
+    /// its preamble written, the data region left for the merges; with a
+    /// writer thread when `write_behind` (see [`write_behind`]).
+    pub(crate) fn prepare(
+        file: File,
+        path: PathBuf,
+        c: &Container,
+        write_behind: bool,
+    ) -> Result<Self> {
         let head = &c.header().source_header;
         let base = crate::output::write_safetensors_preamble(&file, head, c.header().data_len)
             .map_err(|e| Error::io(&path, e))?;
-        Ok(FilePlacement { file, base, path })
+        Ok(Self::new(file, base, path, write_behind))
+    }
+
+    /// Parts at `base + offset` of `file` (at `path`).
+    fn new(file: File, base: u64, path: PathBuf, write_behind: bool) -> Self {
+        let file = Arc::new(file);
+        let failed: Arc<Mutex<Option<(std::io::ErrorKind, String)>>> = Default::default();
+        let (queue, parts) = sync_channel::<(u64, Vec<u8>, Arc<BufferPool>)>(WRITE_QUEUE);
+        let (out, first_failure) = (file.clone(), failed.clone());
+        // Without a thread, the merges write themselves.
+        let writer = write_behind
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("writer".into())
+                    .spawn(move || {
+                        let mut failing = false;
+                        for (at, data, pool) in parts {
+                            // After a failure, the rest is not written (the run stops).
+                            if !failing {
+                                if let Err(e) = out.write_all_at(&data, at) {
+                                    failing = true;
+                                    *first_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                                        Some((e.kind(), e.to_string()));
+                                }
+                            }
+                            pool.give(data);
+                        }
+                    })
+            })
+            .and_then(|spawned| spawned.ok())
+            .map(|thread| Writer { queue, thread });
+        FilePlacement {
+            file,
+            base,
+            path,
+            writer: Mutex::new(writer),
+            failed,
+        }
+    }
+
+    /// The first write that failed, as an error.
+    fn failure(&self) -> std::io::Result<()> {
+        match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((kind, message)) => Err(std::io::Error::new(*kind, message.clone())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -50,6 +141,50 @@ impl Placement for FilePlacement {
     }
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
+    }
+    fn put(&self, offset: u64, data: Vec<u8>, pool: &Arc<BufferPool>) -> std::io::Result<()> {
+        self.failure()?;
+        let queue = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.queue.clone());
+        let at = self.base + offset;
+        match queue {
+            Some(queue) => match queue.send((at, data, pool.clone())) {
+                Ok(()) => Ok(()),
+                // The writer is gone (flushed): write here.
+                Err(std::sync::mpsc::SendError((at, data, _))) => {
+                    let placed = self.file.write_all_at(&data, at);
+                    pool.give(data);
+                    placed
+                }
+            },
+            None => {
+                let placed = self.file.write_all_at(&data, at);
+                pool.give(data);
+                placed
+            }
+        }
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(Writer { queue, thread }) = writer {
+            drop(queue);
+            thread
+                .join()
+                .map_err(|_| std::io::Error::other("the writer thread panicked"))?;
+        }
+        self.failure()
+    }
+}
+
+impl Drop for FilePlacement {
+    fn drop(&mut self) {
+        // The thread ends once its queue closes; a run that failed leaves
+        // no write going on behind it.
+        let _ = self.flush();
     }
 }
 
@@ -217,6 +352,39 @@ impl Placement for MemoryPlacement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_placement_writes_behind_and_reports_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let n = (3 << 20) + 77;
+        let pool = Arc::new(BufferPool::default());
+        for behind in [true, false] {
+            let file = File::create(&path).unwrap();
+            let out = FilePlacement::new(file, 10, path.clone(), behind);
+            assert_eq!(out.writer.lock().unwrap().is_some(), behind);
+            // Parts out of order, more than the queue holds.
+            let cuts: Vec<usize> = (0..=50).map(|i| i * n / 50).collect();
+            for w in cuts.windows(2).rev() {
+                let bytes: Vec<u8> = (w[0]..w[1]).map(|i| (i % 253) as u8).collect();
+                out.put(w[0] as u64, bytes, &pool).unwrap();
+            }
+            out.flush().unwrap();
+            let data = std::fs::read(&path).unwrap();
+            assert_eq!(data.len(), 10 + n);
+            assert!(data[10..].iter().enumerate().all(|(i, &b)| b == (i % 253) as u8));
+            // A file open only for reading: the write fails, and the failure
+            // comes back by the flush at the latest.
+            let out = FilePlacement::new(File::open(&path).unwrap(), 0, path.clone(), behind);
+            let put = out.put(0, vec![1; 100], &pool);
+            let failed = put.and_then(|()| out.flush()).unwrap_err();
+            assert!(failed.to_string().contains("Bad file descriptor"), "{failed}");
+            assert!(out.put(0, vec![1; 100], &pool).is_err(), "a later part after a failure");
+            if behind {
+                assert!(out.flush().is_err(), "flushed again, the failure stays");
+            }
+        }
+    }
 
     #[test]
     fn memory_placement_takes_concurrent_parts_and_refuses_strays() {

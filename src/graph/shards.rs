@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::cluster::Timely;
-use super::placement::{FilePlacement, MemoryPlacement, Placement};
+use super::placement::{write_behind, FilePlacement, MemoryPlacement, Placement};
 use super::records::{ChunkTask, MergeReceipt};
 use super::RunOptions;
 use crate::codec::Tables;
@@ -165,6 +165,7 @@ pub fn decompress_files(
     opts: &RunOptions,
 ) -> Result<ShardedRun> {
     let timely = one_process(opts, shards.len())?;
+    let behind = write_behind(timely.local_workers());
     let mut temps = Vec::with_capacity(shards.len());
     let mut runs = Vec::with_capacity(shards.len());
     for (c, output) in shards {
@@ -173,7 +174,7 @@ pub fn decompress_files(
             .file()
             .try_clone()
             .map_err(|e| Error::io(temp.temp_path(), e))?;
-        let out = FilePlacement::prepare(file, temp.temp_path().to_path_buf(), c)?;
+        let out = FilePlacement::prepare(file, temp.temp_path().to_path_buf(), c, behind)?;
         runs.push((c.clone(), Arc::new(out) as Arc<dyn Placement>));
         temps.push(temp);
     }

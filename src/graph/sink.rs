@@ -77,11 +77,11 @@ impl Sink<DecodedPart> for PartSink {
         // go on meanwhile.
         let out = &self.shards[p.shard].out;
         let placed = if p.placed > 0 {
+            self.pool.give(p.data);
             Ok(())
         } else {
-            out.place(p.out_offset, &p.data)
+            out.put(p.out_offset, p.data, &self.pool)
         };
-        self.pool.give(p.data);
         if let Err(e) = placed {
             let error = match out.path() {
                 Some(path) => Error::io(path, e),

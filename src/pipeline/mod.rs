@@ -12,8 +12,7 @@ use crate::format::Container;
 use crate::graph::TargetPrecision;
 pub use crate::graph::{
     current_affinity, decompress_file, decompress_files, decompress_tensor, decompress_to_memory,
-    decompress_to_memory_all, pin_current_thread, Cluster, Placement, RunOptions, ShardFigures,
-    ShardedRun,
+    decompress_to_memory_all, pin_current_thread, Cluster, RunOptions, ShardFigures, ShardedRun,
 };
 use crate::monitor::{Monitor, Snapshot, Watcher};
 use crate::policy::Mode;
