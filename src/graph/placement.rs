@@ -49,28 +49,121 @@ pub(crate) fn write_behind(local_workers: usize) -> bool {
     std::thread::available_parallelism().map_or(1, |n| n.get()) > local_workers
 }
 
-/// Parts waiting for the writer thread at most; a merge that finds the queue
-/// full waits (the decoders are ahead of the file).
+/// Parts waiting to be written at most; a merge that finds the queue full
+/// waits (the decoders are ahead of the file).
 const WRITE_QUEUE: usize = 32;
 
-/// The output file: the data region starts at `base`. Parts are written by a
-/// thread of the placement's own, so a worker goes on decoding while its
-/// last part is copied into the page cache (writes to one file take the
-/// file's lock in turn, so more writers would only wait for each other).
+/// A part waiting to be written: its place in the file, its bytes, and the
+/// pool its buffer goes back to.
+type Pending = (u64, Vec<u8>, Arc<BufferPool>);
+
+/// The output file: the data region starts at `base`. Writes to one file
+/// take the file's lock in turn, so the workers never write themselves:
+///
+/// * with a core to spare ([`write_behind`]), a writer thread of the
+///   placement's own writes every part, and each worker goes on decoding
+///   while its last part is copied into the page cache;
+/// * otherwise the parts wait in a queue, and whichever worker finds nobody
+///   writing writes the queue out, its own part and the others' (where
+///   workers each wrote their own, two of them spent a tenth of a 256 MB
+///   decode spinning on the file's lock).
 pub(crate) struct FilePlacement {
-    file: Arc<File>,
+    out: Arc<Outbox>,
     base: u64,
     path: PathBuf,
+    /// The writer thread, while it runs (with a core to spare).
     writer: Mutex<Option<Writer>>,
-    /// The first write that failed (its kind and message), checked at each
-    /// put and at flush.
-    failed: Arc<Mutex<Option<(std::io::ErrorKind, String)>>>,
 }
 
 /// The writer thread, and the queue to it.
 struct Writer {
-    queue: SyncSender<(u64, Vec<u8>, Arc<BufferPool>)>,
+    queue: SyncSender<Pending>,
     thread: std::thread::JoinHandle<()>,
+}
+
+/// What the writers share: the file, the first failure, and the queue of
+/// parts the workers take turns to write.
+struct Outbox {
+    file: File,
+    /// The first write that failed (its kind and message); after it, parts
+    /// are not written (the run stops).
+    failed: Mutex<Option<(std::io::ErrorKind, String)>>,
+    queue: Mutex<std::collections::VecDeque<Pending>>,
+    /// Signalled when the queue has room.
+    room: std::sync::Condvar,
+    /// Set while a worker writes the queue out.
+    writing: std::sync::atomic::AtomicBool,
+}
+
+impl Outbox {
+    /// Writes one part (unless an earlier one failed) and gives its buffer back.
+    fn write(&self, (at, data, pool): Pending) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.is_none() {
+            drop(failed);
+            if let Err(e) = self.file.write_all_at(&data, at) {
+                failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                failed.get_or_insert((e.kind(), e.to_string()));
+            }
+        }
+        pool.give(data);
+    }
+
+    /// The first write that failed, as an error.
+    fn failure(&self) -> std::io::Result<()> {
+        match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((kind, message)) => Err(std::io::Error::new(*kind, message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues `part`, then writes the queue out unless another worker is
+    /// writing it already (that worker then writes `part` too).
+    fn put(&self, part: Pending) {
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            while queue.len() >= WRITE_QUEUE {
+                queue = self.room.wait(queue).unwrap_or_else(|e| e.into_inner());
+            }
+            queue.push_back(part);
+        }
+        self.drain();
+    }
+
+    /// Writes the queue out, unless another thread is writing it; returns
+    /// once this thread found nothing more to write. Whoever queues a part
+    /// calls this after: either it writes, or the writer of the moment
+    /// checks the queue again after it stops writing and finds that part.
+    fn drain(&self) {
+        use std::sync::atomic::Ordering;
+        while self
+            .writing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            loop {
+                let next = self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_front();
+                self.room.notify_all();
+                match next {
+                    Some(part) => self.write(part),
+                    None => break,
+                }
+            }
+            self.writing.store(false, Ordering::Release);
+            if self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                break;
+            }
+        }
+    }
 }
 
 impl FilePlacement {
@@ -91,82 +184,59 @@ impl FilePlacement {
 
     /// Parts at `base + offset` of `file` (at `path`).
     fn new(file: File, base: u64, path: PathBuf, write_behind: bool) -> Self {
-        let file = Arc::new(file);
-        let failed: Arc<Mutex<Option<(std::io::ErrorKind, String)>>> = Default::default();
-        let (queue, parts) = sync_channel::<(u64, Vec<u8>, Arc<BufferPool>)>(WRITE_QUEUE);
-        let (out, first_failure) = (file.clone(), failed.clone());
-        // Without a thread, the merges write themselves.
+        let out = Arc::new(Outbox {
+            file,
+            failed: Default::default(),
+            queue: Default::default(),
+            room: Default::default(),
+            writing: Default::default(),
+        });
+        let (queue, parts) = sync_channel::<Pending>(WRITE_QUEUE);
+        let thread_out = out.clone();
+        // Where no thread starts, the workers write in turn.
         let writer = write_behind
             .then(|| {
                 std::thread::Builder::new()
                     .name("writer".into())
-                    .spawn(move || {
-                        let mut failing = false;
-                        for (at, data, pool) in parts {
-                            // After a failure, the rest is not written (the run stops).
-                            if !failing {
-                                if let Err(e) = out.write_all_at(&data, at) {
-                                    failing = true;
-                                    *first_failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                                        Some((e.kind(), e.to_string()));
-                                }
-                            }
-                            pool.give(data);
-                        }
-                    })
+                    .spawn(move || parts.into_iter().for_each(|p| thread_out.write(p)))
             })
             .and_then(|spawned| spawned.ok())
             .map(|thread| Writer { queue, thread });
         FilePlacement {
-            file,
+            out,
             base,
             path,
             writer: Mutex::new(writer),
-            failed,
-        }
-    }
-
-    /// The first write that failed, as an error.
-    fn failure(&self) -> std::io::Result<()> {
-        match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some((kind, message)) => Err(std::io::Error::new(*kind, message.clone())),
-            None => Ok(()),
         }
     }
 }
 
 impl Placement for FilePlacement {
     fn place(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, self.base + offset)
+        self.out.file.write_all_at(bytes, self.base + offset)
     }
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
     }
     fn put(&self, offset: u64, data: Vec<u8>, pool: &Arc<BufferPool>) -> std::io::Result<()> {
-        self.failure()?;
-        let queue = self
+        self.out.failure()?;
+        let part = (self.base + offset, data, pool.clone());
+        let thread = self
             .writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|w| w.queue.clone());
-        let at = self.base + offset;
-        match queue {
-            Some(queue) => match queue.send((at, data, pool.clone())) {
-                Ok(()) => Ok(()),
-                // The writer is gone (flushed): write here.
-                Err(std::sync::mpsc::SendError((at, data, _))) => {
-                    let placed = self.file.write_all_at(&data, at);
-                    pool.give(data);
-                    placed
+        match thread {
+            Some(queue) => {
+                // A closed queue: the thread is gone (flushed); queue it here.
+                if let Err(std::sync::mpsc::SendError(part)) = queue.send(part) {
+                    self.out.put(part);
                 }
-            },
-            None => {
-                let placed = self.file.write_all_at(&data, at);
-                pool.give(data);
-                placed
             }
+            None => self.out.put(part),
         }
+        Ok(())
     }
     fn flush(&self) -> std::io::Result<()> {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -176,7 +246,20 @@ impl Placement for FilePlacement {
                 .join()
                 .map_err(|_| std::io::Error::other("the writer thread panicked"))?;
         }
-        self.failure()
+        // Parts queued for the workers: a worker still writing them out
+        // finishes first (the run is over, so none is coming).
+        while !self
+            .out
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            || self.out.writing.load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.out.drain();
+            std::thread::yield_now();
+        }
+        self.out.failure()
     }
 }
 
@@ -372,14 +455,23 @@ mod tests {
             out.flush().unwrap();
             let data = std::fs::read(&path).unwrap();
             assert_eq!(data.len(), 10 + n);
-            assert!(data[10..].iter().enumerate().all(|(i, &b)| b == (i % 253) as u8));
+            assert!(data[10..]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i % 253) as u8));
             // A file open only for reading: the write fails, and the failure
             // comes back by the flush at the latest.
             let out = FilePlacement::new(File::open(&path).unwrap(), 0, path.clone(), behind);
             let put = out.put(0, vec![1; 100], &pool);
             let failed = put.and_then(|()| out.flush()).unwrap_err();
-            assert!(failed.to_string().contains("Bad file descriptor"), "{failed}");
-            assert!(out.put(0, vec![1; 100], &pool).is_err(), "a later part after a failure");
+            assert!(
+                failed.to_string().contains("Bad file descriptor"),
+                "{failed}"
+            );
+            assert!(
+                out.put(0, vec![1; 100], &pool).is_err(),
+                "a later part after a failure"
+            );
             if behind {
                 assert!(out.flush().is_err(), "flushed again, the failure stays");
             }
