@@ -223,6 +223,19 @@ pub struct BitFields {
 }
 
 impl BitFields {
+    /// [`BitFields::symbol`] of a 16-bit value, in 16-bit arithmetic (twice
+    /// the values a vector register holds). The same symbol for every
+    /// 16-bit value whose fields lie in its 16 bits, as bf16's and f16's do.
+    #[inline(always)]
+    pub fn symbol16(&self, bits: u16) -> u16 {
+        let flag = (((bits & self.nan_mask as u16) == self.nan_exp as u16)
+            & ((bits & self.frac_mask as u16) != 0)) as u16
+            & self.nan_flag as u16;
+        ((bits >> self.shift) & self.mask as u16)
+            | (((bits >> self.sign_shift) & self.sign as u16) << self.digits)
+            | (flag << (self.digits + 1))
+    }
+
     /// The symbol of the value `bits`.
     #[inline(always)]
     pub fn symbol(&self, bits: u32) -> u16 {

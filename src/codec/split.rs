@@ -48,10 +48,10 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
     // its fields read at run time.
     match (fields.as_deref(), kind) {
         (Some(f), FloatKind::BF16) if f == BF16_EXACT => {
-            pass16::<3>(bytes, streams, |v| fixed(&BF16_EXACT, v))
+            pass16::<3>(bytes, streams, |v| fixed16(&BF16_EXACT, v))
         }
         (Some(f), FloatKind::F16) if f == F16_EXACT => {
-            pass16::<3>(bytes, streams, |v| fixed(&F16_EXACT, v))
+            pass16::<3>(bytes, streams, |v| fixed16(&F16_EXACT, v))
         }
         (Some(f), FloatKind::F32) if f == F32_EXACT => {
             pass::<4, 4>(bytes, streams, load32, |v| fixed(&F32_EXACT, v))
@@ -65,8 +65,8 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
         (Some(&[a, b, c, d]), FloatKind::F32) => {
             pass::<4, 4>(bytes, streams, load32, |v| fixed(&[a, b, c, d], v))
         }
-        (Some(&[a, b]), _) => pass16::<2>(bytes, streams, |v| fixed(&[a, b], v)),
-        (Some(&[a, b, c]), _) => pass16::<3>(bytes, streams, |v| fixed(&[a, b, c], v)),
+        (Some(&[a, b]), _) => pass16::<2>(bytes, streams, |v| fixed16(&[a, b], v)),
+        (Some(&[a, b, c]), _) => pass16::<3>(bytes, streams, |v| fixed16(&[a, b, c], v)),
         _ => digits(layout, bytes, streams),
     }
 }
@@ -79,6 +79,16 @@ fn fixed<const S: usize>(fields: &[BitFields; S], v: u32) -> [u16; S] {
     let mut out = [0u16; S];
     for (o, f) in out.iter_mut().zip(fields) {
         *o = f.symbol(v);
+    }
+    out
+}
+
+/// [`fixed`] of a 16-bit value, in 16-bit arithmetic.
+#[inline(always)]
+fn fixed16<const S: usize>(fields: &[BitFields; S], v: u16) -> [u16; S] {
+    let mut out = [0u16; S];
+    for (o, f) in out.iter_mut().zip(fields) {
+        *o = f.symbol16(v);
     }
     out
 }
@@ -194,10 +204,10 @@ const VALUE_COUNTS_FROM: usize = 1 << 14;
 /// value itself is counted once (one histogram, not one a section), and the
 /// sections' counts are summed from the values seen, each split once.
 #[inline(always)]
-fn pass16<const S: usize>(bytes: &[u8], streams: &mut [Stream], symbols: impl Fn(u32) -> [u16; S]) {
+fn pass16<const S: usize>(bytes: &[u8], streams: &mut [Stream], symbols: impl Fn(u16) -> [u16; S]) {
     let n = bytes.len() / 2;
     if n < VALUE_COUNTS_FROM {
-        return pass::<2, S>(bytes, streams, load16, symbols);
+        return pass::<2, S>(bytes, streams, load16, |v| symbols(v as u16));
     }
     thread_local! {
         // Each coding thread's value histogram, left all zero after use.
@@ -207,18 +217,18 @@ fn pass16<const S: usize>(bytes: &[u8], streams: &mut [Stream], symbols: impl Fn
         counts.resize(1 << 16, 0);
         let counts: &mut [u32; 1 << 16] = (&mut counts[..]).try_into().expect("65536 counts");
         for c in bytes.chunks_exact(2) {
-            counts[u16::from_le_bytes([c[0], c[1]]) as usize] += 1;
+            counts[u16::from_le_bytes(c.try_into().expect("2 bytes")) as usize] += 1;
         }
         // A pass a section: with the section's fields folded to constants
         // and no other store in the loop, it becomes vector code.
         for (s, st) in streams.iter_mut().enumerate().take(S) {
             for (o, c) in st.syms[..n].iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = symbols(u16::from_le_bytes([c[0], c[1]]) as u32)[s];
+                *o = symbols(u16::from_le_bytes(c.try_into().expect("2 bytes")))[s];
             }
         }
         for (v, count) in counts.iter_mut().enumerate() {
             if *count != 0 {
-                let syms = symbols(v as u32);
+                let syms = symbols(v as u16);
                 for (st, &sym) in streams.iter_mut().zip(&syms) {
                     st.counts[sym as usize] += *count as u64;
                 }
@@ -263,6 +273,25 @@ mod tests {
                 .map(|s| l.bit_fields(s).unwrap())
                 .collect();
             assert_eq!(got, want, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_symbols_are_the_32_bit_ones() {
+        for kind in [FloatKind::BF16, FloatKind::F16] {
+            for precision in [None, Some(1), Some(2), Some(4), Some(6)] {
+                let l = Layout::new(kind, 2, precision, true).unwrap();
+                for s in 0..l.sections() {
+                    let f = l.bit_fields(s).unwrap();
+                    for v in 0..=u16::MAX {
+                        assert_eq!(
+                            f.symbol16(v),
+                            f.symbol(v as u32),
+                            "{kind:?} {precision:?} section {s} value {v:#06x}"
+                        );
+                    }
+                }
+            }
         }
     }
 
