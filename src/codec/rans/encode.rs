@@ -140,24 +140,34 @@ pub fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8
     // Every segment's words, each segment in its own span of `words` (one
     // word per symbol at most, plus the slot a branch-free store may spill
     // into), filled from the span's end since the encoder runs backwards.
-    let mut words = vec![0u16; syms.len() + syms.len().div_ceil(SEGMENT_SYMBOLS)];
-    let mut segments: Vec<([u32; 64], std::ops::Range<usize>)> = Vec::new();
-    let mut base = 0;
-    for seg in syms.chunks(SEGMENT_SYMBOLS) {
-        let span = &mut words[base..base + seg.len() + 1];
-        let (states, first) = encode_segment(seg, &table, lanes, span);
-        segments.push((states, base + first..base + seg.len() + 1));
-        base += seg.len() + 1;
+    thread_local! {
+        // Each coding thread's word buffer, reused section after section
+        // (a fresh one a section cost page faults and zeroing).
+        static WORDS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    for (_, range) in &segments {
-        varint::put(out, range.len() as u64);
-    }
-    for (states, range) in &segments {
-        for st in &states[..lanes] {
-            out.extend_from_slice(&st.to_le_bytes());
+    WORDS.with_borrow_mut(|words| {
+        // Every slot is written before it is read (see `encode_segment`).
+        words.resize(syms.len() + syms.len().div_ceil(SEGMENT_SYMBOLS), 0);
+        let mut segments: Vec<([u32; 64], std::ops::Range<usize>)> = Vec::new();
+        let mut base = 0;
+        for seg in syms.chunks(SEGMENT_SYMBOLS) {
+            let span = &mut words[base..base + seg.len() + 1];
+            let (states, first) = encode_segment(seg, &table, lanes, span);
+            segments.push((states, base + first..base + seg.len() + 1));
+            base += seg.len() + 1;
         }
-        put_words(out, &words[range.clone()]);
-    }
+        for (_, range) in &segments {
+            varint::put(out, range.len() as u64);
+        }
+        let body: usize = segments.iter().map(|(_, r)| 4 * lanes + 2 * r.len()).sum();
+        out.reserve(body);
+        for (states, range) in &segments {
+            for st in &states[..lanes] {
+                out.extend_from_slice(&st.to_le_bytes());
+            }
+            put_words(out, &words[range.clone()]);
+        }
+    });
 }
 
 /// Appends `words` as little-endian u16s.
