@@ -95,6 +95,22 @@ pub fn encode(syms: &[u16], counts: &[u64], out: &mut Vec<u8>) {
 /// any, the writer uses [`LANES`]): the tests' streams for the decoders'
 /// other lane counts.
 pub fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8>) {
+    #[cfg(target_arch = "x86_64")]
+    let simd = super::encode_avx2::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    encode_with(syms, counts, lanes, simd, out)
+}
+
+/// [`encode_lanes`], the whole groups of 32 lanes by the AVX2 encoder when
+/// `simd` (the same bytes either way).
+pub(super) fn encode_with(
+    syms: &[u16],
+    counts: &[u64],
+    lanes: usize,
+    simd: bool,
+    out: &mut Vec<u8>,
+) {
     assert!((1..=64).contains(&lanes), "{lanes} rANS lanes");
     // Pick the smallest scale whose estimate is within 0.05% of the best: a
     // smaller decode table stays in L1.
@@ -147,14 +163,17 @@ pub fn encode_lanes(syms: &[u16], counts: &[u64], lanes: usize, out: &mut Vec<u8
     }
     WORDS.with_borrow_mut(|words| {
         // Every slot is written before it is read (see `encode_segment`).
-        words.resize(syms.len() + syms.len().div_ceil(SEGMENT_SYMBOLS), 0);
+        words.resize(
+            syms.len() + syms.len().div_ceil(SEGMENT_SYMBOLS) * SPAN_SLACK,
+            0,
+        );
         let mut segments: Vec<([u32; 64], std::ops::Range<usize>)> = Vec::new();
         let mut base = 0;
         for seg in syms.chunks(SEGMENT_SYMBOLS) {
-            let span = &mut words[base..base + seg.len() + 1];
-            let (states, first) = encode_segment(seg, &table, lanes, span);
-            segments.push((states, base + first..base + seg.len() + 1));
-            base += seg.len() + 1;
+            let end = base + seg.len() + SPAN_SLACK;
+            let (states, first) = encode_segment(seg, &table, lanes, simd, &mut words[base..end]);
+            segments.push((states, base + first..end));
+            base = end;
         }
         for (_, range) in &segments {
             varint::put(out, range.len() as u64);
@@ -187,7 +206,10 @@ fn put_words(out: &mut Vec<u8>, words: &[u16]) {
 /// `(q << scale) + x % f + cum = x + q * (M - f) + cum`. For `f = 1` the
 /// reciprocal `2^64 - 1` gives `q = x - 1`, which `bias = cum + M - 1`
 /// corrects (the trick of Giesen's rans_byte.h), so no symbol branches.
+/// Laid out as four dwords (the reciprocal's low and high halves, `renorm`,
+/// `bias` with `complement` above it) for the AVX2 encoder's gathers.
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub(crate) struct EncSymbol {
     reciprocal: u64,
     pub(crate) renorm: u32,
@@ -221,12 +243,19 @@ impl EncSymbol {
     }
 }
 
-/// Encodes one segment backwards into the end of `span` (`seg.len() + 1`
-/// words); returns the lanes' final states and where the words start.
+/// Slots of a segment's span beyond one a symbol: the slot a branch-free
+/// store may spill into, and the seven below the last word that the AVX2
+/// encoder's eight-word stores may reach.
+const SPAN_SLACK: usize = 9;
+
+/// Encodes one segment backwards into the end of `span` (`seg.len() +
+/// SPAN_SLACK` words), its whole groups of 32 lanes by the AVX2 encoder
+/// when `simd`; returns the lanes' final states and where the words start.
 fn encode_segment(
     seg: &[u16],
     table: &[EncSymbol],
     lanes: usize,
+    simd: bool,
     span: &mut [u16],
 ) -> ([u32; 64], usize) {
     let mut states = [RANS_L; 64];
@@ -247,7 +276,13 @@ fn encode_segment(
     for (j, &sym) in seg[whole..].iter().enumerate().rev() {
         states[j] = put(states[j], sym);
     }
-    if lanes == LANES {
+    if lanes == LANES && simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let st: &mut [u32; LANES] = (&mut states[..LANES]).try_into().expect("LANES states");
+            super::encode_avx2::groups(&seg[..whole], table, st, span, &mut pos);
+        }
+    } else if lanes == LANES {
         let st: &mut [u32; LANES] = (&mut states[..LANES]).try_into().expect("LANES states");
         for group in seg[..whole].chunks_exact(LANES).rev() {
             let group: &[u16; LANES] = group.try_into().expect("LANES symbols");

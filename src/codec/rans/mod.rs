@@ -27,6 +27,8 @@
 mod avx2;
 mod decode_safe;
 mod encode;
+#[cfg(target_arch = "x86_64")]
+mod encode_avx2;
 mod table;
 #[cfg(test)]
 mod tests;

@@ -248,3 +248,64 @@ fn the_encoders_step_without_division_is_exact() {
         }
     }
 }
+
+#[test]
+fn simd_and_scalar_encoders_write_the_same_bytes() {
+    if !crate::codec::simd_available() {
+        eprintln!("skipped: no AVX2 on this CPU");
+        return;
+    }
+    let mut x = 7u64;
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) as usize
+    };
+    // Skewed (a symbol of probability near 1, others of frequency 1),
+    // spread, uniform; lengths around a segment and a group of lanes.
+    let cases: Vec<(usize, Vec<u16>)> = vec![
+        (
+            2048,
+            (0..SEGMENT_SYMBOLS * 2 + 77)
+                .map(|_| (1024 + next() % 61 - 30) as u16)
+                .collect(),
+        ),
+        (
+            4,
+            (0..70_001)
+                .map(|_| {
+                    if next() % 5000 == 0 {
+                        (next() % 3) as u16 + 1
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
+        ),
+        (
+            2048,
+            (0..SEGMENT_SYMBOLS + 31)
+                .map(|_| (next() % 2048) as u16)
+                .collect(),
+        ),
+        (300, (0..96).map(|_| (next() % 300) as u16).collect()),
+        (16, (0..33).map(|_| (next() % 16) as u16).collect()),
+        (2, vec![0, 1, 1, 0, 1]),
+    ];
+    for (alphabet, syms) in cases {
+        let counts = counts_of(&syms, alphabet);
+        let (mut scalar, mut simd) = (Vec::new(), Vec::new());
+        encode::encode_with(&syms, &counts, LANES, false, &mut scalar);
+        encode::encode_with(&syms, &counts, LANES, true, &mut simd);
+        assert!(
+            scalar == simd,
+            "alphabet {alphabet}, {} symbols",
+            syms.len()
+        );
+        let lut: Vec<u32> = (0..alphabet as u32).collect();
+        let mut out = vec![0u32; syms.len()];
+        decode(&simd, &lut, &mut out, true).unwrap();
+        assert!(out.iter().zip(&syms).all(|(&o, &s)| o == s as u32));
+    }
+}
