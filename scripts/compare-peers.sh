@@ -12,12 +12,17 @@
 #     MiniLM bf16 and a generated COMPRESS_MB MB bf16 model (default 256,
 #     `examples/synthetic_model`, the generator of `bench --synthetic`),
 #     ROUNDS alternated runs of each at 1 and 2 threads, reported as median
-#     and best GB/s and the ratios of medians and of bests.
+#     and best GB/s and the ratios of medians and of bests;
+#  4. end to end on that generated model, at 1 and 2 threads, and two
+#     workers against one;
+#  5. to a disk folder (DISK_DIR, default target/): `decompress` against a
+#     plain write of the same bytes from memory into the same folder (the
+#     page-cache limit), without and with fsync (`--fsync`).
 #
 #   scripts/compare-peers.sh [WEIGHTS_DIR]
 #
-# DTYPES (default "bf16 f16 f32") picks the files (DTYPES="" runs only the
-# compression comparison of part 3); OUT_DIR (default /dev/shm,
+# DTYPES (default "bf16 f16 f32") picks the files (DTYPES="" runs only parts
+# 3 to 5); OUT_DIR (default /dev/shm,
 # tmpfs) is where end-to-end outputs go. Shared machines are noisy: the tools
 # run in alternation, ROUNDS times (default 3); each keeps its best, and the
 # ratios are padic-burst / ZipNN speed (above 1: padic-burst is faster).
@@ -114,4 +119,47 @@ for file in "$weights/minilm-bf16.safetensors" "$model"; do
     pb=$(echo $ps | tr ' ' '\n' | sort -g | tail -1); zb=$(echo $zs | tr ' ' '\n' | sort -g | tail -1)
     printf '%-34s %3s %10s %10s %8s %10s %10s %8s %8s %8s\n' "$(basename "$file")" "$t" "$pm" "$zm" "$(ratio "$pm" "$zm")" "$pb" "$zb" "$(ratio "$pb" "$zb")" "$psize" "$zsize"
   done
+done
+
+# Part 4: the whole `decompress` of the generated model against ZipNN
+# (`decompress`, then write the bytes to OUT_DIR), alternated, best of each.
+echo
+echo "end to end to $out_dir, $(basename "$model"): seconds, best of $rounds alternated rounds; ratio = padic-burst / ZipNN speed"
+bytes=$(stat -c %s "$model")
+$bin --quiet compress "$model" -o "$work/model.padic" 2>/dev/null
+printf '%-8s %12s %12s %8s\n' threads padic-burst zipnn ratio
+declare -A secs=()
+for t in 1 2; do
+  for _ in $(seq "$rounds"); do
+    z=$(zipnn "$model" bf16 "$t" 2 "$out")
+    secs[z$t]=$(echo "$z" | "$venv/bin/python" -c 'import json,sys; print("%.4f" % min(json.load(sys.stdin)["decompress_write_s"]))' | awk -v a="${secs[z$t]:-99}" '{ print ($1 < a ? $1 : a) }')
+    for _ in 1 2 3; do
+      p=$(awk -v b="$bytes" -v g="$(timed "$bytes" $bin --quiet decompress "$work/model.padic" -o "$out" --workers "$t")" 'BEGIN { printf "%.4f", b / g / 1e9 }')
+      rm -f "$out"
+      secs[p$t]=$(awk -v a="${secs[p$t]:-99}" -v b="$p" 'BEGIN { print (b < a ? b : a) }')
+    done
+  done
+  printf '%-8s %12s %12s %8s\n' "$t" "${secs[p$t]}" "${secs[z$t]}" "$(ratio "${secs[z$t]}" "${secs[p$t]}")"
+done
+printf 'two workers against one: %s\n' "$(ratio "${secs[p1]}" "${secs[p2]}")"
+
+# Part 5: decoding to a disk folder (DISK_DIR, default target/) against the
+# page-cache limit there: a plain write of the same bytes from memory into
+# the same folder (scripts/peers/plain_write.py), with and without fsync.
+disk_dir=${DISK_DIR:-$root/target}
+disk_out="$disk_dir/padic-compare-$$.safetensors"
+trap 'rm -rf "$work" "$out" "$packed" "$disk_out"' EXIT
+echo
+echo "to $disk_dir ($(df --output=fstype "$disk_dir" | tail -1)), $(basename "$model"), 2 workers: seconds, best of $rounds alternated rounds"
+printf '%-22s %12s %12s %8s\n' "" decompress "plain write" ratio
+for sync in "" --fsync; do
+  pw=99; pd=99
+  for _ in $(seq "$rounds"); do
+    w=$("$venv/bin/python" scripts/peers/plain_write.py "$model" "$disk_out" 1 $sync)
+    pw=$(awk -v a="$pw" -v b="$w" 'BEGIN { print (b < a ? b : a) }')
+    t0=$(date +%s.%N); $bin --quiet decompress "$work/model.padic" -o "$disk_out" $sync >/dev/null 2>&1; t1=$(date +%s.%N)
+    rm -f "$disk_out"
+    pd=$(awk -v a="$pd" -v s="$t0" -v e="$t1" 'BEGIN { d = e - s; printf "%.4f", (d < a ? d : a) }')
+  done
+  printf '%-22s %12s %12s %8s\n' "${sync:-without fsync}" "$pd" "$pw" "$(awk -v a="$pd" -v b="$pw" 'BEGIN { printf "%.2fx", a / b }')"
 done
