@@ -51,7 +51,7 @@ pub(crate) fn write_behind(local_workers: usize) -> bool {
 
 /// Parts waiting to be written at most; a merge that finds the queue full
 /// waits (the decoders are ahead of the file).
-const WRITE_QUEUE: usize = 32;
+const WRITE_QUEUE: usize = 8;
 
 /// A part waiting to be written: its place in the file, its bytes, and the
 /// pool its buffer goes back to.
