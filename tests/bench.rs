@@ -74,6 +74,15 @@ fn bench_measures_every_configuration_and_reports_missing_peers() {
             && sc.min <= sc.median
             && sc.median <= sc.max
     );
+    // The whole decompression to a file, each output checked by the bench.
+    assert_eq!(
+        r.to_file.iter().map(|t| t.workers).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    for t in &r.to_file {
+        assert!(t.gb_per_s.median > 0.0 && t.gb_per_s.runs == 1, "{t:?}");
+        assert!(std::path::Path::new(&t.dir).is_absolute(), "{}", t.dir);
+    }
     let names: Vec<&str> = r.peers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["zstd-1", "zstd-3", "zstd-19", "lz4", "zipnn"]);
     for p in &r.peers[..4] {
@@ -92,6 +101,7 @@ fn bench_measures_every_configuration_and_reports_missing_peers() {
                 .collect::<Vec<_>>(),
             [1, 2]
         );
+        assert!(p.decompress_write_gb_per_s.is_empty(), "{}", p.name);
     }
     assert!(
         r.peers[4].status.starts_with("missing: "),
@@ -101,6 +111,7 @@ fn bench_measures_every_configuration_and_reports_missing_peers() {
     assert!(r.peers[4].status.contains("/nonexistent/python"));
     let text = bench::render(&r);
     assert!(text.contains("zipnn          missing: "), "{text}");
+    assert!(text.contains("to a file in "), "{text}");
     let json = serde_json::to_value(&r).unwrap();
     for key in [
         "date_utc",
@@ -109,6 +120,7 @@ fn bench_measures_every_configuration_and_reports_missing_peers() {
         "compression",
         "decompression",
         "graph_overhead",
+        "to_file",
         "peers",
         "scenarios",
         "skipped",

@@ -7,8 +7,8 @@
 //!
 //! One module per thing measured: `input` (the model under test),
 //! `decode` (decompression, graph overhead, worker scaling), `peers`,
-//! `scenarios` (policy replays); `report` holds the figures, `render` and
-//! `svg` show them.
+//! `to_file` (the whole decompression to a file), `scenarios` (policy
+//! replays); `report` holds the figures, `render` and `svg` show them.
 #![forbid(unsafe_code)]
 
 mod decode;
@@ -18,6 +18,7 @@ mod render;
 mod report;
 mod scenarios;
 pub mod svg;
+mod to_file;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub use input::{exponent_entropy_bits, main_float_dtype};
 pub use render::render;
 pub use report::{
     utc, utc_now, Compression, DecodeRun, InputInfo, Machine, Overhead, Report, Scaling, Scenario,
-    Stat,
+    Stat, ToFile,
 };
 
 /// The pressure traces shipped in `benches/traces/`, built in.
@@ -237,6 +238,7 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
     let (modes, skipped) = runnable_modes(opts, &gpu);
     let total_steps = runs_each
         + opts.workers.len() * opts.targets.len() * (modes.len() + 1)
+        + opts.workers.len()
         + if opts.peers { 5 } else { 0 }
         + opts.traces.len();
     bar.start(total_steps as u64, "bench");
@@ -260,6 +262,7 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
         bar,
     )?;
     let worker_scaling = decode::worker_scaling(&c, opts, &modes, runs_each, data)?;
+    let to_file = to_file::to_file(&c, &dir.0, &opts.workers, runs_each, &original, bar)?;
     let peers = if opts.peers {
         peers::run_all(opts, &original, &dir.0, &input, bar)?
     } else {
@@ -283,6 +286,7 @@ pub fn run(opts: &BenchOptions, bar: &Progress) -> Result<Report> {
         decompression,
         graph_overhead,
         worker_scaling,
+        to_file,
         peers,
         scenarios,
         skipped,

@@ -36,6 +36,9 @@ pub struct PeerResult {
     pub compress_gb_per_s: Option<Stat>,
     /// Decode throughput (output GB/s) per thread count.
     pub decompress_gb_per_s: Vec<(usize, Stat)>,
+    /// Decode and write to a file (output GB/s) per thread count, where
+    /// the peer was run so (ZipNN: `decompress`, then the bytes written).
+    pub decompress_write_gb_per_s: Vec<(usize, Stat)>,
 }
 
 impl PeerResult {
@@ -47,6 +50,7 @@ impl PeerResult {
             compressed_bytes: None,
             compress_gb_per_s: None,
             decompress_gb_per_s: Vec::new(),
+            decompress_write_gb_per_s: Vec::new(),
         }
     }
 }
@@ -160,6 +164,7 @@ pub fn block_peer(
         compressed_bytes: Some(packed),
         compress_gb_per_s: Some(Stat::of_throughput(data.len() as u64, &secs)),
         decompress_gb_per_s: decode,
+        decompress_write_gb_per_s: Vec::new(),
     })
 }
 
@@ -187,10 +192,14 @@ struct ZipnnOut {
     ratio: f64,
     compress_s: Vec<f64>,
     decompress_s: Vec<f64>,
+    #[serde(default)]
+    decompress_write_s: Vec<f64>,
 }
 
-/// ZipNN on `file` (dtype `dtype`), through the shipped script; missing
-/// (with the reason) when the Python or its `zipnn` is absent.
+/// ZipNN on `file` (dtype `dtype`), through the shipped script, its
+/// decodes also written to a file in `dir` (the figure beside the whole
+/// decompression to a file); missing (with the reason) when the Python or
+/// its `zipnn` is absent.
 pub fn zipnn(
     python: &Path,
     dir: &Path,
@@ -235,6 +244,7 @@ pub fn zipnn(
             .arg(&script)
             .arg(file)
             .args([dtype, &w.to_string(), &repeat.max(1).to_string()])
+            .arg(dir.join("zipnn-out.safetensors"))
             .output();
         let out = match out {
             Ok(o) if o.status.success() => o,
@@ -266,6 +276,11 @@ pub fn zipnn(
         result
             .decompress_gb_per_s
             .push((w, Stat::of_throughput(bytes, &parsed.decompress_s)));
+        if !parsed.decompress_write_s.is_empty() {
+            result
+                .decompress_write_gb_per_s
+                .push((w, Stat::of_throughput(bytes, &parsed.decompress_write_s)));
+        }
     }
     result
 }

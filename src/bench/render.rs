@@ -26,11 +26,23 @@ pub fn render(r: &Report) -> String {
         r.input.source, r.input.bytes, r.input.tensors, r.input.chunks, r.input.exponent_entropy_bits, r.repeat
     );
     o += &format!(
-        "compression: ratio {:.4} ({} bytes), {} GB/s\n\n",
+        "compression: ratio {:.4} ({} bytes), {} GB/s",
         r.compression.ratio,
         r.compression.compressed_bytes,
         fmt_stat(&r.compression.gb_per_s)
     );
+    // The peer compressing with as many threads as ours (all cores).
+    for p in r.peers.iter().filter(|p| p.name.starts_with("zipnn")) {
+        if let Some(s) = &p.compress_gb_per_s {
+            o += &format!(
+                "; {} {} GB/s, ours/peer {:.2}x (medians)",
+                p.name,
+                fmt_stat(s),
+                r.compression.gb_per_s.median / s.median
+            );
+        }
+    }
+    o += "\n\n";
     o += &format!(
         "{:<10} {:>7} {:>7} {:>28} {:>6} {:>6} {:>6} {:>9}\n",
         "decode", "workers", "digits", "GB/s", "gpu", "cpu", "hybrid", "p99 µs"
@@ -70,6 +82,9 @@ pub fn render(r: &Report) -> String {
             sc.workers, sc.median, sc.min, sc.max, sc.pairs
         );
     }
+    if !r.to_file.is_empty() {
+        o += &to_file_table(r);
+    }
     if !r.peers.is_empty() {
         o += &peers_table(r);
     }
@@ -78,6 +93,44 @@ pub fn render(r: &Report) -> String {
     }
     for s in &r.skipped {
         o += &format!("skipped: {s}\n");
+    }
+    o
+}
+
+/// The whole decompression to a file, and ZipNN's decode and write to the
+/// same folder, per worker count.
+fn to_file_table(r: &Report) -> String {
+    let mut o = format!(
+        "\nto a file in {} (ours: the whole decompression, written and renamed; a peer: decode, then write):\n",
+        r.to_file[0].dir
+    );
+    o += &format!(
+        "{:>7} {:>28} {:>14} {:>28} {:>10}\n",
+        "workers", "padic-burst GB/s", "peer", "peer GB/s", "ours/peer"
+    );
+    for t in &r.to_file {
+        let peer = r.peers.iter().find_map(|p| {
+            p.decompress_write_gb_per_s
+                .iter()
+                .find(|(w, _)| *w == t.workers)
+                .map(|(_, s)| (p.name.as_str(), s))
+        });
+        let (name, stat, ratio) = match peer {
+            Some((name, s)) => (
+                name.to_string(),
+                fmt_stat(s),
+                format!("{:.2}x", t.gb_per_s.median / s.median),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        o += &format!(
+            "{:>7} {:>28} {:>14} {:>28} {:>10}\n",
+            t.workers,
+            fmt_stat(&t.gb_per_s),
+            name,
+            stat,
+            ratio
+        );
     }
     o
 }

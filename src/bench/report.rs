@@ -124,6 +124,17 @@ pub struct Compression {
     pub gb_per_s: Stat,
 }
 
+/// The whole decompression to a file, with one worker count.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToFile {
+    /// The folder written to (the bench's, in `$TMPDIR`).
+    pub dir: String,
+    /// Workers of the run.
+    pub workers: usize,
+    /// Output GB/s of the whole call: decode, write, rename.
+    pub gb_per_s: Stat,
+}
+
 /// One decode configuration's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeRun {
@@ -238,6 +249,8 @@ pub struct Report {
     /// The cpu-only graph with the most workers over one worker, from pairs
     /// run back to back (when both counts are measured).
     pub worker_scaling: Option<Scaling>,
+    /// The whole decompression to a file, per worker count.
+    pub to_file: Vec<ToFile>,
     /// The peers on the same file.
     pub peers: Vec<PeerResult>,
     /// The policy scenarios.
