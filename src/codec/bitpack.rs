@@ -17,10 +17,10 @@ pub fn packed_len(n: usize, width: u32) -> usize {
 /// Appends `syms` packed at `width` bits (`1..=MAX_WIDTH`).
 pub fn encode(syms: &[u16], width: u32, out: &mut Vec<u8>) {
     match width {
-        1 => pack::<1>(syms, out),
+        1 => pack1(syms, out),
+        4 => pack4(syms, out),
         2 => pack::<2>(syms, out),
         3 => pack::<3>(syms, out),
-        4 => pack::<4>(syms, out),
         5 => pack::<5>(syms, out),
         6 => pack::<6>(syms, out),
         7 => pack::<7>(syms, out),
@@ -30,6 +30,67 @@ pub fn encode(syms: &[u16], width: u32, out: &mut Vec<u8>) {
         11 => pack::<11>(syms, out),
         12 => pack::<12>(syms, out),
         _ => panic!("bit width {width} outside 1..={MAX_WIDTH}"),
+    }
+}
+
+/// [`encode`] at 1 bit (a sign plane): a byte a group of eight, each
+/// value's bit at its place, in a loop the compiler turns into vector code
+/// (the general packing assembles a register a group).
+fn pack1(syms: &[u16], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + packed_len(syms.len(), 1), 0);
+    let buf = &mut out[start..];
+    // Sixteen values a step with SSE2 (every x86-64 has it): each value's
+    // bit moved to its lane's sign, the lanes narrowed, the signs gathered.
+    #[cfg(target_arch = "x86_64")]
+    let (buf, syms) = {
+        use std::arch::x86_64::*;
+        let whole = syms.len() / 16;
+        for (d, v) in buf.chunks_exact_mut(2).zip(syms.chunks_exact(16)) {
+            let p = v.as_ptr() as *const __m128i;
+            // SAFETY: `v` holds sixteen u16, the 32 bytes read; SSE2 is part
+            // of the x86-64 baseline, so the instructions exist.
+            let bits = unsafe {
+                let (a, b) = (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
+                let signs = _mm_packs_epi16(_mm_slli_epi16(a, 15), _mm_slli_epi16(b, 15));
+                _mm_movemask_epi8(signs) as u16
+            };
+            d.copy_from_slice(&bits.to_le_bytes());
+        }
+        (&mut buf[2 * whole..], &syms[16 * whole..])
+    };
+    let eights = syms.chunks_exact(8);
+    let rest = eights.remainder();
+    for (d, e) in buf.iter_mut().zip(eights) {
+        let e: &[u16; 8] = e.try_into().expect("eight values");
+        let mut b = 0u16;
+        for (j, &s) in e.iter().enumerate() {
+            b |= (s & 1) << j;
+        }
+        *d = b as u8;
+    }
+    if !rest.is_empty() {
+        let mut b = 0u16;
+        for (j, &s) in rest.iter().enumerate() {
+            b |= (s & 1) << j;
+        }
+        buf[syms.len() / 8] = b as u8;
+    }
+}
+
+/// [`encode`] at 4 bits (bf16's low digits): a byte a pair of values, the
+/// first in the low nibble, in a loop that becomes vector code.
+fn pack4(syms: &[u16], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + packed_len(syms.len(), 4), 0);
+    let buf = &mut out[start..];
+    let pairs = syms.chunks_exact(2);
+    let rest = pairs.remainder();
+    for (d, p) in buf.iter_mut().zip(pairs) {
+        *d = ((p[0] & 0xf) | (p[1] & 0xf) << 4) as u8;
+    }
+    if let [last] = rest {
+        buf[syms.len() / 2] = (last & 0xf) as u8;
     }
 }
 
