@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use super::pool::BufferPool;
@@ -59,43 +58,51 @@ type Pending = (u64, Vec<u8>, Arc<BufferPool>);
 
 /// The output file: the data region starts at `base`. Writes to one file
 /// take the file's lock in turn, so the workers never write themselves:
+/// their parts wait in one queue ([`Outbox`]), written out
 ///
-/// * with a core to spare ([`write_behind`]), a writer thread of the
-///   placement's own writes every part, and each worker goes on decoding
-///   while its last part is copied into the page cache;
-/// * otherwise the parts wait in a queue, and whichever worker finds nobody
-///   writing writes the queue out, its own part and the others' (where
-///   workers each wrote their own, two of them spent a tenth of a 256 MB
-///   decode spinning on the file's lock).
+/// * with a core to spare ([`write_behind`]), by a writer thread of the
+///   placement's own, so each worker goes on decoding while its last part is
+///   copied into the page cache;
+/// * otherwise by whichever worker finds nobody writing, its own part and
+///   the others' (where workers each wrote their own, two of them spent a
+///   tenth of a 256 MB decode spinning on the file's lock).
 pub(crate) struct FilePlacement {
     out: Arc<Outbox>,
     base: u64,
     path: PathBuf,
     /// The writer thread, while it runs (with a core to spare).
-    writer: Mutex<Option<Writer>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// The writer thread, and the queue to it.
-struct Writer {
-    queue: SyncSender<Pending>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-/// What the writers share: the file, the first failure, and the queue of
-/// parts the workers take turns to write.
+/// What the writers share: the file, the first failure, and the queue.
 struct Outbox {
     file: File,
     /// The first write that failed (its kind and message); after it, parts
     /// are not written (the run stops).
     failed: Mutex<Option<(std::io::ErrorKind, String)>>,
-    queue: Mutex<std::collections::VecDeque<Pending>>,
+    queue: Mutex<Queue>,
     /// Signalled when the queue has room.
     room: std::sync::Condvar,
-    /// Set while a worker writes the queue out.
+    /// Signalled, for the writer thread, when a part comes or the queue closes.
+    ready: std::sync::Condvar,
+    /// Set while a worker writes the queue out (no writer thread).
     writing: std::sync::atomic::AtomicBool,
+    /// A writer thread takes the parts (else the workers take turns).
+    behind: std::sync::atomic::AtomicBool,
+}
+
+/// The parts waiting, and whether the writer thread is to stop.
+#[derive(Default)]
+struct Queue {
+    parts: std::collections::VecDeque<Pending>,
+    closed: bool,
 }
 
 impl Outbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Writes one part (unless an earlier one failed) and gives its buffer back.
     fn write(&self, (at, data, pool): Pending) {
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
@@ -117,17 +124,40 @@ impl Outbox {
         }
     }
 
-    /// Queues `part`, then writes the queue out unless another worker is
-    /// writing it already (that worker then writes `part` too).
+    /// Queues `part` (waiting for room), then hands it to the writer thread,
+    /// or writes the queue out unless another worker is writing it already
+    /// (that worker then writes `part` too).
     fn put(&self, part: Pending) {
         {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            while queue.len() >= WRITE_QUEUE {
+            let mut queue = self.queue();
+            while queue.parts.len() >= WRITE_QUEUE {
                 queue = self.room.wait(queue).unwrap_or_else(|e| e.into_inner());
             }
-            queue.push_back(part);
+            queue.parts.push_back(part);
         }
-        self.drain();
+        if self.behind.load(std::sync::atomic::Ordering::Acquire) {
+            self.ready.notify_one();
+        } else {
+            self.drain();
+        }
+    }
+
+    /// The writer thread: writes parts as they come, until the queue closes.
+    fn write_behind(&self) {
+        loop {
+            let next = {
+                let mut queue = self.queue();
+                while queue.parts.is_empty() && !queue.closed {
+                    queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+                queue.parts.pop_front()
+            };
+            self.room.notify_all();
+            match next {
+                Some(part) => self.write(part),
+                None => return,
+            }
+        }
     }
 
     /// Writes the queue out, unless another thread is writing it; returns
@@ -142,11 +172,7 @@ impl Outbox {
             .is_ok()
         {
             loop {
-                let next = self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .pop_front();
+                let next = self.queue().parts.pop_front();
                 self.room.notify_all();
                 match next {
                     Some(part) => self.write(part),
@@ -154,12 +180,7 @@ impl Outbox {
                 }
             }
             self.writing.store(false, Ordering::Release);
-            if self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-            {
+            if self.queue().parts.is_empty() {
                 break;
             }
         }
@@ -189,19 +210,21 @@ impl FilePlacement {
             failed: Default::default(),
             queue: Default::default(),
             room: Default::default(),
+            ready: Default::default(),
             writing: Default::default(),
+            behind: Default::default(),
         });
-        let (queue, parts) = sync_channel::<Pending>(WRITE_QUEUE);
         let thread_out = out.clone();
         // Where no thread starts, the workers write in turn.
         let writer = write_behind
             .then(|| {
                 std::thread::Builder::new()
                     .name("writer".into())
-                    .spawn(move || parts.into_iter().for_each(|p| thread_out.write(p)))
+                    .spawn(move || thread_out.write_behind())
             })
-            .and_then(|spawned| spawned.ok())
-            .map(|thread| Writer { queue, thread });
+            .and_then(|spawned| spawned.ok());
+        out.behind
+            .store(writer.is_some(), std::sync::atomic::Ordering::Release);
         FilePlacement {
             out,
             base,
@@ -220,40 +243,24 @@ impl Placement for FilePlacement {
     }
     fn put(&self, offset: u64, data: Vec<u8>, pool: &Arc<BufferPool>) -> std::io::Result<()> {
         self.out.failure()?;
-        let part = (self.base + offset, data, pool.clone());
-        let thread = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|w| w.queue.clone());
-        match thread {
-            Some(queue) => {
-                // A closed queue: the thread is gone (flushed); queue it here.
-                if let Err(std::sync::mpsc::SendError(part)) = queue.send(part) {
-                    self.out.put(part);
-                }
-            }
-            None => self.out.put(part),
-        }
+        self.out.put((self.base + offset, data, pool.clone()));
         Ok(())
     }
     fn flush(&self) -> std::io::Result<()> {
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(Writer { queue, thread }) = writer {
-            drop(queue);
+        if let Some(thread) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            self.out.queue().closed = true;
+            self.out.ready.notify_all();
             thread
                 .join()
                 .map_err(|_| std::io::Error::other("the writer thread panicked"))?;
+            // Parts put from now on are written by whoever puts them.
+            self.out
+                .behind
+                .store(false, std::sync::atomic::Ordering::Release);
         }
-        // Parts queued for the workers: a worker still writing them out
-        // finishes first (the run is over, so none is coming).
-        while !self
-            .out
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        // Parts still queued: a worker still writing them out finishes
+        // first (the run is over, so none is coming).
+        while !self.out.queue().parts.is_empty()
             || self.out.writing.load(std::sync::atomic::Ordering::Acquire)
         {
             self.out.drain();
