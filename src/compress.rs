@@ -81,7 +81,22 @@ struct Piece {
     tensor: usize,
     bytes: usize,
     sections: Vec<Vec<u8>>,
+    /// Each section's xxh3, once the piece is kept (see [`Piece::summed`]).
+    sums: Vec<u64>,
     err: f64,
+}
+
+impl Piece {
+    /// The piece with its sections' checksums, computed on the coding
+    /// thread rather than by the one thread that writes the file.
+    fn summed(mut self) -> Self {
+        self.sums = self
+            .sections
+            .iter()
+            .map(|s| xxhash_rust::xxh3::xxh3_64(s))
+            .collect();
+        self
+    }
 }
 
 /// What coding a job gave: its chunks, and whether a run's tensors share
@@ -215,7 +230,10 @@ pub fn compress_file(
     let temp = TempOutput::create_from(output, input)?;
     let temp_path: PathBuf = temp.temp_path().to_path_buf();
     let io = |e| Error::io(&temp_path, e);
-    let mut writer = Writer::new(BufWriter::with_capacity(1 << 20, temp.file())).map_err(io)?;
+    // Sections of 64 KiB and more go straight to the file (`BufWriter`
+    // writes what does not fit its buffer without copying it); the small
+    // ones, and the prefix, are gathered into fewer writes.
+    let mut writer = Writer::new(BufWriter::with_capacity(64 << 10, temp.file())).map_err(io)?;
     let mut entries: Vec<TensorEntry> = src
         .tensors
         .iter()
@@ -254,6 +272,7 @@ pub fn compress_file(
             tensor,
             bytes: end - start,
             sections,
+            sums: Vec::new(),
             err,
         }
     };
@@ -264,19 +283,19 @@ pub fn compress_file(
         let whole = piece(job.tensor, job.start, job.end);
         if job.run.is_empty() {
             return Coded {
-                pieces: vec![whole],
+                pieces: vec![whole.summed()],
                 shared: false,
             };
         }
         let apart: Vec<Piece> = job.run.iter().map(|&(t, a, b)| piece(t, a, b)).collect();
         if cost(&whole) <= apart.iter().map(cost).sum() {
             Coded {
-                pieces: vec![whole],
+                pieces: vec![whole.summed()],
                 shared: true,
             }
         } else {
             Coded {
-                pieces: apart,
+                pieces: apart.into_iter().map(Piece::summed).collect(),
                 shared: false,
             }
         }
@@ -295,7 +314,7 @@ pub fn compress_file(
             let refs: Vec<&[u8]> = p.sections.iter().map(Vec::as_slice).collect();
             entry
                 .chunks
-                .push(writer.chunk(elements, &refs).map_err(io)?);
+                .push(writer.chunk_summed(elements, &refs, &p.sums).map_err(io)?);
             chunks += 1;
             if let Some(c) = entry.codec.as_mut() {
                 c.max_abs_error = match c.max_abs_error {

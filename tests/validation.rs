@@ -274,6 +274,38 @@ fn the_writer_places_chunks_back_to_back_after_the_prefix() {
 }
 
 #[test]
+fn checksums_computed_ahead_give_the_same_entry_and_must_match_the_sections() {
+    let sections: [&[u8]; 2] = [b"abc", b"de"];
+    let sums = [
+        xxhash_rust::xxh3::xxh3_64(b"abc"),
+        xxhash_rust::xxh3::xxh3_64(b"de"),
+    ];
+    let mut plain = Writer::new(Vec::new()).unwrap();
+    let mut summed = Writer::new(Vec::new()).unwrap();
+    assert_eq!(
+        plain.chunk(3, &sections).unwrap(),
+        summed.chunk_summed(3, &sections, &sums).unwrap()
+    );
+    let err = summed.chunk_summed(1, &sections, &sums[..1]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(
+        err.to_string().contains("2 sections with 1 checksums"),
+        "{err}"
+    );
+    // Nothing of the refused chunk was written.
+    let header = Header {
+        format: FORMAT_NAME.into(),
+        source_header: "{}".into(),
+        data_len: 0,
+        tensors: vec![],
+    };
+    assert_eq!(
+        summed.finish(&header).unwrap().0,
+        plain.finish(&header).unwrap().0
+    );
+}
+
+#[test]
 fn index_errors_name_the_tensor_and_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let (_, packed) = mixed_sample(dir.path());

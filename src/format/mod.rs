@@ -242,14 +242,36 @@ impl<W: std::io::Write> Writer<W> {
 
     /// Appends one chunk's sections and returns its index entry.
     pub fn chunk(&mut self, elements: u64, sections: &[&[u8]]) -> std::io::Result<ChunkEntry> {
+        let sums: Vec<u64> = sections
+            .iter()
+            .map(|s| xxhash_rust::xxh3::xxh3_64(s))
+            .collect();
+        self.chunk_summed(elements, sections, &sums)
+    }
+
+    /// [`Writer::chunk`] with each section's xxh3 already computed (the
+    /// compressor's coding threads compute them, in parallel, while the
+    /// sections are still in their caches).
+    pub fn chunk_summed(
+        &mut self,
+        elements: u64,
+        sections: &[&[u8]],
+        xxh3: &[u64],
+    ) -> std::io::Result<ChunkEntry> {
+        if sections.len() != xxh3.len() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} sections with {} checksums", sections.len(), xxh3.len()),
+            ));
+        }
         let offset = self.pos;
         let mut entries = Vec::with_capacity(sections.len());
-        for s in sections {
+        for (s, &sum) in sections.iter().zip(xxh3) {
             self.out.write_all(s)?;
             self.pos += s.len() as u64;
             entries.push(SectionEntry {
                 len: s.len() as u64,
-                xxh3: xxhash_rust::xxh3::xxh3_64(s),
+                xxh3: sum,
             });
         }
         Ok(ChunkEntry {

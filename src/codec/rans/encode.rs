@@ -162,11 +162,13 @@ pub(super) fn encode_with(
         static WORDS: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     WORDS.with_borrow_mut(|words| {
-        // Every slot is written before it is read (see `encode_segment`).
-        words.resize(
-            syms.len() + syms.len().div_ceil(SEGMENT_SYMBOLS) * SPAN_SLACK,
-            0,
-        );
+        // Every slot is written before it is read (see `encode_segment`), so
+        // the buffer only grows: shrinking it for a short section would zero
+        // the slots again when the next long one grows it back.
+        let need = syms.len() + syms.len().div_ceil(SEGMENT_SYMBOLS) * SPAN_SLACK;
+        if words.len() < need {
+            words.resize(need, 0);
+        }
         let mut segments: Vec<([u32; 64], std::ops::Range<usize>)> = Vec::new();
         let mut base = 0;
         for seg in syms.chunks(SEGMENT_SYMBOLS) {
@@ -191,6 +193,11 @@ pub(super) fn encode_with(
 
 /// Appends `words` as little-endian u16s.
 fn put_words(out: &mut Vec<u8>, words: &[u16]) {
+    if cfg!(target_endian = "little") {
+        // The words' own bytes: one copy, no zeroing first.
+        out.extend_from_slice(bytemuck::cast_slice(words));
+        return;
+    }
     let start = out.len();
     out.resize(start + 2 * words.len(), 0);
     for (dst, w) in out[start..].chunks_exact_mut(2).zip(words) {
