@@ -90,39 +90,32 @@ def main():
             f"ZipNN {len(zipped)} bytes; {args.threads} threads each; median of {args.runs} runs"
         )
 
-        def zipnn_np():
-            flat = np.frombuffer(z.decompress(zipped), dtype=np.uint8)
-            return zipnn_views(flat, header, NP)
+        def zipnn(source, frombuffer, dtypes):
+            """A ZipNN load: `source()` gives the compressed bytes (already in
+            memory, or read from the file); decompress returns a bytearray,
+            which `frombuffer` wraps without a copy."""
+            return lambda: zipnn_views(frombuffer(z.decompress(source())), header, dtypes)
 
-        def zipnn_np_file():
-            flat = np.frombuffer(z.decompress(zfile.read_bytes()), dtype=np.uint8)
-            return zipnn_views(flat, header, NP)
-
+        in_memory = lambda: zipped  # noqa: E731
+        from_file = zfile.read_bytes
         tools = {
             "padic_burst.numpy.load_file": lambda: padic_burst.numpy.load_file(packed, workers=args.threads),
-            "ZipNN decompress + numpy.frombuffer": zipnn_np,
-            "ZipNN read file + decompress + numpy.frombuffer": zipnn_np_file,
+            "ZipNN decompress + numpy.frombuffer": zipnn(in_memory, lambda b: np.frombuffer(b, np.uint8), NP),
+            "ZipNN read file + decompress + numpy.frombuffer": zipnn(
+                from_file, lambda b: np.frombuffer(b, np.uint8), NP
+            ),
             "safetensors.numpy.load_file (uncompressed)": lambda: safetensors.numpy.load_file(args.weights),
         }
         if torch is not None:
             torch.set_num_threads(args.threads)
 
             pt = {"BF16": torch.bfloat16, "F32": torch.float32, "F16": torch.float16, "I64": torch.int64}
-
-            def zipnn_pt():
-                # decompress returns a bytearray: torch.frombuffer wraps it, no copy.
-                flat = torch.frombuffer(z.decompress(zipped), dtype=torch.uint8)
-                return zipnn_views(flat, header, pt)
-
-            def zipnn_pt_file():
-                flat = torch.frombuffer(z.decompress(zfile.read_bytes()), dtype=torch.uint8)
-                return zipnn_views(flat, header, pt)
-
+            tensor = lambda b: torch.frombuffer(b, dtype=torch.uint8)  # noqa: E731
             tools.update(
                 {
                     "padic_burst.torch.load_file": lambda: padic_burst.torch.load_file(packed, workers=args.threads),
-                    "ZipNN decompress + torch.frombuffer": zipnn_pt,
-                    "ZipNN read file + decompress + torch.frombuffer": zipnn_pt_file,
+                    "ZipNN decompress + torch.frombuffer": zipnn(in_memory, tensor, pt),
+                    "ZipNN read file + decompress + torch.frombuffer": zipnn(from_file, tensor, pt),
                     "safetensors.torch.load_file (uncompressed)": lambda: safetensors.torch.load_file(args.weights),
                 }
             )
