@@ -164,19 +164,37 @@ pub fn output_buffer(n: usize) -> Vec<u8> {
     let data = vec![0u8; n];
     #[cfg(target_os = "linux")]
     if n >= 4 << 20 && !crate::config::no_hugepage().unwrap_or(false) {
-        const HUGE: usize = 2 << 20;
-        let start = data.as_ptr() as usize;
-        let first = start.next_multiple_of(HUGE);
-        let end = (start + n) / HUGE * HUGE;
-        if end > first {
-            // SAFETY: the range lies inside `data`'s allocation; MADV_HUGEPAGE
-            // only changes how its pages are backed, never their contents.
-            let _ = unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE)
-            };
-        }
+        advise_within(data.as_ptr() as usize, n, 2 << 20, libc::MADV_HUGEPAGE);
     }
     data
+}
+
+/// Maps the whole 4 KiB pages of the `len` output bytes at `addr` before a
+/// decoder writes them (`MADV_POPULATE_WRITE`, Linux 5.14 and later): one
+/// call instead of a page fault a page. A Python load of MiniLM bf16 into
+/// 4 KiB pages took 24.6 ms against 26.5 ms (median of 30, alternated; 3%
+/// less with huge pages). Best effort: an older kernel refuses it, and the
+/// decoder's writes fault the pages in as before.
+pub(crate) fn populate(addr: usize, len: usize) {
+    #[cfg(target_os = "linux")]
+    advise_within(addr, len, 4096, libc::MADV_POPULATE_WRITE);
+    #[cfg(not(target_os = "linux"))]
+    let _ = (addr, len);
+}
+
+/// `madvise(advice)` over the `align`-aligned blocks that lie wholly within
+/// the `len` bytes at `addr` (best effort: the advice only changes how the
+/// pages are backed, and a refusal changes nothing).
+#[cfg(target_os = "linux")]
+fn advise_within(addr: usize, len: usize, align: usize, advice: libc::c_int) {
+    let first = addr.next_multiple_of(align);
+    let end = (addr + len) / align * align;
+    if end > first {
+        // SAFETY: the range lies inside the caller's allocation; MADV_HUGEPAGE
+        // and MADV_POPULATE_WRITE change how its pages are backed, never
+        // their contents.
+        let _ = unsafe { libc::madvise(first as *mut libc::c_void, end - first, advice) };
+    }
 }
 
 /// Decodes chunks on the CPU.

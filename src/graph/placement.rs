@@ -423,41 +423,12 @@ impl MemoryPlacement {
         }
         claimed.insert(at, at + len);
         drop(claimed);
-        populate(self.ptr as usize + at, len);
+        crate::engine::cpu::populate(self.ptr as usize + at, len);
         // SAFETY: `at..at + len` lies inside `buf` (checked above) and
         // overlaps no range handed out before (checked under the lock), so
         // this is the only live reference to these bytes.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) })
     }
-}
-
-/// Maps the whole pages of `len` bytes from `addr` (`MADV_POPULATE_WRITE`,
-/// Linux 5.14 and later) before a decoder writes them: one call instead of
-/// a page fault a page. A Python load of MiniLM bf16 into 4 KiB pages took
-/// 24.6 ms against 26.5 ms (median of 30, alternated; 3% with huge pages).
-/// Best effort: an older kernel refuses it, and the decoder's writes fault
-/// the pages in as before.
-fn populate(addr: usize, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        let first = addr.next_multiple_of(PAGE);
-        let end = (addr + len) / PAGE * PAGE;
-        if end > first {
-            // SAFETY: the range lies inside the output buffer (the caller's
-            // checked claim); populating only maps its pages, keeping their
-            // contents.
-            let _ = unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    end - first,
-                    libc::MADV_POPULATE_WRITE,
-                )
-            };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (addr, len);
 }
 
 impl Placement for MemoryPlacement {
