@@ -232,6 +232,83 @@ fn load_stops_on_a_gpu_failure_that_is_not_out_of_memory() {
     );
 }
 
+/// GPU memory 95% used at the first reading, 85% at every later one: above
+/// the 90% threshold, then inside its 10-point hysteresis band.
+struct RiseThenBand(std::sync::atomic::AtomicUsize);
+
+impl padic_burst::pressure::PressureSource for RiseThenBand {
+    fn sample_at(&self, t_ms: u64) -> Option<padic_burst::pressure::Sample> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(padic_burst::pressure::Sample {
+            t_ms,
+            used_mb: if n == 0 { 9_500.0 } else { 8_500.0 },
+            total_mb: 10_000.0,
+        })
+    }
+    fn has_gpu(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_sharded_load_decides_every_shard_under_one_policy_and_decodes_host_shards_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = |name: &str, seed| {
+        let (packed, file) = common::gaussian_model(
+            dir.path(),
+            name,
+            seed,
+            &[
+                (&format!("{name}.w"), Dtype::BF16, vec![100, 300], 0.04),
+                (&format!("{name}.b"), Dtype::F32, vec![3_000], 0.02),
+            ],
+            16,
+        );
+        (Arc::new(Container::open(packed).unwrap()), file)
+    };
+    let (a, a_file) = shard("a", 5);
+    let (b, b_file) = shard("b", 6);
+    let gpu = Arc::new(common::FakeGpu::new(&[]));
+    let p = Pipeline::new(config(64.0))
+        .with_gpu(gpu.clone())
+        .with_pressure(Arc::new(RiseThenBand(Default::default())));
+    let (shards, info) = p
+        .load_shards(&[a.clone(), b.clone()], None, |_| Residence::Device)
+        .unwrap();
+    // The first reading switches AUTO to the CPU; 85% is not below 80%, so
+    // it stays there through the second shard (a policy begun afresh for
+    // that shard would start on the GPU, with 85% under the threshold).
+    assert!(gpu.on_device.lock().unwrap().is_empty());
+    for t in shards.iter().flatten() {
+        assert!(!t.on_device(), "{}", t.name);
+        let why = t.fallback.as_deref().unwrap();
+        assert!(
+            why.contains("memory pressure (GPU memory"),
+            "{}: {why}",
+            t.name
+        );
+    }
+    assert_eq!(
+        (info.device_tensors, info.host_tensors, info.fallbacks),
+        (0, 4, 4)
+    );
+    assert_eq!(info.memory_pressure_events, 1);
+    for (got, (c, file)) in shards.iter().zip([(&a, &a_file), (&b, &b_file)]) {
+        let names: Vec<&str> = got.iter().map(|t| t.name.as_str()).collect();
+        let want: Vec<&str> = c.header().tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, want);
+        let whole: Vec<u8> = got
+            .iter()
+            .flat_map(|t| t.to_host().unwrap().to_vec())
+            .collect();
+        assert!(whole == common::data_region(file), "bit-exact, in order");
+    }
+    // Both shards, every tensor in host memory: one graph run decoded them.
+    let chunks = a.header().chunk_count() + b.header().chunk_count();
+    let s = p.statistics().unwrap();
+    assert_eq!(s.total_decompressions as usize, chunks);
+}
+
 #[test]
 fn load_in_gpu_only_fails_naming_the_tensor_and_cpu_only_stays_on_the_host() {
     let dir = tempfile::tempdir().unwrap();

@@ -140,40 +140,6 @@ fn parse_device(device: &str) -> PyResult<Device> {
     }
 }
 
-/// Counters of the statistics added up over a directory's shards when they
-/// load one run each (onto a device); every other key is the last shard's.
-const SUMMED: &[&str] = &[
-    "total_decompressions",
-    "gpu_decompressions",
-    "cpu_decompressions",
-    "hybrid_decompressions",
-    "mode_switches",
-    "memory_pressure_events",
-    "gpu_oom_reroutes",
-    "gpu_memory_saved_mb",
-    "bytes_in",
-    "bytes_out",
-    "wall_time_s",
-];
-
-fn add_counts(total: &mut serde_json::Value, run: serde_json::Value) {
-    let (Some(t), serde_json::Value::Object(r)) = (total.as_object_mut(), run) else {
-        return;
-    };
-    for (key, value) in r {
-        let summed = match (SUMMED.contains(&key.as_str()), t.get(&key), &value) {
-            (true, Some(a), b) => a.as_f64().zip(b.as_f64()).map(|(a, b)| {
-                match (a + b).fract() == 0.0 && a >= 0.0 && b >= 0.0 {
-                    true => serde_json::json!((a + b) as u64),
-                    false => serde_json::json!(a + b),
-                }
-            }),
-            _ => None,
-        };
-        t.insert(key, summed.unwrap_or(value));
-    }
-}
-
 /// The decode pipeline: a mode that can be forced, an LRU cache of tensors
 /// (`get_tensor`), and the last load's statistics. Safe to share between
 /// threads.
@@ -181,80 +147,42 @@ fn add_counts(total: &mut serde_json::Value, run: serde_json::Value) {
 struct Pipeline {
     inner: Inner,
     gpu_device: u32,
-    /// The last load's statistics as JSON, summed over its shards.
+    /// The last load's statistics as JSON.
     last: Mutex<Option<serde_json::Value>>,
     /// The load in progress, for `statistics()` polled while it goes.
     loading: Mutex<Option<Loading>>,
 }
 
-/// A load in progress: the graph runs it has finished so far (one per
-/// shard), and where its runs begin in the monitor's count.
+/// A load in progress: where its graph run begins in the monitor's count.
 struct Loading {
     /// The monitor's runs numbered above this one are the load's.
     after_run: u64,
-    /// (run, its statistics) of the load's finished runs.
-    done: Vec<(u64, serde_json::Value)>,
-}
-
-/// Sums the statistics of runs (counters added, other keys the last run's).
-fn sum_runs(runs: impl IntoIterator<Item = serde_json::Value>) -> Option<serde_json::Value> {
-    let mut total: Option<serde_json::Value> = None;
-    for run in runs {
-        match &mut total {
-            None => total = Some(run),
-            Some(t) => add_counts(t, run),
-        }
-    }
-    total
 }
 
 impl Pipeline {
-    fn record(&self, runs: Vec<serde_json::Value>) {
-        if let Some(total) = sum_runs(runs) {
-            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(total);
-        }
+    fn record(&self, statistics: serde_json::Value) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(statistics);
     }
 
-    /// A load begins: its runs are the monitor's from the next one on.
+    /// A load begins: its graph run is the monitor's next one.
     fn begin_load(&self) {
         let after_run = self.inner.monitor().snapshot().map_or(0, |s| s.run);
-        *self.loading.lock().unwrap_or_else(|p| p.into_inner()) = Some(Loading {
-            after_run,
-            done: Vec::new(),
-        });
+        *self.loading.lock().unwrap_or_else(|p| p.into_inner()) = Some(Loading { after_run });
     }
 
-    /// One of the load's runs ended with `statistics`.
-    fn run_done(&self, statistics: &serde_json::Value) {
-        let run = self.inner.monitor().snapshot().map_or(0, |s| s.run);
-        if let Some(l) = self
+    /// The statistics of the load in progress: its graph run's so far;
+    /// `None` without a load in progress, or before its run starts.
+    fn load_so_far(&self) -> Option<serde_json::Value> {
+        let after_run = self
             .loading
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            l.done.push((run, statistics.clone()));
-        }
-    }
-
-    /// The load in progress so far: its finished runs and the one going,
-    /// summed; `None` without a load in progress, or before its first run.
-    fn load_so_far(&self) -> Option<serde_json::Value> {
-        let (after_run, mut runs) = {
-            let loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-            let l = loading.as_ref()?;
-            (l.after_run, l.done.clone())
-        };
-        if let Some(now) = self.inner.monitor().snapshot() {
-            if now.run > after_run && runs.iter().all(|(run, _)| *run != now.run) {
-                runs.extend(
-                    serde_json::to_value(&now.statistics)
-                        .ok()
-                        .map(|v| (now.run, v)),
-                );
-            }
-        }
-        sum_runs(runs.into_iter().map(|(_, v)| v))
+            .as_ref()?
+            .after_run;
+        let now = self.inner.monitor().snapshot()?;
+        (now.run > after_run)
+            .then(|| serde_json::to_value(&now.statistics).ok())
+            .flatten()
     }
 
     fn run_statistics(&self) -> Option<serde_json::Value> {
@@ -294,11 +222,9 @@ impl Pipeline {
                 out.push((t.name.clone(), t.dtype.clone(), t.shape.clone(), tensor));
             }
         }
-        let runs: Vec<serde_json::Value> = self.run_statistics().into_iter().collect();
-        for run in &runs {
-            self.run_done(run);
+        if let Some(run) = self.run_statistics() {
+            self.record(run);
         }
-        self.record(runs);
         Ok(out)
     }
 
@@ -320,27 +246,36 @@ impl Pipeline {
                 "device \"cuda:{device}\": no GPU to decode on: {why}"
             )));
         }
+        // Every shard in one load: one policy decides them all, and the
+        // shards that go wholly to host memory decode in one graph run.
+        let what = match containers {
+            [c] => format!("loading {} onto cuda:{device}", c.path().display()),
+            _ => format!("loading {} shards onto cuda:{device}", containers.len()),
+        };
+        let before = self.inner.monitor().snapshot().map_or(0, |s| s.run);
+        let (shards, info) = unlocked(py, &what, || {
+            self.inner
+                .load_shards(containers, target, |_| Residence::Device)
+        })?;
+        // The statistics of the load's graph run, when it made one (host
+        // memory); the load's own counts on top.
+        let ran = self.inner.monitor().snapshot().map_or(0, |s| s.run) > before;
+        let mut run = match ran {
+            true => self.run_statistics(),
+            false => None,
+        }
+        .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(o) = run.as_object_mut() {
+            o.insert("device_tensors".into(), info.device_tensors.into());
+            o.insert("host_tensors".into(), info.host_tensors.into());
+            o.insert("fallbacks".into(), info.fallbacks.into());
+            o.insert(
+                "memory_pressure_events".into(),
+                info.memory_pressure_events.into(),
+            );
+        }
         let mut out = Vec::new();
-        let mut runs = Vec::new();
-        for c in containers {
-            let what = format!("loading {} onto cuda:{device}", c.path().display());
-            let (tensors, info) = unlocked(py, &what, || {
-                self.inner.load(c, target, |_| Residence::Device)
-            })?;
-            let mut run = self
-                .run_statistics()
-                .unwrap_or_else(|| serde_json::json!({}));
-            self.run_done(&run);
-            if let Some(o) = run.as_object_mut() {
-                o.insert("device_tensors".into(), info.device_tensors.into());
-                o.insert("host_tensors".into(), info.host_tensors.into());
-                o.insert("fallbacks".into(), info.fallbacks.into());
-                o.insert(
-                    "memory_pressure_events".into(),
-                    info.memory_pressure_events.into(),
-                );
-            }
-            runs.push(run);
+        for (c, tensors) in containers.iter().zip(shards) {
             for t in tensors {
                 let dl = match &t.values {
                     Values::Device(buf) => {
@@ -361,7 +296,7 @@ impl Pipeline {
                 out.push((t.name, t.dtype, t.shape, dl));
             }
         }
-        self.record(runs);
+        self.record(run);
         Ok(out)
     }
 }
@@ -557,7 +492,9 @@ impl Opened {
         let t = unlocked(py, &what, || {
             pipeline.inner.decompress_tensor(c, name, target_precision)
         })?;
-        pipeline.record(pipeline.run_statistics().into_iter().collect());
+        if let Some(run) = pipeline.run_statistics() {
+            pipeline.record(run);
+        }
         // The cache keeps its copy immutable; the caller gets its own.
         let bytes = Arc::try_unwrap(t.data).unwrap_or_else(|shared| shared.to_vec());
         let len = bytes.len();

@@ -180,6 +180,13 @@ impl Pipeline {
         self
     }
 
+    /// Routes by the readings of `source` (a monitor of the caller's own, or
+    /// a scripted one in tests) rather than NVML's.
+    pub fn with_pressure(mut self, source: Arc<dyn PressureSource>) -> Self {
+        self.pressure = Some(source);
+        self
+    }
+
     /// Samples GPU memory live (NVML) for routing, keeping the samples for
     /// [`Pipeline::pressure`]'s `history` (what `--record-pressure` writes).
     pub fn with_live_pressure(mut self) -> Result<Self> {

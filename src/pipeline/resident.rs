@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{decompress_tensor, decompress_to_memory, Pipeline, TargetPrecision};
+use super::{
+    decompress_tensor, decompress_to_memory, decompress_to_memory_all, Pipeline, TargetPrecision,
+};
 use crate::engine::gpu::{DeviceBuffer, GpuError};
 use crate::error::{Error, Location, Result};
 use crate::format::Container;
@@ -100,129 +102,167 @@ impl Pipeline {
         target: Option<u32>,
         want: impl Fn(&str) -> Residence,
     ) -> Result<(Vec<ResidentTensor>, LoadInfo)> {
+        let (mut shards, info) = self.load_shards(std::slice::from_ref(container), target, want)?;
+        Ok((shards.pop().unwrap_or_default(), info))
+    }
+
+    /// Loads every tensor of every container of `shards` (a packed
+    /// directory, in index order) where `want` says, as one load: one
+    /// policy and one clock decide every tensor, so a switch to the CPU made
+    /// in one shard holds into the next as the AUTO rules say (hysteresis,
+    /// switch delay), and the shards whose every tensor goes to host memory
+    /// decode together in one graph run. One list of tensors per shard.
+    pub fn load_shards(
+        &self,
+        shards: &[Arc<Container>],
+        target: Option<u32>,
+        want: impl Fn(&str) -> Residence,
+    ) -> Result<(Vec<Vec<ResidentTensor>>, LoadInfo)> {
         let started = Instant::now();
         let opts = self.options(target);
         let mode = opts.mode;
-        let c = &**container;
-        let tables = TargetPrecision::of(&opts).tables(c)?;
         let mut policy = Policy::new(self.config.policy(), mode, self.gpu.is_some());
         let mut info = LoadInfo::default();
-        let mut placed: Vec<Option<ResidentTensor>> = Vec::new();
-        // Tensors to decode into host memory, with the reason when the device was wanted.
-        let mut host: Vec<(usize, Option<String>)> = Vec::new();
-        for (i, t) in c.header().tensors.iter().enumerate() {
-            placed.push(None);
-            if want(&t.name) == Residence::Host {
-                host.push((i, None));
-                continue;
-            }
-            let place = format!("{}: tensor '{}'", c.path().display(), t.name);
-            let at = Location {
-                tensor: Some(t.name.clone()),
-                ..Location::default()
-            };
-            let gpu = match (&self.gpu, mode) {
-                (_, Mode::CpuOnly) => {
-                    host.push((i, Some("CPU_ONLY keeps every tensor in host memory".into())));
+        let mut placed: Vec<Vec<Option<ResidentTensor>>> = Vec::with_capacity(shards.len());
+        // Tensors to decode into host memory, (shard, tensor), with the
+        // reason when the device was wanted.
+        let mut host: Vec<(usize, usize, Option<String>)> = Vec::new();
+        for (s, container) in shards.iter().enumerate() {
+            let c = &**container;
+            let tables = TargetPrecision::of(&opts).tables(c)?;
+            placed.push(Vec::with_capacity(c.header().tensors.len()));
+            for (i, t) in c.header().tensors.iter().enumerate() {
+                placed[s].push(None);
+                if want(&t.name) == Residence::Host {
+                    host.push((s, i, None));
                     continue;
                 }
-                (None, Mode::GpuOnly) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "{place}: GPU_ONLY cannot place it on the device: no GPU ({})",
-                        self.gpu_absent.as_deref().unwrap_or("none was given")
-                    )))
+                let place = format!("{}: tensor '{}'", c.path().display(), t.name);
+                let at = Location {
+                    tensor: Some(t.name.clone()),
+                    ..Location::default()
+                };
+                let gpu = match (&self.gpu, mode) {
+                    (_, Mode::CpuOnly) => {
+                        host.push((
+                            s,
+                            i,
+                            Some("CPU_ONLY keeps every tensor in host memory".into()),
+                        ));
+                        continue;
+                    }
+                    (None, Mode::GpuOnly) => {
+                        return Err(Error::InvalidArgument(format!(
+                            "{place}: GPU_ONLY cannot place it on the device: no GPU ({})",
+                            self.gpu_absent.as_deref().unwrap_or("none was given")
+                        )))
+                    }
+                    (None, _) => {
+                        let why = self.gpu_absent.as_deref().unwrap_or("none was given");
+                        host.push((s, i, Some(format!("no GPU ({why})"))));
+                        continue;
+                    }
+                    (Some(g), _) => g,
+                };
+                if mode != Mode::GpuOnly {
+                    let now = started.elapsed().as_millis() as u64;
+                    let sample = self.pressure.as_ref().and_then(|p| p.sample_at(now));
+                    let d = policy.decide(now, sample);
+                    if d.route == Route::Cpu {
+                        let at = d.sample.map_or(String::new(), |s| {
+                            format!(" (GPU memory {:.0}% used)", 100.0 * s.utilization())
+                        });
+                        host.push((
+                            s,
+                            i,
+                            Some(format!("memory pressure{at}: the AUTO rules say CPU")),
+                        ));
+                        continue;
+                    }
                 }
-                (None, _) => {
-                    let why = self.gpu_absent.as_deref().unwrap_or("none was given");
-                    host.push((i, Some(format!("no GPU ({why})"))));
-                    continue;
-                }
-                (Some(g), _) => g,
-            };
-            if mode != Mode::GpuOnly {
-                let now = started.elapsed().as_millis() as u64;
-                let sample = self.pressure.as_ref().and_then(|p| p.sample_at(now));
-                let d = policy.decide(now, sample);
-                if d.route == Route::Cpu {
-                    let at = d.sample.map_or(String::new(), |s| {
-                        format!(" (GPU memory {:.0}% used)", 100.0 * s.utilization())
-                    });
-                    host.push((
-                        i,
-                        Some(format!("memory pressure{at}: the AUTO rules say CPU")),
-                    ));
-                    continue;
-                }
-            }
-            let shares = c.header().shares_chunks(i);
-            let attempt = match &tables[i] {
-                // A small tensor that shares its chunks with others: the CPU
-                // decodes the run (at most a chunk), the device gets its part.
-                Some(_) if shares => {
-                    let mut cpu = opts.clone();
-                    cpu.mode = Mode::CpuOnly;
-                    gpu.upload(&decompress_tensor(container.clone(), i, &cpu)?.0)
-                }
-                Some(tab) => gpu.decode_to_device(c, tab, i),
-                // A damaged stored tensor is the container's error, not the GPU's.
-                None => gpu.upload(&passthrough_bytes(c, i)?),
-            };
-            match attempt {
-                Ok(buf) => {
-                    info.device_tensors += 1;
-                    info.device_bytes += buf.len() as u64;
-                    placed[i] = Some(ResidentTensor {
-                        name: t.name.clone(),
-                        dtype: t.dtype.clone(),
-                        shape: t.shape.clone(),
-                        values: Values::Device(buf),
-                        fallback: None,
-                    });
-                }
-                Err(source) if mode == Mode::GpuOnly => {
-                    return Err(Error::Gpu {
-                        at: Some(Box::new(at)),
-                        doing: format!(
-                            "GPU_ONLY cannot place its {} bytes on the device",
-                            t.byte_len
-                        ),
-                        source,
-                    })
-                }
-                // Out of device memory: the tensor goes to host memory, the
-                // reason with it, counted as memory pressure.
-                Err(e @ GpuError::OutOfMemory { .. }) => {
-                    policy.record_oom();
-                    host.push((i, Some(e.to_string())));
-                }
-                // Any other failure is no reason to decode elsewhere.
-                Err(source) => {
-                    return Err(Error::Gpu {
-                        at: Some(Box::new(at)),
-                        doing: format!("the GPU failed on its {} bytes", t.byte_len),
-                        source,
-                    })
+                let shares = c.header().shares_chunks(i);
+                let attempt = match &tables[i] {
+                    // A small tensor that shares its chunks with others: the CPU
+                    // decodes the run (at most a chunk), the device gets its part.
+                    Some(_) if shares => {
+                        let mut cpu = opts.clone();
+                        cpu.mode = Mode::CpuOnly;
+                        gpu.upload(&decompress_tensor(container.clone(), i, &cpu)?.0)
+                    }
+                    Some(tab) => gpu.decode_to_device(c, tab, i),
+                    // A damaged stored tensor is the container's error, not the GPU's.
+                    None => gpu.upload(&passthrough_bytes(c, i)?),
+                };
+                match attempt {
+                    Ok(buf) => {
+                        info.device_tensors += 1;
+                        info.device_bytes += buf.len() as u64;
+                        placed[s][i] = Some(ResidentTensor {
+                            name: t.name.clone(),
+                            dtype: t.dtype.clone(),
+                            shape: t.shape.clone(),
+                            values: Values::Device(buf),
+                            fallback: None,
+                        });
+                    }
+                    Err(source) if mode == Mode::GpuOnly => {
+                        return Err(Error::Gpu {
+                            at: Some(Box::new(at)),
+                            doing: format!(
+                                "GPU_ONLY cannot place its {} bytes on the device",
+                                t.byte_len
+                            ),
+                            source,
+                        })
+                    }
+                    // Out of device memory: the tensor goes to host memory, the
+                    // reason with it, counted as memory pressure.
+                    Err(e @ GpuError::OutOfMemory { .. }) => {
+                        policy.record_oom();
+                        host.push((s, i, Some(e.to_string())));
+                    }
+                    // Any other failure is no reason to decode elsewhere.
+                    Err(source) => {
+                        return Err(Error::Gpu {
+                            at: Some(Box::new(at)),
+                            doing: format!("the GPU failed on its {} bytes", t.byte_len),
+                            source,
+                        })
+                    }
                 }
             }
         }
-        // Host memory: the CPU decodes, through the graph.
+        // Host memory: the CPU decodes, through the graph; the shards with
+        // every tensor here in one run, other tensors one by one.
         let mut cpu = opts.clone();
         cpu.mode = Mode::CpuOnly;
-        let whole = (host.len() == placed.len())
-            .then(|| decompress_to_memory(container.clone(), &cpu))
-            .transpose()?;
-        for (i, fallback) in host {
-            let t = &c.header().tensors[i];
-            let data = match &whole {
-                Some((m, _)) => {
-                    m.data[t.data_offset as usize..(t.data_offset + t.byte_len) as usize].to_vec()
+        let whole: Vec<usize> = (0..shards.len())
+            .filter(|&s| host.iter().filter(|h| h.0 == s).count() == placed[s].len())
+            .collect();
+        let mut regions: Vec<Option<Vec<u8>>> = vec![None; shards.len()];
+        match whole.as_slice() {
+            [] => {}
+            [s] => regions[*s] = Some(decompress_to_memory(shards[*s].clone(), &cpu)?.0.data),
+            _ => {
+                let these: Vec<_> = whole.iter().map(|&s| shards[s].clone()).collect();
+                let (models, _) = decompress_to_memory_all(&these, &cpu)?;
+                for (&s, m) in whole.iter().zip(models) {
+                    regions[s] = Some(m.data);
                 }
-                None => decompress_tensor(container.clone(), i, &cpu)?.0,
+            }
+        }
+        for (s, i, fallback) in host {
+            let t = &shards[s].header().tensors[i];
+            let data = match &regions[s] {
+                Some(m) => {
+                    m[t.data_offset as usize..(t.data_offset + t.byte_len) as usize].to_vec()
+                }
+                None => decompress_tensor(shards[s].clone(), i, &cpu)?.0,
             };
             info.host_tensors += 1;
             info.host_bytes += data.len() as u64;
             info.fallbacks += fallback.is_some() as usize;
-            placed[i] = Some(ResidentTensor {
+            placed[s][i] = Some(ResidentTensor {
                 name: t.name.clone(),
                 dtype: t.dtype.clone(),
                 shape: t.shape.clone(),
@@ -232,7 +272,11 @@ impl Pipeline {
         }
         info.memory_pressure_events = policy.memory_pressure_events();
         info.wall = started.elapsed();
-        Ok((placed.into_iter().flatten().collect(), info))
+        let placed = placed
+            .into_iter()
+            .map(|shard| shard.into_iter().flatten().collect())
+            .collect();
+        Ok((placed, info))
     }
 }
 
