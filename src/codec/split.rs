@@ -48,10 +48,10 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
     // its fields read at run time.
     match (fields.as_deref(), kind) {
         (Some(f), FloatKind::BF16) if f == BF16_EXACT => {
-            pass16::<3>(bytes, streams, |v| fixed16(&BF16_EXACT, v))
+            pass16::<3>(bytes, streams, |v| fixed(&BF16_EXACT, v))
         }
         (Some(f), FloatKind::F16) if f == F16_EXACT => {
-            pass16::<3>(bytes, streams, |v| fixed16(&F16_EXACT, v))
+            pass16::<3>(bytes, streams, |v| fixed(&F16_EXACT, v))
         }
         (Some(f), FloatKind::F32) if f == F32_EXACT => {
             pass::<4, 4>(bytes, streams, load32, |v| fixed(&F32_EXACT, v))
@@ -65,30 +65,40 @@ pub fn split_into(layout: &Layout, bytes: &[u8], streams: &mut Vec<Stream>) {
         (Some(&[a, b, c, d]), FloatKind::F32) => {
             pass::<4, 4>(bytes, streams, load32, |v| fixed(&[a, b, c, d], v))
         }
-        (Some(&[a, b]), _) => pass16::<2>(bytes, streams, |v| fixed16(&[a, b], v)),
-        (Some(&[a, b, c]), _) => pass16::<3>(bytes, streams, |v| fixed16(&[a, b, c], v)),
+        (Some(&[a, b]), _) => pass16::<2>(bytes, streams, |v| fixed(&[a, b], v)),
+        (Some(&[a, b, c]), _) => pass16::<3>(bytes, streams, |v| fixed(&[a, b, c], v)),
         _ => digits(layout, bytes, streams),
+    }
+}
+
+/// A value a section's symbol is cut from: a 32-bit one, or a 16-bit one in
+/// 16-bit arithmetic (twice the values a vector register holds).
+trait Bits: Copy {
+    fn symbol(self, f: &BitFields) -> u16;
+}
+
+impl Bits for u32 {
+    #[inline(always)]
+    fn symbol(self, f: &BitFields) -> u16 {
+        f.symbol(self)
+    }
+}
+
+impl Bits for u16 {
+    #[inline(always)]
+    fn symbol(self, f: &BitFields) -> u16 {
+        f.symbol16(self)
     }
 }
 
 /// The symbols of `v` in every section.
 #[inline(always)]
-fn fixed<const S: usize>(fields: &[BitFields; S], v: u32) -> [u16; S] {
+fn fixed<V: Bits, const S: usize>(fields: &[BitFields; S], v: V) -> [u16; S] {
     // A loop, not `array::from_fn`, whose closure the compiler may leave
     // out of line: then the fields are read from memory, not folded.
     let mut out = [0u16; S];
     for (o, f) in out.iter_mut().zip(fields) {
-        *o = f.symbol(v);
-    }
-    out
-}
-
-/// [`fixed`] of a 16-bit value, in 16-bit arithmetic.
-#[inline(always)]
-fn fixed16<const S: usize>(fields: &[BitFields; S], v: u16) -> [u16; S] {
-    let mut out = [0u16; S];
-    for (o, f) in out.iter_mut().zip(fields) {
-        *o = f.symbol16(v);
+        *o = v.symbol(f);
     }
     out
 }
