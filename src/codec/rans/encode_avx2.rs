@@ -89,19 +89,27 @@ fn groups_avx2(
         // Lanes 31 down to 0, as the scalar walk: a vector's words go below
         // the next vector's, each in ascending lane order.
         for v in (0..4).rev() {
-            // SAFETY: eight u16 of `group` (32 long) from 8v on.
-            let syms = unsafe { _mm_loadu_si128(group[8 * v..].as_ptr() as *const __m128i) };
-            let at = _mm256_slli_epi32(_mm256_cvtepu16_epi32(syms), 2);
-            // SAFETY: each symbol has an entry (checked by `groups`): the
-            // dwords at 4 * sym + 0..4 lie inside `table`.
-            let (lo, hi, renorm, bias_cmpl) = unsafe {
-                (
-                    _mm256_i32gather_epi32::<4>(entries, at),
-                    _mm256_i32gather_epi32::<4>(entries.add(1), at),
-                    _mm256_i32gather_epi32::<4>(entries.add(2), at),
-                    _mm256_i32gather_epi32::<4>(entries.add(3), at),
-                )
+            // The eight lanes' entries, one 16-byte load each (the symbols
+            // are in memory, so no index leaves a register), transposed to
+            // one vector per field: four 8-lane gathers cost more on AMD's
+            // and Intel's cores alike.
+            let syms = &group[8 * v..8 * v + 8];
+            // SAFETY: each symbol has an entry (checked by `groups`): the 16
+            // bytes at `table[sym]` lie inside `table`.
+            let row = |k: usize| unsafe {
+                _mm_loadu_si128(entries.add(4 * syms[k] as usize) as *const __m128i)
             };
+            let pair =
+                |a: usize| _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(row(a)), row(a + 4));
+            let (a0, a1, a2, a3) = (pair(0), pair(1), pair(2), pair(3));
+            let t0 = _mm256_unpacklo_epi32(a0, a1);
+            let t1 = _mm256_unpackhi_epi32(a0, a1);
+            let t2 = _mm256_unpacklo_epi32(a2, a3);
+            let t3 = _mm256_unpackhi_epi32(a2, a3);
+            let lo = _mm256_unpacklo_epi64(t0, t2);
+            let hi = _mm256_unpackhi_epi64(t0, t2);
+            let renorm = _mm256_unpacklo_epi64(t1, t3);
+            let bias_cmpl = _mm256_unpackhi_epi64(t1, t3);
             let s = x[v];
             // Unsigned `s > renorm`: the lanes that give out their low word.
             let give =
