@@ -310,6 +310,75 @@ fn a_sharded_load_decides_every_shard_under_one_policy_and_decodes_host_shards_i
 }
 
 #[test]
+fn a_device_load_decodes_every_fallback_of_every_shard_in_one_graph_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each shard: a large bf16 tensor, an f32 one, and two small f32 ones
+    // coded together in one chunk.
+    let shard = |name: &str, seed| {
+        let (packed, file) = common::gaussian_model(
+            dir.path(),
+            name,
+            seed,
+            &[
+                (&format!("{name}.w"), Dtype::BF16, vec![100, 300], 0.04),
+                (&format!("{name}.b"), Dtype::F32, vec![3_000], 0.02),
+                (&format!("{name}.n1"), Dtype::F32, vec![64], 0.5),
+                (&format!("{name}.n2"), Dtype::F32, vec![64], 0.5),
+            ],
+            16,
+        );
+        (Arc::new(Container::open(packed).unwrap()), file)
+    };
+    let (a, a_file) = shard("a", 7);
+    let (b, b_file) = shard("b", 8);
+    let n1 = common::tensor_index(&a, "a.n1");
+    assert!(
+        a.header().shares_chunks(n1),
+        "the small tensors share a chunk"
+    );
+    // Tensors are stored in name order: a.b, a.n1, a.n2, a.w. Room for a.b
+    // only: every later tensor runs out of device memory.
+    let first = common::tensor_index(&a, "a.b");
+    assert_eq!(first, 0);
+    let gpu = Arc::new(common::FakeGpu::new(&[]));
+    *gpu.device_room.lock().unwrap() = a.header().tensors[first].byte_len + 100;
+    let p = Pipeline::new(config(64.0)).with_gpu(gpu.clone());
+    let (shards, info) = p
+        .load_shards(&[a.clone(), b.clone()], None, |_| Residence::Device)
+        .unwrap();
+    assert_eq!(*gpu.on_device.lock().unwrap(), vec![0]);
+    assert_eq!(
+        (info.device_tensors, info.host_tensors, info.fallbacks),
+        (1, 7, 7)
+    );
+    for (got, (c, file)) in shards.iter().zip([(&a, &a_file), (&b, &b_file)]) {
+        let whole: Vec<u8> = got
+            .iter()
+            .flat_map(|t| t.to_host().unwrap().to_vec())
+            .collect();
+        assert!(
+            whole == common::data_region(file),
+            "{}: bit-exact, in order",
+            c.path().display()
+        );
+    }
+    // The seven fallbacks decoded in one run: its chunks are theirs (the two
+    // small tensors' one shared chunk counted once), a.b's not among them.
+    let chunks = |c: &Container, owners: &[usize]| -> usize {
+        owners
+            .iter()
+            .map(|&o| c.header().tensors[o].chunks.len())
+            .sum()
+    };
+    let owner = |c: &Container, name: &str| c.header().chunk_owner(common::tensor_index(c, name));
+    let want = chunks(&a, &[owner(&a, "a.n1"), owner(&a, "a.w")])
+        + chunks(&b, &[owner(&b, "b.b"), owner(&b, "b.n1"), owner(&b, "b.w")]);
+    assert_eq!(owner(&a, "a.n1"), owner(&a, "a.n2"));
+    let s = p.statistics().unwrap();
+    assert_eq!(s.total_decompressions as usize, want);
+}
+
+#[test]
 fn load_in_gpu_only_fails_naming_the_tensor_and_cpu_only_stays_on_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let (c, file) = model(dir.path());

@@ -14,12 +14,12 @@ impl Config {
     /// Refuses decoding the float tensors of `c` (or only tensor `only`)
     /// when `exponent_bits` is set and one of them has an exponent of
     /// another width, naming the tensor, its dtype and both widths.
-    pub fn check_exponent_bits(&self, c: &Container, only: Option<usize>) -> Result<()> {
+    pub fn check_exponent_bits(&self, c: &Container, only: impl Fn(usize) -> bool) -> Result<()> {
         let Some(want) = self.exponent_bits else {
             return Ok(());
         };
         let tensors = c.header().tensors.iter().enumerate();
-        for (_, t) in tensors.filter(|(i, _)| only.is_none_or(|o| o == *i)) {
+        for (_, t) in tensors.filter(|(i, _)| only(*i)) {
             let Some(kind) = crate::codec::FloatKind::from_name(&t.dtype) else {
                 continue;
             };

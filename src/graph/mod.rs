@@ -58,7 +58,9 @@ pub use affinity::{current_affinity, pin_current_thread};
 pub use cluster::Cluster;
 pub(crate) use placement::Placement;
 pub(crate) use precision::TargetPrecision;
-pub use shards::{decompress_files, decompress_to_memory_all, ShardFigures, ShardedRun};
+pub use shards::{
+    decompress_files, decompress_tensors, decompress_to_memory_all, ShardFigures, ShardedRun,
+};
 
 use cluster::Timely;
 use decoder::ChunkDecoder;
@@ -191,7 +193,7 @@ pub fn decompress_tensor(
         vec![(c.clone(), out.clone() as Arc<dyn Placement>)],
         opts,
         Timely::parse(opts)?,
-        Some(owner),
+        Some(&[(0, owner)]),
         None,
     )?;
     let mut data = MemoryPlacement::into_inner(out)?;
@@ -236,14 +238,15 @@ struct Shared {
     ordered: bool,
 }
 
-/// Runs the graph over every chunk of every shard (or one tensor's of the
-/// first), placing each shard's bytes in its output; `formed` is set once the
+/// Runs the graph over every chunk of every shard (or, with `only`, the
+/// chunks of the (shard, tensor) pairs it lists, sorted), placing each
+/// shard's bytes in its output; `formed` is set once the
 /// workers run. The statistics cover the run; the figures, each shard's share.
 fn run(
     shards: Vec<(Arc<Container>, Arc<dyn Placement>)>,
     opts: &RunOptions,
     timely: Timely,
-    only: Option<usize>,
+    only: Option<&[(usize, usize)]>,
     formed: Option<Arc<AtomicBool>>,
 ) -> Result<(Statistics, Vec<ShardFigures>)> {
     let started = Instant::now();
@@ -253,8 +256,9 @@ fn run(
         ));
     }
     let precision = TargetPrecision::of(opts);
-    for (container, _) in &shards {
-        opts.config.check_exponent_bits(container, only)?;
+    for (shard, (container, _)) in shards.iter().enumerate() {
+        opts.config
+            .check_exponent_bits(container, |t| shards::selected(only, shard, t))?;
     }
     let shards = shards
         .into_iter()

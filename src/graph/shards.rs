@@ -57,9 +57,16 @@ pub struct ShardFigures {
     pub bytes_out: u64,
 }
 
-/// Every chunk of `shards` (or of tensor `only` of the first), in global
-/// order: shards in order, tensors in file order, chunks in order.
-pub(crate) fn chunk_tasks(shards: &[ShardRun], only: Option<usize>) -> Vec<ChunkTask> {
+/// Whether tensor `tensor` of shard `shard` is in `only` ((shard, tensor)
+/// pairs, sorted; `None`: every tensor is).
+pub(crate) fn selected(only: Option<&[(usize, usize)]>, shard: usize, tensor: usize) -> bool {
+    only.is_none_or(|o| o.binary_search(&(shard, tensor)).is_ok())
+}
+
+/// Every chunk of `shards` (or of the (shard, tensor) pairs of `only`), in
+/// global order: shards in order, tensors in file order, chunks in order.
+/// Chunks keep their global numbers when `only` leaves others out.
+pub(crate) fn chunk_tasks(shards: &[ShardRun], only: Option<&[(usize, usize)]>) -> Vec<ChunkTask> {
     let mut tasks = Vec::new();
     let mut global = 0;
     for (shard, s) in shards.iter().enumerate() {
@@ -67,7 +74,7 @@ pub(crate) fn chunk_tasks(shards: &[ShardRun], only: Option<usize>) -> Vec<Chunk
         for j in chunk_jobs(c) {
             let k = global;
             global += 1;
-            if only.is_some_and(|t| shard != 0 || t != j.tensor) {
+            if !selected(only, shard, j.tensor) {
                 continue;
             }
             tasks.push(ChunkTask {
@@ -236,4 +243,53 @@ pub(super) fn to_memory(
             shards: figures,
         },
     ))
+}
+
+/// Decodes the tensors `tensors` ((shard, tensor) pairs) of `shards` into
+/// memory in one graph run: each shard's data region at full length, the
+/// listed tensors' bytes in place (with the rest of any chunk they share
+/// with small tensors), every other byte zero. The buffers are mapped
+/// lazily, so bytes never written take no memory.
+pub fn decompress_tensors(
+    shards: &[Arc<Container>],
+    tensors: &[(usize, usize)],
+    opts: &RunOptions,
+) -> Result<(Vec<Vec<u8>>, Statistics)> {
+    let timely = one_process(opts, shards.len())?;
+    let mut owners = Vec::with_capacity(tensors.len());
+    for &(shard, tensor) in tensors {
+        let c = shards.get(shard).ok_or_else(|| {
+            Error::InvalidArgument(format!("shard {shard} of a run over {}", shards.len()))
+        })?;
+        if tensor >= c.header().tensors.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: no tensor {tensor} (it has {})",
+                c.path().display(),
+                c.header().tensors.len()
+            )));
+        }
+        owners.push((shard, c.header().chunk_owner(tensor)));
+    }
+    owners.sort_unstable();
+    owners.dedup();
+    let outs: Vec<Arc<MemoryPlacement>> = shards
+        .iter()
+        .map(|c| {
+            Arc::new(MemoryPlacement::new(
+                crate::engine::cpu::output_buffer(c.header().data_len as usize),
+                0,
+            ))
+        })
+        .collect();
+    let runs = shards
+        .iter()
+        .zip(&outs)
+        .map(|(c, o)| (c.clone(), o.clone() as Arc<dyn Placement>))
+        .collect();
+    let (statistics, _) = super::run(runs, opts, timely, Some(&owners), None)?;
+    let regions = outs
+        .into_iter()
+        .map(MemoryPlacement::into_inner)
+        .collect::<Result<Vec<_>>>()?;
+    Ok((regions, statistics))
 }

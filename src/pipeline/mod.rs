@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::graph::TargetPrecision;
 pub use crate::graph::{
-    current_affinity, decompress_file, decompress_files, decompress_tensor, decompress_to_memory,
-    decompress_to_memory_all, pin_current_thread, Cluster, RunOptions, ShardFigures, ShardedRun,
+    current_affinity, decompress_file, decompress_files, decompress_tensor, decompress_tensors,
+    decompress_to_memory, decompress_to_memory_all, pin_current_thread, Cluster, RunOptions,
+    ShardFigures, ShardedRun,
 };
 use crate::monitor::{Monitor, Snapshot, Watcher};
 use crate::policy::Mode;

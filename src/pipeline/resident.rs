@@ -10,9 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{
-    decompress_tensor, decompress_to_memory, decompress_to_memory_all, Pipeline, TargetPrecision,
-};
+use super::{decompress_tensor, decompress_tensors, Pipeline, TargetPrecision};
 use crate::engine::gpu::{DeviceBuffer, GpuError};
 use crate::error::{Error, Location, Result};
 use crate::format::Container;
@@ -110,8 +108,8 @@ impl Pipeline {
     /// directory, in index order) where `want` says, as one load: one
     /// policy and one clock decide every tensor, so a switch to the CPU made
     /// in one shard holds into the next as the AUTO rules say (hysteresis,
-    /// switch delay), and the shards whose every tensor goes to host memory
-    /// decode together in one graph run. One list of tensors per shard.
+    /// switch delay), and every tensor that goes to host memory, of any
+    /// shard, decodes in one graph run. One list of tensors per shard.
     pub fn load_shards(
         &self,
         shards: &[Arc<Container>],
@@ -232,33 +230,19 @@ impl Pipeline {
                 }
             }
         }
-        // Host memory: the CPU decodes, through the graph; the shards with
-        // every tensor here in one run, other tensors one by one.
+        // Host memory: the CPU decodes every such tensor of every shard in
+        // one graph run.
         let mut cpu = opts.clone();
         cpu.mode = Mode::CpuOnly;
-        let whole: Vec<usize> = (0..shards.len())
-            .filter(|&s| host.iter().filter(|h| h.0 == s).count() == placed[s].len())
-            .collect();
-        let mut regions: Vec<Option<Vec<u8>>> = vec![None; shards.len()];
-        match whole.as_slice() {
-            [] => {}
-            [s] => regions[*s] = Some(decompress_to_memory(shards[*s].clone(), &cpu)?.0.data),
-            _ => {
-                let these: Vec<_> = whole.iter().map(|&s| shards[s].clone()).collect();
-                let (models, _) = decompress_to_memory_all(&these, &cpu)?;
-                for (&s, m) in whole.iter().zip(models) {
-                    regions[s] = Some(m.data);
-                }
-            }
-        }
+        let wanted: Vec<(usize, usize)> = host.iter().map(|&(s, i, _)| (s, i)).collect();
+        let regions = match wanted.is_empty() {
+            true => Vec::new(),
+            false => decompress_tensors(shards, &wanted, &cpu)?.0,
+        };
         for (s, i, fallback) in host {
             let t = &shards[s].header().tensors[i];
-            let data = match &regions[s] {
-                Some(m) => {
-                    m[t.data_offset as usize..(t.data_offset + t.byte_len) as usize].to_vec()
-                }
-                None => decompress_tensor(shards[s].clone(), i, &cpu)?.0,
-            };
+            let at = t.data_offset as usize;
+            let data = regions[s][at..at + t.byte_len as usize].to_vec();
             info.host_tensors += 1;
             info.host_bytes += data.len() as u64;
             info.fallbacks += fallback.is_some() as usize;
