@@ -277,18 +277,21 @@ impl Pipeline {
         let mut out = Vec::new();
         for (c, tensors) in containers.iter().zip(shards) {
             for t in tensors {
-                let dl = match &t.values {
-                    Values::Device(buf) => {
-                        DlTensor::device(buf.clone(), device, &t.shape, &t.dtype)
+                let dl = match t.values {
+                    Values::Device(buf) => DlTensor::device(buf, device, &t.shape, &t.dtype),
+                    Values::Host(bytes) => {
+                        // The load's own copy: wrapped, not copied again.
+                        let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| b.to_vec());
+                        let len = bytes.len();
+                        DlTensor::host(
+                            Arc::new(HostStorage::new(bytes)),
+                            0,
+                            len,
+                            &t.shape,
+                            &t.dtype,
+                            true,
+                        )
                     }
-                    Values::Host(bytes) => DlTensor::host(
-                        Arc::new(HostStorage::new(bytes.to_vec())),
-                        0,
-                        bytes.len(),
-                        &t.shape,
-                        &t.dtype,
-                        true,
-                    ),
                 }
                 .map_err(|e| {
                     PadicError::new_err(format!("{}: tensor '{}': {e}", c.path().display(), t.name))
