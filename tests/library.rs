@@ -232,6 +232,48 @@ fn load_stops_on_a_gpu_failure_that_is_not_out_of_memory() {
     );
 }
 
+/// A shard of a test checkpoint in `dir`: `NAME.w` (bf16) and `NAME.b`
+/// (f32), and with `small` two small f32 tensors, `NAME.n1` and `NAME.n2`,
+/// coded together in one chunk.
+fn shard(dir: &std::path::Path, name: &str, seed: u64, small: bool) -> (Arc<Container>, Vec<u8>) {
+    let mut tensors = vec![
+        (format!("{name}.w"), Dtype::BF16, vec![100, 300], 0.04),
+        (format!("{name}.b"), Dtype::F32, vec![3_000], 0.02),
+    ];
+    if small {
+        tensors.push((format!("{name}.n1"), Dtype::F32, vec![64], 0.5));
+        tensors.push((format!("{name}.n2"), Dtype::F32, vec![64], 0.5));
+    }
+    let tensors: Vec<(&str, Dtype, Vec<usize>, f64)> = tensors
+        .iter()
+        .map(|(n, d, shape, std)| (n.as_str(), *d, shape.clone(), *std))
+        .collect();
+    let (packed, file) = common::gaussian_model(dir, name, seed, &tensors, 16);
+    (Arc::new(Container::open(packed).unwrap()), file)
+}
+
+/// Each shard's loaded tensors, in file order, are its data region bit for bit.
+fn assert_loaded(
+    loaded: &[Vec<padic_burst::pipeline::ResidentTensor>],
+    shards: &[(&Arc<Container>, &[u8])],
+) {
+    assert_eq!(loaded.len(), shards.len());
+    for (got, (c, file)) in loaded.iter().zip(shards) {
+        let names: Vec<&str> = got.iter().map(|t| t.name.as_str()).collect();
+        let want: Vec<&str> = c.header().tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, want);
+        let whole: Vec<u8> = got
+            .iter()
+            .flat_map(|t| t.to_host().unwrap().to_vec())
+            .collect();
+        assert!(
+            whole == common::data_region(file),
+            "{}: bit-exact",
+            c.path().display()
+        );
+    }
+}
+
 /// GPU memory 95% used at the first reading, 85% at every later one: above
 /// the 90% threshold, then inside its 10-point hysteresis band.
 struct RiseThenBand(std::sync::atomic::AtomicUsize);
@@ -253,21 +295,8 @@ impl padic_burst::pressure::PressureSource for RiseThenBand {
 #[test]
 fn a_sharded_load_decides_every_shard_under_one_policy_and_decodes_host_shards_in_one_run() {
     let dir = tempfile::tempdir().unwrap();
-    let shard = |name: &str, seed| {
-        let (packed, file) = common::gaussian_model(
-            dir.path(),
-            name,
-            seed,
-            &[
-                (&format!("{name}.w"), Dtype::BF16, vec![100, 300], 0.04),
-                (&format!("{name}.b"), Dtype::F32, vec![3_000], 0.02),
-            ],
-            16,
-        );
-        (Arc::new(Container::open(packed).unwrap()), file)
-    };
-    let (a, a_file) = shard("a", 5);
-    let (b, b_file) = shard("b", 6);
+    let (a, a_file) = shard(dir.path(), "a", 5, false);
+    let (b, b_file) = shard(dir.path(), "b", 6, false);
     let gpu = Arc::new(common::FakeGpu::new(&[]));
     let p = Pipeline::new(config(64.0))
         .with_gpu(gpu.clone())
@@ -293,16 +322,7 @@ fn a_sharded_load_decides_every_shard_under_one_policy_and_decodes_host_shards_i
         (0, 4, 4)
     );
     assert_eq!(info.memory_pressure_events, 1);
-    for (got, (c, file)) in shards.iter().zip([(&a, &a_file), (&b, &b_file)]) {
-        let names: Vec<&str> = got.iter().map(|t| t.name.as_str()).collect();
-        let want: Vec<&str> = c.header().tensors.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, want);
-        let whole: Vec<u8> = got
-            .iter()
-            .flat_map(|t| t.to_host().unwrap().to_vec())
-            .collect();
-        assert!(whole == common::data_region(file), "bit-exact, in order");
-    }
+    assert_loaded(&shards, &[(&a, &a_file), (&b, &b_file)]);
     // Both shards, every tensor in host memory: one graph run decoded them.
     let chunks = a.header().chunk_count() + b.header().chunk_count();
     let s = p.statistics().unwrap();
@@ -312,25 +332,8 @@ fn a_sharded_load_decides_every_shard_under_one_policy_and_decodes_host_shards_i
 #[test]
 fn a_device_load_decodes_every_fallback_of_every_shard_in_one_graph_run() {
     let dir = tempfile::tempdir().unwrap();
-    // Each shard: a large bf16 tensor, an f32 one, and two small f32 ones
-    // coded together in one chunk.
-    let shard = |name: &str, seed| {
-        let (packed, file) = common::gaussian_model(
-            dir.path(),
-            name,
-            seed,
-            &[
-                (&format!("{name}.w"), Dtype::BF16, vec![100, 300], 0.04),
-                (&format!("{name}.b"), Dtype::F32, vec![3_000], 0.02),
-                (&format!("{name}.n1"), Dtype::F32, vec![64], 0.5),
-                (&format!("{name}.n2"), Dtype::F32, vec![64], 0.5),
-            ],
-            16,
-        );
-        (Arc::new(Container::open(packed).unwrap()), file)
-    };
-    let (a, a_file) = shard("a", 7);
-    let (b, b_file) = shard("b", 8);
+    let (a, a_file) = shard(dir.path(), "a", 7, true);
+    let (b, b_file) = shard(dir.path(), "b", 8, true);
     let n1 = common::tensor_index(&a, "a.n1");
     assert!(
         a.header().shares_chunks(n1),
@@ -351,17 +354,7 @@ fn a_device_load_decodes_every_fallback_of_every_shard_in_one_graph_run() {
         (info.device_tensors, info.host_tensors, info.fallbacks),
         (1, 7, 7)
     );
-    for (got, (c, file)) in shards.iter().zip([(&a, &a_file), (&b, &b_file)]) {
-        let whole: Vec<u8> = got
-            .iter()
-            .flat_map(|t| t.to_host().unwrap().to_vec())
-            .collect();
-        assert!(
-            whole == common::data_region(file),
-            "{}: bit-exact, in order",
-            c.path().display()
-        );
-    }
+    assert_loaded(&shards, &[(&a, &a_file), (&b, &b_file)]);
     // The seven fallbacks decoded in one run: its chunks are theirs (the two
     // small tensors' one shared chunk counted once), a.b's not among them.
     let chunks = |c: &Container, owners: &[usize]| -> usize {

@@ -167,7 +167,7 @@ pub fn decompress_to_memory(
     c: Arc<Container>,
     opts: &RunOptions,
 ) -> Result<(crate::engine::DecodedModel, Statistics)> {
-    let (mut models, r) = shards::to_memory(&[c], opts, Timely::parse(opts)?)?;
+    let (mut models, r) = shards::to_memory(&[c], opts, Timely::parse(opts)?, None)?;
     let model = models
         .pop()
         .ok_or_else(|| Error::Internal("no model decoded".into()))?;

@@ -201,15 +201,17 @@ pub fn decompress_to_memory_all(
     shards: &[Arc<Container>],
     opts: &RunOptions,
 ) -> Result<(Vec<DecodedModel>, ShardedRun)> {
-    to_memory(shards, opts, one_process(opts, shards.len())?)
+    to_memory(shards, opts, one_process(opts, shards.len())?, None)
 }
 
 /// [`decompress_to_memory_all`] under timely's parsed arguments (the one
-/// container of `super::decompress_to_memory` may run in a cluster).
+/// container of `super::decompress_to_memory` may run in a cluster), of
+/// the tensors `only` lists ((shard, chunk owner) pairs, sorted) or all.
 pub(super) fn to_memory(
     shards: &[Arc<Container>],
     opts: &RunOptions,
     timely: Timely,
+    only: Option<&[(usize, usize)]>,
 ) -> Result<(Vec<DecodedModel>, ShardedRun)> {
     let outs: Vec<Arc<MemoryPlacement>> = shards
         .iter()
@@ -225,7 +227,7 @@ pub(super) fn to_memory(
         .zip(&outs)
         .map(|(c, o)| (c.clone(), o.clone() as Arc<dyn Placement>))
         .collect();
-    let (statistics, figures) = super::run(runs, opts, timely, None, None)?;
+    let (statistics, figures) = super::run(runs, opts, timely, only, None)?;
     let models = shards
         .iter()
         .zip(outs)
@@ -272,24 +274,6 @@ pub fn decompress_tensors(
     }
     owners.sort_unstable();
     owners.dedup();
-    let outs: Vec<Arc<MemoryPlacement>> = shards
-        .iter()
-        .map(|c| {
-            Arc::new(MemoryPlacement::new(
-                crate::engine::cpu::output_buffer(c.header().data_len as usize),
-                0,
-            ))
-        })
-        .collect();
-    let runs = shards
-        .iter()
-        .zip(&outs)
-        .map(|(c, o)| (c.clone(), o.clone() as Arc<dyn Placement>))
-        .collect();
-    let (statistics, _) = super::run(runs, opts, timely, Some(&owners), None)?;
-    let regions = outs
-        .into_iter()
-        .map(MemoryPlacement::into_inner)
-        .collect::<Result<Vec<_>>>()?;
-    Ok((regions, statistics))
+    let (models, run) = to_memory(shards, opts, timely, Some(&owners))?;
+    Ok((models.into_iter().map(|m| m.data).collect(), run.statistics))
 }
