@@ -181,53 +181,64 @@ struct TempDir {
     committed: bool,
 }
 
-impl TempDir {
-    /// Refuses a `target` inside the input directory `source`, or one that
-    /// exists and is not an empty directory, then creates
-    /// `.<name>.tmp-<pid>` beside it.
-    fn create(target: &Path, source: &Path) -> Result<TempDir> {
-        let absolute = |p: &Path| -> Option<PathBuf> {
-            if let Ok(c) = p.canonicalize() {
-                return Some(c);
-            }
-            let parent = match p.parent() {
-                Some(q) if !q.as_os_str().is_empty() => q,
-                _ => Path::new("."),
-            };
-            Some(parent.canonicalize().ok()?.join(p.file_name()?))
+/// Refuses an output directory `target` inside the input directory `source`
+/// (or holding it), or one that exists and is not an empty directory.
+fn check_target(target: &Path, source: &Path) -> Result<()> {
+    let absolute = |p: &Path| -> Option<PathBuf> {
+        if let Ok(c) = p.canonicalize() {
+            return Some(c);
+        }
+        let parent = match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => q,
+            _ => Path::new("."),
         };
-        if let (Some(t), Some(s)) = (absolute(target), absolute(source)) {
-            if t.starts_with(&s) || s.starts_with(&t) {
-                return Err(bad(
-                    target,
-                    format!(
-                        "the output directory would lie inside the input {} (or hold it): \
-                         give a directory outside it",
-                        source.display()
-                    ),
-                ));
-            }
+        Some(parent.canonicalize().ok()?.join(p.file_name()?))
+    };
+    if let (Some(t), Some(s)) = (absolute(target), absolute(source)) {
+        if t.starts_with(&s) || s.starts_with(&t) {
+            return Err(bad(
+                target,
+                format!(
+                    "the output directory would lie inside the input {} (or hold it): \
+                     give a directory outside it",
+                    source.display()
+                ),
+            ));
         }
-        if target.exists() {
-            let empty = target.is_dir()
-                && std::fs::read_dir(target)
-                    .map_err(|e| Error::io(target, e))?
-                    .next()
-                    .is_none();
-            if !empty {
-                return Err(bad(
-                    target,
-                    "the output exists and is not an empty directory",
-                ));
-            }
+    }
+    if target.exists() {
+        let empty = target.is_dir()
+            && std::fs::read_dir(target)
+                .map_err(|e| Error::io(target, e))?
+                .next()
+                .is_none();
+        if !empty {
+            return Err(bad(
+                target,
+                "the output exists and is not an empty directory",
+            ));
         }
-        let name = target
-            .file_name()
-            .ok_or_else(|| bad(target, "the output is not a directory path"))?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".tmp-{}", std::process::id()));
-        let temp = target.with_file_name(temp_name);
+    }
+    Ok(())
+}
+
+/// `.<name>.<suffix>` beside `target`.
+fn temp_beside(target: &Path, suffix: &str) -> Result<PathBuf> {
+    let name = target
+        .file_name()
+        .ok_or_else(|| bad(target, "the output is not a directory path"))?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{suffix}"));
+    Ok(target.with_file_name(temp_name))
+}
+
+impl TempDir {
+    /// Checks `target` ([`check_target`]), then creates `.<name>.tmp-<pid>`
+    /// beside it.
+    fn create(target: &Path, source: &Path) -> Result<TempDir> {
+        check_target(target, source)?;
+        let temp = temp_beside(target, &format!("tmp-{}", std::process::id()))?;
         if temp.exists() {
             std::fs::remove_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
         }
@@ -270,9 +281,14 @@ impl Drop for TempDir {
     }
 }
 
-fn copy_others(ckpt: &Checkpoint, out: &TempDir) -> Result<()> {
+/// Copies every file of `ckpt` that is not a shard into `into`, at the same
+/// relative path.
+fn copy_others(ckpt: &Checkpoint, into: &Path) -> Result<()> {
     for rel in &ckpt.others {
-        let (from, to) = (ckpt.root.join(rel), out.file(rel)?);
+        let (from, to) = (ckpt.root.join(rel), into.join(rel));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
         std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
     }
     Ok(())
@@ -327,7 +343,7 @@ pub fn compress_dir(
         let s = compress_file(&ckpt.root.join(rel), &out.file(&packed)?, opts, progress)?;
         shards.push((packed, s));
     }
-    copy_others(&ckpt, &out)?;
+    copy_others(&ckpt, &out.temp)?;
     out.commit()?;
     Ok(CheckpointSummary {
         shards,
@@ -423,15 +439,36 @@ impl PackedCheckpoint {
         target_precision: Option<u32>,
     ) -> Result<CheckpointStatistics> {
         let started = std::time::Instant::now();
-        let out = TempDir::create(output, &self.ckpt.root)?;
-        let targets = self
-            .shards
-            .iter()
-            .map(|(rel, c)| Ok((c.clone(), out.file(&rel.with_extension(SAFETENSORS_EXT))?)))
-            .collect::<Result<Vec<_>>>()?;
-        let run = pipeline.decompress_shards_to_files(&targets, target_precision)?;
-        copy_others(&self.ckpt, &out)?;
-        out.commit()?;
+        let run = if pipeline.cluster()?.processes > 1 {
+            // Every process writes into one temporary directory of an
+            // agreed name; process 0 copies the other files and renames it.
+            check_target(output, &self.ckpt.root)?;
+            let temp = temp_beside(output, "tmp-cluster")?;
+            let files = self
+                .shards
+                .iter()
+                .map(|(rel, c)| (c.clone(), temp.join(rel.with_extension(SAFETENSORS_EXT))))
+                .collect();
+            let complete = || copy_others(&self.ckpt, &temp);
+            pipeline.decompress_shards_in_cluster(
+                files,
+                &temp,
+                output,
+                &complete,
+                target_precision,
+            )?
+        } else {
+            let out = TempDir::create(output, &self.ckpt.root)?;
+            let targets = self
+                .shards
+                .iter()
+                .map(|(rel, c)| Ok((c.clone(), out.file(&rel.with_extension(SAFETENSORS_EXT))?)))
+                .collect::<Result<Vec<_>>>()?;
+            let run = pipeline.decompress_shards_to_files(&targets, target_precision)?;
+            copy_others(&self.ckpt, &out.temp)?;
+            out.commit()?;
+            run
+        };
         Ok(CheckpointStatistics {
             statistics: run.statistics,
             shards: self

@@ -571,21 +571,71 @@ fn the_library_decodes_a_packed_directory_in_one_run() {
     assert_eq!(info.cpu_chunks as usize, ckpt.chunk_count());
 }
 
+/// `decompress input -o output(p)` as process `p` of a two-process loopback
+/// cluster, both at once; their outputs, in process order.
+fn cluster_decompress(
+    input: &Path,
+    output: impl Fn(usize) -> PathBuf,
+    hosts: &Path,
+) -> Vec<Output> {
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            bin()
+                .env("PADIC_CLUSTER_CONNECT_TIMEOUT_S", "20")
+                .arg("decompress")
+                .arg(input)
+                .arg("-o")
+                .arg(output(p))
+                .args(["--", "-n", "2", "-p", &p.to_string(), "-w", "1", "-h"])
+                .arg(hosts)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
 #[test]
-fn a_cluster_run_of_a_directory_is_refused_and_leaves_nothing() {
+fn a_directory_decodes_in_a_two_process_cluster_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let model = model_dir(tmp.path());
     let packed = tmp.path().join("packed");
     assert_success(&compress(&model, &packed));
     let (hosts, _) = loopback_hosts(tmp.path());
     let restored = tmp.path().join("restored");
-    let out = decompress(
-        &packed,
-        &restored,
-        &["--", "-n", "2", "-p", "0", "-h", hosts.to_str().unwrap()],
+    for (p, out) in cluster_decompress(&packed, |_| restored.clone(), &hosts)
+        .iter()
+        .enumerate()
+    {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "process {p}: {err}");
+    }
+    // Every shard, each written by both processes, and every other file.
+    assert!(
+        files(&restored) == files(&model),
+        "the restored directory differs"
     );
-    refused(&out, "a cluster run");
-    assert!(!restored.exists());
+    assert_no_temp_files(tmp.path());
+}
+
+#[test]
+fn a_cluster_naming_two_output_directories_is_refused_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let packed = tmp.path().join("packed");
+    assert_success(&compress(&model, &packed));
+    let (hosts, _) = loopback_hosts(tmp.path());
+    let dirs = [tmp.path().join("one"), tmp.path().join("two")];
+    for out in cluster_decompress(&packed, |p| dirs[p].clone(), &hosts) {
+        refused(&out, "cluster processes disagree");
+        refused(&out, "output path");
+    }
+    assert!(!dirs[0].exists() && !dirs[1].exists());
     assert_no_temp_files(tmp.path());
 }
 

@@ -64,8 +64,14 @@ pub(crate) struct Field {
 pub(crate) struct Fingerprint(Vec<Field>);
 
 impl Fingerprint {
-    /// This process's fingerprint for decompressing `c` into `output`.
-    pub(crate) fn of(c: &Container, output: &Path, opts: &RunOptions, timely: &Timely) -> Self {
+    /// This process's fingerprint for decompressing `containers` (one file,
+    /// or a directory's shards in order) into `output`.
+    pub(crate) fn of(
+        containers: &[Arc<Container>],
+        output: &Path,
+        opts: &RunOptions,
+        timely: &Timely,
+    ) -> Self {
         let field = |name: &str, key: String, shown: String| Field {
             name: name.into(),
             key,
@@ -95,8 +101,16 @@ impl Fingerprint {
             ),
             field(
                 "container",
-                format!("{:016x}", c.identity()),
-                format!("{} (header hash {:016x})", c.path().display(), c.identity()),
+                containers
+                    .iter()
+                    .map(|c| format!("{:016x}", c.identity()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                containers
+                    .iter()
+                    .map(|c| format!("{} (header hash {:016x})", c.path().display(), c.identity()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             same("output path", output.display().to_string()),
             same("mode", opts.mode.name().into()),

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::agreement::{Fingerprint, Meeting};
 use super::placement::{write_behind, FilePlacement};
+use super::shards::ShardedRun;
 use super::RunOptions;
 use crate::error::{Error, Result};
 use crate::format::Container;
@@ -116,51 +117,97 @@ pub(crate) fn decompress_file(
     opts: &RunOptions,
     timely: Timely,
 ) -> Result<Statistics> {
+    let temp = cluster_temp(output)?;
+    let shared = Shared {
+        temp: temp.clone(),
+        target: output.to_path_buf(),
+        files: vec![(c, temp)],
+    };
+    decompress_shared(shared, &|| Ok(()), opts, timely).map(|r| r.statistics)
+}
+
+/// What a cluster's processes write together: the temporary every one of
+/// them writes into (one file, or a directory of files), the name process 0
+/// gives it once all is well, and each container's file (the temporary
+/// itself, or a file inside it).
+pub(crate) struct Shared {
+    pub(crate) temp: PathBuf,
+    pub(crate) target: PathBuf,
+    pub(crate) files: Vec<(Arc<Container>, PathBuf)>,
+}
+
+/// Decodes every container of `out` into its file as one process of a
+/// cluster, in one graph run: the processes first agree on what they write
+/// (see [`super::agreement`]); process 0, when every chunk has arrived and
+/// the files are flushed, runs `complete` (a directory's other files) and
+/// renames the temporary into place, or removes it on any failure; none
+/// reports success unless process 0 did.
+pub(crate) fn decompress_shared(
+    out: Shared,
+    complete: &dyn Fn() -> Result<()>,
+    opts: &RunOptions,
+    timely: Timely,
+) -> Result<ShardedRun> {
     let cluster = timely.cluster;
     let timeout = crate::config::cluster_connect_timeout()?;
     let meeting = Meeting::of(&timely, timeout)?;
-    let agreed = meeting.agree(&Fingerprint::of(&c, output, opts, &timely))?;
-    let temp = cluster_temp(output)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&temp)
-        .map_err(|e| Error::io(&temp, e))?;
-    let sync = file.try_clone().map_err(|e| Error::io(&temp, e))?;
-    let behind = write_behind(timely.local_workers());
-    let out = FilePlacement::prepare(file, temp.clone(), &c, behind)?;
+    if cluster.process == 0 {
+        // What a failed run left behind: nobody writes before process 0
+        // has heard every process and answered.
+        remove(&out.temp);
+    }
+    let containers: Vec<Arc<Container>> = out.files.iter().map(|(c, _)| c.clone()).collect();
+    let agreed = meeting.agree(&Fingerprint::of(&containers, &out.target, opts, &timely))?;
+    let temp = out.temp.clone();
     let watch = ClusterWatch::install(cluster.process, temp.clone(), timeout);
     let lost_temp = temp.clone();
     agreed.watch(Arc::new(move |why: String| {
         cluster_exit(cluster.process, &lost_temp, &why)
     }));
-    let result = super::run(
-        vec![(c, Arc::new(out) as Arc<dyn super::Placement>)],
-        opts,
-        timely,
-        None,
-        Some(watch.formed.clone()),
-    )
-    .map(|(stats, _)| stats);
+    let behind = write_behind(timely.local_workers());
+    let mut syncs = Vec::with_capacity(out.files.len());
+    let mut runs = Vec::with_capacity(out.files.len());
+    let opened = out.files.iter().try_for_each(|(c, path)| {
+        if let Some(dir) = path.parent().filter(|_| *path != temp) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        syncs.push((
+            file.try_clone().map_err(|e| Error::io(path, e))?,
+            path.clone(),
+        ));
+        let placed = FilePlacement::prepare(file, path.clone(), c, behind)?;
+        runs.push((c.clone(), Arc::new(placed) as Arc<dyn super::Placement>));
+        Ok(())
+    });
+    let result = opened.and_then(|()| {
+        super::run(runs, opts, timely, None, Some(watch.formed.clone()))
+            .map(|(statistics, shards)| ShardedRun { statistics, shards })
+    });
     agreed.decoded();
     let formed = watch.formed.load(Ordering::SeqCst);
     drop(watch);
     let result = match result {
-        Ok(stats) if cluster.process == 0 => {
-            let placed = sync
-                .sync_all()
-                .map_err(|e| Error::io(&temp, e))
-                .and_then(|()| std::fs::rename(&temp, output).map_err(|e| Error::io(output, e)));
+        Ok(run) if cluster.process == 0 => {
+            let placed = syncs
+                .iter()
+                .try_for_each(|(f, path)| f.sync_all().map_err(|e| Error::io(path, e)))
+                .and_then(|()| complete())
+                .and_then(|()| commit(&temp, &out.target));
             if placed.is_err() {
-                let _ = std::fs::remove_file(&temp);
+                remove(&temp);
             }
-            placed.map(|()| stats)
+            placed.map(|()| run)
         }
-        Ok(stats) => Ok(stats),
+        Ok(run) => Ok(run),
         Err(e) => {
             if cluster.process == 0 {
-                let _ = std::fs::remove_file(&temp);
+                remove(&temp);
             }
             Err(e)
         }
@@ -168,9 +215,25 @@ pub(crate) fn decompress_file(
     // Without a formed cluster, the others never ran the decode: the links
     // close with this process, and their watch stops them.
     match formed {
-        true => agreed.settle(result, output),
+        true => agreed.settle(result, &out.target),
         false => result,
     }
+}
+
+/// Renames `temp` to `target`, over an empty directory there.
+fn commit(temp: &Path, target: &Path) -> Result<()> {
+    if temp.is_dir() && target.is_dir() {
+        std::fs::remove_dir(target).map_err(|e| Error::io(target, e))?;
+    }
+    std::fs::rename(temp, target).map_err(|e| Error::io(target, e))
+}
+
+/// Removes a cluster's temporary output, a file or a directory.
+fn remove(temp: &Path) {
+    let _ = match temp.is_dir() {
+        true => std::fs::remove_dir_all(temp),
+        false => std::fs::remove_file(temp),
+    };
 }
 
 type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync>;
@@ -201,7 +264,7 @@ fn is_lost_peer(msg: &str) -> bool {
 fn cluster_exit(process: usize, temp: &Path, why: &str) -> ! {
     static SAID: AtomicBool = AtomicBool::new(false);
     if !SAID.swap(true, Ordering::SeqCst) {
-        let _ = std::fs::remove_file(temp);
+        remove(temp);
         eprintln!("error: cluster process {process}: {why}; stopping, no output written");
     }
     std::process::exit(2)

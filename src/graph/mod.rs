@@ -24,7 +24,7 @@
 //! Failures travel as data (typed [`crate::Error`]s, on the decode's and the
 //! merge's error outputs) and fail the run with the first one, by place.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -159,6 +159,32 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
     // A file: the one-shard case of a sharded run (temporary name, renamed
     // once the run has succeeded).
     Ok(shards::decompress_files(&[(c, output.to_path_buf())], opts)?.statistics)
+}
+
+/// Decodes every container of `files` into its file, all inside the
+/// directory `temp`, as one process of the cluster timely's arguments name
+/// (`-n`, `-p`, `-h`), in one graph run: every process writes its chunks
+/// into the same files, and process 0, once all is well, runs `complete`
+/// and renames `temp` to `target` (see [`cluster`]).
+pub fn decompress_files_in_cluster(
+    files: Vec<(Arc<Container>, PathBuf)>,
+    temp: &Path,
+    target: &Path,
+    complete: &dyn Fn() -> Result<()>,
+    opts: &RunOptions,
+) -> Result<ShardedRun> {
+    let timely = Timely::parse(opts)?;
+    let shared = cluster::Shared {
+        temp: temp.to_path_buf(),
+        target: target.to_path_buf(),
+        files,
+    };
+    cluster::decompress_shared(shared, complete, opts, timely)
+}
+
+/// The cluster timely's arguments in `opts` name (one process when none).
+pub fn cluster_of(opts: &RunOptions) -> Result<Cluster> {
+    Ok(Timely::parse(opts)?.cluster)
 }
 
 /// Decompresses `c` into memory through the dataflow graph: the safetensors

@@ -150,14 +150,15 @@ pub struct ShardedRun {
     pub shards: Vec<ShardFigures>,
 }
 
-/// The timely arguments of a run over several shards: one process (a
-/// cluster run decodes one container, through [`super::decompress_file`]).
+/// The timely arguments of a run over several shards into memory or into
+/// files of this process's own (a cluster writes a directory through
+/// [`super::decompress_files_in_cluster`]): one process.
 fn one_process(opts: &RunOptions, shards: usize) -> Result<Timely> {
     let timely = Timely::parse(opts)?;
     if timely.cluster.processes > 1 {
         return Err(Error::InvalidArgument(format!(
-            "a cluster run (timely's -n {}) decodes one container, not {shards} shards: \
-             decode a packed directory in one process",
+            "a cluster run (timely's -n {}) writes a file or a directory of files \
+             (the command line's decompress); decoding {shards} shards here takes one process",
             timely.cluster.processes
         )));
     }

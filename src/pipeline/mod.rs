@@ -11,9 +11,9 @@ use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::graph::TargetPrecision;
 pub use crate::graph::{
-    current_affinity, decompress_file, decompress_files, decompress_tensor, decompress_tensors,
-    decompress_to_memory, decompress_to_memory_all, pin_current_thread, Cluster, RunOptions,
-    ShardFigures, ShardedRun,
+    cluster_of, current_affinity, decompress_file, decompress_files, decompress_files_in_cluster,
+    decompress_tensor, decompress_tensors, decompress_to_memory, decompress_to_memory_all,
+    pin_current_thread, Cluster, RunOptions, ShardFigures, ShardedRun,
 };
 use crate::monitor::{Monitor, Snapshot, Watcher};
 use crate::policy::Mode;
@@ -309,6 +309,30 @@ impl Pipeline {
         target: Option<u32>,
     ) -> Result<ShardedRun> {
         let r = decompress_files(shards, &self.options(target))?;
+        self.remember(&r.statistics);
+        Ok(r)
+    }
+
+    /// This pipeline's place in a cluster: one process unless its timely
+    /// arguments (`-n`, `-p`, `-h`) name several.
+    pub fn cluster(&self) -> Result<Cluster> {
+        cluster_of(&self.options(None))
+    }
+
+    /// Decodes every container of `files` into its file inside the
+    /// directory `temp`, as one process of this pipeline's cluster, in one
+    /// graph run; process 0 runs `complete` and renames `temp` to `target`
+    /// once all is well (see [`decompress_files_in_cluster`]).
+    pub fn decompress_shards_in_cluster(
+        &self,
+        files: Vec<(Arc<Container>, PathBuf)>,
+        temp: &Path,
+        target: &Path,
+        complete: &dyn Fn() -> Result<()>,
+        target_precision: Option<u32>,
+    ) -> Result<ShardedRun> {
+        let opts = self.options(target_precision);
+        let r = decompress_files_in_cluster(files, temp, target, complete, &opts)?;
         self.remember(&r.statistics);
         Ok(r)
     }
