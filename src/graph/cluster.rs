@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::agreement::{Fingerprint, Meeting};
 use super::placement::{write_behind, FilePlacement};
+use super::records::ChunkTask;
 use super::shards::ShardedRun;
 use super::RunOptions;
 use crate::error::{Error, Result};
@@ -95,6 +96,24 @@ impl Cluster {
             },
         }
     }
+}
+
+/// The process each of `tasks` (in global order) goes to: runs of
+/// consecutive chunks with about equal output bytes, one run a process, so
+/// that a model of large weights and small biases in turn does not leave
+/// one process the biases. Every process computes the same from the same
+/// containers.
+pub(crate) fn shares(tasks: &[ChunkTask], processes: usize) -> Vec<usize> {
+    let total = tasks.iter().map(|t| t.out_len as u128).sum::<u128>().max(1);
+    let mut before = 0u128;
+    tasks
+        .iter()
+        .map(|t| {
+            let middle = before + t.out_len as u128 / 2;
+            before += t.out_len as u128;
+            ((middle * processes as u128 / total) as usize).min(processes.max(1) - 1)
+        })
+        .collect()
 }
 
 /// The temporary file every process of a cluster writes into.
@@ -323,5 +342,44 @@ impl Drop for ClusterWatch {
         self.done.store(true, Ordering::SeqCst);
         let prev = self.previous.clone();
         std::panic::set_hook(Box::new(move |info| prev(info)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(global: usize, out_len: u64) -> ChunkTask {
+        ChunkTask {
+            global,
+            shard: 0,
+            tensor: global,
+            chunk: 0,
+            elements: out_len / 2,
+            out_offset: 0,
+            out_len,
+            sent_us: 0,
+        }
+    }
+
+    #[test]
+    fn processes_share_the_output_bytes_not_the_chunk_count() {
+        // Large weights and small biases in turn, as in a transformer.
+        let tasks: Vec<ChunkTask> = (0..100)
+            .map(|k| task(k, if k % 2 == 0 { 1 << 20 } else { 1 << 10 }))
+            .collect();
+        for processes in [1, 2, 3, 4] {
+            let shares = shares(&tasks, processes);
+            let mut bytes = vec![0u64; processes];
+            for (t, &p) in tasks.iter().zip(&shares) {
+                bytes[p] += t.out_len;
+            }
+            let (lo, hi) = (bytes.iter().min().unwrap(), bytes.iter().max().unwrap());
+            assert!(hi - lo <= 2 << 20, "{processes} processes: {bytes:?}");
+            // Runs in global order: a process's chunks follow each other.
+            assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+        }
+        assert!(shares(&[], 2).is_empty());
+        assert_eq!(shares(&[task(0, 0), task(1, 0)], 2), vec![0, 0]);
     }
 }

@@ -236,7 +236,7 @@ pub fn decompress_tensor(
 struct Shared {
     /// Every shard's container, tables and output, in index order.
     shards: Arc<Vec<ShardRun>>,
-    /// This process's chunks (every `processes`-th, in global order).
+    /// This process's chunks (its share of the output bytes, in global order).
     tasks: Vec<ChunkTask>,
     cluster: Cluster,
     mode: Mode,
@@ -312,8 +312,9 @@ fn run(
     let cluster = timely.cluster;
     let tasks: Vec<ChunkTask> = all_tasks
         .iter()
-        .filter(|t| t.global % cluster.processes == cluster.process)
-        .cloned()
+        .zip(cluster::shares(&all_tasks, cluster.processes))
+        .filter(|(_, p)| *p == cluster.process)
+        .map(|(t, _)| t.clone())
         .collect();
     if u32::try_from(tasks.len()).is_err() {
         return Err(Error::InvalidArgument(format!(
