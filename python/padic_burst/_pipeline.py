@@ -69,8 +69,8 @@ class Pipeline:
 
     def statistics(self):
         """The statistics of the load in progress, else of the last load: a dict
-        with the keys of the command line's ``--stats-json`` (counts summed over
-        a directory's shards), the cache's counts and the current mode; ``None``
+        with the keys of the command line's ``--stats-json`` (one load, one run:
+        the counts cover every shard of a directory), the cache's counts and the current mode; ``None``
         before the first load. Another thread may poll it while ``load_file``
         runs: the counters only grow during a load."""
         text = self._inner.statistics_json()
