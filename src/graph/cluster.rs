@@ -178,6 +178,8 @@ pub(crate) fn decompress_shared(
     let containers: Vec<Arc<Container>> = out.files.iter().map(|(c, _)| c.clone()).collect();
     let agreed = meeting.agree(&Fingerprint::of(&containers, &out.target, opts, &timely))?;
     let temp = out.temp.clone();
+    // A signal ends the run: the shared temporary goes with it.
+    crate::output::register_pending(&temp);
     let watch = ClusterWatch::install(cluster.process, temp.clone(), timeout);
     let lost_temp = temp.clone();
     agreed.watch(Arc::new(move |why: String| {
@@ -231,6 +233,7 @@ pub(crate) fn decompress_shared(
             Err(e)
         }
     };
+    crate::output::unregister_pending(&temp);
     // Without a formed cluster, the others never ran the decode: the links
     // close with this process, and their watch stops them.
     match formed {
