@@ -192,8 +192,12 @@ fn load16(c: &[u8; 2]) -> u32 {
 /// to it indexes without a bounds check.
 const SLOTS: usize = 4096;
 
-/// The p = 2 pass over values of `N` bytes into `S` sections: each value is
-/// read once and `symbols` gives every section its symbol.
+/// The p = 2 pass over values of `N` bytes into `S` sections: a loop a
+/// section gives each value its symbol in that section (with the fields
+/// folded to constants and one store in the loop, it becomes vector code),
+/// then each section's symbols are counted. One loop storing every
+/// section's symbol and counting it kept reloading the output slices (the
+/// compiler could not tell them from the stores) and checking their bounds.
 #[inline(always)]
 fn pass<const N: usize, const S: usize>(
     bytes: &[u8],
@@ -201,36 +205,46 @@ fn pass<const N: usize, const S: usize>(
     load: fn(&[u8; N]) -> u32,
     symbols: impl Fn(u32) -> [u16; S],
 ) {
-    let mut hist = vec![[[0u32; 4]; SLOTS]; S];
-    let hist: &mut [[[u32; 4]; SLOTS]; S] = (&mut hist[..]).try_into().expect("S sections");
     let n = bytes.len() / N;
-    let mut outs: Vec<&mut [u16]> = streams.iter_mut().map(|st| &mut st.syms[..n]).collect();
-    let outs: &mut [&mut [u16]; S] = (&mut outs[..]).try_into().expect("S sections");
-    // Plain loops and indexes: an `array::from_fn` closure here may be left
-    // out of line, a call per value.
-    let mut groups = bytes.chunks_exact(4 * N);
-    let mut base = 0;
-    for group in &mut groups {
-        for (lane, c) in group.chunks_exact(N).enumerate() {
-            let syms = symbols(load(c.try_into().expect("N bytes")));
-            for s in 0..S {
-                outs[s][base + lane] = syms[s];
-                hist[s][syms[s] as usize % SLOTS][lane] += 1;
+    // Written out a section at a time: with the section a constant, only
+    // its field's arithmetic is left in the loop.
+    macro_rules! section {
+        ($s:literal) => {
+            if $s < S {
+                let st = &mut streams[$s];
+                for (o, c) in st.syms[..n].iter_mut().zip(bytes.chunks_exact(N)) {
+                    *o = symbols(load(c.try_into().expect("N bytes")))[$s];
+                }
+                count(&st.syms[..n], &mut st.counts);
             }
-        }
-        base += 4;
+        };
     }
-    for (i, c) in groups.remainder().chunks_exact(N).enumerate() {
-        let syms = symbols(load(c.try_into().expect("N bytes")));
-        for s in 0..S {
-            outs[s][base + i] = syms[s];
-            hist[s][syms[s] as usize % SLOTS][0] += 1;
+    section!(0);
+    section!(1);
+    section!(2);
+    section!(3);
+    debug_assert!(S <= 4, "at most four sections");
+}
+
+/// Counts `syms` into `counts` (one slot a symbol, every symbol below
+/// `counts.len()`, a power of two no larger than [`SLOTS`]): four
+/// interleaved histograms, so a run of equal symbols does not wait on its
+/// own count.
+#[inline(always)]
+fn count(syms: &[u16], counts: &mut [u64]) {
+    let slots = counts.len().next_power_of_two().min(SLOTS);
+    let mut hist = vec![[0u32; 4]; slots];
+    let mut quads = syms.chunks_exact(4);
+    for q in &mut quads {
+        for (lane, &sym) in q.iter().enumerate() {
+            hist[sym as usize & (slots - 1)][lane] += 1;
         }
     }
-    for (st, h) in streams.iter_mut().zip(hist.iter()) {
-        for (count, lanes) in st.counts.iter_mut().zip(h.iter()) {
-            *count = lanes.iter().map(|&c| c as u64).sum();
-        }
+    for &sym in quads.remainder() {
+        hist[sym as usize & (slots - 1)][0] += 1;
+    }
+    for (count, lanes) in counts.iter_mut().zip(&hist) {
+        *count = lanes.iter().map(|&c| c as u64).sum();
     }
 }
 
