@@ -165,7 +165,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
 /// directory `temp`, as one process of the cluster timely's arguments name
 /// (`-n`, `-p`, `-h`), in one graph run: every process writes its chunks
 /// into the same files, and process 0, once all is well, runs `complete`
-/// and renames `temp` to `target` (see [`cluster`]).
+/// and renames `temp` to `target` (see `graph::cluster`).
 pub fn decompress_files_in_cluster(
     files: Vec<(Arc<Container>, PathBuf)>,
     temp: &Path,
