@@ -10,10 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{decompress_tensor, decompress_tensors, Pipeline, TargetPrecision};
+use super::{decompress_tensor, decompress_tensors, Pipeline, RunOptions, TargetPrecision};
+use crate::codec::Tables;
 use crate::engine::gpu::{DeviceBuffer, GpuError};
 use crate::error::{Error, Location, Result};
-use crate::format::Container;
+use crate::format::{Container, TensorEntry};
 use crate::policy::{Mode, Policy, Route};
 
 /// Where a caller wants a tensor.
@@ -126,107 +127,21 @@ impl Pipeline {
         // reason when the device was wanted.
         let mut host: Vec<(usize, usize, Option<String>)> = Vec::new();
         for (s, container) in shards.iter().enumerate() {
-            let c = &**container;
-            let tables = TargetPrecision::of(&opts).tables(c)?;
-            placed.push(Vec::with_capacity(c.header().tensors.len()));
-            for (i, t) in c.header().tensors.iter().enumerate() {
-                placed[s].push(None);
+            let tables = TargetPrecision::of(&opts).tables(container)?;
+            let tensors = &container.header().tensors;
+            placed.push((0..tensors.len()).map(|_| None).collect());
+            for (i, t) in tensors.iter().enumerate() {
                 if want(&t.name) == Residence::Host {
                     host.push((s, i, None));
                     continue;
                 }
-                let place = format!("{}: tensor '{}'", c.path().display(), t.name);
-                let at = Location {
-                    tensor: Some(t.name.clone()),
-                    ..Location::default()
-                };
-                let gpu = match (&self.gpu, mode) {
-                    (_, Mode::CpuOnly) => {
-                        host.push((
-                            s,
-                            i,
-                            Some("CPU_ONLY keeps every tensor in host memory".into()),
-                        ));
-                        continue;
-                    }
-                    (None, Mode::GpuOnly) => {
-                        return Err(Error::InvalidArgument(format!(
-                            "{place}: GPU_ONLY cannot place it on the device: no GPU ({})",
-                            self.gpu_absent.as_deref().unwrap_or("none was given")
-                        )))
-                    }
-                    (None, _) => {
-                        let why = self.gpu_absent.as_deref().unwrap_or("none was given");
-                        host.push((s, i, Some(format!("no GPU ({why})"))));
-                        continue;
-                    }
-                    (Some(g), _) => g,
-                };
-                if mode != Mode::GpuOnly {
-                    let now = started.elapsed().as_millis() as u64;
-                    let sample = self.pressure.as_ref().and_then(|p| p.sample_at(now));
-                    let d = policy.decide(now, sample);
-                    if d.route == Route::Cpu {
-                        let at = d.sample.map_or(String::new(), |s| {
-                            format!(" (GPU memory {:.0}% used)", 100.0 * s.utilization())
-                        });
-                        host.push((
-                            s,
-                            i,
-                            Some(format!("memory pressure{at}: the AUTO rules say CPU")),
-                        ));
-                        continue;
-                    }
-                }
-                let shares = c.header().shares_chunks(i);
-                let attempt = match &tables[i] {
-                    // A small tensor that shares its chunks with others: the CPU
-                    // decodes the run (at most a chunk), the device gets its part.
-                    Some(_) if shares => {
-                        let mut cpu = opts.clone();
-                        cpu.mode = Mode::CpuOnly;
-                        gpu.upload(&decompress_tensor(container.clone(), i, &cpu)?.0)
-                    }
-                    Some(tab) => gpu.decode_to_device(c, tab, i),
-                    // A damaged stored tensor is the container's error, not the GPU's.
-                    None => gpu.upload(&passthrough_bytes(c, i)?),
-                };
-                match attempt {
-                    Ok(buf) => {
+                match self.onto_device(container, &tables, i, &opts, &mut policy, started)? {
+                    Destination::Device(buf) => {
                         info.device_tensors += 1;
                         info.device_bytes += buf.len() as u64;
-                        placed[s][i] = Some(ResidentTensor {
-                            name: t.name.clone(),
-                            dtype: t.dtype.clone(),
-                            shape: t.shape.clone(),
-                            values: Values::Device(buf),
-                            fallback: None,
-                        });
+                        placed[s][i] = Some(resident(t, Values::Device(buf), None));
                     }
-                    Err(source) if mode == Mode::GpuOnly => {
-                        return Err(Error::Gpu {
-                            at: Some(Box::new(at)),
-                            doing: format!(
-                                "GPU_ONLY cannot place its {} bytes on the device",
-                                t.byte_len
-                            ),
-                            source,
-                        })
-                    }
-                    // Out of device memory: the tensor goes to host memory, the
-                    // reason with it, counted as memory pressure.
-                    Err(e @ GpuError::OutOfMemory { .. }) => {
-                        policy.record_oom();
-                        host.push((s, i, Some(e.to_string())));
-                    }
-                    // Any other failure is no reason to decode elsewhere.
-                    Err(source) => {
-                        return Err(Error::Gpu {
-                            at: Some(Box::new(at)),
-                            doing: format!("the GPU failed on its {} bytes", t.byte_len),
-                            source,
-                        })
-                    }
+                    Destination::Host(why) => host.push((s, i, Some(why))),
                 }
             }
         }
@@ -246,13 +161,7 @@ impl Pipeline {
             info.host_tensors += 1;
             info.host_bytes += data.len() as u64;
             info.fallbacks += fallback.is_some() as usize;
-            placed[s][i] = Some(ResidentTensor {
-                name: t.name.clone(),
-                dtype: t.dtype.clone(),
-                shape: t.shape.clone(),
-                values: Values::Host(Arc::new(data)),
-                fallback,
-            });
+            placed[s][i] = Some(resident(t, Values::Host(Arc::new(data)), fallback));
         }
         info.memory_pressure_events = policy.memory_pressure_events();
         info.wall = started.elapsed();
@@ -261,6 +170,120 @@ impl Pipeline {
             .map(|shard| shard.into_iter().flatten().collect())
             .collect();
         Ok((placed, info))
+    }
+}
+
+/// Where a tensor wanted on the device goes.
+enum Destination {
+    /// Device memory, decoded (or uploaded) there.
+    Device(Arc<dyn DeviceBuffer>),
+    /// Host memory, and why.
+    Host(String),
+}
+
+impl Pipeline {
+    /// Places tensor `i` of `container` on the device, or says why it goes
+    /// to host memory: the mode, no GPU, the AUTO rules on the latest memory
+    /// reading (at `started`'s clock), or the device running out of memory
+    /// (a memory-pressure event). In GPU_ONLY, and on any other GPU failure,
+    /// an error naming the tensor.
+    fn onto_device(
+        &self,
+        container: &Arc<Container>,
+        tables: &[Option<Arc<Tables>>],
+        i: usize,
+        opts: &RunOptions,
+        policy: &mut Policy,
+        started: Instant,
+    ) -> Result<Destination> {
+        let c = &**container;
+        let t = &c.header().tensors[i];
+        let mode = opts.mode;
+        let at = || {
+            Some(Box::new(Location {
+                tensor: Some(t.name.clone()),
+                ..Location::default()
+            }))
+        };
+        let gpu = match (&self.gpu, mode) {
+            (_, Mode::CpuOnly) => {
+                return Ok(Destination::Host(
+                    "CPU_ONLY keeps every tensor in host memory".into(),
+                ))
+            }
+            (None, Mode::GpuOnly) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: tensor '{}': GPU_ONLY cannot place it on the device: no GPU ({})",
+                    c.path().display(),
+                    t.name,
+                    self.gpu_absent.as_deref().unwrap_or("none was given")
+                )))
+            }
+            (None, _) => {
+                let why = self.gpu_absent.as_deref().unwrap_or("none was given");
+                return Ok(Destination::Host(format!("no GPU ({why})")));
+            }
+            (Some(g), _) => g,
+        };
+        if mode != Mode::GpuOnly {
+            let now = started.elapsed().as_millis() as u64;
+            let sample = self.pressure.as_ref().and_then(|p| p.sample_at(now));
+            let d = policy.decide(now, sample);
+            if d.route == Route::Cpu {
+                let at = d.sample.map_or(String::new(), |s| {
+                    format!(" (GPU memory {:.0}% used)", 100.0 * s.utilization())
+                });
+                return Ok(Destination::Host(format!(
+                    "memory pressure{at}: the AUTO rules say CPU"
+                )));
+            }
+        }
+        let attempt = match &tables[i] {
+            // A small tensor that shares its chunks with others: the CPU
+            // decodes the run (at most a chunk), the device gets its part.
+            Some(_) if c.header().shares_chunks(i) => {
+                let mut cpu = opts.clone();
+                cpu.mode = Mode::CpuOnly;
+                gpu.upload(&decompress_tensor(container.clone(), i, &cpu)?.0)
+            }
+            Some(tab) => gpu.decode_to_device(c, tab, i),
+            // A damaged stored tensor is the container's error, not the GPU's.
+            None => gpu.upload(&passthrough_bytes(c, i)?),
+        };
+        match attempt {
+            Ok(buf) => Ok(Destination::Device(buf)),
+            Err(source) if mode == Mode::GpuOnly => Err(Error::Gpu {
+                at: at(),
+                doing: format!(
+                    "GPU_ONLY cannot place its {} bytes on the device",
+                    t.byte_len
+                ),
+                source,
+            }),
+            // Out of device memory: the tensor goes to host memory, the
+            // reason with it, counted as memory pressure.
+            Err(e @ GpuError::OutOfMemory { .. }) => {
+                policy.record_oom();
+                Ok(Destination::Host(e.to_string()))
+            }
+            // Any other failure is no reason to decode elsewhere.
+            Err(source) => Err(Error::Gpu {
+                at: at(),
+                doing: format!("the GPU failed on its {} bytes", t.byte_len),
+                source,
+            }),
+        }
+    }
+}
+
+/// A loaded tensor: `t`'s name, dtype and shape with `values`.
+fn resident(t: &TensorEntry, values: Values, fallback: Option<String>) -> ResidentTensor {
+    ResidentTensor {
+        name: t.name.clone(),
+        dtype: t.dtype.clone(),
+        shape: t.shape.clone(),
+        values,
+        fallback,
     }
 }
 
