@@ -86,8 +86,10 @@ pub trait PartDecoder<C>: 'static {
 
 /// A decoded piece of a chunk, as the merge sees it.
 pub trait Part {
-    /// The tensor it belongs to (the merge exchanges by it).
-    fn tensor(&self) -> usize;
+    /// The worker whose merge takes it (modulo the workers): the graph picks
+    /// one by the part's tensor, among the workers of the process that
+    /// decoded it.
+    fn merge_key(&self) -> usize;
 }
 
 /// Where merged parts go: a file written at offsets, or memory.

@@ -1,4 +1,4 @@
-//! `merge`: brings every part of a tensor to one worker (exchange by tensor)
+//! `merge`: brings each part to the worker its key names (exchange by key)
 //! and hands it to the sink. Parts reach the sink in no particular order; the
 //! sink places each by its offset, so none is needed. The sink's receipts
 //! leave on the first output, its failures, as data, on the second.
@@ -16,7 +16,7 @@ use crate::{Part, Sink};
 
 /// Merges decoded parts into a sink.
 pub trait Merge<'scope, T: Timestamp, P> {
-    /// Routes each part to the worker owning its tensor (`tensor % peers`)
+    /// Routes each part to worker `merge_key % peers`
     /// and gives it to `sink`: the first output carries the receipts, the
     /// second the failures.
     ///
@@ -27,7 +27,7 @@ pub trait Merge<'scope, T: Timestamp, P> {
     ///
     /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
     /// struct P(usize);
-    /// impl Part for P { fn tensor(&self) -> usize { self.0 } }
+    /// impl Part for P { fn merge_key(&self) -> usize { self.0 } }
     /// /// Takes parts of tensors below 3, refuses the rest.
     /// struct Below3;
     /// impl Sink<P> for Below3 {
@@ -62,7 +62,7 @@ impl<'scope, T: Timestamp, P: ExchangeData + Part> Merge<'scope, T, P>
         S::Receipt: Clone + 'static,
         S::Error: Clone + 'static,
     {
-        let exchange = Exchange::new(|p: &P| p.tensor() as u64);
+        let exchange = Exchange::new(|p: &P| p.merge_key() as u64);
         unary_ok_err(self, exchange, "Merge", move |data: &mut Vec<P>| {
             let mut sink = sink.borrow_mut();
             data.drain(..).map(|p| sink.accept(p)).collect()

@@ -37,6 +37,8 @@ pub(crate) struct ChunkDecoder {
     pub(crate) pool: Arc<BufferPool>,
     /// Whether parts may be decoded straight into their shard's output.
     pub(crate) direct: bool,
+    /// This process's workers, the merges a part may go to.
+    pub(crate) merges: std::ops::Range<usize>,
     /// Alignment scratch of the CPU decoder, reused.
     pub(crate) scratch: std::cell::RefCell<Vec<u32>>,
 }
@@ -44,6 +46,13 @@ pub(crate) struct ChunkDecoder {
 impl ChunkDecoder {
     fn now_us(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
+    }
+
+    /// The worker of this process whose merge places `t`'s parts: one per
+    /// tensor (told apart by its shard), spread over the process's workers.
+    fn merge_of(&self, t: &ChunkTask) -> usize {
+        let key = t.tensor ^ t.shard.wrapping_mul(0x9e37_79b9);
+        self.merges.start + key % self.merges.len().max(1)
     }
 
     /// The container of `t`'s shard.
@@ -140,6 +149,7 @@ impl ChunkDecoder {
             decode_us: 0,
             done_us: 0,
             rerouted_oom: false,
+            merge_at: self.merge_of(t),
         };
         let direct = self.direct.then(|| &self.shards[t.shard].out);
         let dest = match direct.and_then(|o| o.claim(part.out_offset, len)) {
@@ -604,6 +614,7 @@ mod tests {
             done: Default::default(),
             pool: Default::default(),
             direct: false,
+            merges: 0..1,
             scratch: Default::default(),
         }
     }

@@ -493,6 +493,9 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
         Some(gpu_batch) => sh.cpu_batch.max(gpu_batch.div_ceil(worker.peers())),
         None => sh.cpu_batch,
     };
+    // Timely numbers a cluster's workers process by process.
+    let local_workers = (worker.peers() / sh.cluster.processes).max(1);
+    let first_local = sh.cluster.process * local_workers;
     let decoder = std::rc::Rc::new(ChunkDecoder {
         shards: sh.shards.clone(),
         gpu: sh.gpu.clone(),
@@ -502,6 +505,7 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
         done: std::cell::Cell::new(0),
         pool: sh.pool.clone(),
         direct: sh.cluster.processes == 1,
+        merges: first_local..first_local + local_workers,
         scratch: Default::default(),
     });
     let mut input = InputHandle::new();
@@ -510,7 +514,6 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
     // chunks takes more; each keeps at most `prefetch_factor` chunks in
     // flight of its own (a local count, `done`, not a probe: a probe's
     // frontier would hold every worker to the slowest).
-    let local_workers = (worker.peers() / sh.cluster.processes).max(1);
     let queue = sh
         .queue
         .get_or_init(|| WorkQueue::new(sh.tasks.len(), if sh.ordered { 1 } else { local_workers }));

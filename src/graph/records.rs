@@ -65,6 +65,11 @@ pub struct DecodedPart {
     pub done_us: u64,
     /// Whether a GPU out-of-memory sent this part to the CPU.
     pub rerouted_oom: bool,
+    /// The worker whose merge places it: one of the decoding process's own,
+    /// picked by the tensor (told apart by its shard), so that in a cluster
+    /// no decoded byte crosses to another process (every process writes the
+    /// same output file).
+    pub merge_at: usize,
 }
 
 /// What a merge did with a part; all receipts go to worker 0, which checks
@@ -113,8 +118,7 @@ impl DecodedPart {
 }
 
 impl Part for DecodedPart {
-    /// The merge's exchange key: the tensor, told apart by its shard.
-    fn tensor(&self) -> usize {
-        self.tensor ^ self.shard.wrapping_mul(0x9e37_79b9)
+    fn merge_key(&self) -> usize {
+        self.merge_at
     }
 }
