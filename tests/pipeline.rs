@@ -612,3 +612,25 @@ fn pinning_puts_a_thread_on_its_core() {
     assert_eq!(got, vec![0]);
     assert!(padic_burst::pipeline::pin_current_thread(1 << 20).is_err());
 }
+
+#[test]
+fn a_decode_into_memory_refuses_a_cluster_rather_than_return_one_process_share() {
+    // In a cluster each process holds only the parts it decoded: memory is
+    // no output for one, so the library refuses before connecting.
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = model(dir.path());
+    let c = Arc::new(Container::open(&packed).unwrap());
+    let (hosts, _) = common::loopback_hosts(dir.path());
+    let mut o = opts(Mode::CpuOnly, 1);
+    o.timely_args = ["-n", "2", "-p", "0", "-w", "1", "-h"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([hosts.display().to_string()])
+        .collect();
+    let whole = padic_burst::pipeline::decompress_to_memory(c.clone(), &o).unwrap_err();
+    let one = padic_burst::pipeline::decompress_tensor(c, 0, &o).unwrap_err();
+    for err in [whole.to_string(), one.to_string()] {
+        assert!(err.contains("a cluster run (timely's -n 2)"), "{err}");
+        assert!(err.contains("into memory"), "{err}");
+    }
+}

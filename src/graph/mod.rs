@@ -193,7 +193,7 @@ pub fn decompress_to_memory(
     c: Arc<Container>,
     opts: &RunOptions,
 ) -> Result<(crate::engine::DecodedModel, Statistics)> {
-    let (mut models, r) = shards::to_memory(&[c], opts, Timely::parse(opts)?, None)?;
+    let (mut models, r) = shards::to_memory(&[c], opts, shards::one_process(opts)?, None)?;
     let model = models
         .pop()
         .ok_or_else(|| Error::Internal("no model decoded".into()))?;
@@ -218,7 +218,7 @@ pub fn decompress_tensor(
     let (stats, _) = run(
         vec![(c.clone(), out.clone() as Arc<dyn Placement>)],
         opts,
-        Timely::parse(opts)?,
+        shards::one_process(opts)?,
         Some(&[(0, owner)]),
         None,
     )?;

@@ -150,15 +150,17 @@ pub struct ShardedRun {
     pub shards: Vec<ShardFigures>,
 }
 
-/// The timely arguments of a run over several shards into memory or into
-/// files of this process's own (a cluster writes a directory through
-/// [`super::decompress_files_in_cluster`]): one process.
-fn one_process(opts: &RunOptions, shards: usize) -> Result<Timely> {
+/// The timely arguments of a run into memory, or into files of this
+/// process's own: one process. In a cluster each process holds only the
+/// parts it decoded, so only a shared file or directory can be its output
+/// ([`super::decompress_files_in_cluster`]).
+pub(super) fn one_process(opts: &RunOptions) -> Result<Timely> {
     let timely = Timely::parse(opts)?;
     if timely.cluster.processes > 1 {
         return Err(Error::InvalidArgument(format!(
-            "a cluster run (timely's -n {}) writes a file or a directory of files \
-             (the command line's decompress); decoding {shards} shards here takes one process",
+            "a cluster run (timely's -n {}) writes a file or a packed directory (the \
+             command line's decompress); a decode into memory or into files of one \
+             process's own runs in one process",
             timely.cluster.processes
         )));
     }
@@ -172,7 +174,7 @@ pub fn decompress_files(
     shards: &[(Arc<Container>, PathBuf)],
     opts: &RunOptions,
 ) -> Result<ShardedRun> {
-    let timely = one_process(opts, shards.len())?;
+    let timely = one_process(opts)?;
     let behind = write_behind(timely.local_workers());
     let mut temps = Vec::with_capacity(shards.len());
     let mut runs = Vec::with_capacity(shards.len());
@@ -202,12 +204,11 @@ pub fn decompress_to_memory_all(
     shards: &[Arc<Container>],
     opts: &RunOptions,
 ) -> Result<(Vec<DecodedModel>, ShardedRun)> {
-    to_memory(shards, opts, one_process(opts, shards.len())?, None)
+    to_memory(shards, opts, one_process(opts)?, None)
 }
 
-/// [`decompress_to_memory_all`] under timely's parsed arguments (the one
-/// container of `super::decompress_to_memory` may run in a cluster), of
-/// the tensors `only` lists ((shard, chunk owner) pairs, sorted) or all.
+/// [`decompress_to_memory_all`] under timely's parsed arguments, of the
+/// tensors `only` lists ((shard, chunk owner) pairs, sorted) or all.
 pub(super) fn to_memory(
     shards: &[Arc<Container>],
     opts: &RunOptions,
@@ -258,7 +259,7 @@ pub fn decompress_tensors(
     tensors: &[(usize, usize)],
     opts: &RunOptions,
 ) -> Result<(Vec<Vec<u8>>, Statistics)> {
-    let timely = one_process(opts, shards.len())?;
+    let timely = one_process(opts)?;
     let mut owners = Vec::with_capacity(tensors.len());
     for &(shard, tensor) in tensors {
         let c = shards.get(shard).ok_or_else(|| {
