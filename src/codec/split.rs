@@ -206,8 +206,25 @@ fn pass<const N: usize, const S: usize>(
     symbols: impl Fn(u32) -> [u16; S],
 ) {
     let n = bytes.len() / N;
-    // Written out a section at a time: with the section a constant, only
-    // its field's arithmetic is left in the loop.
+    sections::<N, S, u32>(bytes, streams, load, symbols);
+    for st in streams.iter_mut().take(S) {
+        count(&st.syms[..n], &mut st.counts);
+    }
+}
+
+/// Gives each of the first `S` streams the symbols of its section, one loop
+/// a section, written out a section at a time: with the section a constant,
+/// only its field's arithmetic is left in the loop, and with one store in
+/// it the loop becomes vector code.
+#[inline(always)]
+fn sections<const N: usize, const S: usize, V>(
+    bytes: &[u8],
+    streams: &mut [Stream],
+    load: impl Fn(&[u8; N]) -> V,
+    symbols: impl Fn(V) -> [u16; S],
+) {
+    const { assert!(S <= 4, "at most four sections") };
+    let n = bytes.len() / N;
     macro_rules! section {
         ($s:literal) => {
             if $s < S {
@@ -215,7 +232,6 @@ fn pass<const N: usize, const S: usize>(
                 for (o, c) in st.syms[..n].iter_mut().zip(bytes.chunks_exact(N)) {
                     *o = symbols(load(c.try_into().expect("N bytes")))[$s];
                 }
-                count(&st.syms[..n], &mut st.counts);
             }
         };
     }
@@ -223,7 +239,6 @@ fn pass<const N: usize, const S: usize>(
     section!(1);
     section!(2);
     section!(3);
-    debug_assert!(S <= 4, "at most four sections");
 }
 
 /// Counts `syms` into `counts` (one slot a symbol, every symbol below
@@ -274,13 +289,7 @@ fn pass16<const S: usize>(bytes: &[u8], streams: &mut [Stream], symbols: impl Fn
     for c in bytes.chunks_exact(2) {
         counts[u16::from_le_bytes(c.try_into().expect("2 bytes")) as usize] += 1;
     }
-    // A pass a section: with the section's fields folded to constants
-    // and no other store in the loop, it becomes vector code.
-    for (s, st) in streams.iter_mut().enumerate().take(S) {
-        for (o, c) in st.syms[..n].iter_mut().zip(bytes.chunks_exact(2)) {
-            *o = symbols(u16::from_le_bytes(c.try_into().expect("2 bytes")))[s];
-        }
-    }
+    sections::<2, S, u16>(bytes, streams, |c| u16::from_le_bytes(*c), &symbols);
     // Most of the 65536 values never occur: blocks of 16 counts that are
     // all zero are skipped with one vector test.
     for (b, block) in counts.chunks_exact_mut(16).enumerate() {
