@@ -90,11 +90,7 @@ impl Piece {
     /// The piece with its sections' checksums, computed on the coding
     /// thread rather than by the one thread that writes the file.
     fn summed(mut self) -> Self {
-        self.sums = self
-            .sections
-            .iter()
-            .map(|s| xxhash_rust::xxh3::xxh3_64(s))
-            .collect();
+        self.sums = crate::format::section_sums(&self.sections);
         self
     }
 }

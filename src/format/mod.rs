@@ -228,6 +228,14 @@ pub struct Writer<W: std::io::Write> {
     pos: u64,
 }
 
+/// Each section's xxh3, as the index stores it.
+pub fn section_sums<S: AsRef<[u8]>>(sections: &[S]) -> Vec<u64> {
+    sections
+        .iter()
+        .map(|s| xxhash_rust::xxh3::xxh3_64(s.as_ref()))
+        .collect()
+}
+
 impl<W: std::io::Write> Writer<W> {
     /// Starts a container on `out`.
     pub fn new(mut out: W) -> std::io::Result<Self> {
@@ -242,11 +250,7 @@ impl<W: std::io::Write> Writer<W> {
 
     /// Appends one chunk's sections and returns its index entry.
     pub fn chunk(&mut self, elements: u64, sections: &[&[u8]]) -> std::io::Result<ChunkEntry> {
-        let sums: Vec<u64> = sections
-            .iter()
-            .map(|s| xxhash_rust::xxh3::xxh3_64(s))
-            .collect();
-        self.chunk_summed(elements, sections, &sums)
+        self.chunk_summed(elements, sections, &section_sums(sections))
     }
 
     /// [`Writer::chunk`] with each section's xxh3 already computed (the
