@@ -246,25 +246,19 @@ impl Pipeline {
                 "device \"cuda:{device}\": no GPU to decode on: {why}"
             )));
         }
-        // Every shard in one load: one policy decides them all, and the
-        // shards that go wholly to host memory decode in one graph run.
+        // Every shard in one load: one policy decides them all, and every
+        // tensor that goes to host memory decodes in one graph run.
         let what = match containers {
             [c] => format!("loading {} onto cuda:{device}", c.path().display()),
             _ => format!("loading {} shards onto cuda:{device}", containers.len()),
         };
-        let before = self.inner.monitor().snapshot().map_or(0, |s| s.run);
         let (shards, info) = unlocked(py, &what, || {
             self.inner
                 .load_shards(containers, target, |_| Residence::Device)
         })?;
         // The statistics of the load's graph run, when it made one (host
         // memory); the load's own counts on top.
-        let ran = self.inner.monitor().snapshot().map_or(0, |s| s.run) > before;
-        let mut run = match ran {
-            true => self.run_statistics(),
-            false => None,
-        }
-        .unwrap_or_else(|| serde_json::json!({}));
+        let mut run = self.load_so_far().unwrap_or_else(|| serde_json::json!({}));
         if let Some(o) = run.as_object_mut() {
             o.insert("device_tensors".into(), info.device_tensors.into());
             o.insert("host_tensors".into(), info.host_tensors.into());
