@@ -634,3 +634,38 @@ fn a_decode_into_memory_refuses_a_cluster_rather_than_return_one_process_share()
         assert!(err.contains("into memory"), "{err}");
     }
 }
+
+#[test]
+fn a_container_over_the_release_size_gives_its_pages_back_and_decodes_exactly() {
+    // A stored (integer) tensor takes the container past RELEASE_ABOVE, so
+    // the workers give back their decoded chunks' pages in batches while
+    // the other worker still reads its own share.
+    let dir = tempfile::tempdir().unwrap();
+    let ids = padic_burst::format::RELEASE_ABOVE / 8 + (1 << 18);
+    let (packed, original) = common::gaussian_model(
+        dir.path(),
+        "big",
+        5,
+        &[
+            ("a", Dtype::BF16, vec![1 << 20], 0.03),
+            ("ids", Dtype::I64, vec![ids], 0.0),
+            ("b", Dtype::BF16, vec![1 << 20], 0.03),
+        ],
+        1024,
+    );
+    let c = Container::open(&packed).unwrap();
+    assert!(std::fs::metadata(&packed).unwrap().len() > padic_burst::format::RELEASE_ABOVE as u64);
+    let t = common::tensor_index(&c, "b");
+    let span = c
+        .releasable(t, 0)
+        .expect("a chunk of a large container is releasable");
+    assert_eq!(span.start as u64, c.header().tensors[t].chunks[0].offset);
+    for workers in [1, 2] {
+        let out = dir.path().join(format!("out{workers}.safetensors"));
+        run(&packed, &out, &opts(Mode::CpuOnly, workers)).unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == original,
+            "{workers} workers"
+        );
+    }
+}

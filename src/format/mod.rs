@@ -58,8 +58,8 @@ pub const MAX_DATA_LEN: u64 = 1 << 48;
 /// The value of `Header::format`.
 pub const FORMAT_NAME: &str = "padic-burst";
 /// Containers up to this size stay mapped while they decode (see
-/// [`Container::release`]); larger ones give back each chunk's pages once
-/// it is decoded, so streaming a large model keeps its resident memory bounded.
+/// [`Container::release`]); larger ones give back their chunks' pages once
+/// decoded, so streaming a large model keeps its resident memory bounded.
 pub const RELEASE_ABOVE: usize = 64 << 20;
 
 /// The container's index.
@@ -462,22 +462,30 @@ impl Container {
         Ok(())
     }
 
-    /// Lets the kernel drop this process's mapping of chunk `c` of tensor `t`
-    /// (the pages stay in the page cache): a stream over a model larger than
-    /// memory keeps only the chunks in flight resident. Best effort, and only
-    /// for a file over [`RELEASE_ABOVE`]: below it, the pages mapped cost
-    /// less than the `madvise` per chunk (a TLB shootdown on every core that
-    /// runs a worker) and the faults of mapping them again at the next decode.
-    pub fn release(&self, t: usize, c: usize) {
+    /// The bytes of chunk `c` of tensor `t` in the file, when their pages
+    /// are to be given back once decoded ([`Container::release`]): only for
+    /// a file over [`RELEASE_ABOVE`]. Below it, the pages mapped cost less
+    /// than the `madvise` (a TLB shootdown on every core that runs a worker)
+    /// and the faults of mapping them again at the next decode.
+    pub fn releasable(&self, t: usize, c: usize) -> Option<std::ops::Range<usize>> {
         if self.map.len() <= RELEASE_ABOVE {
-            return;
+            return None;
         }
-        const PAGE: usize = 4096;
         let chunk = &self.header.tensors[t].chunks[c];
-        let start = (chunk.offset as usize).next_multiple_of(PAGE);
-        let end = (chunk.offset + chunk.sections.iter().map(|s| s.len).sum::<u64>()) as usize
-            / PAGE
-            * PAGE;
+        let start = chunk.offset as usize;
+        Some(start..start + chunk.sections.iter().map(|s| s.len).sum::<u64>() as usize)
+    }
+
+    /// Lets the kernel drop this process's mapping of `bytes` of the file
+    /// (the whole pages within them; the pages stay in the page cache): a
+    /// stream over a model larger than memory keeps only the chunks in
+    /// flight resident. Best effort. A decoder gathers its chunks' ranges
+    /// ([`Container::releasable`]) and gives back a few MiB at a time, one
+    /// shootdown for many chunks.
+    pub fn release(&self, bytes: std::ops::Range<usize>) {
+        const PAGE: usize = 4096;
+        let start = bytes.start.next_multiple_of(PAGE);
+        let end = bytes.end.min(self.map.len()) / PAGE * PAGE;
         if end > start {
             // SAFETY: the map is read-only and shared; dropping its pages only
             // makes the next access fault them in again from the file.

@@ -507,6 +507,7 @@ fn run_worker(worker: &mut timely::worker::Worker, sh: &Shared) {
         direct: sh.cluster.processes == 1,
         merges: first_local..first_local + local_workers,
         scratch: Default::default(),
+        unreleased: Default::default(),
     });
     let mut input = InputHandle::new();
     build_dataflow(worker, sh, &mut input, decoder.clone());
