@@ -372,6 +372,42 @@ fn a_device_load_decodes_every_fallback_of_every_shard_in_one_graph_run() {
 }
 
 #[test]
+fn small_tensors_sharing_a_chunk_decode_in_the_loads_one_run_then_go_to_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_file) = shard(dir.path(), "a", 9, true);
+    let (b, b_file) = shard(dir.path(), "b", 10, true);
+    let gpu = Arc::new(common::FakeGpu::new(&[]));
+    let p = Pipeline::new(config(64.0)).with_gpu(gpu.clone());
+    let (shards, info) = p
+        .load_shards(&[a.clone(), b.clone()], None, |_| Residence::Device)
+        .unwrap();
+    // Room for everything: every tensor on the device, the small ones
+    // uploaded, the others decoded there.
+    for t in shards.iter().flatten() {
+        assert!(t.on_device(), "{}: {:?}", t.name, t.fallback);
+    }
+    assert_eq!((info.device_tensors, info.fallbacks), (8, 0));
+    assert_eq!(
+        gpu.on_device.lock().unwrap().len(),
+        4,
+        "w and b of each shard"
+    );
+    assert_loaded(&shards, &[(&a, &a_file), (&b, &b_file)]);
+    // The CPU decoded both shards' shared chunks in one run, which the
+    // load's statistics show (a run per small tensor left only the last).
+    let shared = |c: &Container, name: &str| {
+        let owner = c.header().chunk_owner(common::tensor_index(c, name));
+        c.header().tensors[owner].chunks.len()
+    };
+    let s = p.statistics().unwrap();
+    assert_eq!(
+        s.total_decompressions as usize,
+        shared(&a, "a.n1") + shared(&b, "b.n1")
+    );
+    assert_eq!(s.cpu_decompressions, s.total_decompressions);
+}
+
+#[test]
 fn load_in_gpu_only_fails_naming_the_tensor_and_cpu_only_stays_on_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let (c, file) = model(dir.path());

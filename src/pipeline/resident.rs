@@ -5,12 +5,14 @@
 //! none (the AUTO rules say CPU, or the allocation runs out of memory, which
 //! counts as a memory-pressure event) the tensor is decoded into host memory
 //! instead, and says why. GPU_ONLY makes every such failure an error naming
-//! the tensor; CPU_ONLY keeps everything in host memory.
+//! the tensor; CPU_ONLY keeps everything in host memory. A small tensor that
+//! shares its chunk with others (biases, norms) is decoded by the CPU, in
+//! the load's one graph run with the host tensors, and then uploaded.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{decompress_tensor, decompress_tensors, Pipeline, RunOptions, TargetPrecision};
+use super::{decompress_tensors, Pipeline, RunOptions, TargetPrecision};
 use crate::codec::Tables;
 use crate::engine::gpu::{DeviceBuffer, GpuError};
 use crate::error::{Error, Location, Result};
@@ -92,6 +94,15 @@ pub struct LoadInfo {
     pub wall: Duration,
 }
 
+impl LoadInfo {
+    /// `t` with its values in device memory, counted.
+    fn on_device(&mut self, t: &TensorEntry, buf: Arc<dyn DeviceBuffer>) -> ResidentTensor {
+        self.device_tensors += 1;
+        self.device_bytes += buf.len() as u64;
+        resident(t, Values::Device(buf), None)
+    }
+}
+
 impl Pipeline {
     /// Loads every tensor of `container` where `want` (given its name) says:
     /// see the module documentation for who decodes what.
@@ -126,6 +137,9 @@ impl Pipeline {
         // Tensors to decode into host memory, (shard, tensor), with the
         // reason when the device was wanted.
         let mut host: Vec<(usize, usize, Option<String>)> = Vec::new();
+        // Small tensors bound for the device that share a chunk with others:
+        // decoded in the host run, then uploaded.
+        let mut staged: Vec<(usize, usize)> = Vec::new();
         for (s, container) in shards.iter().enumerate() {
             let tables = TargetPrecision::of(&opts).tables(container)?;
             let tensors = &container.header().tensors;
@@ -136,28 +150,44 @@ impl Pipeline {
                     continue;
                 }
                 match self.onto_device(container, &tables, i, &opts, &mut policy, started)? {
-                    Destination::Device(buf) => {
-                        info.device_tensors += 1;
-                        info.device_bytes += buf.len() as u64;
-                        placed[s][i] = Some(resident(t, Values::Device(buf), None));
-                    }
+                    Destination::Device(buf) => placed[s][i] = Some(info.on_device(t, buf)),
                     Destination::Host(why) => host.push((s, i, Some(why))),
+                    Destination::Staged => staged.push((s, i)),
                 }
             }
         }
-        // Host memory: the CPU decodes every such tensor of every shard in
-        // one graph run.
+        // Host memory: the CPU decodes every such tensor of every shard,
+        // and every staged one, in one graph run (its statistics are the
+        // load's).
         let mut cpu = opts.clone();
         cpu.mode = Mode::CpuOnly;
-        let wanted: Vec<(usize, usize)> = host.iter().map(|&(s, i, _)| (s, i)).collect();
+        let wanted: Vec<(usize, usize)> = host
+            .iter()
+            .map(|&(s, i, _)| (s, i))
+            .chain(staged.iter().copied())
+            .collect();
         let regions = match wanted.is_empty() {
             true => Vec::new(),
             false => decompress_tensors(shards, &wanted, &cpu)?.0,
         };
+        let bytes = |s: usize, t: &TensorEntry| {
+            let at = t.data_offset as usize;
+            &regions[s][at..at + t.byte_len as usize]
+        };
+        for (s, i) in staged {
+            let t = &shards[s].header().tensors[i];
+            let uploaded = match &self.gpu {
+                Some(gpu) => landed(gpu.upload(bytes(s, t)), t, mode, &mut policy)?,
+                None => Err("no GPU".into()),
+            };
+            match uploaded {
+                Ok(buf) => placed[s][i] = Some(info.on_device(t, buf)),
+                Err(why) => host.push((s, i, Some(why))),
+            }
+        }
         for (s, i, fallback) in host {
             let t = &shards[s].header().tensors[i];
-            let at = t.data_offset as usize;
-            let data = regions[s][at..at + t.byte_len as usize].to_vec();
+            let data = bytes(s, t).to_vec();
             info.host_tensors += 1;
             info.host_bytes += data.len() as u64;
             info.fallbacks += fallback.is_some() as usize;
@@ -179,6 +209,10 @@ enum Destination {
     Device(Arc<dyn DeviceBuffer>),
     /// Host memory, and why.
     Host(String),
+    /// The device, once the CPU has decoded it: a small tensor that shares
+    /// its chunk with others (the load's one CPU run decodes it; see
+    /// [`Pipeline::load_shards`]).
+    Staged,
 }
 
 impl Pipeline {
@@ -199,12 +233,6 @@ impl Pipeline {
         let c = &**container;
         let t = &c.header().tensors[i];
         let mode = opts.mode;
-        let at = || {
-            Some(Box::new(Location {
-                tensor: Some(t.name.clone()),
-                ..Location::default()
-            }))
-        };
         let gpu = match (&self.gpu, mode) {
             (_, Mode::CpuOnly) => {
                 return Ok(Destination::Host(
@@ -239,40 +267,56 @@ impl Pipeline {
             }
         }
         let attempt = match &tables[i] {
-            // A small tensor that shares its chunks with others: the CPU
-            // decodes the run (at most a chunk), the device gets its part.
-            Some(_) if c.header().shares_chunks(i) => {
-                let mut cpu = opts.clone();
-                cpu.mode = Mode::CpuOnly;
-                gpu.upload(&decompress_tensor(container.clone(), i, &cpu)?.0)
-            }
+            Some(_) if c.header().shares_chunks(i) => return Ok(Destination::Staged),
             Some(tab) => gpu.decode_to_device(c, tab, i),
             // A damaged stored tensor is the container's error, not the GPU's.
             None => gpu.upload(&passthrough_bytes(c, i)?),
         };
-        match attempt {
-            Ok(buf) => Ok(Destination::Device(buf)),
-            Err(source) if mode == Mode::GpuOnly => Err(Error::Gpu {
-                at: at(),
-                doing: format!(
-                    "GPU_ONLY cannot place its {} bytes on the device",
-                    t.byte_len
-                ),
-                source,
-            }),
-            // Out of device memory: the tensor goes to host memory, the
-            // reason with it, counted as memory pressure.
-            Err(e @ GpuError::OutOfMemory { .. }) => {
-                policy.record_oom();
-                Ok(Destination::Host(e.to_string()))
-            }
-            // Any other failure is no reason to decode elsewhere.
-            Err(source) => Err(Error::Gpu {
-                at: at(),
-                doing: format!("the GPU failed on its {} bytes", t.byte_len),
-                source,
-            }),
+        Ok(match landed(attempt, t, mode, policy)? {
+            Ok(buf) => Destination::Device(buf),
+            Err(why) => Destination::Host(why),
+        })
+    }
+}
+
+/// Where tensor `t` goes after an attempt to put it on the device: there
+/// (`Ok(buffer)`), or host memory (`Err(why)`: out of device memory, a
+/// memory-pressure event); in GPU_ONLY, and on any other GPU failure, an
+/// error naming the tensor.
+fn landed(
+    attempt: std::result::Result<Arc<dyn DeviceBuffer>, GpuError>,
+    t: &TensorEntry,
+    mode: Mode,
+    policy: &mut Policy,
+) -> Result<std::result::Result<Arc<dyn DeviceBuffer>, String>> {
+    let at = || {
+        Some(Box::new(Location {
+            tensor: Some(t.name.clone()),
+            ..Location::default()
+        }))
+    };
+    match attempt {
+        Ok(buf) => Ok(Ok(buf)),
+        Err(source) if mode == Mode::GpuOnly => Err(Error::Gpu {
+            at: at(),
+            doing: format!(
+                "GPU_ONLY cannot place its {} bytes on the device",
+                t.byte_len
+            ),
+            source,
+        }),
+        // Out of device memory: the tensor goes to host memory, the
+        // reason with it, counted as memory pressure.
+        Err(e @ GpuError::OutOfMemory { .. }) => {
+            policy.record_oom();
+            Ok(Err(e.to_string()))
         }
+        // Any other failure is no reason to decode elsewhere.
+        Err(source) => Err(Error::Gpu {
+            at: at(),
+            doing: format!("the GPU failed on its {} bytes", t.byte_len),
+            source,
+        }),
     }
 }
 
