@@ -49,8 +49,19 @@ pub(crate) fn write_behind(local_workers: usize) -> bool {
 }
 
 /// Parts waiting to be written at most; a merge that finds the queue full
-/// waits (the decoders are ahead of the file).
-const WRITE_QUEUE: usize = 8;
+/// waits (the decoders are ahead of the file), or writes.
+const WRITE_QUEUE: usize = 16;
+
+/// A run of parts that follow one another in the file is written once it
+/// holds this many bytes (or the queue is full, or the run is over): one
+/// `pwritev` for several parts. A file system with large folios (ext4)
+/// allocates its page cache in large pieces only for a long write: a 256 MB
+/// model written 281 KB part by part took 76 ms, eight parts at a time
+/// 61 ms (tmpfs: the same either way).
+const WRITE_RUN: usize = 2 << 20;
+
+/// Buffers one `pwritev` takes at most (Linux's `IOV_MAX` is 1024).
+const MAX_IOVECS: usize = 256;
 
 /// A part waiting to be written: its place in the file, its bytes, and the
 /// pool its buffer goes back to.
@@ -65,7 +76,10 @@ type Pending = (u64, Vec<u8>, Arc<BufferPool>);
 ///   copied into the page cache;
 /// * otherwise by whichever worker finds nobody writing, its own part and
 ///   the others' (where workers each wrote their own, two of them spent a
-///   tenth of a 256 MB decode spinning on the file's lock).
+///   tenth of a 256 MB decode spinning on the file's lock);
+///
+/// either way a run of parts that follow one another at a time, once it
+/// holds [`WRITE_RUN`] bytes ([`Queue::find_run`]), and the rest at the end.
 pub(crate) struct FilePlacement {
     out: Arc<Outbox>,
     base: u64,
@@ -98,22 +112,120 @@ struct Queue {
     closed: bool,
 }
 
+impl Queue {
+    /// A run of waiting parts to write now (index and length, in file
+    /// order, after sorting the queue): the first that holds [`WRITE_RUN`]
+    /// bytes; when the queue is full or closed (the decode is over), the
+    /// longest. `None`: nothing to write yet.
+    fn find_run(&mut self) -> Option<(usize, usize)> {
+        let force = self.closed || self.parts.len() >= WRITE_QUEUE;
+        let parts = self.parts.make_contiguous();
+        parts.sort_unstable_by_key(|p| p.0);
+        let follows = |a: &Pending, b: &Pending| a.0 + a.1.len() as u64 == b.0;
+        let mut longest: Option<(usize, usize, usize)> = None; // start, len, bytes
+        let mut i = 0;
+        while i < parts.len() {
+            let (mut len, mut bytes) = (1, parts[i].1.len());
+            while i + len < parts.len()
+                && len < MAX_IOVECS
+                && follows(&parts[i + len - 1], &parts[i + len])
+            {
+                bytes += parts[i + len].1.len();
+                len += 1;
+            }
+            if bytes >= WRITE_RUN || len == MAX_IOVECS {
+                return Some((i, len));
+            }
+            if longest.is_none_or(|(_, _, b)| bytes > b) {
+                longest = Some((i, len, bytes));
+            }
+            i += len;
+        }
+        longest.filter(|_| force).map(|(i, len, _)| (i, len))
+    }
+
+    /// Takes the run [`Queue::find_run`] finds; empty when there is none.
+    fn take_run(&mut self) -> Vec<Pending> {
+        match self.find_run() {
+            Some((i, len)) => self.parts.drain(i..i + len).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Writes every byte of `parts`, one after another, at `at` of `file`.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut at: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (mut first, mut skip) = (0, 0);
+    while first < parts.len() {
+        let iov: Vec<libc::iovec> = parts[first..]
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                let p = if k == 0 { &p[skip..] } else { p };
+                libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a slice borrowed for the call.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                at as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        at += n as u64;
+        (first, skip) = past(parts, (first, skip), n as usize);
+    }
+    Ok(())
+}
+
+/// Where writing `parts` from part `first`, byte `skip` of it, stands after
+/// `n` more bytes: whole parts, then into the next one.
+fn past(parts: &[&[u8]], (mut first, mut skip): (usize, usize), mut n: usize) -> (usize, usize) {
+    while first < parts.len() && n >= parts[first].len() - skip {
+        n -= parts[first].len() - skip;
+        first += 1;
+        skip = 0;
+    }
+    (first, skip + n)
+}
+
 impl Outbox {
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes one part (unless an earlier one failed) and gives its buffer back.
-    fn write(&self, (at, data, pool): Pending) {
+    /// Writes `run`, parts that follow one another in the file, with one
+    /// call (unless an earlier write failed), and gives their buffers back.
+    fn write(&self, run: Vec<Pending>) {
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         if failed.is_none() {
             drop(failed);
-            if let Err(e) = self.file.write_all_at(&data, at) {
+            let at = run.first().map_or(0, |p| p.0);
+            let parts: Vec<&[u8]> = run.iter().map(|p| p.1.as_slice()).collect();
+            if let Err(e) = write_all_vectored_at(&self.file, &parts, at) {
                 failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
                 failed.get_or_insert((e.kind(), e.to_string()));
             }
         }
-        pool.give(data);
+        for (_, data, pool) in run {
+            pool.give(data);
+        }
     }
 
     /// The first write that failed, as an error.
@@ -124,46 +236,65 @@ impl Outbox {
         }
     }
 
-    /// Queues `part` (waiting for room), then hands it to the writer thread,
-    /// or writes the queue out unless another worker is writing it already
-    /// (that worker then writes `part` too).
+    /// Queues `part`, then wakes the writer thread, or writes what is ready
+    /// unless another worker is writing already (that worker then finds it).
+    /// A full queue waits for room, or (no writer thread) is written out.
     fn put(&self, part: Pending) {
-        {
-            let mut queue = self.queue();
-            while queue.parts.len() >= WRITE_QUEUE {
-                queue = self.room.wait(queue).unwrap_or_else(|e| e.into_inner());
+        use std::sync::atomic::Ordering;
+        let behind = self.behind.load(Ordering::Acquire);
+        let mut queue = self.queue();
+        while queue.parts.len() >= WRITE_QUEUE {
+            if !behind {
+                drop(queue);
+                self.drain();
+                queue = self.queue();
             }
-            queue.parts.push_back(part);
+            if queue.parts.len() >= WRITE_QUEUE {
+                // Whoever writes makes room; the timeout only guards against
+                // a wake-up that came between the two locks.
+                let wait = std::time::Duration::from_millis(1);
+                queue = self
+                    .room
+                    .wait_timeout(queue, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         }
-        if self.behind.load(std::sync::atomic::Ordering::Acquire) {
+        queue.parts.push_back(part);
+        drop(queue);
+        if behind {
             self.ready.notify_one();
         } else {
             self.drain();
         }
     }
 
-    /// The writer thread: writes parts as they come, until the queue closes.
+    /// The writer thread: writes runs as they are ready, until the queue
+    /// closes; then the rest.
     fn write_behind(&self) {
         loop {
-            let next = {
+            let run = {
                 let mut queue = self.queue();
-                while queue.parts.is_empty() && !queue.closed {
+                loop {
+                    let run = queue.take_run();
+                    if !run.is_empty() || queue.closed {
+                        break run;
+                    }
                     queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
                 }
-                queue.parts.pop_front()
             };
             self.room.notify_all();
-            match next {
-                Some(part) => self.write(part),
-                None => return,
+            if run.is_empty() {
+                return;
             }
+            self.write(run);
         }
     }
 
-    /// Writes the queue out, unless another thread is writing it; returns
-    /// once this thread found nothing more to write. Whoever queues a part
-    /// calls this after: either it writes, or the writer of the moment
-    /// checks the queue again after it stops writing and finds that part.
+    /// Writes the runs that are ready, unless another thread is writing;
+    /// returns once this thread found nothing more ready. Whoever queues a
+    /// part calls this after: either it writes, or the writer of the moment
+    /// looks at the queue again after it stops writing.
     fn drain(&self) {
         use std::sync::atomic::Ordering;
         while self
@@ -172,15 +303,15 @@ impl Outbox {
             .is_ok()
         {
             loop {
-                let next = self.queue().parts.pop_front();
+                let run = self.queue().take_run();
                 self.room.notify_all();
-                match next {
-                    Some(part) => self.write(part),
-                    None => break,
+                if run.is_empty() {
+                    break;
                 }
+                self.write(run);
             }
             self.writing.store(false, Ordering::Release);
-            if self.queue().parts.is_empty() {
+            if self.queue().find_run().is_none() {
                 break;
             }
         }
@@ -247,8 +378,9 @@ impl Placement for FilePlacement {
         Ok(())
     }
     fn flush(&self) -> std::io::Result<()> {
+        // No part is coming: every run is written, however short.
+        self.out.queue().closed = true;
         if let Some(thread) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            self.out.queue().closed = true;
             self.out.ready.notify_all();
             thread
                 .join()
@@ -444,6 +576,52 @@ impl Placement for MemoryPlacement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_write_goes_on_from_the_byte_it_stopped_at() {
+        let parts: [&[u8]; 3] = [&[0; 10], &[0; 5], &[0; 7]];
+        assert_eq!(past(&parts, (0, 0), 22), (3, 0), "all");
+        assert_eq!(past(&parts, (0, 0), 10), (1, 0), "a whole part");
+        assert_eq!(past(&parts, (0, 0), 12), (1, 2), "into the second");
+        assert_eq!(past(&parts, (1, 2), 3), (2, 0), "the rest of it");
+        assert_eq!(past(&parts, (1, 2), 4), (2, 1));
+        assert_eq!(past(&parts, (0, 4), 0), (0, 4), "nothing");
+    }
+
+    #[test]
+    fn parts_that_follow_one_another_are_written_as_one_run() {
+        let pool = Arc::new(BufferPool::default());
+        let part = |at: u64, len: usize| (at, vec![0u8; len], pool.clone());
+        let mut q = Queue::default();
+        let quarter = WRITE_RUN / 4;
+        // Two runs, out of order: [0, 3 quarters) and one part far away.
+        for at in [2, 0, 1] {
+            q.parts.push_back(part((at * quarter) as u64, quarter));
+        }
+        q.parts.push_back(part(1 << 40, 10));
+        assert!(q.take_run().is_empty(), "no run holds WRITE_RUN bytes yet");
+        q.parts.push_back(part((3 * quarter) as u64, quarter));
+        let run = q.take_run();
+        let at: Vec<u64> = run.iter().map(|p| p.0).collect();
+        assert_eq!(
+            at,
+            [0, 1, 2, 3].map(|k| (k * quarter) as u64),
+            "in file order"
+        );
+        assert_eq!(q.parts.len(), 1);
+        assert!(q.take_run().is_empty(), "the far part waits");
+        q.closed = true;
+        assert_eq!(q.take_run().len(), 1, "closed: whatever waits is written");
+        // A full queue writes its longest run, however short.
+        let mut q = Queue::default();
+        for k in 1..WRITE_QUEUE as u64 {
+            q.parts.push_back(part(k * 100, 10));
+        }
+        q.parts.push_back(part(1010, 10));
+        assert!(q.parts.len() >= WRITE_QUEUE);
+        let at: Vec<u64> = q.take_run().iter().map(|p| p.0).collect();
+        assert_eq!(at, [1000, 1010]);
+    }
 
     #[test]
     fn file_placement_writes_behind_and_reports_a_failed_write() {
