@@ -316,6 +316,10 @@ fn run(
         .filter(|(_, p)| *p == cluster.process)
         .map(|(t, _)| t.clone())
         .collect();
+    for (k, shard) in shards.iter().enumerate() {
+        let bytes = tasks.iter().filter(|t| t.shard == k).map(|t| t.out_len);
+        shard.out.expect(bytes.sum());
+    }
     if u32::try_from(tasks.len()).is_err() {
         return Err(Error::InvalidArgument(format!(
             "{} chunks in one process: at most 2^32 - 1",

@@ -38,6 +38,10 @@ pub(crate) trait Placement: Send + Sync {
     fn flush(&self) -> std::io::Result<()> {
         Ok(())
     }
+    /// The bytes this process will place (its share of the run), told once
+    /// before the run, so that a writer holding parts back knows when the
+    /// last are coming.
+    fn expect(&self, _bytes: u64) {}
 }
 
 /// Whether a file's parts go to a writer thread of their own: when the
@@ -50,15 +54,30 @@ pub(crate) fn write_behind(local_workers: usize) -> bool {
 
 /// Parts waiting to be written at most; a merge that finds the queue full
 /// waits (the decoders are ahead of the file), or writes.
-const WRITE_QUEUE: usize = 16;
+const WRITE_QUEUE: usize = 8;
 
 /// A run of parts that follow one another in the file is written once it
 /// holds this many bytes (or the queue is full, or the run is over): one
 /// `pwritev` for several parts. A file system with large folios (ext4)
 /// allocates its page cache in large pieces only for a long write: a 256 MB
-/// model written 281 KB part by part took 76 ms, eight parts at a time
-/// 61 ms (tmpfs: the same either way).
-const WRITE_RUN: usize = 2 << 20;
+/// model written 281 KB part by part took 76 ms, four parts at a time 65,
+/// eight 61. On tmpfs (4 KiB pages) a long write saves nothing, and parts
+/// held back cost buffers: there a part is written as soon as it can be
+/// (see [`holds_runs`]).
+const WRITE_RUN: usize = 1 << 20;
+
+/// Whether parts wait for a run of [`WRITE_RUN`] bytes before they are
+/// written to `file`: everywhere but on tmpfs.
+fn holds_runs(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatfs fills the zeroed struct it is given.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let known = unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } == 0;
+    !(known && fs.f_type == libc::TMPFS_MAGIC)
+}
+
+/// Bytes still to come below which parts are written as they come.
+const ENDGAME: u64 = 2 * WRITE_RUN as u64;
 
 /// Buffers one `pwritev` takes at most (Linux's `IOV_MAX` is 1024).
 const MAX_IOVECS: usize = 256;
@@ -106,19 +125,36 @@ struct Outbox {
 }
 
 /// The parts waiting, and whether the writer thread is to stop.
-#[derive(Default)]
 struct Queue {
     parts: std::collections::VecDeque<Pending>,
     closed: bool,
+    /// Bytes still to come ([`Placement::expect`], less every part put).
+    coming: u64,
+    /// The bytes a run waits for: [`WRITE_RUN`], or 0 (written as they come).
+    run: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            parts: Default::default(),
+            closed: false,
+            coming: u64::MAX,
+            run: WRITE_RUN,
+        }
+    }
 }
 
 impl Queue {
     /// A run of waiting parts to write now (index and length, in file
-    /// order, after sorting the queue): the first that holds [`WRITE_RUN`]
-    /// bytes; when the queue is full or closed (the decode is over), the
-    /// longest. `None`: nothing to write yet.
+    /// order, after sorting the queue): the first that holds `run` bytes; when the queue is full or closed (the decode is over), or the
+    /// last parts are coming ([`ENDGAME`]), the longest. `None`: nothing to
+    /// write yet.
     fn find_run(&mut self) -> Option<(usize, usize)> {
-        let force = self.closed || self.parts.len() >= WRITE_QUEUE;
+        // The last parts are coming: none waits for a run to grow, since
+        // what still waits when the workers stop is written by one thread
+        // after them.
+        let force = self.closed || self.parts.len() >= WRITE_QUEUE || self.coming <= ENDGAME;
         let parts = self.parts.make_contiguous();
         parts.sort_unstable_by_key(|p| p.0);
         let follows = |a: &Pending, b: &Pending| a.0 + a.1.len() as u64 == b.0;
@@ -133,7 +169,7 @@ impl Queue {
                 bytes += parts[i + len].1.len();
                 len += 1;
             }
-            if bytes >= WRITE_RUN || len == MAX_IOVECS {
+            if bytes >= self.run || len == MAX_IOVECS {
                 return Some((i, len));
             }
             if longest.is_none_or(|(_, _, b)| bytes > b) {
@@ -260,6 +296,7 @@ impl Outbox {
                     .0;
             }
         }
+        queue.coming = queue.coming.saturating_sub(part.1.len() as u64);
         queue.parts.push_back(part);
         drop(queue);
         if behind {
@@ -336,10 +373,14 @@ impl FilePlacement {
 
     /// Parts at `base + offset` of `file` (at `path`).
     fn new(file: File, base: u64, path: PathBuf, write_behind: bool) -> Self {
+        let queue = Queue {
+            run: if holds_runs(&file) { WRITE_RUN } else { 0 },
+            ..Queue::default()
+        };
         let out = Arc::new(Outbox {
             file,
             failed: Default::default(),
-            queue: Default::default(),
+            queue: Mutex::new(queue),
             room: Default::default(),
             ready: Default::default(),
             writing: Default::default(),
@@ -376,6 +417,9 @@ impl Placement for FilePlacement {
         self.out.failure()?;
         self.out.put((self.base + offset, data, pool.clone()));
         Ok(())
+    }
+    fn expect(&self, bytes: u64) {
+        self.out.queue().coming = bytes;
     }
     fn flush(&self) -> std::io::Result<()> {
         // No part is coming: every run is written, however short.
@@ -610,6 +654,14 @@ mod tests {
         );
         assert_eq!(q.parts.len(), 1);
         assert!(q.take_run().is_empty(), "the far part waits");
+        q.coming = ENDGAME;
+        q.parts.push_back(part(1 << 41, 10));
+        assert_eq!(
+            q.take_run().len(),
+            1,
+            "the last parts are coming: no waiting"
+        );
+        q.coming = u64::MAX;
         q.closed = true;
         assert_eq!(q.take_run().len(), 1, "closed: whatever waits is written");
         // A full queue writes its longest run, however short.
@@ -617,10 +669,17 @@ mod tests {
         for k in 1..WRITE_QUEUE as u64 {
             q.parts.push_back(part(k * 100, 10));
         }
-        q.parts.push_back(part(1010, 10));
+        q.parts.push_back(part(310, 10));
         assert!(q.parts.len() >= WRITE_QUEUE);
         let at: Vec<u64> = q.take_run().iter().map(|p| p.0).collect();
-        assert_eq!(at, [1000, 1010]);
+        assert_eq!(at, [300, 310]);
+        // Where runs are not waited for (tmpfs), the first part goes at once.
+        let mut q = Queue {
+            run: 0,
+            ..Queue::default()
+        };
+        q.parts.push_back(part(1 << 30, 10));
+        assert_eq!(q.take_run().len(), 1);
     }
 
     #[test]
