@@ -392,7 +392,7 @@ fn bursting(dir: &Path, packed: &Path, workers: Option<usize>) -> Result<Vec<Str
         )),
         None => lines.push(format!(
             " burst: {} chunks decoded on the GPU, {} on the CPU; output identical to the original: yes",
-            stats.gpu_decompressions, stats.cpu_decompressions
+            stats.chunks.gpu_decompressions, stats.chunks.cpu_decompressions
         )),
     }
     lines.push(format!(" burst: timeline: {}", svg.display()));

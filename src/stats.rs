@@ -51,16 +51,72 @@ fn summary(h: &Histogram<u64>) -> Latency {
     }
 }
 
+/// Chunks counted by where they ran and how the policy routed them: a
+/// run's ([`Statistics`]) or one shard's share of it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ChunkCounts {
+    /// Chunks decoded.
+    pub total_decompressions: u64,
+    /// Chunks the GPU engine decoded whole (what ran where, not what the
+    /// policy chose: see `routed_gpu`).
+    pub gpu_decompressions: u64,
+    /// Chunks the CPU engine decoded whole (GPU-routed chunks included when
+    /// there is no GPU, and passthrough tensors always).
+    pub cpu_decompressions: u64,
+    /// Chunks split between the two engines.
+    pub hybrid_decompressions: u64,
+    /// Chunks the policy routed to the GPU.
+    pub routed_gpu: u64,
+    /// Chunks the policy routed to the CPU.
+    pub routed_cpu: u64,
+    /// Chunks the policy split (HYBRID).
+    pub routed_hybrid: u64,
+}
+
+/// Counts chunks part by part into [`ChunkCounts`]: a chunk counts once,
+/// however many parts it has, and as hybrid when both engines ran parts.
+#[derive(Debug, Default)]
+pub struct ChunkTally {
+    /// Chunks by the route the policy chose (gpu, cpu, hybrid).
+    by_route: [std::collections::HashSet<usize>; 3],
+    /// Chunks with a part the GPU engine decoded, and with one the CPU did.
+    on: [std::collections::HashSet<usize>; 2],
+}
+
+impl ChunkTally {
+    /// A part of chunk `global`, routed `route`, decoded by `engine`.
+    pub fn part(&mut self, global: usize, route: crate::policy::Route, engine: Engine) {
+        self.by_route[route.index()].insert(global);
+        self.on[matches!(engine, Engine::Cpu) as usize].insert(global);
+    }
+
+    /// Chunks with at least one part counted.
+    pub fn chunks(&self) -> usize {
+        self.by_route.iter().map(|s| s.len()).sum()
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> ChunkCounts {
+        let [on_gpu, on_cpu] = &self.on;
+        ChunkCounts {
+            total_decompressions: self.chunks() as u64,
+            gpu_decompressions: on_gpu.difference(on_cpu).count() as u64,
+            cpu_decompressions: on_cpu.difference(on_gpu).count() as u64,
+            hybrid_decompressions: on_gpu.intersection(on_cpu).count() as u64,
+            routed_gpu: self.by_route[0].len() as u64,
+            routed_cpu: self.by_route[1].len() as u64,
+            routed_hybrid: self.by_route[2].len() as u64,
+        }
+    }
+}
+
 /// Accumulates what the merge sees.
 pub struct Recorder {
     /// Per route (gpu, cpu, hybrid): end-to-end chunk-part latency (queue + decode + merge).
     route: [Histogram<u64>; 3],
     /// Per stage: queue wait, decode, merge.
     stage: [Histogram<u64>; 3],
-    /// Chunks by the route the policy chose (gpu, cpu, hybrid).
-    chunks_by_route: [std::collections::HashSet<usize>; 3],
-    /// Chunks with a part the GPU engine decoded, and with one the CPU did.
-    chunks_on: [std::collections::HashSet<usize>; 2],
+    chunks: ChunkTally,
     gpu_parts: u64,
     cpu_parts: u64,
     gpu_us: u64,
@@ -80,8 +136,7 @@ impl Default for Recorder {
         Recorder {
             route: [hist(), hist(), hist()],
             stage: [hist(), hist(), hist()],
-            chunks_by_route: Default::default(),
-            chunks_on: Default::default(),
+            chunks: Default::default(),
             gpu_parts: 0,
             cpu_parts: 0,
             gpu_us: 0,
@@ -112,8 +167,7 @@ impl Recorder {
         rerouted_oom: bool,
     ) {
         let r = route.index();
-        self.chunks_by_route[r].insert(global);
-        self.chunks_on[matches!(engine, Engine::Cpu) as usize].insert(global);
+        self.chunks.part(global, route, engine);
         if self.profile {
             let _ = self.route[r].record((queue_us + decode_us + merge_us).max(1));
             let _ = self.stage[0].record(queue_us.max(1));
@@ -138,7 +192,7 @@ impl Recorder {
 
     /// Chunks with at least one merged part so far.
     pub fn chunks_seen(&self) -> usize {
-        self.chunks_by_route.iter().map(|s| s.len()).sum()
+        self.chunks.chunks()
     }
 
     /// Each route's latency as HdrHistogram's percentile distribution (the
@@ -180,7 +234,6 @@ impl Recorder {
         gpu: Option<String>,
         last_sample: Option<crate::pressure::Sample>,
     ) -> Statistics {
-        let [on_gpu, on_cpu] = &self.chunks_on;
         let avg = |us: u64, n: u64| {
             if n == 0 {
                 0.0
@@ -198,13 +251,7 @@ impl Recorder {
             _ => 0.0,
         };
         Statistics {
-            total_decompressions: self.chunks_by_route.iter().map(|s| s.len() as u64).sum(),
-            gpu_decompressions: on_gpu.difference(on_cpu).count() as u64,
-            cpu_decompressions: on_cpu.difference(on_gpu).count() as u64,
-            hybrid_decompressions: on_gpu.intersection(on_cpu).count() as u64,
-            routed_gpu: self.chunks_by_route[0].len() as u64,
-            routed_cpu: self.chunks_by_route[1].len() as u64,
-            routed_hybrid: self.chunks_by_route[2].len() as u64,
+            chunks: self.chunks.counts(),
             mode_switches: p.mode_switches(),
             memory_pressure_events: p.memory_pressure_events(),
             gpu_oom_reroutes: self.oom_reroutes,
@@ -344,22 +391,10 @@ pub struct GpuMemoryState {
 /// A run's statistics (`--stats-json`). A decompression is one chunk.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Statistics {
-    /// Chunks decoded.
-    pub total_decompressions: u64,
-    /// Chunks the GPU engine decoded whole (what ran where, not what the
-    /// policy chose: see `routed_gpu`).
-    pub gpu_decompressions: u64,
-    /// Chunks the CPU engine decoded whole (GPU-routed chunks included when
-    /// there is no GPU, and passthrough tensors always).
-    pub cpu_decompressions: u64,
-    /// Chunks split between the two engines.
-    pub hybrid_decompressions: u64,
-    /// Chunks the policy routed to the GPU.
-    pub routed_gpu: u64,
-    /// Chunks the policy routed to the CPU.
-    pub routed_cpu: u64,
-    /// Chunks the policy split (HYBRID).
-    pub routed_hybrid: u64,
+    /// Chunks by where they ran and how the policy routed them (their keys
+    /// at the top level of the JSON).
+    #[serde(flatten)]
+    pub chunks: ChunkCounts,
     /// AUTO state changes (GPU to CPU and back).
     pub mode_switches: u64,
     /// Rises of the pressure level into HIGH or CRITICAL, plus GPU out-of-memory errors.

@@ -564,7 +564,7 @@ fn the_library_decodes_a_packed_directory_in_one_run() {
     }
     let s = pipeline.statistics().unwrap();
     assert_eq!(
-        s.total_decompressions as usize,
+        s.chunks.total_decompressions as usize,
         ckpt.chunk_count(),
         "one run over all shards"
     );

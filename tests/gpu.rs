@@ -353,10 +353,10 @@ mod on_a_gpu {
                 assert!(out == cpu, "{name}: {mode:?} differs from the CPU engine");
                 println!(
                     "{name}: {mode:?} bit-exact, {} chunks ({} gpu-routed, {} ran on the GPU, {} split)",
-                    stats.total_decompressions,
-                    stats.routed_gpu,
-                    stats.gpu_decompressions,
-                    stats.hybrid_decompressions
+                    stats.chunks.total_decompressions,
+                    stats.chunks.routed_gpu,
+                    stats.chunks.gpu_decompressions,
+                    stats.chunks.hybrid_decompressions
                 );
             }
         }
@@ -390,7 +390,7 @@ mod on_a_gpu {
         assert!(stats.gpu_oom_reroutes > 0, "the chunks met the full card");
         println!(
             "AUTO on a full card: bit-exact, {} of {} chunks rerouted to the CPU, {} pressure events",
-            stats.gpu_oom_reroutes, stats.total_decompressions, stats.memory_pressure_events
+            stats.gpu_oom_reroutes, stats.chunks.total_decompressions, stats.memory_pressure_events
         );
         drop(hold);
     }

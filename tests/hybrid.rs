@@ -94,7 +94,10 @@ fn a_chunk_split_between_the_engines_is_read_and_checksummed_once() {
     o.gpu = Some(gpu.clone());
     let (hybrid, hybrid_read) = run(&packed, &out, &o);
     assert!(std::fs::read(&out).unwrap() == original);
-    assert!(hybrid.hybrid_decompressions > 0, "some chunk was split");
+    assert!(
+        hybrid.chunks.hybrid_decompressions > 0,
+        "some chunk was split"
+    );
     assert!(!gpu.seen.lock().unwrap().is_empty(), "the GPU took parts");
     assert_eq!(
         hybrid_read, cpu_read,
@@ -134,8 +137,8 @@ fn without_a_gpu_hybrid_is_cpu_only_at_cpu_only_s_cost() {
         if replayed {
             assert!(rows.iter().all(|r| r.1 == "hybrid"), "the replay's route");
         }
-        assert_eq!(hybrid.hybrid_decompressions, 0);
-        assert_eq!(hybrid.cpu_decompressions as usize, n);
+        assert_eq!(hybrid.chunks.hybrid_decompressions, 0);
+        assert_eq!(hybrid.chunks.cpu_decompressions as usize, n);
     }
 }
 

@@ -348,12 +348,12 @@ fn real_weights_decode_bit_exact_through_the_gpu_path() {
             .sum();
         let all_chunks: usize = c.header().tensors.iter().map(|t| t.chunks.len()).sum();
         assert_eq!(
-            (s.routed_gpu, s.routed_cpu),
+            (s.chunks.routed_gpu, s.chunks.routed_cpu),
             (all_chunks as u64, 0),
             "{dtype}: every chunk routed to the GPU"
         );
         assert_eq!(
-            (s.gpu_decompressions, s.cpu_decompressions),
+            (s.chunks.gpu_decompressions, s.chunks.cpu_decompressions),
             (float_chunks as u64, (all_chunks - float_chunks) as u64),
             "{dtype}: float chunks ran on the GPU, passthrough chunks on the CPU"
         );
@@ -393,7 +393,7 @@ fn hybrid_parts_and_device_tensors_are_bit_exact_through_the_kernels() {
     let c = Arc::new(Container::open(&packed).unwrap());
     let s = decompress_file(c.clone(), &out, &o).unwrap();
     assert!(std::fs::read(&out).unwrap() == original, "HYBRID differs");
-    assert!(s.hybrid_decompressions > 0, "some chunk was split");
+    assert!(s.chunks.hybrid_decompressions > 0, "some chunk was split");
     let sizes: Vec<usize> = gpu
         .sub_batches
         .lock()

@@ -326,7 +326,7 @@ fn a_sharded_load_decides_every_shard_under_one_policy_and_decodes_host_shards_i
     // Both shards, every tensor in host memory: one graph run decoded them.
     let chunks = a.header().chunk_count() + b.header().chunk_count();
     let s = p.statistics().unwrap();
-    assert_eq!(s.total_decompressions as usize, chunks);
+    assert_eq!(s.chunks.total_decompressions as usize, chunks);
 }
 
 #[test]
@@ -368,7 +368,7 @@ fn a_device_load_decodes_every_fallback_of_every_shard_in_one_graph_run() {
         + chunks(&b, &[owner(&b, "b.b"), owner(&b, "b.n1"), owner(&b, "b.w")]);
     assert_eq!(owner(&a, "a.n1"), owner(&a, "a.n2"));
     let s = p.statistics().unwrap();
-    assert_eq!(s.total_decompressions as usize, want);
+    assert_eq!(s.chunks.total_decompressions as usize, want);
 }
 
 #[test]
@@ -401,10 +401,10 @@ fn small_tensors_sharing_a_chunk_decode_in_the_loads_one_run_then_go_to_the_devi
     };
     let s = p.statistics().unwrap();
     assert_eq!(
-        s.total_decompressions as usize,
+        s.chunks.total_decompressions as usize,
         shared(&a, "a.n1") + shared(&b, "b.n1")
     );
-    assert_eq!(s.cpu_decompressions, s.total_decompressions);
+    assert_eq!(s.chunks.cpu_decompressions, s.chunks.total_decompressions);
 }
 
 #[test]

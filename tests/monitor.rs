@@ -268,7 +268,7 @@ fn the_library_watcher_and_statistics_from_another_thread_see_growing_counters()
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let polled = poller.join().unwrap();
     let last = pipeline.statistics().unwrap();
-    assert_eq!(last.total_decompressions, chunks);
+    assert_eq!(last.chunks.total_decompressions, chunks);
     assert_eq!(info.cpu_chunks, chunks);
     let last_json = serde_json::to_value(&last).unwrap();
     for p in &polled {
@@ -321,7 +321,7 @@ fn the_status_line_says_mode_state_memory_routes_rate_and_cpu() {
         let n = now.chunks_total;
         let routes = format!("chunks {n}/{n}: gpu 0 cpu {n} hybrid 0");
         assert!(line.ends_with(&routes), "{line}");
-        assert_eq!(now.statistics.routed_cpu, n);
+        assert_eq!(now.statistics.chunks.routed_cpu, n);
     }
     let set = |s: &mut Snapshot, bytes: u64, wall: f64, cpu: f64| {
         s.statistics.bytes_out = bytes;
@@ -330,8 +330,11 @@ fn the_status_line_says_mode_state_memory_routes_rate_and_cpu() {
     };
     now.chunks_total = 10;
     now.engine_state = EngineState::Gpu;
-    (now.statistics.routed_gpu, now.statistics.routed_cpu) = (4, 2);
-    now.statistics.routed_hybrid = 1;
+    (
+        now.statistics.chunks.routed_gpu,
+        now.statistics.chunks.routed_cpu,
+    ) = (4, 2);
+    now.statistics.chunks.routed_hybrid = 1;
     now.statistics.gpu_device = Some("a card".into());
     now.statistics.gpu_memory_state = Some(GpuMemoryState {
         total_mb: 4000.0,

@@ -69,8 +69,8 @@ fn every_worker_count_merges_each_chunk_exactly_once() {
             std::fs::read(&out).unwrap() == original,
             "{w} workers: output differs"
         );
-        assert_eq!(s.total_decompressions as usize, chunks);
-        assert_eq!(s.cpu_decompressions as usize, chunks);
+        assert_eq!(s.chunks.total_decompressions as usize, chunks);
+        assert_eq!(s.chunks.cpu_decompressions as usize, chunks);
         assert_eq!(s.bytes_out as usize, common::data_region(&original).len());
         let lines = std::fs::read_to_string(&log).unwrap();
         assert_eq!(
@@ -96,7 +96,7 @@ fn hybrid_splits_chunks_between_the_engines_and_rebuilds_them() {
         std::fs::read(&out).unwrap() == original,
         "HYBRID output differs"
     );
-    assert!(s.hybrid_decompressions > 0);
+    assert!(s.chunks.hybrid_decompressions > 0);
     let text = std::fs::read_to_string(&log).unwrap();
     let gpu_parts = text.lines().filter(|l| l.contains(",gpu,")).count();
     let cpu_parts = text.lines().filter(|l| l.contains(",cpu,")).count();
@@ -437,10 +437,16 @@ fn statistics_count_what_ran_where_apart_from_what_the_policy_chose() {
     let out = dir.path().join("t.safetensors");
     let s = run(&packed, &out, &o).unwrap();
     assert!(std::fs::read(&out).unwrap() == original);
-    assert!(s.routed_gpu > 0 && s.routed_cpu > 0, "{s:?}");
-    assert_eq!(s.routed_gpu + s.routed_cpu + s.routed_hybrid, chunks);
-    assert_eq!(s.gpu_decompressions, 0, "no GPU: nothing ran on one");
-    assert_eq!(s.cpu_decompressions, chunks, "every chunk ran on the CPU");
+    assert!(s.chunks.routed_gpu > 0 && s.chunks.routed_cpu > 0, "{s:?}");
+    assert_eq!(
+        s.chunks.routed_gpu + s.chunks.routed_cpu + s.chunks.routed_hybrid,
+        chunks
+    );
+    assert_eq!(s.chunks.gpu_decompressions, 0, "no GPU: nothing ran on one");
+    assert_eq!(
+        s.chunks.cpu_decompressions, chunks,
+        "every chunk ran on the CPU"
+    );
     assert_eq!(
         s.gpu_memory_saved_mb, 0.0,
         "without a GPU no device memory was saved"
@@ -454,9 +460,9 @@ fn statistics_count_what_ran_where_apart_from_what_the_policy_chose() {
     o.gpu = Some(gpu);
     let s = run(&packed, &out, &o).unwrap();
     assert!(std::fs::read(&out).unwrap() == original);
-    assert!(s.gpu_decompressions > 0, "{s:?}");
+    assert!(s.chunks.gpu_decompressions > 0, "{s:?}");
     assert_eq!(
-        s.gpu_decompressions + s.cpu_decompressions + s.hybrid_decompressions,
+        s.chunks.gpu_decompressions + s.chunks.cpu_decompressions + s.chunks.hybrid_decompressions,
         chunks
     );
     assert!(s.gpu_memory_saved_mb > 0.0);
@@ -596,7 +602,7 @@ fn configuration_drives_the_run() {
         &RunOptions::new(Mode::CpuOnly, cfg),
     )
     .unwrap();
-    assert!(s.cpu_decompressions > 0);
+    assert!(s.chunks.cpu_decompressions > 0);
     assert_eq!(s.latency.cpu.count, 0);
     assert!(std::fs::read(dir.path().join("q.safetensors")).unwrap() == original);
 }

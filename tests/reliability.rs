@@ -612,7 +612,7 @@ fn injected_out_of_memory_loses_nothing_in_auto_and_stops_gpu_only() {
             "round {round}: output differs from CPU_ONLY"
         );
         assert_eq!(
-            stats.total_decompressions as usize,
+            stats.chunks.total_decompressions as usize,
             all.len(),
             "round {round}: a chunk lost or doubled"
         );
@@ -872,10 +872,14 @@ fn soak_100_runs_of_a_10000_chunk_stream() {
         o.timely_args = vec!["-w".into(), (1 + run % 2).to_string()];
         let (model, stats) = decompress_to_memory(c.clone(), &o).unwrap();
         assert!(model.data == data, "run {run} ({mode:?}): output differs");
-        assert_eq!(stats.total_decompressions as usize, all.len(), "run {run}");
-        routes[0] += stats.routed_gpu;
-        routes[1] += stats.routed_cpu;
-        routes[2] += stats.routed_hybrid;
+        assert_eq!(
+            stats.chunks.total_decompressions as usize,
+            all.len(),
+            "run {run}"
+        );
+        routes[0] += stats.chunks.routed_gpu;
+        routes[1] += stats.chunks.routed_cpu;
+        routes[2] += stats.chunks.routed_hybrid;
         ooms += stats.gpu_oom_reroutes;
         drop(model);
         rss.push(resident_kib());

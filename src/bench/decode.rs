@@ -323,9 +323,9 @@ fn graph_runs(
         workers,
         target_precision: target,
         gb_per_s: Stat::of_throughput(reference.len() as u64, &times),
-        chunks_gpu: s.gpu_decompressions,
-        chunks_cpu: s.cpu_decompressions,
-        chunks_hybrid: s.hybrid_decompressions,
+        chunks_gpu: s.chunks.gpu_decompressions,
+        chunks_cpu: s.chunks.cpu_decompressions,
+        chunks_hybrid: s.chunks.hybrid_decompressions,
         p99_us: p99(&s),
         notes: s.notes,
     })

@@ -87,9 +87,9 @@ fn scenario(
         (
             s.mode_switches,
             s.memory_pressure_events,
-            s.routed_gpu,
-            s.routed_cpu,
-            s.routed_hybrid,
+            s.chunks.routed_gpu,
+            s.chunks.routed_cpu,
+            s.chunks.routed_hybrid,
         )
     };
     if stats.iter().any(|s| key(s) != key(&stats[0])) {
@@ -107,9 +107,9 @@ fn scenario(
         mode_switches: s.mode_switches,
         memory_pressure_events: s.memory_pressure_events,
         // What the policy chose (without a GPU, every chunk ran on the CPU).
-        chunks_gpu: s.routed_gpu,
-        chunks_cpu: s.routed_cpu,
-        chunks_hybrid: s.routed_hybrid,
+        chunks_gpu: s.chunks.routed_gpu,
+        chunks_cpu: s.chunks.routed_cpu,
+        chunks_hybrid: s.chunks.routed_hybrid,
         gb_per_s: Stat::of_throughput(reference.len() as u64, &times),
         p99_us: Stat::of(&p99s),
         latency_curves: s.latency_curves,

@@ -18,7 +18,7 @@ use crate::engine::{chunk_jobs, DecodedModel};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::output::TempOutput;
-use crate::stats::{Engine, Statistics};
+use crate::stats::{ChunkCounts, ChunkTally, Statistics};
 
 /// One shard of a run: its container, its tables at the run's precision,
 /// and where its decoded bytes land.
@@ -37,20 +37,9 @@ pub struct ShardFigures {
     pub index: usize,
     /// The global index of the shard's first chunk.
     pub first_chunk: usize,
-    /// Chunks decoded.
-    pub total_decompressions: u64,
-    /// Chunks the GPU engine decoded whole.
-    pub gpu_decompressions: u64,
-    /// Chunks the CPU engine decoded whole.
-    pub cpu_decompressions: u64,
-    /// Chunks split between the two engines.
-    pub hybrid_decompressions: u64,
-    /// Chunks the policy routed to the GPU.
-    pub routed_gpu: u64,
-    /// Chunks the policy routed to the CPU.
-    pub routed_cpu: u64,
-    /// Chunks the policy split (HYBRID).
-    pub routed_hybrid: u64,
+    /// The shard's chunks by where they ran and how they were routed.
+    #[serde(flatten)]
+    pub chunks: ChunkCounts,
     /// Container bytes read.
     pub bytes_in: u64,
     /// Decoded bytes written.
@@ -94,7 +83,6 @@ pub(crate) fn chunk_tasks(shards: &[ShardRun], only: Option<&[(usize, usize)]>) 
 
 /// Each shard's figures, from the merges' receipts.
 pub(crate) fn figures(shards: &[ShardRun], receipts: &[MergeReceipt]) -> Vec<ShardFigures> {
-    use std::collections::BTreeMap;
     let mut first_chunk = 0;
     let mut out: Vec<ShardFigures> = shards
         .iter()
@@ -109,33 +97,15 @@ pub(crate) fn figures(shards: &[ShardRun], receipts: &[MergeReceipt]) -> Vec<Sha
             f
         })
         .collect();
-    // Per chunk: its shard, its route, and whether the GPU and the CPU ran parts of it.
-    let mut chunks: BTreeMap<usize, (usize, crate::policy::Route, bool, bool)> = BTreeMap::new();
+    let mut tallies: Vec<ChunkTally> = shards.iter().map(|_| ChunkTally::default()).collect();
     for r in receipts {
-        let e = chunks
-            .entry(r.global)
-            .or_insert((r.shard, r.route, false, false));
-        match r.engine {
-            Engine::Gpu => e.2 = true,
-            Engine::Cpu => e.3 = true,
-        }
+        tallies[r.shard].part(r.global, r.route, r.engine);
         let f = &mut out[r.shard];
         f.bytes_in += r.bytes_in;
         f.bytes_out += r.bytes;
     }
-    for (shard, route, gpu, cpu) in chunks.into_values() {
-        let f = &mut out[shard];
-        f.total_decompressions += 1;
-        match route {
-            crate::policy::Route::Gpu => f.routed_gpu += 1,
-            crate::policy::Route::Cpu => f.routed_cpu += 1,
-            crate::policy::Route::Hybrid { .. } => f.routed_hybrid += 1,
-        }
-        match (gpu, cpu) {
-            (true, true) => f.hybrid_decompressions += 1,
-            (true, false) => f.gpu_decompressions += 1,
-            _ => f.cpu_decompressions += 1,
-        }
+    for (f, tally) in out.iter_mut().zip(&tallies) {
+        f.chunks = tally.counts();
     }
     out
 }

@@ -25,16 +25,16 @@ pub fn line(now: &Snapshot, before: Option<&Snapshot>) -> String {
         (None, Some(m)) => format!("no GPU (trace: {})", memory(m)),
         (None, None) => "no GPU".to_string(),
     };
-    let done = s.routed_gpu + s.routed_cpu + s.routed_hybrid;
+    let done = s.chunks.routed_gpu + s.chunks.routed_cpu + s.chunks.routed_hybrid;
     // The chunk counts last: a narrow terminal cuts the line's end.
     format!(
         "{mode} | {gpu} | CPU {:.0}% | {:.2} GB/s | chunks {done}/{}: gpu {} cpu {} hybrid {}",
         cpu_utilization(now, before.filter(|b| b.run == now.run)) * 100.0,
         s.bytes_out as f64 / s.wall_time_s.max(1e-9) / 1e9,
         now.chunks_total,
-        s.routed_gpu,
-        s.routed_cpu,
-        s.routed_hybrid,
+        s.chunks.routed_gpu,
+        s.chunks.routed_cpu,
+        s.chunks.routed_hybrid,
     )
 }
 

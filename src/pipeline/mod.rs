@@ -57,9 +57,9 @@ impl RunInfo {
     fn of(mode: Mode, s: &Statistics) -> Self {
         RunInfo {
             mode,
-            gpu_chunks: s.gpu_decompressions,
-            cpu_chunks: s.cpu_decompressions,
-            hybrid_chunks: s.hybrid_decompressions,
+            gpu_chunks: s.chunks.gpu_decompressions,
+            cpu_chunks: s.chunks.cpu_decompressions,
+            hybrid_chunks: s.chunks.hybrid_decompressions,
             wall: std::time::Duration::from_secs_f64(s.wall_time_s),
         }
     }
