@@ -413,7 +413,7 @@ fn hybrid_parts_and_device_tensors_are_bit_exact_through_the_kernels() {
     for t in &tensors {
         let want = common::tensor_bytes(&c, data, &t.name);
         assert!(t.on_device(), "{}", t.name);
-        assert!(*t.to_host().unwrap() == want, "{}: values differ", t.name);
+        assert!(*t.to_host().unwrap() == *want, "{}: values differ", t.name);
     }
 }
 

@@ -354,6 +354,18 @@ fn a_device_load_decodes_every_fallback_of_every_shard_in_one_graph_run() {
         (info.device_tensors, info.host_tensors, info.fallbacks),
         (1, 7, 7)
     );
+    // A shard's fallbacks are ranges of its one decoded region, not copies.
+    for shard in &shards {
+        let regions: Vec<_> = shard
+            .iter()
+            .filter_map(|t| match &t.values {
+                padic_burst::pipeline::Values::Host(h) => Some(h.region().0.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(regions.len() >= 3);
+        assert!(regions.iter().all(|r| Arc::ptr_eq(r, &regions[0])));
+    }
     assert_loaded(&shards, &[(&a, &a_file), (&b, &b_file)]);
     // The seven fallbacks decoded in one run: its chunks are theirs (the two
     // small tensors' one shared chunk counted once), a.b's not among them.

@@ -268,30 +268,51 @@ impl Pipeline {
                 info.memory_pressure_events.into(),
             );
         }
-        let mut out = Vec::new();
+        // A shard's host tensors share its decoded region: taken apart
+        // first, so the region is then owned once and wrapped as one
+        // storage, not copied.
+        let mut parts = Vec::new();
+        let mut regions: Vec<Arc<Vec<u8>>> = Vec::new();
         for (c, tensors) in containers.iter().zip(shards) {
             for t in tensors {
-                let dl = match t.values {
-                    Values::Device(buf) => DlTensor::device(buf, device, &t.shape, &t.dtype),
+                let values = match t.values {
+                    Values::Device(buf) => Ok(buf),
                     Values::Host(bytes) => {
-                        // The load's own copy: wrapped, not copied again.
-                        let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|b| b.to_vec());
-                        let len = bytes.len();
-                        DlTensor::host(
-                            Arc::new(HostStorage::new(bytes)),
-                            0,
-                            len,
-                            &t.shape,
-                            &t.dtype,
-                            true,
-                        )
+                        let (region, range) = bytes.into_parts();
+                        let k = match regions.iter().position(|r| Arc::ptr_eq(r, &region)) {
+                            Some(k) => k,
+                            None => {
+                                regions.push(region);
+                                regions.len() - 1
+                            }
+                        };
+                        Err((k, range))
                     }
-                }
-                .map_err(|e| {
-                    PadicError::new_err(format!("{}: tensor '{}': {e}", c.path().display(), t.name))
-                })?;
-                out.push((t.name, t.dtype, t.shape, dl));
+                };
+                parts.push((c, t.name, t.dtype, t.shape, values));
             }
+        }
+        let storages: Vec<Arc<HostStorage>> = regions
+            .into_iter()
+            .map(|r| Arc::new(HostStorage::new(Arc::unwrap_or_clone(r))))
+            .collect();
+        let mut out = Vec::new();
+        for (c, name, dtype, shape, values) in parts {
+            let dl = match values {
+                Ok(buf) => DlTensor::device(buf, device, &shape, &dtype),
+                Err((k, range)) => DlTensor::host(
+                    storages[k].clone(),
+                    range.start,
+                    range.len(),
+                    &shape,
+                    &dtype,
+                    true,
+                ),
+            }
+            .map_err(|e| {
+                PadicError::new_err(format!("{}: tensor '{name}': {e}", c.path().display()))
+            })?;
+            out.push((name, dtype, shape, dl));
         }
         self.record(run);
         Ok(out)

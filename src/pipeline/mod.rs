@@ -22,7 +22,7 @@ use crate::progress::Progress;
 use crate::stats::Statistics;
 
 mod resident;
-pub use resident::{LoadInfo, Residence, ResidentTensor, Values};
+pub use resident::{HostBytes, LoadInfo, Residence, ResidentTensor, Values};
 
 /// A decoded tensor.
 #[derive(Debug, Clone)]

@@ -32,9 +32,45 @@ pub enum Residence {
 #[derive(Debug, Clone)]
 pub enum Values {
     /// Little-endian values in host memory, as in a safetensors file.
-    Host(Arc<Vec<u8>>),
+    Host(HostBytes),
     /// The same bytes in device memory.
     Device(Arc<dyn DeviceBuffer>),
+}
+
+/// A tensor's bytes in host memory: its range of a decoded region, which the
+/// other host tensors of its shard share (no copy each).
+#[derive(Debug, Clone)]
+pub struct HostBytes {
+    region: Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+
+impl HostBytes {
+    /// All of `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let range = 0..bytes.len();
+        HostBytes {
+            region: Arc::new(bytes),
+            range,
+        }
+    }
+
+    /// The region these bytes are part of, and where in it they are.
+    pub fn region(&self) -> (&Arc<Vec<u8>>, std::ops::Range<usize>) {
+        (&self.region, self.range.clone())
+    }
+
+    /// The region and the range, taken apart.
+    pub fn into_parts(self) -> (Arc<Vec<u8>>, std::ops::Range<usize>) {
+        (self.region, self.range)
+    }
+}
+
+impl std::ops::Deref for HostBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.region[self.range.clone()]
+    }
 }
 
 /// A loaded tensor.
@@ -59,17 +95,20 @@ impl ResidentTensor {
     }
 
     /// The values in host memory (copied back from the device if there).
-    pub fn to_host(&self) -> Result<Arc<Vec<u8>>> {
+    pub fn to_host(&self) -> Result<HostBytes> {
         match &self.values {
             Values::Host(v) => Ok(v.clone()),
-            Values::Device(d) => d.to_host().map(Arc::new).map_err(|source| Error::Gpu {
-                at: Some(Box::new(Location {
-                    tensor: Some(self.name.clone()),
-                    ..Location::default()
-                })),
-                doing: "copying it back".into(),
-                source,
-            }),
+            Values::Device(d) => d
+                .to_host()
+                .map(HostBytes::new)
+                .map_err(|source| Error::Gpu {
+                    at: Some(Box::new(Location {
+                        tensor: Some(self.name.clone()),
+                        ..Location::default()
+                    })),
+                    doing: "copying it back".into(),
+                    source,
+                }),
         }
     }
 }
@@ -166,18 +205,25 @@ impl Pipeline {
             .map(|&(s, i, _)| (s, i))
             .chain(staged.iter().copied())
             .collect();
-        let regions = match wanted.is_empty() {
+        // Each shard's region, shared by its host tensors.
+        let regions: Vec<Arc<Vec<u8>>> = match wanted.is_empty() {
             true => Vec::new(),
-            false => decompress_tensors(shards, &wanted, &cpu)?.0,
+            false => (decompress_tensors(shards, &wanted, &cpu)?.0)
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
         };
-        let bytes = |s: usize, t: &TensorEntry| {
+        let host_bytes = |s: usize, t: &TensorEntry| {
             let at = t.data_offset as usize;
-            &regions[s][at..at + t.byte_len as usize]
+            HostBytes {
+                region: regions[s].clone(),
+                range: at..at + t.byte_len as usize,
+            }
         };
         for (s, i) in staged {
             let t = &shards[s].header().tensors[i];
             let uploaded = match &self.gpu {
-                Some(gpu) => landed(gpu.upload(bytes(s, t)), t, mode, &mut policy)?,
+                Some(gpu) => landed(gpu.upload(&host_bytes(s, t)), t, mode, &mut policy)?,
                 None => Err("no GPU".into()),
             };
             match uploaded {
@@ -187,11 +233,11 @@ impl Pipeline {
         }
         for (s, i, fallback) in host {
             let t = &shards[s].header().tensors[i];
-            let data = bytes(s, t).to_vec();
+            let data = host_bytes(s, t);
             info.host_tensors += 1;
             info.host_bytes += data.len() as u64;
             info.fallbacks += fallback.is_some() as usize;
-            placed[s][i] = Some(resident(t, Values::Host(Arc::new(data)), fallback));
+            placed[s][i] = Some(resident(t, Values::Host(data), fallback));
         }
         info.memory_pressure_events = policy.memory_pressure_events();
         info.wall = started.elapsed();
