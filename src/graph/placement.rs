@@ -97,8 +97,9 @@ type Pending = (u64, Vec<u8>, Arc<BufferPool>);
 ///   the others' (where workers each wrote their own, two of them spent a
 ///   tenth of a 256 MB decode spinning on the file's lock);
 ///
-/// either way a run of parts that follow one another at a time, once it
-/// holds [`WRITE_RUN`] bytes ([`Queue::find_run`]), and the rest at the end.
+/// either way a run of parts that follow one another in the file at a time
+/// ([`Queue::find_run`]): once it holds [`WRITE_RUN`] bytes, or at once on
+/// tmpfs, when the queue is full, or when the last parts are coming.
 pub(crate) struct FilePlacement {
     out: Arc<Outbox>,
     base: u64,
@@ -147,9 +148,10 @@ impl Default for Queue {
 
 impl Queue {
     /// A run of waiting parts to write now (index and length, in file
-    /// order, after sorting the queue): the first that holds `run` bytes; when the queue is full or closed (the decode is over), or the
-    /// last parts are coming ([`ENDGAME`]), the longest. `None`: nothing to
-    /// write yet.
+    /// order, after sorting the queue): the first that holds `run` bytes;
+    /// when the queue is full or closed (the decode is over), or the last
+    /// parts are coming ([`ENDGAME`]), the longest. `None`: nothing to write
+    /// yet.
     fn find_run(&mut self) -> Option<(usize, usize)> {
         // The last parts are coming: none waits for a run to grow, since
         // what still waits when the workers stop is written by one thread
