@@ -497,6 +497,13 @@ fn a_two_process_cluster_on_loopback_writes_the_identical_file() {
             "process {p}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        // Nothing on standard output (timely's own start printed its waits
+        // there), which may be where a decode streams its file.
+        assert!(
+            o.stdout.is_empty(),
+            "process {p}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
     }
     assert!(
         std::fs::read(&out).unwrap() == original,

@@ -19,7 +19,8 @@
 //! - `shards`: one run over several containers (a packed checkpoint
 //!   directory), each chunk task carrying its shard;
 //! - `cluster`: timely's arguments, and runs over several processes;
-//!   `agreement`: its processes agree before writing, and on the outcome.
+//!   `agreement`: its processes agree before writing, and on the outcome;
+//!   `mesh`: the connections timely's workers talk over.
 //!
 //! Failures travel as data (typed [`crate::Error`]s, on the decode's and the
 //! merge's error outputs) and fail the run with the first one, by place.
@@ -46,6 +47,7 @@ mod agreement;
 mod cluster;
 mod decoder;
 mod ledger;
+mod mesh;
 mod placement;
 mod pool;
 mod precision;
@@ -471,8 +473,12 @@ fn gpu_notes(opts: &RunOptions) -> Result<Vec<String>> {
 
 /// Runs the workers to the end.
 fn execute(config: timely::Config, shared: Arc<Shared>) -> Result<()> {
-    let guards = timely::execute(config, move |worker| run_worker(worker, &shared))
-        .map_err(|e| Error::Internal(format!("timely: {e}")))?;
+    let (allocators, keep) =
+        mesh::allocators(config.communication, crate::config::cluster_connect_timeout)?;
+    let guards = timely::execute::execute_from(allocators, keep, config.worker, move |worker| {
+        run_worker(worker, &shared)
+    })
+    .map_err(|e| Error::Internal(format!("timely: {e}")))?;
     for r in guards.join() {
         r.map_err(|e| Error::Internal(format!("a dataflow worker failed: {e}")))?;
     }
