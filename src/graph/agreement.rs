@@ -22,7 +22,7 @@
 //! connection, anything else) is dropped unread.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -257,15 +257,7 @@ impl Meeting {
     /// Process 0: every other process's fingerprint and connection, by
     /// process, within the timeout.
     fn gather(&self) -> Result<Vec<(usize, Fingerprint, TcpStream)>> {
-        let listeners = self
-            .address
-            .split_whitespace()
-            .map(|a| {
-                let l = TcpListener::bind(a).map_err(|e| Error::io(a, e))?;
-                l.set_nonblocking(true).map_err(|e| Error::io(a, e))?;
-                Ok(l)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let listeners = super::mesh::listen(&self.address)?;
         let deadline = Instant::now() + self.timeout;
         let mut got: Vec<Option<(Fingerprint, TcpStream)>> =
             (0..self.cluster.processes).map(|_| None).collect();

@@ -48,8 +48,8 @@ pub(crate) struct ChunkDecoder {
 
 /// Decoded input gathered before its pages are given back: one `madvise`,
 /// and one TLB shootdown on every core, for this much (a chunk at a time,
-/// shootdowns took about 6% of a 256 MB model's decode). A few MiB a
-/// worker more stay resident.
+/// the shootdowns took 3-4% of the CPU time of a 256 MB model's decode). A
+/// few MiB a worker more stay resident.
 const RELEASE_BATCH: usize = 4 << 20;
 
 impl ChunkDecoder {

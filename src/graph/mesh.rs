@@ -59,6 +59,19 @@ pub(crate) fn allocators(
     ))
 }
 
+/// Non-blocking listeners on each of a process's `addresses` (a hosts
+/// file's line may name several, separated by spaces).
+pub(super) fn listen(addresses: &str) -> Result<Vec<TcpListener>> {
+    addresses
+        .split_whitespace()
+        .map(|a| {
+            let l = TcpListener::bind(a).map_err(|e| Error::io(a, e))?;
+            l.set_nonblocking(true).map_err(|e| Error::io(a, e))?;
+            Ok(l)
+        })
+        .collect()
+}
+
 /// A connection to every other process of the cluster at `addresses`, by
 /// process (`None` at `me`): connected to each process before `me`, which
 /// is told `me` first, and accepted from each after it.
@@ -72,14 +85,7 @@ fn connect(addresses: &[String], me: usize, timeout: Duration) -> Result<Vec<Opt
         ))
     };
     // Listening first: a process after this one may connect at any time.
-    let listeners = addresses[me]
-        .split_whitespace()
-        .map(|a| {
-            let l = TcpListener::bind(a).map_err(|e| Error::io(a, e))?;
-            l.set_nonblocking(true).map_err(|e| Error::io(a, e))?;
-            Ok(l)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let listeners = listen(&addresses[me])?;
     let mut sockets: Vec<Option<TcpStream>> = addresses.iter().map(|_| None).collect();
     for (p, address) in addresses.iter().enumerate().take(me) {
         let mut stream = loop {
