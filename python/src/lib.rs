@@ -271,12 +271,17 @@ impl Pipeline {
         // A shard's host tensors share its decoded region: taken apart
         // first, so the region is then owned once and wrapped as one
         // storage, not copied.
+        enum Place {
+            Device(Arc<dyn padic_burst::engine::gpu::DeviceBuffer>),
+            /// Region `k`, bytes `range` of it.
+            Host(usize, std::ops::Range<usize>),
+        }
         let mut parts = Vec::new();
         let mut regions: Vec<Arc<Vec<u8>>> = Vec::new();
         for (c, tensors) in containers.iter().zip(shards) {
             for t in tensors {
                 let values = match t.values {
-                    Values::Device(buf) => Ok(buf),
+                    Values::Device(buf) => Place::Device(buf),
                     Values::Host(bytes) => {
                         let (region, range) = bytes.into_parts();
                         let k = match regions.iter().position(|r| Arc::ptr_eq(r, &region)) {
@@ -286,7 +291,7 @@ impl Pipeline {
                                 regions.len() - 1
                             }
                         };
-                        Err((k, range))
+                        Place::Host(k, range)
                     }
                 };
                 parts.push((c, t.name, t.dtype, t.shape, values));
@@ -299,8 +304,8 @@ impl Pipeline {
         let mut out = Vec::new();
         for (c, name, dtype, shape, values) in parts {
             let dl = match values {
-                Ok(buf) => DlTensor::device(buf, device, &shape, &dtype),
-                Err((k, range)) => DlTensor::host(
+                Place::Device(buf) => DlTensor::device(buf, device, &shape, &dtype),
+                Place::Host(k, range) => DlTensor::host(
                     storages[k].clone(),
                     range.start,
                     range.len(),
