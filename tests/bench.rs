@@ -82,6 +82,11 @@ fn bench_measures_every_configuration_and_reports_missing_peers() {
     for t in &r.to_file {
         assert!(t.gb_per_s.median > 0.0 && t.gb_per_s.runs == 1, "{t:?}");
         assert!(std::path::Path::new(&t.dir).is_absolute(), "{}", t.dir);
+        // Cores busy: CPU time over wall time, so above 0 and at most the
+        // machine's cores (and a little rounding).
+        let cores = std::thread::available_parallelism().unwrap().get() as f64;
+        let busy = t.cores_busy.median;
+        assert!(busy > 0.0 && busy <= cores + 0.05, "{busy} of {cores}");
     }
     let names: Vec<&str> = r.peers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["zstd-1", "zstd-3", "zstd-19", "lz4", "zipnn"]);

@@ -105,8 +105,8 @@ fn to_file_table(r: &Report) -> String {
         r.to_file[0].dir
     );
     o += &format!(
-        "{:>7} {:>28} {:>14} {:>28} {:>10}\n",
-        "workers", "padic-burst GB/s", "peer", "peer GB/s", "ours/peer"
+        "{:>7} {:>28} {:>11} {:>14} {:>28} {:>10}\n",
+        "workers", "padic-burst GB/s", "cores busy", "peer", "peer GB/s", "ours/peer"
     );
     for t in &r.to_file {
         let peer = r.peers.iter().find_map(|p| {
@@ -124,12 +124,22 @@ fn to_file_table(r: &Report) -> String {
             None => ("-".into(), "-".into(), "-".into()),
         };
         o += &format!(
-            "{:>7} {:>28} {:>14} {:>28} {:>10}\n",
+            "{:>7} {:>28} {:>11.2} {:>14} {:>28} {:>10}\n",
             t.workers,
             fmt_stat(&t.gb_per_s),
+            t.cores_busy.median,
             name,
             stat,
             ratio
+        );
+    }
+    let of = |w: usize| r.to_file.iter().find(|t| t.workers == w);
+    if let (Some(one), Some(two)) = (of(1), of(2)) {
+        o += &format!(
+            "two workers against one, to a file: {:.2}x the speed, {:.2}x the cores busy (one worker \
+             has a writer thread beside it where a core is free)\n",
+            two.gb_per_s.median / one.gb_per_s.median,
+            two.cores_busy.median / one.cores_busy.median
         );
     }
     o

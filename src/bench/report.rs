@@ -133,6 +133,10 @@ pub struct ToFile {
     pub workers: usize,
     /// Output GB/s of the whole call: decode, write, rename.
     pub gb_per_s: Stat,
+    /// Cores the process kept busy (its CPU time over the wall time): with
+    /// one worker and a core to spare, a writer thread copies into the page
+    /// cache beside it, so one worker already uses more than one core.
+    pub cores_busy: Stat,
 }
 
 /// One decode configuration's figures.

@@ -31,9 +31,11 @@ pub(super) fn to_file(
     for &w in workers {
         let o = run_options(Mode::Auto, w, None, &None)?;
         let mut secs = Vec::new();
+        let mut busy = Vec::new();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         for i in 0..runs {
             let t = Instant::now();
-            crate::pipeline::decompress_file(c.clone(), &out, &o)?;
+            let stats = crate::pipeline::decompress_file(c.clone(), &out, &o)?;
             let elapsed = t.elapsed().as_secs_f64();
             let written = std::fs::read(&out).map_err(|e| Error::io(&out, e))?;
             std::fs::remove_file(&out).map_err(|e| Error::io(&out, e))?;
@@ -44,12 +46,14 @@ pub(super) fn to_file(
             }
             if i > 0 || runs == 1 {
                 secs.push(elapsed);
+                busy.push(stats.avg_cpu_utilization * cores);
             }
         }
         figures.push(ToFile {
             dir: dir.display().to_string(),
             workers: w,
             gb_per_s: Stat::of_throughput(original.len() as u64, &secs),
+            cores_busy: Stat::of(&busy),
         });
         bar.advance(1);
     }
