@@ -252,6 +252,13 @@ fn shard(dir: &std::path::Path, name: &str, seed: u64, small: bool) -> (Arc<Cont
     (Arc::new(Container::open(packed).unwrap()), file)
 }
 
+/// Chunks of the tensor that codes `name`'s values: its own, or those of
+/// the tensor whose chunk it shares.
+fn owner_chunks(c: &Container, name: &str) -> usize {
+    let owner = c.header().chunk_owner(common::tensor_index(c, name));
+    c.header().tensors[owner].chunks.len()
+}
+
 /// Each shard's loaded tensors, in file order, are its data region bit for bit.
 fn assert_loaded(
     loaded: &[Vec<padic_burst::pipeline::ResidentTensor>],
@@ -369,16 +376,13 @@ fn a_device_load_decodes_every_fallback_of_every_shard_in_one_graph_run() {
     assert_loaded(&shards, &[(&a, &a_file), (&b, &b_file)]);
     // The seven fallbacks decoded in one run: its chunks are theirs (the two
     // small tensors' one shared chunk counted once), a.b's not among them.
-    let chunks = |c: &Container, owners: &[usize]| -> usize {
-        owners
-            .iter()
-            .map(|&o| c.header().tensors[o].chunks.len())
-            .sum()
-    };
     let owner = |c: &Container, name: &str| c.header().chunk_owner(common::tensor_index(c, name));
-    let want = chunks(&a, &[owner(&a, "a.n1"), owner(&a, "a.w")])
-        + chunks(&b, &[owner(&b, "b.b"), owner(&b, "b.n1"), owner(&b, "b.w")]);
     assert_eq!(owner(&a, "a.n1"), owner(&a, "a.n2"));
+    let want = owner_chunks(&a, "a.n1")
+        + owner_chunks(&a, "a.w")
+        + owner_chunks(&b, "b.b")
+        + owner_chunks(&b, "b.n1")
+        + owner_chunks(&b, "b.w");
     let s = p.statistics().unwrap();
     assert_eq!(s.chunks.total_decompressions as usize, want);
 }
@@ -407,14 +411,10 @@ fn small_tensors_sharing_a_chunk_decode_in_the_loads_one_run_then_go_to_the_devi
     assert_loaded(&shards, &[(&a, &a_file), (&b, &b_file)]);
     // The CPU decoded both shards' shared chunks in one run, which the
     // load's statistics show (a run per small tensor left only the last).
-    let shared = |c: &Container, name: &str| {
-        let owner = c.header().chunk_owner(common::tensor_index(c, name));
-        c.header().tensors[owner].chunks.len()
-    };
     let s = p.statistics().unwrap();
     assert_eq!(
         s.chunks.total_decompressions as usize,
-        shared(&a, "a.n1") + shared(&b, "b.n1")
+        owner_chunks(&a, "a.n1") + owner_chunks(&b, "b.n1")
     );
     assert_eq!(s.chunks.cpu_decompressions, s.chunks.total_decompressions);
 }
