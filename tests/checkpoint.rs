@@ -63,6 +63,15 @@ fn model_dir(root: &Path) -> PathBuf {
     dir
 }
 
+/// The test checkpoint in `root` (see [`model_dir`]) and, beside it, that
+/// checkpoint compressed by the command line into `root/packed`.
+fn packed_model(root: &Path) -> (PathBuf, PathBuf) {
+    let model = model_dir(root);
+    let packed = root.join("packed");
+    assert_success(&compress(&model, &packed));
+    (model, packed)
+}
+
 /// Every file under `dir`, relative, with its bytes.
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -109,9 +118,7 @@ fn decompress(input: &Path, output: &Path, extra: &[&str]) -> Output {
 #[test]
 fn a_directory_round_trips_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path());
-    let packed = tmp.path().join("packed");
-    assert_success(&compress(&model, &packed));
+    let (model, packed) = packed_model(tmp.path());
     let names: Vec<String> = files(&packed)
         .into_iter()
         .map(|(p, _)| p.display().to_string())
@@ -214,9 +221,7 @@ fn an_empty_output_directory_is_taken() {
 #[test]
 fn a_missing_shard_is_refused_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path());
-    let packed = tmp.path().join("packed");
-    assert_success(&compress(&model, &packed));
+    let (model, packed) = packed_model(tmp.path());
     std::fs::remove_file(model.join(SHARDS[1])).unwrap();
     let out_dir = tmp.path().join("again");
     refused(&compress(&model, &out_dir), "model-00002-of-00003");
@@ -548,9 +553,7 @@ fn a_sharded_minilm_decodes_in_one_run_that_plan_predicts() {
 #[test]
 fn the_library_decodes_a_packed_directory_in_one_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path());
-    let packed = tmp.path().join("packed");
-    assert_success(&compress(&model, &packed));
+    let (model, packed) = packed_model(tmp.path());
     let ckpt = padic_burst::checkpoint::PackedCheckpoint::open(&packed).unwrap();
     let containers: Vec<_> = ckpt.shards().iter().map(|(_, c)| c.clone()).collect();
     let config = padic_burst::config::Config::load(None, Default::default()).unwrap();
@@ -603,9 +606,7 @@ fn cluster_decompress(
 #[test]
 fn a_directory_decodes_in_a_two_process_cluster_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path());
-    let packed = tmp.path().join("packed");
-    assert_success(&compress(&model, &packed));
+    let (model, packed) = packed_model(tmp.path());
     let (hosts, _) = loopback_hosts(tmp.path());
     let restored = tmp.path().join("restored");
     for (p, out) in cluster_decompress(&packed, |_| restored.clone(), &hosts)
@@ -626,9 +627,7 @@ fn a_directory_decodes_in_a_two_process_cluster_byte_identical() {
 #[test]
 fn a_cluster_naming_two_output_directories_is_refused_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path());
-    let packed = tmp.path().join("packed");
-    assert_success(&compress(&model, &packed));
+    let (_, packed) = packed_model(tmp.path());
     let (hosts, _) = loopback_hosts(tmp.path());
     let dirs = [tmp.path().join("one"), tmp.path().join("two")];
     for out in cluster_decompress(&packed, |p| dirs[p].clone(), &hosts) {
@@ -642,9 +641,7 @@ fn a_cluster_naming_two_output_directories_is_refused_and_leaves_nothing() {
 #[test]
 fn a_packed_directory_streams_its_one_run_with_stats_interval() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path());
-    let packed = tmp.path().join("packed");
-    assert_success(&compress(&model, &packed));
+    let (model, packed) = packed_model(tmp.path());
     let restored = tmp.path().join("restored");
     let stream = tmp.path().join("stream.jsonl");
     let out = decompress(
