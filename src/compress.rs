@@ -36,7 +36,7 @@ pub struct CompressOptions {
 
 /// One coding thread per core.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    crate::config::cores()
 }
 
 impl Default for CompressOptions {

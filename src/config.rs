@@ -134,11 +134,20 @@ pub const MAX_CPU_BATCH_SIZE: usize = 64;
 /// (`prefetch_factor`), at about one chunk's output each.
 pub const MAX_PREFETCH_FACTOR: usize = 16;
 
+/// The cores this process may run on (its CPU affinity and cgroup quota,
+/// as `std::thread::available_parallelism` finds them; 1 when unknown),
+/// found once a process: std reads the cgroup files at every call, and a
+/// run asked four times (a `safe_open` load, one run a tensor, paid it at
+/// every tensor).
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The most decode workers one process may run:
 /// [`MAX_WORKERS_PER_CORE`] times the machine's cores.
 pub fn max_workers() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    MAX_WORKERS_PER_CORE * cores
+    MAX_WORKERS_PER_CORE * cores()
 }
 
 fn invalid(field: &str, value: impl std::fmt::Display, allowed: &str) -> Error {
@@ -260,7 +269,7 @@ impl ConfigLayer {
 
     /// Fills defaults and validates.
     pub fn resolve(self) -> Result<Config> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         let threshold_mb = self.gpu_memory_threshold_mb.unwrap_or(100.0);
         if !(threshold_mb > 0.0 && threshold_mb.is_finite()) {
             return Err(invalid(

@@ -245,8 +245,7 @@ impl Recorder {
         // process included), over the machine's capacity in that time.
         let cpu_util = match (process_cpu_seconds(), self.cpu_at_start) {
             (Some(now), Some(then)) => ((now - then)
-                / (wall.as_secs_f64().max(1e-9)
-                    * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64))
+                / (wall.as_secs_f64().max(1e-9) * crate::config::cores() as f64))
                 .clamp(0.0, 1.0),
             _ => 0.0,
         };

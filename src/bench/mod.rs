@@ -99,7 +99,7 @@ impl BenchOptions {
     /// The defaults: a 64 MB generated bf16 model, 5 runs, 1 and all cores,
     /// every mode this machine can run, every digit and half of them.
     pub fn new(quick: bool) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::config::cores();
         let mut workers = vec![1, cores];
         workers.dedup();
         BenchOptions {

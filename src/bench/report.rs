@@ -87,7 +87,7 @@ impl Machine {
             })
             .unwrap_or_else(|| "unknown".into());
         Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: crate::config::cores(),
             cpu_model,
             gpu: gpu.as_ref().ok().map(|g| g.describe()),
             gpu_absent_reason: gpu.as_ref().err().cloned(),

@@ -32,7 +32,7 @@ pub(super) fn to_file(
         let o = run_options(Mode::Auto, w, None, &None)?;
         let mut secs = Vec::new();
         let mut busy = Vec::new();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cores = crate::config::cores() as f64;
         for i in 0..runs {
             let t = Instant::now();
             let stats = crate::pipeline::decompress_file(c.clone(), &out, &o)?;

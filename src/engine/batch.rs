@@ -84,7 +84,7 @@ impl Spares {
     /// sub-batches), and at least four. Only plans given back are kept, so
     /// this holds no more than the most that were in use at once.
     pub fn keep() -> usize {
-        std::thread::available_parallelism().map_or(4, |n| n.get().max(4))
+        crate::config::cores().max(4)
     }
 
     /// An empty plan for `word_size`-byte values, in kept memory when there is some.

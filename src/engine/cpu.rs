@@ -213,7 +213,7 @@ impl CpuEngine {
                 ))
             }
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => crate::config::cores(),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
