@@ -382,7 +382,7 @@ fn run(
             Box::new(move || probe.statistics(false)),
         )
     });
-    let ran = execute(timely.config, shared);
+    let ran = execute(timely.at_most(shared.tasks.len()).config, shared);
     if let Some(p) = &opts.progress {
         p.finish();
     }
@@ -473,6 +473,11 @@ fn gpu_notes(opts: &RunOptions) -> Result<Vec<String>> {
 
 /// Runs the workers to the end.
 fn execute(config: timely::Config, shared: Arc<Shared>) -> Result<()> {
+    if matches!(config.communication, timely::CommunicationConfig::Thread)
+        && shared.affinity.is_none()
+    {
+        return execute_here(config.worker, &shared);
+    }
     let (allocators, keep) =
         mesh::allocators(config.communication, crate::config::cluster_connect_timeout)?;
     let guards = timely::execute::execute_from(allocators, keep, config.worker, move |worker| {
@@ -483,6 +488,31 @@ fn execute(config: timely::Config, shared: Arc<Shared>) -> Result<()> {
         r.map_err(|e| Error::Internal(format!("a dataflow worker failed: {e}")))?;
     }
     Ok(())
+}
+
+/// A run's one worker on the calling thread, as timely's `execute_directly`
+/// runs one: spawning a thread and waiting for it cost each small run (a
+/// `safe_open` tensor) more than its decode. A worker pinned to a core
+/// (`cpu_affinity`) still gets a thread of its own, so that the caller's
+/// thread is never pinned.
+fn execute_here(config: timely::WorkerConfig, shared: &Shared) -> Result<()> {
+    use timely::communication::allocator::{thread::Thread, Allocator};
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let allocator = Allocator::Thread(Thread::default());
+        let mut worker = timely::worker::Worker::new(config, allocator, Some(Instant::now()));
+        run_worker(&mut worker, shared);
+        while worker.has_dataflows() {
+            worker.step_or_park(None);
+        }
+    }))
+    .map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Error::Internal(format!("a dataflow worker failed: {why}"))
+    })
 }
 
 /// One worker: builds its graph, then feeds it from the queue.

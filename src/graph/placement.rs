@@ -49,7 +49,7 @@ pub(crate) trait Placement: Send + Sync {
 /// thread would only take turns with them (two workers and a writer on two
 /// cores decode a 256 MB model slower than the two workers writing).
 pub(crate) fn write_behind(local_workers: usize) -> bool {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) > local_workers
+    crate::config::cores() > local_workers
 }
 
 /// Parts waiting to be written at most; a merge that finds the queue full
