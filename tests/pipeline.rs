@@ -9,7 +9,7 @@ use common::FakeGpu;
 
 use std::sync::Arc;
 
-use padic_burst::config::Config;
+use padic_burst::config::{Config, ConfigLayer};
 use padic_burst::format::Container;
 use padic_burst::pipeline::{decompress_file, RunOptions};
 use padic_burst::policy::Mode;
@@ -526,7 +526,6 @@ fn a_two_process_cluster_on_loopback_writes_the_identical_file() {
 
 #[test]
 fn configuration_drives_the_run() {
-    use padic_burst::config::ConfigLayer;
     let dir = tempfile::tempdir().unwrap();
     let (packed, original) = model(dir.path());
     let c = Container::open(&packed).unwrap();
@@ -624,6 +623,36 @@ fn pinning_puts_a_thread_on_its_core() {
     .unwrap();
     assert_eq!(got, vec![0]);
     assert!(padic_burst::pipeline::pin_current_thread(1 << 20).is_err());
+}
+
+#[test]
+fn a_run_of_one_pinned_worker_leaves_the_calling_thread_unpinned() {
+    // A run of one worker runs it on the calling thread, except when
+    // `cpu_affinity` pins it: the caller's thread (Python's, say) keeps its
+    // cores.
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    let out = dir.path().join("pinned.safetensors");
+    let (before, after) = std::thread::spawn(move || {
+        let before = padic_burst::pipeline::current_affinity();
+        let cfg = ConfigLayer {
+            cpu_affinity: Some(vec![0]),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let mut o = RunOptions::new(Mode::CpuOnly, cfg);
+        o.timely_args = vec!["-w".into(), "1".into()];
+        run(&packed, &out, &o).unwrap();
+        assert!(std::fs::read(&out).unwrap() == original);
+        (before, padic_burst::pipeline::current_affinity())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(before, after);
+    if before == [0] {
+        eprintln!("one core only: pinning to core 0 changes nothing to see here");
+    }
 }
 
 #[test]
