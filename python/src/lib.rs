@@ -512,14 +512,19 @@ impl Opened {
         };
         let c = &self.containers[ci];
         let what = format!("{}: tensor '{name}'", c.path().display());
-        let t = unlocked(py, &what, || {
-            pipeline.inner.decompress_tensor(c, name, target_precision)
+        let (t, bytes) = unlocked(py, &what, || {
+            let mut t = pipeline
+                .inner
+                .decompress_tensor(c, name, target_precision)?;
+            // The cache keeps its copy immutable; the caller gets its own
+            // (copied here, with the GIL released).
+            let data = std::mem::take(&mut t.data);
+            let bytes = Arc::try_unwrap(data).unwrap_or_else(|shared| shared.to_vec());
+            Ok((t, bytes))
         })?;
         if let Some(run) = pipeline.run_statistics() {
             pipeline.record(run);
         }
-        // The cache keeps its copy immutable; the caller gets its own.
-        let bytes = Arc::try_unwrap(t.data).unwrap_or_else(|shared| shared.to_vec());
         let len = bytes.len();
         let dl = DlTensor::host(
             Arc::new(HostStorage::new(bytes)),
