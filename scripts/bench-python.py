@@ -11,7 +11,10 @@ side by side in one run, the tools alternating round by round:
   then ``decompress``): the whole load from a file, as ours is measured (ours
   maps the ``.padic`` file and reads it during the decode);
 * safetensors ``load_file`` of the uncompressed file (no compression: the gap
-  to it is what decompression costs).
+  to it is what decompression costs);
+* ``safe_open`` and ``get_tensor`` of every key, ours (the default pipeline,
+  its cache on) and safetensors' on the uncompressed file: the other way
+  safetensors users load a whole file, one graph run a tensor for us.
 
 Prints the median of N runs per tool, and ratios. Needs ``pip install ./python
 zipnn==0.5.4 safetensors ml_dtypes numpy``; ``--threads`` sets both ZipNN's
@@ -66,6 +69,12 @@ def zipnn_views(flat, header, dtypes):
     }
 
 
+def every_key(safe_open, path):
+    """Every tensor through ``safe_open(...).get_tensor``, as NumPy arrays."""
+    with safe_open(path, framework="np") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
 def main():
     root = Path(__file__).resolve().parents[1]
     default = Path(os.environ.get("PADIC_TEST_WEIGHTS", root / "target" / "test-weights")) / "minilm-bf16.safetensors"
@@ -105,6 +114,10 @@ def main():
                 from_file, lambda b: np.frombuffer(b, np.uint8), NP
             ),
             "safetensors.numpy.load_file (uncompressed)": lambda: safetensors.numpy.load_file(args.weights),
+            "padic_burst.safe_open, every get_tensor (np)": lambda: every_key(padic_burst.safe_open, packed),
+            "safetensors.safe_open, every get_tensor (np)": lambda: every_key(
+                safetensors.safe_open, args.weights
+            ),
         }
         if torch is not None:
             torch.set_num_threads(args.threads)
@@ -144,6 +157,10 @@ def main():
         print(f"{fw}: padic-burst is {zipnn / ours:.2f}x ZipNN's speed from bytes in memory, "
               f"{zipnn_file / ours:.2f}x ZipNN's reading its file, and takes {ours / plain:.2f}x "
               f"the time of safetensors on the uncompressed file")
+    every = med["padic_burst.safe_open, every get_tensor (np)"]
+    print(f"safe_open, every key: padic-burst takes {every / med['padic_burst.numpy.load_file']:.2f}x "
+          f"the time of its load_file, and {every / med['safetensors.safe_open, every get_tensor (np)']:.2f}x "
+          f"safetensors' safe_open on the uncompressed file")
     return 0
 
 
