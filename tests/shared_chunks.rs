@@ -84,6 +84,53 @@ fn runs_of_small_tensors_share_chunks_and_every_tensor_decodes_alone() {
 type Edit = dyn Fn(&mut serde_json::Value);
 
 #[test]
+fn reading_every_tensor_in_turn_decodes_each_shared_run_once() {
+    // The tensors of a shared run are decoded together: the first read
+    // caches the others, so a safe_open over every key decodes each run once.
+    let dir = tempfile::tempdir().unwrap();
+    let (file, packed) = small_model(dir.path());
+    let c = Arc::new(Container::open(&packed).unwrap());
+    let h = c.header();
+    let runs = (0..h.tensors.len())
+        .filter(|&i| h.chunk_owner(i) == i)
+        .count();
+    assert!(runs < h.tensors.len());
+    let data = data_region(&file);
+    let p = Pipeline::new(padic_burst::config::Config::default());
+    for t in &h.tensors {
+        let got = p.decompress_tensor(&c, &t.name, None).unwrap();
+        assert!(
+            got.data[..] == *tensor_bytes(&c, data, &t.name),
+            "{}",
+            t.name
+        );
+    }
+    let s = p.statistics().unwrap();
+    assert_eq!(s.cache_misses as usize, runs, "one decode a run");
+    assert_eq!(s.cache_hits as usize, h.tensors.len() - runs);
+    // A reduced decode is cached apart: its run is decoded again.
+    let first_shared = h
+        .tensors
+        .iter()
+        .position(|t| t.chunks_of.is_some())
+        .unwrap();
+    let name = &h.tensors[first_shared].name;
+    let low = p.decompress_tensor(&c, name, Some(3)).unwrap();
+    assert_eq!(low.data.len(), h.tensors[first_shared].byte_len as usize);
+    assert_eq!(p.statistics().unwrap().cache_misses as usize, runs + 1);
+    // Without the cache every tensor is a run of its own, still exact.
+    let cfg = padic_burst::config::ConfigLayer {
+        enable_caching: Some(false),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let p = Pipeline::new(cfg);
+    let got = p.decompress_tensor(&c, name, None).unwrap();
+    assert!(got.data[..] == *tensor_bytes(&c, data, name));
+}
+
+#[test]
 fn a_run_that_breaks_the_rules_is_refused_naming_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let (_, packed) = small_model(dir.path());

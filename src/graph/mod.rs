@@ -212,7 +212,22 @@ pub fn decompress_tensor(
 ) -> Result<(Vec<u8>, Statistics)> {
     let h = c.header();
     let owner = h.chunk_owner(tensor);
-    let range = h.chunked_range(owner);
+    let (mut data, stats) = decompress_chunk_run(c.clone(), owner, opts)?;
+    if h.shares_chunks(tensor) {
+        data = run_part(h, owner, tensor, &data).to_vec();
+    }
+    Ok((data, stats))
+}
+
+/// Decompresses the chunks of tensor `owner` (a [`crate::format::Header::chunk_owner`]):
+/// its bytes and those of every tensor that shares its chunks, which follow
+/// it ([`crate::format::Header::chunked_range`]).
+pub(crate) fn decompress_chunk_run(
+    c: Arc<Container>,
+    owner: usize,
+    opts: &RunOptions,
+) -> Result<(Vec<u8>, Statistics)> {
+    let range = c.header().chunked_range(owner);
     let out = Arc::new(MemoryPlacement::new(
         crate::engine::cpu::output_buffer((range.end - range.start) as usize),
         range.start,
@@ -224,13 +239,19 @@ pub fn decompress_tensor(
         Some(&[(0, owner)]),
         None,
     )?;
-    let mut data = MemoryPlacement::into_inner(out)?;
-    let t = &c.header().tensors[tensor];
-    if c.header().shares_chunks(tensor) {
-        let at = (t.data_offset - range.start) as usize;
-        data = data[at..at + t.byte_len as usize].to_vec();
-    }
-    Ok((data, stats))
+    Ok((MemoryPlacement::into_inner(out)?, stats))
+}
+
+/// Tensor `tensor`'s bytes within `data`, the decoded chunks of `owner`.
+pub(crate) fn run_part<'a>(
+    h: &crate::format::Header,
+    owner: usize,
+    tensor: usize,
+    data: &'a [u8],
+) -> &'a [u8] {
+    let t = &h.tensors[tensor];
+    let at = (t.data_offset - h.chunked_range(owner).start) as usize;
+    &data[at..at + t.byte_len as usize]
 }
 
 /// What every worker of a run shares: its fixed inputs, and the state the

@@ -422,10 +422,11 @@ impl Pipeline {
                     container.path().display()
                 ))
             })?;
-        let t = &container.header().tensors[index];
-        let key = crate::cache::CacheKey {
+        let h = container.header();
+        let t = &h.tensors[index];
+        let key = |tensor: &str| crate::cache::CacheKey {
             container: container.identity(),
-            tensor: name.to_string(),
+            tensor: tensor.to_string(),
             target,
         };
         let tensor = |data| Tensor {
@@ -434,15 +435,38 @@ impl Pipeline {
             shape: t.shape.clone(),
             data,
         };
-        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&key)) {
+        let Some(cache) = &self.cache else {
+            let (data, s) = decompress_tensor(container.clone(), index, &self.options(target))?;
+            self.remember(&s);
+            return Ok(tensor(Arc::new(data)));
+        };
+        if let Some(hit) = cache.get(&key(name)) {
             return Ok(tensor(hit));
         }
-        let (data, s) = decompress_tensor(container.clone(), index, &self.options(target))?;
+        let owner = h.chunk_owner(index);
+        let (run, s) =
+            crate::graph::decompress_chunk_run(container.clone(), owner, &self.options(target))?;
         self.remember(&s);
-        let data = Arc::new(data);
-        if let Some(c) = &self.cache {
-            c.put(key, data.clone());
-        }
+        let data = if h.shares_chunks(index) {
+            // The tensors that share this one's chunks were decoded with it:
+            // cached too, so reading every tensor in turn (`safe_open`)
+            // decodes each shared run once, not once a tensor.
+            let mut mine = None;
+            for k in (owner..h.tensors.len()).take_while(|&k| h.chunk_owner(k) == owner) {
+                let part = Arc::new(crate::graph::run_part(h, owner, k, &run).to_vec());
+                if k == index {
+                    mine = Some(part);
+                } else {
+                    cache.put(key(&h.tensors[k].name), part);
+                }
+            }
+            mine.ok_or_else(|| {
+                Error::Internal(format!("tensor '{name}' is not in its own chunks' run"))
+            })?
+        } else {
+            Arc::new(run)
+        };
+        cache.put(key(name), data.clone());
         Ok(tensor(data))
     }
 
