@@ -1,6 +1,7 @@
-"""Streams a sharded model layer by layer: each layer's tensors are decoded on
-their own (only their chunks are read), used, and dropped before the next
-layer, so memory holds one layer at a time, whatever the model's size.
+"""Streams a sharded model layer by layer: each layer's tensors are decoded
+together (``get_tensors``: one run, only their chunks read), used, and dropped
+before the next layer, so memory holds one layer at a time, whatever the
+model's size.
 
     python examples/stream_layers.py PACKED_DIR            # a compressed model directory
     python examples/stream_layers.py MODEL_DIR --compress  # compress first, into a temporary folder
@@ -52,7 +53,7 @@ def stream(packed):
             layers.setdefault(layer_of(name), []).append(name)
         for layer, names in layers.items():
             started = time.perf_counter()
-            tensors = {n: f.get_tensor(n) for n in names}
+            tensors = f.get_tensors(names)
             size = sum(nbytes(t) for t in tensors.values())
             # The "work" on a layer: here, the largest magnitude in it.
             peak = max(largest(t) for t in tensors.values())

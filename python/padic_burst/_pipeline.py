@@ -102,7 +102,8 @@ class Pipeline:
 class safe_open:
     """Opens a ``.padic`` file or a packed directory, as ``safetensors.safe_open``
     does a safetensors file: ``keys()``, ``metadata()`` and ``get_tensor(name)``,
-    which decodes only that tensor's chunks, through the pipeline's LRU cache.
+    which decodes only that tensor's chunks, through the pipeline's LRU cache;
+    and ``get_tensors(names)``, which decodes several in one run.
 
     With ``device="cuda..."`` (PyTorch only) a tensor is decoded on the CPU and
     then moved to the device by PyTorch.
@@ -136,6 +137,17 @@ class safe_open:
     def metadata(self):
         """The safetensors ``__metadata__`` dict, or ``None``."""
         return self._handle().metadata()
+
+    def get_tensors(self, names):
+        """The tensors ``names`` (a layer, say) as a dict, decoded together in
+        one run with every worker: what a loop of ``get_tensor`` does in one
+        step, faster. Not through the cache."""
+        opened = self._handle()
+        rows = opened.get_tensors(
+            self._pipeline._inner, list(names), self._target, self._framework == "pt"
+        )
+        module = _module(self._framework)
+        return {name: module._tensor(name, dtype, holder, self._device) for name, dtype, _, holder in rows}
 
     def get_tensor(self, name):
         """One tensor, decoded alone (or taken from the cache)."""

@@ -493,6 +493,74 @@ impl Opened {
         self.metadata.clone()
     }
 
+    /// `(name, dtype, shape, capsule holder)` of each tensor of `names`,
+    /// decoded together in one graph run (only their chunks are read); the
+    /// tensors of a shard are views of one region, without a copy. The
+    /// cache is not used.
+    #[pyo3(signature = (pipeline, names, target_precision=None, exact=true))]
+    fn get_tensors(
+        &self,
+        py: Python<'_>,
+        pipeline: &Pipeline,
+        names: Vec<String>,
+        target_precision: Option<u32>,
+        exact: bool,
+    ) -> PyResult<Vec<Loaded>> {
+        let mut wanted = Vec::with_capacity(names.len());
+        for name in &names {
+            let found = self.index.get(name).and_then(|&ci| {
+                let tensors = &self.containers[ci].header().tensors;
+                tensors
+                    .iter()
+                    .position(|t| &t.name == name)
+                    .map(|ti| (ci, ti))
+            });
+            let Some(pair) = found else {
+                return Err(PadicError::new_err(format!(
+                    "{}: no tensor named '{name}'",
+                    self.path.display()
+                )));
+            };
+            wanted.push(pair);
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let what = format!("{}: {} tensors", self.path.display(), wanted.len());
+        let regions = unlocked(py, &what, || {
+            Ok(pipeline
+                .inner
+                .decompress_selected(&self.containers, &wanted, target_precision)?
+                .0)
+        })?;
+        if let Some(run) = pipeline.run_statistics() {
+            pipeline.record(run);
+        }
+        let mut storages: Vec<Option<Arc<HostStorage>>> = vec![None; regions.len()];
+        let mut regions: Vec<Option<Vec<u8>>> = regions.into_iter().map(Some).collect();
+        let mut out = Vec::with_capacity(wanted.len());
+        for &(ci, ti) in &wanted {
+            let storage = storages[ci]
+                .get_or_insert_with(|| {
+                    Arc::new(HostStorage::new(regions[ci].take().unwrap_or_default()))
+                })
+                .clone();
+            let c = &self.containers[ci];
+            let t = &c.header().tensors[ti];
+            let tensor = DlTensor::host(
+                storage,
+                t.data_offset as usize,
+                t.byte_len as usize,
+                &t.shape,
+                &t.dtype,
+                exact,
+            )
+            .map_err(|e| PadicError::new_err(format!("{}: {e}", c.path().display())))?;
+            out.push((t.name.clone(), t.dtype.clone(), t.shape.clone(), tensor));
+        }
+        Ok(out)
+    }
+
     /// `(dtype, shape, capsule holder)` of one tensor: only its chunks are
     /// decoded, through `pipeline`'s LRU cache.
     #[pyo3(signature = (pipeline, name, target_precision=None, exact=true))]

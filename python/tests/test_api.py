@@ -58,6 +58,26 @@ def test_safe_open_on_a_packed_directory(sharded):
         assert f.get_tensor(name).tobytes() == tensors[name].tobytes()
 
 
+def test_get_tensors_decodes_a_layer_in_one_run(sharded):
+    _, packed_dir, _, tensors = sharded
+    # The layer's tensors lie in all three shards.
+    layer = [k for k in tensors if k.startswith("encoder.layer.2.")]
+    p = padic_burst.Pipeline()
+    with padic_burst.safe_open(packed_dir, framework="np", pipeline=p) as f:
+        got = f.get_tensors(layer)
+        assert list(got) == layer
+        for k in layer:
+            assert got[k].shape == tensors[k].shape and got[k].tobytes() == tensors[k].tobytes(), k
+        # One run decoded them all (a run a tensor would leave the last one's
+        # bytes in the statistics), without the cache.
+        s = p.statistics()
+        assert s["bytes_out"] >= sum(tensors[k].nbytes for k in layer)
+        assert (s["cache_hits"], s["cache_misses"]) == (0, 0)
+        assert f.get_tensors([]) == {}
+        with pytest.raises(padic_burst.PadicError, match="no tensor named 'nope'"):
+            f.get_tensors([layer[0], "nope"])
+
+
 def test_statistics_have_the_stats_json_keys(packed):
     _, dst, summary = packed("bf16")
     p = padic_burst.Pipeline({"num_cpu_workers": 2})

@@ -352,6 +352,24 @@ impl Pipeline {
         Ok((models.into_iter().map(|m| m.data).collect(), info))
     }
 
+    /// Decodes the tensors `tensors` ((shard, tensor) pairs) of `shards` in
+    /// one graph run, with every worker: each shard's data region at full
+    /// length, the listed tensors' bytes in place and only their pages
+    /// touched ([`decompress_tensors`]). For a caller that reads a few
+    /// tensors at a time (a layer) and hands the memory on without a copy;
+    /// the cache is not used.
+    pub fn decompress_selected(
+        &self,
+        shards: &[Arc<Container>],
+        tensors: &[(usize, usize)],
+        target: Option<u32>,
+    ) -> Result<(Vec<Vec<u8>>, RunInfo)> {
+        let opts = self.options(target);
+        let (regions, s) = decompress_tensors(shards, tensors, &opts)?;
+        self.remember(&s);
+        Ok((regions, RunInfo::of(opts.mode, &s)))
+    }
+
     fn remember(&self, s: &Statistics) {
         *self.last.lock().expect("stats lock") = Some(s.clone());
     }
