@@ -30,11 +30,16 @@ def test_real_weights_bit_for_bit(packed, dtype):
 def test_safe_open_and_sharded(sharded):
     _, packed_dir, _, tensors = sharded
     got = padic_burst.torch.load_file(packed_dir)
+    layer = [k for k in tensors if k.startswith("encoder.layer.4.")]
     with padic_burst.safe_open(packed_dir, framework="pt") as f:
         one = f.get_tensor("pooler.dense.weight")
+        several = f.get_tensors(layer)
     for name, want in tensors.items():
         assert as_bytes(got[name]) == want.tobytes(), name
     assert as_bytes(one) == tensors["pooler.dense.weight"].tobytes()
+    assert list(several) == layer
+    for name in layer:
+        assert isinstance(several[name], torch.Tensor) and as_bytes(several[name]) == tensors[name].tobytes(), name
 
 
 def test_cuda(packed):
