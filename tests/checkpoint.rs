@@ -574,6 +574,47 @@ fn the_library_decodes_a_packed_directory_in_one_run() {
     assert_eq!(info.cpu_chunks as usize, ckpt.chunk_count());
 }
 
+#[test]
+fn selected_tensors_decode_in_one_run_and_other_shards_get_no_region() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, packed) = packed_model(tmp.path());
+    let ckpt = padic_burst::checkpoint::PackedCheckpoint::open(&packed).unwrap();
+    let containers: Vec<_> = ckpt.shards().iter().map(|(_, c)| c.clone()).collect();
+    let config = padic_burst::config::Config::load(None, Default::default()).unwrap();
+    let pipeline = padic_burst::pipeline::Pipeline::new(config);
+    // The first tensor of the first and of the last shard.
+    let wanted = [(0, 0), (2, 0)];
+    let (regions, _) = pipeline
+        .decompress_selected(&containers, &wanted, None)
+        .unwrap();
+    assert_eq!(regions.len(), 3);
+    assert!(regions[1].is_empty(), "a shard with no tensor asked for");
+    for &(s, t) in &wanted {
+        let h = containers[s].header();
+        assert_eq!(regions[s].len(), h.data_len as usize);
+        let e = &h.tensors[t];
+        let original = std::fs::read(model.join(SHARDS[s])).unwrap();
+        let range = e.data_offset as usize..(e.data_offset + e.byte_len) as usize;
+        assert!(
+            regions[s][range.clone()] == data_region(&original)[range],
+            "{}",
+            e.name
+        );
+    }
+    let s = pipeline.statistics().unwrap();
+    let chunks: usize = wanted
+        .iter()
+        .map(|&(s, t)| {
+            let h = containers[s].header();
+            h.tensors[h.chunk_owner(t)].chunks.len()
+        })
+        .sum();
+    assert_eq!(
+        s.chunks.total_decompressions as usize, chunks,
+        "one run for both"
+    );
+}
+
 /// `decompress input -o output(p)` as process `p` of a two-process loopback
 /// cluster, both at once; their outputs, in process order.
 fn cluster_decompress(

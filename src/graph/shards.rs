@@ -185,11 +185,20 @@ pub(super) fn to_memory(
     timely: Timely,
     only: Option<&[(usize, usize)]>,
 ) -> Result<(Vec<DecodedModel>, ShardedRun)> {
+    // A shard with nothing to decode (`only` names none of its tensors)
+    // gets no region: its data comes back empty.
     let outs: Vec<Arc<MemoryPlacement>> = shards
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(k, c)| {
+            let wanted = only.is_none_or(|o| o.iter().any(|&(s, _)| s == k));
+            let len = if wanted {
+                c.header().data_len as usize
+            } else {
+                0
+            };
             Arc::new(MemoryPlacement::new(
-                crate::engine::cpu::output_buffer(c.header().data_len as usize),
+                crate::engine::cpu::output_buffer(len),
                 0,
             ))
         })
@@ -222,8 +231,9 @@ pub(super) fn to_memory(
 /// Decodes the tensors `tensors` ((shard, tensor) pairs) of `shards` into
 /// memory in one graph run: each shard's data region at full length, the
 /// listed tensors' bytes in place (with the rest of any chunk they share
-/// with small tensors), every other byte zero. The buffers are mapped
-/// lazily, so bytes never written take no memory.
+/// with small tensors), every other byte zero; a shard none of whose
+/// tensors is listed, empty. The buffers are mapped lazily, so bytes never
+/// written take no memory.
 pub fn decompress_tensors(
     shards: &[Arc<Container>],
     tensors: &[(usize, usize)],
