@@ -72,6 +72,21 @@ fn packed_model(root: &Path) -> (PathBuf, PathBuf) {
     (model, packed)
 }
 
+/// The test checkpoint, compressed and opened: (model directory, the packed
+/// checkpoint, its shards' containers in index order).
+fn opened_model(
+    root: &Path,
+) -> (
+    PathBuf,
+    padic_burst::checkpoint::PackedCheckpoint,
+    Vec<std::sync::Arc<padic_burst::format::Container>>,
+) {
+    let (model, packed) = packed_model(root);
+    let ckpt = padic_burst::checkpoint::PackedCheckpoint::open(&packed).unwrap();
+    let containers = ckpt.shards().iter().map(|(_, c)| c.clone()).collect();
+    (model, ckpt, containers)
+}
+
 /// Every file under `dir`, relative, with its bytes.
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -553,12 +568,11 @@ fn a_sharded_minilm_decodes_in_one_run_that_plan_predicts() {
 #[test]
 fn the_library_decodes_a_packed_directory_in_one_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model, packed) = packed_model(tmp.path());
-    let ckpt = padic_burst::checkpoint::PackedCheckpoint::open(&packed).unwrap();
-    let containers: Vec<_> = ckpt.shards().iter().map(|(_, c)| c.clone()).collect();
-    let config = padic_burst::config::Config::load(None, Default::default()).unwrap();
-    let pipeline =
-        padic_burst::pipeline::Pipeline::with_mode(config, padic_burst::policy::Mode::CpuOnly);
+    let (model, ckpt, containers) = opened_model(tmp.path());
+    let pipeline = padic_burst::pipeline::Pipeline::with_mode(
+        padic_burst::config::Config::default(),
+        padic_burst::policy::Mode::CpuOnly,
+    );
     let (regions, info) = pipeline.decompress_models(&containers, None).unwrap();
     assert_eq!(regions.len(), 3);
     for (region, shard) in regions.iter().zip(SHARDS) {
@@ -577,11 +591,8 @@ fn the_library_decodes_a_packed_directory_in_one_run() {
 #[test]
 fn selected_tensors_decode_in_one_run_and_other_shards_get_no_region() {
     let tmp = tempfile::tempdir().unwrap();
-    let (model, packed) = packed_model(tmp.path());
-    let ckpt = padic_burst::checkpoint::PackedCheckpoint::open(&packed).unwrap();
-    let containers: Vec<_> = ckpt.shards().iter().map(|(_, c)| c.clone()).collect();
-    let config = padic_burst::config::Config::load(None, Default::default()).unwrap();
-    let pipeline = padic_burst::pipeline::Pipeline::new(config);
+    let (model, _, containers) = opened_model(tmp.path());
+    let pipeline = padic_burst::pipeline::Pipeline::new(padic_burst::config::Config::default());
     // The first tensor of the first and of the last shard.
     let wanted = [(0, 0), (2, 0)];
     let (regions, _) = pipeline

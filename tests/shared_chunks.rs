@@ -67,6 +67,30 @@ fn runs_of_small_tensors_share_chunks_and_every_tensor_decodes_alone() {
             t.name
         );
     }
+    // The first read of a shared run cached the run's other tensors: one
+    // decode a run, so a safe_open over every key decodes each run once.
+    let runs = (0..h.tensors.len())
+        .filter(|&i| h.chunk_owner(i) == i)
+        .count();
+    let s = p.statistics().unwrap();
+    assert_eq!(s.cache_misses as usize, runs, "one decode a run");
+    assert_eq!(s.cache_hits as usize, h.tensors.len() - runs);
+    // A reduced decode is cached apart: its run is decoded again.
+    let shared = h.tensors.iter().find(|t| t.chunks_of.is_some()).unwrap();
+    let low = p.decompress_tensor(&c, &shared.name, Some(3)).unwrap();
+    assert_eq!(low.data.len(), shared.byte_len as usize);
+    assert_eq!(p.statistics().unwrap().cache_misses as usize, runs + 1);
+    // Without the cache a read decodes its run and returns its part.
+    let cfg = padic_burst::config::ConfigLayer {
+        enable_caching: Some(false),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let got = Pipeline::new(cfg)
+        .decompress_tensor(&c, &shared.name, None)
+        .unwrap();
+    assert!(got.data[..] == *tensor_bytes(&c, data, &shared.name));
     // inspect names each shared run's first tensor and shares its bytes out.
     let r = padic_burst::inspect::inspect(&c);
     let shared: u64 = r
@@ -82,53 +106,6 @@ fn runs_of_small_tensors_share_chunks_and_every_tensor_decodes_alone() {
 
 /// An edit of a container's header JSON.
 type Edit = dyn Fn(&mut serde_json::Value);
-
-#[test]
-fn reading_every_tensor_in_turn_decodes_each_shared_run_once() {
-    // The tensors of a shared run are decoded together: the first read
-    // caches the others, so a safe_open over every key decodes each run once.
-    let dir = tempfile::tempdir().unwrap();
-    let (file, packed) = small_model(dir.path());
-    let c = Arc::new(Container::open(&packed).unwrap());
-    let h = c.header();
-    let runs = (0..h.tensors.len())
-        .filter(|&i| h.chunk_owner(i) == i)
-        .count();
-    assert!(runs < h.tensors.len());
-    let data = data_region(&file);
-    let p = Pipeline::new(padic_burst::config::Config::default());
-    for t in &h.tensors {
-        let got = p.decompress_tensor(&c, &t.name, None).unwrap();
-        assert!(
-            got.data[..] == *tensor_bytes(&c, data, &t.name),
-            "{}",
-            t.name
-        );
-    }
-    let s = p.statistics().unwrap();
-    assert_eq!(s.cache_misses as usize, runs, "one decode a run");
-    assert_eq!(s.cache_hits as usize, h.tensors.len() - runs);
-    // A reduced decode is cached apart: its run is decoded again.
-    let first_shared = h
-        .tensors
-        .iter()
-        .position(|t| t.chunks_of.is_some())
-        .unwrap();
-    let name = &h.tensors[first_shared].name;
-    let low = p.decompress_tensor(&c, name, Some(3)).unwrap();
-    assert_eq!(low.data.len(), h.tensors[first_shared].byte_len as usize);
-    assert_eq!(p.statistics().unwrap().cache_misses as usize, runs + 1);
-    // Without the cache every tensor is a run of its own, still exact.
-    let cfg = padic_burst::config::ConfigLayer {
-        enable_caching: Some(false),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap();
-    let p = Pipeline::new(cfg);
-    let got = p.decompress_tensor(&c, name, None).unwrap();
-    assert!(got.data[..] == *tensor_bytes(&c, data, name));
-}
 
 #[test]
 fn a_run_that_breaks_the_rules_is_refused_naming_the_tensor() {

@@ -117,6 +117,26 @@ fn open_all(path: &Path) -> padic_burst::Result<Vec<Arc<Container>>> {
     }
 }
 
+/// The row of host tensor `t` of container `c`: a view of its bytes in
+/// `storage`, the decoded data region they lie in.
+fn host_row(
+    storage: &Arc<HostStorage>,
+    c: &Container,
+    t: &padic_burst::format::TensorEntry,
+    exact: bool,
+) -> PyResult<Loaded> {
+    let tensor = DlTensor::host(
+        storage.clone(),
+        t.data_offset as usize,
+        t.byte_len as usize,
+        &t.shape,
+        &t.dtype,
+        exact,
+    )
+    .map_err(|e| PadicError::new_err(format!("{}: {e}", c.path().display())))?;
+    Ok((t.name.clone(), t.dtype.clone(), t.shape.clone(), tensor))
+}
+
 /// Where tensors go: host memory, or GPU `N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Device {
@@ -210,16 +230,7 @@ impl Pipeline {
         for (c, data) in containers.iter().zip(regions) {
             let storage = Arc::new(HostStorage::new(data));
             for t in &c.header().tensors {
-                let tensor = DlTensor::host(
-                    storage.clone(),
-                    t.data_offset as usize,
-                    t.byte_len as usize,
-                    &t.shape,
-                    &t.dtype,
-                    exact,
-                )
-                .map_err(|e| PadicError::new_err(format!("{}: {e}", c.path().display())))?;
-                out.push((t.name.clone(), t.dtype.clone(), t.shape.clone(), tensor));
+                out.push(host_row(&storage, c, t, exact)?);
             }
         }
         if let Some(run) = self.run_statistics() {
@@ -540,23 +551,11 @@ impl Opened {
         let mut regions: Vec<Option<Vec<u8>>> = regions.into_iter().map(Some).collect();
         let mut out = Vec::with_capacity(wanted.len());
         for &(ci, ti) in &wanted {
-            let storage = storages[ci]
-                .get_or_insert_with(|| {
-                    Arc::new(HostStorage::new(regions[ci].take().unwrap_or_default()))
-                })
-                .clone();
+            let storage = storages[ci].get_or_insert_with(|| {
+                Arc::new(HostStorage::new(regions[ci].take().unwrap_or_default()))
+            });
             let c = &self.containers[ci];
-            let t = &c.header().tensors[ti];
-            let tensor = DlTensor::host(
-                storage,
-                t.data_offset as usize,
-                t.byte_len as usize,
-                &t.shape,
-                &t.dtype,
-                exact,
-            )
-            .map_err(|e| PadicError::new_err(format!("{}: {e}", c.path().display())))?;
-            out.push((t.name.clone(), t.dtype.clone(), t.shape.clone(), tensor));
+            out.push(host_row(storage, c, &c.header().tensors[ti], exact)?);
         }
         Ok(out)
     }
