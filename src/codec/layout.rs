@@ -161,7 +161,7 @@ pub enum PlaneZero {
 }
 
 /// How one tensor's values split into a head and digit planes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// The float format split.
     pub kind: FloatKind,
@@ -182,6 +182,17 @@ pub struct Layout {
     pow: Vec<u64>,
     /// Per section, where its digits sit in the fraction (see [`Layout::split`]).
     splits: Vec<SectionSplit>,
+}
+
+/// Hashes what a layout is made from (the float kind, the prime, the
+/// precision and plane 0's contents); every other field follows from them,
+/// and equal layouts hash equal, as `Eq` needs. A run keys its decode tables
+/// by layout once a tensor: hashing the planes and splits as well took 13%
+/// of a one-tensor `safe_open` read of a 200-tensor file.
+impl std::hash::Hash for Layout {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.kind, self.prime, self.precision, self.plane_zero).hash(h);
+    }
 }
 
 /// Section `s`'s digits `[a, b)` of the fraction: `(frac / p^(W-b)) % p^(b-a)`;
@@ -552,6 +563,31 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layout_hashes_by_what_it_is_made_from() {
+        let hash = |l: &Layout| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            l.hash(&mut h);
+            h.finish()
+        };
+        let make = |kind, prime, precision| {
+            Layout::with_plane_zero(kind, prime, precision, PlaneZero::Sign).unwrap()
+        };
+        let a = make(FloatKind::BF16, 2, 7);
+        assert_eq!(a, make(FloatKind::BF16, 2, 7));
+        assert_eq!(hash(&a), hash(&make(FloatKind::BF16, 2, 7)));
+        let others = [
+            make(FloatKind::BF16, 2, 5),
+            make(FloatKind::BF16, 3, 4),
+            make(FloatKind::F16, 2, 7),
+        ];
+        for b in &others {
+            assert_ne!(&a, b);
+            assert_ne!(hash(&a), hash(b), "{b:?}");
+        }
+    }
 
     #[test]
     fn exact_digits_match_the_fraction_width() {
