@@ -1,4 +1,4 @@
-//! Where merged bytes land: a file written at offsets ([`file`]: by a
+//! Where merged bytes land: a file written at offsets ([`mod@file`]: by a
 //! writer thread of its own or by the workers in turn, a run of parts at a
 //! time), a stream written in order, or memory that the decoders write into
 //! directly.
