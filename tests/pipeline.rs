@@ -656,6 +656,48 @@ fn a_run_of_one_pinned_worker_leaves_the_calling_thread_unpinned() {
 }
 
 #[test]
+fn a_one_tensor_read_checks_and_builds_only_that_tensors_digits() {
+    // f32 "b" stores 23 digits, bf16 "a" 7 and f16 "small" 10: reading "b"
+    // at 12 digits must not fail on the others' precision.
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = model(dir.path());
+    let c = Arc::new(Container::open(&packed).unwrap());
+    let p = padic_burst::pipeline::Pipeline::new(Config::default());
+    let exact = p.decompress_tensor(&c, "b", None).unwrap();
+    let low = p.decompress_tensor(&c, "b", Some(12)).unwrap();
+    assert_eq!(low.data.len(), exact.data.len());
+    // The 11 digits below the 12 read differ; sign, exponent and the top
+    // digits do not.
+    let words = |d: &[u8]| -> Vec<u32> {
+        d.chunks_exact(4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+            .collect()
+    };
+    let (low, exact) = (words(&low.data), words(&exact.data));
+    assert!(low.iter().zip(&exact).all(|(l, e)| (l ^ e) >> 11 == 0));
+    assert!(
+        low.iter().zip(&exact).any(|(l, e)| l != e),
+        "nothing dropped"
+    );
+    // Reading "a" at 12 digits names it.
+    let err = p
+        .decompress_tensor(&c, "a", Some(12))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exceeds the 7 digits stored for tensor 'a'"),
+        "{err}"
+    );
+    // A whole decode at 12 digits still fails, naming a tensor with fewer.
+    let mut o = RunOptions::new(Mode::CpuOnly, Config::default());
+    o.target_precision = Some(12);
+    let err = padic_burst::pipeline::decompress_to_memory(c, &o)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exceeds the"), "{err}");
+}
+
+#[test]
 fn a_decode_into_memory_refuses_a_cluster_rather_than_return_one_process_share() {
     // In a cluster each process holds only the parts it decoded: memory is
     // no output for one, so the library refuses before connecting.

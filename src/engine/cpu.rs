@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::codec::{Layout, Tables};
 use crate::error::{Error, Result};
-use crate::format::Container;
+use crate::format::{Container, TensorEntry};
 use crate::output::TempOutput;
 use crate::progress::Progress;
 
@@ -72,29 +72,36 @@ pub fn chunk_jobs(c: &Container) -> Vec<ChunkJob> {
 /// The decoding tables of every split tensor for a decode to `target` digits
 /// (`None`: every stored digit). A target above a tensor's stored precision is an error.
 pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<Tables>>>> {
-    tables_with(c, |layout, name, dtype| {
-        let k = target.unwrap_or(layout.precision);
-        if k > layout.precision {
-            return Err(Error::InvalidArgument(format!(
-                "--target-precision {k} exceeds the {} digits stored for tensor '{name}' ({dtype})",
-                layout.precision
-            )));
-        }
-        if k == 0 {
-            return Err(Error::InvalidArgument(
-                "--target-precision 0: at least one digit must be read".into(),
-            ));
-        }
-        Ok(k)
+    tables_with(c, |_, layout, t| {
+        checked_digits(target, layout, t).map(Some)
     })
 }
 
-/// The one table builder: for each split tensor, the tables for the digits
-/// `digits(layout, name, dtype)` asks; tensors of one dtype share a layout,
-/// so each distinct (layout, digits) set is built once.
+/// The digits a decode to `target` reads of tensor `t` (`None`: every
+/// stored digit); above its stored precision, or 0, is an error naming it.
+pub fn checked_digits(target: Option<u32>, layout: &Layout, t: &TensorEntry) -> Result<u32> {
+    let k = target.unwrap_or(layout.precision);
+    if k > layout.precision {
+        return Err(Error::InvalidArgument(format!(
+            "--target-precision {k} exceeds the {} digits stored for tensor '{}' ({})",
+            layout.precision, t.name, t.dtype
+        )));
+    }
+    if k == 0 {
+        return Err(Error::InvalidArgument(
+            "--target-precision 0: at least one digit must be read".into(),
+        ));
+    }
+    Ok(k)
+}
+
+/// The one table builder: for split tensor `ti`, the tables for the digits
+/// `digits(ti, layout, entry)` asks, or none where it asks for none (a
+/// tensor the run does not decode); tensors of one dtype share a layout, so
+/// each distinct (layout, digits) set is built once.
 pub fn tables_with(
     c: &Container,
-    mut digits: impl FnMut(&Layout, &str, &str) -> Result<u32>,
+    mut digits: impl FnMut(usize, &Layout, &TensorEntry) -> Result<Option<u32>>,
 ) -> Result<Vec<Option<Arc<Tables>>>> {
     let mut built: HashMap<(&Layout, u32), Arc<Tables>> = HashMap::new();
     c.header()
@@ -105,7 +112,9 @@ pub fn tables_with(
             let Some(layout) = c.layout(ti) else {
                 return Ok(None);
             };
-            let k = digits(layout, &t.name, &t.dtype)?;
+            let Some(k) = digits(ti, layout, t)? else {
+                return Ok(None);
+            };
             Ok(Some(
                 built
                     .entry((layout, k))

@@ -94,7 +94,15 @@ impl ChunkDecoder {
 
     /// The tables of `t`'s tensor (`None`: stored as it was).
     fn tables(&self, t: &ChunkTask) -> Option<&Tables> {
-        self.shards[t.shard].tables[t.tensor].as_deref()
+        let tables = self.shards[t.shard].tables[t.tensor].as_deref();
+        // A run builds tables only for the tensors it decodes: a split
+        // tensor without them must stop the run, not pass as stored bytes.
+        assert!(
+            tables.is_some() || self.container(t).layout(t.tensor).is_none(),
+            "no decode tables for split tensor {} in this run",
+            t.tensor
+        );
+        tables
     }
 
     fn place(&self, t: &ChunkTask) -> Location {

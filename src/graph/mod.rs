@@ -311,9 +311,10 @@ fn run(
     }
     let shards = shards
         .into_iter()
-        .map(|(container, out)| {
+        .enumerate()
+        .map(|(shard, (container, out))| {
             Ok(ShardRun {
-                tables: precision.tables(&container)?,
+                tables: precision.tables(&container, |t| shards::selected(only, shard, t))?,
                 container,
                 out,
             })

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::RunOptions;
 use crate::codec::Tables;
-use crate::engine::cpu::{tables_for, tables_with};
+use crate::engine::cpu::{checked_digits, tables_with};
 use crate::error::Result;
 use crate::format::Container;
 
@@ -29,11 +29,24 @@ impl TargetPrecision {
         }
     }
 
-    pub(crate) fn tables(&self, c: &Container) -> Result<Vec<Option<Arc<Tables>>>> {
-        match *self {
-            TargetPrecision::All => tables_for(c, None),
-            TargetPrecision::Exactly(k) => tables_for(c, Some(k)),
-            TargetPrecision::AtMost(k) => tables_with(c, |l, _, _| Ok(k.min(l.precision))),
-        }
+    /// The decode tables of the split tensors of `c` that `wanted` names
+    /// (a run that reads some tensors builds and checks only theirs: a
+    /// one-tensor read paid for every tensor of its shard, and failed on
+    /// another tensor's precision).
+    pub(crate) fn tables(
+        &self,
+        c: &Container,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Result<Vec<Option<Arc<Tables>>>> {
+        tables_with(c, |ti, layout, t| {
+            if !wanted(ti) {
+                return Ok(None);
+            }
+            Ok(Some(match *self {
+                TargetPrecision::All => layout.precision,
+                TargetPrecision::Exactly(k) => checked_digits(Some(k), layout, t)?,
+                TargetPrecision::AtMost(k) => k.min(layout.precision),
+            }))
+        })
     }
 }

@@ -180,7 +180,7 @@ impl Pipeline {
         // decoded in the host run, then uploaded.
         let mut staged: Vec<(usize, usize)> = Vec::new();
         for (s, container) in shards.iter().enumerate() {
-            let tables = TargetPrecision::of(&opts).tables(container)?;
+            let tables = TargetPrecision::of(&opts).tables(container, |_| true)?;
             let tensors = &container.header().tensors;
             placed.push((0..tensors.len()).map(|_| None).collect());
             for (i, t) in tensors.iter().enumerate() {
