@@ -282,6 +282,16 @@ impl Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The message a panic carried (`panic!`'s text), or "no message": how a
+/// caught panic is named in the error that replaces it.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +359,15 @@ mod tests {
             Error::InvalidArgument("b".into()).context("a").to_string(),
             "invalid argument: a: b"
         );
+    }
+
+    #[test]
+    fn a_caught_panic_is_named_by_its_message() {
+        let text = std::panic::catch_unwind(|| panic!("lost {}", 3)).unwrap_err();
+        assert_eq!(panic_message(text.as_ref()), "lost 3");
+        let fixed = std::panic::catch_unwind(|| std::panic::panic_any("fixed")).unwrap_err();
+        assert_eq!(panic_message(fixed.as_ref()), "fixed");
+        let other = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(other.as_ref()), "no message");
     }
 }

@@ -51,11 +51,7 @@ fn unlocked<T: Send>(
     match outcome {
         Ok(result) => result.map_err(to_py),
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no message");
+            let why = padic_burst::error::panic_message(panic.as_ref());
             Err(PadicError::new_err(format!(
                 "{what}: internal error (please report it): {why}"
             )))

@@ -315,13 +315,8 @@ impl ClusterWatch {
         let prev = previous.clone();
         let hook_temp = temp.clone();
         std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if is_lost_peer(&msg) {
+            let msg = crate::error::panic_message(info.payload());
+            if is_lost_peer(msg) {
                 cluster_exit(
                     process,
                     &hook_temp,

@@ -528,11 +528,7 @@ fn execute_here(config: timely::WorkerConfig, shared: &Shared) -> Result<()> {
         }
     }))
     .map_err(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
+        let why = crate::error::panic_message(panic.as_ref());
         Error::Internal(format!("a dataflow worker failed: {why}"))
     })
 }
