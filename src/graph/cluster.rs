@@ -300,12 +300,16 @@ fn is_lost_peer(msg: &str) -> bool {
         || msg.contains("Recv thread panic")
 }
 
+/// Stops the process with exit code 2 after saying why, once. A lost peer
+/// takes down several threads at a time (workers, send and receive threads),
+/// and each lands here: the first holds the lock while it removes the temp
+/// file, writes its line and exits, so a second can neither exit with the line
+/// half-written nor call `exit` concurrently with it.
 fn cluster_exit(process: usize, temp: &Path, why: &str) -> ! {
-    static SAID: AtomicBool = AtomicBool::new(false);
-    if !SAID.swap(true, Ordering::SeqCst) {
-        remove(temp);
-        eprintln!("error: cluster process {process}: {why}; stopping, no output written");
-    }
+    static EXITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _only_one = EXITING.lock().unwrap_or_else(|e| e.into_inner());
+    remove(temp);
+    eprintln!("error: cluster process {process}: {why}; stopping, no output written");
     std::process::exit(2)
 }
 
