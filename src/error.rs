@@ -79,7 +79,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The file does not start with the container's magic bytes.
-    #[error("{}: not a padic-burst container (expected magic {expected:?}, found {found:?})", path.display())]
+    #[error("{}: not a padic-burst container (expected magic {expected:?}, found {found:?}){hint}", path.display())]
     NotContainer {
         /// The file that was opened.
         path: PathBuf,
@@ -87,6 +87,9 @@ pub enum Error {
         expected: String,
         /// The file's first (up to 8) bytes, as shown text.
         found: String,
+        /// What the file looks like instead, where that is known (an
+        /// uncompressed safetensors file), as a sentence after "; ", or "".
+        hint: String,
     },
     /// The container's version is not one this build reads.
     #[error("{}: unsupported container version {found} (this build reads version {supported})", path.display())]
@@ -170,10 +173,12 @@ impl Clone for Error {
                 path,
                 expected,
                 found,
+                hint,
             } => Error::NotContainer {
                 path: path.clone(),
                 expected: expected.clone(),
                 found: found.clone(),
+                hint: hint.clone(),
             },
             Error::Version {
                 path,

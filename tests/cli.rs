@@ -109,7 +109,14 @@ fn bad_inputs_exit_2_with_one_message_and_no_output() {
         .arg(&target)
         .output()
         .unwrap();
-    assert_fails_cleanly(&out, &["model.safetensors", "not a padic-burst container"]);
+    assert_fails_cleanly(
+        &out,
+        &[
+            "model.safetensors",
+            "not a padic-burst container",
+            "looks like an uncompressed safetensors file: compress it first",
+        ],
+    );
     // Truncated container.
     let bytes = std::fs::read(&packed).unwrap();
     let cut = dir.path().join("cut.padic");
@@ -162,7 +169,7 @@ fn bad_inputs_exit_2_with_one_message_and_no_output() {
         .args(["--target-precision", "8"])
         .output()
         .unwrap();
-    assert_fails_cleanly(&out, &["--target-precision 8", "tensor 'w'"]);
+    assert_fails_cleanly(&out, &["target precision 8", "tensor 'w'"]);
     // Bad prime.
     let out = bin()
         .arg("compress")

@@ -67,6 +67,8 @@ fn framing_errors_name_their_byte_offset() {
         err.contains("not a padic-burst container") && err.contains("SAFETENS"),
         "{err}"
     );
+    // Only a file that starts as safetensors does is called one.
+    assert!(!err.contains("safetensors file"), "{err}");
     let err = refused(dir.path(), &edit(8, &4u32.to_le_bytes()));
     assert!(err.contains("unsupported container version 4"), "{err}");
     // A version 3 file called version 2: its layouts carry the NaN flag,

@@ -18,14 +18,28 @@ def _framework(name):
 
 
 def _gpu_index(device):
-    """The N of "cuda:N" ("cuda" is 0), or None for the host."""
-    if device == "cpu":
-        return None
-    if device == "cuda":
-        return 0
-    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
-        return int(device[5:])
-    raise _padic_burst.PadicError(f'device {device!r}: expected "cpu", "cuda" or "cuda:N"')
+    """The N of "cuda:N" ("cuda" is 0), or None for the host. Takes what
+    safetensors' ``load_file`` takes: a string, a ``torch.device``, or an int
+    N for "cuda:N"."""
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+        return device
+    name = str(device) if type(device).__name__ == "device" else device
+    if isinstance(name, str):
+        kind, colon, index = name.partition(":")
+        if not colon or index.isdigit():
+            if kind == "cpu":
+                return None
+            if kind == "cuda":
+                return int(index or 0)
+    raise _padic_burst.PadicError(
+        f'device {device!r}: expected "cpu", "cuda", "cuda:N", an int N (cuda:N) or a torch.device'
+    )
+
+
+def _device_name(device):
+    """The canonical name of a device `_gpu_index` takes: "cpu" or "cuda:N"."""
+    gpu = _gpu_index(device)
+    return "cpu" if gpu is None else f"cuda:{gpu}"
 
 
 def _module(framework):
@@ -90,12 +104,8 @@ class Pipeline:
                 f"device {device!r}: no GPU to decode on: {self._inner.gpu_absent}"
             )
         module = _module(fw)
-        rows = self._inner.load(
-            os.fspath(path),
-            "cpu" if gpu is None else f"cuda:{gpu}",
-            target_precision,
-            fw == "pt",
-        )
+        device = _device_name(device)
+        rows = self._inner.load(os.fspath(path), device, target_precision, fw == "pt")
         return {name: module._tensor(name, dtype, holder, device) for name, dtype, _, holder in rows}
 
 
@@ -113,7 +123,7 @@ class safe_open:
         self._framework = _framework(framework)
         if self._framework == "np" and _gpu_index(device) is not None:
             raise _padic_burst.PadicError(f"device {device!r}: NumPy arrays live in host memory")
-        self._device = device
+        self._device = _device_name(device)
         self._target = target_precision
         self._pipeline = pipeline if pipeline is not None else Pipeline()
         self._opened = self._pipeline._inner.open(os.fspath(path))

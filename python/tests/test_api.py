@@ -130,7 +130,7 @@ def test_config_dict_and_toml_are_validated(packed, tmp_path):
 
 def test_damaged_files_raise_padic_error(packed, tmp_path):
     assert issubclass(padic_burst.PadicError, ValueError)
-    _, dst, _ = packed("bf16")
+    src, dst, _ = packed("bf16")
     data = bytearray(dst.read_bytes())
     flipped = tmp_path / "flipped.padic"
     data[len(data) // 2] ^= 0x40
@@ -145,8 +145,11 @@ def test_damaged_files_raise_padic_error(packed, tmp_path):
         padic_burst.numpy.load_file(truncated)
     other = tmp_path / "not.padic"
     other.write_bytes(b"hello, world" * 10)
-    with pytest.raises(padic_burst.PadicError, match="not a padic-burst container"):
+    with pytest.raises(padic_burst.PadicError, match="not a padic-burst container") as e:
         padic_burst.safe_open(other, framework="np")
+    assert "safetensors" not in str(e.value)
+    with pytest.raises(padic_burst.PadicError, match="uncompressed safetensors file: compress it first"):
+        padic_burst.numpy.load_file(src)
     with pytest.raises(FileNotFoundError):
         padic_burst.numpy.load_file(tmp_path / "absent.padic")
     with pytest.raises(padic_burst.PadicError, match="framework"):
@@ -195,3 +198,16 @@ def test_cuda_without_a_gpu_is_a_clear_error(packed):
         p.load_file(dst, framework="np", device="cuda")
     with pytest.raises(padic_burst.PadicError, match="cuda:N"):
         p.load_file(dst, framework="np", device="tpu")
+
+
+def test_devices_are_named_as_safetensors_takes_them(packed):
+    src, dst, _ = packed("f16")
+    raw = raw_tensors(src)
+    got = padic_burst.numpy.load_file(dst, device="cpu:0")
+    assert {k: v.tobytes() for k, v in got.items()} == {k: r[2] for k, r in raw.items()}
+    # An int N is cuda:N, as in safetensors: not for host-only NumPy.
+    with pytest.raises(padic_burst.PadicError, match="'cuda:1'|1: NumPy arrays live in host memory"):
+        padic_burst.Pipeline().load_file(dst, framework="np", device=1)
+    for bad in (True, -1, "cuda:x", "cpu:", "gpu", None):
+        with pytest.raises(padic_burst.PadicError, match="expected"):
+            padic_burst.Pipeline().load_file(dst, framework="np", device=bad)

@@ -83,13 +83,13 @@ pub fn checked_digits(target: Option<u32>, layout: &Layout, t: &TensorEntry) -> 
     let k = target.unwrap_or(layout.precision);
     if k > layout.precision {
         return Err(Error::InvalidArgument(format!(
-            "--target-precision {k} exceeds the {} digits stored for tensor '{}' ({})",
+            "target precision {k} exceeds the {} digits stored for tensor '{}' ({})",
             layout.precision, t.name, t.dtype
         )));
     }
     if k == 0 {
         return Err(Error::InvalidArgument(
-            "--target-precision 0: at least one digit must be read".into(),
+            "target precision 0: at least one digit must be read".into(),
         ));
     }
     Ok(k)

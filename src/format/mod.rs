@@ -579,6 +579,12 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// Whether `b` starts as a safetensors file does: a little-endian u64 header
+/// length that fits the file, then a JSON object.
+fn looks_like_safetensors(b: &[u8]) -> bool {
+    b.len() > 9 && u64_at(b, 0) <= b.len() as u64 - 8 && b[8] == b'{'
+}
+
 /// Parses and checks the container's framing and header.
 fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
     let len = b.len() as u64;
@@ -588,6 +594,11 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
             path: path.to_path_buf(),
             expected: String::from_utf8_lossy(MAGIC).into(),
             found: shown(&b[..b.len().min(8)]),
+            hint: if looks_like_safetensors(b) {
+                "; it looks like an uncompressed safetensors file: compress it first (padic-burst compress, or padic_burst.compress_file)".into()
+            } else {
+                String::new()
+            },
         });
     }
     if len < PREFIX_LEN + FOOTER_LEN {
