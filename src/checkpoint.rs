@@ -60,6 +60,8 @@ pub struct Checkpoint {
     pub shards: Vec<PathBuf>,
     /// Every other file, copied unchanged.
     pub others: Vec<PathBuf>,
+    /// Directories with nothing in them, made again in the output.
+    pub empty_dirs: Vec<PathBuf>,
 }
 
 fn bad(path: &Path, what: impl Into<String>) -> Error {
@@ -88,9 +90,15 @@ impl Checkpoint {
                 format!("neither a directory nor a `*{INDEX_SUFFIX}` file"),
             ));
         };
-        let mut files = Vec::new();
-        list_files(&root, Path::new(""), &mut files)?;
+        let mut listing = Listing::default();
+        listing.walk(&root, Path::new(""))?;
+        let Listing {
+            mut files,
+            mut empty_dirs,
+            ..
+        } = listing;
         files.sort();
+        empty_dirs.sort();
         let (shards, others): (Vec<_>, Vec<_>) = files
             .into_iter()
             .partition(|f| f.extension().is_some_and(|e| e == shard_ext));
@@ -98,6 +106,7 @@ impl Checkpoint {
             root,
             shards,
             others,
+            empty_dirs,
         };
         for index in ckpt.indexes() {
             ckpt.check_index(&index, shard_ext)?;
@@ -155,21 +164,54 @@ impl Checkpoint {
 }
 
 /// Every file under `root.join(rel)`, relative to `root` (links followed).
-fn list_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let dir = root.join(rel);
-    let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(&dir, e))?;
-        let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-        let name = rel.join(entry.file_name());
-        if meta.is_dir() {
-            list_files(root, &name, out)?;
-        } else {
-            out.push(name);
+/// A checkpoint directory's files and empty directories, relative to its
+/// root. Symlinks are followed (a Hugging Face cache's snapshot is symlinks
+/// into its blobs), so the copy holds what they point at; a directory that
+/// contains itself through one, and anything that is neither a file nor a
+/// directory (a FIFO, a socket, a device), is refused.
+#[derive(Default)]
+struct Listing {
+    files: Vec<PathBuf>,
+    empty_dirs: Vec<PathBuf>,
+    /// The directories being walked, by their canonical paths.
+    open: Vec<PathBuf>,
+}
+
+impl Listing {
+    fn walk(&mut self, root: &Path, rel: &Path) -> Result<()> {
+        let dir = root.join(rel);
+        let real = dir.canonicalize().map_err(|e| Error::io(&dir, e))?;
+        if self.open.contains(&real) {
+            return Err(bad(
+                &dir,
+                format!("a symlink loop: this directory is {} again", real.display()),
+            ));
         }
+        self.open.push(real);
+        let mut empty = true;
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let path = entry.path();
+            let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let name = rel.join(entry.file_name());
+            empty = false;
+            if meta.is_dir() {
+                self.walk(root, &name)?;
+            } else if meta.is_file() {
+                self.files.push(name);
+            } else {
+                return Err(bad(
+                    &path,
+                    "neither a regular file nor a directory (a FIFO, a socket or a device): a checkpoint directory may hold only files and directories",
+                ));
+            }
+        }
+        self.open.pop();
+        if empty && !rel.as_os_str().is_empty() {
+            self.empty_dirs.push(rel.to_path_buf());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A directory being written under a temporary name beside its final one,
@@ -284,6 +326,10 @@ impl Drop for TempDir {
 /// Copies every file of `ckpt` that is not a shard into `into`, at the same
 /// relative path.
 fn copy_others(ckpt: &Checkpoint, into: &Path) -> Result<()> {
+    for rel in &ckpt.empty_dirs {
+        let to = into.join(rel);
+        std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
+    }
     for rel in &ckpt.others {
         let (from, to) = (ckpt.root.join(rel), into.join(rel));
         if let Some(parent) = to.parent() {

@@ -314,10 +314,10 @@ fn compress(a: CompressArgs, quiet: bool) -> Result<()> {
         let r = checkpoint::compress_dir(&a.input, &a.output, &opts, &Progress::new(!quiet))?;
         let s = r.total();
         eprintln!(
-            "{}: {} shards, {} files copied, {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
+            "{}: {}, {} copied, {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
             a.output.display(),
-            r.shards.len(),
-            r.copied,
+            counted(r.shards.len(), "shard"),
+            counted(r.copied, "file"),
             s.tensors,
             s.chunks,
             s.original_bytes,
@@ -407,21 +407,23 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
             crate::output::write_atomic(&file, text.as_bytes())?;
         }
     }
-    // The bytes written: a file's preamble and data (in a cluster, only
-    // process 0 renames it into place); a directory's decoded data.
+    // The bytes written: a file's (or each shard's) preamble and data (in a
+    // cluster, only process 0 renames it into place).
+    let preamble =
+        |c: &Container| crate::output::safetensors_preamble(&c.header().source_header).len() as u64;
     let (shards, written) = match &input {
         Input::File(c) => (
             String::new(),
             match std::fs::metadata(&a.output) {
                 Ok(m) if m.is_file() => m.len(),
                 // A stream got the preamble and the data.
-                _ => {
-                    crate::output::safetensors_preamble(&c.header().source_header).len() as u64
-                        + s.bytes_out
-                }
+                _ => preamble(c) + s.bytes_out,
             },
         ),
-        Input::Dir(p) => (format!("{} shards, ", p.shards().len()), s.bytes_out),
+        Input::Dir(p) => (
+            format!("{}, ", counted(p.shards().len(), "shard")),
+            p.shards().iter().map(|(_, c)| preamble(c)).sum::<u64>() + s.bytes_out,
+        ),
     };
     eprintln!(
         "{}: {shards}{} chunks ({} gpu, {} cpu, {} hybrid), {} bytes read, {} written in {:.3} s ({:.2} GB/s)",
@@ -658,4 +660,9 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// "1 shard", "2 shards": a count and its noun.
+fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }

@@ -180,6 +180,16 @@ fn a_directory_round_trips_byte_identical() {
         .map(|f| data_region(&std::fs::read(model.join(f)).unwrap()).len() as u64)
         .sum();
     assert_eq!(s["bytes_out"].as_u64().unwrap(), data);
+    // The summary counts the shards' bytes as written, headers included.
+    let shard_bytes: u64 = SHARDS
+        .iter()
+        .map(|f| std::fs::metadata(model.join(f)).unwrap().len())
+        .sum();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("3 shards, ") && err.contains(&format!(" {shard_bytes} written")),
+        "{err}"
+    );
     assert_no_temp_files(tmp.path());
 
     // inspect DIR: per shard, and totals that add them up.
@@ -300,6 +310,57 @@ fn a_damaged_shard_fails_and_leaves_no_partial_directory() {
         "model-00002-of-00003.padic",
     );
     assert!(!restored.exists());
+    assert_no_temp_files(tmp.path());
+}
+
+/// A Hugging Face cache's snapshot: every file a symlink into `blobs`.
+#[test]
+fn a_snapshot_of_symlinks_and_empty_folders_comes_back_as_plain_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let blobs = tmp.path().join("blobs");
+    let snapshot = tmp.path().join("snapshot");
+    std::fs::rename(&model, &blobs).unwrap();
+    std::fs::create_dir_all(snapshot.join("tokenizer")).unwrap();
+    for (rel, _) in files(&blobs) {
+        std::os::unix::fs::symlink(blobs.join(&rel), snapshot.join(&rel)).unwrap();
+    }
+    std::fs::create_dir_all(snapshot.join("2_Normalize")).unwrap();
+    let packed = tmp.path().join("packed");
+    assert_success(&compress(&snapshot, &packed));
+    assert!(packed.join("2_Normalize").is_dir());
+    let restored = tmp.path().join("restored");
+    let out = decompress(&packed, &restored, &[]);
+    assert_success(&out);
+    assert_eq!(files(&restored), files(&blobs));
+    assert!(restored.join("2_Normalize").is_dir());
+    assert!(!std::fs::symlink_metadata(restored.join("config.json"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("restored: 3 shards, "), "{err}");
+}
+
+#[test]
+fn a_symlink_loop_or_a_fifo_in_the_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    std::os::unix::fs::symlink("..", model.join("tokenizer/up")).unwrap();
+    refused(
+        &compress(&model, &tmp.path().join("out")),
+        "a symlink loop: this directory is",
+    );
+    std::fs::remove_file(model.join("tokenizer/up")).unwrap();
+    let fifo = model.join("events");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a plain mkfifo(3) of a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    refused(
+        &compress(&model, &tmp.path().join("out")),
+        "events: neither a regular file nor a directory",
+    );
+    assert!(!tmp.path().join("out").exists());
     assert_no_temp_files(tmp.path());
 }
 
