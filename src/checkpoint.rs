@@ -399,9 +399,7 @@ pub fn compress_dir(
 
 /// A shard's header parses (before any work is done).
 fn check_safetensors(path: &Path) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: read-only map of the input; it must not change while we read it.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let map = crate::input::map(path)?;
     safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
         what: e.to_string(),

@@ -170,9 +170,7 @@ pub fn compress_file(
     for kind in [FloatKind::F32, FloatKind::BF16, FloatKind::F16] {
         Layout::new(kind, opts.prime, opts.precision, true)?;
     }
-    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
-    // SAFETY: read-only map of the input; it must not change while we read it.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(input, e))?;
+    let map = crate::input::map(input)?;
     let src = parse_source(input, &map)?;
 
     let mut layouts: Vec<Option<Layout>> = Vec::with_capacity(src.tensors.len());

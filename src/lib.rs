@@ -70,6 +70,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod graph;
+pub mod input;
 pub mod inspect;
 pub mod monitor;
 pub mod output;

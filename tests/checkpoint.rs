@@ -352,10 +352,7 @@ fn a_symlink_loop_or_a_fifo_in_the_directory_is_refused() {
         "a symlink loop: this directory is",
     );
     std::fs::remove_file(model.join("tokenizer/up")).unwrap();
-    let fifo = model.join("events");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a plain mkfifo(3) of a path we own.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&model.join("events"));
     refused(
         &compress(&model, &tmp.path().join("out")),
         "events: neither a regular file nor a directory",

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use safetensors::Dtype;
+use std::path::Path;
 
 fn model(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     let mut rng = padic_burst::demo::Rng::new(1);
@@ -353,6 +354,43 @@ fn inspect_json_into_a_closed_pipe_ends_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn an_input_that_is_a_fifo_or_a_device_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("weights.padic");
+    mkfifo(&fifo);
+    for (command, input, what) in [
+        ("compress", fifo.as_path(), "weights.padic: a FIFO"),
+        ("decompress", fifo.as_path(), "weights.padic: a FIFO"),
+        ("inspect", fifo.as_path(), "weights.padic: a FIFO"),
+        ("compress", Path::new("/dev/null"), "/dev/null: a device"),
+        ("decompress", Path::new("/dev/null"), "/dev/null: a device"),
+    ] {
+        let mut cmd = bin();
+        cmd.arg(command).arg(input);
+        if command != "inspect" {
+            cmd.arg("-o").arg(dir.path().join("out"));
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening a FIFO for reading waits for a writer: the check comes first.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                child.kill().unwrap();
+                panic!("{command} {} is still waiting", input.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_fails_cleanly(&out, &[what, "the input must be a regular file"]);
+        assert!(!dir.path().join("out").exists());
+    }
 }
 
 #[test]

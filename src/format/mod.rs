@@ -326,10 +326,7 @@ impl Container {
     /// Opens and validates `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        // SAFETY: the map is read-only; a file changed underneath it by another
-        // process can give wrong bytes, which the per-section checksums catch.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let map = crate::input::map(&path)?;
         let (header, layouts) = parse(&path, &map)?;
         let n = map.len();
         let mut id = [0u8; 16];
