@@ -49,7 +49,7 @@ def stream(packed):
     pipeline = padic_burst.Pipeline({"enable_caching": False})
     with padic_burst.safe_open(packed, framework=FRAMEWORK, pipeline=pipeline) as f:
         layers = OrderedDict()
-        for name in f.keys():
+        for name in f.offset_keys():
             layers.setdefault(layer_of(name), []).append(name)
         for layer, names in layers.items():
             started = time.perf_counter()

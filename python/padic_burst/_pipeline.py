@@ -141,23 +141,39 @@ class safe_open:
         return self._opened
 
     def keys(self):
-        """Tensor names, in file order (shard by shard)."""
-        return self._handle().keys()
+        """Tensor names, sorted (as safetensors gives them)."""
+        return sorted(self._handle().offset_keys())
+
+    def offset_keys(self):
+        """Tensor names in the order their bytes lie in the file (shard by
+        shard, in index order, for a packed directory)."""
+        return self._handle().offset_keys()
 
     def metadata(self):
         """The safetensors ``__metadata__`` dict, or ``None``."""
         return self._handle().metadata()
 
-    def get_tensors(self, names):
-        """The tensors ``names`` (a layer, say) as a dict, decoded together in
+    def get_tensors(self, names=None):
+        """The tensors ``names`` (a layer, say; every tensor, in
+        ``offset_keys()`` order, when ``None``) as a dict, decoded together in
         one run with every worker: what a loop of ``get_tensor`` does in one
         step, faster. Not through the cache."""
         opened = self._handle()
+        if names is None:
+            names = opened.offset_keys()
         rows = opened.get_tensors(
             self._pipeline._inner, list(names), self._target, self._framework == "pt"
         )
         module = _module(self._framework)
         return {name: module._tensor(name, dtype, holder, self._device) for name, dtype, _, holder in rows}
+
+    def get_slice(self, name):
+        """A slice object, as safetensors' ``get_slice`` gives: ``get_shape()``
+        and ``get_dtype()`` read the header, and indexing it (``[0:128]``,
+        ``[:, ::8]``) decodes the tensor through ``get_tensor`` and returns a
+        copy of the part asked for (the whole tensor is not kept)."""
+        dtype, shape = self._handle().info(name)
+        return _Slice(self, name, dtype, shape)
 
     def get_tensor(self, name):
         """One tensor, decoded alone (or taken from the cache)."""
@@ -166,3 +182,25 @@ class safe_open:
             self._pipeline._inner, name, self._target, self._framework == "pt"
         )
         return _module(self._framework)._tensor(name, dtype, holder, self._device)
+
+
+class _Slice:
+    """What ``safe_open.get_slice`` returns."""
+
+    def __init__(self, opened, name, dtype, shape):
+        self._opened = opened
+        self._name = name
+        self._dtype = dtype
+        self._shape = list(shape)
+
+    def get_shape(self):
+        """The tensor's shape, a list of ints."""
+        return list(self._shape)
+
+    def get_dtype(self):
+        """The tensor's safetensors dtype name ("BF16", "F32", ...)."""
+        return self._dtype
+
+    def __getitem__(self, index):
+        part = self._opened.get_tensor(self._name)[index]
+        return part.clone() if hasattr(part, "clone") else part.copy()

@@ -488,11 +488,36 @@ struct Opened {
     metadata: Option<HashMap<String, String>>,
 }
 
+impl Opened {
+    /// (container, tensor) of `name`, or an error naming the file.
+    fn locate(&self, name: &str) -> PyResult<(usize, usize)> {
+        self.index
+            .get(name)
+            .and_then(|&ci| {
+                let tensors = &self.containers[ci].header().tensors;
+                tensors
+                    .iter()
+                    .position(|t| t.name == name)
+                    .map(|ti| (ci, ti))
+            })
+            .ok_or_else(|| {
+                PadicError::new_err(format!("{}: no tensor named '{name}'", self.path.display()))
+            })
+    }
+}
+
 #[pymethods]
 impl Opened {
     /// Tensor names, in file order (shard by shard).
-    fn keys(&self) -> Vec<String> {
+    fn offset_keys(&self) -> Vec<String> {
         self.names.clone()
+    }
+
+    /// `(dtype, shape)` of one tensor, from the header: nothing is decoded.
+    fn info(&self, name: &str) -> PyResult<(String, Vec<u64>)> {
+        let (ci, ti) = self.locate(name)?;
+        let t = &self.containers[ci].header().tensors[ti];
+        Ok((t.dtype.clone(), t.shape.clone()))
     }
 
     /// The safetensors `__metadata__` (all shards'), or `None`.
@@ -513,23 +538,10 @@ impl Opened {
         target_precision: Option<u32>,
         exact: bool,
     ) -> PyResult<Vec<Loaded>> {
-        let mut wanted = Vec::with_capacity(names.len());
-        for name in &names {
-            let found = self.index.get(name).and_then(|&ci| {
-                let tensors = &self.containers[ci].header().tensors;
-                tensors
-                    .iter()
-                    .position(|t| &t.name == name)
-                    .map(|ti| (ci, ti))
-            });
-            let Some(pair) = found else {
-                return Err(PadicError::new_err(format!(
-                    "{}: no tensor named '{name}'",
-                    self.path.display()
-                )));
-            };
-            wanted.push(pair);
-        }
+        let wanted = names
+            .iter()
+            .map(|name| self.locate(name))
+            .collect::<PyResult<Vec<_>>>()?;
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
@@ -567,12 +579,7 @@ impl Opened {
         target_precision: Option<u32>,
         exact: bool,
     ) -> PyResult<(String, Vec<u64>, DlTensor)> {
-        let Some(&ci) = self.index.get(name) else {
-            return Err(PadicError::new_err(format!(
-                "{}: no tensor named '{name}'",
-                self.path.display()
-            )));
-        };
+        let (ci, _) = self.locate(name)?;
         let c = &self.containers[ci];
         let what = format!("{}: tensor '{name}'", c.path().display());
         let (t, bytes) = unlocked(py, &what, || {

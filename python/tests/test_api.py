@@ -24,7 +24,8 @@ def test_safe_open_decodes_one_tensor_through_the_cache(packed):
     raw = raw_tensors(src)
     p = padic_burst.Pipeline({"num_cpu_workers": 2})
     with padic_burst.safe_open(dst, framework="np", pipeline=p) as f:
-        assert f.keys() == list(raw)
+        # As safetensors: keys() sorted, offset_keys() in the file's order.
+        assert f.keys() == sorted(raw) and f.offset_keys() == list(raw)
         assert f.metadata() == {"format": "pt"}
         name = "encoder.layer.3.attention.self.query.weight"
         t = f.get_tensor(name)
@@ -74,6 +75,10 @@ def test_get_tensors_decodes_a_layer_in_one_run(sharded):
         assert s["bytes_out"] >= sum(tensors[k].nbytes for k in layer)
         assert (s["cache_hits"], s["cache_misses"]) == (0, 0)
         assert f.get_tensors([]) == {}
+        # No names: every tensor, in offset order, in one run.
+        every = f.get_tensors()
+        assert list(every) == f.offset_keys()
+        assert all(every[k].tobytes() == tensors[k].tobytes() for k in tensors)
         with pytest.raises(padic_burst.PadicError, match="no tensor named 'nope'"):
             f.get_tensors([layer[0], "nope"])
 
@@ -211,3 +216,21 @@ def test_devices_are_named_as_safetensors_takes_them(packed):
     for bad in (True, -1, "cuda:x", "cpu:", "gpu", None):
         with pytest.raises(padic_burst.PadicError, match="expected"):
             padic_burst.Pipeline().load_file(dst, framework="np", device=bad)
+
+
+def test_get_slice_gives_what_safetensors_gives(packed):
+    from safetensors import safe_open as reference
+
+    src, dst, _ = packed("f32")
+    name = "embeddings.word_embeddings.weight"
+    with reference(src, framework="np") as want, padic_burst.safe_open(dst, framework="np") as f:
+        s, w = f.get_slice(name), want.get_slice(name)
+        assert s.get_shape() == w.get_shape() == [30522, 384]
+        assert s.get_dtype() == w.get_dtype() == "F32"
+        for index in [slice(0, 2), (slice(None), slice(1, 3)), 5, (slice(100, 200), slice(None, None, 8))]:
+            got, expected = s[index], w[index]
+            assert got.shape == expected.shape and got.tobytes() == expected.tobytes(), index
+            # A copy of the part, not a view that keeps the whole tensor alive.
+            assert got.base is None or got.base.nbytes == got.nbytes
+        with pytest.raises(padic_burst.PadicError, match="no tensor named 'nope'"):
+            f.get_slice("nope")

@@ -37,6 +37,10 @@ def test_safe_open_and_sharded(sharded):
     for name, want in tensors.items():
         assert as_bytes(got[name]) == want.tobytes(), name
     assert as_bytes(one) == tensors["pooler.dense.weight"].tobytes()
+    with padic_burst.safe_open(packed_dir, framework="pt") as f:
+        rows = f.get_slice("pooler.dense.weight")[10:20]
+    assert isinstance(rows, torch.Tensor) and rows.shape == (10, 384)
+    assert as_bytes(rows) == tensors["pooler.dense.weight"][10:20].tobytes()
     assert list(several) == layer
     for name in layer:
         assert isinstance(several[name], torch.Tensor) and as_bytes(several[name]) == tensors[name].tobytes(), name
