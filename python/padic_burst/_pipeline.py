@@ -111,9 +111,10 @@ class Pipeline:
 
 class safe_open:
     """Opens a ``.padic`` file or a packed directory, as ``safetensors.safe_open``
-    does a safetensors file: ``keys()``, ``metadata()`` and ``get_tensor(name)``,
-    which decodes only that tensor's chunks, through the pipeline's LRU cache;
-    and ``get_tensors(names)``, which decodes several in one run.
+    does a safetensors file: ``keys()``, ``offset_keys()``, ``metadata()``,
+    ``get_tensor(name)``, which decodes only that tensor's chunks, through the
+    pipeline's LRU cache, ``get_slice(name)``, and ``get_tensors(names)``, which
+    decodes several (every tensor without ``names``) in one run.
 
     With ``device="cuda..."`` (PyTorch only) a tensor is decoded on the CPU and
     then moved to the device by PyTorch.
