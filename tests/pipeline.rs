@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::FakeGpu;
+use common::{data_region, gaussian_model, tensor_bytes, tensor_index, FakeGpu};
 
 use std::sync::Arc;
 
@@ -752,4 +752,76 @@ fn a_container_over_the_release_size_gives_its_pages_back_and_decodes_exactly() 
             "{workers} workers"
         );
     }
+}
+
+#[test]
+fn a_part_of_a_tensor_decodes_only_the_chunks_that_hold_it() {
+    // "w" is 64 chunks of 4 KiB (1024 f32 values each); "s1", "s2" are small
+    // tensors that share a chunk run.
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, file) = gaussian_model(
+        dir.path(),
+        "parts",
+        11,
+        &[
+            ("w", Dtype::F32, vec![256, 256], 0.02),
+            ("s1", Dtype::BF16, vec![40], 0.5),
+            ("s2", Dtype::BF16, vec![50], 0.5),
+        ],
+        4,
+    );
+    let c = Arc::new(Container::open(&packed).unwrap());
+    let (wi, s2) = (tensor_index(&c, "w"), tensor_index(&c, "s2"));
+    assert_eq!(c.header().tensors[wi].chunks.len(), 64);
+    assert!(c.header().shares_chunks(s2));
+    let data = data_region(&file);
+    let whole = |name: &str| tensor_bytes(&c, data, name);
+    let p = padic_burst::pipeline::Pipeline::new(Config {
+        enable_caching: false,
+        ..Config::default()
+    });
+    for (range, chunks) in [
+        (0..4096, 1),
+        (4095..4097, 2),
+        (10_000..30_000, 6),
+        (65_536 * 4 - 1..65_536 * 4, 1),
+        (0..65_536 * 4, 64),
+    ] {
+        let got = p
+            .decompress_tensor_bytes(&c, "w", range.clone(), None)
+            .unwrap();
+        assert!(
+            got == whole("w")[range.start as usize..range.end as usize],
+            "{range:?}"
+        );
+        let s = p.statistics().unwrap();
+        assert_eq!(s.chunks.total_decompressions, chunks, "{range:?}");
+    }
+    assert!(p
+        .decompress_tensor_bytes(&c, "w", 5000..5000, None)
+        .unwrap()
+        .is_empty());
+    let got = p.decompress_tensor_bytes(&c, "s2", 10..60, None).unwrap();
+    assert!(got == whole("s2")[10..60]);
+    // With the cache holding the tensor, a part is copied from it.
+    let cached = padic_burst::pipeline::Pipeline::new(Config::default());
+    cached.decompress_tensor(&c, "w", None).unwrap();
+    let got = cached
+        .decompress_tensor_bytes(&c, "w", 100..9000, None)
+        .unwrap();
+    assert!(got == whole("w")[100..9000]);
+    assert_eq!(cached.statistics().unwrap().cache_hits, 1);
+    let err = p
+        .decompress_tensor_bytes(&c, "w", 0..65_536 * 4 + 1, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bytes 0..262145 of tensor 'w', which has 262144"),
+        "{err}"
+    );
+    let err = p
+        .decompress_tensor_bytes(&c, "nope", 0..1, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no tensor named 'nope'"), "{err}");
 }

@@ -170,11 +170,21 @@ class safe_open:
 
     def get_slice(self, name):
         """A slice object, as safetensors' ``get_slice`` gives: ``get_shape()``
-        and ``get_dtype()`` read the header, and indexing it (``[0:128]``,
-        ``[:, ::8]``) decodes the tensor through ``get_tensor`` and returns a
-        copy of the part asked for (the whole tensor is not kept)."""
+        and ``get_dtype()`` read the header, and indexing it returns a copy of
+        the part asked for. An index that starts with an int or a forward
+        slice (``[0:128]``, ``[5, :64]``, ``[::2]``: a tensor-parallel rank's
+        rows) decodes only the chunks that hold those rows; any other
+        (``[:, ::8]``) decodes the tensor through ``get_tensor``."""
         dtype, shape = self._handle().info(name)
         return _Slice(self, name, dtype, shape)
+
+    def _get_rows(self, name, first, last):
+        """Rows ``first:last`` of tensor ``name``: only their chunks decoded."""
+        opened = self._handle()
+        dtype, _, holder = opened.get_rows(
+            self._pipeline._inner, name, first, last, self._target, self._framework == "pt"
+        )
+        return _module(self._framework)._tensor(name, dtype, holder, self._device)
 
     def get_tensor(self, name):
         """One tensor, decoded alone (or taken from the cache)."""
@@ -202,6 +212,29 @@ class _Slice:
         """The tensor's safetensors dtype name ("BF16", "F32", ...)."""
         return self._dtype
 
+    def _rows(self, index):
+        """For an index whose first entry is an int or a forward slice:
+        (first row, end row, the index within those rows); else None."""
+        parts = index if isinstance(index, tuple) else (index,)
+        if not self._shape or not parts:
+            return None
+        head, rest, n = parts[0], parts[1:], self._shape[0]
+        if isinstance(head, int) and not isinstance(head, bool):
+            i = head + n if head < 0 else head
+            if not 0 <= i < n:
+                raise IndexError(f"index {head} is out of bounds for dimension 0 with size {n}")
+            return i, i + 1, (0,) + rest
+        if isinstance(head, slice):
+            start, stop, step = head.indices(n)
+            if step > 0:
+                return start, max(start, stop), (slice(0, None, step),) + rest
+        return None
+
     def __getitem__(self, index):
-        part = self._opened.get_tensor(self._name)[index]
+        rows = self._rows(index)
+        if rows is None:
+            part = self._opened.get_tensor(self._name)[index]
+        else:
+            first, last, within = rows
+            part = self._opened._get_rows(self._name, first, last)[within]
         return part.clone() if hasattr(part, "clone") else part.copy()

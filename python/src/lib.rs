@@ -140,6 +140,26 @@ enum Device {
     Cuda(u32),
 }
 
+/// A host tensor that owns `bytes` (a tensor, or a part of one, of `shape`).
+fn owned_tensor(
+    bytes: Vec<u8>,
+    shape: &[u64],
+    dtype: &str,
+    exact: bool,
+    what: &str,
+) -> PyResult<DlTensor> {
+    let len = bytes.len();
+    DlTensor::host(
+        Arc::new(HostStorage::new(bytes)),
+        0,
+        len,
+        shape,
+        dtype,
+        exact,
+    )
+    .map_err(|e| PadicError::new_err(format!("{what}: {e}")))
+}
+
 fn parse_device(device: &str) -> PyResult<Device> {
     match device {
         "cpu" => Ok(Device::Cpu),
@@ -568,6 +588,50 @@ impl Opened {
         Ok(out)
     }
 
+    /// `(dtype, shape, capsule holder)` of rows `first..last` of one tensor
+    /// (along its first dimension): only the chunks that hold them are
+    /// decoded (or they are copied from `pipeline`'s cache).
+    #[pyo3(signature = (pipeline, name, first, last, target_precision=None, exact=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn get_rows(
+        &self,
+        py: Python<'_>,
+        pipeline: &Pipeline,
+        name: &str,
+        first: u64,
+        last: u64,
+        target_precision: Option<u32>,
+        exact: bool,
+    ) -> PyResult<(String, Vec<u64>, DlTensor)> {
+        let (ci, ti) = self.locate(name)?;
+        let c = &self.containers[ci];
+        let t = &c.header().tensors[ti];
+        let what = format!("{}: tensor '{name}'", c.path().display());
+        let rows = t.shape.first().copied().unwrap_or(0);
+        if rows == 0 || t.byte_len % rows != 0 || first > last || last > rows {
+            return Err(PadicError::new_err(format!(
+                "{what}: rows {first}..{last} of shape {:?}",
+                t.shape
+            )));
+        }
+        let row = t.byte_len / rows;
+        let bytes = unlocked(py, &what, || {
+            pipeline.inner.decompress_tensor_bytes(
+                c,
+                name,
+                first * row..last * row,
+                target_precision,
+            )
+        })?;
+        if let Some(run) = pipeline.run_statistics() {
+            pipeline.record(run);
+        }
+        let mut shape = t.shape.clone();
+        shape[0] = last - first;
+        let dl = owned_tensor(bytes, &shape, &t.dtype, exact, &what)?;
+        Ok((t.dtype.clone(), shape, dl))
+    }
+
     /// `(dtype, shape, capsule holder)` of one tensor: only its chunks are
     /// decoded, through `pipeline`'s LRU cache.
     #[pyo3(signature = (pipeline, name, target_precision=None, exact=true))]
@@ -595,16 +659,7 @@ impl Opened {
         if let Some(run) = pipeline.run_statistics() {
             pipeline.record(run);
         }
-        let len = bytes.len();
-        let dl = DlTensor::host(
-            Arc::new(HostStorage::new(bytes)),
-            0,
-            len,
-            &t.shape,
-            &t.dtype,
-            exact,
-        )
-        .map_err(|e| PadicError::new_err(format!("{what}: {e}")))?;
+        let dl = owned_tensor(bytes, &t.shape, &t.dtype, exact, &what)?;
         Ok((t.dtype, t.shape, dl))
     }
 }

@@ -224,8 +224,14 @@ pub(crate) fn decompress_shared(
         Ok(())
     });
     let result = opened.and_then(|()| {
-        super::run(runs, opts, timely, None, Some(watch.formed.clone()))
-            .map(|(statistics, shards)| ShardedRun { statistics, shards })
+        super::run(
+            runs,
+            opts,
+            timely,
+            super::shards::Only::ALL,
+            Some(watch.formed.clone()),
+        )
+        .map(|(statistics, shards)| ShardedRun { statistics, shards })
     });
     agreed.decoded();
     let formed = watch.formed.load(Ordering::SeqCst);

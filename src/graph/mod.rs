@@ -56,6 +56,8 @@ mod routers;
 mod shards;
 mod sink;
 
+use shards::Only;
+
 pub use affinity::{current_affinity, pin_current_thread};
 pub use cluster::Cluster;
 pub(crate) use placement::Placement;
@@ -154,7 +156,7 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
         };
         let data_len = c.header().data_len;
         let placed: Arc<dyn Placement> = out.clone();
-        let (stats, _) = run(vec![(c, placed)], &ordered, timely, None, None)?;
+        let (stats, _) = run(vec![(c, placed)], &ordered, timely, Only::ALL, None)?;
         out.finish(data_len)?;
         return Ok(stats);
     }
@@ -228,15 +230,94 @@ pub(crate) fn decompress_chunk_run(
     opts: &RunOptions,
 ) -> Result<(Vec<u8>, Statistics)> {
     let range = c.header().chunked_range(owner);
+    decode_into_memory(c, owner, range, None, opts)
+}
+
+/// Decompresses the bytes `bytes` (offsets within the tensor) of tensor
+/// `tensor`: only the chunks that hold them are decoded (for a tensor that
+/// shares chunks with other small ones, the run of them). A range past the
+/// tensor's end is an error.
+pub fn decompress_tensor_bytes(
+    c: Arc<Container>,
+    tensor: usize,
+    bytes: std::ops::Range<u64>,
+    opts: &RunOptions,
+) -> Result<(Vec<u8>, Statistics)> {
+    let h = c.header();
+    let t = h.tensors.get(tensor).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{}: no tensor {tensor} (it has {})",
+            c.path().display(),
+            h.tensors.len()
+        ))
+    })?;
+    if bytes.start > bytes.end || bytes.end > t.byte_len {
+        return Err(Error::InvalidArgument(format!(
+            "{}: bytes {}..{} of tensor '{}', which has {}",
+            c.path().display(),
+            bytes.start,
+            bytes.end,
+            t.name,
+            t.byte_len
+        )));
+    }
+    let owner = h.chunk_owner(tensor);
+    let (start, end) = (t.data_offset + bytes.start, t.data_offset + bytes.end);
+    let (data, at, stats) = if h.shares_chunks(tensor) {
+        let range = h.chunked_range(owner);
+        let (data, stats) = decode_into_memory(c.clone(), owner, range.clone(), None, opts)?;
+        (data, range.start, stats)
+    } else {
+        // The chunks that meet the range, end to end (none for an empty one).
+        let unit = t.unit();
+        let mut covered: Option<(u64, u64)> = None;
+        let mut off = t.data_offset;
+        for ch in &t.chunks {
+            let len = ch.elements * unit;
+            if off < end && off + len > start {
+                covered = Some((covered.map_or(off, |c| c.0), off + len));
+            }
+            off += len;
+        }
+        let covered = covered.unwrap_or((start, start));
+        let (data, stats) = decode_into_memory(
+            c.clone(),
+            owner,
+            covered.0..covered.1,
+            Some((start, end)),
+            opts,
+        )?;
+        (data, covered.0, stats)
+    };
+    let from = (start - at) as usize;
+    let len = (end - start) as usize;
+    if from == 0 && data.len() == len {
+        return Ok((data, stats));
+    }
+    Ok((data[from..from + len].to_vec(), stats))
+}
+
+/// One graph run over tensor `owner`'s chunks (those meeting `bytes` of the
+/// data region, where given) into a buffer holding `range` of the data region.
+fn decode_into_memory(
+    c: Arc<Container>,
+    owner: usize,
+    range: std::ops::Range<u64>,
+    bytes: Option<(u64, u64)>,
+    opts: &RunOptions,
+) -> Result<(Vec<u8>, Statistics)> {
     let out = Arc::new(MemoryPlacement::new(
         crate::engine::cpu::output_buffer((range.end - range.start) as usize),
         range.start,
     ));
     let (stats, _) = run(
-        vec![(c.clone(), out.clone() as Arc<dyn Placement>)],
+        vec![(c, out.clone() as Arc<dyn Placement>)],
         opts,
         shards::one_process(opts)?,
-        Some(&[(0, owner)]),
+        Only {
+            tensors: Some(&[(0, owner)]),
+            bytes,
+        },
         None,
     )?;
     Ok((MemoryPlacement::into_inner(out)?, stats))
@@ -287,15 +368,14 @@ struct Shared {
     ordered: bool,
 }
 
-/// Runs the graph over every chunk of every shard (or, with `only`, the
-/// chunks of the (shard, tensor) pairs it lists, sorted), placing each
-/// shard's bytes in its output; `formed` is set once the
-/// workers run. The statistics cover the run; the figures, each shard's share.
+/// Runs the graph over the chunks `only` selects, placing each shard's
+/// bytes in its output; `formed` is set once the workers run. The
+/// statistics cover the run; the figures, each shard's share.
 fn run(
     shards: Vec<(Arc<Container>, Arc<dyn Placement>)>,
     opts: &RunOptions,
     timely: Timely,
-    only: Option<&[(usize, usize)]>,
+    only: Only<'_>,
     formed: Option<Arc<AtomicBool>>,
 ) -> Result<(Statistics, Vec<ShardFigures>)> {
     let started = Instant::now();
@@ -307,14 +387,14 @@ fn run(
     let precision = TargetPrecision::of(opts);
     for (shard, (container, _)) in shards.iter().enumerate() {
         opts.config
-            .check_exponent_bits(container, |t| shards::selected(only, shard, t))?;
+            .check_exponent_bits(container, |t| only.selected(shard, t))?;
     }
     let shards = shards
         .into_iter()
         .enumerate()
         .map(|(shard, (container, out))| {
             Ok(ShardRun {
-                tables: precision.tables(&container, |t| shards::selected(only, shard, t))?,
+                tables: precision.tables(&container, |t| only.selected(shard, t))?,
                 container,
                 out,
             })

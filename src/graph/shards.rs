@@ -46,16 +46,48 @@ pub struct ShardFigures {
     pub bytes_out: u64,
 }
 
-/// Whether tensor `tensor` of shard `shard` is in `only` ((shard, tensor)
-/// pairs, sorted; `None`: every tensor is).
-pub(crate) fn selected(only: Option<&[(usize, usize)]>, shard: usize, tensor: usize) -> bool {
-    only.is_none_or(|o| o.binary_search(&(shard, tensor)).is_ok())
+/// The chunks a run decodes: those of every tensor, or of the (shard,
+/// tensor) pairs `tensors` lists (sorted); and of those, where `bytes` is
+/// given, only the chunks whose output meets that range of the data region
+/// (a part of one tensor, read alone).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Only<'a> {
+    pub tensors: Option<&'a [(usize, usize)]>,
+    pub bytes: Option<(u64, u64)>,
 }
 
-/// Every chunk of `shards` (or of the (shard, tensor) pairs of `only`), in
-/// global order: shards in order, tensors in file order, chunks in order.
-/// Chunks keep their global numbers when `only` leaves others out.
-pub(crate) fn chunk_tasks(shards: &[ShardRun], only: Option<&[(usize, usize)]>) -> Vec<ChunkTask> {
+impl<'a> Only<'a> {
+    /// Every chunk.
+    pub const ALL: Only<'static> = Only {
+        tensors: None,
+        bytes: None,
+    };
+
+    /// The chunks of the (shard, tensor) pairs `tensors` (sorted), or all.
+    pub fn tensors(tensors: Option<&'a [(usize, usize)]>) -> Self {
+        Only {
+            tensors,
+            bytes: None,
+        }
+    }
+
+    /// Whether tensor `tensor` of shard `shard` is selected.
+    pub fn selected(&self, shard: usize, tensor: usize) -> bool {
+        self.tensors
+            .is_none_or(|o| o.binary_search(&(shard, tensor)).is_ok())
+    }
+
+    /// Whether the `len` output bytes at `offset` meet the byte range.
+    fn meets(&self, offset: u64, len: u64) -> bool {
+        self.bytes
+            .is_none_or(|(start, end)| offset < end && offset + len > start)
+    }
+}
+
+/// Every chunk of `shards` that `only` selects, in global order: shards in
+/// order, tensors in file order, chunks in order. Chunks keep their global
+/// numbers when `only` leaves others out.
+pub(crate) fn chunk_tasks(shards: &[ShardRun], only: Only<'_>) -> Vec<ChunkTask> {
     let mut tasks = Vec::new();
     let mut global = 0;
     for (shard, s) in shards.iter().enumerate() {
@@ -63,7 +95,7 @@ pub(crate) fn chunk_tasks(shards: &[ShardRun], only: Option<&[(usize, usize)]>) 
         for j in chunk_jobs(c) {
             let k = global;
             global += 1;
-            if !selected(only, shard, j.tensor) {
+            if !only.selected(shard, j.tensor) || !only.meets(j.out_offset, j.out_len) {
                 continue;
             }
             tasks.push(ChunkTask {
@@ -158,7 +190,7 @@ pub fn decompress_files(
         runs.push((c.clone(), Arc::new(out) as Arc<dyn Placement>));
         temps.push(temp);
     }
-    let (statistics, figures) = super::run(runs, opts, timely, None, None)?;
+    let (statistics, figures) = super::run(runs, opts, timely, Only::ALL, None)?;
     for temp in temps {
         temp.commit()?;
     }
@@ -208,7 +240,7 @@ pub(super) fn to_memory(
         .zip(&outs)
         .map(|(c, o)| (c.clone(), o.clone() as Arc<dyn Placement>))
         .collect();
-    let (statistics, figures) = super::run(runs, opts, timely, only, None)?;
+    let (statistics, figures) = super::run(runs, opts, timely, Only::tensors(only), None)?;
     let models = shards
         .iter()
         .zip(outs)

@@ -12,8 +12,8 @@ use crate::format::Container;
 use crate::graph::TargetPrecision;
 pub use crate::graph::{
     cluster_of, current_affinity, decompress_file, decompress_files, decompress_files_in_cluster,
-    decompress_tensor, decompress_tensors, decompress_to_memory, decompress_to_memory_all,
-    pin_current_thread, Cluster, RunOptions, ShardFigures, ShardedRun,
+    decompress_tensor, decompress_tensor_bytes, decompress_tensors, decompress_to_memory,
+    decompress_to_memory_all, pin_current_thread, Cluster, RunOptions, ShardFigures, ShardedRun,
 };
 use crate::monitor::{Monitor, Snapshot, Watcher};
 use crate::policy::Mode;
@@ -429,17 +429,7 @@ impl Pipeline {
         name: &str,
         target: Option<u32>,
     ) -> Result<Tensor> {
-        let index = container
-            .header()
-            .tensors
-            .iter()
-            .position(|t| t.name == name)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "{}: no tensor named '{name}'",
-                    container.path().display()
-                ))
-            })?;
+        let index = tensor_index(container, name)?;
         let h = container.header();
         let t = &h.tensors[index];
         let key = |tensor: &str| crate::cache::CacheKey {
@@ -488,6 +478,48 @@ impl Pipeline {
         Ok(tensor(data))
     }
 
+    /// The bytes `bytes` (offsets within the tensor) of tensor `name`: only
+    /// the chunks that hold them are decoded, or they are copied from the
+    /// cache when it holds the whole tensor. A part is not cached; an empty
+    /// one decodes nothing.
+    pub fn decompress_tensor_bytes(
+        &self,
+        container: &Arc<Container>,
+        name: &str,
+        bytes: std::ops::Range<u64>,
+        target: Option<u32>,
+    ) -> Result<Vec<u8>> {
+        let index = tensor_index(container, name)?;
+        let len = container.header().tensors[index].byte_len;
+        if bytes.start == bytes.end && bytes.end <= len {
+            return Ok(Vec::new());
+        }
+        if let Some(cache) = &self.cache {
+            let key = crate::cache::CacheKey {
+                container: container.identity(),
+                tensor: name.to_string(),
+                target,
+            };
+            if let Some(hit) = cache.get(&key) {
+                let part = usize::try_from(bytes.start)
+                    .ok()
+                    .zip(usize::try_from(bytes.end).ok())
+                    .and_then(|(a, b)| hit.get(a..b));
+                if let Some(part) = part {
+                    return Ok(part.to_vec());
+                }
+            }
+        }
+        let (data, s) = crate::graph::decompress_tensor_bytes(
+            container.clone(),
+            index,
+            bytes,
+            &self.options(target),
+        )?;
+        self.remember(&s);
+        Ok(data)
+    }
+
     /// The statistics of the run in progress (safe to call from another
     /// thread while it goes), else of the last run, with the cache's running
     /// counts; `None` before the first run.
@@ -504,4 +536,19 @@ impl Pipeline {
         s.current_mode = self.mode().name().to_string();
         Some(s)
     }
+}
+
+/// The index of tensor `name` in `container`, or an error naming both.
+fn tensor_index(container: &Container, name: &str) -> Result<usize> {
+    container
+        .header()
+        .tensors
+        .iter()
+        .position(|t| t.name == name)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: no tensor named '{name}'",
+                container.path().display()
+            ))
+        })
 }
