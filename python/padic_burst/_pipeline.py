@@ -1,6 +1,7 @@
 """``Pipeline`` and ``safe_open``: the framework-neutral part of the API."""
 
 import json
+import operator
 import os
 
 from . import _padic_burst
@@ -195,6 +196,17 @@ class safe_open:
         return _module(self._framework)._tensor(name, dtype, holder, self._device)
 
 
+def _as_int(index):
+    """`index` as an int when it is one (a Python, NumPy or 0-d tensor
+    integer; not a bool), else None."""
+    if isinstance(index, bool) or getattr(index, "ndim", 0) != 0 or type(index).__name__ == "bool_":
+        return None
+    try:
+        return operator.index(index)
+    except TypeError:
+        return None
+
+
 class _Slice:
     """What ``safe_open.get_slice`` returns."""
 
@@ -219,8 +231,9 @@ class _Slice:
         if not self._shape or not parts:
             return None
         head, rest, n = parts[0], parts[1:], self._shape[0]
-        if isinstance(head, int) and not isinstance(head, bool):
-            i = head + n if head < 0 else head
+        i = _as_int(head)
+        if i is not None:
+            i = i + n if i < 0 else i
             if not 0 <= i < n:
                 raise IndexError(f"index {head} is out of bounds for dimension 0 with size {n}")
             return i, i + 1, (0,) + rest
