@@ -152,13 +152,8 @@ fn parse_source<'a>(path: &Path, bytes: &'a [u8]) -> Result<Source<'a>> {
     })
 }
 
-/// Compresses the safetensors file `input` into the container `output`.
-pub fn compress_file(
-    input: &Path,
-    output: &Path,
-    opts: &CompressOptions,
-    progress: &Progress,
-) -> Result<CompressSummary> {
+/// Refuses a bad chunk size, prime or precision before any input is read.
+fn check_options(opts: &CompressOptions) -> Result<()> {
     if opts.chunk_kib == 0 || (opts.chunk_kib as u64) * 1024 > MAX_CHUNK_BYTES {
         return Err(Error::InvalidArgument(format!(
             "--chunk-kib {} outside 1..={}",
@@ -166,12 +161,49 @@ pub fn compress_file(
             MAX_CHUNK_BYTES / 1024
         )));
     }
-    // Refuse a bad prime or precision before touching the input.
     for kind in [FloatKind::F32, FloatKind::BF16, FloatKind::F16] {
         Layout::new(kind, opts.prime, opts.precision, true)?;
     }
+    Ok(())
+}
+
+/// Compresses the safetensors file `input` into the container `output`,
+/// which takes `input`'s permission bits.
+pub fn compress_file(
+    input: &Path,
+    output: &Path,
+    opts: &CompressOptions,
+    progress: &Progress,
+) -> Result<CompressSummary> {
+    check_options(opts)?;
     let map = crate::input::map(input)?;
-    let src = parse_source(input, &map)?;
+    compress_source(input, &map, Some(input), output, opts, progress)
+}
+
+/// Compresses a safetensors file held in memory (`bytes`, named `name` in
+/// errors) into the container `output`.
+pub fn compress_bytes(
+    name: &Path,
+    bytes: &[u8],
+    output: &Path,
+    opts: &CompressOptions,
+    progress: &Progress,
+) -> Result<CompressSummary> {
+    check_options(opts)?;
+    compress_source(name, bytes, None, output, opts, progress)
+}
+
+/// The compression of the safetensors bytes `bytes` (named `input` in
+/// errors; read from the file `file`, where they were) into `output`.
+fn compress_source(
+    input: &Path,
+    bytes: &[u8],
+    file: Option<&Path>,
+    output: &Path,
+    opts: &CompressOptions,
+    progress: &Progress,
+) -> Result<CompressSummary> {
+    let src = parse_source(input, bytes)?;
 
     let mut layouts: Vec<Option<Layout>> = Vec::with_capacity(src.tensors.len());
     for (name, dtype, ..) in &src.tensors {
@@ -221,7 +253,10 @@ pub fn compress_file(
         }
     }
 
-    let temp = TempOutput::create_from(output, input)?;
+    let temp = match file {
+        Some(file) => TempOutput::create_from(output, file)?,
+        None => TempOutput::create(output)?,
+    };
     let temp_path: PathBuf = temp.temp_path().to_path_buf();
     let io = |e| Error::io(&temp_path, e);
     // Sections of 64 KiB and more go straight to the file (`BufWriter`
@@ -342,7 +377,7 @@ pub fn compress_file(
     Ok(CompressSummary {
         tensors: header.tensors.len(),
         chunks,
-        original_bytes: map.len() as u64,
+        original_bytes: bytes.len() as u64,
         compressed_bytes: len,
     })
 }

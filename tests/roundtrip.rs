@@ -268,3 +268,38 @@ fn a_model_of_many_small_tensors_round_trips_with_a_compact_header() {
         assert!(stored * 100 < n, "{dtype:?}: header {stored} of {n} bytes");
     }
 }
+
+#[test]
+fn bytes_in_memory_compress_to_the_same_container_as_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = mixed_sample(dir.path());
+    let input = dir.path().join("in.safetensors");
+    std::fs::write(&input, &file).unwrap();
+    let quiet = padic_burst::progress::Progress::new(false);
+    let (a, b) = (dir.path().join("a.padic"), dir.path().join("b.padic"));
+    padic_burst::compress::compress_file(&input, &a, &opts(2), &quiet).unwrap();
+    let s = padic_burst::compress::compress_bytes(
+        std::path::Path::new("(given)"),
+        &file,
+        &b,
+        &opts(2),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(s.original_bytes, file.len() as u64);
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    // Bad bytes are named as given, and leave nothing.
+    let c = dir.path().join("c.padic");
+    let err = padic_burst::compress::compress_bytes(
+        std::path::Path::new("(given)"),
+        &file[..40],
+        &c,
+        &opts(2),
+        &quiet,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("(given)"), "{err}");
+    assert!(!c.exists());
+    assert_no_temp_files(dir.path());
+}

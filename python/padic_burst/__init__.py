@@ -7,7 +7,9 @@ The API mirrors safetensors::
     padic_burst.compress_file("model.safetensors", "model.padic")
     tensors = padic_burst.torch.load_file("model.padic")
 
-``compress_file`` and every ``load_file`` also take a sharded model directory
+``padic_burst.torch.save_file(tensors, "model.padic")`` (and NumPy's) compresses
+tensors held in memory. ``compress_file`` and every ``load_file`` also take a
+sharded model directory
 (``model-00001-of-00003.safetensors``, ..., the index, ``config.json``): each
 shard becomes ``<stem>.padic`` and every other file is copied unchanged.
 """

@@ -1,5 +1,6 @@
 """``Pipeline`` and ``safe_open``: the framework-neutral part of the API."""
 
+import importlib
 import json
 import operator
 import os
@@ -194,6 +195,19 @@ class safe_open:
             self._pipeline._inner, name, self._target, self._framework == "pt"
         )
         return _module(self._framework)._tensor(name, dtype, holder, self._device)
+
+
+def _save_file(framework, tensors, filename, metadata, options):
+    """``save_file`` of ``padic_burst.torch`` and ``padic_burst.numpy``:
+    safetensors' serializer of `framework`, then the bytes compressed."""
+    try:
+        serializer = importlib.import_module(f"safetensors.{framework}")
+    except ImportError:
+        raise _padic_burst.PadicError(
+            "save_file serializes the tensors with the safetensors package: pip install safetensors"
+        ) from None
+    data = serializer.save(tensors, metadata)
+    return _padic_burst.compress_bytes(data, os.fspath(filename), **options)
 
 
 def _as_int(index):

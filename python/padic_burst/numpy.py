@@ -8,7 +8,7 @@ installed, and are an error naming the dtype and the package when it is not.
 
 import numpy as np
 
-from ._pipeline import Pipeline
+from ._pipeline import Pipeline, _save_file
 
 _NATIVE = {
     "F64": np.float64,
@@ -58,3 +58,13 @@ def load_file(path, device="cpu", *, mode="auto", target_precision=None, workers
     p = Pipeline(config, workers=workers)
     p.force_mode(mode)
     return p.load_file(path, "np", device, target_precision=target_precision)
+
+
+def save_file(tensors, filename, metadata=None, *, prime=2, precision=None, lossy=False, chunk_kib=1024):
+    """Compresses ``tensors`` (a dict of ``numpy.ndarray``) into the container
+    ``filename``, as ``safetensors.numpy.save_file`` writes a safetensors file
+    (it serializes them, so the ``safetensors`` package must be installed).
+    The options are those of :func:`padic_burst.compress_file`; returns its summary."""
+    options = dict(prime=prime, precision=precision, lossy=lossy, chunk_kib=chunk_kib)
+    return _save_file("numpy", tensors, filename, metadata, options)
+

@@ -9,7 +9,7 @@ uploaded, and counted in ``Pipeline.statistics()["fallbacks"]``.
 
 import torch
 
-from ._pipeline import Pipeline, _gpu_index
+from ._pipeline import Pipeline, _gpu_index, _save_file
 
 # 8-bit floats travel as bytes (not every PyTorch takes them through DLPack).
 _VIEWS = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
@@ -35,3 +35,13 @@ def load_file(path, device="cpu", *, mode="auto", target_precision=None, workers
     p = Pipeline(config, workers=workers, gpu_device=_gpu_index(device))
     p.force_mode(mode)
     return p.load_file(path, "pt", device, target_precision=target_precision)
+
+
+def save_file(tensors, filename, metadata=None, *, prime=2, precision=None, lossy=False, chunk_kib=1024):
+    """Compresses ``tensors`` (a dict of ``torch.Tensor``) into the container
+    ``filename``, as ``safetensors.torch.save_file`` writes a safetensors file
+    (it serializes them, so the ``safetensors`` package must be installed).
+    The options are those of :func:`padic_burst.compress_file`; returns its summary."""
+    options = dict(prime=prime, precision=precision, lossy=lossy, chunk_kib=chunk_kib)
+    return _save_file("torch", tensors, filename, metadata, options)
+

@@ -89,6 +89,48 @@ fn compress_file(
             Ok((compress_one(&src, &dst, &opts, &quiet)?, None))
         }
     })?;
+    summary_dict(py, &summary, shards)
+}
+
+/// Compresses a safetensors file held in memory (`data`, as
+/// `safetensors.torch.save` returns it) into the container `dst`.
+#[pyfunction]
+#[pyo3(signature = (data, dst, *, prime=2, precision=None, lossy=false, chunk_kib=1024))]
+fn compress_bytes(
+    py: Python<'_>,
+    data: &[u8],
+    dst: PathBuf,
+    prime: u32,
+    precision: Option<u32>,
+    lossy: bool,
+    chunk_kib: u32,
+) -> PyResult<Py<PyDict>> {
+    let opts = CompressOptions {
+        prime,
+        precision,
+        lossy,
+        chunk_kib,
+        ..CompressOptions::default()
+    };
+    let what = format!("compressing into {}", dst.display());
+    let summary = unlocked(py, &what, || {
+        padic_burst::compress::compress_bytes(
+            Path::new("(tensors given)"),
+            data,
+            &dst,
+            &opts,
+            &Progress::new(false),
+        )
+    })?;
+    summary_dict(py, &summary, None)
+}
+
+/// What `compress_file` and `compress_bytes` return.
+fn summary_dict(
+    py: Python<'_>,
+    summary: &padic_burst::compress::CompressSummary,
+    shards: Option<usize>,
+) -> PyResult<Py<PyDict>> {
     let d = PyDict::new(py);
     d.set_item("tensors", summary.tensors)?;
     d.set_item("chunks", summary.chunks)?;
@@ -669,6 +711,7 @@ impl Opened {
 fn _padic_burst(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PadicError", m.py().get_type::<PadicError>())?;
     m.add_function(wrap_pyfunction!(compress_file, m)?)?;
+    m.add_function(wrap_pyfunction!(compress_bytes, m)?)?;
     m.add_class::<Pipeline>()?;
     m.add_class::<Opened>()?;
     m.add_class::<DlTensor>()?;

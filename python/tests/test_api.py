@@ -253,3 +253,24 @@ def test_get_slice_gives_what_safetensors_gives(packed):
             s[30522]
         with pytest.raises(padic_burst.PadicError, match="no tensor named 'nope'"):
             f.get_slice("nope")
+
+
+def test_save_file_compresses_tensors_from_memory(packed, tmp_path):
+    import safetensors.numpy
+
+    src, _, _ = packed("f16")
+    tensors = safetensors.numpy.load_file(src)
+    dst = tmp_path / "saved.padic"
+    summary = padic_burst.numpy.save_file(tensors, dst, metadata={"format": "np"})
+    assert summary["tensors"] == len(tensors) and summary["compressed_bytes"] == dst.stat().st_size
+    got = padic_burst.numpy.load_file(dst)
+    assert set(got) == set(tensors)
+    for name, want in tensors.items():
+        assert got[name].dtype == want.dtype and got[name].tobytes() == want.tobytes(), name
+    with padic_burst.safe_open(dst, framework="np") as f:
+        assert f.metadata() == {"format": "np"}
+    with pytest.raises(padic_burst.PadicError, match="chunk-kib 0"):
+        padic_burst.numpy.save_file(tensors, tmp_path / "bad.padic", chunk_kib=0)
+    with pytest.raises(padic_burst.PadicError, match="is a directory"):
+        padic_burst.numpy.save_file(tensors, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved.padic"]

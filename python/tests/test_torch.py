@@ -58,3 +58,16 @@ def test_cuda(packed):
     for name, t in got.items():
         assert t.device.type == "cuda"
         assert as_bytes(t.cpu()) == raw[name][2], name
+
+
+def test_save_file(packed, tmp_path):
+    import safetensors.torch
+
+    src, _, _ = packed("bf16")
+    tensors = safetensors.torch.load_file(src)
+    dst = tmp_path / "saved.padic"
+    padic_burst.torch.save_file(tensors, dst)
+    got = padic_burst.torch.load_file(dst)
+    assert set(got) == set(tensors)
+    for name, want in tensors.items():
+        assert got[name].dtype == want.dtype and as_bytes(got[name]) == as_bytes(want), name
