@@ -87,10 +87,45 @@ fn runs_of_small_tensors_share_chunks_and_every_tensor_decodes_alone() {
     }
     .resolve()
     .unwrap();
-    let got = Pipeline::new(cfg)
-        .decompress_tensor(&c, &shared.name, None)
-        .unwrap();
+    let off = Pipeline::new(cfg);
+    let got = off.decompress_tensor(&c, &shared.name, None).unwrap();
     assert!(got.data[..] == *tensor_bytes(&c, data, &shared.name));
+    // ... and keeps that one run, so its other tensors read in turn do not
+    // decode it again: with the run's chunk now damaged on disk, a tensor
+    // of the run still reads (from the run held), while a decode of it
+    // (at other digits) meets the damage.
+    let si = h
+        .tensors
+        .iter()
+        .position(|t| t.name == shared.name)
+        .unwrap();
+    let owner = h.chunk_owner(si);
+    let chunk = &h.tensors[owner].chunks[0];
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&packed)
+            .unwrap();
+        let at = chunk.offset + 4;
+        let mut was = [0u8; 1];
+        std::fs::File::open(&packed)
+            .unwrap()
+            .read_at(&mut was, at)
+            .unwrap();
+        f.write_at(&[was[0] ^ 0x5a], at).unwrap();
+    }
+    let neighbour = (owner..h.tensors.len())
+        .find(|&k| k != si && h.chunk_owner(k) == owner)
+        .unwrap();
+    let name = &h.tensors[neighbour].name;
+    let got = off.decompress_tensor(&c, name, None).unwrap();
+    assert!(got.data[..] == *tensor_bytes(&c, data, name));
+    let err = off
+        .decompress_tensor(&c, name, Some(3))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checksum"), "{err}");
     // inspect names each shared run's first tensor and shares its bytes out.
     let r = padic_burst::inspect::inspect(&c);
     let shared: u64 = r

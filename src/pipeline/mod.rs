@@ -131,6 +131,10 @@ pub struct Pipeline {
     notes: Vec<String>,
     settings: RunSettings,
     cache: Option<crate::cache::TensorCache>,
+    /// With the cache off: the last run of small tensors that share chunks
+    /// (at most a chunk's bytes), so that reading its tensors one by one
+    /// decodes it once. Keyed by (container, first tensor, digits).
+    last_shared_run: Mutex<Option<((u64, usize, Option<u32>), Arc<Vec<u8>>)>>,
     last: Mutex<Option<Statistics>>,
     /// Follows each run, for [`Pipeline::statistics`] while one goes.
     monitor: Monitor,
@@ -161,6 +165,7 @@ impl Pipeline {
             notes: setup.notes,
             settings: RunSettings::default(),
             cache,
+            last_shared_run: Mutex::new(None),
             last: Mutex::new(None),
             monitor: Monitor::new(),
             watcher: None,
@@ -444,9 +449,34 @@ impl Pipeline {
             data,
         };
         let Some(cache) = &self.cache else {
-            let (data, s) = decompress_tensor(container.clone(), index, &self.options(target))?;
-            self.remember(&s);
-            return Ok(tensor(Arc::new(data)));
+            if !h.shares_chunks(index) {
+                let (data, s) = decompress_tensor(container.clone(), index, &self.options(target))?;
+                self.remember(&s);
+                return Ok(tensor(Arc::new(data)));
+            }
+            let owner = h.chunk_owner(index);
+            let run_key = (container.identity(), owner, target);
+            let memo = &self.last_shared_run;
+            let held = match memo.lock().expect("shared run lock").as_ref() {
+                Some((k, run)) if *k == run_key => Some(run.clone()),
+                _ => None,
+            };
+            let run = match held {
+                Some(run) => run,
+                None => {
+                    let (run, s) = crate::graph::decompress_chunk_run(
+                        container.clone(),
+                        owner,
+                        &self.options(target),
+                    )?;
+                    self.remember(&s);
+                    let run = Arc::new(run);
+                    *memo.lock().expect("shared run lock") = Some((run_key, run.clone()));
+                    run
+                }
+            };
+            let part = crate::graph::run_part(h, owner, index, &run).to_vec();
+            return Ok(tensor(Arc::new(part)));
         };
         if let Some(hit) = cache.get(&key(name)) {
             return Ok(tensor(hit));
