@@ -119,6 +119,10 @@ struct RunSettings {
     progress: Option<Arc<Progress>>,
 }
 
+/// A decoded run of small tensors: (container identity, its first tensor,
+/// digits decoded).
+type SharedRunKey = (u64, usize, Option<u32>);
+
 /// The library API: decode containers through the graph, with a mode that
 /// can be forced at run time, an LRU cache of tensors, and statistics. All
 /// methods take `&self` and are safe to call from several threads.
@@ -134,7 +138,7 @@ pub struct Pipeline {
     /// With the cache off: the last run of small tensors that share chunks
     /// (at most a chunk's bytes), so that reading its tensors one by one
     /// decodes it once. Keyed by (container, first tensor, digits).
-    last_shared_run: Mutex<Option<((u64, usize, Option<u32>), Arc<Vec<u8>>)>>,
+    last_shared_run: Mutex<Option<(SharedRunKey, Arc<Vec<u8>>)>>,
     last: Mutex<Option<Statistics>>,
     /// Follows each run, for [`Pipeline::statistics`] while one goes.
     monitor: Monitor,
