@@ -251,6 +251,12 @@ def test_get_slice_gives_what_safetensors_gives(packed):
         assert s[5:3].shape == (0, 384)
         with pytest.raises(IndexError):
             s[30522]
+        exact = s[1000:1100]
+    # Rows at reduced precision are those rows of the reduced tensor.
+    with padic_burst.safe_open(dst, framework="np", target_precision=10) as f:
+        low = f.get_slice(name)[1000:1100]
+        assert low.tobytes() == f.get_tensor(name)[1000:1100].tobytes()
+        assert low.tobytes() != exact.tobytes()
         with pytest.raises(padic_burst.PadicError, match="no tensor named 'nope'"):
             f.get_slice("nope")
 
