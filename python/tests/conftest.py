@@ -20,7 +20,16 @@ def weights_dir():
 
 
 def real_weights(dtype):
-    path = weights_dir() / f"minilm-{dtype}.safetensors"
+    return _real(f"minilm-{dtype}.safetensors")
+
+
+def real_model_dir():
+    """The package's own all-MiniLM-L6-v2 folder (config, tokenizer, weights)."""
+    return _real("minilm-model")
+
+
+def _real(name):
+    path = weights_dir() / name
     if not path.exists():
         if os.environ.get("PADIC_REQUIRE_REAL_WEIGHTS"):
             pytest.fail(f"{path} is missing and PADIC_REQUIRE_REAL_WEIGHTS is set (scripts/fetch-test-weights.sh)")
