@@ -15,6 +15,9 @@ side by side in one run, the tools alternating round by round:
 * ``safe_open`` and ``get_tensor`` of every key, ours (the default pipeline,
   its cache on) and safetensors' on the uncompressed file: the other way
   safetensors users load a whole file, one graph run a tensor for us;
+* the same with the cache off, against one graph run a key (what a cache-off
+  ``get_tensor`` did before it kept the last run of small tensors: run with
+  ``--weights`` on a model of many small tensors, ``scripts/peers/small_tensors.py``);
 * ``get_slice`` of one tensor-parallel rank's rows (an eighth) of the largest
   tensor: ours (only the chunks that hold them), ours through ``get_tensor``
   and a copy of the rows (the whole tensor decoded), and safetensors'.
@@ -72,10 +75,18 @@ def zipnn_views(flat, header, dtypes):
     }
 
 
-def every_key(safe_open, path):
+def every_key(safe_open, path, **kwargs):
     """Every tensor through ``safe_open(...).get_tensor``, as NumPy arrays."""
-    with safe_open(path, framework="np") as f:
+    with safe_open(path, framework="np", **kwargs) as f:
         return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def a_run_a_key(path):
+    """Every tensor, one graph run each and no cache (``get_tensors([name])``):
+    what ``get_tensor`` with the cache off cost before it kept the last run of
+    small tensors."""
+    with padic_burst.safe_open(path, framework="np", pipeline=padic_burst.Pipeline({"enable_caching": False})) as f:
+        return {k: f.get_tensors([k])[k] for k in f.keys()}
 
 
 def one_rank(safe_open, path, name, whole=False, ranks=8, rank=3):
@@ -132,6 +143,10 @@ def main():
             "safetensors.safe_open, every get_tensor (np)": lambda: every_key(
                 safetensors.safe_open, args.weights
             ),
+            "padic_burst.safe_open, every get_tensor, cache off": lambda: every_key(
+                padic_burst.safe_open, packed, pipeline=padic_burst.Pipeline({"enable_caching": False})
+            ),
+            "padic_burst.safe_open, a run a key, cache off": lambda: a_run_a_key(packed),
             "padic_burst get_slice, one rank's rows": lambda: one_rank(padic_burst.safe_open, packed, largest),
             "padic_burst get_tensor, then one rank's rows": lambda: one_rank(
                 padic_burst.safe_open, packed, largest, whole=True
@@ -180,6 +195,8 @@ def main():
     print(f"safe_open, every key: padic-burst takes {every / med['padic_burst.numpy.load_file']:.2f}x "
           f"the time of its load_file, and {every / med['safetensors.safe_open, every get_tensor (np)']:.2f}x "
           f"safetensors' safe_open on the uncompressed file")
+    off, runs = med["padic_burst.safe_open, every get_tensor, cache off"], med["padic_burst.safe_open, a run a key, cache off"]
+    print(f"safe_open, every key, cache off: {runs / off:.2f}x faster than a graph run a key")
     rank = med["padic_burst get_slice, one rank's rows"]
     whole = med["padic_burst get_tensor, then one rank's rows"]
     theirs = med["safetensors get_slice, one rank's rows"]
