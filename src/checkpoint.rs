@@ -163,7 +163,6 @@ impl Checkpoint {
     }
 }
 
-/// Every file under `root.join(rel)`, relative to `root` (links followed).
 /// A checkpoint directory's files and empty directories, relative to its
 /// root. Symlinks are followed (a Hugging Face cache's snapshot is symlinks
 /// into its blobs), so the copy holds what they point at; a directory that
