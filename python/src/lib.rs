@@ -59,6 +59,17 @@ fn unlocked<T: Send>(
     }
 }
 
+/// The compression options `compress_file` and `compress_bytes` take.
+fn options(prime: u32, precision: Option<u32>, lossy: bool, chunk_kib: u32) -> CompressOptions {
+    CompressOptions {
+        prime,
+        precision,
+        lossy,
+        chunk_kib,
+        ..CompressOptions::default()
+    }
+}
+
 /// Compresses a safetensors file, or every shard of a model directory (or its
 /// `*.safetensors.index.json`), copying the directory's other files.
 #[pyfunction]
@@ -72,13 +83,7 @@ fn compress_file(
     lossy: bool,
     chunk_kib: u32,
 ) -> PyResult<Py<PyDict>> {
-    let opts = CompressOptions {
-        prime,
-        precision,
-        lossy,
-        chunk_kib,
-        ..CompressOptions::default()
-    };
+    let opts = options(prime, precision, lossy, chunk_kib);
     let what = format!("compressing {}", src.display());
     let (summary, shards) = unlocked(py, &what, || {
         let quiet = Progress::new(false);
@@ -105,13 +110,7 @@ fn compress_bytes(
     lossy: bool,
     chunk_kib: u32,
 ) -> PyResult<Py<PyDict>> {
-    let opts = CompressOptions {
-        prime,
-        precision,
-        lossy,
-        chunk_kib,
-        ..CompressOptions::default()
-    };
+    let opts = options(prime, precision, lossy, chunk_kib);
     let what = format!("compressing into {}", dst.display());
     let summary = unlocked(py, &what, || {
         padic_burst::compress::compress_bytes(
