@@ -242,7 +242,7 @@ class _Slice:
         """For an index whose first entry is an int or a forward slice:
         (first row, end row, the index within those rows); else None."""
         parts = index if isinstance(index, tuple) else (index,)
-        if not self._shape or not parts:
+        if not self._shape or not self._shape[0] or not parts:
             return None
         head, rest, n = parts[0], parts[1:], self._shape[0]
         i = _as_int(head)

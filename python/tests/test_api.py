@@ -280,3 +280,9 @@ def test_save_file_compresses_tensors_from_memory(packed, tmp_path):
     with pytest.raises(padic_burst.PadicError, match="is a directory"):
         padic_burst.numpy.save_file(tensors, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved.padic"]
+    # An empty tensor saves, loads and slices.
+    small = tmp_path / "small.padic"
+    padic_burst.numpy.save_file({"e": np.zeros((0, 4), np.float32), "x": np.arange(12.0, dtype=np.float32).reshape(3, 4)}, small)
+    with padic_burst.safe_open(small, framework="np") as f:
+        assert f.get_slice("e")[0:0].shape == (0, 4) and f.get_slice("x")[1:1].shape == (0, 4)
+        assert f.get_slice("x")[2].tolist() == [8.0, 9.0, 10.0, 11.0]
