@@ -135,9 +135,9 @@ pub struct Pipeline {
     notes: Vec<String>,
     settings: RunSettings,
     cache: Option<crate::cache::TensorCache>,
-    /// With the cache off: the last run of small tensors that share chunks
-    /// (at most a chunk's bytes), so that reading its tensors one by one
-    /// decodes it once. Keyed by (container, first tensor, digits).
+    /// The last run of small tensors that share chunks to be decoded (at
+    /// most a chunk's bytes), so that with the cache off reading its tensors
+    /// one by one decodes it once ([`Pipeline::shared_run`]).
     last_shared_run: Mutex<Option<(SharedRunKey, Arc<Vec<u8>>)>>,
     last: Mutex<Option<Statistics>>,
     /// Follows each run, for [`Pipeline::statistics`] while one goes.
@@ -431,7 +431,10 @@ impl Pipeline {
     }
 
     /// Decodes one tensor (reading only its chunks), from the cache when it
-    /// holds it.
+    /// holds it. A tensor that shares its chunks with other small ones is cut
+    /// from their decoded run ([`Pipeline::shared_run`]), and with the cache
+    /// on the run's other tensors are cached too, so reading every tensor in
+    /// turn (`safe_open`) decodes each run once.
     pub fn decompress_tensor(
         &self,
         container: &Arc<Container>,
@@ -441,75 +444,71 @@ impl Pipeline {
         let index = tensor_index(container, name)?;
         let h = container.header();
         let t = &h.tensors[index];
-        let key = |tensor: &str| crate::cache::CacheKey {
-            container: container.identity(),
-            tensor: tensor.to_string(),
-            target,
-        };
+        let key = |k: usize| cache_key(container, &h.tensors[k].name, target);
         let tensor = |data| Tensor {
             name: t.name.clone(),
             dtype: t.dtype.clone(),
             shape: t.shape.clone(),
             data,
         };
-        let Some(cache) = &self.cache else {
-            if !h.shares_chunks(index) {
-                let (data, s) = decompress_tensor(container.clone(), index, &self.options(target))?;
-                self.remember(&s);
-                return Ok(tensor(Arc::new(data)));
-            }
-            let owner = h.chunk_owner(index);
-            let run_key = (container.identity(), owner, target);
-            let memo = &self.last_shared_run;
-            let held = match memo.lock().expect("shared run lock").as_ref() {
-                Some((k, run)) if *k == run_key => Some(run.clone()),
-                _ => None,
-            };
-            let run = match held {
-                Some(run) => run,
-                None => {
-                    let (run, s) = crate::graph::decompress_chunk_run(
-                        container.clone(),
-                        owner,
-                        &self.options(target),
-                    )?;
-                    self.remember(&s);
-                    let run = Arc::new(run);
-                    *memo.lock().expect("shared run lock") = Some((run_key, run.clone()));
-                    run
-                }
-            };
-            let part = crate::graph::run_part(h, owner, index, &run).to_vec();
-            return Ok(tensor(Arc::new(part)));
-        };
-        if let Some(hit) = cache.get(&key(name)) {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&key(index))) {
             return Ok(tensor(hit));
         }
-        let owner = h.chunk_owner(index);
+        let data = if h.shares_chunks(index) {
+            let owner = h.chunk_owner(index);
+            let run = self.shared_run(container, owner, target)?;
+            let part = |k| Arc::new(crate::graph::run_part(h, owner, k, &run).to_vec());
+            if let Some(cache) = &self.cache {
+                for k in (owner..h.tensors.len()).take_while(|&k| h.chunk_owner(k) == owner) {
+                    if k != index {
+                        cache.put(key(k), part(k));
+                    }
+                }
+            }
+            part(index)
+        } else {
+            // Its chunks hold it alone: their run is the tensor.
+            let owner = h.chunk_owner(index);
+            let (data, s) = crate::graph::decompress_chunk_run(
+                container.clone(),
+                owner,
+                &self.options(target),
+            )?;
+            self.remember(&s);
+            Arc::new(data)
+        };
+        if let Some(cache) = &self.cache {
+            cache.put(key(index), data.clone());
+        }
+        Ok(tensor(data))
+    }
+
+    /// The decoded run of small tensors that starts at tensor `owner`: the
+    /// last one decoded is kept (at most a chunk's bytes), so that with the
+    /// cache off its tensors read one by one decode it once.
+    fn shared_run(
+        &self,
+        container: &Arc<Container>,
+        owner: usize,
+        target: Option<u32>,
+    ) -> Result<Arc<Vec<u8>>> {
+        let run_key = (container.identity(), owner, target);
+        if let Some((k, run)) = self
+            .last_shared_run
+            .lock()
+            .expect("shared run lock")
+            .as_ref()
+        {
+            if *k == run_key {
+                return Ok(run.clone());
+            }
+        }
         let (run, s) =
             crate::graph::decompress_chunk_run(container.clone(), owner, &self.options(target))?;
         self.remember(&s);
-        let data = if h.shares_chunks(index) {
-            // The tensors that share this one's chunks were decoded with it:
-            // cached too, so reading every tensor in turn (`safe_open`)
-            // decodes each shared run once, not once a tensor.
-            let mut mine = None;
-            for k in (owner..h.tensors.len()).take_while(|&k| h.chunk_owner(k) == owner) {
-                let part = Arc::new(crate::graph::run_part(h, owner, k, &run).to_vec());
-                if k == index {
-                    mine = Some(part);
-                } else {
-                    cache.put(key(&h.tensors[k].name), part);
-                }
-            }
-            mine.ok_or_else(|| {
-                Error::Internal(format!("tensor '{name}' is not in its own chunks' run"))
-            })?
-        } else {
-            Arc::new(run)
-        };
-        cache.put(key(name), data.clone());
-        Ok(tensor(data))
+        let run = Arc::new(run);
+        *self.last_shared_run.lock().expect("shared run lock") = Some((run_key, run.clone()));
+        Ok(run)
     }
 
     /// The bytes `bytes` (offsets within the tensor) of tensor `name`: only
@@ -529,12 +528,7 @@ impl Pipeline {
             return Ok(Vec::new());
         }
         if let Some(cache) = &self.cache {
-            let key = crate::cache::CacheKey {
-                container: container.identity(),
-                tensor: name.to_string(),
-                target,
-            };
-            if let Some(hit) = cache.get(&key) {
+            if let Some(hit) = cache.get(&cache_key(container, name, target)) {
                 let part = usize::try_from(bytes.start)
                     .ok()
                     .zip(usize::try_from(bytes.end).ok())
@@ -585,4 +579,13 @@ fn tensor_index(container: &Container, name: &str) -> Result<usize> {
                 container.path().display()
             ))
         })
+}
+
+/// The cache's key for tensor `name` of `container` decoded to `target` digits.
+fn cache_key(container: &Container, name: &str, target: Option<u32>) -> crate::cache::CacheKey {
+    crate::cache::CacheKey {
+        container: container.identity(),
+        tensor: name.to_string(),
+        target,
+    }
 }
