@@ -212,13 +212,8 @@ pub fn decompress_tensor(
     tensor: usize,
     opts: &RunOptions,
 ) -> Result<(Vec<u8>, Statistics)> {
-    let h = c.header();
-    let owner = h.chunk_owner(tensor);
-    let (mut data, stats) = decompress_chunk_run(c.clone(), owner, opts)?;
-    if h.shares_chunks(tensor) {
-        data = run_part(h, owner, tensor, &data).to_vec();
-    }
-    Ok((data, stats))
+    let len = c.header().tensors.get(tensor).map_or(0, |t| t.byte_len);
+    decompress_tensor_bytes(c, tensor, 0..len, opts)
 }
 
 /// Decompresses the chunks of tensor `owner` (a [`crate::format::Header::chunk_owner`]):
@@ -264,9 +259,8 @@ pub fn decompress_tensor_bytes(
     let owner = h.chunk_owner(tensor);
     let (start, end) = (t.data_offset + bytes.start, t.data_offset + bytes.end);
     let (data, at, stats) = if h.shares_chunks(tensor) {
-        let range = h.chunked_range(owner);
-        let (data, stats) = decode_into_memory(c.clone(), owner, range.clone(), None, opts)?;
-        (data, range.start, stats)
+        let (data, stats) = decompress_chunk_run(c.clone(), owner, opts)?;
+        (data, h.chunked_range(owner).start, stats)
     } else {
         // The chunks that meet the range, end to end (none for an empty one).
         let unit = t.unit();
