@@ -106,14 +106,6 @@ struct Coded {
 /// section's length and checksum, compressed.
 const HEADER_BYTES_PER_SECTION: usize = 16;
 
-/// A chunk's bytes in the file, its header entries included (about).
-fn cost(p: &Piece) -> usize {
-    p.sections
-        .iter()
-        .map(|s| s.len() + HEADER_BYTES_PER_SECTION)
-        .sum()
-}
-
 /// A parsed safetensors input.
 struct Source<'a> {
     header_text: &'a str,
@@ -309,25 +301,39 @@ fn compress_source(
     // and states against one a tensor, and one table for values of several
     // distributions against a table fitted to each.
     let code = |job: &Job| {
-        let whole = piece(job.tensor, job.start, job.end);
-        if job.run.is_empty() {
-            return Coded {
-                pieces: vec![whole.summed()],
-                shared: false,
-            };
-        }
-        let apart: Vec<Piece> = job.run.iter().map(|&(t, a, b)| piece(t, a, b)).collect();
-        if cost(&whole) <= apart.iter().map(cost).sum() {
-            Coded {
-                pieces: vec![whole.summed()],
-                shared: true,
+        let layout = match (&layouts[job.tensor], job.run.is_empty()) {
+            (Some(layout), false) => layout,
+            _ => {
+                return Coded {
+                    pieces: vec![piece(job.tensor, job.start, job.end).summed()],
+                    shared: false,
+                }
             }
-        } else {
-            Coded {
-                pieces: apart.into_iter().map(Piece::summed).collect(),
-                shared: false,
-            }
-        }
+        };
+        let lens: Vec<usize> = job.run.iter().map(|&(_, a, b)| b - a).collect();
+        let bytes = &src.data[job.start..job.end];
+        let coded = chunk::encode_whole_or_parts(layout, bytes, &lens, HEADER_BYTES_PER_SECTION);
+        let shared = coded.len() == 1;
+        let pieces = coded
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (tensor, a, b) = if shared {
+                    (job.tensor, job.start, job.end)
+                } else {
+                    job.run[i]
+                };
+                Piece {
+                    tensor,
+                    bytes: b - a,
+                    sections: c.sections,
+                    sums: Vec::new(),
+                    err: c.max_abs_error,
+                }
+                .summed()
+            })
+            .collect();
+        Coded { pieces, shared }
     };
     let mut chunks = 0;
     let write = |i: usize, coded: Coded| {
@@ -385,7 +391,8 @@ fn compress_source(
 /// A tensor is small, and may share a chunk, at up to this fraction of a
 /// chunk's bytes (64 KiB of the default 1 MiB): there a chunk's tables and
 /// rANS states (a few hundred bytes) weigh, and coding it twice, whole and
-/// apart, costs little.
+/// apart, costs little (the values are split once, and the parts coded
+/// only where they may cost less: `chunk::encode_whole_or_parts`).
 const SMALL_PER_CHUNK: usize = 16;
 
 /// For each tensor, the tensor whose chunks hold its values: itself, or

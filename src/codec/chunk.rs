@@ -10,6 +10,7 @@ use super::rans::{self, Word};
 use super::split;
 use super::symbols::{self, Parsed};
 use crate::error::{Error, Result};
+use std::ops::Range;
 
 /// Reads a little-endian value of `kind` at element `i` of `bytes`.
 #[inline]
@@ -27,6 +28,11 @@ fn load(kind: FloatKind, bytes: &[u8], i: usize) -> u32 {
     }
 }
 
+thread_local! {
+    // Each coding thread's symbol streams, reused chunk after chunk.
+    static STREAMS: std::cell::RefCell<Vec<split::Stream>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// What encoding one chunk produced.
 pub struct EncodedChunk {
     /// The coded sections, head first.
@@ -38,10 +44,6 @@ pub struct EncodedChunk {
 
 /// Encodes the little-endian values in `bytes` (a whole number of elements).
 pub fn encode(layout: &Layout, bytes: &[u8]) -> EncodedChunk {
-    thread_local! {
-        // Each coding thread's symbol streams, reused chunk after chunk.
-        static STREAMS: std::cell::RefCell<Vec<split::Stream>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
     let sections = STREAMS.with_borrow_mut(|streams| {
         split::split_into(layout, bytes, streams);
         streams[..layout.sections()]
@@ -53,6 +55,98 @@ pub fn encode(layout: &Layout, bytes: &[u8]) -> EncodedChunk {
         sections,
         max_abs_error: max_error(layout, bytes),
     }
+}
+
+/// Encodes the values in `bytes` as one chunk, or as one chunk a part,
+/// the parts `bytes` cut at `lens` (bytes, whole values each, summing to
+/// `bytes.len()`), whichever costs less, a chunk costing its sections'
+/// bytes plus `per_section` each. Gives one chunk, or one a part.
+///
+/// The values are split once: a part's symbols are a slice of the whole's.
+/// The parts are coded only where the floor of their cost
+/// ([`symbols::encoded_floor`]) is below the whole's cost; the choice is
+/// the one coding both would make.
+pub fn encode_whole_or_parts(
+    layout: &Layout,
+    bytes: &[u8],
+    lens: &[usize],
+    per_section: usize,
+) -> Vec<EncodedChunk> {
+    let size = layout.kind.size();
+    debug_assert_eq!(lens.iter().sum::<usize>(), bytes.len());
+    let cost =
+        |sections: &[Vec<u8>]| -> usize { sections.iter().map(|s| s.len() + per_section).sum() };
+    // The sections of the whole, or of each part.
+    let chunks: Vec<Vec<Vec<u8>>> = STREAMS.with_borrow_mut(|streams| {
+        split::split_into(layout, bytes, streams);
+        let streams = &streams[..layout.sections()];
+        let whole: Vec<Vec<u8>> = streams
+            .iter()
+            .map(|st| symbols::encode_counted(&st.syms, &st.counts))
+            .collect();
+        if lens.len() <= 1 {
+            return vec![whole];
+        }
+        let whole_cost = cost(&whole);
+        // Each part's value range and, per section, its counts.
+        let mut parts: Vec<(Range<usize>, Vec<Vec<u64>>)> = Vec::with_capacity(lens.len());
+        let mut floor = 0.0;
+        let mut at = 0;
+        for &len in lens {
+            let range = at / size..(at + len) / size;
+            at += len;
+            let counts: Vec<Vec<u64>> = streams
+                .iter()
+                .map(|st| {
+                    let mut counts = vec![0u64; st.counts.len()];
+                    for &s in &st.syms[range.clone()] {
+                        counts[s as usize] += 1;
+                    }
+                    floor += symbols::encoded_floor(&counts, range.len()) + per_section as f64;
+                    counts
+                })
+                .collect();
+            parts.push((range, counts));
+        }
+        if whole_cost as f64 <= floor {
+            return vec![whole];
+        }
+        let apart: Vec<Vec<Vec<u8>>> = parts
+            .iter()
+            .map(|(range, counts)| {
+                streams
+                    .iter()
+                    .zip(counts)
+                    .map(|(st, c)| symbols::encode_counted(&st.syms[range.clone()], c))
+                    .collect()
+            })
+            .collect();
+        if whole_cost <= apart.iter().map(|p| cost(p)).sum() {
+            vec![whole]
+        } else {
+            apart
+        }
+    });
+    if chunks.len() == 1 {
+        let sections = chunks.into_iter().next().unwrap_or_default();
+        return vec![EncodedChunk {
+            sections,
+            max_abs_error: max_error(layout, bytes),
+        }];
+    }
+    let mut at = 0;
+    chunks
+        .into_iter()
+        .zip(lens)
+        .map(|(sections, &len)| {
+            let part = &bytes[at..at + len];
+            at += len;
+            EncodedChunk {
+                sections,
+                max_abs_error: max_error(layout, part),
+            }
+        })
+        .collect()
 }
 
 /// Largest `|original - stored|` over the values in `bytes` (`inf` when a
@@ -345,5 +439,66 @@ mod tests {
             .decode_range_bytes(&secs, n, 8, &mut out[16..32], &mut Vec::new())
             .unwrap_err();
         assert!(err.to_string().contains("segment boundaries"), "{err}");
+    }
+
+    /// The choice coding both, whole and apart, makes, and each part's
+    /// own encoding.
+    fn coded_both(layout: &Layout, bytes: &[u8], lens: &[usize], per: usize) -> Vec<EncodedChunk> {
+        let cost = |c: &EncodedChunk| c.sections.iter().map(|s| s.len() + per).sum::<usize>();
+        let whole = encode(layout, bytes);
+        let mut at = 0;
+        let apart: Vec<EncodedChunk> = lens
+            .iter()
+            .map(|&len| {
+                at += len;
+                encode(layout, &bytes[at - len..at])
+            })
+            .collect();
+        if cost(&whole) <= apart.iter().map(cost).sum() {
+            vec![whole]
+        } else {
+            apart
+        }
+    }
+
+    #[test]
+    fn a_run_is_coded_whole_or_apart_as_coding_both_would_choose() {
+        let mut rng = crate::demo::Rng::new(17);
+        let mut seen = [false; 2];
+        for (kind, precision, lossy) in [
+            (FloatKind::BF16, None, false),
+            (FloatKind::F32, None, false),
+            (FloatKind::F16, Some(4), true),
+        ] {
+            let layout = Layout::new(kind, 2, precision, lossy).unwrap();
+            // Parts of one spread (whole wins), of spreads a thousand
+            // times apart (each wants its own table), of one repeated
+            // value (a constant section), and of one value each.
+            for spreads in [
+                vec![0.02, 0.02, 0.02, 0.02],
+                vec![0.02, 20.0, 0.02, 20.0],
+                vec![0.0, 0.05, 0.0],
+                vec![1.0, 1e-3],
+            ] {
+                for n in [1usize, 7, 3000] {
+                    let mut bytes = Vec::new();
+                    let mut lens = Vec::new();
+                    for &std in &spreads {
+                        let part = crate::demo::gaussian_bytes(&mut rng, n, std, kind.dtype());
+                        lens.push(part.len());
+                        bytes.extend_from_slice(&part);
+                    }
+                    let got = encode_whole_or_parts(&layout, &bytes, &lens, 16);
+                    let want = coded_both(&layout, &bytes, &lens, 16);
+                    assert_eq!(got.len(), want.len(), "{kind:?} {spreads:?} n={n}");
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(g.sections == w.sections, "{kind:?} {spreads:?} n={n}");
+                        assert_eq!(g.max_abs_error.to_bits(), w.max_abs_error.to_bits());
+                    }
+                    seen[(got.len() > 1) as usize] = true;
+                }
+            }
+        }
+        assert_eq!(seen, [true, true], "both choices are made");
     }
 }

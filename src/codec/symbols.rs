@@ -69,6 +69,22 @@ pub fn encode_counted(syms: &[u16], counts: &[u64]) -> Vec<u8> {
     raw(syms, width)
 }
 
+/// A floor on the bytes [`encode_counted`] gives `n` symbols of these
+/// counts: a constant section exactly (its symbol, the one present, taken
+/// as 0 where none is), otherwise the smaller of the raw length and the
+/// rANS floor. No encoding of such symbols is shorter.
+pub fn encoded_floor(counts: &[u64], n: usize) -> f64 {
+    let present = counts.iter().filter(|&&c| c > 0).count();
+    if present <= 1 {
+        let sym = counts.iter().position(|&c| c > 0).unwrap_or(0);
+        let mut out = vec![KIND_CONST];
+        varint::put(&mut out, sym as u64);
+        return out.len() as f64;
+    }
+    let raw_len = 2 + bitpack::packed_len(n, stored_width(counts));
+    rans_floor(counts, n).min(raw_len as f64)
+}
+
 /// The section stored raw at `width` bits a symbol.
 fn raw(syms: &[u16], width: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + bitpack::packed_len(syms.len(), width));
