@@ -99,9 +99,7 @@ pub fn encode_whole_or_parts(
                 .iter()
                 .map(|st| {
                     let mut counts = vec![0u64; st.counts.len()];
-                    for &s in &st.syms[range.clone()] {
-                        counts[s as usize] += 1;
-                    }
+                    split::count(&st.syms[range.clone()], &mut counts);
                     floor += symbols::encoded_floor(&counts, range.len()) + per_section as f64;
                     counts
                 })

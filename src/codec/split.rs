@@ -246,7 +246,7 @@ fn sections<const N: usize, const S: usize, V>(
 /// interleaved histograms, so a run of equal symbols does not wait on its
 /// own count.
 #[inline(always)]
-fn count(syms: &[u16], counts: &mut [u64]) {
+pub fn count(syms: &[u16], counts: &mut [u64]) {
     let slots = counts.len().next_power_of_two().min(SLOTS);
     let mut hist = vec![[0u32; 4]; slots];
     let mut quads = syms.chunks_exact(4);
