@@ -301,6 +301,21 @@ impl TempDir {
         Ok(path)
     }
 
+    /// `err` naming the path it would have under the final name rather than
+    /// under the hidden temporary one (which is removed on the way out).
+    fn shown(&self, err: Error) -> Error {
+        match err {
+            Error::Io { path, source } => match path.strip_prefix(&self.temp) {
+                Ok(rel) => Error::Io {
+                    path: self.target.join(rel),
+                    source,
+                },
+                Err(_) => Error::Io { path, source },
+            },
+            other => other,
+        }
+    }
+
     /// Renames the directory to its final name (over an empty directory there).
     fn commit(mut self) -> Result<()> {
         if self.target.is_dir() {
@@ -383,12 +398,15 @@ pub fn compress_dir(
     }
     let out = TempDir::create(output, &ckpt.root)?;
     let mut shards = Vec::with_capacity(ckpt.shards.len());
-    for rel in &ckpt.shards {
-        let packed = rel.with_extension(PADIC_EXT);
-        let s = compress_file(&ckpt.root.join(rel), &out.file(&packed)?, opts, progress)?;
-        shards.push((packed, s));
-    }
-    copy_others(&ckpt, &out.temp)?;
+    let written = (|| {
+        for rel in &ckpt.shards {
+            let packed = rel.with_extension(PADIC_EXT);
+            let s = compress_file(&ckpt.root.join(rel), &out.file(&packed)?, opts, progress)?;
+            shards.push((packed, s));
+        }
+        copy_others(&ckpt, &out.temp)
+    })();
+    written.map_err(|e| out.shown(e))?;
     out.commit()?;
     Ok(CheckpointSummary {
         shards,
@@ -502,13 +520,19 @@ impl PackedCheckpoint {
             )?
         } else {
             let out = TempDir::create(output, &self.ckpt.root)?;
-            let targets = self
-                .shards
-                .iter()
-                .map(|(rel, c)| Ok((c.clone(), out.file(&rel.with_extension(SAFETENSORS_EXT))?)))
-                .collect::<Result<Vec<_>>>()?;
-            let run = pipeline.decompress_shards_to_files(&targets, target_precision)?;
-            copy_others(&self.ckpt, &out.temp)?;
+            let run = (|| {
+                let targets = self
+                    .shards
+                    .iter()
+                    .map(|(rel, c)| {
+                        Ok((c.clone(), out.file(&rel.with_extension(SAFETENSORS_EXT))?))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let run = pipeline.decompress_shards_to_files(&targets, target_precision)?;
+                copy_others(&self.ckpt, &out.temp)?;
+                Ok(run)
+            })()
+            .map_err(|e| out.shown(e))?;
             out.commit()?;
             run
         };

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 
@@ -249,8 +249,7 @@ fn compress_source(
         Some(file) => TempOutput::create_from(output, file)?,
         None => TempOutput::create(output)?,
     };
-    let temp_path: PathBuf = temp.temp_path().to_path_buf();
-    let io = |e| Error::io(&temp_path, e);
+    let io = |e| temp.write_error(e);
     // Sections of 64 KiB and more go straight to the file (`BufWriter`
     // writes what does not fit its buffer without copying it); the small
     // ones, and the prefix, are gathered into fewer writes.

@@ -219,6 +219,24 @@ impl TempOutput {
         &self.temp
     }
 
+    /// The path an error writing the temporary file names: the output it
+    /// is to become (its hidden name is removed on the way out), or for a
+    /// stream the folder of its temporary copy.
+    pub fn shown_path(&self) -> PathBuf {
+        match self.destination {
+            Destination::Replace => self.target.clone(),
+            Destination::Stream(_) => self
+                .temp
+                .parent()
+                .map_or_else(std::env::temp_dir, Path::to_path_buf),
+        }
+    }
+
+    /// An error writing the temporary file, at [`shown_path`](Self::shown_path).
+    pub fn write_error(&self, e: std::io::Error) -> Error {
+        Error::io(self.shown_path(), e)
+    }
+
     /// The final path (a symlink's target, where the output was a symlink).
     pub fn target(&self) -> &Path {
         &self.target
@@ -381,7 +399,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let temp = TempOutput::create(path)?;
     temp.file()
         .write_all(bytes)
-        .map_err(|e| Error::io(temp.temp_path(), e))?;
+        .map_err(|e| temp.write_error(e))?;
     temp.commit()
 }
 

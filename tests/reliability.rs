@@ -756,7 +756,13 @@ fn a_cluster_whose_peer_never_starts_gives_up_clearly() {
 #[test]
 fn a_full_disk_gives_a_clear_error_and_no_partial_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (packed, _) = fault_model(dir.path(), 64, 1_500_000);
+    let (packed, original) = fault_model(dir.path(), 64, 1_500_000);
+    let source = dir.path().join("source.safetensors");
+    std::fs::write(&source, &original).unwrap();
+    let model_dir = dir.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    std::fs::write(model_dir.join("model.safetensors"), &original).unwrap();
+    std::fs::write(model_dir.join("config.json"), b"{}").unwrap();
     let small = dir.path().join("small-fs");
     std::fs::create_dir(&small).unwrap();
     // A 1 MiB tmpfs where mounting is allowed (root in a container here);
@@ -766,53 +772,87 @@ fn a_full_disk_gives_a_clear_error_and_no_partial_file() {
         .arg(&small)
         .status()
         .is_ok_and(|s| s.success());
-    let out = small.join("model.safetensors");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"));
-    cmd.arg("decompress").arg(&packed).arg("-o").arg(&out);
-    if !mounted {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                let lim = libc::rlimit {
-                    rlim_cur: 1 << 20,
-                    rlim_max: 1 << 20,
-                };
-                libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
-                Ok(())
-            });
+    // A decode, a compression and a model directory's compression that
+    // outgrow the disk, and the file each message should name.
+    let runs = [
+        (
+            "decompress",
+            &packed,
+            small.join("model.safetensors"),
+            "model.safetensors",
+        ),
+        (
+            "compress",
+            &source,
+            small.join("model.padic"),
+            "model.padic",
+        ),
+        (
+            "compress",
+            &model_dir,
+            small.join("packed"),
+            "packed/model.padic",
+        ),
+    ];
+    let mut results = Vec::new();
+    for (command, input, out, named) in &runs {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_padic-burst"));
+        cmd.arg(command)
+            .arg(input)
+            .arg("-o")
+            .arg(out)
+            .arg("--quiet");
+        if !mounted {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit {
+                        rlim_cur: 1 << 20,
+                        rlim_max: 1 << 20,
+                    };
+                    libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+                    Ok(())
+                });
+            }
         }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        let left: Vec<_> = std::fs::read_dir(&small)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        results.push((command, named, o.status.code(), err, left));
     }
-    let o = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    let left: Vec<_> = std::fs::read_dir(&small)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
     if mounted {
         let _ = std::process::Command::new("umount").arg(&small).status();
     }
-    println!(
-        "{}: exit {:?}: {}",
-        if mounted {
-            "1 MiB tmpfs"
-        } else {
-            "RLIMIT_FSIZE 1 MiB"
-        },
-        o.status.code(),
-        err.trim()
-    );
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("No space left on device") || err.contains("File too large"),
-        "{err}"
-    );
-    assert!(
-        err.contains("model.safetensors"),
-        "the message names the file: {err}"
-    );
-    assert!(left.is_empty(), "left behind: {left:?}");
+    for (command, named, code, err, left) in results {
+        println!(
+            "{command} on {}: exit {code:?}: {}",
+            if mounted {
+                "a 1 MiB tmpfs"
+            } else {
+                "RLIMIT_FSIZE 1 MiB"
+            },
+            err.trim()
+        );
+        assert_eq!(code, Some(1), "{command}: {err}");
+        assert!(
+            err.contains("No space left on device") || err.contains("File too large"),
+            "{command}: {err}"
+        );
+        assert!(
+            err.contains(&format!("{}: ", small.join(named).display())),
+            "{command}: the message names the output: {err}"
+        );
+        assert!(
+            !err.contains(".tmp-"),
+            "{command}: the message names the output, not its hidden temporary name: {err}"
+        );
+        assert!(left.is_empty(), "{command}: left behind: {left:?}");
+    }
 }
 
 /// A random walk of GPU memory over `ms` milliseconds.

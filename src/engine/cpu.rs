@@ -350,7 +350,7 @@ impl CpuEngine {
         let started = Instant::now();
         let temp = TempOutput::create_from(output, c.path())?;
         let file = temp.file();
-        let io = |e| Error::io(temp.temp_path(), e);
+        let io = |e| temp.write_error(e);
         let base = crate::output::write_safetensors_preamble(
             file,
             &c.header().source_header,

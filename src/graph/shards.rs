@@ -182,11 +182,8 @@ pub fn decompress_files(
     let mut runs = Vec::with_capacity(shards.len());
     for (c, output) in shards {
         let temp = TempOutput::create_from(output, c.path())?;
-        let file = temp
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io(temp.temp_path(), e))?;
-        let out = FilePlacement::prepare(file, temp.temp_path().to_path_buf(), c, behind)?;
+        let file = temp.file().try_clone().map_err(|e| temp.write_error(e))?;
+        let out = FilePlacement::prepare(file, temp.shown_path(), c, behind)?;
         runs.push((c.clone(), Arc::new(out) as Arc<dyn Placement>));
         temps.push(temp);
     }

@@ -107,7 +107,7 @@ impl StatsStream {
             }
             Destination::Replace(temp) => {
                 let mut file = temp.file();
-                writeln!(file, "{line}").map_err(|e| Error::io(temp.temp_path(), e))
+                writeln!(file, "{line}").map_err(|e| temp.write_error(e))
             }
         };
         match written {
