@@ -9,8 +9,10 @@
 #     against ZipNN in process (`decompress`, then write the bytes to OUT);
 #  3. compression: the whole `padic-burst compress X -o OUT --workers T`
 #     process against `ZipNN.compress` in process, on each dtype; then, on
-#     MiniLM bf16 and a generated COMPRESS_MB MB bf16 model (default 256,
-#     `examples/synthetic_model`, the generator of `bench --synthetic`),
+#     MiniLM bf16, 490 small tensors cut from it
+#     (`scripts/peers/small_tensors.py`) and a generated COMPRESS_MB MB bf16
+#     model (default 256, `examples/synthetic_model`, the generator of
+#     `bench --synthetic`),
 #     ROUNDS alternated runs of each at 1 and 2 threads, reported as median
 #     and best GB/s and the ratios of medians and of bests;
 #  4. end to end on that generated model, at 1 and 2 threads, and two
@@ -38,7 +40,8 @@ out_dir=${OUT_DIR:-/dev/shm}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/python" -c "import zipnn" 2>/dev/null || "$venv/bin/python" -m pip install --quiet --disable-pip-version-check zipnn==0.5.4
+"$venv/bin/python" -c "import zipnn, safetensors, numpy, ml_dtypes" 2>/dev/null ||
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check zipnn==0.5.4 safetensors numpy ml_dtypes
 cargo build --release --quiet --bin padic-burst --example throughput --example synthetic_model
 bin=target/release/padic-burst
 work=$(mktemp -d)
@@ -105,10 +108,14 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] :
 mb=${COMPRESS_MB:-256}
 model="$work/synthetic-${mb}mb-bf16.safetensors"
 target/release/examples/synthetic_model "$model" "$mb" bf16
+# 490 small tensors cut from MiniLM bf16 (scripts/peers/small_tensors.py):
+# where runs of small tensors share chunks.
+small="$work/small-tensors-bf16.safetensors"
+"$venv/bin/python" scripts/peers/small_tensors.py "$weights/minilm-bf16.safetensors" "$small"
 echo
 echo "compression, bf16, $rounds alternated runs each: GB/s of original bytes; ratio = padic-burst / ZipNN"
 printf '%-34s %3s %10s %10s %8s %10s %10s %8s %8s %8s\n' file threads "p median" "z median" ratio "p best" "z best" ratio "p size" "z size"
-for file in "$weights/minilm-bf16.safetensors" "$model"; do
+for file in "$weights/minilm-bf16.safetensors" "$small" "$model"; do
   bytes=$(stat -c %s "$file")
   $bin --quiet compress "$file" -o "$packed" 2>/dev/null
   psize=$(awk -v a="$(stat -c %s "$packed")" -v b="$bytes" 'BEGIN { printf "%.4f", a / b }')

@@ -31,12 +31,25 @@ pyo3::create_exception!(
 
 /// The library's error as a Python exception: the disk's errors as `OSError`
 /// (`FileNotFoundError` for a missing file), everything else as `PadicError`.
+/// An error the system gave comes as Python's own do, with `errno`,
+/// `strerror` and `filename` (and `OSError` picks its subclass from the
+/// errno: `PermissionError`, `FileNotFoundError`, ...).
 fn to_py(e: padic_burst::Error) -> PyErr {
     match &e {
-        padic_burst::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            PyFileNotFoundError::new_err(e.to_string())
-        }
-        padic_burst::Error::Io { .. } => PyOSError::new_err(e.to_string()),
+        padic_burst::Error::Io { path, source } => match source.raw_os_error() {
+            Some(code) => {
+                let text = source.to_string();
+                let strerror = text
+                    .strip_suffix(&format!(" (os error {code})"))
+                    .unwrap_or(&text)
+                    .to_string();
+                PyOSError::new_err((code, strerror, path.display().to_string()))
+            }
+            None if source.kind() == std::io::ErrorKind::NotFound => {
+                PyFileNotFoundError::new_err(e.to_string())
+            }
+            None => PyOSError::new_err(e.to_string()),
+        },
         _ => PadicError::new_err(e.to_string()),
     }
 }

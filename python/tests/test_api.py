@@ -1,5 +1,6 @@
 """safe_open, Pipeline (config, modes, statistics), errors, threads, devices."""
 
+import errno
 import threading
 
 import numpy as np
@@ -155,8 +156,12 @@ def test_damaged_files_raise_padic_error(packed, tmp_path):
     assert "safetensors" not in str(e.value)
     with pytest.raises(padic_burst.PadicError, match="uncompressed safetensors file: compress it first"):
         padic_burst.numpy.load_file(src)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as e:
         padic_burst.numpy.load_file(tmp_path / "absent.padic")
+    # As Python's own: errno, strerror and the file.
+    assert e.value.errno == errno.ENOENT, e.value
+    assert e.value.filename == str(tmp_path / "absent.padic"), e.value
+    assert e.value.strerror and "os error" not in e.value.strerror, e.value
     with pytest.raises(padic_burst.PadicError, match="framework"):
         padic_burst.Pipeline().load_file(dst, framework="tf")
 
