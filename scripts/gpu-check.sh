@@ -3,7 +3,8 @@
 #
 #   scripts/gpu-check.sh build   # here: builds the `cuda` test binary of
 #                                # tests/gpu.rs, examples/gpu_throughput and
-#                                # padic-burst, stripped, into target/gpu-check/
+#                                # padic-burst, stripped, and the Python
+#                                # wheel (with `cuda`), into target/gpu-check/
 #   scripts/gpu-check.sh run     # there (target/gpu-check carried along):
 #                                # runs them; the full log and a summary go
 #                                # to $OUT (default target/gpu-check/out)
@@ -14,8 +15,10 @@
 # finish bit-exact on the CPU), NVML readings that move when memory is
 # allocated, and throughput (the kernels alone over batches of every chunk,
 # a batch end to end from pinned memory, and the graph end to end against
-# the CPU), and the kernels under compute-sanitizer's memcheck where it is
-# installed. It prints a short table last. Copy the table, the card and the
+# the CPU), the kernels under compute-sanitizer's memcheck where it is
+# installed, and, where Python has torch, `padic_burst.torch.load_file` with
+# device="cuda" (scripts/gpu_check_torch.py: bit-exact, GPU decodes counted,
+# a nearly full card bursting to the CPU, GB/s against a CPU load). It prints a short table last. Copy the table, the card and the
 # date into docs/gpu-results.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +37,8 @@ for l in sys.stdin:
   cp "$exe" "$dir/bin/gpu-tests"
   cp target/release/padic-burst target/release/examples/gpu_throughput "$dir/bin/"
   strip "$dir"/bin/*
+  # The Python package, built with `cuda` (maturin's default features here).
+  python3 -m pip wheel --quiet --no-deps -w "$dir/wheel" ./python
   du -sh "$dir"
   ;;
 run)
@@ -83,10 +88,25 @@ run)
       --record-pressure "$out/pressure.csv" --stats-json "$out/stats.json" || echo x >> "$failed"
     cmp "$demo/demo-bf16.safetensors" "$demo/out.safetensors" && echo "auto decode byte-identical: yes" || { echo "auto decode byte-identical: NO"; echo x >> "$failed"; }
     rm -rf "$demo"
+    echo "== python: padic_burst.torch with device=\"cuda\""
+    if python3 -c "import torch" 2>/dev/null && ls "$dir"/wheel/*.whl >/dev/null 2>&1; then
+      py="$dir/py"
+      rm -rf "$py"
+      if python3 -m pip install --quiet --no-deps --no-index --target "$py" "$dir"/wheel/*.whl; then
+        demo=$(mktemp -d)
+        "$dir/bin/padic-burst" demo --params 20000000 --dir "$demo" --quiet >/dev/null
+        PYTHONPATH="$py" python3 scripts/gpu_check_torch.py "$demo" cuda || echo x >> "$failed"
+        rm -rf "$demo"
+      else
+        echo "python: the wheel did not install"; echo x >> "$failed"
+      fi
+    else
+      echo "python: SKIPPED (no torch in python3, or no wheel in $dir/wheel)"
+    fi
   } 2>&1 | tee "$log"
   echo
   echo "== summary ($log)"
-  grep -E "^date:|^libc:|cannot load|NVIDIA|H100|H200|test result|bit-exact|full card|NVML:|memcheck:|^\| |identical|SKIPPED" "$log" || true
+  grep -E "^date:|^libc:|cannot load|NVIDIA|H100|H200|test result|bit-exact|full card|NVML:|memcheck:|^\| |identical|SKIPPED|^python" "$log" || true
   if [ -s "$failed" ]; then
     echo "gpu-check: $(wc -l < "$failed") step(s) failed (see $log)"
     exit 1
