@@ -132,7 +132,12 @@ pub fn render(r: &Report) -> String {
             shape,
             t.prime.map_or("-".into(), |p| p.to_string()),
             t.precision.map_or("-".into(), |p| p.to_string()),
-            t.chunks,
+            // Values held in the chunk of a run's first tensor.
+            if t.shares_chunks_of.as_ref().is_some_and(|o| *o != t.name) {
+                "shared".to_string()
+            } else {
+                t.chunks.to_string()
+            },
             t.original_bytes,
             t.compressed_bytes,
             t.compressed_bytes as f64 / t.original_bytes.max(1) as f64,
@@ -146,7 +151,7 @@ pub fn render(r: &Report) -> String {
         .count();
     if shared > 0 {
         s += &format!(
-            "{shared} small tensors share chunks in runs; their compressed bytes are their share of the run's\n"
+            "{shared} small tensors share chunks in runs (\"shared\": their values lie in the chunk of the run's first tensor, and their compressed bytes are their share of it)\n"
         );
     }
     s += &format!(

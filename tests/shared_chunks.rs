@@ -137,6 +137,22 @@ fn runs_of_small_tensors_share_chunks_and_every_tensor_decodes_alone() {
     assert!(shared > 0);
     let chunks: usize = r.tensors.iter().map(|t| t.chunks).sum();
     assert_eq!(chunks, h.chunk_count());
+    // The table marks them, and says what the mark means.
+    let table = padic_burst::inspect::render(&r);
+    let follower = r
+        .tensors
+        .iter()
+        .find(|t| t.shares_chunks_of.as_ref().is_some_and(|o| *o != t.name))
+        .unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", follower.name)))
+        .unwrap();
+    assert!(row.contains(" shared "), "{row}");
+    assert!(
+        table.contains("\"shared\": their values lie in the chunk"),
+        "{table}"
+    );
 }
 
 /// An edit of a container's header JSON.
