@@ -181,7 +181,7 @@ fn runnable_modes(
             let ok = *m != Mode::GpuOnly || gpu.is_ok();
             if !ok {
                 skipped.push(format!(
-                    "gpu-only: no GPU ({})",
+                    "gpu-only: no GPU: {}",
                     gpu.as_ref().err().map_or("", |e| e.as_str())
                 ));
             }

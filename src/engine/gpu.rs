@@ -138,7 +138,7 @@ pub fn unavailable_reason() -> &'static str {
     if cfg!(feature = "cuda") {
         "no GPU engine was started"
     } else {
-        "this build has no GPU engine (it was built without the `cuda` feature)"
+        "built without the `cuda` feature, this build has no GPU engine"
     }
 }
 

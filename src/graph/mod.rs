@@ -559,9 +559,9 @@ fn gpu_notes(opts: &RunOptions) -> Result<Vec<String>> {
                 "--mode gpu-only: no GPU: {absent}"
             )))
         }
-        Mode::Auto => vec![format!("no GPU ({absent}): every chunk decodes on the CPU")],
+        Mode::Auto => vec![format!("no GPU: {absent}; every chunk decodes on the CPU")],
         Mode::Hybrid => vec![format!(
-            "no GPU ({absent}): every chunk decodes on the CPU; HYBRID runs CPU-only"
+            "no GPU: {absent}; every chunk decodes on the CPU, and HYBRID runs CPU-only"
         )],
         Mode::CpuOnly => Vec::new(),
     })

@@ -287,7 +287,7 @@ impl Pipeline {
             }
             (None, Mode::GpuOnly) => {
                 return Err(Error::InvalidArgument(format!(
-                    "{}: tensor '{}': GPU_ONLY cannot place it on the device: no GPU ({})",
+                    "{}: tensor '{}': GPU_ONLY cannot place it on the device: no GPU: {}",
                     c.path().display(),
                     t.name,
                     self.gpu_absent.as_deref().unwrap_or("none was given")
@@ -295,7 +295,7 @@ impl Pipeline {
             }
             (None, _) => {
                 let why = self.gpu_absent.as_deref().unwrap_or("none was given");
-                return Ok(Destination::Host(format!("no GPU ({why})")));
+                return Ok(Destination::Host(format!("no GPU: {why}")));
             }
             (Some(g), _) => g,
         };

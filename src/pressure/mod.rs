@@ -112,7 +112,8 @@ pub fn live(device: u32, interval_ms: u64) -> Result<Arc<dyn PressureSource>> {
     {
         let _ = (device, interval_ms);
         Err(Error::InvalidArgument(
-            "no live GPU memory readings: this build has no NVML (it was built without the `cuda` feature)".into(),
+            "no live GPU memory readings: built without the `cuda` feature, this build has no NVML"
+                .into(),
         ))
     }
 }
