@@ -50,13 +50,13 @@ def _tensor(name, dtype, holder, device="cpu"):
 def load_file(path, device="cpu", *, mode="auto", target_precision=None, workers=None, config=None):
     """Every tensor of a ``.padic`` file or a packed directory.
 
-    ``mode``: "auto", "gpu-only", "cpu-only" or "hybrid"; ``target_precision``:
+    ``mode``: "auto" (also ``None``), "gpu-only", "cpu-only" or "hybrid"; ``target_precision``:
     decode only the leading digits of each fraction; ``workers``: decode
     threads (default: the config's ``num_cpu_workers``); ``config``: a dict or a
     TOML path, as for :class:`padic_burst.Pipeline`.
     """
     p = Pipeline(config, workers=workers)
-    p.force_mode(mode)
+    p.force_mode("auto" if mode is None else mode)
     return p.load_file(path, "np", device, target_precision=target_precision)
 
 

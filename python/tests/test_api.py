@@ -128,6 +128,8 @@ def test_config_dict_and_toml_are_validated(packed, tmp_path):
             padic_burst.Pipeline(config)
     with pytest.raises(FileNotFoundError):
         padic_burst.Pipeline(tmp_path / "missing.toml")
+    # mode=None is the default mode; a bad one is named.
+    assert padic_burst.numpy.load_file(dst, mode=None).keys() == padic_burst.numpy.load_file(dst).keys()
     with pytest.raises(padic_burst.PadicError, match="unknown mode"):
         padic_burst.Pipeline().force_mode("warp-speed")
     with pytest.raises(padic_burst.PadicError, match="workers=0"):
@@ -208,6 +210,9 @@ def test_cuda_without_a_gpu_is_a_clear_error(packed):
         p.load_file(dst, framework="np", device="cuda")
     with pytest.raises(padic_burst.PadicError, match="cuda:N"):
         p.load_file(dst, framework="np", device="tpu")
+    # GPU_ONLY on the host says so in the API's words, not the CLI's flag.
+    with pytest.raises(padic_burst.PadicError, match="^invalid argument: mode gpu-only: no GPU"):
+        padic_burst.numpy.load_file(dst, mode="gpu-only")
 
 
 def test_devices_are_named_as_safetensors_takes_them(packed):

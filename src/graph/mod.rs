@@ -556,7 +556,7 @@ fn gpu_notes(opts: &RunOptions) -> Result<Vec<String>> {
     Ok(match opts.mode {
         Mode::GpuOnly => {
             return Err(Error::InvalidArgument(format!(
-                "--mode gpu-only: no GPU: {absent}"
+                "mode gpu-only: no GPU: {absent}"
             )))
         }
         Mode::Auto => vec![format!("no GPU: {absent}; every chunk decodes on the CPU")],
