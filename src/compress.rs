@@ -389,9 +389,8 @@ fn compress_source(
 
 /// A tensor is small, and may share a chunk, at up to this fraction of a
 /// chunk's bytes (64 KiB of the default 1 MiB): there a chunk's tables and
-/// rANS states (a few hundred bytes) weigh, and coding it twice, whole and
-/// apart, costs little (the values are split once, and the parts coded
-/// only where they may cost less: `chunk::encode_whole_or_parts`).
+/// rANS states (a few hundred bytes) weigh. Whether a run is coded whole or
+/// a tensor a chunk is `chunk::encode_whole_or_parts`'s choice.
 const SMALL_PER_CHUNK: usize = 16;
 
 /// For each tensor, the tensor whose chunks hold its values: itself, or
