@@ -310,11 +310,20 @@ fn compress(a: CompressArgs, quiet: bool) -> Result<()> {
         chunk_kib: a.chunk_kib,
         workers: Config::load(None, flags)?.num_cpu_workers,
     };
+    let started = std::time::Instant::now();
+    // The time and the speed (GB/s of original bytes) of a summary line.
+    let took = |original: u64| {
+        let secs = started.elapsed().as_secs_f64();
+        format!(
+            "in {secs:.3} s ({:.2} GB/s)",
+            original as f64 / secs.max(1e-9) / 1e9
+        )
+    };
     if checkpoint::is_checkpoint(&a.input) {
         let r = checkpoint::compress_dir(&a.input, &a.output, &opts, &Progress::new(!quiet))?;
         let s = r.total();
         eprintln!(
-            "{}: {}, {} copied, {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
+            "{}: {}, {} copied, {} tensors, {} chunks, {} -> {} bytes (ratio {:.4}) {}",
             a.output.display(),
             counted(r.shards.len(), "shard"),
             counted(r.copied, "file"),
@@ -322,19 +331,21 @@ fn compress(a: CompressArgs, quiet: bool) -> Result<()> {
             s.chunks,
             s.original_bytes,
             s.compressed_bytes,
-            s.compressed_bytes as f64 / s.original_bytes.max(1) as f64
+            s.compressed_bytes as f64 / s.original_bytes.max(1) as f64,
+            took(s.original_bytes)
         );
         return Ok(());
     }
     let s = compress_file(&a.input, &a.output, &opts, &Progress::new(!quiet))?;
     eprintln!(
-        "{}: {} tensors, {} chunks, {} -> {} bytes (ratio {:.4})",
+        "{}: {} tensors, {} chunks, {} -> {} bytes (ratio {:.4}) {}",
         a.output.display(),
         s.tensors,
         s.chunks,
         s.original_bytes,
         s.compressed_bytes,
-        s.compressed_bytes as f64 / s.original_bytes.max(1) as f64
+        s.compressed_bytes as f64 / s.original_bytes.max(1) as f64,
+        took(s.original_bytes)
     );
     Ok(())
 }

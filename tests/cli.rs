@@ -33,6 +33,17 @@ fn compress_inspect_decompress_round_trip() {
         .output()
         .unwrap();
     assert_success(&out);
+    // The summary: what was written, its ratio, and how long it took.
+    let said = String::from_utf8_lossy(&out.stderr);
+    let summary = said.lines().last().unwrap_or_default();
+    assert!(
+        summary.starts_with(&format!("{}: ", packed.display()))
+            && summary.contains(&format!("{} -> ", original.len()))
+            && summary.contains(" (ratio 0.")
+            && summary.contains(" s (")
+            && summary.ends_with(" GB/s)"),
+        "{said}"
+    );
 
     let out = bin()
         .arg("inspect")
