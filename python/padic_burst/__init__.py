@@ -14,7 +14,7 @@ sharded model directory
 shard becomes ``<stem>.padic`` and every other file is copied unchanged.
 """
 
-from ._padic_burst import CUDA_BUILD, PadicError, compress_file
+from ._padic_burst import CUDA_BUILD, PadicError, __version__, compress_file
 from ._pipeline import Pipeline, safe_open
 
-__all__ = ["CUDA_BUILD", "PadicError", "Pipeline", "compress_file", "safe_open"]
+__all__ = ["CUDA_BUILD", "PadicError", "Pipeline", "__version__", "compress_file", "safe_open"]

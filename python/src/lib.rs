@@ -728,5 +728,7 @@ fn _padic_burst(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Opened>()?;
     m.add_class::<DlTensor>()?;
     m.add("CUDA_BUILD", cfg!(feature = "cuda"))?;
+    // The package's version, which maturin takes from this crate's.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

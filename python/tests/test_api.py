@@ -1,6 +1,7 @@
 """safe_open, Pipeline (config, modes, statistics), errors, threads, devices."""
 
 import errno
+import importlib.metadata
 import threading
 
 import numpy as np
@@ -296,3 +297,8 @@ def test_save_file_compresses_tensors_from_memory(packed, tmp_path):
     with padic_burst.safe_open(small, framework="np") as f:
         assert f.get_slice("e")[0:0].shape == (0, 4) and f.get_slice("x")[1:1].shape == (0, 4)
         assert f.get_slice("x")[2].tolist() == [8.0, 9.0, 10.0, 11.0]
+
+
+def test_version_matches_the_installed_package():
+    assert padic_burst.__version__ == importlib.metadata.version("padic-burst")
+    assert padic_burst.__version__.count(".") == 2
