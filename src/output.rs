@@ -109,6 +109,16 @@ pub fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `path` is the null device (`/dev/null`, however reached): a
+/// character device with its device number.
+pub fn is_null_device(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match (std::fs::metadata(path), std::fs::metadata("/dev/null")) {
+        (Ok(m), Ok(null)) => m.file_type().is_char_device() && m.rdev() == null.rdev(),
+        _ => false,
+    }
+}
+
 impl TempOutput {
     /// An output at `target` (see the module's doc for what each kind of path gets).
     pub fn create(target: &Path) -> Result<Self> {

@@ -311,6 +311,38 @@ fn a_damaged_shard_fails_and_leaves_no_partial_directory() {
     );
     assert!(!restored.exists());
     assert_no_temp_files(tmp.path());
+    // Decoding to /dev/null checks every shard: the damage is found there too.
+    refused(
+        &decompress(&packed, Path::new("/dev/null"), &[]),
+        "model-00002-of-00003.padic",
+    );
+}
+
+#[test]
+fn a_directory_decoded_to_dev_null_is_checked_and_kept_nowhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, ckpt, containers) = opened_model(tmp.path());
+    let packed = tmp.path().join("packed");
+    assert_eq!(ckpt.shards().len(), 3);
+    let stats = tmp.path().join("stats.json");
+    let out = decompress(
+        &packed,
+        Path::new("/dev/null"),
+        &["--stats-json", stats.to_str().unwrap()],
+    );
+    assert_success(&out);
+    // Every chunk of every shard decoded, every original byte accounted for.
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let chunks: u64 = containers
+        .iter()
+        .map(|c| c.header().chunk_count() as u64)
+        .sum();
+    assert_eq!(s["total_decompressions"].as_u64(), Some(chunks), "{s}");
+    let data: u64 = containers.iter().map(|c| c.header().data_len).sum();
+    assert_eq!(s["bytes_out"].as_u64(), Some(data), "{s}");
+    // Nothing written beside the input or the model.
+    assert_eq!(files(&packed).len(), files(&model).len());
+    assert_no_temp_files(tmp.path());
 }
 
 /// A Hugging Face cache's snapshot: every file a symlink into `blobs`.

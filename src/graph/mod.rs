@@ -63,7 +63,8 @@ pub use cluster::Cluster;
 pub(crate) use placement::Placement;
 pub(crate) use precision::TargetPrecision;
 pub use shards::{
-    decompress_files, decompress_tensors, decompress_to_memory_all, ShardFigures, ShardedRun,
+    decompress_files, decompress_files_to_null, decompress_tensors, decompress_to_memory_all,
+    ShardFigures, ShardedRun,
 };
 
 use cluster::Timely;

@@ -197,6 +197,30 @@ pub fn decompress_files(
     })
 }
 
+/// Decodes every container of `shards` in one graph run and drops the bytes
+/// (an output of `/dev/null`): every chunk decoded, so every checksum
+/// checked, and nothing kept.
+pub fn decompress_files_to_null(
+    shards: &[Arc<Container>],
+    opts: &RunOptions,
+) -> Result<ShardedRun> {
+    let timely = one_process(opts)?;
+    let runs = shards
+        .iter()
+        .map(|c| {
+            (
+                c.clone(),
+                Arc::new(super::placement::Discard) as Arc<dyn Placement>,
+            )
+        })
+        .collect();
+    let (statistics, figures) = super::run(runs, opts, timely, Only::ALL, None)?;
+    Ok(ShardedRun {
+        statistics,
+        shards: figures,
+    })
+}
+
 /// Decompresses every container of `shards` into memory in one graph run:
 /// each one's safetensors data region, in the order given.
 pub fn decompress_to_memory_all(

@@ -128,6 +128,17 @@ impl Placement for StreamPlacement {
     }
 }
 
+/// The null device: every part is dropped as it is placed. A run into it
+/// decodes (and so checks) every chunk and keeps nothing; parts need no
+/// order, so the chunks are handed out as for a file.
+pub(crate) struct Discard;
+
+impl Placement for Discard {
+    fn place(&self, _offset: u64, _bytes: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Memory holding the data region from `start` on. Byte ranges are handed
 /// out once each, through [`Placement::claim`] (a decoder writes there
 /// directly) or [`Placement::place`] (a copy): a second claim on any byte is
