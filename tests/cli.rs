@@ -617,3 +617,43 @@ fn sigterm_mid_run_removes_the_temporary_output_and_exits_143() {
     }
     assert!(caught, "no run was still going when SIGTERM came");
 }
+
+#[test]
+fn decoding_to_dev_null_checks_every_chunk_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, original) = model(dir.path());
+    let packed = dir.path().join("m.padic");
+    assert!(run_on("compress", &input, &packed, &["--chunk-kib", "8"])
+        .status
+        .success());
+    let stats = dir.path().join("s.json");
+    let null = Path::new("/dev/null");
+    let out = run_on(
+        "decompress",
+        &packed,
+        null,
+        &["--stats-json", stats.to_str().unwrap()],
+    );
+    assert_success(&out);
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    let c = padic_burst::format::Container::open(&packed).unwrap();
+    assert_eq!(
+        s["total_decompressions"].as_u64(),
+        Some(c.header().chunk_count() as u64),
+        "{s}"
+    );
+    assert_eq!(s["bytes_out"].as_u64(), Some(c.header().data_len), "{s}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(null)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // A flipped byte in a section is found.
+    let mut bytes = std::fs::read(&packed).unwrap();
+    bytes[original.len() / 8] ^= 0x20;
+    std::fs::write(&packed, bytes).unwrap();
+    let out = run_on("decompress", &packed, null, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("m.padic") && err.contains("chunk"), "{err}");
+}
