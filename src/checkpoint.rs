@@ -501,10 +501,14 @@ impl PackedCheckpoint {
     ) -> Result<CheckpointStatistics> {
         let started = std::time::Instant::now();
         let run = if crate::output::is_null_device(output) && pipeline.cluster()?.processes == 1 {
-            // `-o /dev/null`: every shard decoded, so every chunk checked,
-            // and nothing kept.
-            let containers: Vec<_> = self.shards.iter().map(|(_, c)| c.clone()).collect();
-            pipeline.decompress_shards_to_null(&containers, target_precision)?
+            // `-o /dev/null`: every shard decoded into it, so every chunk
+            // checked, and nothing kept.
+            let targets: Vec<_> = self
+                .shards
+                .iter()
+                .map(|(_, c)| (c.clone(), output.to_path_buf()))
+                .collect();
+            pipeline.decompress_shards_to_files(&targets, target_precision)?
         } else if pipeline.cluster()?.processes > 1 {
             // Every process writes into one temporary directory of an
             // agreed name; process 0 copies the other files and renames it.

@@ -63,8 +63,7 @@ pub use cluster::Cluster;
 pub(crate) use placement::Placement;
 pub(crate) use precision::TargetPrecision;
 pub use shards::{
-    decompress_files, decompress_files_to_null, decompress_tensors, decompress_to_memory_all,
-    ShardFigures, ShardedRun,
+    decompress_files, decompress_tensors, decompress_to_memory_all, ShardFigures, ShardedRun,
 };
 
 use cluster::Timely;
@@ -147,11 +146,14 @@ pub fn decompress_file(c: Arc<Container>, output: &Path, opts: &RunOptions) -> R
     if timely.cluster.processes > 1 {
         return cluster::decompress_file(c, output, opts, timely);
     }
-    if crate::output::is_null_device(output) {
-        // Decoded and dropped: no order to keep, so no stream.
-        return Ok(shards::decompress_files_to_null(&[c], opts)?.statistics);
-    }
-    if let Some((path, dest)) = crate::output::open_stream(output)? {
+    // The null device needs no order: it takes the file path below, which
+    // drops the bytes (`shards::decompress_files`).
+    let stream = if crate::output::is_null_device(output) {
+        None
+    } else {
+        crate::output::open_stream(output)?
+    };
+    if let Some((path, dest)) = stream {
         // A stream takes the bytes in order as they decode: chunks are
         // handed out in order, and early parts wait (bounded) in memory.
         let out = Arc::new(StreamPlacement::prepare(dest, path, &c)?);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::cluster::Timely;
-use super::placement::{write_behind, FilePlacement, MemoryPlacement, Placement};
+use super::placement::{write_behind, Discard, FilePlacement, MemoryPlacement, Placement};
 use super::records::{ChunkTask, MergeReceipt};
 use super::RunOptions;
 use crate::codec::Tables;
@@ -172,6 +172,8 @@ pub(super) fn one_process(opts: &RunOptions) -> Result<Timely> {
 /// Decompresses every container of `shards` into its safetensors file in
 /// one graph run. Each file is written under a temporary name and renamed
 /// only once the whole run has succeeded; a failure leaves none of them.
+/// An output that is the null device gets nothing: its chunks are decoded
+/// (so checked) and dropped.
 pub fn decompress_files(
     shards: &[(Arc<Container>, PathBuf)],
     opts: &RunOptions,
@@ -181,6 +183,12 @@ pub fn decompress_files(
     let mut temps = Vec::with_capacity(shards.len());
     let mut runs = Vec::with_capacity(shards.len());
     for (c, output) in shards {
+        if crate::output::is_null_device(output) {
+            // Decoded (so checked) and dropped, in no order: nothing to
+            // write or rename.
+            runs.push((c.clone(), Arc::new(Discard) as Arc<dyn Placement>));
+            continue;
+        }
         let temp = TempOutput::create_from(output, c.path())?;
         let file = temp.file().try_clone().map_err(|e| temp.write_error(e))?;
         let out = FilePlacement::prepare(file, temp.shown_path(), c, behind)?;
@@ -191,30 +199,6 @@ pub fn decompress_files(
     for temp in temps {
         temp.commit()?;
     }
-    Ok(ShardedRun {
-        statistics,
-        shards: figures,
-    })
-}
-
-/// Decodes every container of `shards` in one graph run and drops the bytes
-/// (an output of `/dev/null`): every chunk decoded, so every checksum
-/// checked, and nothing kept.
-pub fn decompress_files_to_null(
-    shards: &[Arc<Container>],
-    opts: &RunOptions,
-) -> Result<ShardedRun> {
-    let timely = one_process(opts)?;
-    let runs = shards
-        .iter()
-        .map(|c| {
-            (
-                c.clone(),
-                Arc::new(super::placement::Discard) as Arc<dyn Placement>,
-            )
-        })
-        .collect();
-    let (statistics, figures) = super::run(runs, opts, timely, Only::ALL, None)?;
     Ok(ShardedRun {
         statistics,
         shards: figures,

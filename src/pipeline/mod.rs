@@ -12,9 +12,8 @@ use crate::format::Container;
 use crate::graph::TargetPrecision;
 pub use crate::graph::{
     cluster_of, current_affinity, decompress_file, decompress_files, decompress_files_in_cluster,
-    decompress_files_to_null, decompress_tensor, decompress_tensor_bytes, decompress_tensors,
-    decompress_to_memory, decompress_to_memory_all, pin_current_thread, Cluster, RunOptions,
-    ShardFigures, ShardedRun,
+    decompress_tensor, decompress_tensor_bytes, decompress_tensors, decompress_to_memory,
+    decompress_to_memory_all, pin_current_thread, Cluster, RunOptions, ShardFigures, ShardedRun,
 };
 use crate::monitor::{Monitor, Snapshot, Watcher};
 use crate::policy::Mode;
@@ -319,18 +318,6 @@ impl Pipeline {
         target: Option<u32>,
     ) -> Result<ShardedRun> {
         let r = decompress_files(shards, &self.options(target))?;
-        self.remember(&r.statistics);
-        Ok(r)
-    }
-
-    /// Decodes every container of `shards` in one graph run and keeps
-    /// nothing (an output of `/dev/null`): a check of every chunk.
-    pub fn decompress_shards_to_null(
-        &self,
-        shards: &[Arc<Container>],
-        target: Option<u32>,
-    ) -> Result<ShardedRun> {
-        let r = decompress_files_to_null(shards, &self.options(target))?;
         self.remember(&r.statistics);
         Ok(r)
     }
