@@ -500,7 +500,8 @@ impl PackedCheckpoint {
         target_precision: Option<u32>,
     ) -> Result<CheckpointStatistics> {
         let started = std::time::Instant::now();
-        let run = if crate::output::is_null_device(output) && pipeline.cluster()?.processes == 1 {
+        let processes = pipeline.cluster()?.processes;
+        let run = if crate::output::is_null_device(output) && processes == 1 {
             // `-o /dev/null`: every shard decoded into it, so every chunk
             // checked, and nothing kept.
             let targets: Vec<_> = self
@@ -509,7 +510,7 @@ impl PackedCheckpoint {
                 .map(|(_, c)| (c.clone(), output.to_path_buf()))
                 .collect();
             pipeline.decompress_shards_to_files(&targets, target_precision)?
-        } else if pipeline.cluster()?.processes > 1 {
+        } else if processes > 1 {
             // Every process writes into one temporary directory of an
             // agreed name; process 0 copies the other files and renames it.
             check_target(output, &self.ckpt.root)?;
