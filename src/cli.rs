@@ -115,8 +115,8 @@ pub struct DecompressArgs {
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
     /// While the run goes, write its statistics (--stats-json's keys) as one JSON line every SECS seconds, and a last line at the end, to stderr or --stats-stream [default: no lines].
-    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = above_zero("--stats-interval"))]
-    pub stats_interval: Option<f64>,
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
+    pub stats_interval: Option<std::time::Duration>,
     /// Where --stats-interval's lines go: a FIFO, a device or - (stdout) line by line; a regular file whole at the end [default: stderr].
     #[arg(long, value_name = "FILE", requires = "stats_interval")]
     pub stats_stream: Option<PathBuf>,
@@ -262,6 +262,15 @@ fn above_zero(
             .filter(|v| v.is_finite() && *v > 0.0)
             .ok_or_else(|| format!("{flag} {s}: expected a number above 0"))
     }
+}
+
+/// `--stats-interval`'s seconds ([`crate::config::seconds`]).
+fn parse_seconds(s: &str) -> std::result::Result<std::time::Duration, String> {
+    crate::config::seconds(s).ok_or_else(|| {
+        format!(
+            "--stats-interval {s}: expected a number of seconds above 0 (and below about 10^19)"
+        )
+    })
 }
 
 /// Runs a parsed command line.
@@ -461,7 +470,7 @@ struct LiveStatistics {
 impl LiveStatistics {
     /// `--stats-interval` and `--stats-stream`, for a run writing `output`.
     fn start(
-        (interval, path): (Option<f64>, Option<&std::path::Path>),
+        (interval, path): (Option<std::time::Duration>, Option<&std::path::Path>),
         output: &std::path::Path,
         pipeline: &Pipeline,
         progress: &Arc<Progress>,
@@ -475,7 +484,7 @@ impl LiveStatistics {
                     )));
                 }
                 let stream = StatsStream::open(path, Some(progress.clone()))?;
-                Some(stream.follow(pipeline.monitor(), std::time::Duration::from_secs_f64(secs))?)
+                Some(stream.follow(pipeline.monitor(), secs)?)
             }
             None => None,
         };

@@ -577,6 +577,16 @@ impl Config {
 
 // ---- PADIC_CLUSTER_CONNECT_TIMEOUT_S ----
 
+/// A span of `text` seconds: a number above 0 that a `Duration` holds
+/// (`1e20` is refused, not a panic); `None` otherwise.
+pub fn seconds(text: &str) -> Option<std::time::Duration> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0)
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+}
+
 /// How long a cluster process waits for the others to connect:
 /// `PADIC_CLUSTER_CONNECT_TIMEOUT_S` seconds, 60 by default.
 pub fn cluster_connect_timeout() -> Result<std::time::Duration> {
@@ -587,17 +597,11 @@ pub fn cluster_connect_timeout() -> Result<std::time::Duration> {
 fn cluster_connect_timeout_of(value: Option<String>) -> Result<std::time::Duration> {
     match value {
         None => Ok(std::time::Duration::from_secs(60)),
-        Some(v) => v
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(std::time::Duration::from_secs_f64)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "PADIC_CLUSTER_CONNECT_TIMEOUT_S={v:?}: expected a number of seconds above 0"
-                ))
-            }),
+        Some(v) => seconds(&v).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "PADIC_CLUSTER_CONNECT_TIMEOUT_S={v:?}: expected a number of seconds above 0"
+            ))
+        }),
     }
 }
 

@@ -224,6 +224,10 @@ fn a_failed_run_leaves_no_stream_file_and_bad_flags_are_refused() {
     };
     assert!(refused(&["--stats-interval", "0"]).contains("--stats-interval 0"));
     assert!(refused(&["--stats-interval", "-1"]).contains("above 0"));
+    // More seconds than a Duration holds: refused (it was a panic, exit 101).
+    for big in ["1e20", "18446744073709551616"] {
+        assert!(refused(&["--stats-interval", big]).contains("--stats-interval"));
+    }
     assert!(refused(&["--stats-stream", "s.jsonl"]).contains("--stats-interval"));
     assert!(
         refused(&["--stats-interval", "1", "--stats-stream", "x.safetensors"])
