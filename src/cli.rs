@@ -366,6 +366,7 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         ..Default::default()
     };
     let cfg = Config::load_for_command_line(a.config.as_deref(), flags)?;
+    refuse_clashes(&a)?;
     // A packed directory decodes in one graph run over all its shards.
     let input = match checkpoint::is_checkpoint(&a.input) {
         true => Input::Dir(checkpoint::PackedCheckpoint::open(&a.input)?),
@@ -394,7 +395,6 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         .with_progress(progress.clone());
     let watch = LiveStatistics::start(
         (a.stats_interval, a.stats_stream.as_deref()),
-        &a.output,
         &pipeline,
         &progress,
     )?;
@@ -460,6 +460,49 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// `decompress`'s outputs, refused before any work where one would land on
+/// what the run reads, inside a model directory it reads or writes, or on
+/// another of them.
+fn refuse_clashes(a: &DecompressArgs) -> Result<()> {
+    let mut reads = vec![("the input", a.input.as_path())];
+    reads.extend(a.config.as_deref().map(|p| ("--config", p)));
+    reads.extend(a.pressure_trace.as_deref().map(|p| ("--pressure-trace", p)));
+    let mut trees = Vec::new();
+    let mut writes = Vec::new();
+    let root;
+    if checkpoint::is_checkpoint(&a.input) {
+        root = checkpoint::root_of(&a.input);
+        trees.extend([("the input", root.as_path()), ("-o", a.output.as_path())]);
+    } else {
+        writes.push(("-o", a.output.as_path()));
+    }
+    let histograms: Vec<PathBuf> = a
+        .histogram_out
+        .iter()
+        .flat_map(|h| ["cpu", "gpu", "hybrid"].map(|route| histogram_path(h, route)))
+        .collect();
+    let side = [
+        ("--stats-json", &a.stats_json),
+        ("--placement-log", &a.placement_log),
+        ("--timeline", &a.timeline),
+        ("--record-pressure", &a.record_pressure),
+        (
+            "--stats-stream",
+            if a.stats_interval.is_some() {
+                &a.stats_stream
+            } else {
+                &None
+            },
+        ),
+    ];
+    writes.extend(
+        side.iter()
+            .filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p))),
+    );
+    writes.extend(histograms.iter().map(|p| ("--histogram-out", p.as_path())));
+    crate::output::refuse_clashes(&reads, &trees, &writes)
+}
+
 /// What follows a decode while it goes: the bar's status line on a
 /// terminal, and the `--stats-interval` lines.
 struct LiveStatistics {
@@ -468,21 +511,15 @@ struct LiveStatistics {
 }
 
 impl LiveStatistics {
-    /// `--stats-interval` and `--stats-stream`, for a run writing `output`.
+    /// `--stats-interval` and `--stats-stream` (checked against the run's
+    /// other paths by [`refuse_clashes`]).
     fn start(
         (interval, path): (Option<std::time::Duration>, Option<&std::path::Path>),
-        output: &std::path::Path,
         pipeline: &Pipeline,
         progress: &Arc<Progress>,
     ) -> Result<Self> {
         let stream = match interval {
             Some(secs) => {
-                if path == Some(output) {
-                    return Err(Error::InvalidArgument(format!(
-                        "--stats-stream {}: that is the output itself",
-                        output.display()
-                    )));
-                }
                 let stream = StatsStream::open(path, Some(progress.clone()))?;
                 Some(stream.follow(pipeline.monitor(), secs)?)
             }
@@ -553,6 +590,16 @@ fn inspect(a: InspectArgs) -> Result<()> {
 fn plan(a: PlanArgs) -> Result<()> {
     let cfg = Config::load_for_command_line(a.config.as_deref(), ConfigLayer::default())?;
     let trace = Trace::load(&a.pressure_trace)?;
+    if let Some(svg) = &a.svg {
+        let mut reads = vec![
+            ("the input", a.input.as_path()),
+            ("--pressure-trace", a.pressure_trace.as_path()),
+        ];
+        reads.extend(a.config.as_deref().map(|p| ("--config", p)));
+        let root = checkpoint::is_checkpoint(&a.input).then(|| checkpoint::root_of(&a.input));
+        let trees: Vec<_> = root.iter().map(|r| ("the input", r.as_path())).collect();
+        crate::output::refuse_clashes(&reads, &trees, &[("--svg", svg)])?;
+    }
     // A packed directory is planned as one run decodes it: every shard, in index order.
     let input = match checkpoint::is_checkpoint(&a.input) {
         true => Input::Dir(checkpoint::PackedCheckpoint::open(&a.input)?),
@@ -590,6 +637,11 @@ fn plan(a: PlanArgs) -> Result<()> {
 }
 
 fn bench(a: BenchArgs, quiet: bool) -> Result<()> {
+    if let Some(path) = &a.json {
+        let mut reads: Vec<_> = a.input.iter().map(|p| ("the input", p.as_path())).collect();
+        reads.extend(a.traces.iter().flatten().map(|p| ("--traces", p.as_path())));
+        crate::output::refuse_clashes(&reads, &[], &[("--json", path)])?;
+    }
     let mut o = crate::bench::BenchOptions::new(a.quick);
     o.input = a.input;
     if let Some(mb) = a.synthetic {

@@ -109,6 +109,98 @@ pub fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where a path leads, to tell two spellings of one file apart.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    /// `-`.
+    Stdout,
+    /// Something that exists: its device and inode (symlinks followed).
+    Inode(u64, u64),
+    /// Nothing yet: where it would be made ([`located`]).
+    Path(PathBuf),
+}
+
+/// `path` made absolute through its deepest existing ancestor, that one
+/// canonical (symlinks resolved) and the rest as given.
+fn located(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut at = absolute.as_path();
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
+/// Where `path` leads; `None` for the null device, which any number of
+/// outputs may share.
+fn place(path: &Path) -> Option<Place> {
+    if path.as_os_str() == "-" {
+        return Some(Place::Stdout);
+    }
+    if is_null_device(path) {
+        return None;
+    }
+    Some(match std::fs::metadata(path) {
+        Ok(m) => Place::Inode(m.dev(), m.ino()),
+        Err(_) => Place::Path(located(path)),
+    })
+}
+
+/// A path a command reads or writes, with the flag that named it (`-o`,
+/// `--stats-json`, `the input`).
+pub type Named<'a> = (&'a str, &'a Path);
+
+/// Refuses, before any work, an output that would land on something the
+/// command reads or on another of its outputs, however each is spelled:
+/// each of `writes` must not be one of `reads`, nor lie inside one of
+/// `trees` (a model directory read or written whole), nor be another of
+/// `writes`. The null device is never a clash.
+pub fn refuse_clashes(reads: &[Named], trees: &[Named], writes: &[Named]) -> Result<()> {
+    let refuse = |what: String| Err(Error::InvalidArgument(what));
+    for (i, &(flag, path)) in writes.iter().enumerate() {
+        let Some(at) = place(path) else { continue };
+        for &(read_flag, read) in reads {
+            if place(read).as_ref() == Some(&at) {
+                return refuse(format!(
+                    "{flag} {} is {read_flag} {} itself, which this command reads: \
+                     refusing to write over it",
+                    path.display(),
+                    read.display()
+                ));
+            }
+        }
+        for &(tree_flag, tree) in trees {
+            if located(path).starts_with(located(tree)) {
+                return refuse(format!(
+                    "{flag} {}: that lies inside {tree_flag} {}, a model directory: \
+                     give a path outside it",
+                    path.display(),
+                    tree.display()
+                ));
+            }
+        }
+        for &(other_flag, other) in &writes[..i] {
+            if place(other).as_ref() == Some(&at) {
+                return refuse(format!(
+                    "{flag} {} is {other_flag} {} itself: give each output a path of its own",
+                    path.display(),
+                    other.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether `path` is the null device (`/dev/null`, however reached): a
 /// character device with its device number.
 pub fn is_null_device(path: &Path) -> bool {
@@ -164,10 +256,6 @@ impl TempOutput {
         let name = target.file_name().ok_or_else(|| {
             Error::InvalidArgument(format!("{} is not a file path", target.display()))
         })?;
-        let folder = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
         temp_name.push(format!(
@@ -176,21 +264,14 @@ impl TempOutput {
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let temp = target.with_file_name(temp_name);
-        let file =
-            create_pending(&temp, || create_new(&temp, mode.unwrap_or(0o666))).map_err(|e| {
-                // Name the folder the user can act on, not the hidden temporary name.
-                Error::io(
-                    &folder,
-                    std::io::Error::new(
-                        e.kind(),
-                        format!("cannot create the output {}: {e}", target.display()),
-                    ),
-                )
-            })?;
+        // Errors name the output as given, not the hidden temporary name, and
+        // keep the system's error (its errno reaches Python's OSError).
+        let file = create_pending(&temp, || create_new(&temp, mode.unwrap_or(0o666)))
+            .map_err(|e| Error::io(&target, e))?;
         if let Some(mode) = mode {
             // Exactly the source's bits (the umask may only have narrowed them).
             file.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io(&temp, e))?;
+                .map_err(|e| Error::io(&target, e))?;
         }
         Ok(TempOutput {
             temp,
@@ -334,7 +415,7 @@ fn create_new(path: &Path, mode: u32) -> std::io::Result<File> {
 }
 
 /// Follows `link` to the path it finally names (which may not exist yet).
-fn resolve_link(link: &Path) -> Result<PathBuf> {
+pub(crate) fn resolve_link(link: &Path) -> Result<PathBuf> {
     let mut path = link.to_path_buf();
     for _ in 0..40 {
         match std::fs::read_link(&path) {

@@ -466,6 +466,135 @@ fn an_output_that_is_the_input_is_refused_and_the_input_survives() {
 }
 
 #[test]
+fn a_side_output_on_the_input_or_on_another_output_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = model(dir.path());
+    let packed = dir.path().join("m.padic");
+    assert!(run_on("compress", &input, &packed, &[]).status.success());
+    let packed_bytes = std::fs::read(&packed).unwrap();
+    let trace = dir.path().join("trace.csv");
+    std::fs::write(&trace, "t_ms,used_mb,total_mb\n0,10,100\n").unwrap();
+    let out = dir.path().join("out.safetensors");
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+    // Each used to write over the input (or the output) and exit 0.
+    let input_link = dir.path().join("link.padic");
+    std::os::unix::fs::symlink(&packed, &input_link).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--stats-json".into(), p(&packed)], "--stats-json"),
+        (
+            vec!["--placement-log".into(), p(&packed)],
+            "--placement-log",
+        ),
+        (vec!["--timeline".into(), p(&input_link)], "--timeline"),
+        (
+            vec!["--record-pressure".into(), p(&packed)],
+            "--record-pressure",
+        ),
+        (
+            vec![
+                "--stats-interval".into(),
+                "5".into(),
+                "--stats-stream".into(),
+                p(&packed),
+            ],
+            "--stats-stream",
+        ),
+        (
+            vec![
+                "--pressure-trace".into(),
+                p(&trace),
+                "--stats-json".into(),
+                p(&trace),
+            ],
+            "--pressure-trace",
+        ),
+        (vec!["--stats-json".into(), p(&out)], "-o"),
+        (
+            vec![
+                "--stats-json".into(),
+                p(&dir.path().join("s.json")),
+                "--timeline".into(),
+                p(&dir.path().join("./s.json")),
+            ],
+            "--stats-json",
+        ),
+    ];
+    for (args, named) in &cases {
+        let o = bin()
+            .arg("decompress")
+            .arg(&packed)
+            .arg("-o")
+            .arg(&out)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(named) && err.contains("itself"),
+            "{args:?}: {err}"
+        );
+        assert!(!out.exists(), "{args:?}: decoded although refused");
+    }
+    // --histogram-out h.hgrm writes h.cpu.hgrm: that name may be the input.
+    let hist_input = dir.path().join("h.cpu.hgrm");
+    std::fs::copy(&packed, &hist_input).unwrap();
+    let o = bin()
+        .arg("decompress")
+        .arg(&hist_input)
+        .arg("-o")
+        .arg(&out)
+        .arg("--histogram-out")
+        .arg(dir.path().join("h.hgrm"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&hist_input).unwrap(), packed_bytes);
+    // plan --svg over the input.
+    let o = bin()
+        .arg("plan")
+        .arg(&packed)
+        .arg("--pressure-trace")
+        .arg(&trace)
+        .arg("--svg")
+        .arg(&packed)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&packed).unwrap(), packed_bytes);
+    // Any number of outputs may go to /dev/null.
+    let o = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .args([
+            "-o",
+            "/dev/null",
+            "--stats-json",
+            "/dev/null",
+            "--placement-log",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&o);
+    assert_eq!(
+        std::fs::read(&trace).unwrap(),
+        b"t_ms,used_mb,total_mb\n0,10,100\n"
+    );
+    assert_no_temp_files(dir.path());
+}
+
+#[test]
 fn a_private_input_gives_a_private_output() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

@@ -231,7 +231,7 @@ fn a_failed_run_leaves_no_stream_file_and_bad_flags_are_refused() {
     assert!(refused(&["--stats-stream", "s.jsonl"]).contains("--stats-interval"));
     assert!(
         refused(&["--stats-interval", "1", "--stats-stream", "x.safetensors"])
-            .contains("the output itself")
+            .contains("--stats-stream x.safetensors is -o x.safetensors itself")
     );
 }
 

@@ -137,9 +137,16 @@ fn a_directory_is_refused_and_leaves_nothing() {
 }
 
 #[test]
-fn an_unwritable_folder_is_named_not_the_hidden_temporary() {
+fn an_output_that_cannot_be_made_is_named_not_the_hidden_temporary() {
     let err = write_atomic(Path::new("/proc/padic-no-such/out.bin"), b"x").unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("/proc/padic-no-such:"), "{msg}");
+    assert!(msg.starts_with("/proc/padic-no-such/out.bin:"), "{msg}");
     assert!(!msg.contains(".tmp-"), "{msg}");
+    // The system's own error, errno included (Python's OSError is made of it).
+    match err {
+        padic_burst::Error::Io { source, .. } => {
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{source}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
