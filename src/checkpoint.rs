@@ -51,6 +51,18 @@ pub fn is_index_json(path: &Path) -> bool {
             .is_some_and(|n| n.ends_with(INDEX_SUFFIX))
 }
 
+/// The directory of the checkpoint `input` names: `input` itself, or the
+/// directory its index is in.
+pub fn root_of(input: &Path) -> PathBuf {
+    if input.is_dir() {
+        return input.to_path_buf();
+    }
+    match input.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// The files of a checkpoint directory, relative to its root, sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -62,6 +74,10 @@ pub struct Checkpoint {
     pub others: Vec<PathBuf>,
     /// Directories with nothing in them, made again in the output.
     pub empty_dirs: Vec<PathBuf>,
+    /// Symlinks that lead nowhere (to nothing, or round in a loop), and why:
+    /// refused where the directory is written out ([`Checkpoint::check_writable`]),
+    /// no obstacle to reading its shards.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 fn bad(path: &Path, what: impl Into<String>) -> Error {
@@ -76,25 +92,19 @@ impl Checkpoint {
     /// one), with `shard_ext` files as shards, and checks that every shard its
     /// index names is there (as `<stem>.<shard_ext>`).
     pub fn discover(input: &Path, shard_ext: &str) -> Result<Checkpoint> {
-        let root = if input.is_dir() {
-            input.to_path_buf()
-        } else if is_index_json(input) {
-            match input.parent() {
-                Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
-                Some(p) => p.to_path_buf(),
-                None => PathBuf::from("."),
-            }
-        } else {
+        if !is_checkpoint(input) {
             return Err(bad(
                 input,
                 format!("neither a directory nor a `*{INDEX_SUFFIX}` file"),
             ));
-        };
+        }
+        let root = root_of(input);
         let mut listing = Listing::default();
         listing.walk(&root, Path::new(""))?;
         let Listing {
             mut files,
             mut empty_dirs,
+            unreadable,
             ..
         } = listing;
         files.sort();
@@ -107,6 +117,7 @@ impl Checkpoint {
             shards,
             others,
             empty_dirs,
+            unreadable,
         };
         for index in ckpt.indexes() {
             ckpt.check_index(&index, shard_ext)?;
@@ -127,6 +138,25 @@ impl Checkpoint {
 
     /// Every shard named in `index`'s `weight_map` is here.
     fn check_index(&self, index: &Path, shard_ext: &str) -> Result<()> {
+        for (name, shard) in self.index_shards(index, shard_ext)? {
+            if !self.shards.contains(&shard) {
+                let what = match shard_ext {
+                    SAFETENSORS_EXT => format!("names shard '{name}', which is missing"),
+                    _ => format!(
+                        "names shard '{name}', but its container {} is missing",
+                        self.root.join(&shard).display()
+                    ),
+                };
+                return Err(bad(index, what));
+            }
+        }
+        Ok(())
+    }
+
+    /// The shards `index`'s `weight_map` names, each as written there and as
+    /// the path of its `shard_ext` file relative to the root. A name must be
+    /// a `.safetensors` file inside the index's directory.
+    fn index_shards(&self, index: &Path, shard_ext: &str) -> Result<Vec<(String, PathBuf)>> {
         let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| bad(index, format!("not a JSON index: {e}")))?;
@@ -147,19 +177,92 @@ impl Checkpoint {
             .collect::<Result<BTreeSet<&str>>>()?;
         let dir = index.parent().unwrap_or(Path::new("."));
         let rel = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
-        for name in named {
-            let shard = rel.join(name).with_extension(shard_ext);
-            if !self.shards.contains(&shard) {
+        named
+            .into_iter()
+            .map(|name| {
+                let path = Path::new(name);
+                let inside = path
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside {
+                    return Err(bad(
+                        index,
+                        format!(
+                            "names shard '{name}', which is not a file inside the index's \
+                             directory: a shard is named by its path relative to the index"
+                        ),
+                    ));
+                }
+                if path.extension().is_none_or(|e| e != SAFETENSORS_EXT) {
+                    return Err(bad(
+                        index,
+                        format!("names shard '{name}', which is not a `.safetensors` file"),
+                    ));
+                }
+                Ok((name.to_string(), rel.join(path).with_extension(shard_ext)))
+            })
+            .collect()
+    }
+
+    /// Checks, before any work, that the directory can be written out with
+    /// its shards as `out_ext` files: every other file can be read, and none
+    /// has the name a shard's output takes (it would be written twice).
+    pub fn check_writable(&self, out_ext: &str) -> Result<()> {
+        if let Some((rel, why)) = self.unreadable.first() {
+            return Err(bad(
+                &self.root.join(rel),
+                format!(
+                    "{why}: every file of the directory is copied, and this one cannot be read"
+                ),
+            ));
+        }
+        for shard in &self.shards {
+            let out = shard.with_extension(out_ext);
+            if self.others.contains(&out) {
                 return Err(bad(
-                    index,
+                    &self.root.join(&out),
                     format!(
-                        "names shard '{name}', but {} is missing",
-                        self.root.join(&shard).display()
+                        "{} {} takes this name too, so the output would hold two files of \
+                         one name: move or rename one of them",
+                        shard.display(),
+                        if out_ext == PADIC_EXT {
+                            "compressed"
+                        } else {
+                            "decoded"
+                        }
                     ),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// The shards a model is loaded from: those the root's indexes name
+    /// (or only `index`'s, when the checkpoint was given by its index), as
+    /// `transformers` reads them; every shard where there is no index.
+    fn model_shards(&self, index: Option<&Path>) -> Result<Vec<PathBuf>> {
+        let indexes: Vec<PathBuf> = match index {
+            Some(i) => vec![i.to_path_buf()],
+            None => self
+                .indexes()
+                .into_iter()
+                .filter(|i| i.parent() == Some(self.root.as_path()))
+                .collect(),
+        };
+        if indexes.is_empty() {
+            return Ok(self.shards.clone());
+        }
+        let mut named = BTreeSet::new();
+        for i in &indexes {
+            named.extend(self.index_shards(i, PADIC_EXT)?.into_iter().map(|(_, p)| p));
+        }
+        // In index order: the shards' order, kept.
+        Ok(self
+            .shards
+            .iter()
+            .filter(|s| named.contains(*s))
+            .cloned()
+            .collect())
     }
 }
 
@@ -172,6 +275,7 @@ impl Checkpoint {
 struct Listing {
     files: Vec<PathBuf>,
     empty_dirs: Vec<PathBuf>,
+    unreadable: Vec<(PathBuf, String)>,
     /// The directories being walked, by their canonical paths.
     open: Vec<PathBuf>,
 }
@@ -191,9 +295,25 @@ impl Listing {
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let path = entry.path();
-            let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
             let name = rel.join(entry.file_name());
             empty = false;
+            let meta = match std::fs::metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if entry.file_type().is_ok_and(|t| t.is_symlink()) => {
+                    let why = match e.raw_os_error() {
+                        Some(libc::ELOOP) => "a symlink loop".to_string(),
+                        _ => match std::fs::read_link(&path) {
+                            Ok(to) => {
+                                format!("a symlink to {}, which does not exist", to.display())
+                            }
+                            Err(_) => format!("a symlink that leads nowhere ({e})"),
+                        },
+                    };
+                    self.unreadable.push((name, why));
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            };
             if meta.is_dir() {
                 self.walk(root, &name)?;
             } else if meta.is_file() {
@@ -277,17 +397,24 @@ fn temp_beside(target: &Path, suffix: &str) -> Result<PathBuf> {
 impl TempDir {
     /// Checks `target` ([`check_target`]), then creates `.<name>.tmp-<pid>`
     /// beside it.
+    /// A symlink to an empty directory is written through: the directory it
+    /// leads to is replaced, and the link stays.
     fn create(target: &Path, source: &Path) -> Result<TempDir> {
-        check_target(target, source)?;
-        let temp = temp_beside(target, &format!("tmp-{}", std::process::id()))?;
+        let target = match std::fs::symlink_metadata(target) {
+            Ok(m) if m.file_type().is_symlink() => crate::output::resolve_link(target)?,
+            _ => target.to_path_buf(),
+        };
+        check_target(&target, source)?;
+        let temp = temp_beside(&target, &format!("tmp-{}", std::process::id()))?;
+        // Errors name the output as given, not the hidden temporary name.
         if temp.exists() {
-            std::fs::remove_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
+            std::fs::remove_dir_all(&temp).map_err(|e| Error::io(&target, e))?;
         }
         crate::output::create_pending(&temp, || std::fs::create_dir_all(&temp))
-            .map_err(|e| Error::io(&temp, e))?;
+            .map_err(|e| Error::io(&target, e))?;
         Ok(TempDir {
             temp,
-            target: target.to_path_buf(),
+            target,
             committed: false,
         })
     }
@@ -393,6 +520,7 @@ pub fn compress_dir(
     progress: &Progress,
 ) -> Result<CheckpointSummary> {
     let ckpt = Checkpoint::discover(input, SAFETENSORS_EXT)?;
+    ckpt.check_writable(PADIC_EXT)?;
     for rel in &ckpt.shards {
         check_safetensors(&ckpt.root.join(rel))?;
     }
@@ -430,8 +558,42 @@ pub fn open_packed(input: &Path) -> Result<Vec<(PathBuf, Arc<Container>)>> {
     open_shards(&Checkpoint::discover(input, PADIC_EXT)?)
 }
 
+/// Opens the shards a model loads from, in the packed checkpoint at `input`
+/// (a directory or its index): with an index, the shards it names (a
+/// `consolidated.padic` or another copy beside them is not read), every
+/// shard without one. A tensor name found in two of them is refused, naming
+/// both: a dictionary of tensors can hold only one.
+pub fn open_model(input: &Path) -> Result<Vec<(PathBuf, Arc<Container>)>> {
+    let ckpt = Checkpoint::discover(input, PADIC_EXT)?;
+    let index = is_index_json(input).then_some(input);
+    let shards = ckpt.model_shards(index)?;
+    let opened = open_these(&ckpt, &shards)?;
+    let mut seen: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    for (rel, c) in &opened {
+        for t in &c.header().tensors {
+            if let Some(first) = seen.insert(&t.name, rel) {
+                return Err(bad(
+                    &ckpt.root,
+                    format!(
+                        "tensor '{}' is in two shards, {} and {}: a model's tensors need \
+                         names of their own (an index naming the shards to load settles it)",
+                        t.name,
+                        first.display(),
+                        rel.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(opened)
+}
+
 fn open_shards(ckpt: &Checkpoint) -> Result<Vec<(PathBuf, Arc<Container>)>> {
-    ckpt.shards
+    open_these(ckpt, &ckpt.shards)
+}
+
+fn open_these(ckpt: &Checkpoint, shards: &[PathBuf]) -> Result<Vec<(PathBuf, Arc<Container>)>> {
+    shards
         .iter()
         .map(|rel| Ok((rel.clone(), Arc::new(Container::open(ckpt.root.join(rel))?))))
         .collect()
@@ -501,7 +663,11 @@ impl PackedCheckpoint {
     ) -> Result<CheckpointStatistics> {
         let started = std::time::Instant::now();
         let processes = pipeline.cluster()?.processes;
-        let run = if crate::output::is_null_device(output) && processes == 1 {
+        let discard = crate::output::is_null_device(output) && processes == 1;
+        if !discard {
+            self.ckpt.check_writable(SAFETENSORS_EXT)?;
+        }
+        let run = if discard {
             // `-o /dev/null`: every shard decoded into it, so every chunk
             // checked, and nothing kept.
             let targets: Vec<_> = self

@@ -413,6 +413,20 @@ fn a_symlink_loop_or_a_fifo_in_the_directory_is_refused() {
         "a symlink loop: this directory is",
     );
     std::fs::remove_file(model.join("tokenizer/up")).unwrap();
+    // A file symlink loop, and a symlink to nothing: exit 2 naming the link
+    // (a loop was exit 1, "Too many levels of symbolic links").
+    std::os::unix::fs::symlink("b", model.join("a")).unwrap();
+    std::os::unix::fs::symlink("a", model.join("b")).unwrap();
+    refused(
+        &compress(&model, &tmp.path().join("out")),
+        ": a symlink loop",
+    );
+    std::fs::remove_file(model.join("b")).unwrap();
+    refused(
+        &compress(&model, &tmp.path().join("out")),
+        "a: a symlink to b, which does not exist",
+    );
+    std::fs::remove_file(model.join("a")).unwrap();
     mkfifo(&model.join("events"));
     refused(
         &compress(&model, &tmp.path().join("out")),
@@ -457,6 +471,142 @@ fn a_directory_with_no_shard_or_a_bad_index_is_refused() {
     };
     refused(&plan(&empty), "holds no `*.padic` shard");
     refused(&plan(&model), "no `weight_map` object");
+}
+
+#[test]
+fn a_file_that_takes_a_shards_output_name_is_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, packed) = packed_model(tmp.path());
+    // A stale container beside its shard: compressing would write
+    // model-00002-of-00003.padic twice (the copy won, the shard was lost).
+    std::fs::write(model.join("model-00002-of-00003.padic"), b"stale").unwrap();
+    let again = tmp.path().join("again");
+    refused(
+        &compress(&model, &again),
+        "model-00002-of-00003.padic: model-00002-of-00003.safetensors compressed takes this name too",
+    );
+    assert!(!again.exists());
+    // A stray safetensors file in a packed directory, the same way back.
+    std::fs::write(packed.join("model-00001-of-00003.safetensors"), b"junk").unwrap();
+    let restored = tmp.path().join("restored");
+    refused(
+        &decompress(&packed, &restored, &[]),
+        "model-00001-of-00003.safetensors: model-00001-of-00003.padic decoded takes this name too",
+    );
+    assert!(!restored.exists());
+    assert_no_temp_files(tmp.path());
+}
+
+#[test]
+fn an_index_naming_a_file_outside_its_directory_or_not_a_shard_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    std::fs::write(tmp.path().join("outside.safetensors"), b"x").unwrap();
+    let index = model.join("model.safetensors.index.json");
+    let outside = tmp.path().join("outside.safetensors");
+    for (name, said) in [
+        (
+            "../outside.safetensors",
+            "which is not a file inside the index's directory",
+        ),
+        (
+            outside.to_str().unwrap(),
+            "which is not a file inside the index's directory",
+        ),
+        ("config.json", "which is not a `.safetensors` file"),
+    ] {
+        let json = serde_json::json!({"weight_map": {"w": name}});
+        std::fs::write(&index, serde_json::to_vec(&json).unwrap()).unwrap();
+        refused(
+            &compress(&model, &tmp.path().join("out")),
+            &format!("names shard '{name}', {said}"),
+        );
+    }
+    assert!(!tmp.path().join("out").exists());
+}
+
+#[test]
+fn a_side_output_inside_a_model_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, packed) = packed_model(tmp.path());
+    let before = files(&packed);
+    let restored = tmp.path().join("restored");
+    let shard = packed.join("model-00001-of-00003.padic");
+    let inside_out = restored.join("stats.json");
+    for (path, said) in [
+        (&shard, "inside the input"),
+        (&packed.join("stats.json"), "inside the input"),
+        (&inside_out, "inside -o"),
+    ] {
+        refused(
+            &decompress(
+                &packed,
+                &restored,
+                &["--stats-json", path.to_str().unwrap()],
+            ),
+            said,
+        );
+    }
+    assert_eq!(files(&packed), before, "the packed directory is untouched");
+    assert!(!restored.exists());
+}
+
+#[test]
+fn an_output_that_is_a_symlink_to_an_empty_directory_is_written_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = model_dir(tmp.path());
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&empty, &link).unwrap();
+    // It failed with "Not a directory" (exit 1).
+    assert_success(&compress(&model, &link));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(
+        empty.join("config.json").is_file()
+            && empty.join(SHARDS[0]).with_extension("padic").is_file()
+    );
+    let restored = tmp.path().join("restored");
+    assert_success(&decompress(&link, &restored, &[]));
+    assert_eq!(files(&restored), files(&model));
+}
+
+#[test]
+fn a_model_loads_the_shards_its_index_names_and_refuses_a_name_in_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, packed) = packed_model(tmp.path());
+    let names = |shards: &[(PathBuf, std::sync::Arc<padic_burst::format::Container>)]| {
+        shards
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+    };
+    // A consolidated copy beside the shards, which the index does not name.
+    std::fs::copy(
+        packed.join("model-00002-of-00003.padic"),
+        packed.join("consolidated.padic"),
+    )
+    .unwrap();
+    let shards = padic_burst::checkpoint::open_model(&packed).unwrap();
+    assert_eq!(
+        names(&shards),
+        SHARDS.map(|s| s.replace(".safetensors", ".padic")).to_vec()
+    );
+    let by_index =
+        padic_burst::checkpoint::open_model(&packed.join("model.safetensors.index.json")).unwrap();
+    assert_eq!(names(&by_index), names(&shards));
+    // Without the index every shard is read, and the name in two is refused.
+    std::fs::remove_file(packed.join("model.safetensors.index.json")).unwrap();
+    let err = padic_burst::checkpoint::open_model(&packed)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("' is in two shards, consolidated.padic and model-00002-of-00003.padic"),
+        "{err}"
+    );
 }
 
 #[test]

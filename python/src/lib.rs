@@ -155,10 +155,11 @@ fn summary_dict(
 /// One loaded tensor: `(name, dtype, shape, capsule holder)`.
 type Loaded = (String, String, Vec<u64>, DlTensor);
 
-/// The containers of a `.padic` file or a packed directory, in index order.
+/// The containers of a `.padic` file, or of a packed model (the shards its
+/// index names; see `checkpoint::open_model`), in index order.
 fn open_all(path: &Path) -> padic_burst::Result<Vec<Arc<Container>>> {
     if padic_burst::checkpoint::is_checkpoint(path) {
-        Ok(padic_burst::checkpoint::open_packed(path)?
+        Ok(padic_burst::checkpoint::open_model(path)?
             .into_iter()
             .map(|(_, c)| c)
             .collect())

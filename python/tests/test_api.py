@@ -61,6 +61,54 @@ def test_safe_open_on_a_packed_directory(sharded):
         assert f.get_tensor(name).tobytes() == tensors[name].tobytes()
 
 
+def test_a_packed_model_loads_the_shards_its_index_names(sharded, tmp_path):
+    """A copy beside the shards that the index does not name (as
+    `consolidated.safetensors` is in many repositories) is not read; it was,
+    and its tensors replaced the indexed ones."""
+    import shutil
+
+    _, packed_dir, _, tensors = sharded
+    copy = tmp_path / "packed"
+    shutil.copytree(packed_dir, copy)
+    first = "model-00001-of-00003.padic"
+    stale = padic_burst.numpy.load_file(copy / first)
+    name = next(iter(stale))
+    # The stray copy holds other values under the same names.
+    stale = {k: np.zeros_like(v) for k, v in stale.items()}
+    padic_burst.numpy.save_file(stale, copy / "consolidated.padic")
+    # An unrelated link that leads nowhere does not stop a load.
+    (copy / "docs").mkdir()
+    (copy / "docs" / "broken").symlink_to("/nonexistent")
+    for path in [copy, copy / "model.safetensors.index.json"]:
+        loaded = padic_burst.numpy.load_file(path)
+        assert set(loaded) == set(tensors)
+        assert loaded[name].tobytes() == tensors[name].tobytes()
+        with padic_burst.safe_open(path, framework="np") as f:
+            assert sorted(f.keys()) == sorted(tensors)
+    # Without an index every shard is read, and a name in two is refused.
+    (copy / "model.safetensors.index.json").unlink()
+    with pytest.raises(padic_burst.PadicError, match=f"is in two shards, consolidated.padic and {first}"):
+        padic_burst.numpy.load_file(copy)
+
+
+def test_output_errors_are_oserrors_naming_the_output(sharded, tmp_path):
+    model, _, _, _ = sharded
+    src = next(model.glob("*.safetensors"))
+    (tmp_path / "afile").write_text("x")
+    for dst, kind, code in [
+        (tmp_path / "nodir" / "y.padic", FileNotFoundError, errno.ENOENT),
+        (tmp_path / "afile" / "y.padic", NotADirectoryError, errno.ENOTDIR),
+    ]:
+        with pytest.raises(kind) as e:
+            padic_burst.compress_file(src, dst)
+        assert (e.value.errno, e.value.filename) == (code, str(dst)), e.value
+    # A directory's output is named as given, not by its hidden temporary name.
+    dst = tmp_path / "afile" / "packed"
+    with pytest.raises(NotADirectoryError) as e:
+        padic_burst.compress_file(model, dst)
+    assert (e.value.errno, e.value.filename) == (errno.ENOTDIR, str(dst)), e.value
+
+
 def test_get_tensors_decodes_a_layer_in_one_run(sharded):
     _, packed_dir, _, tensors = sharded
     # The layer's tensors lie in all three shards.
