@@ -2,12 +2,21 @@
 
 import importlib
 import json
+import math
 import operator
 import os
 
 from . import _padic_burst
 
 _FRAMEWORKS = {"pt": "pt", "torch": "pt", "np": "np", "numpy": "np"}
+
+# The packed sub-byte dtypes and their width in bits: they travel as bytes.
+_PACKED_BITS = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
+class DtypeError(_padic_burst.PadicError, TypeError):
+    """A tensor whose dtype the framework has no type for (a ``PadicError``,
+    and a ``TypeError`` as it was before)."""
 
 
 def _framework(name):
@@ -108,7 +117,7 @@ class Pipeline:
         module = _module(fw)
         device = _device_name(device)
         rows = self._inner.load(os.fspath(path), device, target_precision, fw == "pt")
-        return {name: module._tensor(name, dtype, holder, device) for name, dtype, _, holder in rows}
+        return {name: module._tensor(name, dtype, shape, holder, device) for name, dtype, shape, holder in rows}
 
 
 class safe_open:
@@ -168,7 +177,7 @@ class safe_open:
             self._pipeline._inner, list(names), self._target, self._framework == "pt"
         )
         module = _module(self._framework)
-        return {name: module._tensor(name, dtype, holder, self._device) for name, dtype, _, holder in rows}
+        return {name: module._tensor(name, dtype, shape, holder, self._device) for name, dtype, shape, holder in rows}
 
     def get_slice(self, name):
         """A slice object, as safetensors' ``get_slice`` gives: ``get_shape()``
@@ -183,18 +192,18 @@ class safe_open:
     def _get_rows(self, name, first, last):
         """Rows ``first:last`` of tensor ``name``: only their chunks decoded."""
         opened = self._handle()
-        dtype, _, holder = opened.get_rows(
+        dtype, shape, holder = opened.get_rows(
             self._pipeline._inner, name, first, last, self._target, self._framework == "pt"
         )
-        return _module(self._framework)._tensor(name, dtype, holder, self._device)
+        return _module(self._framework)._tensor(name, dtype, shape, holder, self._device)
 
     def get_tensor(self, name):
         """One tensor, decoded alone (or taken from the cache)."""
         opened = self._handle()
-        dtype, _, holder = opened.get_tensor(
+        dtype, shape, holder = opened.get_tensor(
             self._pipeline._inner, name, self._target, self._framework == "pt"
         )
-        return _module(self._framework)._tensor(name, dtype, holder, self._device)
+        return _module(self._framework)._tensor(name, dtype, shape, holder, self._device)
 
 
 def _save_file(framework, tensors, filename, metadata, options):
@@ -244,6 +253,9 @@ class _Slice:
         parts = index if isinstance(index, tuple) else (index,)
         if not self._shape or not self._shape[0] or not parts:
             return None
+        bits = _PACKED_BITS.get(self._dtype)
+        if bits is not None and (math.prod(self._shape[1:]) * bits) % 8:
+            return None  # a row is not whole bytes: the tensor's packed view decides
         head, rest, n = parts[0], parts[1:], self._shape[0]
         i = _as_int(head)
         if i is not None:

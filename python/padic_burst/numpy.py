@@ -4,11 +4,14 @@ Arrays wrap the decoded memory without a copy (DLPack); they are writable with
 NumPy 2.1 or later (DLPack 1.0), read-only with older NumPy. NumPy has no bfloat16
 or 8-bit floats: those come through the ``ml_dtypes`` package when it is
 installed, and are an error naming the dtype and the package when it is not.
+The packed sub-byte floats (F4, F6_E2M3, F6_E3M2) have no NumPy type (nor
+one in ``ml_dtypes``, whose 4- and 6-bit floats take a byte each): loading them
+raises ``PadicError``, as ``safetensors.numpy`` refuses them.
 """
 
 import numpy as np
 
-from ._pipeline import Pipeline, _save_file
+from ._pipeline import _PACKED_BITS, DtypeError, Pipeline, _save_file
 
 _NATIVE = {
     "F64": np.float64,
@@ -24,7 +27,12 @@ _NATIVE = {
     "U8": np.uint8,
     "BOOL": np.bool_,
 }
-_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+_ML_DTYPES = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E8M0": "float8_e8m0fnu",
+}
 
 
 def _dtype(name, dtype):
@@ -34,17 +42,31 @@ def _dtype(name, dtype):
         try:
             import ml_dtypes
         except ImportError:
-            raise TypeError(
+            raise DtypeError(
                 f"tensor {name!r} is {dtype}, which NumPy has no type for: "
                 f"install the ml_dtypes package (pip install ml_dtypes) to load it"
             ) from None
-        return np.dtype(getattr(ml_dtypes, _ML_DTYPES[dtype]))
-    raise TypeError(f"tensor {name!r}: dtype {dtype} has no NumPy type")
+        kind = getattr(ml_dtypes, _ML_DTYPES[dtype], None)
+        if kind is None:
+            version = getattr(ml_dtypes, "__version__", "?")
+            raise DtypeError(
+                f"tensor {name!r} is {dtype}, which NumPy has no type for, and ml_dtypes "
+                f"{version} has no {_ML_DTYPES[dtype]}: upgrade it (pip install -U ml_dtypes)"
+            )
+        return np.dtype(kind)
+    if dtype in _PACKED_BITS:
+        raise DtypeError(
+            f"tensor {name!r} is {dtype} ({_PACKED_BITS[dtype]}-bit floats, packed), which NumPy has "
+            f"no type for (safetensors.numpy refuses it too)"
+            + ("; padic_burst.torch loads it as torch.float4_e2m1fn_x2" if dtype == "F4" else "")
+        )
+    raise DtypeError(f"tensor {name!r} is {dtype}, which NumPy has no type for")
 
 
-def _tensor(name, dtype, holder, device="cpu"):
+def _tensor(name, dtype, shape, holder, device="cpu"):
     # The holder exports unsigned integers of the dtype's width: view them.
-    return np.from_dlpack(holder).view(_dtype(name, dtype))
+    kind = _dtype(name, dtype)
+    return np.from_dlpack(holder).view(kind)
 
 
 def load_file(path, device="cpu", *, mode="auto", target_precision=None, workers=None, config=None):

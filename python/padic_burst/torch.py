@@ -9,19 +9,50 @@ uploaded, and counted in ``Pipeline.statistics()["fallbacks"]``.
 
 import torch
 
-from ._pipeline import Pipeline, _gpu_index, _save_file
+from ._pipeline import _PACKED_BITS, DtypeError, Pipeline, _gpu_index, _save_file
 
-# 8-bit floats travel as bytes (not every PyTorch takes them through DLPack).
-_VIEWS = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+# The dtypes that travel as bytes and are viewed as their torch dtype, as
+# safetensors.torch gives them: the 8-bit floats (not every PyTorch takes them
+# through DLPack) and F4, packed two values a byte (float4_e2m1fn_x2: the last
+# dimension counts bytes, half the header's).
+_VIEWS = {
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E8M0": "float8_e8m0fnu",
+    "F4": "float4_e2m1fn_x2",
+}
 
 
-def _tensor(name, dtype, holder, device="cpu"):
-    t = torch.from_dlpack(holder)
+def _torch_dtype(name, dtype, shape):
+    """The torch dtype to view the bytes of tensor `name` as, or None to take
+    them as they come; DtypeError where safetensors.torch refuses the tensor."""
     if dtype in _VIEWS:
-        t = t.view(getattr(torch, _VIEWS[dtype]))
+        kind = getattr(torch, _VIEWS[dtype], None)
+        if kind is None:
+            raise DtypeError(
+                f"tensor {name!r} is {dtype}, which this PyTorch ({torch.__version__}) has no "
+                f"dtype for (safetensors.torch loads it as torch.{_VIEWS[dtype]}, of a newer PyTorch)"
+            )
+        if dtype == "F4" and (not shape or shape[-1] % 2):
+            raise DtypeError(
+                f"tensor {name!r} is F4 of shape {list(shape)}: torch.float4_e2m1fn_x2 packs two "
+                f"values a byte, so the last dimension must be even (safetensors.torch refuses it too)"
+            )
+        return kind
+    if dtype in _PACKED_BITS:
+        raise DtypeError(
+            f"tensor {name!r} is {dtype} ({_PACKED_BITS[dtype]}-bit floats, packed), which PyTorch "
+            f"has no dtype for (safetensors.torch refuses it too)"
+        )
+    return None
+
+
+def _tensor(name, dtype, shape, holder, device="cpu"):
+    kind = _torch_dtype(name, dtype, shape)
+    t = torch.from_dlpack(holder)
     if device != "cpu" and t.device != torch.device(device):
-        t = t.to(device)
-    return t
+        t = t.to(device)  # the bytes, before the view: any PyTorch copies those
+    return t if kind is None else t.view(kind)
 
 
 def load_file(path, device="cpu", *, mode="auto", target_precision=None, workers=None, config=None):

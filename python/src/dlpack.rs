@@ -180,13 +180,19 @@ fn wants_versioned(kwargs: Option<&Bound<'_, PyDict>>) -> bool {
     v.extract::<(u32, u32)>().is_ok_and(|(major, _)| major >= 1)
 }
 
+/// The width in bits of one value of safetensors dtype `dtype`.
+fn value_bits(dtype: &str) -> Result<u64, String> {
+    padic_burst::format::dtype_bits(dtype).ok_or_else(|| format!("unknown dtype {dtype}"))
+}
+
 /// The DLPack type of a safetensors dtype: as it is (`exact`) or as unsigned
-/// integers of its width, for a framework that lacks the type to view.
+/// integers of its width, for a framework that lacks the type to view. The
+/// packed sub-byte dtypes (F4, F6_E2M3, F6_E3M2) travel as their bytes (`u8`,
+/// see [`handover_shape`]): no framework takes them through DLPack.
 fn dl_dtype(dtype: &str, exact: bool) -> Result<DLDataType, String> {
-    let bits = padic_burst::format::dtype_bits(dtype)
-        .ok_or_else(|| format!("unknown dtype {dtype}"))? as u8;
+    let bits = value_bits(dtype)?;
     let code = match dtype {
-        _ if !exact => 1,
+        _ if !exact || bits < 8 => 1,
         "F64" | "F32" | "F16" => 2,
         "BF16" => 4,
         "BOOL" => 6,
@@ -196,7 +202,7 @@ fn dl_dtype(dtype: &str, exact: bool) -> Result<DLDataType, String> {
     };
     Ok(DLDataType {
         code,
-        bits,
+        bits: bits.max(8) as u8,
         lanes: 1,
     })
 }
@@ -212,21 +218,42 @@ pub struct DlTensor {
     shape: Vec<i64>,
 }
 
-fn checked_shape(shape: &[u64], dtype: DLDataType, len: usize) -> Result<Vec<i64>, String> {
-    let elements = shape
+/// The shape tensor `shape` of `dtype` is handed over with, checked against
+/// its `len` bytes. A packed sub-byte dtype goes as bytes: its last dimension
+/// counts bytes (F4 `[4, 8]` goes as `[4, 4]`, the shape safetensors gives
+/// PyTorch's `float4_e2m1fn_x2`), or, when a row of that dimension does not
+/// fill whole bytes, the tensor goes as one dimension of `len` bytes (the
+/// caller refuses or reshapes it).
+fn handover_shape(shape: &[u64], dtype: &str, len: usize) -> Result<Vec<i64>, String> {
+    let bits = value_bits(dtype)?;
+    let too_large = || format!("{dtype} tensor of shape {shape:?} is too large");
+    let values = shape
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| format!("shape {shape:?} overflows"))?;
-    let expected = elements.checked_mul(dtype.bits as u64 / 8);
-    if expected != Some(len as u64) {
+        .ok_or_else(too_large)?;
+    let total_bits = values.checked_mul(bits).ok_or_else(too_large)?;
+    if total_bits % 8 != 0 {
         return Err(format!(
-            "shape {shape:?} of {}-bit values needs {expected:?} bytes, found {len}",
-            dtype.bits
+            "{dtype} tensor of shape {shape:?}: {values} values of {bits} bits do not fill whole bytes"
         ));
     }
-    shape
-        .iter()
-        .map(|&d| i64::try_from(d).map_err(|_| format!("dimension {d} too large")))
+    if total_bits / 8 != len as u64 {
+        return Err(format!(
+            "{dtype} tensor of shape {shape:?} needs {} bytes ({values} values of {bits} bits), found {len}",
+            total_bits / 8
+        ));
+    }
+    let mut out = shape.to_vec();
+    if bits < 8 {
+        match out.last_mut() {
+            Some(last) if last.checked_mul(bits).is_some_and(|b| b % 8 == 0) => {
+                *last = *last * bits / 8
+            }
+            _ => out = vec![len as u64],
+        }
+    }
+    out.iter()
+        .map(|&d| i64::try_from(d).map_err(|_| too_large()))
         .collect()
 }
 
@@ -254,7 +281,7 @@ impl DlTensor {
                 device_type: KDL_CPU,
                 device_id: 0,
             },
-            shape: checked_shape(shape, dt, len)?,
+            shape: handover_shape(shape, dtype, len)?,
             dtype: dt,
         })
     }
@@ -269,7 +296,7 @@ impl DlTensor {
         let dt = dl_dtype(dtype, true)?;
         Ok(DlTensor {
             address: buf.device_ptr(),
-            shape: checked_shape(shape, dt, buf.len())?,
+            shape: handover_shape(shape, dtype, buf.len())?,
             owner: Arc::new(buf),
             device: DLDevice {
                 device_type: KDL_CUDA,

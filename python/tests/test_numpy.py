@@ -67,8 +67,9 @@ def test_tensors_are_views_of_one_decoded_buffer(packed):
 def test_bf16_without_ml_dtypes_names_dtype_and_package(packed, monkeypatch):
     _, dst, _ = packed("bf16")
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)
-    with pytest.raises(TypeError, match=r"BF16.*ml_dtypes"):
+    with pytest.raises(TypeError, match=r"BF16.*ml_dtypes") as excinfo:
         padic_burst.numpy.load_file(dst)
+    assert isinstance(excinfo.value, padic_burst.PadicError)
 
 
 def test_target_precision_reads_fewer_digits(packed):
