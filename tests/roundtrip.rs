@@ -270,6 +270,25 @@ fn a_model_of_many_small_tensors_round_trips_with_a_compact_header() {
 }
 
 #[test]
+fn megabytes_of_repetitive_metadata_open_again() {
+    // A source header of 2 MB of one note compresses to a few hundred bytes:
+    // the reader refused it (its cap was 64 times the stored bytes), so a
+    // container compress wrote could not be read back.
+    let dir = tempfile::tempdir().unwrap();
+    let header = format!(
+        "{{\"__metadata__\":{{\"notes\":\"{}\"}},\"w\":{{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}}}",
+        "a".repeat(2_000_000)
+    );
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend((0..4u32).flat_map(|i| (i as f32 * 0.5).to_le_bytes()));
+    let packed = compress_bytes(dir.path(), "notes", &file, &CompressOptions::default());
+    let stored = std::fs::metadata(&packed).unwrap().len();
+    assert!(stored < 4096, "{stored} bytes");
+    assert_eq!(decode(&packed, None).to_safetensors(), file);
+}
+
+#[test]
 fn bytes_in_memory_compress_to_the_same_container_as_their_file() {
     let dir = tempfile::tempdir().unwrap();
     let (file, _) = mixed_sample(dir.path());

@@ -288,6 +288,17 @@ impl<W: std::io::Write> Writer<W> {
     /// Writes the header and footer; returns the sink and the file's length.
     pub fn finish(mut self, header: &Header) -> std::io::Result<(W, u64)> {
         let json = serde_json::to_vec(header).map_err(std::io::Error::other)?;
+        if json.len() as u64 > MAX_HEADER_LEN {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the container's header would be {} bytes of JSON, over the {MAX_HEADER_LEN} \
+                     a reader accepts (the source's own header is {} bytes)",
+                    json.len(),
+                    header.source_header.len()
+                ),
+            ));
+        }
         let stored = seal_header(&json)?;
         self.out.write_all(&stored)?;
         self.out.write_all(&(stored.len() as u64).to_le_bytes())?;
@@ -538,35 +549,28 @@ pub fn seal_header(json: &[u8]) -> std::io::Result<Vec<u8>> {
     zstd::bulk::compress(json, HEADER_ZSTD_LEVEL)
 }
 
-/// The header's JSON is at most this many times its stored bytes (and at
-/// least 1 MiB is allowed): what a header may ask of memory stays in
-/// proportion to the file, as it did when headers were stored plain. Real
-/// headers expand about six times.
-pub const HEADER_MAX_EXPANSION: u64 = 64;
-
 /// The header's JSON from its stored bytes, as container `version` stores
-/// them: plain (1), or one zstd frame (2) whose stated size is checked
-/// against [`MAX_HEADER_LEN`] and [`HEADER_MAX_EXPANSION`] before anything
-/// is allocated.
+/// them: plain (1), or one zstd frame (2 and on) whose stated size is
+/// checked against [`MAX_HEADER_LEN`] before anything is allocated. The cap
+/// is absolute, not a multiple of the stored bytes: a source header of
+/// repetitive metadata (megabytes of one note) compresses to a few hundred
+/// bytes and must open again.
 pub fn open_header(version: u32, stored: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if version == 1 {
         return Ok(stored.to_vec());
     }
-    let cap = (stored.len() as u64)
-        .saturating_mul(HEADER_MAX_EXPANSION)
-        .clamp(1 << 20, MAX_HEADER_LEN);
-    match zstd::zstd_safe::get_frame_content_size(stored) {
-        Ok(Some(n)) if n <= cap => {}
+    let n = match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(n)) if n <= MAX_HEADER_LEN => n,
         Ok(Some(n)) => {
             return Err(format!(
-                "header states {n} bytes of JSON from {} stored bytes, over the cap of {cap} \
-                 ({HEADER_MAX_EXPANSION} times the stored bytes, at least 1 MiB, at most {MAX_HEADER_LEN})",
+                "header states {n} bytes of JSON from {} stored bytes, over the cap of \
+                 {MAX_HEADER_LEN} (256 MiB)",
                 stored.len()
             ))
         }
         _ => return Err("header is not a zstd frame that states its size".into()),
-    }
-    zstd::bulk::decompress(stored, cap as usize)
+    };
+    zstd::bulk::decompress(stored, n as usize)
         .map_err(|e| format!("header does not decompress: {e}"))
 }
 
