@@ -74,6 +74,12 @@ class Pipeline:
     def __init__(self, config=None, *, workers=None, gpu_device=None):
         config_json = config_path = None
         if isinstance(config, dict):
+            # JSON, which carries the dict, has no NaN or infinity: name the key here.
+            for key, value in config.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise _padic_burst.PadicError(
+                        f"invalid argument: config: {key} = {value}: expected a finite number"
+                    )
             config_json = json.dumps(config)
         elif isinstance(config, (str, os.PathLike)):
             config_path = os.fspath(config)

@@ -26,6 +26,7 @@ _NATIVE = {
     "U16": np.uint16,
     "U8": np.uint8,
     "BOOL": np.bool_,
+    "C64": np.complex64,
 }
 _ML_DTYPES = {
     "BF16": "bfloat16",

@@ -196,6 +196,7 @@ fn dl_dtype(dtype: &str, exact: bool) -> Result<DLDataType, String> {
         "F64" | "F32" | "F16" => 2,
         "BF16" => 4,
         "BOOL" => 6,
+        "C64" => 5,
         d if d.starts_with('I') => 0,
         // Unsigned, and the 8-bit floats (viewed by the caller).
         _ => 1,

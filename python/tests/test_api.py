@@ -170,6 +170,9 @@ def test_config_dict_and_toml_are_validated(packed, tmp_path):
         ({"memory_pressure_threshold": 2.0}, "memory_pressure_threshold"),
         ({"no_such_key": 1}, "no_such_key"),
         ({"num_cpu_workers": "two"}, "num_cpu_workers|invalid type"),
+        # NaN and infinity named by their key (it was "expected value at line 1 column 31").
+        ({"memory_pressure_threshold": float("nan")}, "memory_pressure_threshold = nan"),
+        ({"gpu_memory_threshold_mb": float("inf")}, "gpu_memory_threshold_mb = inf"),
         (bad, "memory_pressure_threshold"),
         (42, "config"),
     ]:

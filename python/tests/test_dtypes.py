@@ -44,6 +44,7 @@ CASES = [
     ("U16", [8], 16),
     ("U8", [16], 16),
     ("BOOL", [16], 16),
+    ("C64", [2], 16),  # the Rust safetensors crate knows it from 0.7
 ]
 ML_DTYPES = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu"}
 FRAMEWORKS = ["np", "pt"]
