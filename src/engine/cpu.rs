@@ -83,7 +83,9 @@ pub fn checked_digits(target: Option<u32>, layout: &Layout, t: &TensorEntry) -> 
     let k = target.unwrap_or(layout.precision);
     if k > layout.precision {
         return Err(Error::InvalidArgument(format!(
-            "target precision {k} exceeds the {} digits stored for tensor '{}' ({})",
+            "target precision {k} exceeds the {} digits stored for tensor '{}' ({}); \
+             to take at most {k}, set progressive_precision = true and mantissa_bits = {k} \
+             in the configuration",
             layout.precision, t.name, t.dtype
         )));
     }
