@@ -476,60 +476,76 @@ fn a_side_output_on_the_input_or_on_another_output_is_refused_before_any_work() 
     std::fs::write(&trace, "t_ms,used_mb,total_mb\n0,10,100\n").unwrap();
     let out = dir.path().join("out.safetensors");
     let p = |path: &Path| path.to_str().unwrap().to_string();
+    // The command's stderr, once it has exited with 2.
+    let refused = |args: &[String]| {
+        let o = bin().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        err
+    };
+    let decompress = |from: &Path, more: &[&str]| {
+        let mut args = vec!["decompress".into(), p(from), "-o".into(), p(&out)];
+        args.extend(more.iter().map(|s| s.to_string()));
+        args
+    };
     // Each used to write over the input (or the output) and exit 0.
     let input_link = dir.path().join("link.padic");
     std::os::unix::fs::symlink(&packed, &input_link).unwrap();
+    let (s_json, s_json2) = (
+        p(&dir.path().join("s.json")),
+        p(&dir.path().join("./s.json")),
+    );
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--stats-json".into(), p(&packed)], "--stats-json"),
         (
-            vec!["--placement-log".into(), p(&packed)],
+            decompress(&packed, &["--stats-json", &p(&packed)]),
+            "--stats-json",
+        ),
+        (
+            decompress(&packed, &["--placement-log", &p(&packed)]),
             "--placement-log",
         ),
-        (vec!["--timeline".into(), p(&input_link)], "--timeline"),
         (
-            vec!["--record-pressure".into(), p(&packed)],
+            decompress(&packed, &["--timeline", &p(&input_link)]),
+            "--timeline",
+        ),
+        (
+            decompress(&packed, &["--record-pressure", &p(&packed)]),
             "--record-pressure",
         ),
         (
-            vec![
-                "--stats-interval".into(),
-                "5".into(),
-                "--stats-stream".into(),
-                p(&packed),
-            ],
+            decompress(
+                &packed,
+                &["--stats-interval", "5", "--stats-stream", &p(&packed)],
+            ),
             "--stats-stream",
         ),
         (
-            vec![
-                "--pressure-trace".into(),
-                p(&trace),
-                "--stats-json".into(),
-                p(&trace),
-            ],
+            decompress(
+                &packed,
+                &["--pressure-trace", &p(&trace), "--stats-json", &p(&trace)],
+            ),
             "--pressure-trace",
         ),
-        (vec!["--stats-json".into(), p(&out)], "-o"),
+        (decompress(&packed, &["--stats-json", &p(&out)]), "-o"),
+        (
+            decompress(&packed, &["--stats-json", &s_json, "--timeline", &s_json2]),
+            "--stats-json",
+        ),
+        // plan --svg over the input.
         (
             vec![
-                "--stats-json".into(),
-                p(&dir.path().join("s.json")),
-                "--timeline".into(),
-                p(&dir.path().join("./s.json")),
+                "plan".into(),
+                p(&packed),
+                "--pressure-trace".into(),
+                p(&trace),
+                "--svg".into(),
+                p(&packed),
             ],
-            "--stats-json",
+            "--svg",
         ),
     ];
     for (args, named) in &cases {
-        let o = bin()
-            .arg("decompress")
-            .arg(&packed)
-            .arg("-o")
-            .arg(&out)
-            .args(args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        let err = refused(args);
         assert!(
             err.contains(named) && err.contains("itself"),
             "{args:?}: {err}"
@@ -539,38 +555,11 @@ fn a_side_output_on_the_input_or_on_another_output_is_refused_before_any_work() 
     // --histogram-out h.hgrm writes h.cpu.hgrm: that name may be the input.
     let hist_input = dir.path().join("h.cpu.hgrm");
     std::fs::copy(&packed, &hist_input).unwrap();
-    let o = bin()
-        .arg("decompress")
-        .arg(&hist_input)
-        .arg("-o")
-        .arg(&out)
-        .arg("--histogram-out")
-        .arg(dir.path().join("h.hgrm"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    refused(&decompress(
+        &hist_input,
+        &["--histogram-out", &p(&dir.path().join("h.hgrm"))],
+    ));
     assert_eq!(std::fs::read(&hist_input).unwrap(), packed_bytes);
-    // plan --svg over the input.
-    let o = bin()
-        .arg("plan")
-        .arg(&packed)
-        .arg("--pressure-trace")
-        .arg(&trace)
-        .arg("--svg")
-        .arg(&packed)
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
     assert_eq!(std::fs::read(&packed).unwrap(), packed_bytes);
     // Any number of outputs may go to /dev/null.
     let o = bin()
