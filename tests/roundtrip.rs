@@ -305,9 +305,10 @@ fn every_safetensors_dtype_round_trips_byte_for_byte() {
 
 #[test]
 fn megabytes_of_repetitive_metadata_open_again() {
-    // A source header of 2 MB of one note compresses to a few hundred bytes:
-    // the reader refused it (its cap was 64 times the stored bytes), so a
-    // container compress wrote could not be read back.
+    // A source header of 2 MB of one note compresses to a few hundred bytes,
+    // which the reader refuses (its cap is 64 times the stored bytes, so
+    // that a header asks memory in proportion to the file): such a header is
+    // stored in raw blocks, and the container opens.
     let dir = tempfile::tempdir().unwrap();
     let header = format!(
         "{{\"__metadata__\":{{\"notes\":\"{}\"}},\"w\":{{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}}}",
@@ -318,7 +319,7 @@ fn megabytes_of_repetitive_metadata_open_again() {
     file.extend((0..4u32).flat_map(|i| (i as f32 * 0.5).to_le_bytes()));
     let packed = compress_bytes(dir.path(), "notes", &file, &CompressOptions::default());
     let stored = std::fs::metadata(&packed).unwrap().len();
-    assert!(stored < 4096, "{stored} bytes");
+    assert!(stored < file.len() as u64 + 4096, "{stored} bytes");
     assert_eq!(decode(&packed, None).to_safetensors(), file);
 }
 

@@ -128,7 +128,7 @@ fn framing_errors_name_their_byte_offset() {
     assert!(
         err.contains(&format!("byte offset {start}"))
             && err.contains(
-                "states 1099511627776 bytes of JSON from 17 stored bytes, over the cap of 268435456"
+                "states 1099511627776 bytes of JSON from 17 stored bytes, over the cap of 1048576"
             ),
         "{err}"
     );

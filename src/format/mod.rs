@@ -544,34 +544,77 @@ fn at_tensor(name: &str, chunk: Option<usize>) -> Location {
     }
 }
 
-/// The header's stored bytes (version [`VERSION`]): its JSON, compressed.
+/// The header's stored bytes (version [`VERSION`]): its JSON, compressed,
+/// or stored in raw blocks where compressed it would expand more than
+/// [`open_header`] accepts.
 pub fn seal_header(json: &[u8]) -> std::io::Result<Vec<u8>> {
-    zstd::bulk::compress(json, HEADER_ZSTD_LEVEL)
+    let packed = zstd::bulk::compress(json, HEADER_ZSTD_LEVEL)?;
+    if json.len() as u64 <= header_cap(packed.len()) {
+        return Ok(packed);
+    }
+    Ok(raw_zstd_frame(json))
+}
+
+/// The header's JSON is at most this many times its stored bytes (and at
+/// least 1 MiB is allowed): what a header may ask of memory stays in
+/// proportion to the file, as it did when headers were stored plain. Real
+/// headers expand about six times; one that zstd shrinks further (megabytes
+/// of one repeated note in the source's metadata) is stored as it is by
+/// [`seal_header`].
+pub const HEADER_MAX_EXPANSION: u64 = 64;
+
+/// The most JSON a header of `stored` bytes may hold.
+fn header_cap(stored: usize) -> u64 {
+    (stored as u64)
+        .saturating_mul(HEADER_MAX_EXPANSION)
+        .clamp(1 << 20, MAX_HEADER_LEN)
 }
 
 /// The header's JSON from its stored bytes, as container `version` stores
 /// them: plain (1), or one zstd frame (2 and on) whose stated size is
-/// checked against [`MAX_HEADER_LEN`] before anything is allocated. The cap
-/// is absolute, not a multiple of the stored bytes: a source header of
-/// repetitive metadata (megabytes of one note) compresses to a few hundred
-/// bytes and must open again.
+/// checked against [`MAX_HEADER_LEN`] and [`HEADER_MAX_EXPANSION`] before
+/// anything is allocated.
 pub fn open_header(version: u32, stored: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if version == 1 {
         return Ok(stored.to_vec());
     }
-    let n = match zstd::zstd_safe::get_frame_content_size(stored) {
-        Ok(Some(n)) if n <= MAX_HEADER_LEN => n,
+    let cap = header_cap(stored.len());
+    match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(n)) if n <= cap => {}
         Ok(Some(n)) => {
             return Err(format!(
-                "header states {n} bytes of JSON from {} stored bytes, over the cap of \
-                 {MAX_HEADER_LEN} (256 MiB)",
+                "header states {n} bytes of JSON from {} stored bytes, over the cap of {cap} \
+                 ({HEADER_MAX_EXPANSION} times the stored bytes, at least 1 MiB, at most {MAX_HEADER_LEN})",
                 stored.len()
             ))
         }
         _ => return Err("header is not a zstd frame that states its size".into()),
-    };
-    zstd::bulk::decompress(stored, n as usize)
+    }
+    zstd::bulk::decompress(stored, cap as usize)
         .map_err(|e| format!("header does not decompress: {e}"))
+}
+
+/// `bytes` as one zstd frame of raw (stored) blocks that states its size.
+fn raw_zstd_frame(bytes: &[u8]) -> Vec<u8> {
+    // Frame header: the magic; a descriptor of an 8-byte content size and a
+    // single segment (no window descriptor); the size.
+    let mut frame = Vec::with_capacity(bytes.len() + bytes.len() / (128 << 10) * 3 + 16);
+    frame.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    frame.push(0xE0);
+    frame.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    // Blocks of at most 128 KiB: a 3-byte header (last flag, type 0 = raw,
+    // size), then the bytes.
+    let blocks: Vec<&[u8]> = match bytes.len() {
+        0 => vec![&[]],
+        _ => bytes.chunks(128 << 10).collect(),
+    };
+    for (i, block) in blocks.iter().enumerate() {
+        let last = (i + 1 == blocks.len()) as u32;
+        let head = (block.len() as u32) << 3 | last;
+        frame.extend_from_slice(&head.to_le_bytes()[..3]);
+        frame.extend_from_slice(block);
+    }
+    frame
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -681,4 +724,37 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
         .map_err(|e| bad(path, at_header(), format!("header does not parse: {e}")))?;
     let layouts = validate::validate(path, &header, header_start, version)?;
     Ok((header, layouts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raw_frame_opens_to_its_bytes_at_every_block_boundary() {
+        for n in [0, 1, 128 << 10, (128 << 10) + 1, 300_000] {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+            let frame = raw_zstd_frame(&bytes);
+            assert_eq!(
+                zstd::zstd_safe::get_frame_content_size(&frame).ok(),
+                Some(Some(n as u64))
+            );
+            assert_eq!(zstd::bulk::decompress(&frame, n.max(1)).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn a_header_that_shrinks_past_the_cap_is_stored_raw_and_opens() {
+        // 2 MB of one note: zstd would store it in about a hundred bytes,
+        // which the reader's cap (64 times the stored bytes) refuses.
+        let json = format!("{{\"notes\":\"{}\"}}", "a".repeat(2_000_000)).into_bytes();
+        let stored = seal_header(&json).unwrap();
+        assert!(stored.len() >= json.len(), "{}", stored.len());
+        assert_eq!(open_header(VERSION, &stored).unwrap(), json);
+        // A header within the cap is compressed as before.
+        let small = format!("{{\"notes\":\"{}\"}}", "a".repeat(500_000)).into_bytes();
+        let stored = seal_header(&small).unwrap();
+        assert!(stored.len() < 1000, "{}", stored.len());
+        assert_eq!(open_header(VERSION, &stored).unwrap(), small);
+    }
 }
