@@ -400,10 +400,7 @@ impl TempDir {
     /// A symlink to an empty directory is written through: the directory it
     /// leads to is replaced, and the link stays.
     fn create(target: &Path, source: &Path) -> Result<TempDir> {
-        let target = match std::fs::symlink_metadata(target) {
-            Ok(m) if m.file_type().is_symlink() => crate::output::resolve_link(target)?,
-            _ => target.to_path_buf(),
-        };
+        let target = crate::output::written_through(target)?;
         check_target(&target, source)?;
         let temp = temp_beside(&target, &format!("tmp-{}", std::process::id()))?;
         // Errors name the output as given, not the hidden temporary name.
@@ -662,12 +659,13 @@ impl PackedCheckpoint {
         target_precision: Option<u32>,
     ) -> Result<CheckpointStatistics> {
         let started = std::time::Instant::now();
-        let processes = pipeline.cluster()?.processes;
-        let discard = crate::output::is_null_device(output) && processes == 1;
+        let cluster = pipeline.cluster()?;
+        let processes = cluster.processes;
+        let discard = crate::output::is_null_device(output);
         if !discard {
             self.ckpt.check_writable(SAFETENSORS_EXT)?;
         }
-        let run = if discard {
+        let run = if discard && processes == 1 {
             // `-o /dev/null`: every shard decoded into it, so every chunk
             // checked, and nothing kept.
             let targets: Vec<_> = self
@@ -679,8 +677,13 @@ impl PackedCheckpoint {
         } else if processes > 1 {
             // Every process writes into one temporary directory of an
             // agreed name; process 0 copies the other files and renames it.
-            check_target(output, &self.ckpt.root)?;
-            let temp = temp_beside(output, "tmp-cluster")?;
+            // To the null device, every process decodes its chunks and
+            // drops them (see `graph::cluster::decompress_shared`).
+            let output = &crate::output::written_through(output)?;
+            if !discard {
+                check_target(output, &self.ckpt.root)?;
+            }
+            let temp = temp_beside(output, &cluster.temp_suffix())?;
             let files = self
                 .shards
                 .iter()

@@ -95,6 +95,25 @@ pub fn open_stream(target: &Path) -> Result<Option<(PathBuf, File)>> {
     }
 }
 
+/// Whether `target` takes a stream rather than a file: `-`, a FIFO, a
+/// character device or a socket (a symlink to one followed).
+pub fn is_stream(target: &Path) -> bool {
+    target.as_os_str() == "-"
+        || std::fs::metadata(target).is_ok_and(|m| {
+            let t = m.file_type();
+            t.is_fifo() || t.is_char_device() || t.is_socket()
+        })
+}
+
+/// The path an output at `target` is written to: what a symlink there
+/// leads to (followed to the end, as `cp` writes through one), or `target`.
+pub fn written_through(target: &Path) -> Result<PathBuf> {
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => resolve_link(target),
+        _ => Ok(target.to_path_buf()),
+    }
+}
+
 /// Refuses `output` when it is `input` (the same device and inode).
 pub fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
     if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(output)) {
@@ -233,11 +252,8 @@ impl TempOutput {
         if let Some((target, dest)) = open_stream(target)? {
             return Self::streamed(&target, dest);
         }
-        let mut target = target.to_path_buf();
         // A symlink is written through to what it points at (followed to the end).
-        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-            target = resolve_link(&target)?;
-        }
+        let target = written_through(target)?;
         match std::fs::metadata(&target) {
             Ok(m) if m.is_dir() => {
                 return Err(Error::InvalidArgument(format!(

@@ -202,3 +202,97 @@ fn agreeing_processes_write_the_identical_file_on_different_paths_to_it() {
     assert!(std::fs::read(&out).unwrap() == original, "the file differs");
     common::assert_no_temp_files(dir.path());
 }
+
+#[test]
+fn a_cluster_writes_through_a_symlink_and_keeps_the_inputs_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path(), "m", 2, Dtype::BF16);
+    std::fs::set_permissions(&packed, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let target = dir.path().join("target.safetensors");
+    std::fs::write(&target, b"old").unwrap();
+    let link = dir.path().join("link.safetensors");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // The link was replaced by a file (its target left old), and the file
+    // was 0644 whatever the input's bits.
+    let outs = cluster(dir.path(), |_| decompress(&packed, &link, &[]));
+    for (p, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "process {p}: {}", stderr(o));
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(
+        std::fs::read(&target).unwrap() == original,
+        "the file differs"
+    );
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    common::assert_no_temp_files(dir.path());
+}
+
+#[test]
+fn a_cluster_refuses_a_fifo_and_checks_into_the_null_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = model(dir.path(), "m", 3, Dtype::BF16);
+    // A FIFO became a regular file, its reader given nothing.
+    let fifo = dir.path().join("fifo");
+    common::mkfifo(&fifo);
+    let outs = cluster(dir.path(), |_| decompress(&packed, &fifo, &[]));
+    for (p, o) in outs.iter().enumerate() {
+        let err = stderr(o);
+        assert_eq!(o.status.code(), Some(2), "process {p}: {err}");
+        assert!(
+            err.contains("cannot take a cluster run"),
+            "process {p}: {err}"
+        );
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // The null device (a private one: with /dev/null itself a regression
+    // would replace the machine's) takes every process's share and stays a
+    // device; it was replaced by a regular file. Making one needs root.
+    let null = dir.path().join("null");
+    let c = std::ffi::CString::new(null.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; makedev(1, 3) is the null device.
+    let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    if made != 0 {
+        eprintln!("skipped the null device: mknod needs root");
+        return;
+    }
+    let outs = cluster(dir.path(), |_| decompress(&packed, &null, &[]));
+    for (p, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "process {p}: {}", stderr(o));
+    }
+    let m = std::fs::metadata(&null).unwrap();
+    assert!(m.file_type().is_char_device() && m.len() == 0);
+    std::fs::remove_file(&null).unwrap();
+    common::assert_no_temp_files(dir.path());
+}
+
+#[test]
+fn two_clusters_writing_one_output_each_put_a_whole_file_there() {
+    // Each wrote into `.out.tmp-cluster`, one removing the other's: one
+    // reported success with the other's bytes in place, the other failed.
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path(), "m", 4, Dtype::BF16);
+    let out = dir.path().join("out.safetensors");
+    let runs: Vec<_> = ["a", "b"]
+        .map(|name| {
+            let sub = dir.path().join(name);
+            std::fs::create_dir(&sub).unwrap();
+            let (packed, out) = (packed.clone(), out.clone());
+            std::thread::spawn(move || cluster(&sub, |_| decompress(&packed, &out, &[])))
+        })
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for (r, outs) in runs.iter().enumerate() {
+        for (p, o) in outs.iter().enumerate() {
+            assert!(o.status.success(), "cluster {r} process {p}: {}", stderr(o));
+        }
+    }
+    assert!(std::fs::read(&out).unwrap() == original, "the file differs");
+    common::assert_no_temp_files(dir.path());
+}

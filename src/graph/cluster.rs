@@ -3,7 +3,7 @@
 //! clear failure.
 //!
 //! In a cluster every process writes its merges into one temporary file of
-//! an agreed name (`.<name>.tmp-cluster` beside the output); process 0, which
+//! an agreed name (`.<name>.tmp-cluster-<tag>` beside the output); process 0, which
 //! sees every receipt, renames it when all is well and removes it otherwise.
 //! Before the file is created the processes agree on what they write, and
 //! after, process 0 tells the others whether it did ([`super::agreement`]).
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::agreement::{Fingerprint, Meeting};
-use super::placement::{write_behind, FilePlacement};
+use super::placement::{write_behind, Discard, FilePlacement};
 use super::records::ChunkTask;
 use super::shards::ShardedRun;
 use super::RunOptions;
@@ -94,6 +94,10 @@ pub struct Cluster {
     pub processes: usize,
     /// This process's index, in `0..processes`.
     pub process: usize,
+    /// Names this cluster's shared temporary outputs (a hash of process 0's
+    /// address, where no two clusters can listen at once), so that two
+    /// clusters writing one output never write into each other's temporary.
+    pub tag: u32,
 }
 
 impl Cluster {
@@ -106,10 +110,14 @@ impl Cluster {
             } => Cluster {
                 processes: addresses.len().max(1),
                 process: *process,
+                tag: addresses
+                    .first()
+                    .map_or(0, |a| xxhash_rust::xxh3::xxh3_64(a.as_bytes()) as u32),
             },
             _ => Cluster {
                 processes: 1,
                 process: 0,
+                tag: 0,
             },
         }
     }
@@ -133,27 +141,47 @@ pub(crate) fn shares(tasks: &[ChunkTask], processes: usize) -> Vec<usize> {
         .collect()
 }
 
+impl Cluster {
+    /// The suffix of the temporary every process of this cluster writes
+    /// into (`.<name>.<suffix>` beside the output).
+    pub fn temp_suffix(&self) -> String {
+        format!("tmp-cluster-{:08x}", self.tag)
+    }
+}
+
 /// The temporary file every process of a cluster writes into.
-fn cluster_temp(output: &Path) -> Result<PathBuf> {
+fn cluster_temp(output: &Path, cluster: &Cluster) -> Result<PathBuf> {
     let name = output.file_name().ok_or_else(|| {
         Error::InvalidArgument(format!("{} is not a file path", output.display()))
     })?;
     let mut temp_name = std::ffi::OsString::from(".");
     temp_name.push(name);
-    temp_name.push(".tmp-cluster");
+    temp_name.push(format!(".{}", cluster.temp_suffix()));
     Ok(output.with_file_name(temp_name))
 }
 
 /// Decompresses `c` into `output` as one process of a cluster: the processes
 /// first agree on what they write (see [`super::agreement`]), and none
-/// reports success unless process 0 put the file in place.
+/// reports success unless process 0 put the file in place. A symlink is
+/// written through; `/dev/null` takes every process's share and keeps
+/// nothing (a check of the container); a FIFO, another device or `-` is
+/// refused, since each process writes its share of one file in place.
 pub(crate) fn decompress_file(
     c: Arc<Container>,
     output: &Path,
     opts: &RunOptions,
     timely: Timely,
 ) -> Result<Statistics> {
-    let temp = cluster_temp(output)?;
+    if crate::output::is_stream(output) && !crate::output::is_null_device(output) {
+        return Err(Error::InvalidArgument(format!(
+            "-o {}: a FIFO, a device or standard output cannot take a cluster run, whose \
+             processes each write their share of one file in place: give a file path \
+             (or /dev/null to check the container)",
+            output.display()
+        )));
+    }
+    let output = &crate::output::written_through(output)?;
+    let temp = cluster_temp(output, &timely.cluster)?;
     let shared = Shared {
         temp: temp.clone(),
         target: output.to_path_buf(),
@@ -175,9 +203,12 @@ pub(crate) struct Shared {
 /// Decodes every container of `out` into its file as one process of a
 /// cluster, in one graph run: the processes first agree on what they write
 /// (see [`super::agreement`]); process 0, when every chunk has arrived and
-/// the files are flushed, runs `complete` (a directory's other files) and
-/// renames the temporary into place, or removes it on any failure; none
-/// reports success unless process 0 did.
+/// the files are flushed, gives each file its container's permission bits,
+/// runs `complete` (a directory's other files) and renames the temporary
+/// into place, or removes it on any failure; none reports success unless
+/// process 0 did. A target that is the null device takes nothing: every
+/// process decodes (so checks) its chunks and drops them, and no file is
+/// made, renamed or removed.
 pub(crate) fn decompress_shared(
     out: Shared,
     complete: &dyn Fn() -> Result<()>,
@@ -205,7 +236,12 @@ pub(crate) fn decompress_shared(
     let behind = write_behind(timely.local_workers());
     let mut syncs = Vec::with_capacity(out.files.len());
     let mut runs = Vec::with_capacity(out.files.len());
+    let discard = crate::output::is_null_device(&out.target);
     let opened = out.files.iter().try_for_each(|(c, path)| {
+        if discard {
+            runs.push((c.clone(), Arc::new(Discard) as Arc<dyn super::Placement>));
+            return Ok(());
+        }
         if let Some(dir) = path.parent().filter(|_| *path != temp) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -237,10 +273,12 @@ pub(crate) fn decompress_shared(
     let formed = watch.formed.load(Ordering::SeqCst);
     drop(watch);
     let result = match result {
+        Ok(run) if discard => Ok(run),
         Ok(run) if cluster.process == 0 => {
             let placed = syncs
                 .iter()
                 .try_for_each(|(f, path)| f.sync_all().map_err(|e| Error::io(path, e)))
+                .and_then(|()| same_modes(&out.files))
                 .and_then(|()| complete())
                 .and_then(|()| commit(&temp, &out.target));
             if placed.is_err() {
@@ -263,6 +301,22 @@ pub(crate) fn decompress_shared(
         true => agreed.settle(result, &out.target),
         false => result,
     }
+}
+
+/// Gives each file its container's permission bits, as a run of one
+/// process does (`TempOutput::create_from`): private weights stay private.
+fn same_modes(files: &[(Arc<Container>, PathBuf)]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (c, path) in files {
+        let mode = std::fs::metadata(c.path())
+            .map_err(|e| Error::io(c.path(), e))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 /// Renames `temp` to `target`, over an empty directory there.
