@@ -169,7 +169,58 @@ pub fn compress_file(
 ) -> Result<CompressSummary> {
     check_options(opts)?;
     let map = crate::input::map(input)?;
-    compress_source(input, &map, Some(input), output, opts, progress)
+    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
+    compress_source(input, &map, Some((input, &file)), output, opts, progress)
+}
+
+/// Where a chunk's input bytes are read from: memory, or the input file.
+/// From the file each chunk is read once, with `pread`, into the worker's
+/// own buffer, and coded from that copy: the coder reads its input several
+/// times (a pass a section, and the counts), so a file rewritten while it
+/// runs would otherwise give passes that disagree and a container that does
+/// not decode, and a file cut short would end the process with SIGBUS. A
+/// short read is an error naming the file.
+enum Data<'a> {
+    Memory(&'a [u8]),
+    File {
+        path: &'a Path,
+        file: &'a std::fs::File,
+        /// Where the data region starts in the file.
+        base: u64,
+    },
+}
+
+impl Data<'_> {
+    /// Runs `f` on the data region's bytes `start..end`.
+    fn with<R>(&self, start: usize, end: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let (path, file, base) = match self {
+            Data::Memory(data) => return Ok(f(&data[start..end])),
+            Data::File { path, file, base } => (path, file, base),
+        };
+        thread_local! {
+            static CHUNK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        CHUNK.with_borrow_mut(|buf| {
+            use std::os::unix::fs::FileExt;
+            buf.resize(end - start, 0);
+            let at = base + start as u64;
+            file.read_exact_at(buf, at).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::io(
+                    path,
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "the input changed while it was read: it ends before byte {}; \
+                             compress it once it is written",
+                            at + buf.len() as u64
+                        ),
+                    ),
+                ),
+                _ => Error::io(path, e),
+            })?;
+            Ok(f(buf))
+        })
+    }
 }
 
 /// Compresses a safetensors file held in memory (`bytes`, named `name` in
@@ -186,16 +237,25 @@ pub fn compress_bytes(
 }
 
 /// The compression of the safetensors bytes `bytes` (named `input` in
-/// errors; read from the file `file`, where they were) into `output`.
+/// errors; mapped from the file `file`, whose chunks are read from it) into
+/// `output`.
 fn compress_source(
     input: &Path,
     bytes: &[u8],
-    file: Option<&Path>,
+    file: Option<(&Path, &std::fs::File)>,
     output: &Path,
     opts: &CompressOptions,
     progress: &Progress,
 ) -> Result<CompressSummary> {
     let src = parse_source(input, bytes)?;
+    let data = match file {
+        Some((path, file)) => Data::File {
+            path,
+            file,
+            base: (bytes.len() - src.data.len()) as u64,
+        },
+        None => Data::Memory(src.data),
+    };
 
     let mut layouts: Vec<Option<Layout>> = Vec::with_capacity(src.tensors.len());
     for (name, dtype, ..) in &src.tensors {
@@ -246,7 +306,7 @@ fn compress_source(
     }
 
     let temp = match file {
-        Some(file) => TempOutput::create_from(output, file)?,
+        Some((path, _)) => TempOutput::create_from(output, path)?,
         None => TempOutput::create(output)?,
     };
     let io = |e| temp.write_error(e);
@@ -279,39 +339,39 @@ fn compress_source(
 
     progress.start(src.data.len() as u64, "compress");
     let workers = opts.workers.max(1);
-    let piece = |tensor: usize, start: usize, end: usize| {
-        let bytes = &src.data[start..end];
-        let (sections, err) = match &layouts[tensor] {
+    let piece = |tensor: usize, start: usize, end: usize| -> Result<Piece> {
+        let (sections, err) = data.with(start, end, |bytes| match &layouts[tensor] {
             Some(layout) => {
                 let c = chunk::encode(layout, bytes);
                 (c.sections, c.max_abs_error)
             }
             None => (vec![bytes.to_vec()], 0.0),
-        };
-        Piece {
+        })?;
+        Ok(Piece {
             tensor,
             bytes: end - start,
             sections,
             sums: Vec::new(),
             err,
-        }
+        })
     };
     // A run shares one chunk where that is the smaller: one chunk's tables
     // and states against one a tensor, and one table for values of several
     // distributions against a table fitted to each.
-    let code = |job: &Job| {
+    let code = |job: &Job| -> Result<Coded> {
         let layout = match (&layouts[job.tensor], job.run.is_empty()) {
             (Some(layout), false) => layout,
             _ => {
-                return Coded {
-                    pieces: vec![piece(job.tensor, job.start, job.end).summed()],
+                return Ok(Coded {
+                    pieces: vec![piece(job.tensor, job.start, job.end)?.summed()],
                     shared: false,
-                }
+                })
             }
         };
         let lens: Vec<usize> = job.run.iter().map(|&(_, a, b)| b - a).collect();
-        let bytes = &src.data[job.start..job.end];
-        let coded = chunk::encode_whole_or_parts(layout, bytes, &lens, HEADER_BYTES_PER_SECTION);
+        let coded = data.with(job.start, job.end, |bytes| {
+            chunk::encode_whole_or_parts(layout, bytes, &lens, HEADER_BYTES_PER_SECTION)
+        })?;
         let shared = coded.len() == 1;
         let pieces = coded
             .into_iter()
@@ -332,10 +392,11 @@ fn compress_source(
                 .summed()
             })
             .collect();
-        Coded { pieces, shared }
+        Ok(Coded { pieces, shared })
     };
     let mut chunks = 0;
-    let write = |i: usize, coded: Coded| {
+    let write = |i: usize, coded: Result<Coded>| {
+        let coded = coded?;
         let job = &jobs[i];
         if coded.shared {
             for &(t, ..) in &job.run[1..] {
