@@ -545,6 +545,7 @@ pub fn check_env_knobs() -> Result<(), EnvError> {
     report_peak_memory()?;
     gpu_batch_mb()?;
     zipnn_python()?;
+    cluster_connect_timeout()?;
     Ok(())
 }
 
@@ -589,20 +590,23 @@ pub fn seconds(text: &str) -> Option<std::time::Duration> {
 
 /// How long a cluster process waits for the others to connect:
 /// `PADIC_CLUSTER_CONNECT_TIMEOUT_S` seconds, 60 by default.
-pub fn cluster_connect_timeout() -> Result<std::time::Duration> {
-    cluster_connect_timeout_of(std::env::var("PADIC_CLUSTER_CONNECT_TIMEOUT_S").ok())
+pub fn cluster_connect_timeout() -> Result<std::time::Duration, EnvError> {
+    cluster_connect_timeout_of(std::env::var_os("PADIC_CLUSTER_CONNECT_TIMEOUT_S"))
 }
 
 /// [`cluster_connect_timeout`] of the variable's value (`None`: unset).
-fn cluster_connect_timeout_of(value: Option<String>) -> Result<std::time::Duration> {
-    match value {
-        None => Ok(std::time::Duration::from_secs(60)),
-        Some(v) => seconds(&v).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "PADIC_CLUSTER_CONNECT_TIMEOUT_S={v:?}: expected a number of seconds above 0"
-            ))
-        }),
-    }
+fn cluster_connect_timeout_of(
+    value: Option<std::ffi::OsString>,
+) -> Result<std::time::Duration, EnvError> {
+    let Some(raw) = value else {
+        return Ok(std::time::Duration::from_secs(60));
+    };
+    let text = raw.to_string_lossy();
+    seconds(&text).ok_or_else(|| EnvError {
+        variable: "PADIC_CLUSTER_CONNECT_TIMEOUT_S",
+        value: text.into_owned(),
+        allowed: "a number of seconds above 0",
+    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ fn a_bad_knob_is_refused_before_any_work() {
         ("PADIC_NO_HUGEPAGE", "2", "1, true, yes, on"),
         ("PADIC_GPU_BATCH_MB", "0", "1 to 1024"),
         ("PADIC_GPU_BATCH_MB", "4096", "1 to 1024"),
+        ("PADIC_CLUSTER_CONNECT_TIMEOUT_S", "-1", "seconds above 0"),
+        ("PADIC_CLUSTER_CONNECT_TIMEOUT_S", "abc", "seconds above 0"),
         (
             "PADIC_REPORT_PEAK_MEMORY",
             "sometimes",

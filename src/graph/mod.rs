@@ -581,8 +581,9 @@ fn execute(config: timely::Config, shared: Arc<Shared>) -> Result<()> {
     {
         return execute_here(config.worker, &shared);
     }
-    let (allocators, keep) =
-        mesh::allocators(config.communication, crate::config::cluster_connect_timeout)?;
+    let (allocators, keep) = mesh::allocators(config.communication, || {
+        Ok(crate::config::cluster_connect_timeout()?)
+    })?;
     let guards = timely::execute::execute_from(allocators, keep, config.worker, move |worker| {
         run_worker(worker, &shared)
     })
