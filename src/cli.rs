@@ -215,8 +215,8 @@ pub struct BenchArgs {
 /// The arguments of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Parameters per dtype of the generated model.
-    #[arg(long, default_value_t = 4_000_000, allow_negative_numbers = true, value_parser = whole::<usize>("--params", 1, u64::MAX.into()))]
+    /// Parameters per dtype of the generated model (at most 10^9: the demo holds each dtype's model in memory, 4 GB of f32 at that).
+    #[arg(long, default_value_t = 4_000_000, allow_negative_numbers = true, value_parser = whole::<usize>("--params", 1, 1_000_000_000))]
     pub params: usize,
     /// CPU worker threads [default: one per core].
     #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>("--workers", 1, u32::MAX.into()))]
@@ -706,6 +706,13 @@ fn bench(a: BenchArgs, quiet: bool) -> Result<()> {
 }
 
 fn demo(a: DemoArgs) -> Result<()> {
+    // --workers checked as the other commands check it, before any work
+    // (the demo's bursting stage refused it only at its end).
+    let flags = ConfigLayer {
+        num_cpu_workers: a.workers.map(|w| w as i64),
+        ..Default::default()
+    };
+    Config::load_for_command_line(None, flags)?;
     let (guard, dir) = match a.dir {
         Some(d) => {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;

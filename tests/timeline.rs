@@ -173,3 +173,27 @@ fn the_demo_runs_offline_round_trips_and_shows_a_switch_each_way() {
     let svg = std::fs::read_to_string(dir.path().join("demo-bursting.svg")).unwrap();
     assert!(svg_marks(&svg).len() >= 20);
 }
+
+#[test]
+fn the_demo_refuses_too_many_params_or_workers_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2^64 - 1 parameters aborted on a failed allocation (exit 134); 17
+    // workers on 2 cores ran every stage but the last.
+    let too_many = (padic_burst::config::max_workers() + 1).to_string();
+    for args in [
+        ["--params", "18446744073709551615"],
+        ["--workers", too_many.as_str()],
+    ] {
+        let out = bin()
+            .arg("demo")
+            .args(args)
+            .arg("--dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: work was done");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

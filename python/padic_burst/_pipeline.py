@@ -19,6 +19,23 @@ class DtypeError(_padic_burst.PadicError, TypeError):
     and a ``TypeError`` as it was before)."""
 
 
+def _digits(target_precision):
+    """`target_precision` checked: None (every stored digit) or a whole
+    number of digits, at least 1 (a negative one was an OverflowError)."""
+    if target_precision is None:
+        return None
+    try:
+        k = None if isinstance(target_precision, bool) else operator.index(target_precision)
+    except TypeError:
+        k = None
+    if k is None or k < 1 or k > 0xFFFFFFFF:
+        raise _padic_burst.PadicError(
+            f"invalid argument: target_precision={target_precision!r}: expected None or a whole "
+            f"number of digits, at least 1"
+        )
+    return k
+
+
 def _framework(name):
     try:
         return _FRAMEWORKS[name]
@@ -122,7 +139,7 @@ class Pipeline:
             )
         module = _module(fw)
         device = _device_name(device)
-        rows = self._inner.load(os.fspath(path), device, target_precision, fw == "pt")
+        rows = self._inner.load(os.fspath(path), device, _digits(target_precision), fw == "pt")
         return {name: module._tensor(name, dtype, shape, holder, device) for name, dtype, shape, holder in rows}
 
 
@@ -142,7 +159,7 @@ class safe_open:
         if self._framework == "np" and _gpu_index(device) is not None:
             raise _padic_burst.PadicError(f"device {device!r}: NumPy arrays live in host memory")
         self._device = _device_name(device)
-        self._target = target_precision
+        self._target = _digits(target_precision)
         self._pipeline = pipeline if pipeline is not None else Pipeline()
         self._opened = self._pipeline._inner.open(os.fspath(path))
 

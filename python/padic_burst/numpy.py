@@ -89,5 +89,9 @@ def save_file(tensors, filename, metadata=None, *, prime=2, precision=None, loss
     (it serializes them, so the ``safetensors`` package must be installed).
     The options are those of :func:`padic_burst.compress_file`; returns its summary."""
     options = dict(prime=prime, precision=precision, lossy=lossy, chunk_kib=chunk_kib)
+    # safetensors.numpy 0.8 writes a non-contiguous array's memory as it lies
+    # (a transpose comes back untransposed): each is made contiguous first.
+    if isinstance(tensors, dict):
+        tensors = {k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in tensors.items()}
     return _save_file("numpy", tensors, filename, metadata, options)
 

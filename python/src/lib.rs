@@ -155,16 +155,29 @@ fn summary_dict(
 /// One loaded tensor: `(name, dtype, shape, capsule holder)`.
 type Loaded = (String, String, Vec<u64>, DlTensor);
 
+/// What a load opened: a `.padic` file, or the shards of a packed model.
+struct OpenedModel {
+    containers: Vec<Arc<Container>>,
+    /// Each shard's path relative to the packed directory; `None` for a file.
+    shards: Option<Vec<PathBuf>>,
+}
+
 /// The containers of a `.padic` file, or of a packed model (the shards its
 /// index names; see `checkpoint::open_model`), in index order.
-fn open_all(path: &Path) -> padic_burst::Result<Vec<Arc<Container>>> {
+fn open_all(path: &Path) -> padic_burst::Result<OpenedModel> {
     if padic_burst::checkpoint::is_checkpoint(path) {
-        Ok(padic_burst::checkpoint::open_model(path)?
+        let (shards, containers) = padic_burst::checkpoint::open_model(path)?
             .into_iter()
-            .map(|(_, c)| c)
-            .collect())
+            .unzip();
+        Ok(OpenedModel {
+            containers,
+            shards: Some(shards),
+        })
     } else {
-        Ok(vec![Arc::new(Container::open(path)?)])
+        Ok(OpenedModel {
+            containers: vec![Arc::new(Container::open(path)?)],
+            shards: None,
+        })
     }
 }
 
@@ -286,6 +299,7 @@ impl Pipeline {
         &self,
         py: Python<'_>,
         containers: &[Arc<Container>],
+        shards: Option<&[PathBuf]>,
         target: Option<u32>,
         exact: bool,
     ) -> PyResult<Vec<Loaded>> {
@@ -294,8 +308,8 @@ impl Pipeline {
             [c] => format!("loading {}", c.path().display()),
             _ => format!("loading {} shards", containers.len()),
         };
-        let regions = unlocked(py, &what, || {
-            Ok(self.inner.decompress_models(containers, target)?.0)
+        let (regions, info) = unlocked(py, &what, || {
+            self.inner.decompress_models(containers, target)
         })?;
         let mut out = Vec::new();
         for (c, data) in containers.iter().zip(regions) {
@@ -304,7 +318,23 @@ impl Pipeline {
                 out.push(host_row(&storage, c, t, exact)?);
             }
         }
-        if let Some(run) = self.run_statistics() {
+        if let Some(mut run) = self.run_statistics() {
+            // A packed directory's load: each shard's share, as the command
+            // line's --stats-json gives it.
+            if let (Some(names), Some(o)) = (shards, run.as_object_mut()) {
+                let listed: Vec<serde_json::Value> = names
+                    .iter()
+                    .zip(&info.shards)
+                    .map(|(shard, figures)| {
+                        let mut v = serde_json::to_value(figures).unwrap_or_default();
+                        if let Some(m) = v.as_object_mut() {
+                            m.insert("shard".into(), shard.display().to_string().into());
+                        }
+                        v
+                    })
+                    .collect();
+                o.insert("shards".into(), listed.into());
+            }
             self.record(run);
         }
         Ok(out)
@@ -499,13 +529,31 @@ impl Pipeline {
         exact: bool,
     ) -> PyResult<Vec<Loaded>> {
         let device = parse_device(device)?;
+        let started = std::time::Instant::now();
         let what = format!("opening {}", path.display());
-        let containers = unlocked(py, &what, || open_all(&path))?;
+        let opened = unlocked(py, &what, || open_all(&path))?;
+        let containers = &opened.containers;
         self.begin_load();
         let loaded = match device {
-            Device::Cpu => self.load_host(py, &containers, target_precision, exact),
-            Device::Cuda(n) => self.load_device(py, &containers, target_precision, n),
+            Device::Cpu => self.load_host(
+                py,
+                containers,
+                opened.shards.as_deref(),
+                target_precision,
+                exact,
+            ),
+            Device::Cuda(n) => self.load_device(py, containers, target_precision, n),
         };
+        if loaded.is_ok() && opened.shards.is_some() {
+            // As --stats-json of a packed directory: the whole load's time.
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(o) = last.as_mut().and_then(|v| v.as_object_mut()) {
+                o.insert(
+                    "checkpoint_wall_time_s".into(),
+                    started.elapsed().as_secs_f64().into(),
+                );
+            }
+        }
         // The load is over: `last` has its statistics (or, when it failed,
         // still the previous load's).
         *self.loading.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -515,7 +563,7 @@ impl Pipeline {
     /// Opens a `.padic` file or a packed directory for `safe_open`.
     fn open(&self, py: Python<'_>, path: PathBuf) -> PyResult<Opened> {
         let what = format!("opening {}", path.display());
-        let containers = unlocked(py, &what, || open_all(&path))?;
+        let containers = unlocked(py, &what, || open_all(&path))?.containers;
         let mut index = HashMap::new();
         let mut names = Vec::new();
         let mut metadata: Option<HashMap<String, String>> = None;

@@ -157,6 +157,14 @@ def test_statistics_sum_over_shards(sharded):
     s = p.statistics()
     assert s["total_decompressions"] == summary["chunks"]
     assert s["bytes_out"] == sum(t.nbytes for t in tensors.values())
+    # The keys of a packed directory's --stats-json: each shard's share
+    # (they add up to the run's) and the whole load's time.
+    assert set(s) == STATS_KEYS | {"shards", "checkpoint_wall_time_s"}
+    shards = s["shards"]
+    assert [x["shard"] for x in shards] == [f"model-{i:05d}-of-00003.padic" for i in (1, 2, 3)]
+    for key in ["total_decompressions", "bytes_in", "bytes_out"]:
+        assert sum(x[key] for x in shards) == s[key], key
+    assert s["checkpoint_wall_time_s"] >= s["wall_time_s"] > 0
 
 
 def test_config_dict_and_toml_are_validated(packed, tmp_path):
@@ -348,6 +356,26 @@ def test_save_file_compresses_tensors_from_memory(packed, tmp_path):
     with padic_burst.safe_open(small, framework="np") as f:
         assert f.get_slice("e")[0:0].shape == (0, 4) and f.get_slice("x")[1:1].shape == (0, 4)
         assert f.get_slice("x")[2].tolist() == [8.0, 9.0, 10.0, 11.0]
+    # Arrays that are not contiguous are saved as they read (safetensors.numpy
+    # writes their memory as it lies: a transpose came back untransposed).
+    a = np.arange(24.0, dtype=np.float32).reshape(4, 6)
+    views = {"t": a.T, "f": np.asfortranarray(a), "s": a[:, ::2]}
+    strided = tmp_path / "strided.padic"
+    padic_burst.numpy.save_file(views, strided)
+    got = padic_burst.numpy.load_file(strided)
+    for name, want in views.items():
+        assert got[name].shape == want.shape and (got[name] == want).all(), name
+
+
+def test_a_bad_target_precision_is_a_padic_error(packed):
+    _, dst, _ = packed("bf16")
+    # -1 was an OverflowError from the binding.
+    for bad in [-1, 0, 2.5, True, "3", 1 << 40]:
+        with pytest.raises(padic_burst.PadicError, match="target_precision"):
+            padic_burst.numpy.load_file(dst, target_precision=bad)
+        with pytest.raises(padic_burst.PadicError, match="target_precision"):
+            padic_burst.safe_open(dst, framework="np", target_precision=bad)
+    assert padic_burst.numpy.load_file(dst, target_precision=np.int64(3)).keys()
 
 
 def test_version_matches_the_installed_package():

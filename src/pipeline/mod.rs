@@ -50,6 +50,9 @@ pub struct RunInfo {
     pub hybrid_chunks: u64,
     /// Wall-clock time of the graph run.
     pub wall: std::time::Duration,
+    /// Each shard's share of the run, in the order given, where the run
+    /// reports it ([`Pipeline::decompress_models`]); empty elsewhere.
+    pub shards: Vec<ShardFigures>,
 }
 
 impl RunInfo {
@@ -61,6 +64,7 @@ impl RunInfo {
             cpu_chunks: s.chunks.cpu_decompressions,
             hybrid_chunks: s.chunks.hybrid_decompressions,
             wall: std::time::Duration::from_secs_f64(s.wall_time_s),
+            shards: Vec::new(),
         }
     }
 }
@@ -357,7 +361,10 @@ impl Pipeline {
         let opts = self.options(target);
         let (models, r) = decompress_to_memory_all(shards, &opts)?;
         self.remember(&r.statistics);
-        let info = RunInfo::of(opts.mode, &r.statistics);
+        let info = RunInfo {
+            shards: r.shards,
+            ..RunInfo::of(opts.mode, &r.statistics)
+        };
         Ok((models.into_iter().map(|m| m.data).collect(), info))
     }
 
