@@ -396,9 +396,8 @@ fn temp_beside(target: &Path, suffix: &str) -> Result<PathBuf> {
 
 impl TempDir {
     /// Checks `target` ([`check_target`]), then creates `.<name>.tmp-<pid>`
-    /// beside it.
-    /// A symlink to an empty directory is written through: the directory it
-    /// leads to is replaced, and the link stays.
+    /// beside it. A symlink to an empty directory is written through: the
+    /// directory it leads to is replaced, and the link stays.
     fn create(target: &Path, source: &Path) -> Result<TempDir> {
         let target = crate::output::written_through(target)?;
         check_target(&target, source)?;

@@ -75,24 +75,15 @@ pub fn open_stream(target: &Path) -> Result<Option<(PathBuf, File)>> {
             .map_err(|e| Error::io("<stdout>", e))?;
         return Ok(Some((target.to_path_buf(), File::from(fd))));
     }
-    let mut target = target.to_path_buf();
-    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-        target = resolve_link(&target)?;
+    if !is_stream(target) {
+        return Ok(None);
     }
-    match std::fs::metadata(&target) {
-        Ok(m)
-            if m.file_type().is_fifo()
-                || m.file_type().is_char_device()
-                || m.file_type().is_socket() =>
-        {
-            let dest = OpenOptions::new()
-                .write(true)
-                .open(&target)
-                .map_err(|e| Error::io(&target, e))?;
-            Ok(Some((target, dest)))
-        }
-        _ => Ok(None),
-    }
+    let target = written_through(target)?;
+    let dest = OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .map_err(|e| Error::io(&target, e))?;
+    Ok(Some((target, dest)))
 }
 
 /// Whether `target` takes a stream rather than a file: `-`, a FIFO, a
