@@ -121,6 +121,12 @@ impl Cluster {
             },
         }
     }
+
+    /// The suffix of the temporary every process of this cluster writes
+    /// into (`.<name>.<suffix>` beside the output).
+    pub fn temp_suffix(&self) -> String {
+        format!("tmp-cluster-{:08x}", self.tag)
+    }
 }
 
 /// The process each of `tasks` (in global order) goes to: runs of
@@ -139,14 +145,6 @@ pub(crate) fn shares(tasks: &[ChunkTask], processes: usize) -> Vec<usize> {
             ((middle * processes as u128 / total) as usize).min(processes.max(1) - 1)
         })
         .collect()
-}
-
-impl Cluster {
-    /// The suffix of the temporary every process of this cluster writes
-    /// into (`.<name>.<suffix>` beside the output).
-    pub fn temp_suffix(&self) -> String {
-        format!("tmp-cluster-{:08x}", self.tag)
-    }
 }
 
 /// The temporary file every process of a cluster writes into.
