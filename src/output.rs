@@ -443,10 +443,30 @@ pub(crate) fn resolve_link(link: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// What a SIGBUS handler sends the clean-up thread: a mapped input was cut
+/// short under the process (the one way a SIGBUS arises here).
+const INPUT_CUT: libc::c_int = libc::SIGUSR1;
+
+/// SIGBUS: a read of a mapped input past its end, after another process cut
+/// the file short. The faulting thread cannot go on; it asks the clean-up
+/// thread (async-signal-safe `kill`) to remove the temporaries and exit, and
+/// sleeps until it does.
+extern "C" fn on_input_cut(_: libc::c_int) {
+    // SAFETY: `kill`, `getpid` and `pause` are async-signal-safe.
+    unsafe {
+        libc::kill(libc::getpid(), INPUT_CUT);
+        loop {
+            libc::pause();
+        }
+    }
+}
+
 /// On SIGINT or SIGTERM, removes every temporary file not yet committed and
-/// exits with 130 or 143. Call it first thing in `main`, before any thread
-/// starts: the signals are blocked in every thread and taken by one thread
-/// that waits for them, so the clean-up never runs inside a signal handler.
+/// exits with 130 or 143; on SIGBUS (a mapped input cut short by another
+/// process), the same with a message and exit 1. Call it first thing in
+/// `main`, before any thread starts: the signals are blocked in every thread
+/// and taken by one thread that waits for them, so the clean-up never runs
+/// inside a signal handler.
 pub fn install_signal_cleanup() {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -456,6 +476,7 @@ pub fn install_signal_cleanup() {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, INPUT_CUT);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
     };
     if blocked != 0 {
@@ -479,7 +500,17 @@ pub fn install_signal_cleanup() {
                     let _ = std::fs::remove_file(p);
                 }
             }
-            let code = if sig == libc::SIGINT { 130 } else { 143 };
+            let code = match sig {
+                libc::SIGINT => 130,
+                INPUT_CUT => {
+                    eprintln!(
+                        "error: an input file was cut short by another process while it was \
+                         read (SIGBUS); no output written"
+                    );
+                    1
+                }
+                _ => 143,
+            };
             // SAFETY: ends the process at once, without running destructors
             // of threads that are mid-write into files just removed.
             unsafe { libc::_exit(code) };
@@ -488,6 +519,14 @@ pub fn install_signal_cleanup() {
         // No watcher: let the signals kill the process as before.
         // SAFETY: as above, on the same valid set.
         unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        return;
+    }
+    // SAFETY: installs a handler that only makes async-signal-safe calls.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_input_cut as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
     }
 }
 

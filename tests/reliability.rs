@@ -620,6 +620,60 @@ fn an_input_cut_or_rewritten_during_compress_never_gives_a_broken_container() {
     println!("{outcomes:?}");
 }
 
+/// A container cut short by another process while `decompress` reads it:
+/// the container is mapped, and a read past its new end is a SIGBUS. It
+/// ended the process (exit 135) with the hidden temporary output left; the
+/// clean-up thread now removes it and exits 1 with a message.
+#[test]
+fn a_container_cut_during_decompress_is_a_clear_error_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(10);
+    let w = padic_burst::demo::gaussian_bytes(&mut rng, 24_000_000, 0.05, Dtype::BF16);
+    let file = safetensors_bytes(&[("w", Dtype::BF16, vec![24_000_000], w)]);
+    let packed = compress_bytes(dir.path(), "big", &file, &CompressOptions::default());
+    let whole = std::fs::read(&packed).unwrap();
+    let victim = dir.path().join("cut.padic");
+    let out = dir.path().join("out.safetensors");
+    let mut outcomes = Vec::new();
+    for delay_ms in [0u64, 5, 10, 20, 40] {
+        std::fs::write(&victim, &whole).unwrap();
+        let child = bin()
+            .args(["--quiet", "decompress", "--workers", "1"])
+            .arg(&victim)
+            .arg("-o")
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&victim)
+            .unwrap();
+        f.set_len(whole.len() as u64 / 4).unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        match o.status.code() {
+            // Done before the cut.
+            Some(0) => assert_eq!(std::fs::read(&out).unwrap(), file),
+            // Cut before its header was read: a damaged container.
+            Some(2) => assert!(err.contains("cut.padic"), "{err}"),
+            Some(1) => assert!(err.contains("cut short by another process"), "{err}"),
+            other => panic!("{delay_ms} ms: {other:?}: {err}"),
+        }
+        if o.status.code() != Some(0) {
+            assert!(
+                !out.exists(),
+                "{delay_ms} ms: an output under the final name"
+            );
+        }
+        assert_no_temp_files(dir.path());
+        let _ = std::fs::remove_file(&out);
+        outcomes.push((delay_ms, o.status.code()));
+    }
+    println!("{outcomes:?}");
+}
+
 /// A model of several tensors for the fault and soak runs.
 fn fault_model(dir: &Path, chunk_kib: u32, values: usize) -> (PathBuf, Vec<u8>) {
     gaussian_model(
