@@ -385,3 +385,73 @@ fn the_status_line_is_drawn_only_on_a_terminal() {
         .follow(pipeline.monitor())
         .is_none());
 }
+
+/// A replayed trace decides every chunk before the run starts. Snapshots
+/// reported the replay's end from the first one (the AUTO state after the
+/// last chunk, both switches counted at 25 of 256 chunks); they report the
+/// state and counts after the chunks merged so far.
+#[test]
+fn a_replay_is_watched_as_it_goes_not_as_it_will_end() {
+    use padic_burst::policy::Policy;
+    use padic_burst::pressure::{PressureSource, Sample, Trace};
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(Container::open(long_model(dir.path())).unwrap());
+    let chunks = model.header().chunk_count();
+    let step = 10u64;
+    let at = |k: usize, used_mb: f64| Sample {
+        t_ms: k as u64 * step,
+        used_mb,
+        total_mb: 1000.0,
+    };
+    // Low, then over the threshold for the middle third, then low again.
+    let trace = Trace::new(vec![
+        at(0, 300.0),
+        at(chunks / 3, 970.0),
+        at(2 * chunks / 3, 400.0),
+    ])
+    .unwrap();
+    let cfg = Config {
+        num_cpu_workers: 1,
+        ..Config::default()
+    };
+    // What the replay holds after each chunk.
+    let mut replay = Policy::new(cfg.policy(), Mode::Auto, true);
+    let expected: Vec<(u64, EngineState)> = (0..chunks)
+        .map(|k| {
+            let now = k as u64 * step;
+            replay.decide(now, trace.sample_at(now));
+            (replay.mode_switches(), replay.state())
+        })
+        .collect();
+    assert_eq!(expected.last().unwrap().0, 2, "the trace switches twice");
+    let seen = Arc::new(Mutex::new(Vec::<Snapshot>::new()));
+    let record = seen.clone();
+    let pipeline = Pipeline::with_mode(cfg, Mode::Auto)
+        .with_trace(trace, step)
+        .with_monitor(Duration::from_millis(2), move |s| {
+            record.lock().unwrap().push(s.clone())
+        })
+        .unwrap();
+    pipeline.decompress_model(&model, None).unwrap();
+    drop(pipeline);
+    let seen = seen.lock().unwrap();
+    let during: Vec<&Snapshot> = seen.iter().filter(|s| !s.finished).collect();
+    for s in &during {
+        let merged = s.statistics.chunks.total_decompressions as usize;
+        let (switches, state) = expected[merged.max(1) - 1];
+        assert_eq!(
+            (s.statistics.mode_switches, s.engine_state),
+            (switches, state),
+            "after {merged} of {chunks} chunks"
+        );
+    }
+    assert!(
+        during
+            .iter()
+            .any(|s| (s.statistics.chunks.total_decompressions as usize) < chunks / 3),
+        "no snapshot in the first third ({} in all)",
+        during.len()
+    );
+    let last = seen.last().unwrap();
+    assert!(last.finished && last.statistics.mode_switches == 2);
+}

@@ -453,7 +453,7 @@ fn run(
             .clone()
             .unwrap_or_else(|| Arc::new(crate::pressure::NoGpu)),
         policy: policy.clone(),
-        planned,
+        planned: planned.as_ref().map(|p| p.routes.clone()),
         state: state.clone(),
         abort,
         queue: OnceLock::new(),
@@ -476,6 +476,7 @@ fn run(
         trace: opts.trace.clone().map(|t| (t, opts.replay_step_ms)),
         pressure: opts.pressure.clone(),
         chunks: all_tasks.len(),
+        replayed: planned.and_then(|p| p.marks),
         last: std::sync::OnceLock::new(),
     });
     let live = opts.monitor.as_ref().map(|m| {

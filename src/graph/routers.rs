@@ -8,7 +8,7 @@ use padic_burst_operators::{RouteTag, Router};
 
 use super::records::ChunkTask;
 use super::RunOptions;
-use crate::policy::{Mode, Policy, Route};
+use crate::policy::{EngineState, Mode, Policy, Route};
 use crate::pressure::PressureSource;
 
 /// Routes from a decision list made up front (replay, or no GPU); a
@@ -49,32 +49,58 @@ impl Router<ChunkTask> for LiveRouter {
     }
 }
 
+/// The replay's policy right after it decided a chunk: what a snapshot
+/// taken while the run goes reports (the shared policy holds the state
+/// after the last chunk from the start).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplayMark {
+    pub(crate) state: EngineState,
+    pub(crate) mode_switches: u64,
+    pub(crate) memory_pressure_events: u64,
+}
+
+/// Routes decided up front, and for a replay, the policy after each chunk.
+pub(crate) struct Planned {
+    pub(crate) routes: Arc<Vec<Route>>,
+    pub(crate) marks: Option<Arc<Vec<ReplayMark>>>,
+}
+
 /// Every chunk's route decided up front, when it can be: replayed from a
 /// pressure trace (the shared policy then holds the replay's state), or all
 /// CPU (GPU for GPU_ONLY, which then fails saying why) without a GPU. `None`:
 /// route live.
-pub(crate) fn planned(
-    opts: &RunOptions,
-    policy: &Mutex<Policy>,
-    chunks: usize,
-) -> Option<Arc<Vec<Route>>> {
+pub(crate) fn planned(opts: &RunOptions, policy: &Mutex<Policy>, chunks: usize) -> Option<Planned> {
     match (&opts.trace, opts.gpu.is_some()) {
         (Some(trace), _) => {
             let mut replay = Policy::new(opts.config.policy(), opts.mode, true);
-            let d = crate::plan::replay(&mut replay, trace, chunks, opts.replay_step_ms)
-                .map(|d| d.route)
-                .collect();
+            let mut routes = Vec::with_capacity(chunks);
+            let mut marks = Vec::with_capacity(chunks);
+            for k in 0..chunks {
+                let now = (k as u64).saturating_mul(opts.replay_step_ms);
+                routes.push(replay.decide(now, trace.sample_at(now)).route);
+                marks.push(ReplayMark {
+                    state: replay.state(),
+                    mode_switches: replay.mode_switches(),
+                    memory_pressure_events: replay.memory_pressure_events(),
+                });
+            }
             *policy.lock().expect("policy lock") = replay;
-            Some(Arc::new(d))
+            Some(Planned {
+                routes: Arc::new(routes),
+                marks: Some(Arc::new(marks)),
+            })
         }
-        (None, false) => Some(Arc::new(vec![
-            if opts.mode == Mode::GpuOnly {
-                Route::Gpu
-            } else {
-                Route::Cpu
-            };
-            chunks
-        ])),
+        (None, false) => Some(Planned {
+            routes: Arc::new(vec![
+                if opts.mode == Mode::GpuOnly {
+                    Route::Gpu
+                } else {
+                    Route::Cpu
+                };
+                chunks
+            ]),
+            marks: None,
+        }),
         (None, true) => None,
     }
 }

@@ -130,6 +130,9 @@ pub(crate) struct StatsSource {
     pub(crate) pressure: Option<Arc<dyn crate::pressure::PressureSource>>,
     /// Chunks of the run.
     pub(crate) chunks: usize,
+    /// A replay's policy after each chunk: a snapshot while the run goes
+    /// reports the AUTO state and counts as of the chunks merged so far.
+    pub(crate) replayed: Option<Arc<Vec<super::routers::ReplayMark>>>,
     /// The final statistics, once computed: later snapshots are these, so
     /// none reads a later wall time than the final one.
     pub(crate) last: std::sync::OnceLock<(crate::policy::EngineState, crate::stats::Statistics)>,
@@ -164,7 +167,7 @@ impl StatsSource {
             (None, Some(source)) => source.sample_at(elapsed.as_millis() as u64),
             (None, None) => None,
         };
-        let s = st.recorder.statistics(
+        let mut s = st.recorder.statistics(
             &p,
             self.mode,
             elapsed,
@@ -172,9 +175,20 @@ impl StatsSource {
             self.gpu.clone(),
             last_sample,
         );
-        if finished {
-            let _ = self.last.set((p.state(), s.clone()));
+        let mut state = p.state();
+        // A replay decided every chunk up front, and the shared policy holds
+        // the state after the last one: while the run goes, the state and
+        // counts are those after the chunks merged so far.
+        if let (false, Some(marks)) = (finished, &self.replayed) {
+            if let Some(m) = marks.get(decided.max(1) - 1) {
+                state = m.state;
+                s.mode_switches = m.mode_switches;
+                s.memory_pressure_events = m.memory_pressure_events;
+            }
         }
-        (p.state(), s)
+        if finished {
+            let _ = self.last.set((state, s.clone()));
+        }
+        (state, s)
     }
 }
