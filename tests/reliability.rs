@@ -544,6 +544,32 @@ fn hostile_sizes_keep_peak_memory_flat() {
     assert_no_temp_files(dir.path());
 }
 
+/// Runs the command line with `args` on `victim`, written anew from
+/// `bytes`, and `delay_ms` after it starts has `meddle` change the file
+/// under it, as another process would; the run's output.
+fn meddled_run(
+    args: &[&std::ffi::OsStr],
+    victim: &Path,
+    bytes: &[u8],
+    delay_ms: u64,
+    meddle: impl FnOnce(&std::fs::File),
+) -> std::process::Output {
+    std::fs::write(victim, bytes).unwrap();
+    let child = bin()
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    meddle(
+        &std::fs::OpenOptions::new()
+            .write(true)
+            .open(victim)
+            .unwrap(),
+    );
+    child.wait_with_output().unwrap()
+}
+
 /// A file cut short or rewritten while `compress` reads it: the input is
 /// mapped, and its chunks were read from the mapping several times (a pass
 /// a section, then the counts), so a cut ended the process with SIGBUS
@@ -563,32 +589,26 @@ fn an_input_cut_or_rewritten_during_compress_never_gives_a_broken_container() {
     let mut outcomes = Vec::new();
     for (trial, delay_ms) in [0u64, 2, 5, 10, 20].into_iter().enumerate() {
         for cut in [true, false] {
-            std::fs::write(&input, &file).unwrap();
-            let child = bin()
-                .args(["--quiet", "compress"])
-                .arg(&input)
-                .arg("-o")
-                .arg(&packed)
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(delay_ms));
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&input)
-                .unwrap();
-            if cut {
-                f.set_len(file.len() as u64 / 3).unwrap();
-            } else {
-                // Rewrite the second half with other values, over and over.
-                let noise: Vec<u8> = (0..file.len() / 2)
-                    .map(|i| (i * 131 + trial) as u8)
-                    .collect();
-                for _ in 0..5 {
-                    f.write_all_at(&noise, file.len() as u64 / 2).unwrap();
+            let args = [
+                "--quiet".as_ref(),
+                "compress".as_ref(),
+                input.as_os_str(),
+                "-o".as_ref(),
+                packed.as_os_str(),
+            ];
+            let out = meddled_run(&args, &input, &file, delay_ms, |f| {
+                if cut {
+                    f.set_len(file.len() as u64 / 3).unwrap();
+                } else {
+                    // Rewrite the second half with other values, over and over.
+                    let noise: Vec<u8> = (0..file.len() / 2)
+                        .map(|i| (i * 131 + trial) as u8)
+                        .collect();
+                    for _ in 0..5 {
+                        f.write_all_at(&noise, file.len() as u64 / 2).unwrap();
+                    }
                 }
-            }
-            let out = child.wait_with_output().unwrap();
+            });
             let err = String::from_utf8_lossy(&out.stderr);
             let code = out.status.code();
             // 2: cut before its header was read, a file that is not whole.
@@ -636,22 +656,18 @@ fn a_container_cut_during_decompress_is_a_clear_error_and_leaves_nothing() {
     let out = dir.path().join("out.safetensors");
     let mut outcomes = Vec::new();
     for delay_ms in [0u64, 5, 10, 20, 40] {
-        std::fs::write(&victim, &whole).unwrap();
-        let child = bin()
-            .args(["--quiet", "decompress", "--workers", "1"])
-            .arg(&victim)
-            .arg("-o")
-            .arg(&out)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&victim)
-            .unwrap();
-        f.set_len(whole.len() as u64 / 4).unwrap();
-        let o = child.wait_with_output().unwrap();
+        let args = [
+            "--quiet".as_ref(),
+            "decompress".as_ref(),
+            "--workers".as_ref(),
+            "1".as_ref(),
+            victim.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ];
+        let o = meddled_run(&args, &victim, &whole, delay_ms, |f| {
+            f.set_len(whole.len() as u64 / 4).unwrap()
+        });
         let err = String::from_utf8_lossy(&o.stderr);
         match o.status.code() {
             // Done before the cut.
