@@ -58,6 +58,13 @@ fn decompress(packed: &Path, out: &Path, extra: &[&str]) -> Vec<std::ffi::OsStri
     a
 }
 
+/// Both processes succeeded.
+fn assert_both_succeed(outs: &[Output; 2]) {
+    for (p, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "process {p}: {}", stderr(o));
+    }
+}
+
 /// Both processes exit 2 with a message that contains each of `says`.
 fn assert_both_refuse(outs: &[Output; 2], says: &[&str]) {
     for (p, o) in outs.iter().enumerate() {
@@ -196,9 +203,7 @@ fn agreeing_processes_write_the_identical_file_on_different_paths_to_it() {
         0 => decompress(&packed, &out, &[]),
         _ => decompress(&copy, &sub.join("..").join("decoded.safetensors"), &[]),
     });
-    for (p, o) in outs.iter().enumerate() {
-        assert!(o.status.success(), "process {p}: {}", stderr(o));
-    }
+    assert_both_succeed(&outs);
     assert!(std::fs::read(&out).unwrap() == original, "the file differs");
     common::assert_no_temp_files(dir.path());
 }
@@ -216,9 +221,7 @@ fn a_cluster_writes_through_a_symlink_and_keeps_the_inputs_permissions() {
     // The link was replaced by a file (its target left old), and the file
     // was 0644 whatever the input's bits.
     let outs = cluster(dir.path(), |_| decompress(&packed, &link, &[]));
-    for (p, o) in outs.iter().enumerate() {
-        assert!(o.status.success(), "process {p}: {}", stderr(o));
-    }
+    assert_both_succeed(&outs);
     assert!(std::fs::symlink_metadata(&link)
         .unwrap()
         .file_type()
@@ -262,9 +265,7 @@ fn a_cluster_refuses_a_fifo_and_checks_into_the_null_device() {
         return;
     }
     let outs = cluster(dir.path(), |_| decompress(&packed, &null, &[]));
-    for (p, o) in outs.iter().enumerate() {
-        assert!(o.status.success(), "process {p}: {}", stderr(o));
-    }
+    assert_both_succeed(&outs);
     let m = std::fs::metadata(&null).unwrap();
     assert!(m.file_type().is_char_device() && m.len() == 0);
     std::fs::remove_file(&null).unwrap();
@@ -288,10 +289,8 @@ fn two_clusters_writing_one_output_each_put_a_whole_file_there() {
         .into_iter()
         .map(|t| t.join().unwrap())
         .collect();
-    for (r, outs) in runs.iter().enumerate() {
-        for (p, o) in outs.iter().enumerate() {
-            assert!(o.status.success(), "cluster {r} process {p}: {}", stderr(o));
-        }
+    for outs in &runs {
+        assert_both_succeed(outs);
     }
     assert!(std::fs::read(&out).unwrap() == original, "the file differs");
     common::assert_no_temp_files(dir.path());
