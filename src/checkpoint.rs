@@ -180,10 +180,13 @@ impl Checkpoint {
         named
             .into_iter()
             .map(|name| {
-                let path = Path::new(name);
-                let inside = path
+                use std::path::Component::{CurDir, Normal};
+                // `./model-00001-of-00002.safetensors` is the same file.
+                let path: PathBuf = Path::new(name)
                     .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                    .filter(|c| *c != CurDir)
+                    .collect();
+                let inside = path.components().all(|c| matches!(c, Normal(_)));
                 if !inside {
                     return Err(bad(
                         index,
@@ -218,7 +221,13 @@ impl Checkpoint {
         }
         for shard in &self.shards {
             let out = shard.with_extension(out_ext);
-            if self.others.contains(&out) {
+            // A file of that name, or a directory (with files, empty, or
+            // holding another shard).
+            let taken = |p: &PathBuf| p.starts_with(&out);
+            if self.others.iter().any(taken)
+                || self.empty_dirs.iter().any(taken)
+                || self.shards.iter().any(|s| s != shard && taken(s))
+            {
                 return Err(bad(
                     &self.root.join(&out),
                     format!(

@@ -78,12 +78,13 @@ pub fn open_stream(target: &Path) -> Result<Option<(PathBuf, File)>> {
     if !is_stream(target) {
         return Ok(None);
     }
-    let target = written_through(target)?;
+    // Opened as given: the kernel follows the links, `/dev/stdout`'s among
+    // them, whose text (`pipe:[N]`) is no path to follow by hand.
     let dest = OpenOptions::new()
         .write(true)
-        .open(&target)
-        .map_err(|e| Error::io(&target, e))?;
-    Ok(Some((target, dest)))
+        .open(target)
+        .map_err(|e| Error::io(target, e))?;
+    Ok(Some((target.to_path_buf(), dest)))
 }
 
 /// Whether `target` takes a stream rather than a file: `-`, a FIFO, a
@@ -131,23 +132,32 @@ enum Place {
 }
 
 /// `path` made absolute through its deepest existing ancestor, that one
-/// canonical (symlinks resolved) and the rest as given.
+/// canonical (symlinks resolved) and the rest as given; a symlink that
+/// leads to nothing yet is followed to where it leads, as a write through
+/// it would go.
 fn located(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let mut rest = Vec::new();
-    let mut at = absolute.as_path();
-    loop {
+    let mut at = absolute(path);
+    for _ in 0..64 {
         if let Ok(real) = at.canonicalize() {
             return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            if let Ok(next) = resolve_link(&at) {
+                at = absolute(&next);
+                continue;
+            }
         }
         match (at.parent(), at.file_name()) {
             (Some(parent), Some(name)) => {
                 rest.push(name.to_os_string());
-                at = parent;
+                at = parent.to_path_buf();
             }
-            _ => return absolute,
+            _ => break,
         }
     }
+    rest.iter().rev().fold(at, |p, name| p.join(name))
 }
 
 /// Where `path` leads; `None` for the null device, which any number of
@@ -446,12 +456,17 @@ pub(crate) fn resolve_link(link: &Path) -> Result<PathBuf> {
 /// What a SIGBUS handler sends the clean-up thread: a mapped input was cut
 /// short under the process (the one way a SIGBUS arises here).
 const INPUT_CUT: libc::c_int = libc::SIGUSR1;
+/// Set by the SIGBUS handler before it sends [`INPUT_CUT`]: a SIGUSR1 from
+/// outside is not a cut input.
+static INPUT_WAS_CUT: AtomicBool = AtomicBool::new(false);
 
 /// SIGBUS: a read of a mapped input past its end, after another process cut
 /// the file short. The faulting thread cannot go on; it asks the clean-up
 /// thread (async-signal-safe `kill`) to remove the temporaries and exit, and
 /// sleeps until it does.
 extern "C" fn on_input_cut(_: libc::c_int) {
+    // A lock-free store: async-signal-safe.
+    INPUT_WAS_CUT.store(true, Ordering::SeqCst);
     // SAFETY: `kill`, `getpid` and `pause` are async-signal-safe.
     unsafe {
         libc::kill(libc::getpid(), INPUT_CUT);
@@ -502,13 +517,15 @@ pub fn install_signal_cleanup() {
             }
             let code = match sig {
                 libc::SIGINT => 130,
-                INPUT_CUT => {
+                INPUT_CUT if INPUT_WAS_CUT.load(Ordering::SeqCst) => {
                     eprintln!(
                         "error: an input file was cut short by another process while it was \
                          read (SIGBUS); no output written"
                     );
                     1
                 }
+                // A SIGUSR1 from outside: the signal's own end, temporaries removed.
+                INPUT_CUT => 128 + libc::SIGUSR1,
                 _ => 143,
             };
             // SAFETY: ends the process at once, without running destructors

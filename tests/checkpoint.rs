@@ -486,6 +486,15 @@ fn a_file_that_takes_a_shards_output_name_is_refused_before_any_work() {
         "model-00002-of-00003.padic: model-00002-of-00003.safetensors compressed takes this name too",
     );
     assert!(!again.exists());
+    // A directory of that name (it failed with "File exists", exit 1, after
+    // compressing the shards before it).
+    std::fs::remove_file(model.join("model-00002-of-00003.padic")).unwrap();
+    std::fs::create_dir_all(model.join("model-00002-of-00003.padic/notes")).unwrap();
+    refused(
+        &compress(&model, &again),
+        "model-00002-of-00003.padic: model-00002-of-00003.safetensors compressed takes this name too",
+    );
+    assert!(!again.exists());
     // A stray safetensors file in a packed directory, the same way back.
     std::fs::write(packed.join("model-00001-of-00003.safetensors"), b"junk").unwrap();
     let restored = tmp.path().join("restored");
@@ -504,6 +513,11 @@ fn an_index_naming_a_file_outside_its_directory_or_not_a_shard_is_refused() {
     std::fs::write(tmp.path().join("outside.safetensors"), b"x").unwrap();
     let index = model.join("model.safetensors.index.json");
     let outside = tmp.path().join("outside.safetensors");
+    // `./model-00001-of-00003.safetensors` is the shard itself (transformers
+    // takes it); it was refused as outside the folder.
+    let json = serde_json::json!({"weight_map": {"w": format!("./{}", SHARDS[0])}});
+    std::fs::write(&index, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert_success(&compress(&model, &tmp.path().join("dot")));
     for (name, said) in [
         (
             "../outside.safetensors",

@@ -491,6 +491,9 @@ fn a_side_output_on_the_input_or_on_another_output_is_refused_before_any_work() 
     // Each used to write over the input (or the output) and exit 0.
     let input_link = dir.path().join("link.padic");
     std::os::unix::fs::symlink(&packed, &input_link).unwrap();
+    // A link to -o, which does not exist yet: a write through it lands there.
+    let dangling = dir.path().join("dangling.json");
+    std::os::unix::fs::symlink(&out, &dangling).unwrap();
     let (s_json, s_json2) = (
         p(&dir.path().join("s.json")),
         p(&dir.path().join("./s.json")),
@@ -527,6 +530,7 @@ fn a_side_output_on_the_input_or_on_another_output_is_refused_before_any_work() 
             "--pressure-trace",
         ),
         (decompress(&packed, &["--stats-json", &p(&out)]), "-o"),
+        (decompress(&packed, &["--stats-json", &p(&dangling)]), "-o"),
         (
             decompress(&packed, &["--stats-json", &s_json, "--timeline", &s_json2]),
             "--stats-json",
@@ -581,6 +585,26 @@ fn a_side_output_on_the_input_or_on_another_output_is_refused_before_any_work() 
         b"t_ms,used_mb,total_mb\n0,10,100\n"
     );
     assert_no_temp_files(dir.path());
+}
+
+#[test]
+fn dev_stdout_and_dev_stderr_take_the_bytes_when_they_are_pipes() {
+    // `/dev/stdout` into a pipe failed: the link's text (`pipe:[N]`) was
+    // followed by hand as if it were a path.
+    let dir = tempfile::tempdir().unwrap();
+    let (input, original) = model(dir.path());
+    let packed = dir.path().join("m.padic");
+    assert!(run_on("compress", &input, &packed, &[]).status.success());
+    let out = bin()
+        .args(["--quiet", "decompress"])
+        .arg(&packed)
+        .args(["-o", "/dev/stdout", "--stats-json", "/dev/stderr"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    assert!(out.stdout == original, "stdout holds other bytes");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"total_decompressions\""), "{err}");
 }
 
 #[test]
@@ -686,7 +710,7 @@ fn too_many_workers_are_refused_at_once_naming_the_limit() {
 }
 
 #[test]
-fn sigterm_mid_run_removes_the_temporary_output_and_exits_143() {
+fn sigterm_or_sigusr1_mid_run_removes_the_temporary_output_and_exits_as_the_signal_does() {
     let dir = tempfile::tempdir().unwrap();
     // About 64 MB of bf16 output: long enough to be caught mid-run.
     let (packed, _) = gaussian_model(
@@ -697,43 +721,52 @@ fn sigterm_mid_run_removes_the_temporary_output_and_exits_143() {
         1024,
     );
     let restored = dir.path().join("r.safetensors");
-    let mut caught = false;
-    for _ in 0..5 {
-        let mut child = bin()
-            .arg("--quiet")
-            .arg("decompress")
-            .arg(&packed)
-            .arg("-o")
-            .arg(&restored)
-            .args(["--workers", "1", "--mode", "cpu-only"])
-            .spawn()
-            .unwrap();
-        // Wait for the temporary output to appear, then stop the run.
-        let started = std::time::Instant::now();
-        while started.elapsed() < std::time::Duration::from_secs(10) {
-            let temp = std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_string_lossy().contains(".tmp-"));
-            if temp {
+    // SIGUSR1 from outside ends the run as the signal does (128 + 10), the
+    // temporaries removed; it was reported as an input cut short (SIGBUS),
+    // whose handler uses it inside the process.
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGUSR1, 138)] {
+        let mut caught = false;
+        for _ in 0..5 {
+            let child = bin()
+                .arg("--quiet")
+                .arg("decompress")
+                .arg(&packed)
+                .arg("-o")
+                .arg(&restored)
+                .args(["--workers", "1", "--mode", "cpu-only"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Wait for the temporary output to appear, then stop the run.
+            let started = std::time::Instant::now();
+            while started.elapsed() < std::time::Duration::from_secs(10) {
+                let temp = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .any(|e| e.file_name().to_string_lossy().contains(".tmp-"));
+                if temp {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            // SAFETY: a plain kill(2) of our own child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let out = child.wait_with_output().unwrap();
+            let status = out.status;
+            assert_no_temp_files(dir.path());
+            if status.code() == Some(code) {
+                assert!(!restored.exists(), "a stopped run left no output");
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(!err.contains("cut short"), "{err}");
+                caught = true;
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            // The run finished before the signal: it must have succeeded whole.
+            assert!(status.success(), "{status:?}");
+            std::fs::remove_file(&restored).unwrap();
         }
-        // SAFETY: a plain kill(2) of our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().unwrap();
-        assert_no_temp_files(dir.path());
-        if status.code() == Some(143) {
-            assert!(!restored.exists(), "a stopped run left no output");
-            caught = true;
-            break;
-        }
-        // The run finished before the signal: it must have succeeded whole.
-        assert!(status.success(), "{status:?}");
-        std::fs::remove_file(&restored).unwrap();
+        assert!(caught, "no run was still going when signal {signal} came");
     }
-    assert!(caught, "no run was still going when SIGTERM came");
 }
 
 #[test]

@@ -92,6 +92,11 @@ def save_file(tensors, filename, metadata=None, *, prime=2, precision=None, loss
     # safetensors.numpy 0.8 writes a non-contiguous array's memory as it lies
     # (a transpose comes back untransposed): each is made contiguous first.
     if isinstance(tensors, dict):
-        tensors = {k: np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v for k, v in tensors.items()}
+        # (A copy in C order only where needed: ascontiguousarray would make a
+        # 0-d array 1-d.)
+        tensors = {
+            k: v.copy(order="C") if isinstance(v, np.ndarray) and not v.flags.c_contiguous else v
+            for k, v in tensors.items()
+        }
     return _save_file("numpy", tensors, filename, metadata, options)
 

@@ -359,7 +359,7 @@ def test_save_file_compresses_tensors_from_memory(packed, tmp_path):
     # Arrays that are not contiguous are saved as they read (safetensors.numpy
     # writes their memory as it lies: a transpose came back untransposed).
     a = np.arange(24.0, dtype=np.float32).reshape(4, 6)
-    views = {"t": a.T, "f": np.asfortranarray(a), "s": a[:, ::2]}
+    views = {"t": a.T, "f": np.asfortranarray(a), "s": a[:, ::2], "scalar": np.array(2.5, dtype=np.float32)}
     strided = tmp_path / "strided.padic"
     padic_burst.numpy.save_file(views, strided)
     got = padic_burst.numpy.load_file(strided)
