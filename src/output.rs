@@ -164,7 +164,12 @@ fn located(path: &Path) -> PathBuf {
 /// outputs may share.
 fn place(path: &Path) -> Option<Place> {
     if path.as_os_str() == "-" {
-        return Some(Place::Stdout);
+        // What standard output is (a pipe, a file, a terminal, the null
+        // device), so that `/dev/stdout` or that file's own name is the same.
+        return match Path::new("/dev/stdout").exists() {
+            true => place(Path::new("/dev/stdout")),
+            false => Some(Place::Stdout),
+        };
     }
     if is_null_device(path) {
         return None;

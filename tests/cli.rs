@@ -605,6 +605,21 @@ fn dev_stdout_and_dev_stderr_take_the_bytes_when_they_are_pipes() {
     assert!(out.stdout == original, "stdout holds other bytes");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"total_decompressions\""), "{err}");
+    // `-` and `/dev/stdout` are one output: the model's bytes and the JSON
+    // would mix (`-` was told apart by its name).
+    let out = bin()
+        .args(["--quiet", "decompress"])
+        .arg(&packed)
+        .args(["-o", "-", "--stats-json", "/dev/stdout"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--stats-json /dev/stdout is -o - itself"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
