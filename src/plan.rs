@@ -111,6 +111,12 @@ pub fn timeline(
     }
 }
 
+/// The virtual time at which a replay decides chunk `k` (`step_ms` apart):
+/// the one rule of `plan`, the graph's router and its snapshots.
+pub fn replay_time(k: usize, step_ms: u64) -> u64 {
+    (k as u64).saturating_mul(step_ms)
+}
+
 /// The trace replay `plan` and `decompress --pressure-trace` share: chunk
 /// `k` decided at virtual time `k * step_ms` on the sample the trace holds
 /// then, for `chunks` chunks; `policy` keeps the replay's state.
@@ -121,7 +127,7 @@ pub fn replay<'a>(
     step_ms: u64,
 ) -> impl Iterator<Item = Decision> + 'a {
     (0..chunks).map(move |k| {
-        let now = (k as u64).saturating_mul(step_ms);
+        let now = replay_time(k, step_ms);
         policy.decide(now, trace.sample_at(now))
     })
 }

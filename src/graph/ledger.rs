@@ -119,7 +119,7 @@ pub(crate) fn timeline(
         .map(|(global, (r, gpu, cpu))| crate::timeline::TimelineChunk {
             chunk: global,
             t_ms: match replay_step_ms {
-                Some(step) => global as f64 * step as f64,
+                Some(step) => crate::plan::replay_time(global, step) as f64,
                 None => r.routed_us as f64 / 1000.0,
             },
             route: r.route.name(),

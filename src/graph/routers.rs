@@ -76,7 +76,7 @@ pub(crate) fn planned(opts: &RunOptions, policy: &Mutex<Policy>, chunks: usize) 
             let mut routes = Vec::with_capacity(chunks);
             let mut marks = Vec::with_capacity(chunks);
             for k in 0..chunks {
-                let now = (k as u64).saturating_mul(opts.replay_step_ms);
+                let now = crate::plan::replay_time(k, opts.replay_step_ms);
                 routes.push(replay.decide(now, trace.sample_at(now)).route);
                 marks.push(ReplayMark {
                     state: replay.state(),

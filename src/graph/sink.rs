@@ -162,7 +162,7 @@ impl StatsSource {
         };
         let last_sample = match (&self.trace, &self.pressure) {
             (Some((t, step)), _) => {
-                t.sample_at((decided.saturating_sub(1) as u64).saturating_mul(*step))
+                t.sample_at(crate::plan::replay_time(decided.saturating_sub(1), *step))
             }
             (None, Some(source)) => source.sample_at(elapsed.as_millis() as u64),
             (None, None) => None,
