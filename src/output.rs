@@ -106,18 +106,19 @@ pub fn written_through(target: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Refuses `output` when it is `input` (the same device and inode).
+/// Refuses `output` when it is `input` (the same device and inode, however
+/// spelled: [`place`]).
 pub fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
-    if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(output)) {
-        if a.dev() == b.dev() && a.ino() == b.ino() {
-            return Err(Error::InvalidArgument(format!(
+    match place(output) {
+        Some(at @ Place::Inode(..)) if place(input).as_ref() == Some(&at) => {
+            Err(Error::InvalidArgument(format!(
                 "{} is the input {} itself: refusing to write over it",
                 output.display(),
                 input.display()
-            )));
+            )))
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Where a path leads, to tell two spellings of one file apart.
@@ -191,10 +192,14 @@ pub type Named<'a> = (&'a str, &'a Path);
 /// `writes`. The null device is never a clash.
 pub fn refuse_clashes(reads: &[Named], trees: &[Named], writes: &[Named]) -> Result<()> {
     let refuse = |what: String| Err(Error::InvalidArgument(what));
+    // Each path looked up once.
+    let read_places: Vec<Option<Place>> = reads.iter().map(|&(_, p)| place(p)).collect();
+    let write_places: Vec<Option<Place>> = writes.iter().map(|&(_, p)| place(p)).collect();
+    let tree_places: Vec<PathBuf> = trees.iter().map(|&(_, p)| located(p)).collect();
     for (i, &(flag, path)) in writes.iter().enumerate() {
-        let Some(at) = place(path) else { continue };
-        for &(read_flag, read) in reads {
-            if place(read).as_ref() == Some(&at) {
+        let Some(at) = &write_places[i] else { continue };
+        for (&(read_flag, read), read_at) in reads.iter().zip(&read_places) {
+            if read_at.as_ref() == Some(at) {
                 return refuse(format!(
                     "{flag} {} is {read_flag} {} itself, which this command reads: \
                      refusing to write over it",
@@ -203,8 +208,9 @@ pub fn refuse_clashes(reads: &[Named], trees: &[Named], writes: &[Named]) -> Res
                 ));
             }
         }
-        for &(tree_flag, tree) in trees {
-            if located(path).starts_with(located(tree)) {
+        let here = located(path);
+        for (&(tree_flag, tree), tree_at) in trees.iter().zip(&tree_places) {
+            if here.starts_with(tree_at) {
                 return refuse(format!(
                     "{flag} {}: that lies inside {tree_flag} {}, a model directory: \
                      give a path outside it",
@@ -213,8 +219,8 @@ pub fn refuse_clashes(reads: &[Named], trees: &[Named], writes: &[Named]) -> Res
                 ));
             }
         }
-        for &(other_flag, other) in &writes[..i] {
-            if place(other).as_ref() == Some(&at) {
+        for (&(other_flag, other), other_at) in writes[..i].iter().zip(&write_places) {
+            if other_at.as_ref() == Some(at) {
                 return refuse(format!(
                     "{flag} {} is {other_flag} {} itself: give each output a path of its own",
                     path.display(),
