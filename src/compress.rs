@@ -182,44 +182,71 @@ pub fn compress_file(
 /// short read is an error naming the file.
 enum Data<'a> {
     Memory(&'a [u8]),
-    File {
-        path: &'a Path,
-        file: &'a std::fs::File,
-        /// Where the data region starts in the file.
-        base: u64,
-    },
+    File(DataFile<'a>),
+}
+
+/// The input file whose data region a [`Data::File`] reads.
+struct DataFile<'a> {
+    path: &'a Path,
+    file: &'a std::fs::File,
+    /// Where the data region starts in the file.
+    base: u64,
+}
+
+impl DataFile<'_> {
+    /// Fills `buf` from the data region at `start`; a short read is the
+    /// input changed under the run.
+    fn read_into(&self, buf: &mut [u8], start: usize) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let at = self.base + start as u64;
+        self.file
+            .read_exact_at(buf, at)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::io(
+                    self.path,
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "the input changed while it was read: it ends before byte {}; \
+                         compress it once it is written",
+                            at + buf.len() as u64
+                        ),
+                    ),
+                ),
+                _ => Error::io(self.path, e),
+            })
+    }
 }
 
 impl Data<'_> {
-    /// Runs `f` on the data region's bytes `start..end`.
+    /// Runs `f` on the data region's bytes `start..end` (from the file, in
+    /// this thread's buffer).
     fn with<R>(&self, start: usize, end: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let (path, file, base) = match self {
+        let file = match self {
             Data::Memory(data) => return Ok(f(&data[start..end])),
-            Data::File { path, file, base } => (path, file, base),
+            Data::File(file) => file,
         };
         thread_local! {
             static CHUNK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         CHUNK.with_borrow_mut(|buf| {
-            use std::os::unix::fs::FileExt;
             buf.resize(end - start, 0);
-            let at = base + start as u64;
-            file.read_exact_at(buf, at).map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => Error::io(
-                    path,
-                    std::io::Error::new(
-                        e.kind(),
-                        format!(
-                            "the input changed while it was read: it ends before byte {}; \
-                             compress it once it is written",
-                            at + buf.len() as u64
-                        ),
-                    ),
-                ),
-                _ => Error::io(path, e),
-            })?;
+            file.read_into(buf, start)?;
             Ok(f(buf))
         })
+    }
+
+    /// The data region's bytes `start..end`, owned (a passthrough tensor's
+    /// one section): read from the file straight into it.
+    fn owned(&self, start: usize, end: usize) -> Result<Vec<u8>> {
+        match self {
+            Data::Memory(data) => Ok(data[start..end].to_vec()),
+            Data::File(file) => {
+                let mut bytes = vec![0; end - start];
+                file.read_into(&mut bytes, start)?;
+                Ok(bytes)
+            }
+        }
     }
 }
 
@@ -249,11 +276,11 @@ fn compress_source(
 ) -> Result<CompressSummary> {
     let src = parse_source(input, bytes)?;
     let data = match file {
-        Some((path, file)) => Data::File {
+        Some((path, file)) => Data::File(DataFile {
             path,
             file,
             base: (bytes.len() - src.data.len()) as u64,
-        },
+        }),
         None => Data::Memory(src.data),
     };
 
@@ -340,13 +367,13 @@ fn compress_source(
     progress.start(src.data.len() as u64, "compress");
     let workers = opts.workers.max(1);
     let piece = |tensor: usize, start: usize, end: usize| -> Result<Piece> {
-        let (sections, err) = data.with(start, end, |bytes| match &layouts[tensor] {
-            Some(layout) => {
+        let (sections, err) = match &layouts[tensor] {
+            Some(layout) => data.with(start, end, |bytes| {
                 let c = chunk::encode(layout, bytes);
                 (c.sections, c.max_abs_error)
-            }
-            None => (vec![bytes.to_vec()], 0.0),
-        })?;
+            })?,
+            None => (vec![data.owned(start, end)?], 0.0),
+        };
         Ok(Piece {
             tensor,
             bytes: end - start,
