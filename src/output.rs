@@ -87,6 +87,16 @@ pub fn open_stream(target: &Path) -> Result<Option<(PathBuf, File)>> {
     Ok(Some((target.to_path_buf(), dest)))
 }
 
+/// The permission bits of `source`, which an output made from it takes (as
+/// `zstd` gives them), so private weights stay private.
+pub fn permission_bits(source: &Path) -> Result<u32> {
+    Ok(std::fs::metadata(source)
+        .map_err(|e| Error::io(source, e))?
+        .permissions()
+        .mode()
+        & 0o7777)
+}
+
 /// Whether `target` takes a stream rather than a file: `-`, a FIFO, a
 /// character device or a socket (a symlink to one followed).
 pub fn is_stream(target: &Path) -> bool {
@@ -252,11 +262,7 @@ impl TempOutput {
     /// itself, and given `source`'s permission bits.
     pub fn create_from(target: &Path, source: &Path) -> Result<Self> {
         refuse_same_file(source, target)?;
-        let mode = std::fs::metadata(source)
-            .map_err(|e| Error::io(source, e))?
-            .permissions()
-            .mode()
-            & 0o7777;
+        let mode = permission_bits(source)?;
         Self::create_with_mode(target, Some(mode))
     }
 

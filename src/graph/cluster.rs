@@ -306,11 +306,7 @@ pub(crate) fn decompress_shared(
 fn same_modes(files: &[(Arc<Container>, PathBuf)]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for (c, path) in files {
-        let mode = std::fs::metadata(c.path())
-            .map_err(|e| Error::io(c.path(), e))?
-            .permissions()
-            .mode()
-            & 0o7777;
+        let mode = crate::output::permission_bits(c.path())?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(path, e))?;
     }
