@@ -88,34 +88,33 @@ pub fn encode_whole_or_parts(
             return vec![whole];
         }
         let whole_cost = cost(&whole);
-        // Each part's value range and, per section, its counts.
-        let mut parts: Vec<(Range<usize>, Vec<Vec<u64>>)> = Vec::with_capacity(lens.len());
+        // Each part's value range, and a floor on what coding them apart costs.
+        let mut parts: Vec<Range<usize>> = Vec::with_capacity(lens.len());
         let mut floor = 0.0;
         let mut at = 0;
         for &len in lens {
             let range = at / size..(at + len) / size;
             at += len;
-            let counts: Vec<Vec<u64>> = streams
-                .iter()
-                .map(|st| {
-                    let mut counts = vec![0u64; st.counts.len()];
-                    split::count(&st.syms[range.clone()], &mut counts);
-                    floor += symbols::encoded_floor(&counts, range.len()) + per_section as f64;
-                    counts
-                })
-                .collect();
-            parts.push((range, counts));
+            for st in streams {
+                floor += symbols::encoded_floor(&st.syms[range.clone()], st.counts.len())
+                    + per_section as f64;
+            }
+            parts.push(range);
         }
         if whole_cost as f64 <= floor {
             return vec![whole];
         }
         let apart: Vec<Vec<Vec<u8>>> = parts
             .iter()
-            .map(|(range, counts)| {
+            .map(|range| {
                 streams
                     .iter()
-                    .zip(counts)
-                    .map(|(st, c)| symbols::encode_counted(&st.syms[range.clone()], c))
+                    .map(|st| {
+                        let syms = &st.syms[range.clone()];
+                        let mut counts = vec![0u64; st.counts.len()];
+                        split::count(syms, &mut counts);
+                        symbols::encode_counted(syms, &counts)
+                    })
                     .collect()
             })
             .collect();

@@ -242,25 +242,55 @@ fn sections<const N: usize, const S: usize, V>(
 }
 
 /// Counts `syms` into `counts` (one slot a symbol, every symbol below
-/// `counts.len()`, a power of two no larger than [`SLOTS`]): four
-/// interleaved histograms, so a run of equal symbols does not wait on its
-/// own count.
+/// `counts.len()`, at most [`SLOTS`]); see [`tally`].
 #[inline(always)]
 pub fn count(syms: &[u16], counts: &mut [u64]) {
-    let slots = counts.len().next_power_of_two().min(SLOTS);
-    let mut hist = vec![[0u32; 4]; slots];
-    let mut quads = syms.chunks_exact(4);
-    for q in &mut quads {
-        for (lane, &sym) in q.iter().enumerate() {
-            hist[sym as usize & (slots - 1)][lane] += 1;
+    counts.fill(0);
+    let alphabet = counts.len();
+    tally(syms, alphabet, |s, c| counts[s] = c);
+}
+
+thread_local! {
+    /// Each thread's four interleaved histograms of [`tally`], all zero
+    /// between calls.
+    static HISTOGRAM: std::cell::RefCell<Vec<[u32; 4]>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `each(symbol, occurrences)` for every symbol present in `syms`
+/// (all below `alphabet`, at most [`SLOTS`]), in symbol order. The counts
+/// go into four interleaved histograms, so a run of equal symbols does not
+/// wait on its own count; the histograms are the thread's, kept and left
+/// zero, so a short stream costs no allocation and no pass over a count
+/// array of its own (a run of small tensors tallies every tensor's
+/// symbols, see `chunk::encode_whole_or_parts`).
+#[inline(always)]
+pub fn tally(syms: &[u16], alphabet: usize, mut each: impl FnMut(usize, u64)) {
+    let slots = alphabet.next_power_of_two().min(SLOTS);
+    HISTOGRAM.with_borrow_mut(|hist| {
+        if hist.len() < SLOTS {
+            hist.resize(SLOTS, [0; 4]);
         }
-    }
-    for &sym in quads.remainder() {
-        hist[sym as usize & (slots - 1)][0] += 1;
-    }
-    for (count, lanes) in counts.iter_mut().zip(&hist) {
-        *count = lanes.iter().map(|&c| c as u64).sum();
-    }
+        let hist = &mut hist[..slots];
+        let mut quads = syms.chunks_exact(4);
+        for q in &mut quads {
+            for (lane, &sym) in q.iter().enumerate() {
+                hist[sym as usize & (slots - 1)][lane] += 1;
+            }
+        }
+        for &sym in quads.remainder() {
+            hist[sym as usize & (slots - 1)][0] += 1;
+        }
+        // Every slot is read and cleared, those at or past `alphabet` too.
+        for (s, lanes) in hist.iter_mut().enumerate() {
+            let c: u64 = lanes.iter().map(|&c| c as u64).sum();
+            if c > 0 {
+                *lanes = [0; 4];
+                if s < alphabet {
+                    each(s, c);
+                }
+            }
+        }
+    });
 }
 
 /// Values of a chunk from which a 16-bit pass counts whole values rather
@@ -338,6 +368,48 @@ fn digits(layout: &Layout, bytes: &[u8], streams: &mut [Stream]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tally_counts_each_stream_afresh_one_after_another() {
+        // Streams of different alphabets and lengths (runs, a remainder
+        // past the quads, an empty one) through the thread's one histogram:
+        // a count left behind by one would show in the next.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m) as u16
+        };
+        for (alphabet, n) in [
+            (4096, 10_007),
+            (2, 5),
+            (2048, 3),
+            (16, 0),
+            (4096, 64),
+            (3, 999),
+        ] {
+            let syms: Vec<u16> = (0..n)
+                .map(|i| if i % 7 < 3 { 1 } else { next(alphabet as u64) })
+                .collect();
+            let mut want = vec![0u64; alphabet];
+            for &s in &syms {
+                want[s as usize] += 1;
+            }
+            let mut got = Vec::new();
+            tally(&syms, alphabet, |s, c| got.push((s, c)));
+            let present: Vec<(usize, u64)> = want
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(s, &c)| (s, c))
+                .collect();
+            assert_eq!(got, present, "alphabet {alphabet}, {n} symbols");
+            let mut counts = vec![7u64; alphabet];
+            count(&syms, &mut counts);
+            assert_eq!(counts, want, "alphabet {alphabet}, {n} symbols");
+        }
+    }
 
     #[test]
     fn the_fixed_fields_are_the_exact_layouts() {

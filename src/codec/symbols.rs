@@ -69,20 +69,27 @@ pub fn encode_counted(syms: &[u16], counts: &[u64]) -> Vec<u8> {
     raw(syms, width)
 }
 
-/// A floor on the bytes [`encode_counted`] gives `n` symbols of these
-/// counts: a constant section exactly (its symbol, the one present, taken
-/// as 0 where none is), otherwise the smaller of the raw length and the
-/// rANS floor. No encoding of such symbols is shorter.
-pub fn encoded_floor(counts: &[u64], n: usize) -> f64 {
-    let present = counts.iter().filter(|&&c| c > 0).count();
-    if present <= 1 {
-        let sym = counts.iter().position(|&c| c > 0).unwrap_or(0);
+/// A floor on the bytes [`encode`] gives `syms` (all below `alphabet`): a
+/// constant section exactly (its symbol, the one present, taken as 0 where
+/// none is), otherwise the smaller of the raw length and the rANS floor. No
+/// encoding of these symbols is shorter. The counts are tallied here, not
+/// kept: the floor decides whether a run's tensors are worth coding apart.
+pub fn encoded_floor(syms: &[u16], alphabet: usize) -> f64 {
+    let n = syms.len();
+    let mut entropy = Entropy::new(n);
+    let (mut first, mut top) = (None, 0);
+    super::split::tally(syms, alphabet, |s, c| {
+        first.get_or_insert(s);
+        top = s;
+        entropy.add(c);
+    });
+    if entropy.present <= 1 {
         let mut out = vec![KIND_CONST];
-        varint::put(&mut out, sym as u64);
+        varint::put(&mut out, first.unwrap_or(0) as u64);
         return out.len() as f64;
     }
-    let raw_len = 2 + bitpack::packed_len(n, stored_width(counts));
-    rans_floor(counts, n).min(raw_len as f64)
+    let raw_len = 2 + bitpack::packed_len(n, raw_width(top as u32 + 1));
+    entropy.rans_floor().min(raw_len as f64)
 }
 
 /// The section stored raw at `width` bits a symbol.
@@ -102,15 +109,42 @@ fn raw(syms: &[u16], width: u32) -> Vec<u8> {
 /// lanes, segment size: 6 bytes) and two varints of a byte or more per
 /// present symbol.
 fn rans_floor(counts: &[u64], n: usize) -> f64 {
-    let total = n as f64;
-    let mut bits = 0.0;
-    let mut present = 0;
+    let mut entropy = Entropy::new(n);
     for &c in counts.iter().filter(|&&c| c > 0) {
-        bits += c as f64 * (total / c as f64).log2();
-        present += 1;
+        entropy.add(c);
     }
-    let segments = n.div_ceil(rans::SEGMENT_SYMBOLS);
-    bits / 8.0 + (segments * (2 * rans::LANES + 1) + 6 + 2 * present) as f64
+    entropy.rans_floor()
+}
+
+/// The terms of [`rans_floor`], added a present symbol at a time in symbol
+/// order (so that the sum is the same float however the counts were had).
+struct Entropy {
+    total: f64,
+    bits: f64,
+    present: usize,
+    n: usize,
+}
+
+impl Entropy {
+    fn new(n: usize) -> Self {
+        Entropy {
+            total: n as f64,
+            bits: 0.0,
+            present: 0,
+            n,
+        }
+    }
+
+    /// One present symbol, seen `c > 0` times.
+    fn add(&mut self, c: u64) {
+        self.bits += c as f64 * (self.total / c as f64).log2();
+        self.present += 1;
+    }
+
+    fn rans_floor(&self) -> f64 {
+        let segments = self.n.div_ceil(rans::SEGMENT_SYMBOLS);
+        self.bits / 8.0 + (segments * (2 * rans::LANES + 1) + 6 + 2 * self.present) as f64
+    }
 }
 
 /// Whether rANS could code the section below `raw_len` bytes: false only
@@ -279,6 +313,15 @@ mod tests {
             } else {
                 raw(&syms, width)
             };
+            // The floor a run's parts are weighed by, from the symbols alone.
+            let floor_of = encoded_floor(&syms, alphabet as usize);
+            assert!(
+                floor_of <= got.len() as f64,
+                "alphabet {alphabet}: floor above the encoding"
+            );
+            if counts.iter().filter(|&&c| c > 0).count() > 1 {
+                assert_eq!(floor_of, floor.min(raw_len as f64), "alphabet {alphabet}");
+            }
             assert!(got == want, "alphabet {alphabet}: a different encoding");
         }
     }
