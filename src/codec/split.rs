@@ -265,6 +265,18 @@ thread_local! {
 /// symbols, see `chunk::encode_whole_or_parts`).
 #[inline(always)]
 pub fn tally(syms: &[u16], alphabet: usize, mut each: impl FnMut(usize, u64)) {
+    if alphabet == 2 {
+        // A plane of one bit (a sign): the ones are the symbols' sum, which
+        // is vector code where counting is a load and a store a symbol.
+        let ones: u64 = syms.iter().map(|&s| (s & 1) as u64).sum();
+        let zeros = syms.len() as u64 - ones;
+        for (s, c) in [(0, zeros), (1, ones)] {
+            if c > 0 {
+                each(s, c);
+            }
+        }
+        return;
+    }
     let slots = alphabet.next_power_of_two().min(SLOTS);
     HISTOGRAM.with_borrow_mut(|hist| {
         if hist.len() < SLOTS {
@@ -384,6 +396,7 @@ mod tests {
         for (alphabet, n) in [
             (4096, 10_007),
             (2, 5),
+            (2, 10_000),
             (2048, 3),
             (16, 0),
             (4096, 64),
