@@ -266,7 +266,73 @@ impl ConfigLayer {
     pub fn from_env() -> Result<ConfigLayer> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
+}
 
+/// The `SARAPHIS_*` variables the configuration reads ([`ConfigLayer::from_vars`]).
+pub const SARAPHIS_VARIABLES: [&str; 4] = [
+    "SARAPHIS_CPU_WORKERS",
+    "SARAPHIS_GPU_THRESHOLD_MB",
+    "SARAPHIS_MEMORY_PRESSURE",
+    "SARAPHIS_ENABLE_CPU_CACHE",
+];
+
+/// The names among `names` that look like a misspelling of one of
+/// [`SARAPHIS_VARIABLES`] (the same name in another case, or one at most
+/// two letters away), each with the variable it most likely stands for.
+/// The design's loader ignores variables it does not read, and so does
+/// [`ConfigLayer::from_env`]; the command line and the Python package warn
+/// of these, since a misspelt variable otherwise changes nothing without a
+/// word. Other `SARAPHIS_*` names are left alone: the prefix is the wider
+/// Saraphis system's, whose other parts have variables of their own.
+pub fn misspelt_variables<I, S>(names: I) -> Vec<(String, &'static str)>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut misspelt: Vec<(String, &'static str)> = names
+        .into_iter()
+        .map(|n| n.as_ref().to_string_lossy().into_owned())
+        .filter(|n| !SARAPHIS_VARIABLES.contains(&n.as_str()))
+        .filter_map(|n| {
+            let upper = n.to_ascii_uppercase();
+            let meant = SARAPHIS_VARIABLES
+                .iter()
+                .map(|&known| (edits(&upper, known), known))
+                .filter(|&(d, _)| d <= 2)
+                .min()?
+                .1;
+            Some((n, meant))
+        })
+        .collect();
+    misspelt.sort();
+    misspelt
+}
+
+/// [`misspelt_variables`] of the process environment.
+pub fn misspelt_env_variables() -> Vec<(String, &'static str)> {
+    misspelt_variables(std::env::vars_os().map(|(k, _)| k))
+}
+
+/// The edit distance between `a` and `b` (insertions, deletions and
+/// substitutions of one byte).
+fn edits(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+impl ConfigLayer {
     /// Fills defaults and validates.
     pub fn resolve(self) -> Result<Config> {
         let cores = cores();
@@ -607,6 +673,51 @@ fn cluster_connect_timeout_of(
         value: text.into_owned(),
         allowed: "a number of seconds above 0",
     })
+}
+
+#[cfg(test)]
+mod variable_tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_variable_is_named_with_the_one_it_stands_for() {
+        let set = [
+            "SARAPHIS_CPU_WORKER",
+            "PATH",
+            "saraphis_enable_cpu_cache",
+            "SARAPHIS_GPU_THRESHOLD_MB",
+            "SARAPHIS_HOME",
+            "SARAPHIS_MEMORY_PRESURE",
+            "SARAPHIS_GPU_THRESHOLD_GB",
+        ];
+        assert_eq!(
+            misspelt_variables(set),
+            vec![
+                ("SARAPHIS_CPU_WORKER".to_string(), "SARAPHIS_CPU_WORKERS"),
+                (
+                    "SARAPHIS_GPU_THRESHOLD_GB".to_string(),
+                    "SARAPHIS_GPU_THRESHOLD_MB"
+                ),
+                (
+                    "SARAPHIS_MEMORY_PRESURE".to_string(),
+                    "SARAPHIS_MEMORY_PRESSURE"
+                ),
+                (
+                    "saraphis_enable_cpu_cache".to_string(),
+                    "SARAPHIS_ENABLE_CPU_CACHE"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_listed_variable_is_one_the_configuration_reads() {
+        for name in SARAPHIS_VARIABLES {
+            let err = ConfigLayer::from_vars(|k| (k == name).then(|| "not a value".to_string()))
+                .expect_err(name);
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,11 @@ fn main() -> ExitCode {
     // Before any thread starts: SIGINT/SIGTERM remove unfinished outputs.
     padic_burst::output::install_signal_cleanup();
     let cli = padic_burst::cli::Cli::parse();
+    for (name, meant) in padic_burst::config::misspelt_env_variables() {
+        eprintln!(
+            "warning: {name} is set, but padic-burst reads no such variable; did you mean {meant}?"
+        );
+    }
     // A bad `PADIC_*` knob is refused before any work (some are read deep in
     // a decode, where a bad value would fall back to the default).
     let result = padic_burst::config::check_env_knobs()

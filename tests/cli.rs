@@ -823,3 +823,33 @@ fn decoding_to_dev_null_checks_every_chunk_and_keeps_nothing() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("m.padic") && err.contains("chunk"), "{err}");
 }
+
+#[test]
+fn a_misspelt_configuration_variable_is_warned_of_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, original) = model(dir.path());
+    let packed = dir.path().join("m.padic");
+    assert!(run_on("compress", &input, &packed, &[]).status.success());
+    let restored = dir.path().join("r.safetensors");
+    let out = bin()
+        .arg("decompress")
+        .arg(&packed)
+        .arg("-o")
+        .arg(&restored)
+        .env("SARAPHIS_CPU_WORKER", "1")
+        .env("SARAPHIS_HOME", "/elsewhere")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "warning: SARAPHIS_CPU_WORKER is set, but padic-burst reads no such variable; \
+             did you mean SARAPHIS_CPU_WORKERS?"
+        ),
+        "{err}"
+    );
+    // Another part of the Saraphis system's variable is not ours to judge.
+    assert!(!err.contains("SARAPHIS_HOME"), "{err}");
+    assert_eq!(std::fs::read(&restored).unwrap(), original);
+}

@@ -5,6 +5,7 @@ import json
 import math
 import operator
 import os
+import warnings
 
 from . import _padic_burst
 
@@ -103,6 +104,11 @@ class Pipeline:
         elif config is not None:
             raise _padic_burst.PadicError(
                 f"config: expected None, a dict or a TOML file path, got {type(config).__name__}"
+            )
+        for name, meant in _padic_burst.misspelt_variables():
+            warnings.warn(
+                f"{name} is set, but padic_burst reads no such variable; did you mean {meant}?",
+                stacklevel=2,
             )
         self._inner = _padic_burst.Pipeline(config_json, config_path, workers, gpu_device)
 

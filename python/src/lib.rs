@@ -767,12 +767,20 @@ impl Opened {
     }
 }
 
+/// The environment's misspelt configuration variables, each with the one it
+/// most likely stands for (`config::misspelt_variables`).
+#[pyfunction]
+fn misspelt_variables() -> Vec<(String, &'static str)> {
+    padic_burst::config::misspelt_env_variables()
+}
+
 /// The `padic_burst._padic_burst` module.
 #[pymodule]
 fn _padic_burst(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PadicError", m.py().get_type::<PadicError>())?;
     m.add_function(wrap_pyfunction!(compress_file, m)?)?;
     m.add_function(wrap_pyfunction!(compress_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(misspelt_variables, m)?)?;
     m.add_class::<Pipeline>()?;
     m.add_class::<Opened>()?;
     m.add_class::<DlTensor>()?;

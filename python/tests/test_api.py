@@ -381,3 +381,16 @@ def test_a_bad_target_precision_is_a_padic_error(packed):
 def test_version_matches_the_installed_package():
     assert padic_burst.__version__ == importlib.metadata.version("padic-burst")
     assert padic_burst.__version__.count(".") == 2
+
+
+def test_a_misspelt_configuration_variable_is_warned_of(packed, monkeypatch):
+    src, dst, _ = packed("f16")
+    monkeypatch.setenv("SARAPHIS_CPU_WORKER", "1")
+    monkeypatch.setenv("SARAPHIS_HOME", "/elsewhere")
+    with pytest.warns(UserWarning, match="SARAPHIS_CPU_WORKER is set") as caught:
+        got = padic_burst.numpy.load_file(dst, config={"num_cpu_workers": 1})
+    messages = [str(w.message) for w in caught]
+    assert any("did you mean SARAPHIS_CPU_WORKERS?" in m for m in messages), messages
+    # Another part of the Saraphis system's variable is not ours to judge.
+    assert not any("SARAPHIS_HOME" in m for m in messages), messages
+    assert set(got) == set(raw_tensors(src))
