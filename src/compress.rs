@@ -168,8 +168,7 @@ pub fn compress_file(
     progress: &Progress,
 ) -> Result<CompressSummary> {
     check_options(opts)?;
-    let map = crate::input::map(input)?;
-    let file = std::fs::File::open(input).map_err(|e| Error::io(input, e))?;
+    let (file, map) = crate::input::open(input)?;
     compress_source(input, &map, Some((input, &file)), output, opts, progress)
 }
 
