@@ -215,12 +215,15 @@ class safe_open:
         slice (``[0:128]``, ``[5, :64]``, ``[::2]``: a tensor-parallel rank's
         rows) decodes only the chunks that hold those rows; any other
         (``[:, ::8]``) decodes the tensor through ``get_tensor``."""
-        dtype, shape = self._handle().info(name)
-        return _Slice(self, name, dtype, shape)
-
-    def _get_rows(self, name, first, last):
-        """Rows ``first:last`` of tensor ``name``: only their chunks decoded."""
         opened = self._handle()
+        dtype, shape = opened.info(name)
+        # The slice holds the open file itself: as safetensors' slices do, it
+        # still reads after the `with` block has closed this object.
+        return _Slice(self, opened, name, dtype, shape)
+
+    def _get_rows(self, opened, name, first, last):
+        """Rows ``first:last`` of tensor ``name`` of the open file `opened`:
+        only their chunks decoded."""
         dtype, shape, holder = opened.get_rows(
             self._pipeline._inner, name, first, last, self._target, self._framework == "pt"
         )
@@ -228,7 +231,10 @@ class safe_open:
 
     def get_tensor(self, name):
         """One tensor, decoded alone (or taken from the cache)."""
-        opened = self._handle()
+        return self._get_tensor(self._handle(), name)
+
+    def _get_tensor(self, opened, name):
+        """Tensor ``name`` of the open file `opened`."""
         dtype, shape, holder = opened.get_tensor(
             self._pipeline._inner, name, self._target, self._framework == "pt"
         )
@@ -250,8 +256,11 @@ def _save_file(framework, tensors, filename, metadata, options):
 
 def _as_int(index):
     """`index` as an int when it is one (a Python, NumPy or 0-d tensor
-    integer; not a bool), else None."""
-    if isinstance(index, bool) or getattr(index, "ndim", 0) != 0 or type(index).__name__ == "bool_":
+    integer; not a bool of any kind: a 0-d bool tensor or array indexes as a
+    mask, a new axis of length 1 or 0), else None."""
+    if isinstance(index, bool) or getattr(index, "ndim", 0) != 0:
+        return None
+    if str(getattr(index, "dtype", "")) in ("bool", "torch.bool"):
         return None
     try:
         return operator.index(index)
@@ -262,7 +271,8 @@ def _as_int(index):
 class _Slice:
     """What ``safe_open.get_slice`` returns."""
 
-    def __init__(self, opened, name, dtype, shape):
+    def __init__(self, owner, opened, name, dtype, shape):
+        self._owner = owner
         self._opened = opened
         self._name = name
         self._dtype = dtype
@@ -301,8 +311,12 @@ class _Slice:
     def __getitem__(self, index):
         rows = self._rows(index)
         if rows is None:
-            part = self._opened.get_tensor(self._name)[index]
+            part = self._owner._get_tensor(self._opened, self._name)[index]
         else:
             first, last, within = rows
-            part = self._opened._get_rows(self._name, first, last)[within]
-        return part.clone() if hasattr(part, "clone") else part.copy()
+            part = self._owner._get_rows(self._opened, self._name, first, last)[within]
+        if hasattr(part, "clone"):
+            return part.clone()
+        # An index down to one value gives NumPy a scalar; safetensors gives a
+        # 0-d array, as this does.
+        return importlib.import_module("numpy").array(part, order="C")

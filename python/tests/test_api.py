@@ -394,3 +394,26 @@ def test_a_misspelt_configuration_variable_is_warned_of(packed, monkeypatch):
     # Another part of the Saraphis system's variable is not ours to judge.
     assert not any("SARAPHIS_HOME" in m for m in messages), messages
     assert set(got) == set(raw_tensors(src))
+
+
+def test_a_slice_down_to_one_value_is_a_0d_array_and_reads_after_the_file_closes(tmp_path):
+    import safetensors.numpy
+    from safetensors import safe_open as reference
+
+    src, dst = tmp_path / "r.safetensors", tmp_path / "r.padic"
+    safetensors.numpy.save_file(
+        {"x": np.arange(60.0, dtype=np.float32).reshape(5, 4, 3), "v": np.arange(10.0, dtype=np.float32)}, src
+    )
+    padic_burst.compress_file(src, dst)
+    with reference(src, framework="np") as a, padic_burst.safe_open(dst, framework="np") as b:
+        for name, index in [("v", 3), ("x", (0, 1, 2)), ("v", np.int64(-1))]:
+            want, got = a.get_slice(name)[index], b.get_slice(name)[index]
+            # safetensors gives a 0-d array, not a NumPy scalar.
+            assert type(got) is type(want) is np.ndarray and got.shape == want.shape == (), (name, index)
+            assert got.tobytes() == want.tobytes()
+        kept, kept_want = b.get_slice("x"), a.get_slice("x")
+    # As safetensors' slices do, one still reads after its `with` block.
+    assert kept[1:3].tobytes() == kept_want[1:3].tobytes()
+    assert kept[:, 1].tobytes() == kept_want[:, 1].tobytes()
+    with pytest.raises(padic_burst.PadicError, match="closed"):
+        b.get_tensor("x")
