@@ -9,7 +9,7 @@ import warnings
 
 from . import _padic_burst
 
-_FRAMEWORKS = {"pt": "pt", "torch": "pt", "np": "np", "numpy": "np"}
+_FRAMEWORKS = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np"}
 
 # The packed sub-byte dtypes and their width in bits: they travel as bytes.
 _PACKED_BITS = {"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
@@ -48,8 +48,10 @@ def _framework(name):
 
 def _gpu_index(device):
     """The N of "cuda:N" ("cuda" is 0), or None for the host. Takes what
-    safetensors' ``load_file`` takes: a string, a ``torch.device``, or an int
-    N for "cuda:N"."""
+    safetensors' ``load_file`` takes: a string, a ``torch.device``, an int N
+    for "cuda:N", or None for the host."""
+    if device is None:
+        return None
     if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
         return device
     name = str(device) if type(device).__name__ == "device" else device
@@ -61,7 +63,7 @@ def _gpu_index(device):
             if kind == "cuda":
                 return int(index or 0)
     raise _padic_burst.PadicError(
-        f'device {device!r}: expected "cpu", "cuda", "cuda:N", an int N (cuda:N) or a torch.device'
+        f'device {device!r}: expected "cpu", "cuda", "cuda:N", an int N (cuda:N), a torch.device or None (the host)'
     )
 
 

@@ -283,9 +283,15 @@ def test_devices_are_named_as_safetensors_takes_them(packed):
     # An int N is cuda:N, as in safetensors: not for host-only NumPy.
     with pytest.raises(padic_burst.PadicError, match="'cuda:1'|1: NumPy arrays live in host memory"):
         padic_burst.Pipeline().load_file(dst, framework="np", device=1)
-    for bad in (True, -1, "cuda:x", "cpu:", "gpu", None):
+    for bad in (True, -1, "cuda:x", "cpu:", "gpu"):
         with pytest.raises(padic_burst.PadicError, match="expected"):
             padic_burst.Pipeline().load_file(dst, framework="np", device=bad)
+    # None is the host, as safetensors takes it; "pytorch" is "pt", as there.
+    got = padic_burst.Pipeline().load_file(dst, framework="np", device=None)
+    assert {k: v.tobytes() for k, v in got.items()} == {k: r[2] for k, r in raw.items()}
+    with padic_burst.safe_open(dst, framework="np", device=None) as f:
+        assert sorted(f.keys()) == sorted(raw)
+    assert padic_burst._pipeline._framework("pytorch") == "pt"
 
 
 def test_get_slice_gives_what_safetensors_gives(packed):
