@@ -99,7 +99,9 @@ impl Piece {
 /// the one chunk.
 struct Coded {
     pieces: Vec<Piece>,
-    shared: bool,
+    /// Each tensor's own largest error where the run shares one chunk
+    /// (the run's tensors in order); empty otherwise.
+    shared: Vec<f64>,
 }
 
 /// Bytes a chunk costs in the header beyond its sections, about: a
@@ -390,12 +392,12 @@ fn compress_source(
             _ => {
                 return Ok(Coded {
                     pieces: vec![piece(job.tensor, job.start, job.end)?.summed()],
-                    shared: false,
+                    shared: Vec::new(),
                 })
             }
         };
         let lens: Vec<usize> = job.run.iter().map(|&(_, a, b)| b - a).collect();
-        let coded = data.with(job.start, job.end, |bytes| {
+        let (coded, errors) = data.with(job.start, job.end, |bytes| {
             chunk::encode_whole_or_parts(layout, bytes, &lens, HEADER_BYTES_PER_SECTION)
         })?;
         let shared = coded.len() == 1;
@@ -418,13 +420,14 @@ fn compress_source(
                 .summed()
             })
             .collect();
+        let shared = if shared { errors } else { Vec::new() };
         Ok(Coded { pieces, shared })
     };
     let mut chunks = 0;
     let write = |i: usize, coded: Result<Coded>| {
         let coded = coded?;
         let job = &jobs[i];
-        if coded.shared {
+        if !coded.shared.is_empty() {
             for &(t, ..) in &job.run[1..] {
                 entries[t].chunks_of = Some(job.tensor);
             }
@@ -437,26 +440,18 @@ fn compress_source(
                 .chunks
                 .push(writer.chunk_summed(elements, &refs, &p.sums).map_err(io)?);
             chunks += 1;
-            if let Some(c) = entry.codec.as_mut() {
-                c.max_abs_error = match c.max_abs_error {
-                    Some(m) if p.err.is_finite() => Some(m.max(p.err)),
-                    _ => None,
-                };
+            if coded.shared.is_empty() {
+                worst(entry, p.err);
             }
+        }
+        // The tensors of a shared chunk each have their own error.
+        for (&(t, ..), &err) in job.run.iter().zip(&coded.shared) {
+            worst(&mut entries[t], err);
         }
         progress.advance((job.end - job.start) as u64);
         Ok(())
     };
     in_order(&jobs, workers, 4 * workers, code, write)?;
-    // A tensor that shares chunks has their largest error.
-    for ti in 0..entries.len() {
-        if let Some(o) = entries[ti].chunks_of {
-            let err = entries[o].codec.as_ref().and_then(|c| c.max_abs_error);
-            if let Some(c) = entries[ti].codec.as_mut() {
-                c.max_abs_error = err;
-            }
-        }
-    }
     let header = Header {
         format: FORMAT_NAME.to_string(),
         source_header: src.header_text.to_string(),
@@ -479,6 +474,17 @@ fn compress_source(
 /// rANS states (a few hundred bytes) weigh. Whether a run is coded whole or
 /// a tensor a chunk is `chunk::encode_whole_or_parts`'s choice.
 const SMALL_PER_CHUNK: usize = 16;
+
+/// Takes `err`, the largest error of some of a tensor's values, into the
+/// tensor's (none once a NaN would not come back as a NaN).
+fn worst(entry: &mut TensorEntry, err: f64) {
+    if let Some(c) = entry.codec.as_mut() {
+        c.max_abs_error = match c.max_abs_error {
+            Some(m) if err.is_finite() => Some(m.max(err)),
+            _ => None,
+        };
+    }
+}
 
 /// For each tensor, the tensor whose chunks hold its values: itself, or
 /// the first of a run of small split tensors of one layout that share

@@ -357,3 +357,66 @@ fn bytes_in_memory_compress_to_the_same_container_as_their_file() {
     assert!(!c.exists());
     assert_no_temp_files(dir.path());
 }
+
+#[test]
+fn a_lossy_tensor_reports_its_own_largest_error_read_back_exactly() {
+    // Small tensors share one chunk; each reports its own error, not the
+    // run's. 0x7f7f (bf16) loses 63 * 2^120 at one digit, a float a parser
+    // that does not round-trip reads back an ulp off.
+    let dir = tempfile::tempdir().unwrap();
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let bf16s = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let file = safetensors_bytes(&[
+        ("a", Dtype::F32, vec![2], f32s(&[1.0, 2.0])),
+        ("b", Dtype::F32, vec![1], f32s(&[1.999_999_9])),
+        ("c", Dtype::F32, vec![1], f32s(&[f32::NAN])),
+        ("d", Dtype::BF16, vec![1], bf16s(&[0x3f80])),
+        ("e", Dtype::BF16, vec![1], bf16s(&[0x7f7f])),
+    ]);
+    let o = CompressOptions {
+        prime: 2,
+        precision: Some(1),
+        lossy: true,
+        ..CompressOptions::default()
+    };
+    let packed = compress_bytes(dir.path(), "own", &file, &o);
+    let c = padic_burst::format::Container::open(&packed).unwrap();
+    let got = decode(&packed, None).data;
+    let original = data_region(&file);
+    let tensors = &c.header().tensors;
+    assert!(
+        tensors[1].chunks_of.is_some() && tensors[4].chunks_of.is_some(),
+        "runs share chunks"
+    );
+    for t in tensors {
+        let (a, n) = (t.data_offset as usize, t.byte_len as usize);
+        let values = |bytes: &[u8]| -> Vec<f64> {
+            match t.dtype.as_str() {
+                "F32" => bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+                    .collect(),
+                _ => bytes
+                    .chunks_exact(2)
+                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64)
+                    .collect(),
+            }
+        };
+        let own = values(&original[a..a + n])
+            .iter()
+            .zip(values(&got[a..a + n]))
+            .filter(|(x, _)| x.is_finite())
+            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+        let reported = t.codec.as_ref().unwrap().max_abs_error.unwrap();
+        assert_eq!(
+            reported.to_bits(),
+            own.to_bits(),
+            "{}: reported {reported:e}, own {own:e}",
+            t.name
+        );
+    }
+    assert_eq!(
+        tensors[4].codec.as_ref().unwrap().max_abs_error,
+        Some(63.0 * 2f64.powi(120))
+    );
+}

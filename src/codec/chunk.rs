@@ -60,7 +60,9 @@ pub fn encode(layout: &Layout, bytes: &[u8]) -> EncodedChunk {
 /// Encodes the values in `bytes` as one chunk, or as one chunk a part,
 /// the parts `bytes` cut at `lens` (bytes, whole values each, summing to
 /// `bytes.len()`), whichever costs less, a chunk costing its sections'
-/// bytes plus `per_section` each. Gives one chunk, or one a part.
+/// bytes plus `per_section` each. Gives one chunk, or one a part, and
+/// each part's own largest error (see [`EncodedChunk::max_abs_error`]; a
+/// whole chunk's is the largest of them).
 ///
 /// The values are split once: a part's symbols are a slice of the whole's.
 /// The parts are coded only where the floor of their cost
@@ -71,7 +73,7 @@ pub fn encode_whole_or_parts(
     bytes: &[u8],
     lens: &[usize],
     per_section: usize,
-) -> Vec<EncodedChunk> {
+) -> (Vec<EncodedChunk>, Vec<f64>) {
     let size = layout.kind.size();
     debug_assert_eq!(lens.iter().sum::<usize>(), bytes.len());
     let cost =
@@ -124,26 +126,31 @@ pub fn encode_whole_or_parts(
             apart
         }
     });
+    let mut at = 0;
+    let errors: Vec<f64> = lens
+        .iter()
+        .map(|&len| {
+            at += len;
+            max_error(layout, &bytes[at - len..at])
+        })
+        .collect();
     if chunks.len() == 1 {
         let sections = chunks.into_iter().next().unwrap_or_default();
-        return vec![EncodedChunk {
+        let whole = EncodedChunk {
             sections,
-            max_abs_error: max_error(layout, bytes),
-        }];
+            max_abs_error: errors.iter().fold(0.0, |m, &e| m.max(e)),
+        };
+        return (vec![whole], errors);
     }
-    let mut at = 0;
-    chunks
+    let coded = chunks
         .into_iter()
-        .zip(lens)
-        .map(|(sections, &len)| {
-            let part = &bytes[at..at + len];
-            at += len;
-            EncodedChunk {
-                sections,
-                max_abs_error: max_error(layout, part),
-            }
+        .zip(&errors)
+        .map(|(sections, &max_abs_error)| EncodedChunk {
+            sections,
+            max_abs_error,
         })
-        .collect()
+        .collect();
+    (coded, errors)
 }
 
 /// Largest `|original - stored|` over the values in `bytes` (`inf` when a
@@ -485,12 +492,19 @@ mod tests {
                         lens.push(part.len());
                         bytes.extend_from_slice(&part);
                     }
-                    let got = encode_whole_or_parts(&layout, &bytes, &lens, 16);
+                    let (got, errors) = encode_whole_or_parts(&layout, &bytes, &lens, 16);
                     let want = coded_both(&layout, &bytes, &lens, 16);
                     assert_eq!(got.len(), want.len(), "{kind:?} {spreads:?} n={n}");
                     for (g, w) in got.iter().zip(&want) {
                         assert!(g.sections == w.sections, "{kind:?} {spreads:?} n={n}");
                         assert_eq!(g.max_abs_error.to_bits(), w.max_abs_error.to_bits());
+                    }
+                    // Each part's own error, whichever way the run is coded.
+                    let mut at = 0;
+                    for (&len, e) in lens.iter().zip(&errors) {
+                        at += len;
+                        let own = encode(&layout, &bytes[at - len..at]).max_abs_error;
+                        assert_eq!(e.to_bits(), own.to_bits(), "{kind:?} {spreads:?} n={n}");
                     }
                     seen[(got.len() > 1) as usize] = true;
                 }
