@@ -268,6 +268,10 @@ impl ConfigLayer {
     }
 }
 
+/// The most `mantissa_bits` may be: an f32's fraction bits, the most digits
+/// any float stores.
+pub const MAX_MANTISSA_BITS: u32 = 23;
+
 /// The `SARAPHIS_*` variables the configuration reads ([`ConfigLayer::from_vars`]).
 pub const SARAPHIS_VARIABLES: [&str; 4] = [
     "SARAPHIS_CPU_WORKERS",
@@ -397,9 +401,13 @@ impl ConfigLayer {
                 "must be above 0 while enable_caching is on (and never negative)",
             ));
         }
-        let mantissa = self.mantissa_bits.unwrap_or(23);
-        if !(1..=23).contains(&mantissa) {
-            return Err(invalid("mantissa_bits", mantissa, "must lie in 1..=23"));
+        let mantissa = self.mantissa_bits.unwrap_or(MAX_MANTISSA_BITS as i64);
+        if !(1..=MAX_MANTISSA_BITS as i64).contains(&mantissa) {
+            return Err(invalid(
+                "mantissa_bits",
+                mantissa,
+                &format!("must lie in 1..={MAX_MANTISSA_BITS}"),
+            ));
         }
         if let Some(exponent) = self.exponent_bits.filter(|e| !(1..=8).contains(e)) {
             return Err(invalid("exponent_bits", exponent, "must lie in 1..=8"));

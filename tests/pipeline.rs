@@ -688,6 +688,23 @@ fn a_one_tensor_read_checks_and_builds_only_that_tensors_digits() {
         err.contains("exceeds the 7 digits stored for tensor 'a'"),
         "{err}"
     );
+    // It says how to take at most 12, in a configuration that is accepted.
+    assert!(err.contains("mantissa_bits = 12"), "{err}");
+    let layer: padic_burst::config::ConfigLayer =
+        toml::from_str("progressive_precision = true\nmantissa_bits = 12").unwrap();
+    assert!(layer.resolve().is_ok());
+    // Above any float's digits it says to leave the target out: no
+    // mantissa_bits could take it.
+    let err = p
+        .decompress_tensor(&c, "b", Some(24))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exceeds the 23 digits stored for tensor 'b'")
+            && err.contains("leave the target precision out")
+            && !err.contains("mantissa_bits"),
+        "{err}"
+    );
     // A whole decode at 12 digits still fails, naming a tensor with fewer.
     let mut o = RunOptions::new(Mode::CpuOnly, Config::default());
     o.target_precision = Some(12);

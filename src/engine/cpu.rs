@@ -82,10 +82,20 @@ pub fn tables_for(c: &Container, target: Option<u32>) -> Result<Vec<Option<Arc<T
 pub fn checked_digits(target: Option<u32>, layout: &Layout, t: &TensorEntry) -> Result<u32> {
     let k = target.unwrap_or(layout.precision);
     if k > layout.precision {
+        let instead = if k <= crate::config::MAX_MANTISSA_BITS {
+            format!(
+                "to take at most {k}, set progressive_precision = true and mantissa_bits = {k} \
+                 in the configuration"
+            )
+        } else {
+            format!(
+                "no float stores more than {} digits: leave the target precision out to decode \
+                 every stored digit",
+                crate::config::MAX_MANTISSA_BITS
+            )
+        };
         return Err(Error::InvalidArgument(format!(
-            "target precision {k} exceeds the {} digits stored for tensor '{}' ({}); \
-             to take at most {k}, set progressive_precision = true and mantissa_bits = {k} \
-             in the configuration",
+            "target precision {k} exceeds the {} digits stored for tensor '{}' ({}); {instead}",
             layout.precision, t.name, t.dtype
         )));
     }
