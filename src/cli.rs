@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigLayer};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::inspect;
-use crate::monitor::stream::StatsStream;
+use crate::monitor::stream::{Last, StatsStream};
 use crate::pipeline::Pipeline;
 use crate::plan::ReplayStep;
 use crate::pressure::Trace;
@@ -139,7 +139,7 @@ pub struct DecompressArgs {
 pub struct InspectArgs {
     /// The container to read (or a packed directory, or its index).
     pub input: PathBuf,
-    /// Print JSON (keys: tensors, original_bytes, compressed_bytes, ratio).
+    /// Print JSON: for a file, every tensor's entry (`tensors`, a list) and the totals (original_bytes, compressed_bytes, ratio); for a packed directory, each shard's report (`shards`) and the totals (`tensors` and `chunks` counts among them).
     #[arg(long)]
     pub json: bool,
 }
@@ -393,24 +393,32 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
         .with_placement_log(a.placement_log)
         .with_timeline(a.timeline.clone())
         .with_progress(progress.clone());
+    // A packed directory's statistics add its shards to the run's: its
+    // stream's last line is what `--stats-json` writes, as a file's is.
+    let last = match &input {
+        Input::File(_) => Last::FromRun,
+        Input::Dir(_) => Last::FromCaller,
+    };
     let watch = LiveStatistics::start(
         (a.stats_interval, a.stats_stream.as_deref()),
         &pipeline,
         &progress,
+        last,
     )?;
     let (s, stats_json) = match &input {
         Input::File(c) => {
             let s = pipeline.decompress_to_file(c, &a.output, a.target_precision)?;
+            watch.finish(None::<&crate::stats::Statistics>)?;
             let text = json(&s, true)?;
             (s, text)
         }
         Input::Dir(packed) => {
             let r = packed.decompress(&a.output, &pipeline, a.target_precision)?;
+            watch.finish(Some(&r))?;
             let text = json(&r, true)?;
             (r.statistics, text)
         }
     };
-    watch.finish()?;
     for note in &s.notes {
         eprintln!("note: {note}");
     }
@@ -517,11 +525,12 @@ impl LiveStatistics {
         (interval, path): (Option<std::time::Duration>, Option<&std::path::Path>),
         pipeline: &Pipeline,
         progress: &Arc<Progress>,
+        last: Last,
     ) -> Result<Self> {
         let stream = match interval {
             Some(secs) => {
                 let stream = StatsStream::open(path, Some(progress.clone()))?;
-                Some(stream.follow(pipeline.monitor(), secs)?)
+                Some(stream.follow(pipeline.monitor(), secs, last)?)
             }
             None => None,
         };
@@ -531,13 +540,14 @@ impl LiveStatistics {
         })
     }
 
-    /// Stops following: the last line written, the stream's file in place.
-    fn finish(self) -> Result<()> {
+    /// Stops following: the last line written (`last`, where the stream
+    /// was started with [`Last::FromCaller`]), the stream's file in place.
+    fn finish(self, last: Option<&impl serde::Serialize>) -> Result<()> {
         if let Some(status) = self.status {
             status.stop();
         }
         match self.stream {
-            Some(stream) => stream.finish(),
+            Some(stream) => stream.finish_with(last),
             None => Ok(()),
         }
     }

@@ -979,6 +979,7 @@ fn a_packed_directory_streams_its_one_run_with_stats_interval() {
     let (model, packed) = packed_model(tmp.path());
     let restored = tmp.path().join("restored");
     let stream = tmp.path().join("stream.jsonl");
+    let stats = tmp.path().join("stats.json");
     let out = decompress(
         &packed,
         &restored,
@@ -987,6 +988,8 @@ fn a_packed_directory_streams_its_one_run_with_stats_interval() {
             "0.01",
             "--stats-stream",
             stream.to_str().unwrap(),
+            "--stats-json",
+            stats.to_str().unwrap(),
         ],
     );
     assert_success(&out);
@@ -1007,4 +1010,10 @@ fn a_packed_directory_streams_its_one_run_with_stats_interval() {
         lines.windows(2).all(|w| total(&w[0]) <= total(&w[1])),
         "{text}"
     );
+    // The last line is the run's final statistics, as `--stats-json` writes
+    // them: the shards' counts and the whole directory's time included.
+    let final_stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(final_stats.get("shards").is_some(), "{final_stats}");
+    assert_eq!(lines.last().unwrap(), &final_stats, "{text}");
 }

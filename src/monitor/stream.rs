@@ -75,9 +75,10 @@ impl StatsStream {
         })
     }
 
-    /// Writes `statistics` as one JSON line; a failed write is reported by
-    /// [`StatsStream::finish`], and ends the stream.
-    pub fn write(&mut self, statistics: &Statistics) {
+    /// Writes `statistics` (a [`Statistics`], or a report that holds one) as
+    /// one JSON line; a failed write is reported by [`StatsStream::finish`],
+    /// and ends the stream.
+    pub fn write(&mut self, statistics: &impl serde::Serialize) {
         if self.failed.is_some() {
             return;
         }
@@ -134,11 +135,17 @@ impl StatsStream {
     }
 
     /// Writes a line of `monitor`'s run every `every`, and its final line
-    /// when the run ends; [`StreamWatch::finish`] stops and ends the stream.
-    pub fn follow(self, monitor: &Monitor, every: Duration) -> Result<StreamWatch> {
+    /// when the run ends, except where `last` says the caller writes that
+    /// one itself ([`StreamWatch::finish_with`]: a packed directory's
+    /// statistics add its shards to the run's); [`StreamWatch::finish`]
+    /// stops and ends the stream.
+    pub fn follow(self, monitor: &Monitor, every: Duration, last: Last) -> Result<StreamWatch> {
         let stream = Arc::new(Mutex::new(self));
         let lines = stream.clone();
         let watcher = monitor.watch(every, move |s| {
+            if s.finished && last == Last::FromCaller {
+                return;
+            }
             lines
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -146,6 +153,15 @@ impl StatsStream {
         })?;
         Ok(StreamWatch { watcher, stream })
     }
+}
+
+/// Who writes a stream's last line, the run's final statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Last {
+    /// The stream, from the run's statistics.
+    FromRun,
+    /// The caller, from what its `--stats-json` writes.
+    FromCaller,
 }
 
 /// A stream following a monitor's runs.
@@ -158,12 +174,19 @@ impl StreamWatch {
     /// Stops following (after the final line of a run that ended) and ends
     /// the stream (see [`StatsStream::finish`]).
     pub fn finish(self) -> Result<()> {
+        self.finish_with(None::<&Statistics>)
+    }
+
+    /// [`StreamWatch::finish`], with `last` as the last line (that of a
+    /// stream that follows with [`Last::FromCaller`]).
+    pub fn finish_with(self, last: Option<&impl serde::Serialize>) -> Result<()> {
         self.watcher.stop();
         let stream = Arc::try_unwrap(self.stream)
             .map_err(|_| Error::Internal("the statistics stream is still shared".into()))?;
-        stream
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .finish()
+        let mut stream = stream.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = last {
+            stream.write(last);
+        }
+        stream.finish()
     }
 }
