@@ -81,6 +81,8 @@ pub struct ChunkTally {
     by_route: [std::collections::HashSet<usize>; 3],
     /// Chunks with a part the GPU engine decoded, and with one the CPU did.
     on: [std::collections::HashSet<usize>; 2],
+    /// The highest-numbered chunk with a part counted.
+    furthest: Option<usize>,
 }
 
 impl ChunkTally {
@@ -88,11 +90,18 @@ impl ChunkTally {
     pub fn part(&mut self, global: usize, route: crate::policy::Route, engine: Engine) {
         self.by_route[route.index()].insert(global);
         self.on[matches!(engine, Engine::Cpu) as usize].insert(global);
+        self.furthest = self.furthest.max(Some(global));
     }
 
     /// Chunks with at least one part counted.
     pub fn chunks(&self) -> usize {
         self.by_route.iter().map(|s| s.len()).sum()
+    }
+
+    /// The highest-numbered chunk with a part counted: with several
+    /// workers, each taking its own share, chunks are merged out of order.
+    pub fn furthest(&self) -> Option<usize> {
+        self.furthest
     }
 
     /// The counts so far.
@@ -193,6 +202,11 @@ impl Recorder {
     /// Chunks with at least one merged part so far.
     pub fn chunks_seen(&self) -> usize {
         self.chunks.chunks()
+    }
+
+    /// The highest-numbered chunk merged so far ([`ChunkTally::furthest`]).
+    pub fn furthest_chunk(&self) -> Option<usize> {
+        self.chunks.furthest()
     }
 
     /// Each route's latency as HdrHistogram's percentile distribution (the

@@ -455,3 +455,51 @@ fn a_replay_is_watched_as_it_goes_not_as_it_will_end() {
     let last = seen.last().unwrap();
     assert!(last.finished && last.statistics.mode_switches == 2);
 }
+
+#[test]
+fn a_replay_with_two_workers_is_watched_as_of_the_furthest_chunk_merged() {
+    // Two workers each take their own share, so chunks merge out of order:
+    // the second worker's first chunks lie where the trace is high and go to
+    // the CPU while few chunks are merged. A snapshot's switches must
+    // account for them (the state after the furthest chunk merged, not
+    // after as many chunks as were merged).
+    use padic_burst::pressure::{Sample, Trace};
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(Container::open(long_model(dir.path())).unwrap());
+    let chunks = model.header().chunk_count();
+    let step = 10u64;
+    let at = |k: usize, used_mb: f64| Sample {
+        t_ms: k as u64 * step,
+        used_mb,
+        total_mb: 1000.0,
+    };
+    let trace = Trace::new(vec![
+        at(0, 300.0),
+        at(chunks / 3, 970.0),
+        at(2 * chunks / 3, 400.0),
+    ])
+    .unwrap();
+    let cfg = Config {
+        num_cpu_workers: 2,
+        ..Config::default()
+    };
+    let seen = Arc::new(Mutex::new(Vec::<Snapshot>::new()));
+    let record = seen.clone();
+    let pipeline = Pipeline::with_mode(cfg, Mode::Auto)
+        .with_trace(trace, step)
+        .with_monitor(Duration::from_millis(1), move |s| {
+            record.lock().unwrap().push(s.clone())
+        })
+        .unwrap();
+    pipeline.decompress_model(&model, None).unwrap();
+    drop(pipeline);
+    for s in seen.lock().unwrap().iter() {
+        let c = &s.statistics.chunks;
+        assert!(
+            c.routed_cpu == 0 || s.statistics.mode_switches >= 1,
+            "{} chunks routed to the CPU with no switch ({} merged of {chunks})",
+            c.routed_cpu,
+            c.total_decompressions
+        );
+    }
+}

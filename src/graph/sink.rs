@@ -154,16 +154,15 @@ impl StatsSource {
         }
         let elapsed = self.started.elapsed();
         // The latest pressure reading: the trace's at the virtual time of the
-        // last chunk merged (of the run's last chunk, once it ended), or the
-        // live source's now.
-        let decided = match finished {
-            true => self.chunks,
-            false => st.recorder.chunks_seen(),
+        // furthest chunk merged (the highest-numbered: several workers merge
+        // their shares out of order; the run's last chunk, once it ended), or
+        // the live source's now.
+        let furthest = match finished {
+            true => self.chunks.saturating_sub(1),
+            false => st.recorder.furthest_chunk().unwrap_or(0),
         };
         let last_sample = match (&self.trace, &self.pressure) {
-            (Some((t, step)), _) => {
-                t.sample_at(crate::plan::replay_time(decided.saturating_sub(1), *step))
-            }
+            (Some((t, step)), _) => t.sample_at(crate::plan::replay_time(furthest, *step)),
             (None, Some(source)) => source.sample_at(elapsed.as_millis() as u64),
             (None, None) => None,
         };
@@ -178,9 +177,11 @@ impl StatsSource {
         let mut state = p.state();
         // A replay decided every chunk up front, and the shared policy holds
         // the state after the last one: while the run goes, the state and
-        // counts are those after the chunks merged so far.
+        // counts are those after the furthest chunk merged, so that they
+        // account for every chunk merged (one routed to the CPU comes with
+        // the switch that sent it there).
         if let (false, Some(marks)) = (finished, &self.replayed) {
-            if let Some(m) = marks.get(decided.max(1) - 1) {
+            if let Some(m) = marks.get(furthest) {
                 state = m.state;
                 s.mode_switches = m.mode_switches;
                 s.memory_pressure_events = m.memory_pressure_events;
