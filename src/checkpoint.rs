@@ -824,8 +824,9 @@ pub fn render(r: &CheckpointReport) -> String {
         s.push('\n');
     }
     s += &format!(
-        "checkpoint total: {} shards, {} tensors, {} chunks, {} -> {} bytes, ratio {:.4}\n",
+        "checkpoint total: {} shard{}, {} tensors, {} chunks, {} -> {} bytes, ratio {:.4}\n",
         r.shards.len(),
+        if r.shards.len() == 1 { "" } else { "s" },
         r.tensors,
         r.chunks,
         r.original_bytes,

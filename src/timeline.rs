@@ -195,20 +195,30 @@ impl Timeline {
         let mark_w = (plot_w / self.chunks.len().max(1) as f64).clamp(1.0, 8.0);
         for c in &self.chunks {
             let row = ROUTES.iter().position(|r| *r == c.route).unwrap_or(2);
-            let engine = c.engine.unwrap_or(c.route);
+            // A run's mark is filled by the engine that ran the chunk; a
+            // plan's by its route, and says that nothing ran.
+            let (engine_attr, fill, ran) = match c.engine {
+                Some(e) => (
+                    format!(r#" data-engine="{e}""#),
+                    colour(e),
+                    format!("ran on {e}"),
+                ),
+                None => (
+                    String::new(),
+                    colour(c.route),
+                    "planned, not run".to_string(),
+                ),
+            };
             let _ = writeln!(
                 s,
-                r#"<rect class="chunk" data-chunk="{}" data-route="{}" data-engine="{}" x="{:.1}" y="{:.1}" width="{mark_w:.1}" height="{:.1}" fill="{}"><title>chunk {}: route {}, ran on {}</title></rect>"#,
+                r#"<rect class="chunk" data-chunk="{}" data-route="{}"{engine_attr} x="{:.1}" y="{:.1}" width="{mark_w:.1}" height="{:.1}" fill="{fill}"><title>chunk {}: route {}, {ran}</title></rect>"#,
                 c.chunk,
                 c.route,
-                engine,
                 x(c.t_ms),
                 STRIP_TOP + row as f64 * ROW + 3.0,
                 ROW - 6.0,
-                colour(engine),
                 c.chunk,
                 c.route,
-                engine
             );
         }
         let axis_y = STRIP_TOP + 3.0 * ROW + 18.0;
@@ -222,13 +232,26 @@ impl Timeline {
             );
         }
         let legend_y = axis_y + 24.0;
-        for (i, engine) in ["gpu", "cpu", "gpu+cpu"].iter().enumerate() {
+        let ran = self.chunks.iter().any(|c| c.engine.is_some());
+        let legend = match ran {
+            true => [
+                ("gpu", "ran on gpu"),
+                ("cpu", "ran on cpu"),
+                ("gpu+cpu", "ran on gpu+cpu"),
+            ],
+            false => [
+                ("gpu", "routed to gpu"),
+                ("cpu", "routed to cpu"),
+                ("hybrid", "split (hybrid)"),
+            ],
+        };
+        for (i, (key, label)) in legend.iter().enumerate() {
             let lx = LEFT + i as f64 * 150.0;
             let _ = writeln!(
                 s,
-                r##"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{legend_y:.1}" fill="#333">ran on {engine}</text>"##,
+                r##"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{:.1}" y="{legend_y:.1}" fill="#333">{label}</text>"##,
                 legend_y - 10.0,
-                colour(engine),
+                colour(key),
                 lx + 16.0
             );
         }
@@ -274,6 +297,23 @@ mod tests {
         assert_eq!(svg.matches(r#"data-route="gpu""#).count(), 5);
         assert_eq!(svg.matches(r#"data-engine="cpu""#).count(), 7);
         assert!(svg.contains("chunk 3: route cpu, ran on cpu"));
+    }
+
+    #[test]
+    fn a_plans_marks_say_their_route_and_that_nothing_ran() {
+        let mut plan = timeline();
+        plan.note = None;
+        for c in &mut plan.chunks {
+            c.engine = None;
+        }
+        let svg = plan.to_svg();
+        assert_eq!(svg.matches(r#"class="chunk""#).count(), 7);
+        assert!(
+            !svg.contains("data-engine") && !svg.contains("ran on"),
+            "{svg}"
+        );
+        assert!(svg.contains("chunk 0: route gpu, planned, not run"));
+        assert!(svg.contains("routed to cpu"));
     }
 
     #[test]

@@ -30,17 +30,19 @@ fn packed(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, usize) {
     (p, original, chunks)
 }
 
-fn svg_marks(svg: &str) -> Vec<(usize, String, String)> {
+/// Each chunk mark's chunk, route and engine (none in a plan: nothing ran).
+fn svg_marks(svg: &str) -> Vec<(usize, String, Option<String>)> {
     svg.split(r#"<rect class="chunk" "#)
         .skip(1)
         .map(|m| {
+            let m = &m[..m.find('>').unwrap()];
             let attr = |k: &str| {
-                let from = m.find(&format!("{k}=\"")).unwrap() + k.len() + 2;
-                m[from..from + m[from..].find('"').unwrap()].to_string()
+                let from = m.find(&format!("{k}=\""))? + k.len() + 2;
+                Some(m[from..from + m[from..].find('"').unwrap()].to_string())
             };
             (
-                attr("data-chunk").parse().unwrap(),
-                attr("data-route"),
+                attr("data-chunk").unwrap().parse().unwrap(),
+                attr("data-route").unwrap(),
                 attr("data-engine"),
             )
         })
@@ -80,9 +82,10 @@ fn plan_draws_the_threshold_band_and_one_mark_per_chunk_in_its_route() {
     assert!(text.contains("band 0.80–0.90"), "the default T and h");
     let marks = svg_marks(&text);
     assert_eq!(marks.len(), chunks, "one mark per chunk");
-    for ((k, route, _), line) in marks.iter().zip(&lines) {
+    for ((k, route, engine), line) in marks.iter().zip(&lines) {
         assert_eq!(line["chunk"], *k);
         assert_eq!(line["route"], route.as_str(), "chunk {k}");
+        assert_eq!(*engine, None, "a plan runs nothing (chunk {k})");
     }
     assert!(marks.iter().any(|m| m.1 == "cpu") && marks.iter().any(|m| m.1 == "gpu"));
 }
@@ -141,7 +144,10 @@ fn decompress_draws_the_run_with_the_engine_that_ran_each_chunk() {
         .gpu_absent()
         .is_some()
     {
-        assert!(marks.iter().all(|m| m.2 == "cpu"), "{marks:?}");
+        assert!(
+            marks.iter().all(|m| m.2.as_deref() == Some("cpu")),
+            "{marks:?}"
+        );
         assert!(text.contains("no GPU here"));
     }
 }
