@@ -386,6 +386,23 @@ fn the_status_line_is_drawn_only_on_a_terminal() {
         .is_none());
 }
 
+/// A trace over `chunks` chunks `step` ms apart: low, then over the
+/// threshold for the middle third, then low again.
+fn high_middle_third(chunks: usize, step: u64) -> padic_burst::pressure::Trace {
+    use padic_burst::pressure::{Sample, Trace};
+    let at = |k: usize, used_mb: f64| Sample {
+        t_ms: k as u64 * step,
+        used_mb,
+        total_mb: 1000.0,
+    };
+    Trace::new(vec![
+        at(0, 300.0),
+        at(chunks / 3, 970.0),
+        at(2 * chunks / 3, 400.0),
+    ])
+    .unwrap()
+}
+
 /// A replayed trace decides every chunk before the run starts. Snapshots
 /// reported the replay's end from the first one (the AUTO state after the
 /// last chunk, both switches counted at 25 of 256 chunks); they report the
@@ -393,23 +410,12 @@ fn the_status_line_is_drawn_only_on_a_terminal() {
 #[test]
 fn a_replay_is_watched_as_it_goes_not_as_it_will_end() {
     use padic_burst::policy::Policy;
-    use padic_burst::pressure::{PressureSource, Sample, Trace};
+    use padic_burst::pressure::PressureSource;
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(Container::open(long_model(dir.path())).unwrap());
     let chunks = model.header().chunk_count();
     let step = 10u64;
-    let at = |k: usize, used_mb: f64| Sample {
-        t_ms: k as u64 * step,
-        used_mb,
-        total_mb: 1000.0,
-    };
-    // Low, then over the threshold for the middle third, then low again.
-    let trace = Trace::new(vec![
-        at(0, 300.0),
-        at(chunks / 3, 970.0),
-        at(2 * chunks / 3, 400.0),
-    ])
-    .unwrap();
+    let trace = high_middle_third(chunks, step);
     let cfg = Config {
         num_cpu_workers: 1,
         ..Config::default()
@@ -463,22 +469,11 @@ fn a_replay_with_two_workers_is_watched_as_of_the_furthest_chunk_merged() {
     // the CPU while few chunks are merged. A snapshot's switches must
     // account for them (the state after the furthest chunk merged, not
     // after as many chunks as were merged).
-    use padic_burst::pressure::{Sample, Trace};
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(Container::open(long_model(dir.path())).unwrap());
     let chunks = model.header().chunk_count();
     let step = 10u64;
-    let at = |k: usize, used_mb: f64| Sample {
-        t_ms: k as u64 * step,
-        used_mb,
-        total_mb: 1000.0,
-    };
-    let trace = Trace::new(vec![
-        at(0, 300.0),
-        at(chunks / 3, 970.0),
-        at(2 * chunks / 3, 400.0),
-    ])
-    .unwrap();
+    let trace = high_middle_third(chunks, step);
     let cfg = Config {
         num_cpu_workers: 2,
         ..Config::default()
