@@ -406,7 +406,8 @@ fn high_middle_third(chunks: usize, step: u64) -> padic_burst::pressure::Trace {
 /// A replayed trace decides every chunk before the run starts. Snapshots
 /// reported the replay's end from the first one (the AUTO state after the
 /// last chunk, both switches counted at 25 of 256 chunks); they report the
-/// state and counts after the chunks merged so far.
+/// state and counts after the furthest chunk merged, with one worker the
+/// chunks merged so far.
 #[test]
 fn a_replay_is_watched_as_it_goes_not_as_it_will_end() {
     use padic_burst::policy::Policy;
