@@ -334,7 +334,7 @@ fn compress_source(
     }
 
     let temp = match file {
-        Some((path, _)) => TempOutput::create_from(output, path)?,
+        Some((path, file)) => TempOutput::create_from_open(output, path, file)?,
         None => TempOutput::create(output)?,
     };
     let io = |e| temp.write_error(e);

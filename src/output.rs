@@ -119,8 +119,13 @@ pub fn written_through(target: &Path) -> Result<PathBuf> {
 /// Refuses `output` when it is `input` (the same device and inode, however
 /// spelled: [`place`]).
 pub fn refuse_same_file(input: &Path, output: &Path) -> Result<()> {
+    refuse_input_place(place(input), input, output)
+}
+
+/// [`refuse_same_file`], the input being at `input_place`.
+fn refuse_input_place(input_place: Option<Place>, input: &Path, output: &Path) -> Result<()> {
     match place(output) {
-        Some(at @ Place::Inode(..)) if place(input).as_ref() == Some(&at) => {
+        Some(at @ Place::Inode(..)) if input_place.as_ref() == Some(&at) => {
             Err(Error::InvalidArgument(format!(
                 "{} is the input {} itself: refusing to write over it",
                 output.display(),
@@ -264,6 +269,15 @@ impl TempOutput {
         refuse_same_file(source, target)?;
         let mode = permission_bits(source)?;
         Self::create_with_mode(target, Some(mode))
+    }
+
+    /// [`TempOutput::create_from`] for a source already open as `file`: the
+    /// file compared with the output and its permission bits are the open
+    /// file's, not those of whatever `source` names by now.
+    pub fn create_from_open(target: &Path, source: &Path, file: &std::fs::File) -> Result<Self> {
+        let meta = file.metadata().map_err(|e| Error::io(source, e))?;
+        refuse_input_place(Some(Place::Inode(meta.dev(), meta.ino())), source, target)?;
+        Self::create_with_mode(target, Some(meta.permissions().mode() & 0o7777))
     }
 
     fn create_with_mode(target: &Path, mode: Option<u32>) -> Result<Self> {
@@ -596,4 +610,46 @@ pub fn write_safetensors_preamble(
     file.set_len(base + data_len)?;
     file.write_all_at(&preamble, 0)?;
     Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_output_made_from_an_open_file_is_that_files_not_what_its_path_names_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.safetensors");
+        std::fs::write(&input, b"private").unwrap();
+        std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file = std::fs::File::open(&input).unwrap();
+        // The path now names another file, open to all.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"public").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::rename(&other, &input).unwrap();
+        let out = dir.path().join("out.padic");
+        TempOutput::create_from_open(&out, &input, &file)
+            .unwrap()
+            .commit()
+            .unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "the bits of the file read, not of the one now at its path"
+        );
+        // The open file itself as the output is refused, whatever the path names.
+        let read = dir.path().join("read.safetensors");
+        std::fs::write(&read, b"weights").unwrap();
+        let file = std::fs::File::open(&read).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&read, &link).unwrap();
+        let err = TempOutput::create_from_open(&link, Path::new("elsewhere"), &file).unwrap_err();
+        assert!(
+            err.to_string().contains("refusing to write over it"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&read).unwrap(), b"weights");
+    }
 }
