@@ -256,13 +256,15 @@ def _save_file(framework, tensors, filename, metadata, options):
     return _padic_burst.compress_bytes(data, os.fspath(filename), **options)
 
 
-def _as_int(index):
+def _as_int(index, framework):
     """`index` as an int when it is one (a Python, NumPy or 0-d tensor
-    integer; not a bool of any kind: a 0-d bool tensor or array indexes as a
-    mask, a new axis of length 1 or 0), else None."""
+    integer) to `framework`, else None. Not a bool of any kind: a 0-d bool
+    tensor or array indexes as a mask, a new axis of length 1 or 0; nor, in
+    PyTorch, a uint8 one, which torch reads as a mask too."""
     if isinstance(index, bool) or getattr(index, "ndim", 0) != 0:
         return None
-    if str(getattr(index, "dtype", "")) in ("bool", "torch.bool"):
+    masks = ("bool", "torch.bool") + (("uint8", "torch.uint8") if framework == "pt" else ())
+    if str(getattr(index, "dtype", "")) in masks:
         return None
     try:
         return operator.index(index)
@@ -298,7 +300,7 @@ class _Slice:
         if bits is not None and (math.prod(self._shape[1:]) * bits) % 8:
             return None  # a row is not whole bytes: the tensor's packed view decides
         head, rest, n = parts[0], parts[1:], self._shape[0]
-        i = _as_int(head)
+        i = _as_int(head, self._owner._framework)
         if i is not None:
             i = i + n if i < 0 else i
             if not 0 <= i < n:
