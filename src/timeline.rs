@@ -70,11 +70,21 @@ fn colour(engine: &str) -> &'static str {
     }
 }
 
+/// `text` as XML character data: the markup characters escaped, and the
+/// control characters XML 1.0 forbids (a path may hold them) shown as
+/// U+FFFD.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c.to_string(),
+            c if c.is_control() => '\u{fffd}'.to_string(),
+            '&' => "&amp;".into(),
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '"' => "&quot;".into(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 impl Timeline {
@@ -330,6 +340,14 @@ mod tests {
         assert_eq!(svg.matches(r#"class="level-band""#).count(), 4);
         assert!(svg.contains("band 0.80–0.90"));
         assert!(svg.contains("ramp &lt;test&gt;"), "the title is escaped");
+        let mut odd = timeline();
+        odd.title = "a\u{1}b\u{1b}[31m & c".into();
+        let svg = odd.to_svg();
+        assert!(
+            svg.contains("a\u{fffd}b\u{fffd}[31m &amp; c"),
+            "control characters, which XML forbids"
+        );
+        assert!(!svg.chars().any(|c| c.is_control() && c != '\n'));
         assert!(svg.contains("no GPU: every chunk ran on the CPU"));
     }
 }
