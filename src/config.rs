@@ -293,19 +293,24 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    use std::os::unix::ffi::OsStrExt;
     let mut misspelt: Vec<(String, &'static str)> = names
         .into_iter()
-        .map(|n| n.as_ref().to_string_lossy().into_owned())
-        .filter(|n| !SARAPHIS_VARIABLES.contains(&n.as_str()))
         .filter_map(|n| {
-            let upper = n.to_ascii_uppercase();
+            // Compared byte by byte, so a name that is not UTF-8 is as far
+            // from a variable as its bytes are.
+            let bytes = n.as_ref().as_bytes();
+            if SARAPHIS_VARIABLES.iter().any(|k| k.as_bytes() == bytes) {
+                return None;
+            }
+            let upper = bytes.to_ascii_uppercase();
             let meant = SARAPHIS_VARIABLES
                 .iter()
-                .map(|&known| (edits(&upper, known), known))
+                .map(|&known| (edits(&upper, known.as_bytes()), known))
                 .filter(|&(d, _)| d <= 2)
                 .min()?
                 .1;
-            Some((n, meant))
+            Some((shown(bytes), meant))
         })
         .collect();
     misspelt.sort();
@@ -317,10 +322,22 @@ pub fn misspelt_env_variables() -> Vec<(String, &'static str)> {
     misspelt_variables(std::env::vars_os().map(|(k, _)| k))
 }
 
+/// A variable's name as a message may show it: what is not UTF-8 as
+/// U+FFFD, control characters escaped (`\u{1}`), so that a name cannot
+/// write to the terminal.
+fn shown(name: &[u8]) -> String {
+    String::from_utf8_lossy(name)
+        .chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 /// The edit distance between `a` and `b` (insertions, deletions and
 /// substitutions of one byte).
-fn edits(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+fn edits(a: &[u8], b: &[u8]) -> usize {
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, &ca) in a.iter().enumerate() {
         let mut diagonal = row[0];
@@ -713,6 +730,26 @@ mod variable_tests {
                 (
                     "saraphis_enable_cpu_cache".to_string(),
                     "SARAPHIS_ENABLE_CPU_CACHE"
+                ),
+            ]
+        );
+        // A byte that is not UTF-8 is one edit, as any byte is; a control
+        // character is shown escaped, never sent to the terminal.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = [
+            std::ffi::OsStr::from_bytes(b"SARAPHIS_CPU_WORKER\xff"),
+            std::ffi::OsStr::from_bytes(b"SARAPHIS_CPU_WORKERS\x1b"),
+        ];
+        assert_eq!(
+            misspelt_variables(odd),
+            vec![
+                (
+                    "SARAPHIS_CPU_WORKERS\\u{1b}".to_string(),
+                    "SARAPHIS_CPU_WORKERS"
+                ),
+                (
+                    "SARAPHIS_CPU_WORKER\u{fffd}".to_string(),
+                    "SARAPHIS_CPU_WORKERS"
                 ),
             ]
         );
