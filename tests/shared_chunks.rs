@@ -227,3 +227,36 @@ fn a_run_that_breaks_the_rules_is_refused_naming_the_tensor() {
         "{err}"
     );
 }
+
+#[test]
+fn a_header_that_is_much_of_its_file_is_compressed_harder() {
+    // 400 tensors of 1 to 300 values: the header is about as big as the
+    // chunks. Its JSON is stored at the harder level, which makes it smaller
+    // here; beside the chunks of bigger tensors it takes the faster one.
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..400).map(|i| format!("block.{i}.norm.bias")).collect();
+    let tensors: Vec<(&str, Dtype, Vec<usize>, f64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), Dtype::F32, vec![1 + (i * 37) % 300], 0.02))
+        .collect();
+    let (packed, _) = gaussian_model(dir.path(), "tiny", 9, &tensors, 1024);
+    let file = std::fs::read(&packed).unwrap();
+    let stored = u64::from_le_bytes(file[file.len() - 24..file.len() - 16].try_into().unwrap());
+    let chunk_bytes = file.len() as u64 - 16 - stored - 24;
+    let c = Container::open(&packed).unwrap();
+    let json = serde_json::to_vec(c.header()).unwrap();
+    assert!(
+        json.len() as u64 >= chunk_bytes / 16,
+        "the header is much of the file"
+    );
+    let harder = padic_burst::format::seal_header(&json, chunk_bytes).unwrap();
+    let faster = padic_burst::format::seal_header(&json, 1 << 40).unwrap();
+    assert_eq!(harder.len() as u64, stored, "what the writer stored");
+    assert!(
+        harder.len() < faster.len(),
+        "{} against {}",
+        harder.len(),
+        faster.len()
+    );
+}

@@ -47,7 +47,10 @@ fn header_span(b: &[u8]) -> (usize, usize) {
 
 /// `body` with `json` as its header, stored as this build stores it.
 fn with_footer(body: &[u8], json: &[u8]) -> Vec<u8> {
-    with_stored_header(body, &padic_burst::format::seal_header(json).unwrap())
+    with_stored_header(
+        body,
+        &padic_burst::format::seal_header(json, (body.len() as u64).saturating_sub(16)).unwrap(),
+    )
 }
 
 #[test]

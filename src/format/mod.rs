@@ -42,11 +42,17 @@ pub const END_MAGIC: &[u8; 8] = b"PADICEND";
 pub const VERSION: u32 = 3;
 /// The oldest container version this build reads (version 1: a plain JSON header).
 pub const OLDEST_VERSION: u32 = 1;
-/// The zstd level of the header. Level 3 compresses a 490-tensor model's
-/// 165 KB of JSON in a fifth of a millisecond to 15.9 KB; level 12 took 3.4
-/// ms, most of it on the writer's last step, for 1.6 KB less (0.02% of that
-/// file): most of a header is checksums, which no level shrinks.
+/// The zstd level of a header that is a small part of its file. Level 3
+/// compresses a 490-tensor model's 165 KB of JSON in a fifth of a
+/// millisecond to 15.9 KB; level 12 took 3.4 ms, on the writer's last step,
+/// for 1.6 KB less (0.02% of that file): most of a header is checksums,
+/// which no level shrinks.
 const HEADER_ZSTD_LEVEL: i32 = 3;
+/// The level of a header whose JSON is at least a sixteenth of the chunks'
+/// bytes (models of tiny tensors, where the header is much of the file):
+/// there level 12's few percent of the header are a percent of the file,
+/// and its time is small beside the run's.
+const BIG_HEADER_ZSTD_LEVEL: i32 = 12;
 /// Bytes before the first payload.
 pub const PREFIX_LEN: u64 = 16;
 /// Bytes of the footer.
@@ -301,7 +307,7 @@ impl<W: std::io::Write> Writer<W> {
                 ),
             ));
         }
-        let stored = seal_header(&json)?;
+        let stored = seal_header(&json, self.pos.saturating_sub(PREFIX_LEN))?;
         self.out.write_all(&stored)?;
         self.out.write_all(&(stored.len() as u64).to_le_bytes())?;
         self.out
@@ -546,11 +552,15 @@ fn at_tensor(name: &str, chunk: Option<usize>) -> Location {
     }
 }
 
-/// The header's stored bytes (version [`VERSION`]): its JSON, compressed,
-/// or stored in raw blocks where compressed it would expand more than
-/// [`open_header`] accepts.
-pub fn seal_header(json: &[u8]) -> std::io::Result<Vec<u8>> {
-    let packed = zstd::bulk::compress(json, HEADER_ZSTD_LEVEL)?;
+/// The header's stored bytes (version [`VERSION`]) in a file of
+/// `chunk_bytes` of chunks: its JSON, compressed, or stored in raw blocks
+/// where compressed it would expand more than [`open_header`] accepts.
+pub fn seal_header(json: &[u8], chunk_bytes: u64) -> std::io::Result<Vec<u8>> {
+    let level = match json.len() as u64 >= chunk_bytes / 16 {
+        true => BIG_HEADER_ZSTD_LEVEL,
+        false => HEADER_ZSTD_LEVEL,
+    };
+    let packed = zstd::bulk::compress(json, level)?;
     if json.len() as u64 <= header_cap(packed.len()) {
         return Ok(packed);
     }
@@ -750,12 +760,12 @@ mod tests {
         // 2 MB of one note: zstd would store it in about a hundred bytes,
         // which the reader's cap (64 times the stored bytes) refuses.
         let json = format!("{{\"notes\":\"{}\"}}", "a".repeat(2_000_000)).into_bytes();
-        let stored = seal_header(&json).unwrap();
+        let stored = seal_header(&json, 0).unwrap();
         assert!(stored.len() >= json.len(), "{}", stored.len());
         assert_eq!(open_header(VERSION, &stored).unwrap(), json);
         // A header within the cap is compressed as before.
         let small = format!("{{\"notes\":\"{}\"}}", "a".repeat(500_000)).into_bytes();
-        let stored = seal_header(&small).unwrap();
+        let stored = seal_header(&small, 0).unwrap();
         assert!(stored.len() < 1000, "{}", stored.len());
         assert_eq!(open_header(VERSION, &stored).unwrap(), small);
     }

@@ -530,7 +530,8 @@ pub fn with_header(packed: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<
     let (start, mut h) = header_json(packed);
     edit(&mut h);
     let json = serde_json::to_vec(&h).unwrap();
-    let stored = padic_burst::format::seal_header(&json).unwrap();
+    let stored =
+        padic_burst::format::seal_header(&json, (start as u64).saturating_sub(16)).unwrap();
     with_stored_header(&packed[..start], &stored)
 }
 
