@@ -386,6 +386,27 @@ fn the_status_line_is_drawn_only_on_a_terminal() {
         .is_none());
 }
 
+/// Every snapshot of an AUTO decode of `model` replaying `trace` (`step` ms
+/// a chunk), taken `every` while it runs, then the final one.
+fn watch_replay(
+    model: &Arc<Container>,
+    cfg: Config,
+    trace: padic_burst::pressure::Trace,
+    step: u64,
+    every: Duration,
+) -> Vec<Snapshot> {
+    let seen = Arc::new(Mutex::new(Vec::<Snapshot>::new()));
+    let record = seen.clone();
+    let pipeline = Pipeline::with_mode(cfg, Mode::Auto)
+        .with_trace(trace, step)
+        .with_monitor(every, move |s| record.lock().unwrap().push(s.clone()))
+        .unwrap();
+    pipeline.decompress_model(model, None).unwrap();
+    drop(pipeline);
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
 /// A trace over `chunks` chunks `step` ms apart: low, then over the
 /// threshold for the middle third, then low again.
 fn high_middle_third(chunks: usize, step: u64) -> padic_burst::pressure::Trace {
@@ -431,17 +452,7 @@ fn a_replay_is_watched_as_it_goes_not_as_it_will_end() {
         })
         .collect();
     assert_eq!(expected.last().unwrap().0, 2, "the trace switches twice");
-    let seen = Arc::new(Mutex::new(Vec::<Snapshot>::new()));
-    let record = seen.clone();
-    let pipeline = Pipeline::with_mode(cfg, Mode::Auto)
-        .with_trace(trace, step)
-        .with_monitor(Duration::from_millis(2), move |s| {
-            record.lock().unwrap().push(s.clone())
-        })
-        .unwrap();
-    pipeline.decompress_model(&model, None).unwrap();
-    drop(pipeline);
-    let seen = seen.lock().unwrap();
+    let seen = watch_replay(&model, cfg, trace, step, Duration::from_millis(2));
     let during: Vec<&Snapshot> = seen.iter().filter(|s| !s.finished).collect();
     for s in &during {
         let merged = s.statistics.chunks.total_decompressions as usize;
@@ -479,17 +490,7 @@ fn a_replay_with_two_workers_is_watched_as_of_the_furthest_chunk_merged() {
         num_cpu_workers: 2,
         ..Config::default()
     };
-    let seen = Arc::new(Mutex::new(Vec::<Snapshot>::new()));
-    let record = seen.clone();
-    let pipeline = Pipeline::with_mode(cfg, Mode::Auto)
-        .with_trace(trace, step)
-        .with_monitor(Duration::from_millis(1), move |s| {
-            record.lock().unwrap().push(s.clone())
-        })
-        .unwrap();
-    pipeline.decompress_model(&model, None).unwrap();
-    drop(pipeline);
-    for s in seen.lock().unwrap().iter() {
+    for s in &watch_replay(&model, cfg, trace, step, Duration::from_millis(1)) {
         let c = &s.statistics.chunks;
         assert!(
             c.routed_cpu == 0 || s.statistics.mode_switches >= 1,
