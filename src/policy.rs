@@ -7,12 +7,16 @@
 //!
 //! * in GPU state, switch to CPU when `u > T` or `free < M`;
 //! * in CPU state, switch back to GPU when `u < T - h` and `free > 2 M`;
-//! * no switch within `switch_delay_ms` of the previous one; the first is free.
+//! * no switch within `switch_delay_ms` of the previous one; the first is free;
+//! * a sample read before any chunk is routed sets the starting state (CPU
+//!   when it already breaks the first rule): no chunk has moved, so it is not
+//!   a switch, and every switch counted is a change of route a log shows.
 //!
 //! GPU_ONLY routes every chunk to the GPU, CPU_ONLY to the CPU. HYBRID splits
 //! each chunk, the GPU's share in proportion to the engines' measured
-//! throughputs (moving averages from `hybrid_initial_gpu_fraction`), cut to 0
-//! whenever the AUTO rules are in CPU state; a run replayed from a trace
+//! throughputs (moving averages from `hybrid_initial_gpu_fraction`), and
+//! routes whole chunks to the CPU whenever the AUTO rules are in CPU state
+//! (so its switches show as changes of route); a run replayed from a trace
 //! takes the route from the replay and the share from the speeds it
 //! measures ([`Policy::measured_split`]). Without a GPU every mode but
 //! GPU_ONLY routes to the CPU (GPU_ONLY is an error the executor raises).
@@ -20,7 +24,7 @@
 //! `memory_pressure_events` counts each rise of the level into HIGH or
 //! CRITICAL (the level before the first sample counts as LOW) plus each GPU
 //! out-of-memory. A level is left downward only once `u` falls `h` below its
-//! lower bound, so a reading that wavers around a boundary is one event; `mode_switches` counts AUTO state changes.
+//! lower bound, so a reading that wavers around a boundary is one event; `mode_switches` counts AUTO state changes once a chunk has been routed.
 
 use serde::Serialize;
 
@@ -115,6 +119,16 @@ pub enum EngineState {
     Cpu,
 }
 
+impl EngineState {
+    /// `gpu` or `cpu`, as the statistics say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineState::Gpu => "gpu",
+            EngineState::Cpu => "cpu",
+        }
+    }
+}
+
 /// Weight of a new throughput measurement in the moving average.
 const RATE_ALPHA: f64 = 0.2;
 
@@ -127,6 +141,9 @@ pub struct Policy {
     gpu_present: bool,
     state: EngineState,
     last_switch_ms: Option<u64>,
+    /// Whether AUTO or HYBRID has routed a chunk: until then a sample sets
+    /// the starting state rather than switching.
+    routed: bool,
     last_level: Level,
     mode_switches: u64,
     memory_pressure_events: u64,
@@ -149,6 +166,7 @@ impl Policy {
                 EngineState::Cpu
             },
             last_switch_ms: None,
+            routed: false,
             last_level: Level::Low,
             mode_switches: 0,
             memory_pressure_events: 0,
@@ -247,6 +265,10 @@ impl Policy {
             _ => None,
         };
         if let Some(next) = want {
+            if !self.routed {
+                self.state = next;
+                return;
+            }
             let allowed = self
                 .last_switch_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) >= s.switch_delay_ms);
@@ -305,13 +327,16 @@ impl Policy {
                 EngineState::Gpu => Route::Gpu,
                 EngineState::Cpu => Route::Cpu,
             },
-            Mode::Hybrid => Route::Hybrid {
-                gpu_fraction: match self.state {
-                    EngineState::Gpu => self.hybrid_fraction(),
-                    EngineState::Cpu => 0.0,
+            Mode::Hybrid => match self.state {
+                EngineState::Gpu => Route::Hybrid {
+                    gpu_fraction: self.hybrid_fraction(),
                 },
+                EngineState::Cpu => Route::Cpu,
             },
         };
+        if matches!(self.mode, Mode::Auto | Mode::Hybrid) {
+            self.routed = true;
+        }
         Decision { route, sample }
     }
 }

@@ -56,22 +56,31 @@ fn cpu_state_returns_only_below_t_minus_h_with_twice_m_free() {
     let got = routes(
         &mut p,
         &[
-            (0, 950.0, 1000.0),  // u 0.95 > 0.9: to CPU
+            (0, 500.0, 1000.0),  // u 0.5: the GPU
+            (5, 950.0, 1000.0),  // u 0.95 > 0.9: to CPU
             (10, 850.0, 1000.0), // u 0.85 < 0.9 but inside the band: stays
             (20, 800.0, 1000.0), // u 0.80, not below 0.80: stays
             (30, 795.0, 1000.0), // u 0.795 < 0.8 and free 205 > 200: back to GPU
         ],
     );
-    assert_eq!(got, vec![Route::Cpu, Route::Cpu, Route::Cpu, Route::Gpu]);
+    assert_eq!(
+        got,
+        vec![Route::Gpu, Route::Cpu, Route::Cpu, Route::Cpu, Route::Gpu]
+    );
     assert_eq!(p.mode_switches(), 2);
 
     // Below T - h but free not above 2 M: stays on the CPU.
     let mut p = Policy::new(settings(0.9, 150.0, 0.1, 0), Mode::Auto, true);
     let got = routes(
         &mut p,
-        &[(0, 950.0, 1000.0), (10, 750.0, 1000.0), (20, 690.0, 1000.0)],
+        &[
+            (0, 500.0, 1000.0),
+            (5, 950.0, 1000.0),
+            (10, 750.0, 1000.0),
+            (20, 690.0, 1000.0),
+        ],
     );
-    assert_eq!(got, vec![Route::Cpu, Route::Cpu, Route::Gpu]);
+    assert_eq!(got, vec![Route::Gpu, Route::Cpu, Route::Cpu, Route::Gpu]);
 }
 
 #[test]
@@ -80,6 +89,7 @@ fn no_switch_within_the_delay_and_the_first_is_free() {
     let got = routes(
         &mut p,
         &[
+            (0, 100.0, 1000.0),  // the GPU
             (5, 950.0, 1000.0),  // first switch: free although 5 < 50
             (30, 100.0, 1000.0), // wants GPU, 25 ms after the switch: held
             (54, 100.0, 1000.0), // 49 ms: held
@@ -91,6 +101,7 @@ fn no_switch_within_the_delay_and_the_first_is_free() {
     assert_eq!(
         got,
         vec![
+            Route::Gpu,
             Route::Cpu,
             Route::Cpu,
             Route::Cpu,
@@ -100,6 +111,28 @@ fn no_switch_within_the_delay_and_the_first_is_free() {
         ]
     );
     assert_eq!(p.mode_switches(), 3);
+}
+
+/// A run that starts under pressure starts on the CPU: no chunk has moved,
+/// so that is no switch, and the first switch after it is still free.
+#[test]
+fn a_first_sample_under_pressure_sets_the_starting_state_without_a_switch() {
+    for mode in [Mode::Auto, Mode::Hybrid] {
+        let mut p = Policy::new(settings(0.9, 10.0, 0.1, 50), mode, true);
+        assert_eq!(p.decide(0, s(0, 950.0, 1000.0)).route, Route::Cpu);
+        assert_eq!(p.decide(3, s(3, 960.0, 1000.0)).route, Route::Cpu);
+        assert_eq!(p.mode_switches(), 0, "{mode:?}");
+        assert_eq!(p.state(), EngineState::Cpu);
+        // The first switch, 10 ms in, is not held by the delay.
+        let back = p.decide(10, s(10, 100.0, 1000.0)).route;
+        assert!(back.gpu_fraction() > 0.0, "{mode:?}: {back:?}");
+        assert_eq!(p.mode_switches(), 1, "{mode:?}");
+    }
+    // A chunk routed before the first sample was on the GPU: leaving is a switch.
+    let mut p = Policy::new(settings(0.9, 10.0, 0.1, 50), Mode::Auto, true);
+    assert_eq!(p.decide(0, None).route, Route::Gpu);
+    assert_eq!(p.decide(1, s(1, 950.0, 1000.0)).route, Route::Cpu);
+    assert_eq!(p.mode_switches(), 1);
 }
 
 #[test]
@@ -171,11 +204,8 @@ fn hybrid_splits_by_measured_speed_and_drops_the_gpu_under_pressure() {
     p.observe(true, 1_000_000, 0.001);
     let f = p.decide(2, s(2, 100.0, 1000.0)).route.gpu_fraction();
     assert!((f - 2.6 / 3.6).abs() < 1e-12, "{f}");
-    // Under pressure the AUTO rules are in CPU state: the GPU's share is 0.
-    assert_eq!(
-        p.decide(3, s(3, 950.0, 1000.0)).route,
-        Route::Hybrid { gpu_fraction: 0.0 }
-    );
+    // Under pressure the AUTO rules are in CPU state: whole chunks go to the CPU.
+    assert_eq!(p.decide(3, s(3, 950.0, 1000.0)).route, Route::Cpu);
     assert_eq!(p.mode_switches(), 1);
 }
 
@@ -308,7 +338,8 @@ fn the_band_alone_holds_the_cpu_state_with_plenty_of_free_memory() {
     let got = routes(
         &mut p,
         &[
-            (0, 0.80 * total, total),  // u 0.8 > T: to the CPU
+            (0, 0.10 * total, total),  // the GPU
+            (5, 0.80 * total, total),  // u 0.8 > T: to the CPU
             (10, 0.70 * total, total), // below T, inside the band: stays
             (20, 0.55 * total, total), // still inside: stays
             (30, 0.50 * total, total), // on T - h, not below it: stays
@@ -317,7 +348,14 @@ fn the_band_alone_holds_the_cpu_state_with_plenty_of_free_memory() {
     );
     assert_eq!(
         got,
-        vec![Route::Cpu, Route::Cpu, Route::Cpu, Route::Cpu, Route::Gpu]
+        vec![
+            Route::Gpu,
+            Route::Cpu,
+            Route::Cpu,
+            Route::Cpu,
+            Route::Cpu,
+            Route::Gpu
+        ]
     );
     assert_eq!(p.mode_switches(), 2);
 }
