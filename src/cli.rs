@@ -102,8 +102,8 @@ pub struct DecompressArgs {
     /// Replay routing from recorded GPU memory samples (CSV: t_ms,used_mb,total_mb).
     #[arg(long)]
     pub pressure_trace: Option<PathBuf>,
-    /// Virtual milliseconds between consecutive chunks in a replay, or `auto` (the trace spread over the chunks).
-    #[arg(long, default_value = "10", allow_negative_numbers = true, value_parser = ReplayStep::parse)]
+    /// Virtual milliseconds between consecutive chunks in a replay, or `auto` (the trace spread over the chunks, at least 1 ms a chunk).
+    #[arg(long, default_value = "10", allow_negative_numbers = true, value_parser = ReplayStep::parse, requires = "pressure_trace")]
     pub replay_step_ms: ReplayStep,
     /// Draw the run's switching timeline (SVG): memory use, the threshold band, each chunk's route and the engine that ran it.
     #[arg(long)]
@@ -158,7 +158,7 @@ pub struct PlanArgs {
     /// TOML configuration (defaults < file < SARAPHIS_* environment).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Virtual milliseconds between consecutive chunks, or `auto` (the trace spread over the chunks).
+    /// Virtual milliseconds between consecutive chunks, or `auto` (the trace spread over the chunks, at least 1 ms a chunk).
     #[arg(long, default_value = "10", allow_negative_numbers = true, value_parser = ReplayStep::parse)]
     pub replay_step_ms: ReplayStep,
     /// Draw the plan as a switching timeline (SVG): memory use, the threshold band, each chunk's route.
@@ -625,6 +625,9 @@ fn plan(a: PlanArgs) -> Result<()> {
             .collect(),
     };
     let (lines, summary) = crate::plan::plan_shards(&shards, &trace, a.mode, cfg.policy(), step);
+    if let Some(note) = crate::plan::beyond_the_trace(&trace, lines.len(), step) {
+        eprintln!("note: {note}");
+    }
     if let Some(path) = &a.svg {
         let title = format!(
             "plan of {} under {} ({}, {step} ms a chunk): {} switches",

@@ -53,7 +53,9 @@ pub struct PlanSummary {
 
 /// Virtual milliseconds between consecutive chunks in a replay:
 /// `--replay-step-ms N`, or `auto`, which spreads the trace over the chunks
-/// (the last chunk is decided at the trace's last sample).
+/// (the last chunk is decided at the trace's last sample, or, where the trace
+/// spans fewer milliseconds than there are chunks, 1 ms a chunk, and
+/// [`beyond_the_trace`] says so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayStep {
     /// This many milliseconds.
@@ -85,6 +87,21 @@ impl ReplayStep {
     }
 }
 
+/// What a replay of `chunks` chunks `step_ms` apart does past the trace's
+/// last sample, said when it does: those chunks are routed on that sample.
+pub fn beyond_the_trace(trace: &Trace, chunks: usize, step_ms: u64) -> Option<String> {
+    let end = trace.samples().last()?.t_ms;
+    if step_ms == 0 {
+        return None;
+    }
+    let first_after = usize::try_from(end / step_ms + 1).ok()?;
+    let n = chunks.checked_sub(first_after).filter(|&n| n > 0)?;
+    Some(format!(
+        "the pressure trace ends at {end} ms: at {step_ms} ms a chunk, {n} of {chunks} chunks \
+         (from chunk {first_after}) are routed on its last sample"
+    ))
+}
+
 /// The switching timeline of a plan (see [`crate::timeline`]).
 pub fn timeline(
     title: String,
@@ -98,6 +115,7 @@ pub fn timeline(
         samples: trace.samples().to_vec(),
         threshold: settings.memory_pressure_threshold,
         hysteresis: settings.hysteresis_factor,
+        free_threshold_mb: settings.gpu_memory_threshold_mb,
         chunks: lines
             .iter()
             .map(|l| crate::timeline::TimelineChunk {

@@ -37,6 +37,9 @@ pub struct Timeline {
     pub threshold: f64,
     /// The hysteresis factor h: AUTO returns to the GPU only below T − h.
     pub hysteresis: f64,
+    /// `gpu_memory_threshold_mb` M: AUTO also leaves the GPU with under M MiB
+    /// free, and returns only with more than 2 M free.
+    pub free_threshold_mb: f64,
     /// The chunks, in order.
     pub chunks: Vec<TimelineChunk>,
     /// A line under the title (say when "gpu" routes ran on the CPU).
@@ -88,6 +91,13 @@ fn escape(text: &str) -> String {
 }
 
 impl Timeline {
+    /// The latest sample at or before `t_ms` (the first before any), as a
+    /// trace answers the policy.
+    fn sample_at(&self, t_ms: f64) -> Option<&crate::pressure::Sample> {
+        let after = self.samples.partition_point(|s| s.t_ms as f64 <= t_ms);
+        self.samples.get(after.saturating_sub(1))
+    }
+
     /// The timeline as an SVG document.
     pub fn to_svg(&self) -> String {
         let end_ms = self
@@ -134,9 +144,12 @@ impl Timeline {
         let low = (self.threshold - self.hysteresis).max(0.0);
         let _ = writeln!(
             s,
-            r##"<rect class="hysteresis-band" x="{LEFT}" y="{:.1}" width="{plot_w:.1}" height="{:.1}" fill="#888" fill-opacity="0.18"><title>hysteresis band: back to the GPU only below {low:.2}</title></rect>"##,
+            r##"<rect class="hysteresis-band" x="{LEFT}" y="{:.1}" width="{plot_w:.1}" height="{:.1}" fill="#888" fill-opacity="0.18"><title>hysteresis band: back to the GPU only below {low:.2} with more than {:.0} MiB free; off it above {:.2} or under {:.0} MiB free</title></rect>"##,
             y(self.threshold),
-            y(low) - y(self.threshold)
+            y(low) - y(self.threshold),
+            2.0 * self.free_threshold_mb,
+            self.threshold,
+            self.free_threshold_mb,
         );
         let _ = writeln!(
             s,
@@ -171,13 +184,16 @@ impl Timeline {
             PLOT_TOP + PLOT_HEIGHT / 2.0
         );
         if !self.samples.is_empty() {
-            // A step line: a sample holds until the next one.
+            // A step line: a sample holds until the next one, and of samples
+            // at the same time the last holds, as the policy reads them.
             let mut points = String::new();
             let mut last_u = None;
             for (t, u) in self
                 .samples
                 .iter()
-                .map(|s| (s.t_ms as f64, s.utilization()))
+                .zip(self.samples.iter().skip(1).map(Some).chain([None]))
+                .filter(|(s, next)| next.is_none_or(|n| n.t_ms != s.t_ms))
+                .map(|(s, _)| (s.t_ms as f64, s.utilization()))
             {
                 if let Some(prev) = last_u {
                     let _ = write!(points, "{:.1},{:.1} ", x(t), y(prev));
@@ -200,6 +216,35 @@ impl Timeline {
                 r##"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="#333">{route}</text>"##,
                 LEFT - 6.0,
                 STRIP_TOP + i as f64 * ROW + ROW * 0.7
+            );
+        }
+        // Each change of route: a line across the plot and the strip, with
+        // the memory reading of the time (the policy's rules in its tooltip).
+        for (before, c) in self.chunks.iter().zip(self.chunks.iter().skip(1)) {
+            if before.route == c.route {
+                continue;
+            }
+            let reading = self
+                .sample_at(c.t_ms)
+                .map(|m| {
+                    format!(
+                        "; memory then {:.0}% used, {:.0} MiB free",
+                        m.utilization() * 100.0,
+                        m.free_mb()
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                r##"<line class="switch" data-chunk="{}" data-to="{}" x1="{:.1}" x2="{:.1}" y1="{PLOT_TOP:.1}" y2="{:.1}" stroke="#555" stroke-dasharray="2 3"><title>chunk {}: {} to {}{reading}</title></line>"##,
+                c.chunk,
+                c.route,
+                x(c.t_ms),
+                x(c.t_ms),
+                STRIP_TOP + 3.0 * ROW,
+                c.chunk,
+                before.route,
+                c.route,
             );
         }
         let mark_w = (plot_w / self.chunks.len().max(1) as f64).clamp(1.0, 8.0);
@@ -287,6 +332,7 @@ mod tests {
                 .collect(),
             threshold: 0.9,
             hysteresis: 0.1,
+            free_threshold_mb: 100.0,
             chunks: (0..7)
                 .map(|k| TimelineChunk {
                     chunk: k,
@@ -349,5 +395,47 @@ mod tests {
         );
         assert!(!svg.chars().any(|c| c.is_control() && c != '\n'));
         assert!(svg.contains("no GPU: every chunk ran on the CPU"));
+        assert!(
+            svg.contains("back to the GPU only below 0.80 with more than 200 MiB free; off it above 0.90 or under 100 MiB free"),
+            "both rules of the way back: {svg}"
+        );
+    }
+
+    #[test]
+    fn each_change_of_route_is_a_line_with_the_memory_reading_of_its_time() {
+        let mut t = timeline();
+        // 0.2 used but 50 MiB free of 250 (the free-memory rule), at 90 ms.
+        t.samples[1] = crate::pressure::Sample {
+            t_ms: 90,
+            used_mb: 200.0,
+            total_mb: 250.0,
+        };
+        let svg = t.to_svg();
+        assert_eq!(svg.matches(r#"class="switch""#).count(), 2, "{svg}");
+        assert!(
+            svg.contains(r#"class="switch" data-chunk="3" data-to="cpu""#),
+            "{svg}"
+        );
+        assert!(svg.contains("chunk 3: gpu to cpu; memory then 80% used, 50 MiB free"));
+        assert!(svg.contains("chunk 5: cpu to gpu; memory then 80% used, 50 MiB free"));
+        t.chunks.iter_mut().for_each(|c| c.route = "gpu");
+        assert!(!t.to_svg().contains(r#"class="switch""#));
+    }
+
+    #[test]
+    fn of_samples_at_one_time_the_line_draws_the_last_as_the_policy_reads_it() {
+        let mut t = timeline();
+        // 0.4 at 0, then 0.95 and 0.5 both at 100: the policy sees 0.5 from 100 on.
+        t.samples[1].t_ms = 100;
+        t.samples[2].t_ms = 100;
+        let svg = t.to_svg();
+        let line = svg
+            .lines()
+            .find(|l| l.contains(r#"class="sample-line""#))
+            .unwrap();
+        // u 0.95 would sit at y = 60 + 0.05 * 240 = 72.
+        assert!(!line.contains(",72.0"), "{line}");
+        // 0.4 (y 204) until x(100), then 0.5 (y 180) to the end.
+        assert!(line.contains(",204.0") && line.contains(",180.0"), "{line}");
     }
 }

@@ -347,6 +347,16 @@ fn negative_and_out_of_range_numbers_name_the_flag_and_the_range() {
 }
 
 #[test]
+fn a_replay_step_without_a_trace_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = packed_model(dir.path());
+    let out_path = dir.path().join("o.safetensors");
+    let out = run_on("decompress", &packed, &out_path, &["--replay-step-ms", "5"]);
+    assert_refused(&out, &["--pressure-trace"], "panicked");
+    assert!(!out_path.exists());
+}
+
+#[test]
 fn inspect_json_into_a_closed_pipe_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let packed = packed_model(dir.path());

@@ -90,6 +90,104 @@ fn plan_draws_the_threshold_band_and_one_mark_per_chunk_in_its_route() {
     assert!(marks.iter().any(|m| m.1 == "cpu") && marks.iter().any(|m| m.1 == "gpu"));
 }
 
+/// Every count of switches agrees with what is drawn and logged: a trace
+/// that starts under pressure, falls, and ends long before the chunks do.
+/// The start on the CPU is no switch (it was counted as one, which no route
+/// showed), the fall is one, each is a line in the SVG, and the chunks past
+/// the trace's end are said.
+#[test]
+fn switches_counted_are_the_changes_of_route_drawn_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _, chunks) = packed(dir.path());
+    assert!(chunks > 6, "{chunks}");
+    let trace = dir.path().join("t.csv");
+    std::fs::write(&trace, "t_ms,used_mb,total_mb\n0,950,1000\n20,100,1000\n").unwrap();
+    let (svg, log, stats) = (
+        dir.path().join("plan.svg"),
+        dir.path().join("placement.csv"),
+        dir.path().join("s.json"),
+    );
+    let plan = bin()
+        .arg("plan")
+        .arg(&c)
+        .arg("--pressure-trace")
+        .arg(&trace)
+        .args(["--replay-step-ms", "10", "--svg"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert_success(&plan);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&plan.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let routes: Vec<&str> = lines[..chunks]
+        .iter()
+        .map(|l| l["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(&routes[..3], ["cpu", "cpu", "gpu"], "{routes:?}");
+    let changes = routes.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(changes, 1);
+    assert_eq!(lines[chunks]["mode_switches"], 1, "{}", lines[chunks]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(text.matches(r#"class="switch""#).count(), 1, "{text}");
+    let err = String::from_utf8_lossy(&plan.stderr);
+    let past = chunks - 3;
+    assert!(
+        err.contains(&format!(
+            "note: the pressure trace ends at 20 ms: at 10 ms a chunk, {past} of {chunks} chunks (from chunk 3) are routed on its last sample"
+        )),
+        "{err}"
+    );
+    let run = bin()
+        .arg("decompress")
+        .arg(&c)
+        .arg("-o")
+        .arg(dir.path().join("r.safetensors"))
+        .arg("--pressure-trace")
+        .arg(&trace)
+        .arg("--placement-log")
+        .arg(&log)
+        .arg("--stats-json")
+        .arg(&stats)
+        .output()
+        .unwrap();
+    assert_success(&run);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(v["mode_switches"], 1);
+    assert_eq!(
+        v["current_engine"], "gpu",
+        "the AUTO state after the last chunk"
+    );
+    assert!(
+        v["notes"].to_string().contains("routed on its last sample"),
+        "{}",
+        v["notes"]
+    );
+    // The placement log: one line per part, the route in its own column.
+    let csv = std::fs::read_to_string(&log).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let (chunk_col, route_col) = (
+        header.iter().position(|h| *h == "chunk").unwrap(),
+        header.iter().position(|h| *h == "route").unwrap(),
+    );
+    let mut by_chunk = std::collections::BTreeMap::new();
+    for l in csv.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        by_chunk.insert(
+            f[chunk_col].parse::<usize>().unwrap(),
+            f[route_col].to_string(),
+        );
+    }
+    let logged: Vec<&String> = by_chunk.values().collect();
+    assert_eq!(logged.len(), chunks);
+    assert_eq!(
+        logged.windows(2).filter(|w| w[0] != w[1]).count(),
+        1,
+        "{logged:?}"
+    );
+}
+
 #[test]
 fn replay_step_auto_ends_the_chunks_at_the_traces_end() {
     use padic_burst::plan::ReplayStep;

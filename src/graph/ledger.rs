@@ -139,6 +139,7 @@ pub(crate) fn timeline(
         samples,
         threshold: settings.memory_pressure_threshold,
         hysteresis: settings.hysteresis_factor,
+        free_threshold_mb: settings.gpu_memory_threshold_mb,
         chunks,
         note: no_gpu.then(|| {
             "no GPU here: chunks routed to the GPU were decoded on the CPU (the fill says which engine ran each)"
