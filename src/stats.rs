@@ -276,6 +276,8 @@ impl Recorder {
             average_gpu_time: avg(self.gpu_us, self.gpu_parts),
             average_cpu_time: avg(self.cpu_us, self.cpu_parts),
             current_mode: mode.name().to_string(),
+            current_engine: matches!(mode, Mode::Auto | Mode::Hybrid)
+                .then(|| p.state().name().to_string()),
             gpu_memory_state: last_sample.map(|s| GpuMemoryState {
                 total_mb: s.total_mb,
                 used_mb: s.used_mb,
@@ -424,6 +426,9 @@ pub struct Statistics {
     pub average_cpu_time: f64,
     /// The mode at the end of the run (`auto`, `gpu-only`, `cpu-only`, `hybrid`).
     pub current_mode: String,
+    /// Where AUTO sends chunks (HYBRID: whether the GPU takes a share) after
+    /// the last chunk routed: `gpu` or `cpu`; `null` in GPU_ONLY and CPU_ONLY.
+    pub current_engine: Option<String>,
     /// The latest memory-pressure sample (live, or from the replayed trace);
     /// `null` when there is none (no GPU and no trace).
     pub gpu_memory_state: Option<GpuMemoryState>,

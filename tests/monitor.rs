@@ -462,6 +462,7 @@ fn a_replay_is_watched_as_it_goes_not_as_it_will_end() {
             (switches, state),
             "after {merged} of {chunks} chunks"
         );
+        assert_eq!(s.statistics.current_engine.as_deref(), Some(state.name()));
     }
     assert!(
         during

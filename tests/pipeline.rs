@@ -316,6 +316,7 @@ fn statistics_json_has_the_design_keys_and_true_values() {
         "average_gpu_time",
         "average_cpu_time",
         "current_mode",
+        "current_engine",
         "gpu_memory_state",
         "avg_cpu_utilization",
         "cache_hits",
@@ -339,6 +340,7 @@ fn statistics_json_has_the_design_keys_and_true_values() {
     assert_eq!(v["gpu_decompressions"], 0);
     assert!(v["gpu_memory_state"].is_null());
     assert_eq!(v["current_mode"], "auto");
+    assert_eq!(v["current_engine"], "cpu", "AUTO without a GPU");
     assert_eq!(v["bytes_out"], common::data_region(&original).len() as u64);
     assert_eq!(v["latency"]["cpu"]["count"], chunks);
     assert_eq!(v["latency"]["gpu"]["count"], 0);

@@ -15,7 +15,7 @@ from conftest import raw_tensors
 STATS_KEYS = {
     "total_decompressions", "gpu_decompressions", "cpu_decompressions", "hybrid_decompressions",
     "mode_switches", "memory_pressure_events", "gpu_oom_reroutes", "gpu_memory_saved_mb",
-    "average_gpu_time", "average_cpu_time", "current_mode", "gpu_memory_state", "gpu_device",
+    "average_gpu_time", "average_cpu_time", "current_mode", "current_engine", "gpu_memory_state", "gpu_device",
     "avg_cpu_utilization", "cache_hits", "cache_misses", "latency", "stages", "bytes_in",
     "bytes_out", "wall_time_s", "notes", "routed_gpu", "routed_cpu", "routed_hybrid",
 }

@@ -187,6 +187,9 @@ impl StatsSource {
                 s.memory_pressure_events = m.memory_pressure_events;
             }
         }
+        if s.current_engine.is_some() {
+            s.current_engine = Some(state.name().to_string());
+        }
         if finished {
             let _ = self.last.set((state, s.clone()));
         }
