@@ -399,7 +399,13 @@ impl ConfigLayer {
             return Err(invalid(
                 "hysteresis_factor",
                 hysteresis,
-                &format!("must lie in [0, memory_pressure_threshold = {pressure})"),
+                &format!(
+                    "must lie in [0, memory_pressure_threshold = {pressure}){}",
+                    match self.hysteresis_factor {
+                        None => " (0.1 is its default: set it lower too)",
+                        Some(_) => "",
+                    }
+                ),
             ));
         }
         let prefetch = in_flight(

@@ -136,6 +136,15 @@ fn every_invalid_value_is_refused_with_field_value_and_range() {
             "hysteresis_factor = 0.9: must lie in [0, memory_pressure_threshold = 0.9)",
         ),
         (
+            // The threshold alone, under the default band: the message says
+            // the 0.1 came from the defaults.
+            ConfigLayer {
+                memory_pressure_threshold: Some(0.05),
+                ..Default::default()
+            },
+            "hysteresis_factor = 0.1: must lie in [0, memory_pressure_threshold = 0.05) (0.1 is its default: set it lower too)",
+        ),
+        (
             ConfigLayer {
                 prefetch_factor: Some(0),
                 ..Default::default()

@@ -57,9 +57,9 @@ pub enum Level {
     Low,
     /// 0.50 <= u < 0.75.
     Moderate,
-    /// 0.75 <= u < 0.90.
+    /// 0.75 <= u <= 0.90.
     High,
-    /// u >= 0.90.
+    /// u > 0.90.
     Critical,
 }
 
