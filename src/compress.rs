@@ -454,6 +454,7 @@ fn compress_source(
     in_order(&jobs, workers, 4 * workers, code, write)?;
     let header = Header {
         format: FORMAT_NAME.to_string(),
+        version: Some(crate::format::VERSION),
         source_header: src.header_text.to_string(),
         data_len: src.data.len() as u64,
         tensors: entries,

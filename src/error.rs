@@ -79,7 +79,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The file does not start with the container's magic bytes.
-    #[error("{}: not a padic-burst container (expected magic {expected:?}, found {found:?}){hint}", path.display())]
+    #[error("{}: not a padic-burst container (expected magic \"{expected}\", found \"{found}\"){hint}", path.display())]
     NotContainer {
         /// The file that was opened.
         path: PathBuf,
@@ -92,7 +92,7 @@ pub enum Error {
         hint: String,
     },
     /// The container's version is not one this build reads.
-    #[error("{}: unsupported container version {found} (this build reads version {supported})", path.display())]
+    #[error("{}: unsupported container version {found} (this build reads versions {} to {supported})", path.display(), crate::format::OLDEST_VERSION)]
     Version {
         /// The container file.
         path: PathBuf,

@@ -49,6 +49,80 @@ fn every_truncation_is_caught() {
     }
 }
 
+/// The version field is under no checksum of its own; the header states the
+/// version again, under its checksum. A container of integers only (where
+/// nothing else tells the versions apart: the flip was accepted) with its
+/// version field set to each other version is refused, naming the field.
+#[test]
+fn a_damaged_version_field_is_caught_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<u8> = (0..50i64).flat_map(|v| v.to_le_bytes()).collect();
+    let file = safetensors_bytes(&[("ids", safetensors::Dtype::I64, vec![50], ids)]);
+    let packed = compress_bytes(
+        dir.path(),
+        "ints",
+        &file,
+        &padic_burst::compress::CompressOptions::default(),
+    );
+    let bytes = std::fs::read(&packed).unwrap();
+    assert_eq!(open_and_decode(dir.path(), &bytes).unwrap(), file);
+    for v in [1u32, 2] {
+        let mut bad = bytes.clone();
+        bad[8..12].copy_from_slice(&v.to_le_bytes());
+        let err = open_and_decode(dir.path(), &bad).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "byte offset 8: the version field says {v}, the header (under its checksum) says 3"
+            )),
+            "{msg}"
+        );
+    }
+    let mut bad = bytes.clone();
+    bad[8..12].copy_from_slice(&0u32.to_le_bytes());
+    let msg = open_and_decode(dir.path(), &bad).unwrap_err().to_string();
+    assert!(
+        msg.contains("unsupported container version 0 (this build reads versions 1 to 3)"),
+        "{msg}"
+    );
+}
+
+/// What a framing error found is escaped once (it was escaped twice:
+/// `"\\0ADICBST"`), and a damaged header length names itself.
+#[test]
+fn framing_errors_show_what_they_found_and_where_to_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, packed) = mixed_sample(dir.path());
+    let mut bad = packed.clone();
+    bad[0] = 0;
+    let msg = open_and_decode(dir.path(), &bad).unwrap_err().to_string();
+    assert!(
+        msg.contains(r#"(expected magic "PADICBST", found "\0ADICBST")"#),
+        "{msg}"
+    );
+    let n = packed.len();
+    let msg = open_and_decode(dir.path(), &packed[..n - 3])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains(r#"end magic "PADICEND" missing (found ""#),
+        "{msg}"
+    );
+    assert!(!msg.contains(r"\\"), "{msg}");
+    let mut bad = packed.clone();
+    bad[n - 24] ^= 0x10;
+    let msg = open_and_decode(dir.path(), &bad).unwrap_err().to_string();
+    assert!(
+        msg.contains(&format!(
+            "the header, its length (offset {}) or its checksum (offset {}) is damaged",
+            n - 24,
+            n - 16
+        )),
+        "{msg}"
+    );
+}
+
 #[test]
 fn a_flip_in_a_payload_names_the_tensor_and_chunk() {
     let dir = tempfile::tempdir().unwrap();

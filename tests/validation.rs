@@ -74,13 +74,17 @@ fn framing_errors_name_their_byte_offset() {
     assert!(!err.contains("safetensors file"), "{err}");
     let err = refused(dir.path(), &edit(8, &4u32.to_le_bytes()));
     assert!(err.contains("unsupported container version 4"), "{err}");
-    // A version 3 file called version 2: its layouts carry the NaN flag,
-    // which version 2 does not have.
-    let err = refused(dir.path(), &edit(8, &2u32.to_le_bytes()));
-    assert!(
-        err.contains("nan_flag is true in a version 2 container"),
-        "{err}"
-    );
+    // A version 3 file called version 2 (or 1): its header says 3, under
+    // its checksum.
+    for v in [1u32, 2] {
+        let err = refused(dir.path(), &edit(8, &v.to_le_bytes()));
+        assert!(
+            err.contains(&format!(
+                "byte offset 8: the version field says {v}, the header (under its checksum) says 3"
+            )),
+            "{err}"
+        );
+    }
     let err = refused(dir.path(), &edit(8, &0u32.to_le_bytes()));
     assert!(err.contains("unsupported container version 0"), "{err}");
     let err = refused(dir.path(), &edit(12, &1u32.to_le_bytes()));
@@ -253,6 +257,7 @@ fn a_container_with_no_tensors_fills_the_file_with_its_header_and_opens() {
     let w = Writer::new(Vec::new()).unwrap();
     let header = Header {
         format: FORMAT_NAME.into(),
+        version: Some(padic_burst::format::VERSION),
         source_header: "{}".into(),
         data_len: 0,
         tensors: vec![],
@@ -300,6 +305,7 @@ fn checksums_computed_ahead_give_the_same_entry_and_must_match_the_sections() {
     // Nothing of the refused chunk was written.
     let header = Header {
         format: FORMAT_NAME.into(),
+        version: Some(padic_burst::format::VERSION),
         source_header: "{}".into(),
         data_len: 0,
         tensors: vec![],

@@ -76,6 +76,11 @@ pub const RELEASE_ABOVE: usize = 64 << 20;
 pub struct Header {
     /// Always `"padic-burst"`.
     pub format: String,
+    /// The container's version again, under the header's checksum (the
+    /// prefix's copy is under none): written from 2026-12-08 on, absent in
+    /// older files. A reader refuses a prefix that disagrees with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
     /// The source safetensors header, verbatim (its JSON text, padding
     /// included): a full decode writes it back unchanged, `__metadata__` and all.
     pub source_header: String,
@@ -295,6 +300,18 @@ impl<W: std::io::Write> Writer<W> {
 
     /// Writes the header and footer; returns the sink and the file's length.
     pub fn finish(mut self, header: &Header) -> std::io::Result<(W, u64)> {
+        // The header states the version the prefix does.
+        let stamped;
+        let header = match header.version {
+            Some(VERSION) => header,
+            _ => {
+                stamped = Header {
+                    version: Some(VERSION),
+                    ..header.clone()
+                };
+                &stamped
+            }
+        };
         let json = serde_json::to_vec(header).map_err(std::io::Error::other)?;
         if json.len() as u64 > MAX_HEADER_LEN {
             return Err(std::io::Error::new(
@@ -326,6 +343,8 @@ pub struct Container {
     header: Header,
     /// Identity of the file's contents (its header checksum and length).
     identity: u64,
+    /// `identity` and the opened file's device, inode, modification and change times.
+    read_identity: u64,
     /// Per tensor, its layout (split tensors only).
     layouts: Vec<Option<Layout>>,
     /// Section bytes checksummed so far ([`Container::bytes_checksummed`]).
@@ -345,18 +364,36 @@ impl Container {
     /// Opens and validates `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let map = crate::input::map(&path)?;
+        let (file, map) = crate::input::open(&path)?;
         let (header, layouts) = parse(&path, &map)?;
         let n = map.len();
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&map[n - 16..n - 8]);
         id[8..].copy_from_slice(&(n as u64).to_le_bytes());
         let identity = xxhash_rust::xxh3::xxh3_64(&id);
+        let read_identity = {
+            use std::os::unix::fs::MetadataExt;
+            let m = file.metadata().map_err(|e| Error::io(&path, e))?;
+            let mut k = Vec::with_capacity(56);
+            for v in [
+                identity,
+                m.dev(),
+                m.ino(),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+                m.ctime() as u64,
+                m.ctime_nsec() as u64,
+            ] {
+                k.extend_from_slice(&v.to_le_bytes());
+            }
+            xxhash_rust::xxh3::xxh3_64(&k)
+        };
         Ok(Container {
             path,
             map,
             header,
             identity,
+            read_identity,
             layouts,
             checksummed: Default::default(),
         })
@@ -371,6 +408,16 @@ impl Container {
     /// is under the header checksum, directly or through a section checksum).
     pub fn identity(&self) -> u64 {
         self.identity
+    }
+
+    /// [`identity`](Self::identity) and the opened file's device, inode,
+    /// modification and change times: what the library's cache keys decoded
+    /// tensors by.
+    /// A copy of the file, or the file rewritten in place (a damaged chunk
+    /// keeps the header and so the identity), is another key, so a tensor
+    /// comes from the cache only for the file it was decoded from.
+    pub fn read_identity(&self) -> u64 {
+        self.read_identity
     }
 
     /// The validated header.
@@ -695,7 +742,7 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
                 ..Location::default()
             },
             format!(
-                "end magic {:?} missing (found {:?}): the file is truncated or damaged",
+                "end magic \"{}\" missing (found \"{}\"): the file is truncated or damaged",
                 String::from_utf8_lossy(END_MAGIC),
                 shown(&b[foot + 16..])
             ),
@@ -724,16 +771,50 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
                 offset: Some(header_start),
                 ..Location::default()
             },
-            format!("header checksum mismatch (expected {header_sum:016x}, found {sum:016x})"),
+            format!(
+                "header checksum mismatch over bytes {header_start}..{foot} (expected \
+                 {header_sum:016x}, found {sum:016x}): the header, its length (offset {foot}) \
+                 or its checksum (offset {}) is damaged",
+                foot + 8
+            ),
         ));
     }
     let at_header = || Location {
         offset: Some(header_start),
         ..Location::default()
     };
+    let at_version = || Location {
+        offset: Some(8),
+        ..Location::default()
+    };
+    let damaged_version = |stated: u32| {
+        bad(
+            path,
+            at_version(),
+            format!(
+                "the version field says {version}, the header (under its checksum) says \
+                 {stated}: the version field is damaged"
+            ),
+        )
+    };
+    // An older version in the prefix of a file whose header states this
+    // one: the prefix, which no checksum covers, is what is wrong.
+    if version != VERSION {
+        let stated = open_header(VERSION, stored)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<Header>(&json).ok())
+            .and_then(|h| h.version);
+        if let Some(stated) = stated {
+            return Err(damaged_version(stated));
+        }
+    }
     let json = open_header(version, stored).map_err(|e| bad(path, at_header(), e))?;
     let header: Header = serde_json::from_slice(&json)
         .map_err(|e| bad(path, at_header(), format!("header does not parse: {e}")))?;
+    match header.version {
+        Some(stated) if stated != version => return Err(damaged_version(stated)),
+        _ => {}
+    }
     let layouts = validate::validate(path, &header, header_start, version)?;
     Ok((header, layouts))
 }
