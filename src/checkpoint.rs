@@ -157,8 +157,10 @@ impl Checkpoint {
     /// the path of its `shard_ext` file relative to the root. A name must be
     /// a `.safetensors` file inside the index's directory.
     fn index_shards(&self, index: &Path, shard_ext: &str) -> Result<Vec<(String, PathBuf)>> {
-        let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
+        // Bytes, not text: one that is not UTF-8 is a bad index (exit 2),
+        // not a failed read.
+        let bytes = std::fs::read(index).map_err(|e| Error::io(index, e))?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| bad(index, format!("not a JSON index: {e}")))?;
         let map = json
             .get("weight_map")

@@ -471,6 +471,17 @@ fn a_directory_with_no_shard_or_a_bad_index_is_refused() {
     };
     refused(&plan(&empty), "holds no `*.padic` shard");
     refused(&plan(&model), "no `weight_map` object");
+    // A byte that is not UTF-8 is a bad index (it was exit 1, an I/O error).
+    std::fs::write(
+        model.join("model.safetensors.index.json"),
+        b"{\"weight_map\": {\"a\": \"m\xe9.safetensors\"}}",
+    )
+    .unwrap();
+    refused(
+        &compress(&model, &tmp.path().join("out")),
+        "not a JSON index",
+    );
+    refused(&plan(&model), "not a JSON index");
 }
 
 #[test]
