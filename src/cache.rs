@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 /// What identifies a cached tensor.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    /// `Container::identity()`: changes when the file does.
+    /// `Container::read_identity()`: another file, or this one rewritten,
+    /// is another key.
     pub container: u64,
     /// The tensor's name.
     pub tensor: String,

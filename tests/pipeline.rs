@@ -657,6 +657,41 @@ fn a_run_of_one_pinned_worker_leaves_the_calling_thread_unpinned() {
     }
 }
 
+/// The cache keys a tensor by the file it was decoded from. A damaged copy
+/// keeps the header, and so the contents' identity, of the original: its
+/// tensor was served from the cache, damage unseen. The copy, and the file
+/// rewritten in place, are now read and their damage found.
+#[test]
+fn the_cache_serves_a_tensor_only_for_the_file_it_was_decoded_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, _) = model(dir.path());
+    let bytes = std::fs::read(&packed).unwrap();
+    let c = Arc::new(Container::open(&packed).unwrap());
+    let b = tensor_index(&c, "b");
+    let at = c.header().tensors[b].chunks[0].offset as usize + 3;
+    let mut bad = bytes.clone();
+    bad[at] ^= 0x10;
+    let p = padic_burst::pipeline::Pipeline::new(Config::default());
+    let good = p.decompress_tensor(&c, "b", None).unwrap();
+    let copy = dir.path().join("copy.padic");
+    std::fs::write(&copy, &bad).unwrap();
+    let d = Arc::new(Container::open(&copy).unwrap());
+    assert_eq!(d.identity(), c.identity(), "the same header");
+    let err = p.decompress_tensor(&d, "b", None).unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+    // The file itself, rewritten in place (a later modification time).
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    std::fs::write(&packed, &bad).unwrap();
+    let e = Arc::new(Container::open(&packed).unwrap());
+    let err = p.decompress_tensor(&e, "b", None).unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+    // The original's container, still open, is served from the cache.
+    let hits = |p: &padic_burst::pipeline::Pipeline| p.statistics().unwrap().cache_hits;
+    let before = hits(&p);
+    assert_eq!(p.decompress_tensor(&c, "b", None).unwrap().data, good.data);
+    assert_eq!(hits(&p), before + 1);
+}
+
 #[test]
 fn a_one_tensor_read_checks_and_builds_only_that_tensors_digits() {
     // f32 "b" stores 23 digits, bf16 "a" 7 and f16 "small" 10: reading "b"

@@ -499,7 +499,7 @@ impl Pipeline {
         owner: usize,
         target: Option<u32>,
     ) -> Result<Arc<Vec<u8>>> {
-        let run_key = (container.identity(), owner, target);
+        let run_key = (container.read_identity(), owner, target);
         if let Some((k, run)) = self
             .last_shared_run
             .lock()
@@ -591,7 +591,7 @@ fn tensor_index(container: &Container, name: &str) -> Result<usize> {
 /// The cache's key for tensor `name` of `container` decoded to `target` digits.
 fn cache_key(container: &Container, name: &str, target: Option<u32>) -> crate::cache::CacheKey {
     crate::cache::CacheKey {
-        container: container.identity(),
+        container: container.read_identity(),
         tensor: name.to_string(),
         target,
     }
