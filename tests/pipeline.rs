@@ -173,6 +173,58 @@ fn the_gpu_takes_a_batch_of_chunks_in_one_call_and_an_oom_reroutes_only_its_chun
     assert_eq!(gpu.seen.lock().unwrap().len(), float_chunks - 1);
 }
 
+/// A live source whose reads fail while the run goes: the run's notes say
+/// how many failed and the last reason (the policy routed on the latest good
+/// reading meanwhile; the failures went unsaid).
+#[test]
+fn failed_live_readings_are_said_in_the_runs_notes() {
+    use padic_burst::pressure::PressureSource;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    struct Flaky(AtomicU64, bool);
+    impl PressureSource for Flaky {
+        fn sample_at(&self, t_ms: u64) -> Option<Sample> {
+            if self.1 {
+                self.0.fetch_add(1, Relaxed);
+            }
+            Some(Sample {
+                t_ms,
+                used_mb: 100.0,
+                total_mb: 1000.0,
+            })
+        }
+        fn has_gpu(&self) -> bool {
+            true
+        }
+        fn failed_reads(&self) -> (u64, Option<String>) {
+            let n = self.0.load(Relaxed);
+            (n, (n > 0).then(|| "GPU is lost".to_string()))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (packed, original) = model(dir.path());
+    for flaky in [true, false] {
+        let mut o = opts(Mode::Auto, 2);
+        o.gpu = Some(Arc::new(FakeGpu::new(&[])));
+        o.pressure = Some(Arc::new(Flaky(AtomicU64::new(0), flaky)));
+        let out = dir.path().join("f.safetensors");
+        let s = run(&packed, &out, &o).unwrap();
+        assert!(std::fs::read(&out).unwrap() == original);
+        let said: Vec<&String> = s
+            .notes
+            .iter()
+            .filter(|n| n.contains("readings of GPU memory failed during the run"))
+            .collect();
+        match flaky {
+            true => assert!(
+                said.len() == 1 && said[0].contains("(the last: GPU is lost)"),
+                "{:?}",
+                s.notes
+            ),
+            false => assert!(said.is_empty(), "{:?}", s.notes),
+        }
+    }
+}
+
 #[test]
 fn gpu_only_fails_hard_on_out_of_memory_naming_the_chunk_and_bytes() {
     let dir = tempfile::tempdir().unwrap();

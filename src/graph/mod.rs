@@ -482,6 +482,7 @@ fn run(
         gpu: opts.gpu.as_ref().map(|g| g.describe()),
         trace: opts.trace.clone().map(|t| (t, opts.replay_step_ms)),
         pressure: opts.pressure.clone(),
+        failed_reads_before: opts.pressure.as_ref().map_or(0, |p| p.failed_reads().0),
         chunks: all_tasks.len(),
         replayed: planned.and_then(|p| p.marks),
         last: std::sync::OnceLock::new(),

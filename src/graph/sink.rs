@@ -128,6 +128,8 @@ pub(crate) struct StatsSource {
     /// The replayed trace and its step (virtual ms per chunk).
     pub(crate) trace: Option<(crate::pressure::Trace, u64)>,
     pub(crate) pressure: Option<Arc<dyn crate::pressure::PressureSource>>,
+    /// The live source's failed reads when the run began.
+    pub(crate) failed_reads_before: u64,
     /// Chunks of the run.
     pub(crate) chunks: usize,
     /// A replay's policy after each chunk: a snapshot while the run goes
@@ -139,6 +141,24 @@ pub(crate) struct StatsSource {
 }
 
 impl StatsSource {
+    /// The run's notes, and one for the live readings that failed since it
+    /// began (the policy routed on the latest good one meanwhile).
+    fn notes_now(&self) -> Vec<String> {
+        let mut notes = self.notes.clone();
+        if let (None, Some(source)) = (&self.trace, &self.pressure) {
+            let (failed, last) = source.failed_reads();
+            if failed > self.failed_reads_before {
+                notes.push(format!(
+                    "{} readings of GPU memory failed during the run (the last: {}); the \
+                     policy routed on the latest good reading meanwhile",
+                    failed - self.failed_reads_before,
+                    last.as_deref().unwrap_or("no reason given")
+                ));
+            }
+        }
+        notes
+    }
+
     /// The statistics now; `finished`: the run has ended (every chunk is
     /// decided, so a replay's latest sample is the last chunk's).
     pub(crate) fn statistics(
@@ -170,7 +190,7 @@ impl StatsSource {
             &p,
             self.mode,
             elapsed,
-            self.notes.clone(),
+            self.notes_now(),
             self.gpu.clone(),
             last_sample,
         );

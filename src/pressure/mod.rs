@@ -99,6 +99,12 @@ pub trait PressureSource: Send + Sync {
     fn history(&self) -> Option<Vec<Sample>> {
         None
     }
+    /// Readings that failed so far, and the last failure in words: a live
+    /// source keeps its latest good sample meanwhile, and a run's notes say
+    /// how many failed while it went.
+    fn failed_reads(&self) -> (u64, Option<String>) {
+        (0, None)
+    }
 }
 
 /// The live source of this build: NVML on GPU `device`, sampled every

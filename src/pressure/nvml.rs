@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 pub struct Nvml {
     latest: Arc<Mutex<Option<Sample>>>,
     history: Arc<Mutex<Vec<Sample>>>,
+    /// Reads that failed after the first sample, and the last error.
+    failed: Arc<Mutex<(u64, Option<String>)>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     device: String,
@@ -26,9 +28,15 @@ impl Nvml {
     pub fn start(index: u32, interval_ms: u64) -> Result<Self> {
         let latest = Arc::new(Mutex::new(None));
         let history = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new((0, None)));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel::<std::result::Result<String, String>>();
-        let (l, h, s) = (latest.clone(), history.clone(), stop.clone());
+        let (l, h, f, s) = (
+            latest.clone(),
+            history.clone(),
+            failed.clone(),
+            stop.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("padic-nvml".into())
             .spawn(move || {
@@ -66,7 +74,11 @@ impl Nvml {
                                 tx.send(Err(format!("NVML cannot read GPU {index}'s memory: {e}")));
                             return;
                         }
-                        Err(_) => {}
+                        Err(e) => {
+                            let mut f = f.lock().expect("failure lock");
+                            f.0 += 1;
+                            f.1 = Some(e.to_string());
+                        }
                     }
                     if !told {
                         told = true;
@@ -91,6 +103,7 @@ impl Nvml {
         Ok(Nvml {
             latest,
             history,
+            failed,
             stop,
             thread: Some(thread),
             device,
@@ -112,6 +125,9 @@ impl PressureSource for Nvml {
     }
     fn history(&self) -> Option<Vec<Sample>> {
         Some(self.history.lock().expect("history lock").clone())
+    }
+    fn failed_reads(&self) -> (u64, Option<String>) {
+        self.failed.lock().expect("failure lock").clone()
     }
 }
 
