@@ -72,15 +72,15 @@ fn framing_errors_name_their_byte_offset() {
     );
     // Only a file that starts as safetensors does is called one.
     assert!(!err.contains("safetensors file"), "{err}");
-    let err = refused(dir.path(), &edit(8, &4u32.to_le_bytes()));
-    assert!(err.contains("unsupported container version 4"), "{err}");
-    // A version 3 file called version 2 (or 1): its header says 3, under
+    let err = refused(dir.path(), &edit(8, &5u32.to_le_bytes()));
+    assert!(err.contains("unsupported container version 5"), "{err}");
+    // A version 4 file called version 3, 2 or 1: its header says 4, under
     // its checksum.
-    for v in [1u32, 2] {
+    for v in [1u32, 2, 3] {
         let err = refused(dir.path(), &edit(8, &v.to_le_bytes()));
         assert!(
             err.contains(&format!(
-                "byte offset 8: the version field says {v}, the header (under its checksum) says 3"
+                "byte offset 8: the version field says {v}, the header (under its checksum) says 4"
             )),
             "{err}"
         );
@@ -158,6 +158,39 @@ fn version_2_fixture() -> (std::path::PathBuf, Vec<(&'static str, Vec<u8>)>) {
         ("f32", f32s),
     ];
     (path, tensors)
+}
+
+/// `tests/fixtures/v3-patterns.padic` was written by padic-burst at commit
+/// 431bbaf (container version 3: no `version` in the header), `--chunk-kib
+/// 64`, from a safetensors file of `bf16`, every 16-bit pattern in order,
+/// and `f32`, 4096 values `i * 0x9e3779b9`. It decodes exactly; with its
+/// version field damaged to 2 it is refused for what version 2 lacks.
+#[test]
+fn version_3_containers_decode_exactly() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-patterns.padic");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 3);
+    let c = Container::open(&path).unwrap();
+    assert_eq!(c.header().version, None);
+    let full = decode(&path, None).to_safetensors();
+    let f32s: Vec<u8> = (0..4096u32)
+        .flat_map(|i| i.wrapping_mul(0x9e37_79b9).to_le_bytes())
+        .collect();
+    for (name, data) in [("bf16", all_u16_patterns()), ("f32", f32s)] {
+        assert!(
+            tensor_bytes(&c, data_region(&full), name) == &data[..],
+            "{name}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = bytes.clone();
+    bad[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let err = refused(dir.path(), &bad);
+    assert!(
+        err.contains("nan_flag is true in a version 2 container"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //! its decompressed size, at most [`MAX_HEADER_LEN`]); version 1 stored it
 //! plain, and is still read. Version 3 adds the NaN flag to plane 0 and
 //! gives the sign a plane of its own where the digits after the head fit
-//! one plane (see `codec::layout`); a tensor's `nan_flag` says so. The header is mostly decimal lengths,
+//! one plane (see `codec::layout`); a tensor's `nan_flag` says so. Version 4
+//! states the version again in the header, under its checksum (the prefix's
+//! copy is under none), and is otherwise version 3. The header is mostly decimal lengths,
 //! checksums and the source header: on a model of many small tensors it was
 //! 3% of the file, and compressed it is a sixth of that.
 //!
@@ -39,7 +41,7 @@ pub const MAGIC: &[u8; 8] = b"PADICBST";
 pub const END_MAGIC: &[u8; 8] = b"PADICEND";
 /// The container version this build writes; it reads this one and
 /// [`OLDEST_VERSION`] onward.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The oldest container version this build reads (version 1: a plain JSON header).
 pub const OLDEST_VERSION: u32 = 1;
 /// The zstd level of a header that is a small part of its file. Level 3
@@ -77,8 +79,8 @@ pub struct Header {
     /// Always `"padic-burst"`.
     pub format: String,
     /// The container's version again, under the header's checksum (the
-    /// prefix's copy is under none): written from 2026-12-08 on, absent in
-    /// older files. A reader refuses a prefix that disagrees with it.
+    /// prefix's copy is under none): required from version 4 on, absent
+    /// before. A reader refuses a prefix that disagrees with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
     /// The source safetensors header, verbatim (its JSON text, padding
@@ -787,7 +789,16 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
         offset: Some(8),
         ..Location::default()
     };
-    let damaged_version = |stated: u32| {
+    // The version the header states (under its checksum) against the
+    // prefix's: a version this build does not read, or a damaged prefix.
+    let disagrees = |stated: u32| {
+        if !(OLDEST_VERSION..=VERSION).contains(&stated) {
+            return Error::Version {
+                path: path.to_path_buf(),
+                found: stated,
+                supported: VERSION,
+            };
+        }
         bad(
             path,
             at_version(),
@@ -797,22 +808,29 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
             ),
         )
     };
-    // An older version in the prefix of a file whose header states this
-    // one: the prefix, which no checksum covers, is what is wrong.
+    // An older version in the prefix of a file whose header states another:
+    // the prefix is what is wrong.
     if version != VERSION {
         let stated = open_header(VERSION, stored)
             .ok()
             .and_then(|json| serde_json::from_slice::<Header>(&json).ok())
             .and_then(|h| h.version);
-        if let Some(stated) = stated {
-            return Err(damaged_version(stated));
+        if let Some(stated) = stated.filter(|&s| s != version) {
+            return Err(disagrees(stated));
         }
     }
     let json = open_header(version, stored).map_err(|e| bad(path, at_header(), e))?;
     let header: Header = serde_json::from_slice(&json)
         .map_err(|e| bad(path, at_header(), format!("header does not parse: {e}")))?;
     match header.version {
-        Some(stated) if stated != version => return Err(damaged_version(stated)),
+        Some(stated) if stated != version => return Err(disagrees(stated)),
+        None if version >= 4 => {
+            return Err(bad(
+                path,
+                at_header(),
+                format!("a version {version} header states its version; this one does not"),
+            ))
+        }
         _ => {}
     }
     let layouts = validate::validate(path, &header, header_start, version)?;

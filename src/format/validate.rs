@@ -164,7 +164,7 @@ fn check_extent(
 
 /// The digit layout of a p-adic tensor (`None` for a passthrough one),
 /// checked against the one its prime and precision define; the NaN flag is
-/// in every layout of a version 3 container, and in none before.
+/// in every layout of a container of version 3 or later, and in none before.
 fn layout_of(path: &Path, t: &TensorEntry, version: u32) -> Result<Option<Layout>> {
     let at = || at_tensor(&t.name, None);
     let Some(c) = &t.codec else {
