@@ -52,10 +52,12 @@ pub struct PlanSummary {
 }
 
 /// Virtual milliseconds between consecutive chunks in a replay:
-/// `--replay-step-ms N`, or `auto`, which spreads the trace over the chunks
-/// (the last chunk is decided at the trace's last sample, or, where the trace
-/// spans fewer milliseconds than there are chunks, 1 ms a chunk, and
-/// [`beyond_the_trace`] says so).
+/// `--replay-step-ms N`, or `auto`, which spreads the trace over the chunks:
+/// the least whole step at which the last chunk comes at or after the
+/// trace's last sample (so every sample is seen; the last few chunks may
+/// come up to a step after it, on that sample), and at least 1 ms, which a
+/// trace shorter than the chunks leaves behind ([`beyond_the_trace`] says
+/// so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayStep {
     /// This many milliseconds.
@@ -87,14 +89,17 @@ impl ReplayStep {
     }
 }
 
-/// What a replay of `chunks` chunks `step_ms` apart does past the trace's
-/// last sample, said when it does: those chunks are routed on that sample.
-pub fn beyond_the_trace(trace: &Trace, chunks: usize, step_ms: u64) -> Option<String> {
+/// What a replay of `chunks` chunks at `step` does past the trace's last
+/// sample, said when it does: those chunks are routed on that sample. An
+/// `auto` step ends at the trace's end by design, and is said only where
+/// the trace is shorter than 1 ms a chunk.
+pub fn beyond_the_trace(trace: &Trace, chunks: usize, step: ReplayStep) -> Option<String> {
     let end = trace.samples().last()?.t_ms;
-    if step_ms == 0 {
+    let step_ms = step.millis(trace, chunks);
+    if step_ms == 0 || (step == ReplayStep::Auto && end >= chunks.saturating_sub(1) as u64) {
         return None;
     }
-    let first_after = usize::try_from(end / step_ms + 1).ok()?;
+    let first_after = usize::try_from((end / step_ms).checked_add(1)?).ok()?;
     let n = chunks.checked_sub(first_after).filter(|&n| n > 0)?;
     Some(format!(
         "the pressure trace ends at {end} ms: at {step_ms} ms a chunk, {n} of {chunks} chunks \

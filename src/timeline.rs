@@ -91,11 +91,15 @@ fn escape(text: &str) -> String {
 }
 
 impl Timeline {
-    /// The latest sample at or before `t_ms` (the first before any), as a
-    /// trace answers the policy.
+    /// The latest sample at or before `t_ms` (of several at one time the
+    /// last; before any, the last at the first time), as a trace answers
+    /// the policy.
     fn sample_at(&self, t_ms: f64) -> Option<&crate::pressure::Sample> {
-        let after = self.samples.partition_point(|s| s.t_ms as f64 <= t_ms);
-        self.samples.get(after.saturating_sub(1))
+        let first = self.samples.first()?.t_ms as f64;
+        let after = self
+            .samples
+            .partition_point(|s| s.t_ms as f64 <= t_ms.max(first));
+        self.samples.get(after - 1)
     }
 
     /// The timeline as an SVG document.
@@ -218,9 +222,12 @@ impl Timeline {
                 STRIP_TOP + i as f64 * ROW + ROW * 0.7
             );
         }
-        // Each change of route: a line across the plot and the strip, with
-        // the memory reading of the time (the policy's rules in its tooltip).
-        for (before, c) in self.chunks.iter().zip(self.chunks.iter().skip(1)) {
+        // Each change of route, in the order the chunks were routed (a live
+        // run's workers route out of chunk order): a line across the plot
+        // and the strip, with the memory reading of its time.
+        let mut routed: Vec<&TimelineChunk> = self.chunks.iter().collect();
+        routed.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+        for (before, c) in routed.iter().zip(routed.iter().skip(1)) {
             if before.route == c.route {
                 continue;
             }

@@ -407,14 +407,7 @@ fn run(
         .iter()
         .map(|s| s.container.header().chunk_count())
         .sum();
-    let mut notes = gpu_notes(opts)?;
-    if let Some(trace) = &opts.trace {
-        notes.extend(crate::plan::beyond_the_trace(
-            trace,
-            chunk_count,
-            opts.replay_step_ms,
-        ));
-    }
+    let notes = gpu_notes(opts)?;
     let policy = Arc::new(Mutex::new(Policy::new(
         opts.config.policy(),
         opts.mode,

@@ -11,7 +11,8 @@ use crate::error::{Error, Result};
 pub const HEADER: &str = "t_ms,used_mb,total_mb";
 
 /// A trace in memory; `sample_at(t)` is the latest sample with `t_ms <= t`
-/// (the first sample before any).
+/// (of several at one time, the last; before any, the last at the first
+/// time).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
     samples: Vec<Sample>,
@@ -39,7 +40,7 @@ impl Trace {
 
     /// Reads a trace file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::input::read_text(path)?;
         Self::parse(path, &text)
     }
 
@@ -132,8 +133,9 @@ impl Trace {
 
 impl PressureSource for Trace {
     fn sample_at(&self, t_ms: u64) -> Option<Sample> {
-        let after = self.samples.partition_point(|s| s.t_ms <= t_ms);
-        Some(self.samples[after.saturating_sub(1)])
+        let first = self.samples[0].t_ms;
+        let after = self.samples.partition_point(|s| s.t_ms <= t_ms.max(first));
+        Some(self.samples[after - 1])
     }
     fn has_gpu(&self) -> bool {
         true
@@ -155,6 +157,15 @@ mod tests {
         assert_eq!(t.sample_at(15).unwrap().used_mb, 100.0);
         assert_eq!(t.sample_at(20).unwrap().used_mb, 600.0);
         assert_eq!(t.sample_at(999).unwrap().used_mb, 600.0);
+        // Before the first time: the last sample at that time, as the
+        // timeline draws it (it was the first).
+        let t = Trace::parse(
+            Path::new("t.csv"),
+            "t_ms,used_mb,total_mb\n10,950,1000\n10,300,1000\n100,400,1000\n",
+        )
+        .unwrap();
+        assert_eq!(t.sample_at(0).unwrap().used_mb, 300.0);
+        assert_eq!(t.sample_at(10).unwrap().used_mb, 300.0);
     }
 
     #[test]
