@@ -105,7 +105,26 @@ fn force_mode_changes_the_routes_of_later_runs() {
     let p = Pipeline::new(config(64.0));
     p.force_mode(Mode::CpuOnly);
     p.decompress(&c, None).unwrap();
-    assert_eq!(p.statistics().unwrap().current_mode, "cpu-only");
+    let s = p.statistics().unwrap();
+    assert_eq!(
+        (s.current_mode.as_str(), s.current_engine),
+        ("cpu-only", None)
+    );
+    // The mode and the engine are the pipeline's now: they agree (the engine
+    // was the last run's, null, beside "auto").
+    p.force_mode(Mode::Auto);
+    let s = p.statistics().unwrap();
+    assert_eq!(
+        (s.current_mode.as_str(), s.current_engine.as_deref()),
+        ("auto", Some("cpu"))
+    );
+    p.decompress(&c, None).unwrap();
+    p.force_mode(Mode::CpuOnly);
+    let s = p.statistics().unwrap();
+    assert_eq!(
+        (s.current_mode.as_str(), s.current_engine),
+        ("cpu-only", None)
+    );
     p.force_mode(Mode::GpuOnly);
     let err = p.decompress(&c, None).unwrap_err().to_string();
     assert!(

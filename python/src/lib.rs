@@ -511,6 +511,7 @@ impl Pipeline {
             o.insert("cache_hits".into(), now.cache_hits.into());
             o.insert("cache_misses".into(), now.cache_misses.into());
             o.insert("current_mode".into(), now.current_mode.into());
+            o.insert("current_engine".into(), now.current_engine.into());
         }
         Some(s.to_string())
     }

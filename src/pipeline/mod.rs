@@ -568,7 +568,18 @@ impl Pipeline {
         if let Some(c) = &self.cache {
             (s.cache_hits, s.cache_misses) = c.counts();
         }
-        s.current_mode = self.mode().name().to_string();
+        // The mode is the pipeline's now (force_mode may have changed it
+        // since the run), and the engine follows it: none in GPU_ONLY and
+        // CPU_ONLY; in AUTO and HYBRID the run's, or where the next run
+        // starts when the last had none.
+        let mode = self.mode();
+        s.current_mode = mode.name().to_string();
+        s.current_engine = match mode {
+            Mode::Auto | Mode::Hybrid => s
+                .current_engine
+                .or_else(|| Some(if self.gpu.is_some() { "gpu" } else { "cpu" }.to_string())),
+            Mode::GpuOnly | Mode::CpuOnly => None,
+        };
         Some(s)
     }
 }
