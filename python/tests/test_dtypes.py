@@ -1,5 +1,5 @@
 """The unusual dtypes (packed 4- and 6-bit floats, the 8-bit floats E4M3, E5M2
-and E8M0) against the safetensors package's own loaders: the same dtype,
+E8M0, E4M3FNUZ and E5M2FNUZ) against the safetensors package's own loaders: the same dtype,
 shape and bytes where safetensors loads a tensor, a ``PadicError`` naming the
 tensor and its dtype where it refuses one. The one difference by design:
 ``padic_burst.numpy`` loads the 8-bit floats as their ``ml_dtypes`` types,
@@ -30,6 +30,8 @@ CASES = [
     ("F8_E8M0", [0], 0),
     ("F8_E4M3", [4, 4], 16),
     ("F8_E5M2", [16], 16),
+    ("F8_E4M3FNUZ", [4, 4], 16),  # the Rust safetensors crate knows them from 0.8
+    ("F8_E5M2FNUZ", [16], 16),
     # The rest, for the whole table.
     ("BF16", [4, 2], 16),
     ("F16", [8], 16),
@@ -46,7 +48,13 @@ CASES = [
     ("BOOL", [16], 16),
     ("C64", [2], 16),  # the Rust safetensors crate knows it from 0.7
 ]
-ML_DTYPES = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu"}
+ML_DTYPES = {
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E8M0": "float8_e8m0fnu",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+}
 FRAMEWORKS = ["np", "pt"]
 
 
