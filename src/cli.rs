@@ -380,6 +380,11 @@ fn decompress(a: DecompressArgs, quiet: bool) -> Result<()> {
     if let Some(path) = &a.pressure_trace {
         let trace = Trace::load(path)?;
         let step = a.replay_step_ms.millis(&trace, input.chunk_count());
+        if let Some(note) =
+            crate::plan::beyond_the_trace(&trace, input.chunk_count(), a.replay_step_ms)
+        {
+            eprintln!("note: {note}");
+        }
         pipeline = pipeline.with_trace(trace, step);
     } else if a.record_pressure.is_some() {
         pipeline = pipeline.with_live_pressure()?;
@@ -625,7 +630,7 @@ fn plan(a: PlanArgs) -> Result<()> {
             .collect(),
     };
     let (lines, summary) = crate::plan::plan_shards(&shards, &trace, a.mode, cfg.policy(), step);
-    if let Some(note) = crate::plan::beyond_the_trace(&trace, lines.len(), step) {
+    if let Some(note) = crate::plan::beyond_the_trace(&trace, lines.len(), a.replay_step_ms) {
         eprintln!("note: {note}");
     }
     if let Some(path) = &a.svg {

@@ -121,6 +121,13 @@ fn parse_source<'a>(path: &Path, bytes: &'a [u8]) -> Result<Source<'a>> {
         path: path.to_path_buf(),
         what,
     };
+    if bytes.starts_with(crate::format::MAGIC) {
+        return Err(fail(
+            "it is a padic-burst container already (decompress it, or compress the \
+             safetensors file it came from)"
+                .into(),
+        ));
+    }
     let (n, meta) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fail(e.to_string()))?;
     let header_text = std::str::from_utf8(&bytes[8..8 + n])

@@ -212,7 +212,7 @@ impl ConfigLayer {
 
     /// Reads a TOML file; an unknown key or a wrong type is an error naming the file.
     pub fn from_file(path: &Path) -> Result<ConfigLayer> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::input::read_text(path)?;
         toml::from_str(&text).map_err(|e| {
             let at = e
                 .span()

@@ -297,6 +297,18 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("no message")
 }
 
+/// `text` on one line for a terminal: each control character (a newline, an
+/// escape sequence's ESC in a tensor name) shown as its escape (`\n`,
+/// `\u{1b}`), so a message stays one line and sends the terminal nothing.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

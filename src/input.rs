@@ -36,6 +36,19 @@ pub fn open(path: &Path) -> Result<(std::fs::File, memmap2::Mmap)> {
     Ok((file, map))
 }
 
+/// The text of a small input the user wrote (a configuration, a trace):
+/// bytes that are not UTF-8 are a bad input (exit 2), not a failed read.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "{}: not UTF-8 text (byte {} is not)",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
 /// Refuses, by name, an input that is not a regular file.
 fn regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;

@@ -105,7 +105,7 @@ pub fn inspect(c: &Container) -> Report {
 /// The report as a table for a terminal.
 pub fn render(r: &Report) -> String {
     let mut s = format!(
-        "{:<48} {:>5} {:>18} {:>5} {:>4} {:>6} {:>12} {:>12} {:>7} {:>10}\n",
+        "{:<48} {:>11} {:>18} {:>5} {:>4} {:>6} {:>12} {:>12} {:>7} {:>10}\n",
         "tensor",
         "dtype",
         "shape",
@@ -126,8 +126,8 @@ pub fn render(r: &Report) -> String {
             (_, None) => "NaN lost".to_string(),
         };
         s += &format!(
-            "{:<48} {:>5} {:>18} {:>5} {:>4} {:>6} {:>12} {:>12} {:>7.4} {:>10}\n",
-            t.name,
+            "{:<48} {:>11} {:>18} {:>5} {:>4} {:>6} {:>12} {:>12} {:>7.4} {:>10}\n",
+            crate::error::one_line(&t.name),
             t.dtype,
             shape,
             t.prime.map_or("-".into(), |p| p.to_string()),

@@ -31,7 +31,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let e = anyhow::Error::from(e);
-            eprintln!("error: {e}");
+            // One line, whatever a name in it holds.
+            eprintln!("error: {}", padic_burst::error::one_line(&e.to_string()));
             let code = e
                 .downcast_ref::<padic_burst::Error>()
                 .map_or(1, padic_burst::Error::exit_code);

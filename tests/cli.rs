@@ -356,6 +356,84 @@ fn a_replay_step_without_a_trace_is_refused() {
     assert!(!out_path.exists());
 }
 
+/// FNUZ 8-bit floats (safetensors 0.8) pass through byte for byte (they were
+/// refused as an unknown dtype); a name holding control characters is shown
+/// escaped, on one line, in an error and in `inspect`; a container given to
+/// `compress` is named as one.
+#[test]
+fn odd_dtypes_names_and_inputs_are_handled_on_one_line() {
+    use safetensors::Dtype;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("fnuz.safetensors");
+    let file = common::safetensors_bytes(&[
+        ("w", Dtype::F8_E4M3FNUZ, vec![4, 4], (0..16).collect()),
+        ("v", Dtype::F8_E5M2FNUZ, vec![3], vec![1, 128, 255]),
+        ("a\u{1b}[2J\nb", Dtype::F32, vec![1], vec![0, 0, 128, 63]),
+    ]);
+    std::fs::write(&input, &file).unwrap();
+    let packed = dir.path().join("fnuz.padic");
+    let out = run_on("compress", &input, &packed, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = dir.path().join("back.safetensors");
+    assert!(run_on("decompress", &packed, &back, &[]).status.success());
+    assert_eq!(std::fs::read(&back).unwrap(), file);
+    let inspect = bin().arg("inspect").arg(&packed).output().unwrap();
+    let table = String::from_utf8(inspect.stdout).unwrap();
+    assert!(
+        table.contains("F8_E4M3FNUZ") && table.contains(r"a\u{1b}[2J\nb"),
+        "{table}"
+    );
+    assert!(!table.contains('\u{1b}'), "{table}");
+    // A bad file whose name holds them: one line, nothing sent to the terminal.
+    let evil = dir.path().join("evil.safetensors");
+    let header = br#"{"x\n\u001b[31m":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 12]);
+    std::fs::write(&evil, &bytes).unwrap();
+    let out = run_on("compress", &evil, &dir.path().join("e.padic"), &[]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(r"x\n\u{1b}[31m") && !err.contains('\u{1b}'),
+        "{err}"
+    );
+    let out = run_on("compress", &packed, &dir.path().join("again.padic"), &[]);
+    assert_refused(
+        &out,
+        &["is a padic-burst container already"],
+        "header too large",
+    );
+}
+
+/// A configuration or a trace that is not UTF-8 is bad input (exit 2), not a
+/// failed read (it was exit 1).
+#[test]
+fn a_configuration_or_trace_that_is_not_utf8_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = packed_model(dir.path());
+    let out_path = dir.path().join("o.safetensors");
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, b"num_cpu_workers = \"\xe9\"\n").unwrap();
+    let trace = dir.path().join("t.csv");
+    std::fs::write(&trace, b"t_ms,used_mb,total_mb\n0,1\xe9,2\n").unwrap();
+    for (flag, file) in [("--config", &config), ("--pressure-trace", &trace)] {
+        let out = run_on(
+            "decompress",
+            &packed,
+            &out_path,
+            &[flag, file.to_str().unwrap()],
+        );
+        assert_refused(&out, &["not UTF-8 text"], "panicked");
+        assert!(!out_path.exists());
+    }
+}
+
 #[test]
 fn inspect_json_into_a_closed_pipe_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();
