@@ -572,6 +572,12 @@ fn a_container_describes_its_tensors_and_its_identity() {
     }
     assert!(c.layout(w).is_some() && c.layout(ids).is_none());
 
+    // A tensor found by name is the one of that name; another name is none.
+    for (i, e) in t.iter().enumerate() {
+        assert_eq!(c.tensor_named(&e.name), Some(i), "{}", e.name);
+    }
+    assert_eq!(c.tensor_named("no such tensor"), None);
+
     // The identity follows the contents: the same bytes elsewhere share it,
     // another container does not.
     let copy = dir.path().join("b.padic");

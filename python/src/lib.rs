@@ -617,13 +617,7 @@ impl Opened {
     fn locate(&self, name: &str) -> PyResult<(usize, usize)> {
         self.index
             .get(name)
-            .and_then(|&ci| {
-                let tensors = &self.containers[ci].header().tensors;
-                tensors
-                    .iter()
-                    .position(|t| t.name == name)
-                    .map(|ti| (ci, ti))
-            })
+            .and_then(|&ci| self.containers[ci].tensor_named(name).map(|ti| (ci, ti)))
             .ok_or_else(|| {
                 PadicError::new_err(format!("{}: no tensor named '{name}'", self.path.display()))
             })

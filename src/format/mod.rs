@@ -351,6 +351,8 @@ pub struct Container {
     layouts: Vec<Option<Layout>>,
     /// Section bytes checksummed so far ([`Container::bytes_checksummed`]).
     checksummed: std::sync::atomic::AtomicU64,
+    /// Tensor names to their index, made at the first lookup by name.
+    by_name: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
 }
 
 impl std::fmt::Debug for Container {
@@ -398,6 +400,7 @@ impl Container {
             read_identity,
             layouts,
             checksummed: Default::default(),
+            by_name: Default::default(),
         })
     }
 
@@ -420,6 +423,23 @@ impl Container {
     /// comes from the cache only for the file it was decoded from.
     pub fn read_identity(&self) -> u64 {
         self.read_identity
+    }
+
+    /// The index of the tensor named `name` (a safetensors header holds a
+    /// name once): one hash lookup, where a scan of a shard of 100,000
+    /// tensors made each `get_tensor` take milliseconds.
+    pub fn tensor_named(&self, name: &str) -> Option<usize> {
+        self.by_name
+            .get_or_init(|| {
+                let tensors = &self.header.tensors;
+                tensors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.name.clone(), i))
+                    .collect()
+            })
+            .get(name)
+            .copied()
     }
 
     /// The validated header.

@@ -586,17 +586,12 @@ impl Pipeline {
 
 /// The index of tensor `name` in `container`, or an error naming both.
 fn tensor_index(container: &Container, name: &str) -> Result<usize> {
-    container
-        .header()
-        .tensors
-        .iter()
-        .position(|t| t.name == name)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "{}: no tensor named '{name}'",
-                container.path().display()
-            ))
-        })
+    container.tensor_named(name).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{}: no tensor named '{name}'",
+            container.path().display()
+        ))
+    })
 }
 
 /// The cache's key for tensor `name` of `container` decoded to `target` digits.
