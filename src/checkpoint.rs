@@ -552,6 +552,12 @@ pub fn compress_dir(
 /// A shard's header parses (before any work is done).
 fn check_safetensors(path: &Path) -> Result<()> {
     let map = crate::input::map(path)?;
+    if map.starts_with(crate::format::MAGIC) {
+        return Err(Error::Safetensors {
+            path: path.to_path_buf(),
+            what: crate::compress::ALREADY_A_CONTAINER.into(),
+        });
+    }
     safetensors::SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
         what: e.to_string(),
@@ -818,7 +824,7 @@ pub fn render(r: &CheckpointReport) -> String {
     for shard in &r.shards {
         s += &format!(
             "shard {} (chunks {} to {})\n",
-            shard.shard.display(),
+            crate::error::one_line(&shard.shard.display().to_string()),
             shard.first_chunk,
             (shard.first_chunk + shard.chunks).saturating_sub(1)
         );

@@ -108,6 +108,10 @@ struct Coded {
 /// section's length and checksum, compressed.
 const HEADER_BYTES_PER_SECTION: usize = 16;
 
+/// What `compress` says of an input that is a container already.
+pub(crate) const ALREADY_A_CONTAINER: &str = "it is a padic-burst container already (decompress \
+     it, or compress the safetensors file it came from)";
+
 /// A parsed safetensors input.
 struct Source<'a> {
     header_text: &'a str,
@@ -122,11 +126,7 @@ fn parse_source<'a>(path: &Path, bytes: &'a [u8]) -> Result<Source<'a>> {
         what,
     };
     if bytes.starts_with(crate::format::MAGIC) {
-        return Err(fail(
-            "it is a padic-burst container already (decompress it, or compress the \
-             safetensors file it came from)"
-                .into(),
-        ));
+        return Err(fail(ALREADY_A_CONTAINER.into()));
     }
     let (n, meta) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fail(e.to_string()))?;

@@ -264,7 +264,9 @@ impl ConfigLayer {
 
     /// The process environment's `SARAPHIS_*` variables.
     pub fn from_env() -> Result<ConfigLayer> {
-        Self::from_vars(|k| std::env::var(k).ok())
+        // A value that is not UTF-8 is read lossily, so that it is refused
+        // as the bad value it is rather than taken for no value.
+        Self::from_vars(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
     }
 }
 

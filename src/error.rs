@@ -298,11 +298,14 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// `text` on one line for a terminal: each control character (a newline, an
-/// escape sequence's ESC in a tensor name) shown as its escape (`\n`,
-/// `\u{1b}`), so a message stays one line and sends the terminal nothing.
+/// escape sequence's ESC in a tensor name) and each character that reorders
+/// text (the bidirectional marks, embeddings, overrides and isolates) shown
+/// as its escape (`\n`, `\u{1b}`, `\u{202e}`), so a message stays one line,
+/// in its order, and sends the terminal no control sequence.
 pub fn one_line(text: &str) -> String {
+    let reorders = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     text.chars()
-        .map(|c| match c.is_control() {
+        .map(|c| match c.is_control() || reorders(c) {
             true => c.escape_default().to_string(),
             false => c.to_string(),
         })
@@ -312,6 +315,14 @@ pub fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_escapes_what_breaks_a_line_or_reorders_it() {
+        assert_eq!(
+            one_line("a\nb\u{1b}[31m\tc\u{202e}d é"),
+            "a\\nb\\u{1b}[31m\\tc\\u{202e}d é"
+        );
+    }
 
     #[test]
     fn exit_codes_mean_one_thing_each() {

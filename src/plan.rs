@@ -94,7 +94,12 @@ impl ReplayStep {
 /// `auto` step ends at the trace's end by design, and is said only where
 /// the trace is shorter than 1 ms a chunk.
 pub fn beyond_the_trace(trace: &Trace, chunks: usize, step: ReplayStep) -> Option<String> {
-    let end = trace.samples().last()?.t_ms;
+    // One sample is every chunk's reading, wherever the chunks fall.
+    let samples = trace.samples();
+    if samples.len() < 2 {
+        return None;
+    }
+    let end = samples[samples.len() - 1].t_ms;
     let step_ms = step.millis(trace, chunks);
     if step_ms == 0 || (step == ReplayStep::Auto && end >= chunks.saturating_sub(1) as u64) {
         return None;

@@ -482,6 +482,18 @@ fn a_directory_with_no_shard_or_a_bad_index_is_refused() {
         "not a JSON index",
     );
     refused(&plan(&model), "not a JSON index");
+    // A shard that is a container already is named as one (it was "header
+    // too large").
+    std::fs::remove_file(model.join("model.safetensors.index.json")).unwrap();
+    let shard = model.join(SHARDS[0]);
+    let packed = tmp.path().join("one.padic");
+    assert!(compress(&shard, &packed).status.success());
+    std::fs::copy(&packed, &shard).unwrap();
+    refused(
+        &compress(&model, &tmp.path().join("out")),
+        "is a padic-burst container already",
+    );
+    assert!(!tmp.path().join("out").exists());
 }
 
 #[test]

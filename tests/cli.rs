@@ -160,7 +160,7 @@ fn bad_inputs_exit_2_with_one_message_and_no_output() {
     let ver = dir.path().join("ver.padic");
     std::fs::write(&ver, &v2).unwrap();
     let out = bin().arg("inspect").arg(&ver).output().unwrap();
-    assert_fails_cleanly(&out, &["ver.padic", "version 9"]);
+    assert_fails_cleanly(&out, &["ver.padic", "the version field says 9"]);
     // A safetensors file that does not parse.
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();

@@ -95,3 +95,26 @@ fn the_cache_variable_is_refused_on_the_command_line_when_it_turns_the_cache_on(
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing.padic"), "{err}");
 }
+
+/// A `SARAPHIS_*` value that is not UTF-8 is refused as a bad value (it was
+/// taken for no value, and the run went on with the default).
+#[test]
+fn a_configuration_variable_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.padic");
+    let out = bin()
+        .env("SARAPHIS_CPU_WORKERS", std::ffi::OsStr::from_bytes(b"\xff"))
+        .arg("decompress")
+        .arg(&missing)
+        .arg("-o")
+        .arg(dir.path().join("o.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("SARAPHIS_CPU_WORKERS=\"\u{fffd}\" is not an integer"),
+        "{err}"
+    );
+}

@@ -214,13 +214,16 @@ fn replay_step_auto_ends_the_chunks_at_the_traces_end() {
     assert!(beyond_the_trace(&trace, 114, ReplayStep::Fixed(20)).is_some());
     assert_eq!(beyond_the_trace(&trace, 114, ReplayStep::Fixed(0)), None);
     // A trace to the end of time: nothing comes after it (no overflow).
-    let endless = padic_burst::pressure::Trace::new(vec![padic_burst::pressure::Sample {
-        t_ms: u64::MAX,
+    let at = |t_ms| padic_burst::pressure::Sample {
+        t_ms,
         used_mb: 1.0,
         total_mb: 2.0,
-    }])
-    .unwrap();
+    };
+    let endless = padic_burst::pressure::Trace::new(vec![at(0), at(u64::MAX)]).unwrap();
     assert_eq!(beyond_the_trace(&endless, 8, ReplayStep::Fixed(1)), None);
+    // One sample is every chunk's reading: nothing to say.
+    let one = padic_burst::pressure::Trace::new(vec![at(0)]).unwrap();
+    assert_eq!(beyond_the_trace(&one, 8, ReplayStep::Fixed(10)), None);
     assert_eq!(ReplayStep::parse("auto"), Ok(ReplayStep::Auto));
     assert_eq!(ReplayStep::parse("30"), Ok(ReplayStep::Fixed(30)));
     assert!(ReplayStep::parse("-1")

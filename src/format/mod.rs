@@ -736,14 +736,8 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
             ),
         ));
     }
+    // Checked against the header, under its checksum, once that is read.
     let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-    if !(OLDEST_VERSION..=VERSION).contains(&version) {
-        return Err(Error::Version {
-            path: path.to_path_buf(),
-            found: version,
-            supported: VERSION,
-        });
-    }
     let reserved = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
     if reserved != 0 {
         return Err(bad(
@@ -810,26 +804,26 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
         ..Location::default()
     };
     // The version the header states (under its checksum) against the
-    // prefix's: a version this build does not read, or a damaged prefix.
+    // prefix's, which no checksum covers.
     let disagrees = |stated: u32| {
-        if !(OLDEST_VERSION..=VERSION).contains(&stated) {
-            return Error::Version {
-                path: path.to_path_buf(),
-                found: stated,
-                supported: VERSION,
-            };
-        }
+        let what = match (OLDEST_VERSION..=VERSION).contains(&stated) {
+            true => "the version field is damaged".to_string(),
+            false => format!(
+                "a version this build does not read (it reads {OLDEST_VERSION} to {VERSION})"
+            ),
+        };
         bad(
             path,
             at_version(),
             format!(
                 "the version field says {version}, the header (under its checksum) says \
-                 {stated}: the version field is damaged"
+                 {stated}: {what}"
             ),
         )
     };
-    // An older version in the prefix of a file whose header states another:
-    // the prefix is what is wrong.
+    // Another version in the prefix of a file whose header states this
+    // one's: the prefix is what is wrong, whether it names a version this
+    // build reads or not.
     if version != VERSION {
         let stated = open_header(VERSION, stored)
             .ok()
@@ -839,6 +833,13 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
             return Err(disagrees(stated));
         }
     }
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: version,
+            supported: VERSION,
+        });
+    }
     let json = open_header(version, stored).map_err(|e| bad(path, at_header(), e))?;
     let header: Header = serde_json::from_slice(&json)
         .map_err(|e| bad(path, at_header(), format!("header does not parse: {e}")))?;
@@ -847,8 +848,11 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
         None if version >= 4 => {
             return Err(bad(
                 path,
-                at_header(),
-                format!("a version {version} header states its version; this one does not"),
+                at_version(),
+                format!(
+                    "the version field says {version}, but the header states no version, as \
+                     headers before version 4 do: the version field is damaged"
+                ),
             ))
         }
         _ => {}
