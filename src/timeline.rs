@@ -91,17 +91,6 @@ fn escape(text: &str) -> String {
 }
 
 impl Timeline {
-    /// The latest sample at or before `t_ms` (of several at one time the
-    /// last; before any, the last at the first time), as a trace answers
-    /// the policy.
-    fn sample_at(&self, t_ms: f64) -> Option<&crate::pressure::Sample> {
-        let first = self.samples.first()?.t_ms as f64;
-        let after = self
-            .samples
-            .partition_point(|s| s.t_ms as f64 <= t_ms.max(first));
-        self.samples.get(after - 1)
-    }
-
     /// The timeline as an SVG document.
     pub fn to_svg(&self) -> String {
         let end_ms = self
@@ -231,8 +220,7 @@ impl Timeline {
             if before.route == c.route {
                 continue;
             }
-            let reading = self
-                .sample_at(c.t_ms)
+            let reading = crate::pressure::trace::latest_at(&self.samples, |t| t as f64 <= c.t_ms)
                 .map(|m| {
                     format!(
                         "; memory then {:.0}% used, {:.0} MiB free",

@@ -821,30 +821,41 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Header, Vec<Option<Layout>>)> {
             ),
         )
     };
-    // Another version in the prefix of a file whose header states this
-    // one's: the prefix is what is wrong, whether it names a version this
-    // build reads or not.
-    if version != VERSION {
-        let stated = open_header(VERSION, stored)
-            .ok()
-            .and_then(|json| serde_json::from_slice::<Header>(&json).ok())
-            .and_then(|h| h.version);
-        if let Some(stated) = stated.filter(|&s| s != version) {
-            return Err(disagrees(stated));
+    // The header read as the prefix says (as this version where the prefix
+    // names none this build reads): once, on every good file.
+    let readable = (OLDEST_VERSION..=VERSION).contains(&version);
+    let read_as = |v: u32| {
+        let json = open_header(v, stored)?;
+        serde_json::from_slice::<Header>(&json).map_err(|e| format!("header does not parse: {e}"))
+    };
+    let header = match read_as(if readable { version } else { VERSION }) {
+        Ok(header) => header,
+        Err(e) => {
+            // A prefix that misreads the header (version 1, plain JSON, for
+            // a compressed one): what the header states as this version's.
+            let stated = (readable && version != VERSION)
+                .then(|| read_as(VERSION).ok().and_then(|h| h.version))
+                .flatten();
+            return Err(match (stated, readable) {
+                (Some(stated), _) => disagrees(stated),
+                (None, false) => Error::Version {
+                    path: path.to_path_buf(),
+                    found: version,
+                    supported: VERSION,
+                },
+                (None, true) => bad(path, at_header(), e),
+            });
         }
-    }
-    if !(OLDEST_VERSION..=VERSION).contains(&version) {
-        return Err(Error::Version {
-            path: path.to_path_buf(),
-            found: version,
-            supported: VERSION,
-        });
-    }
-    let json = open_header(version, stored).map_err(|e| bad(path, at_header(), e))?;
-    let header: Header = serde_json::from_slice(&json)
-        .map_err(|e| bad(path, at_header(), format!("header does not parse: {e}")))?;
+    };
     match header.version {
         Some(stated) if stated != version => return Err(disagrees(stated)),
+        None if !readable => {
+            return Err(Error::Version {
+                path: path.to_path_buf(),
+                found: version,
+                supported: VERSION,
+            })
+        }
         None if version >= 4 => {
             return Err(bad(
                 path,

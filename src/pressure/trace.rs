@@ -131,11 +131,19 @@ impl Trace {
     }
 }
 
+/// The sample of `samples` (in time order) that holds at a time: the latest
+/// whose `t_ms` is `not_after` it, of several at one time the last, and
+/// before any the last at the first time. The one rule of a replay, and of
+/// the timeline that draws it.
+pub fn latest_at(samples: &[Sample], not_after: impl Fn(u64) -> bool) -> Option<&Sample> {
+    let first = samples.first()?.t_ms;
+    let after = samples.partition_point(|s| s.t_ms == first || not_after(s.t_ms));
+    samples.get(after - 1)
+}
+
 impl PressureSource for Trace {
     fn sample_at(&self, t_ms: u64) -> Option<Sample> {
-        let first = self.samples[0].t_ms;
-        let after = self.samples.partition_point(|s| s.t_ms <= t_ms.max(first));
-        Some(self.samples[after - 1])
+        latest_at(&self.samples, |t| t <= t_ms).copied()
     }
     fn has_gpu(&self) -> bool {
         true
